@@ -1,0 +1,195 @@
+"""Run configuration: YAML read with a safe loader into strict pydantic models.
+
+Every model refuses unknown keys. `load_run_config` turns any problem into a `ConfigError`
+whose lines start with the field path (`student.zero_stage`) and say what was expected.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional, Type, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cluster.errors import ConfigError
+from cluster.factory import DEFAULT_ALLOWED_MODULES
+
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
+NAME_HINT = "lowercase letters, digits, '-' or '_', starting with a letter or digit, at most 48 chars"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+def _check_name(value: str) -> str:
+    if not NAME_PATTERN.match(value):
+        raise ValueError(f"{value!r} is not a valid name: use {NAME_HINT}")
+    return value
+
+
+class ModelSpec(Strict):
+    """A torch module built by a factory; `in_features`/`num_classes` default to the dataset's."""
+
+    factory: str = Field(description="'package.module:function' under an allowed module")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class ResourcesConfig(Strict):
+    num_cpus: float = Field(0.25, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    replicas: int = Field(1, ge=1)
+    max_ongoing_requests: int = Field(16, ge=1)
+
+
+class TeacherTrainingConfig(Strict):
+    """How a teacher without a weights file is trained (the result is cached)."""
+
+    epochs: int = Field(60, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    seed: int = 0
+
+
+class TeacherConfig(Strict):
+    """One teacher: a model, where its weights come from, its weight in the mix, its resources."""
+
+    name: str
+    model: ModelSpec
+    weights: Optional[str] = Field(None, description="safetensors file; omitted: train and cache")
+    training: TeacherTrainingConfig = Field(default_factory=TeacherTrainingConfig)
+    weight: float = Field(1.0, gt=0)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+
+    _name = field_validator("name")(_check_name)
+
+
+class DataConfig(Strict):
+    dataset: Literal["digits"] = "digits"
+    test_fraction: float = Field(0.25, gt=0, lt=1)
+    split_seed: int = 0
+    student_train_samples: Optional[int] = Field(
+        None, ge=10, description="labelled samples the students see (the transfer set); all if omitted"
+    )
+
+
+class StudentConfig(Strict):
+    model: ModelSpec
+    epochs: int = Field(30, ge=1)
+    micro_batch_size: int = Field(16, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    lr: float = Field(1e-2, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    zero_stage: int = Field(2, ge=0, le=3)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    num_workers: int = Field(2, ge=1)
+    cpus_per_worker: float = Field(0.5, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
+    checkpoint_every: int = Field(50, ge=1, description="steps between checkpoints")
+    log_every: int = Field(10, ge=1, description="steps between progress/metric records")
+
+
+class DistillConfig(Strict):
+    loss: Literal["hinton_kd", "logit_mse"] = "hinton_kd"
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the hard-label CE term")
+    temperature: float = Field(4.0, gt=0)
+    prefetch: int = Field(4, ge=1, description="requests in flight per teacher")
+    top_k: int = Field(64, ge=1)
+    dense_max_classes: int = Field(1024, ge=2, description="output spaces up to this size travel dense")
+    request_timeout_s: float = Field(60.0, gt=0)
+    version_poll_every: int = Field(1, ge=1, description="steps between teacher-set version checks")
+
+
+class ServeConfig(Strict):
+    proxy: Literal["disabled", "head"] = "disabled"
+
+
+class RunSection(Strict):
+    name: str
+    output_dir: str = "runs"
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    baseline: bool = True
+    allowed_factory_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_ALLOWED_MODULES))
+
+    _name = field_validator("name")(_check_name)
+
+
+class RunConfig(Strict):
+    """The whole experiment: one YAML file."""
+
+    run: RunSection
+    data: DataConfig = Field(default_factory=DataConfig)
+    teachers: list[TeacherConfig] = Field(default_factory=list)
+    student: StudentConfig
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+
+    @model_validator(mode="after")
+    def _unique_teacher_names(self) -> "RunConfig":
+        names = [t.name for t in self.teachers]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"teachers: names must be unique, repeated: {duplicates}")
+        return self
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _format_validation_error(exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "<root>"
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown key (check its spelling against the docs of this section)"
+        elif "input" in err and err["type"] not in ("missing",):
+            message = f"{message} (got {err['input']!r})"
+        problems.append(f"{path}: {message}")
+    return problems
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Parse YAML with the safe loader; `!!python` tags and friends are refused."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [f"<yaml>: not safe, well-formed YAML: {exc}"]) from exc
+
+
+def validate_model(model_type: Type[M], data: Any, source: str) -> M:
+    """Validate parsed data into `model_type`, raising `ConfigError` with field paths."""
+    if not isinstance(data, dict):
+        raise ConfigError(source, [f"<root>: expected a mapping, got {type(data).__name__}"])
+    try:
+        return model_type.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, _format_validation_error(exc)) from None
+
+
+def load_yaml_model(model_type: Type[M], path: str | Path) -> M:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), ["<file>: not found; pass the path of a YAML config file"])
+    return validate_model(model_type, parse_yaml(path.read_text(), str(path)), str(path))
+
+
+def load_run_config(path: str | Path, overrides: Optional[dict[str, Any]] = None) -> RunConfig:
+    """Load and validate a run config. `overrides` maps dotted paths to values (CLI flags)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), ["<file>: not found; pass the path of a YAML config file"])
+    data = parse_yaml(path.read_text(), str(path))
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {}) if isinstance(node, dict) else node
+        if isinstance(node, dict):
+            node[leaf] = value
+    return validate_model(RunConfig, data, str(path))

@@ -1,0 +1,32 @@
+"""Connecting to Ray: `RAY_ADDRESS` when set, else an embedded local cluster sized to the machine."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+
+logger = logging.getLogger(__name__)
+NAMESPACE = "distillery"
+
+
+def orchestrator_name(run: str) -> str:
+    return run
+
+
+def connect(*, start_local: bool = True) -> str:
+    """Connect this process to Ray and return a description of where.
+
+    Args:
+        start_local: start an embedded cluster when `RAY_ADDRESS` is unset (the run command);
+            client commands (`teacher add`, `status`) pass False and attach to the running one.
+    """
+    if ray.is_initialized():
+        return "already connected"
+    address = os.environ.get("RAY_ADDRESS")
+    if address or not start_local:
+        ray.init(address=address or "auto", namespace=NAMESPACE, log_to_driver=True)
+        return f"cluster at {address or 'auto'}"
+    ray.init(namespace=NAMESPACE, include_dashboard=False)
+    return f"embedded local cluster ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"

@@ -1,0 +1,173 @@
+"""The run's orchestrator: a named actor that owns the teacher set and collects progress.
+
+It deploys each teacher as its own Serve application `teacher-<name>`, validates it against
+the student's output space, and bumps the teacher-set version on every change. Only control
+messages pass through it; soft targets go from Serve replicas straight to train workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Optional
+
+import ray
+from ray import serve
+
+from cluster.config import TeacherConfig, validate_model
+from cluster.metrics import MetricsSink
+from teachers.backend import resolve_model
+from teachers.deployment import TeacherAppArgs, build_teacher_app
+from teachers.errors import IncompatibleTeacherError
+from teachers.teacher_set import TeacherEntry, TeacherSet, app_name
+from orchestration.teacher_training import TrainedTeacher
+
+logger = logging.getLogger(__name__)
+
+
+class Orchestrator:
+    """Args:
+        run: the run name.
+        run_config: the validated run config, as a dict (`RunConfig.model_dump()`).
+        run_dir: the run's output folder (metrics are written there).
+        cache_dir: where trained teachers are cached.
+    """
+
+    def __init__(self, run: str, run_config: dict[str, Any], run_dir: str, cache_dir: str):
+        from cluster.config import RunConfig
+        from students.data import load_dataset
+
+        self.run = run
+        self.config = RunConfig.model_validate(run_config)
+        self.cache_dir = cache_dir
+        self.dataset = load_dataset(self.config.data)
+        self.output_space = self.dataset.output_space
+        self._teacher_set = TeacherSet()
+        self._trained: dict[str, TrainedTeacher] = {}
+        self._lock = threading.Lock()
+        self._sink = MetricsSink(run_dir)
+        self._latest: dict[tuple[str, int], dict[str, Any]] = {}
+        self._events: list[dict[str, Any]] = []
+        self._phase: Optional[str] = None
+
+    # --- queried by train workers (cheap) ----------------------------------------------------
+    def teacher_set_version(self) -> int:
+        return self._teacher_set.version
+
+    def teacher_set(self) -> TeacherSet:
+        return self._teacher_set
+
+    def record_progress(self, record: dict[str, Any]) -> None:
+        self._latest[(record.get("phase", "?"), record.get("rank", 0))] = record
+        self._sink.write(record)
+
+    # --- teacher management ------------------------------------------------------------------
+    def add_teachers(self, teachers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Train (or load cached) weights for teachers in parallel, then deploy and validate each.
+
+        Returns one summary per teacher. An incompatible teacher is refused with
+        `IncompatibleTeacherError` (its app deleted); teachers deployed before it stay.
+        """
+        configs = [validate_model(TeacherConfig, t, f"<teacher {t.get('name', '?')}>") for t in teachers]
+        for cfg in configs:
+            if cfg.name in self._teacher_set.teachers:
+                raise ValueError(f"teacher {cfg.name!r} is already in run {self.run!r}; remove it first "
+                                 f"or choose another name")
+        trained = self._weights_for(configs)
+        return [self._deploy(cfg, trained[cfg.name]) for cfg in configs]
+
+    def add_teacher(self, teacher: dict[str, Any]) -> dict[str, Any]:
+        return self.add_teachers([teacher])[0]
+
+    def remove_teacher(self, name: str) -> dict[str, Any]:
+        with self._lock:
+            if name not in self._teacher_set.teachers:
+                raise KeyError(f"run {self.run!r} has no teacher {name!r}; "
+                               f"teachers: {sorted(self._teacher_set.teachers)}")
+            self._teacher_set = self._teacher_set.without_teacher(name)
+            self._event("teacher_removed", teacher=name)
+        # Workers drop the teacher at their next step boundary; requests still in flight to the
+        # deleted app fail and are skipped by the TeacherClient.
+        serve.delete(app_name(name), _blocking=False)
+        return {"removed": name, "teacher_set_version": self._teacher_set.version}
+
+    def remove_all_teachers(self) -> None:
+        for name in list(self._teacher_set.teachers):
+            self.remove_teacher(name)
+
+    def set_phase(self, phase: Optional[str]) -> None:
+        self._phase = phase
+        self._event("phase", phase=phase)
+
+    def status(self) -> dict[str, Any]:
+        ts = self._teacher_set
+        return {
+            "run": self.run,
+            "phase": self._phase,
+            "teacher_set_version": ts.version,
+            "teachers": {n: {"weight": e.weight, "output_space": e.output_space, "model_version": e.model_version,
+                             "parameters": e.parameters} for n, e in ts.teachers.items()},
+            "progress": {f"{p}/rank{r}": rec for (p, r), rec in sorted(self._latest.items())},
+            "events": self._events[-20:],
+        }
+
+    def trained_teachers(self) -> dict[str, dict[str, Any]]:
+        return {name: vars(t) for name, t in self._trained.items()}
+
+    def close(self) -> None:
+        self.remove_all_teachers()
+        self._sink.close()
+
+    # --- internals ---------------------------------------------------------------------------
+    def _event(self, kind: str, **fields: Any) -> None:
+        event = {"event": kind, "time": time.time(), "teacher_set/version": self._teacher_set.version, **fields}
+        self._events.append(event)
+        self._sink.write(event)
+
+    def _resolved(self, cfg: TeacherConfig):
+        return resolve_model(cfg.model, in_features=self.dataset.in_features, num_classes=self.dataset.num_classes,
+                             allowed_modules=self.config.run.allowed_factory_modules)
+
+    def _weights_for(self, configs: list[TeacherConfig]) -> dict[str, TrainedTeacher]:
+        from orchestration.teacher_training import train_or_load_teacher
+
+        task = ray.remote(train_or_load_teacher).options(num_cpus=0.25)
+        pending = {}
+        out = {}
+        for cfg in configs:
+            if cfg.weights:
+                out[cfg.name] = TrainedTeacher(cfg.weights, float("nan"), 0, 0.0, True)
+            else:
+                pending[cfg.name] = task.remote(cfg.name, self._resolved(cfg), cfg.training, self.config.data,
+                                                self.dataset, self.cache_dir)
+        for name, ref in pending.items():
+            out[name] = ray.get(ref)
+        self._trained.update(out)
+        return out
+
+    def _deploy(self, cfg: TeacherConfig, trained: TrainedTeacher) -> dict[str, Any]:
+        model = self._resolved(cfg)
+        args = TeacherAppArgs(name=cfg.name, factory=model.factory, kwargs=model.kwargs,
+                              allowed_modules=list(model.allowed_modules), weights_path=trained.weights_path,
+                              in_features=self.dataset.in_features, temperature=self.config.distill.temperature,
+                              dense_max_classes=self.config.distill.dense_max_classes,
+                              top_k=self.config.distill.top_k, resources=cfg.resources)
+        app = app_name(cfg.name)
+        serve.run(build_teacher_app(args), name=app, route_prefix=None)
+        info = serve.get_app_handle(app).describe.remote().result(timeout_s=120)
+        if info["output_space"] != self.output_space:
+            serve.delete(app)
+            self._event("teacher_refused", teacher=cfg.name, output_space=info["output_space"])
+            raise IncompatibleTeacherError(
+                f"teacher {cfg.name!r} was refused: its output space is {info['output_space']} but the "
+                f"student of run {self.run!r} predicts {self.output_space}; a teacher must score the same "
+                f"classes as the student (check model.kwargs.num_classes). The run goes on without it.")
+        entry = TeacherEntry(cfg.name, cfg.weight, info["output_space"], info["num_classes"],
+                             info["model_version"], info["parameters"])
+        with self._lock:
+            self._teacher_set = self._teacher_set.with_teacher(entry)
+            self._event("teacher_added", teacher=cfg.name, model_version=entry.model_version, weight=cfg.weight)
+        return {"name": cfg.name, "teacher_set_version": self._teacher_set.version, **info,
+                "cached": trained.cached, "train_seconds": trained.train_seconds,
+                "test_accuracy": trained.test_accuracy}

@@ -1,0 +1,201 @@
+"""`distillery run CONFIG`: the driver of one distillation run.
+
+Validate the config, connect to Ray, start the orchestrator, deploy the teachers, then train
+the KD student and the no-KD baseline for every seed with Ray Train + DeepSpeed. A phase that
+finished is recorded in `state.json` and skipped on restart; a phase cut short resumes from
+its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from rich.console import Console
+
+from cluster.config import RunConfig, load_run_config
+from orchestration.results import kd_gain, rich_table, summarize, write_results
+
+logger = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> str:
+    return os.environ.get("DISTILLERY_CACHE_DIR", str(Path.home() / ".cache" / "distillery"))
+
+
+class RunState:
+    """Phases that finished, persisted atomically in `<run_dir>/state.json`."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / "state.json"
+        self.phases: dict[str, dict[str, Any]] = (
+            json.loads(self.path.read_text())["phases"] if self.path.is_file() else {})
+
+    def finish(self, phase: str, metrics: dict[str, Any]) -> None:
+        self.phases[phase] = metrics
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"phases": self.phases}, indent=2))
+        tmp.replace(self.path)
+
+
+def phase_names(cfg: RunConfig) -> list[tuple[str, int, bool]]:
+    """(phase, seed, uses teachers) in the order they train."""
+    out = []
+    for seed in cfg.run.seeds:
+        out.append((f"kd-seed{seed}", seed, True))
+        if cfg.run.baseline:
+            out.append((f"baseline-seed{seed}", seed, False))
+    return out
+
+
+def _start_orchestrator(cfg: RunConfig, run_dir: Path):
+    import ray
+
+    from cluster.connection import NAMESPACE, orchestrator_name
+    from orchestration.orchestrator import Orchestrator
+
+    name = orchestrator_name(cfg.run.name)
+    try:
+        ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        pass
+    else:
+        raise RuntimeError(f"run {cfg.run.name!r} is already running on this cluster; stop it first "
+                           f"or choose another run.name")
+    actor = ray.remote(Orchestrator).options(name=name, namespace=NAMESPACE, num_cpus=0, max_concurrency=16)
+    return actor.remote(cfg.run.name, cfg.model_dump(), str(run_dir), default_cache_dir())
+
+
+def _start_serve(cfg: RunConfig) -> None:
+    from ray import serve
+    from ray.serve.config import ProxyLocation
+
+    location = ProxyLocation.Disabled if cfg.serve.proxy == "disabled" else ProxyLocation.HeadOnly
+    serve.start(proxy_location=location, http_options={"host": "127.0.0.1"})
+
+
+def _teacher_accuracy(name: str, x: np.ndarray, y: np.ndarray) -> float:
+    """Score a served teacher on the test split through its own Serve app."""
+    from ray import serve
+
+    from teachers.teacher_set import app_name
+
+    record = serve.get_app_handle(app_name(name)).remote({"batch_id": "eval", "inputs": x}).result(timeout_s=120)
+    return float((record.logits.argmax(-1) == y).mean()) if record.is_dense else float(
+        (record.topk_idx[:, 0] == y).mean())
+
+
+def train_phase(job, cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
+    """One Ray Train run of `train_student` with DeepSpeed; resumes from its last checkpoint."""
+    import torch
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig as TrainRunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from students.train_loop import train_student
+
+    use_gpu = cfg.student.gpus_per_worker > 0
+    resources = {"CPU": cfg.student.cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = cfg.student.gpus_per_worker
+    trainer = TorchTrainer(
+        train_student,
+        train_loop_config={"job": job},
+        scaling_config=ScalingConfig(num_workers=cfg.student.num_workers, use_gpu=use_gpu,
+                                     resources_per_worker=resources),
+        torch_config=TorchConfig(backend="nccl" if use_gpu and torch.cuda.is_available() else "gloo"),
+        run_config=TrainRunConfig(name=f"{cfg.run.name}-{job.phase}", storage_path=str(run_dir / "train"),
+                                  checkpoint_config=CheckpointConfig(num_to_keep=2),
+                                  failure_config=FailureConfig(max_failures=0)),
+    )
+    start = time.perf_counter()
+    result = trainer.fit()
+    metrics = dict(result.metrics)
+    metrics["wall_s"] = time.perf_counter() - start
+    return metrics
+
+
+def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optional[str] = None,
+        console: Optional[Console] = None) -> list[dict[str, Any]]:
+    """Run the whole experiment in `config_path`; return the rows of its results table."""
+    console = console or Console()
+    cfg = load_run_config(config_path, {"run.name": run_name, "run.output_dir": output_dir})
+    run_dir = Path(cfg.run.output_dir).resolve() / cfg.run.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
+
+    import ray
+
+    from cluster.connection import connect
+    from orchestration.progress import follow
+    from students.data import load_dataset
+    from students.job import StudentJob
+    from teachers.backend import resolve_model
+
+    console.print(f"run [bold]{cfg.run.name}[/bold] -> {run_dir}")
+    console.print(f"connected to {connect()}")
+    dataset = load_dataset(cfg.data)
+    state = RunState(run_dir)
+    _start_serve(cfg)
+    orchestrator = _start_orchestrator(cfg, run_dir)
+    try:
+        teachers = _deploy_teachers(cfg, orchestrator, dataset, console)
+        student_model = resolve_model(cfg.student.model, in_features=dataset.in_features,
+                                      num_classes=dataset.num_classes,
+                                      allowed_modules=cfg.run.allowed_factory_modules)
+        for phase, seed, use_teachers in phase_names(cfg):
+            if phase in state.phases:
+                console.print(f"[{phase}] done earlier: test accuracy {state.phases[phase]['test_accuracy']:.4f}")
+                continue
+            job = StudentJob(phase=phase, seed=seed, loss=cfg.distill.loss if use_teachers else "ce",
+                             use_teachers=use_teachers and bool(cfg.teachers), model=student_model,
+                             student=cfg.student, distill=cfg.distill, data=cfg.data, orchestrator=orchestrator)
+            ray.get(orchestrator.set_phase.remote(phase))
+            metrics = follow(orchestrator, lambda: train_phase(job, cfg, run_dir), console)
+            if metrics.get("resumed_from_step"):
+                console.print(f"[{phase}] resumed from step {metrics['resumed_from_step']}")
+            console.print(f"[{phase}] test accuracy {metrics['test_accuracy']:.4f} in {metrics['wall_s']:.1f}s")
+            state.finish(phase, metrics)
+        rows = summarize(teachers, state.phases)
+        title = f"Distillery run {cfg.run.name}: {cfg.data.dataset}"
+        write_results(run_dir, rows, title)
+        console.print(rich_table(rows, title))
+        gain = kd_gain(rows)
+        if gain is not None:
+            console.print(f"KD gain over the no-KD baseline: {gain * 100:+.2f} accuracy points")
+        console.print(f"results: {run_dir / 'results.md'}; metrics: {run_dir / 'metrics.jsonl'}")
+        return rows
+    finally:
+        _shutdown(orchestrator)
+
+
+def _deploy_teachers(cfg: RunConfig, orchestrator, dataset, console: Console) -> dict[str, dict[str, Any]]:
+    import ray
+
+    if not cfg.teachers:
+        return {}
+    console.print(f"teachers: training or loading {', '.join(t.name for t in cfg.teachers)}")
+    infos = ray.get(orchestrator.add_teachers.remote([t.model_dump() for t in cfg.teachers]))
+    teachers = {}
+    for info in infos:
+        name = info["name"]
+        accuracy = _teacher_accuracy(name, dataset.test.x, dataset.test.y)
+        teachers[name] = {"test_accuracy": accuracy, "parameters": info["parameters"],
+                          "train_seconds": info["train_seconds"], "cached": info["cached"]}
+        console.print(f"teacher {name}: deployed as teacher-{name}, version {info['model_version']}, "
+                      f"test accuracy {accuracy:.4f} ({'cached' if info['cached'] else 'trained'})")
+    return teachers
+
+
+def _shutdown(orchestrator) -> None:
+    import ray
+
+    try:
+        ray.get(orchestrator.close.remote(), timeout=60)
+    except Exception as exc:  # noqa: BLE001 - best effort; the actor dies with the driver anyway
+        logger.warning("orchestrator close failed: %s", exc)
+    ray.kill(orchestrator)

@@ -1,0 +1,81 @@
+"""Train a teacher on the dataset (plain torch) and cache its weights by content key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from cluster.config import DataConfig, TeacherTrainingConfig
+from students.data import Dataset
+from teachers.backend import ResolvedModel, load_teacher
+from teachers.zoo import count_parameters
+
+
+@dataclass
+class TrainedTeacher:
+    weights_path: str
+    test_accuracy: float
+    parameters: int
+    train_seconds: float
+    cached: bool
+
+
+def cache_key(model: ResolvedModel, training: TeacherTrainingConfig, data: DataConfig) -> str:
+    blob = json.dumps({"factory": model.factory, "kwargs": model.kwargs, "training": training.model_dump(),
+                       "data": data.model_dump(exclude={"student_train_samples"}), "format": 1},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def accuracy(module: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> float:
+    module.eval()
+    with torch.no_grad():
+        pred = module(torch.from_numpy(x)).argmax(-1).numpy()
+    return float((pred == y).mean())
+
+
+def _fit(module: torch.nn.Module, dataset: Dataset, cfg: TeacherTrainingConfig) -> None:
+    opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    x, y = torch.from_numpy(dataset.train.x), torch.from_numpy(dataset.train.y)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    for _ in range(cfg.epochs):
+        module.train()
+        for idx in torch.randperm(len(y), generator=gen).split(cfg.batch_size):
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(module(x[idx]), y[idx]).backward()
+            opt.step()
+        sched.step()
+
+
+def train_or_load_teacher(name: str, model: ResolvedModel, training: TeacherTrainingConfig,
+                          data: DataConfig, dataset: Dataset, cache_dir: str | Path) -> TrainedTeacher:
+    """Return the cached weights for this exact (model, training, data) or train and cache them."""
+    cache_dir = Path(cache_dir) / "teachers"
+    key = cache_key(model, training, data)
+    weights = cache_dir / f"{name}-{key}.safetensors"
+    info_path = weights.with_suffix(".json")
+    if weights.is_file() and info_path.is_file():
+        info = json.loads(info_path.read_text())
+        return TrainedTeacher(str(weights), info["test_accuracy"], info["parameters"], info["train_seconds"], True)
+    torch.manual_seed(training.seed)
+    module = model.build()
+    start = time.perf_counter()
+    _fit(module, dataset, training)
+    seconds = time.perf_counter() - start
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = weights.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(tmp))
+    tmp.replace(weights)  # atomic: a half-written file is never picked up as cached
+    result = TrainedTeacher(str(weights), accuracy(load_teacher(model, weights), dataset.test.x, dataset.test.y),
+                            count_parameters(module), seconds, False)
+    info_path.write_text(json.dumps({k: v for k, v in asdict(result).items() if k != "cached"}))
+    return result

@@ -1,0 +1,96 @@
+"""Datasets, splits, shards and the stable batch ids every soft target is keyed by.
+
+Pure numpy: the train loop, the teacher trainer and the benchmarks all plan batches here, so
+the same (epoch, shard, index) always names the same samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cluster.config import DataConfig
+
+
+@dataclass(frozen=True)
+class Split:
+    x: np.ndarray  # float32 [N, F]
+    y: np.ndarray  # int64 [N]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    train: Split
+    test: Split
+    num_classes: int
+
+    @property
+    def in_features(self) -> int:
+        return int(self.train.x.shape[1])
+
+    @property
+    def output_space(self) -> str:
+        return f"classes:{self.num_classes}"
+
+
+@dataclass(frozen=True)
+class Batch:
+    batch_id: str  # "e{epoch}-s{shard}-b{index}"
+    epoch: int
+    index: int
+    x: np.ndarray
+    y: np.ndarray
+
+
+def load_dataset(cfg: DataConfig) -> Dataset:
+    """Load the configured dataset and split it deterministically (stratified by class)."""
+    if cfg.dataset != "digits":
+        raise ValueError(f"data.dataset: unknown dataset {cfg.dataset!r}; expected 'digits'")
+    from sklearn.datasets import load_digits  # ships inside scikit-learn: no download
+
+    raw = load_digits()
+    x = (raw.data / 16.0).astype(np.float32)  # pixel counts are 0..16
+    y = raw.target.astype(np.int64)
+    rng = np.random.default_rng(cfg.split_seed)
+    test_idx, train_idx = [], []
+    for label in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == label))
+        n_test = int(round(len(idx) * cfg.test_fraction))
+        test_idx.append(idx[:n_test])
+        train_idx.append(idx[n_test:])
+    train_idx = rng.permutation(np.concatenate(train_idx))
+    test_idx = np.sort(np.concatenate(test_idx))
+    return Dataset("digits", Split(x[train_idx], y[train_idx]), Split(x[test_idx], y[test_idx]),
+                   num_classes=int(y.max()) + 1)
+
+
+def student_subset(train: Split, samples: int | None) -> Split:
+    """The first `samples` training examples (the split is already shuffled)."""
+    if samples is None or samples >= len(train.y):
+        return train
+    return Split(train.x[:samples], train.y[:samples])
+
+
+def batch_id(epoch: int, shard: int, index: int) -> str:
+    return f"e{epoch}-s{shard}-b{index}"
+
+
+def plan_epoch(split: Split, *, epoch: int, seed: int, shard: int, num_shards: int,
+               batch_size: int) -> list[Batch]:
+    """The batches of one shard for one epoch, in order; the same inputs give the same plan.
+
+    Every shard gets the same number of batches (trailing samples that would make the shards
+    uneven are dropped for that epoch), so data-parallel workers step in lockstep.
+    """
+    order = np.random.default_rng([seed, epoch]).permutation(len(split.y))
+    per_shard = len(order) // num_shards
+    mine = order[shard * per_shard:(shard + 1) * per_shard]
+    n_batches = per_shard // batch_size
+    return [
+        Batch(batch_id(epoch, shard, i), epoch, i,
+              split.x[mine[i * batch_size:(i + 1) * batch_size]],
+              split.y[mine[i * batch_size:(i + 1) * batch_size]])
+        for i in range(n_batches)
+    ]

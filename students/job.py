@@ -1,0 +1,31 @@
+"""What one student training (a "phase" of a run) needs, as plain picklable data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from cluster.config import DataConfig, DistillConfig, StudentConfig
+from teachers.backend import ResolvedModel
+
+
+@dataclass
+class StudentJob:
+    """One student training: the KD student for a seed, or its no-KD baseline.
+
+    Args:
+        phase: name of this training within the run ("kd-seed0", "baseline-seed0").
+        loss: registered loss name ("hinton_kd", "logit_mse", "ce").
+        use_teachers: whether the worker asks the teacher set for soft targets.
+        orchestrator: the run's orchestrator actor handle (teacher set, progress sink).
+    """
+
+    phase: str
+    seed: int
+    loss: str
+    use_teachers: bool
+    model: ResolvedModel
+    student: StudentConfig
+    distill: DistillConfig
+    data: DataConfig
+    orchestrator: Optional[Any] = None

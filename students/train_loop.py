@@ -1,0 +1,152 @@
+"""The per-worker training loop (runs inside a Ray Train worker).
+
+Reads top to bottom: get batch, get soft targets, compute loss, step, log, checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from students.checkpoint import ClientState, restore, save_and_report
+from students.data import Split, load_dataset, plan_epoch, student_subset
+from students.deepspeed_config import deepspeed_config
+from students.job import StudentJob
+from students.losses import LOSSES
+from teachers.zoo import count_parameters
+
+
+def _import_deepspeed():
+    # DeepSpeed picks its accelerator at import time; without CUDA it must be told "cpu".
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    import deepspeed
+
+    return deepspeed
+
+
+def _build_engine(job: StudentJob, world_size: int):
+    deepspeed = _import_deepspeed()
+    torch.manual_seed(job.seed)  # identical initial weights on every rank
+    module = job.model.build()
+    engine, *_ = deepspeed.initialize(model=module, model_parameters=module.parameters(),
+                                      config=deepspeed_config(job.student, world_size))
+    return engine, count_parameters(module)
+
+
+def _evaluate(engine, test: Split, rank: int, world_size: int) -> float:
+    """Test accuracy over the whole test split; every rank scores a slice (ZeRO-3 safe)."""
+    engine.eval()
+    idx = np.array_split(np.arange(len(test.y)), world_size)[rank]
+    with torch.no_grad():
+        logits = engine(torch.from_numpy(test.x[idx]).to(engine.device)) if len(idx) else None
+    correct = torch.tensor([0 if logits is None else int((logits.argmax(-1).cpu().numpy() == test.y[idx]).sum())])
+    if dist.is_initialized():
+        dist.all_reduce(correct)
+    engine.train()
+    return correct.item() / len(test.y)
+
+
+def _make_client(job: StudentJob, output_space: str):
+    if not job.use_teachers:
+        return None
+    from teachers.client import TeacherClient
+
+    return TeacherClient(job.orchestrator, output_space=output_space, temperature=job.distill.temperature,
+                         prefetch=job.distill.prefetch, timeout_s=job.distill.request_timeout_s)
+
+
+class _Progress:
+    """Rolling throughput and loss averages, pushed to the orchestrator as metric records."""
+
+    def __init__(self, job: StudentJob, rank: int, world_size: int):
+        self.job, self.rank, self.world_size = job, rank, world_size
+        self.window_start, self.window_samples = time.perf_counter(), 0
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def add(self, terms: dict[str, torch.Tensor], batch_size: int) -> None:
+        for key, value in terms.items():
+            self.sums[key] = self.sums.get(key, 0.0) + float(value.detach())
+        self.count += 1
+        self.window_samples += batch_size * self.world_size
+
+    def flush(self, state: ClientState, client, extra: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+        now = time.perf_counter()
+        record: dict[str, Any] = {"phase": self.job.phase, "rank": self.rank, "step": state.step,
+                                  "epoch": state.epoch,
+                                  "throughput/samples_per_s": self.window_samples / max(now - self.window_start, 1e-9)}
+        record.update({f"loss/{k}": v / max(self.count, 1) for k, v in self.sums.items()})
+        if client is not None:
+            ts = client.teacher_set
+            record["teacher_set/version"] = ts.version
+            record["teachers"] = sorted(ts.teachers)
+            for name, weight in ts.weights().items():
+                record[f"teacher/{name}/weight"] = weight
+            for name, ms in client.wait_ms.items():
+                record[f"teacher/{name}/wait_ms"] = ms
+        record.update(extra or {})
+        if self.job.orchestrator is not None:
+            self.job.orchestrator.record_progress.remote(record)
+        self.window_start, self.window_samples, self.sums, self.count = now, 0, {}, 0
+        return record
+
+
+def train_student(config: dict[str, Any]) -> None:
+    """Ray Train entry point: `TorchTrainer(train_student, train_loop_config={"job": job})`."""
+    import ray.train
+
+    job: StudentJob = config["job"]
+    torch.set_num_threads(1)  # workers get a fraction of a core each on small machines
+    ctx = ray.train.get_context()
+    rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
+    dataset = load_dataset(job.data)
+    train = student_subset(dataset.train, job.data.student_train_samples)
+    engine, n_params = _build_engine(job, world_size)
+    state = restore(engine) or ClientState()
+    client = _make_client(job, dataset.output_space)
+    loss_fn = LOSSES.get(job.loss)
+    loss_kwargs = {"alpha": job.distill.alpha, "temperature": job.distill.temperature}
+    progress = _Progress(job, rank, world_size)
+    cfg = job.student
+    resumed_from = state.step
+
+    while state.epoch < cfg.epochs:
+        batches = plan_epoch(train, epoch=state.epoch, seed=job.seed, shard=rank, num_shards=world_size,
+                             batch_size=cfg.micro_batch_size)[state.next_batch:]
+        if client is not None:
+            client.plan(batches)
+        for batch in batches:
+            targets = client.targets_for(batch) if client is not None else None
+            x, y = torch.from_numpy(batch.x).to(engine.device), torch.from_numpy(batch.y).to(engine.device)
+            terms = loss_fn(engine(x), y, targets, **loss_kwargs)
+            engine.backward(terms["total"])
+            engine.step()
+            state.step += 1
+            state.next_batch = batch.index + 1
+            state.applied_batches += 1
+            state.samples_seen += len(batch.y) * world_size
+            progress.add(terms, len(batch.y))
+            if client is not None and state.step % job.distill.version_poll_every == 0:
+                client.at_step_boundary()
+                state.teacher_set_version = client.teacher_set.version
+            if state.step % cfg.log_every == 0:
+                progress.flush(state, client)
+            if state.step % cfg.checkpoint_every == 0:
+                save_and_report(engine, state, {"step": state.step, "epoch": state.epoch})
+        state.epoch += 1
+        state.next_batch = 0
+        accuracy = _evaluate(engine, dataset.test, rank, world_size)
+        progress.flush(state, client, {"eval/test_accuracy": accuracy})
+
+    accuracy = _evaluate(engine, dataset.test, rank, world_size)
+    if client is not None:
+        client.close()
+    final = {"step": state.step, "epoch": state.epoch, "test_accuracy": accuracy, "parameters": n_params,
+             "resumed_from_step": resumed_from, "applied_batches": state.applied_batches, "done": True}
+    save_and_report(engine, state, final)

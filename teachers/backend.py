@@ -1,0 +1,61 @@
+"""The torch teacher backend: a module from an allowed factory, weights from safetensors."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from safetensors.torch import load_file
+
+from cluster.factory import DEFAULT_ALLOWED_MODULES, build_module
+from cluster.config import ModelSpec
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model spec with the dataset's shapes filled in: everything a process needs to build it."""
+
+    factory: str
+    kwargs: dict[str, Any]
+    allowed_modules: tuple[str, ...] = DEFAULT_ALLOWED_MODULES
+
+    def build(self) -> torch.nn.Module:
+        return build_module(self.factory, self.kwargs, self.allowed_modules)
+
+
+def resolve_model(spec: ModelSpec, *, in_features: int, num_classes: int,
+                  allowed_modules: Iterable[str] = DEFAULT_ALLOWED_MODULES) -> ResolvedModel:
+    kwargs = {"in_features": in_features, "num_classes": num_classes, **spec.kwargs}
+    return ResolvedModel(spec.factory, kwargs, tuple(allowed_modules))
+
+
+def file_version(path: str | Path) -> str:
+    """A teacher's model version: the first 12 hex digits of its weights file's sha256."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:12]
+
+
+def load_teacher(model: ResolvedModel, weights_path: str | Path) -> torch.nn.Module:
+    """Build the module and load its weights (safetensors only: loading runs no code)."""
+    module = model.build()
+    state = load_file(str(weights_path))
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"weights {weights_path} do not fit {model.factory}: "
+                         f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return module.eval()
+
+
+def output_space_of(module: torch.nn.Module, in_features: int) -> tuple[str, int]:
+    """Run one dummy forward to learn the module's output space id and size."""
+    with torch.no_grad():
+        out = module.eval()(torch.zeros(2, in_features))
+    if out.ndim != 2:
+        raise ValueError(f"a classifier teacher must return logits [B, C], got shape {tuple(out.shape)}")
+    return f"classes:{out.shape[-1]}", int(out.shape[-1])

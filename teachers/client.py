@@ -1,0 +1,146 @@
+"""TeacherClient: how a train worker gets soft targets from the current teacher set.
+
+The client keeps up to `prefetch` batches' requests in flight per teacher, so teacher latency
+hides behind student compute. It learns the teacher set from the run's orchestrator (an actor
+handle passed in by the caller) with a non-blocking version poll at step boundaries: a new
+or removed teacher takes effect at the first boundary after the orchestrator's bump arrives.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from typing import Any, Iterable, Optional, Protocol
+
+import numpy as np
+
+import ray
+from ray import serve
+
+from teachers.targets import TeacherTargets
+from teachers.errors import TeacherUnavailableError
+from teachers.soft_targets import validate_soft_targets
+from teachers.teacher_set import TeacherSet
+
+logger = logging.getLogger(__name__)
+
+
+class Batch(Protocol):
+    """What the client needs of a batch: a stable id, inputs and labels."""
+
+    batch_id: str
+    x: np.ndarray
+    y: np.ndarray
+
+
+class TeacherClient:
+    """Args:
+        orchestrator: actor handle with `teacher_set_version()` and `teacher_set()`.
+        output_space: the student's output space id; records must match it.
+        temperature: the run's KD temperature; records must carry it.
+        prefetch: batches kept in flight per teacher.
+        timeout_s: deadline for one teacher answer.
+    """
+
+    def __init__(self, orchestrator: Any, *, output_space: str, temperature: float, prefetch: int = 4,
+                 timeout_s: float = 60.0):
+        self._orchestrator = orchestrator
+        self.output_space = output_space
+        self.temperature = temperature
+        self.prefetch = prefetch
+        self.timeout_s = timeout_s
+        self.teacher_set = TeacherSet()
+        self._handles: dict[str, Any] = {}
+        self._upcoming: list[Batch] = []
+        self._in_flight: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self._version_ref: Optional[ray.ObjectRef] = None
+        self.wait_ms: dict[str, float] = {}
+        self.refresh(ray.get(orchestrator.teacher_set.remote()))
+
+    # --- teacher set -------------------------------------------------------------------------
+    def refresh(self, teacher_set: TeacherSet) -> bool:
+        """Adopt `teacher_set` if it is newer; return whether anything changed."""
+        if teacher_set.version <= self.teacher_set.version and self._handles:
+            return False
+        for name in set(self._handles) - set(teacher_set.teachers):
+            self._handles.pop(name)
+            for key in [k for k in self._in_flight if k[1] == name]:
+                self._in_flight.pop(key).cancel()
+        for name, entry in teacher_set.teachers.items():
+            if name not in self._handles:
+                self._handles[name] = serve.get_app_handle(entry.app_name)
+        changed = teacher_set.version != self.teacher_set.version
+        if changed:
+            logger.info("teacher set v%d: %s", teacher_set.version, sorted(teacher_set.teachers))
+        self.teacher_set = teacher_set
+        self._fill()
+        return changed
+
+    def at_step_boundary(self) -> bool:
+        """Cheap check for a new teacher-set version (never blocks on the orchestrator)."""
+        if self._version_ref is None:
+            self._version_ref = self._orchestrator.teacher_set_version.remote()
+            return False
+        ready, _ = ray.wait([self._version_ref], timeout=0)
+        if not ready:
+            return False
+        version = ray.get(self._version_ref)
+        self._version_ref = self._orchestrator.teacher_set_version.remote()
+        if version == self.teacher_set.version:
+            return False
+        return self.refresh(ray.get(self._orchestrator.teacher_set.remote()))
+
+    # --- batches -----------------------------------------------------------------------------
+    def plan(self, batches: Iterable[Batch]) -> None:
+        """Announce the batches this worker will ask for next, in order."""
+        self._upcoming = list(batches)
+        self._fill()
+
+    def _submit(self, batch: Batch, teacher: str):
+        return self._handles[teacher].remote({"batch_id": batch.batch_id, "inputs": batch.x})
+
+    def _fill(self) -> None:
+        for batch in self._upcoming[: self.prefetch]:
+            for name in self._handles:
+                key = (batch.batch_id, name)
+                if key not in self._in_flight:
+                    self._in_flight[key] = self._submit(batch, name)
+
+    def targets_for(self, batch: Batch) -> Optional[TeacherTargets]:
+        """The validated, weighted records of every current teacher for `batch` (None if no teacher)."""
+        if self._upcoming and self._upcoming[0].batch_id == batch.batch_id:
+            self._upcoming.pop(0)
+        records = {}
+        for name in list(self._handles):
+            response = self._in_flight.pop((batch.batch_id, name), None) or self._submit(batch, name)
+            record = self._result(name, batch, response)
+            if record is not None:
+                records[name] = record
+        self._fill()
+        if not records:
+            return None
+        return TeacherTargets(records, self.teacher_set.weights())
+
+    def _result(self, name: str, batch: Batch, response):
+        start = time.perf_counter()
+        try:
+            record = response.result(timeout_s=self.timeout_s)
+        except Exception as exc:  # noqa: BLE001 - a removed teacher's request fails; decide below
+            latest = ray.get(self._orchestrator.teacher_set.remote())
+            if name not in latest.teachers:
+                self.refresh(latest)
+                return None
+            raise TeacherUnavailableError(
+                f"teacher {name!r} gave no soft targets for batch {batch.batch_id!r} within "
+                f"{self.timeout_s}s: {type(exc).__name__}: {exc}") from exc
+        self.wait_ms[name] = (time.perf_counter() - start) * 1000
+        entry = self.teacher_set.teachers[name]
+        return validate_soft_targets(record, batch_id=batch.batch_id, batch_size=len(batch.y),
+                                     output_space=self.output_space, temperature=self.temperature,
+                                     teacher_version=entry.model_version)
+
+    def close(self) -> None:
+        for response in self._in_flight.values():
+            response.cancel()
+        self._in_flight.clear()

@@ -1,0 +1,81 @@
+"""The Serve deployment that answers batches with soft-target records.
+
+`build_teacher_app(args)` is a Serve application builder: the same app starts from Python
+(`serve.run(build_teacher_app(args), name=..., route_prefix=None)`), from
+`serve run teachers.deployment:build_teacher_app` and from a Serve config file.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+from ray import serve
+from ray.serve import Application
+
+from cluster.config import ResourcesConfig
+from teachers.backend import ResolvedModel, file_version, load_teacher, output_space_of
+from teachers.soft_targets import SoftTargets, pack_soft_targets
+
+logger = logging.getLogger(__name__)
+
+
+class TeacherAppArgs(BaseModel):
+    """Everything a teacher replica needs; plain data so it travels in a Serve config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    factory: str
+    kwargs: dict[str, Any]
+    allowed_modules: list[str]
+    weights_path: str
+    in_features: int
+    temperature: float
+    dense_max_classes: int = 1024
+    top_k: int = 64
+    resources: ResourcesConfig = ResourcesConfig()
+
+
+@serve.deployment
+class TeacherDeployment:
+    def __init__(self, args: TeacherAppArgs):
+        # A replica with a fraction of a core must not spawn one intra-op thread per core.
+        torch.set_num_threads(max(1, int(args.resources.num_cpus)))
+        self.args = args
+        model = ResolvedModel(args.factory, args.kwargs, tuple(args.allowed_modules))
+        self.module = load_teacher(model, args.weights_path)
+        self.version = file_version(args.weights_path)
+        self.output_space, self.num_classes = output_space_of(self.module, args.in_features)
+        logger.info("teacher %s version %s ready (%s)", args.name, self.version, self.output_space)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.args.name, "model_version": self.version, "output_space": self.output_space,
+                "num_classes": self.num_classes, "temperature": self.args.temperature,
+                "parameters": sum(p.numel() for p in self.module.parameters())}
+
+    def __call__(self, request: dict[str, Any]) -> SoftTargets:
+        """`request = {"batch_id": str, "inputs": float32 [B, F]}` -> one record for the batch."""
+        inputs = np.asarray(request["inputs"], dtype=np.float32)
+        with torch.inference_mode():
+            logits = self.module(torch.from_numpy(inputs)).numpy()
+        return pack_soft_targets(
+            logits, batch_id=request["batch_id"], teacher=self.args.name, teacher_version=self.version,
+            temperature=self.args.temperature, output_space=self.output_space,
+            dense_max_classes=self.args.dense_max_classes, top_k=self.args.top_k,
+        )
+
+
+def build_teacher_app(args: TeacherAppArgs | dict) -> Application:
+    """Application builder for one teacher; resources and replicas come from `args.resources`."""
+    args = TeacherAppArgs.model_validate(args) if isinstance(args, dict) else args
+    res = args.resources
+    return TeacherDeployment.options(
+        name=f"teacher_{args.name}",
+        num_replicas=res.replicas,
+        max_ongoing_requests=res.max_ongoing_requests,
+        ray_actor_options={"num_cpus": res.num_cpus, "num_gpus": res.num_gpus},
+    ).bind(args)

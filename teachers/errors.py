@@ -1,0 +1,15 @@
+"""Errors raised by teacher backends, deployments and the TeacherClient."""
+
+from cluster.errors import DistilleryError
+
+
+class SoftTargetError(DistilleryError):
+    """A soft-target record failed validation (names the teacher and the batch)."""
+
+
+class TeacherUnavailableError(DistilleryError):
+    """A teacher did not answer in time or its endpoint is gone."""
+
+
+class IncompatibleTeacherError(DistilleryError):
+    """A teacher's output space does not match the student's."""

@@ -1,0 +1,64 @@
+"""Turn validated soft-target records into tensors and merge several teachers by weight.
+
+Merging happens in probability space: the mixture sum_i w_i p_i(T) of the teachers'
+temperature-scaled distributions (weights renormalised over the teachers that answered).
+Logit matching merges raw logits linearly instead.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from teachers.soft_targets import SoftTargets
+
+
+def record_logprob(record: SoftTargets, temperature: float) -> torch.Tensor:
+    """Temperature-scaled log-distribution [B, C] of one record.
+
+    Dense records apply the temperature here; top-k records already carry it and spread the
+    tail mass evenly over the classes outside their top k.
+    """
+    if record.is_dense:
+        return torch.log_softmax(torch.from_numpy(record.logits).float() / temperature, dim=-1)
+    batch, k = record.topk_idx.shape
+    rest = record.num_classes - k
+    fill = (torch.from_numpy(record.tail_logprob).float() - math.log(rest)) if rest else torch.full((batch,), -math.inf)
+    out = fill[:, None].expand(batch, record.num_classes).clone()
+    out.scatter_(1, torch.from_numpy(record.topk_idx.astype(np.int64)),
+                 torch.from_numpy(record.topk_logprob.astype(np.float32)))
+    return out
+
+
+@dataclass
+class TeacherTargets:
+    """The teachers' records for one batch and the (normalised) weight of each."""
+
+    records: dict[str, SoftTargets]
+    weights: dict[str, float]
+
+    def __post_init__(self) -> None:
+        total = sum(self.weights[name] for name in self.records)
+        if total <= 0:
+            raise ValueError(f"teacher weights {self.weights} sum to {total}; at least one must be > 0")
+        self.weights = {name: self.weights[name] / total for name in self.records}
+
+    def logprob(self, temperature: float) -> torch.Tensor:
+        """log sum_i w_i p_i(T), shape [B, C]."""
+        parts = [record_logprob(rec, temperature) + math.log(self.weights[name])
+                 for name, rec in self.records.items() if self.weights[name] > 0]
+        return torch.logsumexp(torch.stack(parts), dim=0)
+
+    def logits(self) -> torch.Tensor:
+        """sum_i w_i z_i of dense logits, shape [B, C]."""
+        out = None
+        for name, rec in self.records.items():
+            if not rec.is_dense:
+                raise ValueError(f"logit matching needs dense logits; teacher {name!r} sent top-k "
+                                 "(raise distill.dense_max_classes or use loss hinton_kd)")
+            part = torch.from_numpy(rec.logits).float() * self.weights[name]
+            out = part if out is None else out + part
+        return out

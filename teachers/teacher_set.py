@@ -1,0 +1,41 @@
+"""The teacher set: which teachers feed the students, at which weight, at which version."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+def app_name(teacher: str) -> str:
+    """The Serve application that hosts a teacher."""
+    return f"teacher-{teacher}"
+
+
+@dataclass(frozen=True)
+class TeacherEntry:
+    name: str
+    weight: float
+    output_space: str
+    num_classes: int
+    model_version: str
+    parameters: int = 0
+
+    @property
+    def app_name(self) -> str:
+        return app_name(self.name)
+
+
+@dataclass(frozen=True)
+class TeacherSet:
+    """An immutable snapshot; every change makes a new one with `version + 1`."""
+
+    version: int = 0
+    teachers: dict[str, TeacherEntry] = field(default_factory=dict)
+
+    def weights(self) -> dict[str, float]:
+        return {name: entry.weight for name, entry in self.teachers.items()}
+
+    def with_teacher(self, entry: TeacherEntry) -> "TeacherSet":
+        return TeacherSet(self.version + 1, {**self.teachers, entry.name: entry})
+
+    def without_teacher(self, name: str) -> "TeacherSet":
+        return TeacherSet(self.version + 1, {k: v for k, v in self.teachers.items() if k != name})
