@@ -28,5 +28,6 @@ def connect(*, start_local: bool = True) -> str:
     if address or not start_local:
         ray.init(address=address or "auto", namespace=NAMESPACE, log_to_driver=True)
         return f"cluster at {address or 'auto'}"
-    ray.init(namespace=NAMESPACE, include_dashboard=False)
+    # One node: keep every Ray service on loopback.
+    ray.init(namespace=NAMESPACE, _node_ip_address="127.0.0.1")
     return f"embedded local cluster ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"

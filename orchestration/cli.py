@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from cluster.errors import DistilleryError
 
@@ -102,12 +103,11 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         app()
-    except DistilleryError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
-        sys.exit(2)
-    except Exception as exc:  # Ray wraps actor-side errors; show the cause, not a stack of frames
-        cause = getattr(exc, "cause", None)
+    except Exception as exc:
+        # Ray wraps errors raised in the orchestrator; show the cause, not a stack of frames.
+        cause = getattr(exc, "cause", None) or exc
         if isinstance(cause, (DistilleryError, KeyError, ValueError)):
-            console.print(f"[red]error:[/red] {cause}", highlight=False)
+            message = cause.args[0] if isinstance(cause, KeyError) and cause.args else cause
+            console.print(Text.assemble(("error: ", "bold red"), str(message)))
             sys.exit(2)
         raise

@@ -47,7 +47,7 @@ class Orchestrator:
         self._trained: dict[str, TrainedTeacher] = {}
         self._lock = threading.Lock()
         self._sink = MetricsSink(run_dir)
-        self._latest: dict[tuple[str, int], dict[str, Any]] = {}
+        self._latest: dict[int, dict[str, Any]] = {}
         self._events: list[dict[str, Any]] = []
         self._phase: Optional[str] = None
 
@@ -59,7 +59,10 @@ class Orchestrator:
         return self._teacher_set
 
     def record_progress(self, record: dict[str, Any]) -> None:
-        self._latest[(record.get("phase", "?"), record.get("rank", 0))] = record
+        """A train worker's metric record: kept as that rank's latest and written to the sinks."""
+        self._latest[record.get("rank", 0)] = record
+        if record.get("rank", 0) == 0:
+            self._phase = record.get("phase", self._phase)
         self._sink.write(record)
 
     # --- teacher management ------------------------------------------------------------------
@@ -96,10 +99,6 @@ class Orchestrator:
         for name in list(self._teacher_set.teachers):
             self.remove_teacher(name)
 
-    def set_phase(self, phase: Optional[str]) -> None:
-        self._phase = phase
-        self._event("phase", phase=phase)
-
     def status(self) -> dict[str, Any]:
         ts = self._teacher_set
         return {
@@ -108,7 +107,7 @@ class Orchestrator:
             "teacher_set_version": ts.version,
             "teachers": {n: {"weight": e.weight, "output_space": e.output_space, "model_version": e.model_version,
                              "parameters": e.parameters} for n, e in ts.teachers.items()},
-            "progress": {f"{p}/rank{r}": rec for (p, r), rec in sorted(self._latest.items())},
+            "progress": {f"rank{r}": rec for r, rec in sorted(self._latest.items())},
             "events": self._events[-20:],
         }
 

@@ -3,27 +3,35 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Callable
 
 import ray
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 
 def progress_line(status: dict[str, Any]) -> str:
     """One line per phase: step, loss, throughput, teacher-set version and teachers in use."""
-    rank0 = [rec for key, rec in status["progress"].items() if key.endswith("/rank0") and rec["phase"] == status["phase"]]
-    if not rank0:
-        return f"[{status['phase']}] starting..."
-    rec = rank0[-1]
-    loss = rec.get("loss/total", float("nan"))
-    acc = rec.get("eval/test_accuracy")
-    teachers = ", ".join(f"{n}({rec.get(f'teacher/{n}/weight', 0):.2g})" for n in rec.get("teachers", [])) or "none"
-    acc_text = f" test_acc {acc:.3f}" if acc is not None else ""
-    return (f"[{rec['phase']}] epoch {rec['epoch']} step {rec['step']} loss {loss:.4f}{acc_text} "
-            f"{rec.get('throughput/samples_per_s', 0):.0f} samples/s teacher set "
-            f"v{rec.get('teacher_set/version', '-')} teachers: {teachers}")
+    rec = status["progress"].get("rank0")
+    if rec is None:
+        return "students: starting workers..."
+    parts = [f"{rec['phase']}: epoch {rec['epoch']} step {rec['step']}"]
+    if "loss/total" in rec:
+        parts.append(f"loss {rec['loss/total']:.4f}")
+    acc = rec.get("eval/test_accuracy", rec.get("final/test_accuracy"))
+    if acc is not None:
+        parts.append(f"test_acc {acc:.3f}")
+    if "throughput/samples_per_s" in rec:
+        parts.append(f"{rec['throughput/samples_per_s']:.0f} samples/s")
+    if "teacher_set/version" in rec:
+        teachers = ", ".join(f"{n}(w={rec.get(f'teacher/{n}/weight', 0):.2g})" for n in rec["teachers"])
+        parts.append(f"teacher set v{rec['teacher_set/version']}: {teachers or 'none'}")
+    else:
+        parts.append("no teachers (baseline)")
+    return " | ".join(parts)
 
 
 def status_table(status: dict[str, Any]) -> Table:
@@ -37,8 +45,13 @@ def status_table(status: dict[str, Any]) -> Table:
     return table
 
 
-def follow(orchestrator: Any, work: Callable[[], Any], console: Console, interval_s: float = 1.0) -> Any:
-    """Run `work()` in a thread and show the orchestrator's progress until it returns."""
+def follow(orchestrator: Any, work: Callable[[], Any], console: Console, interval_s: float = 1.0,
+           plain_every_s: float = 5.0) -> Any:
+    """Run `work()` in a thread and show the orchestrator's progress until it returns.
+
+    On a terminal the line updates in place; in a log (`ray job submit`) it is printed at
+    most every `plain_every_s` seconds.
+    """
     outcome: dict[str, Any] = {}
 
     def target() -> None:
@@ -49,7 +62,7 @@ def follow(orchestrator: Any, work: Callable[[], Any], console: Console, interva
 
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
-    last = ""
+    last, printed_at = "", 0.0
     with Live(console=console, refresh_per_second=4, transient=True) if console.is_terminal else _NoLive() as live:
         while thread.is_alive():
             thread.join(interval_s)
@@ -58,12 +71,13 @@ def follow(orchestrator: Any, work: Callable[[], Any], console: Console, interva
             except Exception:  # noqa: BLE001 - progress is best effort; training goes on
                 continue
             if console.is_terminal:
-                live.update(line)
-            elif line != last:
-                console.print(line, highlight=False)
+                live.update(Text(line))
+            elif line != last and time.monotonic() - printed_at >= plain_every_s:
+                console.print(Text(line))
+                printed_at = time.monotonic()
             last = line
     if last:
-        console.print(last, highlight=False)
+        console.print(Text(last))
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]

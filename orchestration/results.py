@@ -26,7 +26,7 @@ def summarize(teachers: dict[str, dict[str, Any]], phases: dict[str, dict[str, A
         mean, std = mean_std([r["test_accuracy"] for r in runs])
         rows.append({"model": "student (KD)" if kind == "kd" else "student (no KD)", "kind": kind,
                      "accuracy_mean": mean, "accuracy_std": std, "seeds": len(runs),
-                     "parameters": runs[0]["parameters"], "wall_s": statistics.fmean(r["wall_s"] for r in runs),
+                     "parameters": runs[0]["parameters"], "wall_s": statistics.fmean(r["train_s"] for r in runs),
                      "note": ", ".join(f"{r['test_accuracy']:.4f}" for r in runs)})
     return rows
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 from rich.console import Console
+from rich.text import Text
 
 from cluster.config import RunConfig, load_run_config
 from orchestration.results import kd_gain, rich_table, summarize, write_results
@@ -90,8 +90,11 @@ def _teacher_accuracy(name: str, x: np.ndarray, y: np.ndarray) -> float:
         (record.topk_idx[:, 0] == y).mean())
 
 
-def train_phase(job, cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
-    """One Ray Train run of `train_student` with DeepSpeed; resumes from its last checkpoint."""
+def train_students(jobs: list, cfg: RunConfig, run_dir: Path) -> dict[str, dict[str, Any]]:
+    """One Ray Train run of `train_student` over `jobs`; resumes from its last checkpoint.
+
+    Returns the final metrics of every phase, keyed by phase name.
+    """
     import torch
     from ray.train import CheckpointConfig, FailureConfig, RunConfig as TrainRunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -104,19 +107,15 @@ def train_phase(job, cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
         resources["GPU"] = cfg.student.gpus_per_worker
     trainer = TorchTrainer(
         train_student,
-        train_loop_config={"job": job},
+        train_loop_config={"jobs": jobs},
         scaling_config=ScalingConfig(num_workers=cfg.student.num_workers, use_gpu=use_gpu,
                                      resources_per_worker=resources),
         torch_config=TorchConfig(backend="nccl" if use_gpu and torch.cuda.is_available() else "gloo"),
-        run_config=TrainRunConfig(name=f"{cfg.run.name}-{job.phase}", storage_path=str(run_dir / "train"),
+        run_config=TrainRunConfig(name=f"{cfg.run.name}-students", storage_path=str(run_dir / "train"),
                                   checkpoint_config=CheckpointConfig(num_to_keep=2),
                                   failure_config=FailureConfig(max_failures=0)),
     )
-    start = time.perf_counter()
-    result = trainer.fit()
-    metrics = dict(result.metrics)
-    metrics["wall_s"] = time.perf_counter() - start
-    return metrics
+    return trainer.fit().metrics["phases"]
 
 
 def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optional[str] = None,
@@ -128,7 +127,6 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
 
-    import ray
 
     from cluster.connection import connect
     from orchestration.progress import follow
@@ -147,19 +145,21 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
         student_model = resolve_model(cfg.student.model, in_features=dataset.in_features,
                                       num_classes=dataset.num_classes,
                                       allowed_modules=cfg.run.allowed_factory_modules)
-        for phase, seed, use_teachers in phase_names(cfg):
-            if phase in state.phases:
-                console.print(f"[{phase}] done earlier: test accuracy {state.phases[phase]['test_accuracy']:.4f}")
-                continue
-            job = StudentJob(phase=phase, seed=seed, loss=cfg.distill.loss if use_teachers else "ce",
-                             use_teachers=use_teachers and bool(cfg.teachers), model=student_model,
-                             student=cfg.student, distill=cfg.distill, data=cfg.data, orchestrator=orchestrator)
-            ray.get(orchestrator.set_phase.remote(phase))
-            metrics = follow(orchestrator, lambda: train_phase(job, cfg, run_dir), console)
-            if metrics.get("resumed_from_step"):
-                console.print(f"[{phase}] resumed from step {metrics['resumed_from_step']}")
-            console.print(f"[{phase}] test accuracy {metrics['test_accuracy']:.4f} in {metrics['wall_s']:.1f}s")
-            state.finish(phase, metrics)
+        jobs = [StudentJob(phase=phase, seed=seed, loss=cfg.distill.loss if use_teachers else "ce",
+                           use_teachers=use_teachers and bool(cfg.teachers), model=student_model,
+                           student=cfg.student, distill=cfg.distill, data=cfg.data, orchestrator=orchestrator)
+                for phase, seed, use_teachers in phase_names(cfg) if phase not in state.phases]
+        for phase, metrics in state.phases.items():
+            console.print(Text(f"{phase}: done earlier, test accuracy {metrics['test_accuracy']:.4f}"))
+        if jobs:
+            console.print(f"students: {', '.join(job.phase for job in jobs)} on {cfg.student.num_workers} "
+                          f"Ray Train workers, DeepSpeed ZeRO-{cfg.student.zero_stage}")
+            phases = follow(orchestrator, lambda: train_students(jobs, cfg, run_dir), console)
+            for phase, metrics in phases.items():
+                resumed = f", resumed from step {metrics['resumed_from_step']}" if metrics["resumed_from_step"] else ""
+                console.print(Text(f"{phase}: test accuracy {metrics['test_accuracy']:.4f} after {metrics['steps']} "
+                                   f"steps in {metrics['train_s']:.1f}s{resumed}"))
+                state.finish(phase, metrics)
         rows = summarize(teachers, state.phases)
         title = f"Distillery run {cfg.run.name}: {cfg.data.dataset}"
         write_results(run_dir, rows, title)

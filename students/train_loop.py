@@ -1,6 +1,9 @@
 """The per-worker training loop (runs inside a Ray Train worker).
 
-Reads top to bottom: get batch, get soft targets, compute loss, step, log, checkpoint.
+One worker group trains every phase of a run in order (the KD student and the no-KD
+baseline for each seed), so the cost of starting workers and DeepSpeed is paid once.
+Each phase reads top to bottom: get batch, get soft targets, compute loss, step, log,
+checkpoint.
 """
 
 from __future__ import annotations
@@ -13,8 +16,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from students.checkpoint import ClientState, restore, save_and_report
-from students.data import Split, load_dataset, plan_epoch, student_subset
+from students.checkpoint import ClientState, RunProgress, read_progress, restore, save_and_report
+from students.data import Dataset, Split, load_dataset, plan_epoch, student_subset
 from students.deepspeed_config import deepspeed_config
 from students.job import StudentJob
 from students.losses import LOSSES
@@ -44,8 +47,8 @@ def _evaluate(engine, test: Split, rank: int, world_size: int) -> float:
     engine.eval()
     idx = np.array_split(np.arange(len(test.y)), world_size)[rank]
     with torch.no_grad():
-        logits = engine(torch.from_numpy(test.x[idx]).to(engine.device)) if len(idx) else None
-    correct = torch.tensor([0 if logits is None else int((logits.argmax(-1).cpu().numpy() == test.y[idx]).sum())])
+        logits = engine(torch.from_numpy(test.x[idx]).to(engine.device))
+    correct = torch.tensor([int((logits.argmax(-1).cpu().numpy() == test.y[idx]).sum())])
     if dist.is_initialized():
         dist.all_reduce(correct)
     engine.train()
@@ -76,45 +79,39 @@ class _Progress:
         self.count += 1
         self.window_samples += batch_size * self.world_size
 
-    def flush(self, state: ClientState, client, extra: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    def flush(self, state: ClientState, client, extra: Optional[dict[str, Any]] = None) -> None:
         now = time.perf_counter()
         record: dict[str, Any] = {"phase": self.job.phase, "rank": self.rank, "step": state.step,
-                                  "epoch": state.epoch,
-                                  "throughput/samples_per_s": self.window_samples / max(now - self.window_start, 1e-9)}
-        record.update({f"loss/{k}": v / max(self.count, 1) for k, v in self.sums.items()})
+                                  "epoch": state.epoch}
+        if self.count:
+            record["throughput/samples_per_s"] = self.window_samples / max(now - self.window_start, 1e-9)
+            record.update({f"loss/{k}": v / self.count for k, v in self.sums.items()})
         if client is not None:
             ts = client.teacher_set
             record["teacher_set/version"] = ts.version
             record["teachers"] = sorted(ts.teachers)
-            for name, weight in ts.weights().items():
-                record[f"teacher/{name}/weight"] = weight
-            for name, ms in client.wait_ms.items():
-                record[f"teacher/{name}/wait_ms"] = ms
+            record.update({f"teacher/{n}/weight": w for n, w in ts.weights().items()})
+            record.update({f"teacher/{n}/wait_ms": ms for n, ms in client.wait_ms.items()})
         record.update(extra or {})
         if self.job.orchestrator is not None:
             self.job.orchestrator.record_progress.remote(record)
         self.window_start, self.window_samples, self.sums, self.count = now, 0, {}, 0
-        return record
 
 
-def train_student(config: dict[str, Any]) -> None:
-    """Ray Train entry point: `TorchTrainer(train_student, train_loop_config={"job": job})`."""
-    import ray.train
-
-    job: StudentJob = config["job"]
-    torch.set_num_threads(1)  # workers get a fraction of a core each on small machines
-    ctx = ray.train.get_context()
-    rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
-    dataset = load_dataset(job.data)
+def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, rank: int,
+                 world_size: int) -> dict[str, Any]:
+    """Train one student from scratch or from the checkpoint of this phase; return its final metrics."""
+    cfg = job.student
     train = student_subset(dataset.train, job.data.student_train_samples)
     engine, n_params = _build_engine(job, world_size)
-    state = restore(engine) or ClientState()
+    state = restore(engine) if run_progress.phase == job.phase else ClientState(phase=job.phase)
+    run_progress.phase = job.phase
+    resumed_from = state.step
     client = _make_client(job, dataset.output_space)
     loss_fn = LOSSES.get(job.loss)
     loss_kwargs = {"alpha": job.distill.alpha, "temperature": job.distill.temperature}
     progress = _Progress(job, rank, world_size)
-    cfg = job.student
-    resumed_from = state.step
+    start = time.perf_counter()
 
     while state.epoch < cfg.epochs:
         batches = plan_epoch(train, epoch=state.epoch, seed=job.seed, shard=rank, num_shards=world_size,
@@ -138,15 +135,34 @@ def train_student(config: dict[str, Any]) -> None:
             if state.step % cfg.log_every == 0:
                 progress.flush(state, client)
             if state.step % cfg.checkpoint_every == 0:
-                save_and_report(engine, state, {"step": state.step, "epoch": state.epoch})
+                save_and_report(engine, state, run_progress, {"step": state.step, "epoch": state.epoch})
         state.epoch += 1
         state.next_batch = 0
-        accuracy = _evaluate(engine, dataset.test, rank, world_size)
-        progress.flush(state, client, {"eval/test_accuracy": accuracy})
+        progress.flush(state, client, {"eval/test_accuracy": _evaluate(engine, dataset.test, rank, world_size)})
 
-    accuracy = _evaluate(engine, dataset.test, rank, world_size)
     if client is not None:
         client.close()
-    final = {"step": state.step, "epoch": state.epoch, "test_accuracy": accuracy, "parameters": n_params,
-             "resumed_from_step": resumed_from, "applied_batches": state.applied_batches, "done": True}
-    save_and_report(engine, state, final)
+    final = {"test_accuracy": _evaluate(engine, dataset.test, rank, world_size), "parameters": n_params,
+             "steps": state.step, "resumed_from_step": resumed_from, "applied_batches": state.applied_batches,
+             "train_s": time.perf_counter() - start}
+    run_progress.completed[job.phase] = final
+    progress.flush(state, client, {"phase_done": True, **{f"final/{k}": v for k, v in final.items()}})
+    save_and_report(engine, state, run_progress, {"step": state.step, "phases": dict(run_progress.completed)})
+    return final
+
+
+def train_student(config: dict[str, Any]) -> None:
+    """Ray Train entry point: `TorchTrainer(train_student, train_loop_config={"jobs": [...]})`."""
+    import ray.train
+
+    jobs: list[StudentJob] = config["jobs"]
+    torch.set_num_threads(1)  # workers get a fraction of a core each on small machines
+    ctx = ray.train.get_context()
+    rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
+    dataset = load_dataset(jobs[0].data)
+    run_progress = read_progress() or RunProgress()
+    pending = [job for job in jobs if job.phase not in run_progress.completed]
+    for job in pending:
+        _train_phase(job, dataset, run_progress, rank, world_size)
+    if not pending:  # restarted after the last phase finished: hand back what the checkpoint holds
+        ray.train.report({"phases": dict(run_progress.completed)})
