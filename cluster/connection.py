@@ -7,6 +7,8 @@ import os
 
 import ray
 
+from cluster.ray_env import prepare_ray_env
+
 logger = logging.getLogger(__name__)
 NAMESPACE = "distillery"
 
@@ -24,10 +26,12 @@ def connect(*, start_local: bool = True) -> str:
     """
     if ray.is_initialized():
         return "already connected"
+    if not prepare_ray_env():
+        logger.warning("ray was imported before cluster.ray_env.prepare_ray_env() ran; call it first "
+                       "so that token authentication and loopback addresses apply")
     address = os.environ.get("RAY_ADDRESS")
     if address or not start_local:
         ray.init(address=address or "auto", namespace=NAMESPACE, log_to_driver=True)
         return f"cluster at {address or 'auto'}"
-    # One node: keep every Ray service on loopback.
-    ray.init(namespace=NAMESPACE, _node_ip_address="127.0.0.1")
+    ray.init(namespace=NAMESPACE, _node_ip_address="127.0.0.1")  # token authentication on by default
     return f"embedded local cluster ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.text import Text
 
 from cluster.errors import DistilleryError
+from cluster.ray_env import prepare_ray_env
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Distributed knowledge distillation on Ray: Serve teachers, Train + DeepSpeed students.")
@@ -100,6 +101,7 @@ def status(run: str = RUN_OPTION, as_json: bool = typer.Option(False, "--json"))
 
 
 def main() -> None:
+    prepare_ray_env()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         app()

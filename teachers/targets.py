@@ -23,7 +23,7 @@ def record_logprob(record: SoftTargets, temperature: float) -> torch.Tensor:
     tail mass evenly over the classes outside their top k.
     """
     if record.is_dense:
-        return torch.log_softmax(torch.from_numpy(record.logits).float() / temperature, dim=-1)
+        return torch.log_softmax(torch.tensor(record.logits, dtype=torch.float32) / temperature, dim=-1)
     batch, k = record.topk_idx.shape
     rest = record.num_classes - k
     fill = (torch.from_numpy(record.tail_logprob).float() - math.log(rest)) if rest else torch.full((batch,), -math.inf)
@@ -59,6 +59,6 @@ class TeacherTargets:
             if not rec.is_dense:
                 raise ValueError(f"logit matching needs dense logits; teacher {name!r} sent top-k "
                                  "(raise distill.dense_max_classes or use loss hinton_kd)")
-            part = torch.from_numpy(rec.logits).float() * self.weights[name]
+            part = torch.tensor(rec.logits, dtype=torch.float32) * self.weights[name]
             out = part if out is None else out + part
         return out

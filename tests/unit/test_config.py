@@ -1,0 +1,102 @@
+"""Config loading: safe YAML, strict keys, errors that name the field path."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cluster.config import RunConfig, TeacherConfig, load_run_config, load_yaml_model
+from cluster.errors import ConfigError, FactoryError
+from cluster.factory import build_module, resolve_factory
+
+QUICKSTART = Path(__file__).parents[2] / "deploy" / "configs" / "quickstart.yaml"
+
+
+def write(tmp_path, data, name="c.yaml"):
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+def base():
+    return yaml.safe_load(QUICKSTART.read_text())
+
+
+def test_shipped_configs_load():
+    cfg = load_run_config(QUICKSTART)
+    assert cfg.student.zero_stage == 2 and len(cfg.teachers) >= 2
+    for path in (QUICKSTART.parent / "teachers").glob("*.yaml"):
+        load_yaml_model(TeacherConfig, path)
+
+
+def test_unknown_key_is_refused_with_its_path(tmp_path):
+    data = base()
+    data["student"]["zero_stag"] = 2
+    with pytest.raises(ConfigError) as err:
+        load_run_config(write(tmp_path, data))
+    assert "student.zero_stag: unknown key" in str(err.value)
+
+
+def test_wrong_type_names_field_and_value(tmp_path):
+    data = base()
+    data["student"]["epochs"] = "many"
+    data["teachers"][0]["resources"]["num_cpus"] = -1
+    with pytest.raises(ConfigError) as err:
+        load_run_config(write(tmp_path, data))
+    text = str(err.value)
+    assert "student.epochs" in text and "'many'" in text
+    assert "teachers.0.resources.num_cpus" in text
+
+
+def test_zero_stage_out_of_range(tmp_path):
+    data = base()
+    data["student"]["zero_stage"] = 4
+    with pytest.raises(ConfigError, match="student.zero_stage"):
+        load_run_config(write(tmp_path, data))
+
+
+def test_duplicate_teacher_names_refused(tmp_path):
+    data = base()
+    data["teachers"][1]["name"] = data["teachers"][0]["name"]
+    with pytest.raises(ConfigError, match="unique"):
+        load_run_config(write(tmp_path, data))
+
+
+def test_bad_run_name_refused(tmp_path):
+    data = base()
+    data["run"]["name"] = "../escape"
+    with pytest.raises(ConfigError, match="run.name"):
+        load_run_config(write(tmp_path, data))
+
+
+def test_python_tags_never_run(tmp_path):
+    marker = tmp_path / "marker"
+    text = f"run: !!python/object/apply:os.system ['touch {marker}']\n"
+    with pytest.raises(ConfigError, match="safe"):
+        load_run_config(write(tmp_path, text))
+    assert not marker.exists()
+
+
+def test_missing_file_and_non_mapping(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_run_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_run_config(write(tmp_path, "- 1\n- 2\n"))
+
+
+def test_overrides_apply_before_validation(tmp_path):
+    cfg = load_run_config(QUICKSTART, {"run.name": "other", "run.output_dir": str(tmp_path)})
+    assert cfg.run.name == "other" and cfg.run.output_dir == str(tmp_path)
+    assert isinstance(cfg, RunConfig)
+
+
+def test_factory_allow_list():
+    assert resolve_factory("teachers.zoo:mlp")
+    with pytest.raises(FactoryError, match="outside the allowed"):
+        resolve_factory("os:system")
+    with pytest.raises(FactoryError, match="must look like"):
+        resolve_factory("teachers.zoo")
+    with pytest.raises(FactoryError, match="no callable"):
+        resolve_factory("teachers.zoo:nothing_here")
+    with pytest.raises(FactoryError, match="rejected kwargs"):
+        build_module("teachers.zoo:mlp", {"in_features": 4, "num_classes": 2, "bogus": 1})

@@ -1,0 +1,68 @@
+"""Soft-target validation: every bad record is refused with the teacher and batch named."""
+
+import numpy as np
+import pytest
+
+from teachers.errors import SoftTargetError
+from teachers.soft_targets import pack_soft_targets, validate_soft_targets
+
+
+def good(dense=True, **overrides):
+    logits = np.random.default_rng(0).normal(size=(4, 10 if dense else 100)).astype(np.float32)
+    rec = pack_soft_targets(logits, batch_id="e0-s1-b2", teacher="cnn", teacher_version="abc", temperature=4.0,
+                            output_space=f"classes:{logits.shape[1]}", dense_max_classes=10, top_k=8)
+    for key, value in overrides.items():
+        setattr(rec, key, value)
+    return rec
+
+
+def check(rec, **kw):
+    args = dict(batch_id="e0-s1-b2", batch_size=4, output_space=f"classes:{rec.num_classes}", temperature=4.0,
+                teacher_version="abc")
+    args.update(kw)
+    return validate_soft_targets(rec, **args)
+
+
+def test_good_records_pass():
+    assert check(good()).is_dense
+    assert not check(good(dense=False)).is_dense
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda r: r.logits.__setitem__((0, 0), np.nan), "NaN or Inf"),
+    (lambda r: r.logits.__setitem__((1, 3), np.inf), "NaN or Inf"),
+    (lambda r: setattr(r, "logits", r.logits[:3]), "shape"),
+    (lambda r: setattr(r, "logits", r.logits.astype(np.int64)), "dtype"),
+    (lambda r: setattr(r, "batch_id", "e0-s1-b3"), "answers batch"),
+    (lambda r: setattr(r, "output_space", "classes:12"), "output space"),
+    (lambda r: setattr(r, "teacher_version", "zzz"), "version changed"),
+    (lambda r: setattr(r, "temperature", 2.0), "temperature"),
+    (lambda r: setattr(r, "schema_version", 99), "schema version"),
+])
+def test_bad_dense_records_are_refused(mutate, message):
+    rec = good()
+    mutate(rec)
+    with pytest.raises(SoftTargetError, match=message) as err:
+        check(rec, output_space="classes:10")
+    assert "'cnn'" in str(err.value) and "e0-s1-b2" in str(err.value)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda r: r.topk_idx.__setitem__((0, 0), 100), "outside"),
+    (lambda r: r.topk_idx.__setitem__((0, 0), -1), "outside"),
+    (lambda r: r.topk_logprob.__setitem__((0, 0), np.nan), "NaN or Inf"),
+    (lambda r: setattr(r, "tail_logprob", r.tail_logprob + 1.0), "sum to"),
+    (lambda r: setattr(r, "topk_idx", r.topk_idx.astype(np.float32)), "dtypes"),
+    (lambda r: setattr(r, "tail_logprob", r.tail_logprob[:2]), "shapes"),
+    (lambda r: setattr(r, "tail_logprob", None), "needs"),
+])
+def test_bad_topk_records_are_refused(mutate, message):
+    rec = good(dense=False)
+    mutate(rec)
+    with pytest.raises(SoftTargetError, match=message):
+        check(rec)
+
+
+def test_something_that_is_not_a_record_is_refused():
+    with pytest.raises(SoftTargetError, match="expected a SoftTargets"):
+        validate_soft_targets({"logits": 1}, batch_id="b", batch_size=1, output_space="classes:10", temperature=1.0)
