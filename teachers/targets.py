@@ -26,7 +26,7 @@ def record_logprob(record: SoftTargets, temperature: float) -> torch.Tensor:
         return torch.log_softmax(torch.tensor(record.logits, dtype=torch.float32) / temperature, dim=-1)
     batch, k = record.topk_idx.shape
     rest = record.num_classes - k
-    fill = (torch.from_numpy(record.tail_logprob).float() - math.log(rest)) if rest else torch.full((batch,), -math.inf)
+    fill = (torch.tensor(record.tail_logprob, dtype=torch.float32) - math.log(rest)) if rest else torch.full((batch,), -math.inf)
     out = fill[:, None].expand(batch, record.num_classes).clone()
     out.scatter_(1, torch.from_numpy(record.topk_idx.astype(np.int64)),
                  torch.from_numpy(record.topk_logprob.astype(np.float32)))

@@ -1,0 +1,111 @@
+"""One real local Ray cluster (`ray start --head`, loopback, token auth on) for the session.
+
+Every integration test talks to it through `RAY_ADDRESS`; runs are real `distillery`
+processes, so the tests exercise the same code path a user's shell does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cluster.ray_env import prepare_ray_env
+
+prepare_ray_env()  # before anything imports ray
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = Path(__file__).parent / "configs"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ray(*args: str, env=None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ray.scripts.scripts", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """Start a head node on free loopback ports; yield its addresses; stop it at the end."""
+    gcs_port, dashboard_port = free_port(), free_port()
+    cache = tmp_path_factory.mktemp("cache")
+    started = _ray("start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
+                   "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--num-cpus=2",
+                   "--disable-usage-stats", timeout=180)
+    assert started.returncode == 0, started.stdout + started.stderr
+    os.environ["RAY_ADDRESS"] = f"127.0.0.1:{gcs_port}"
+    os.environ["DISTILLERY_CACHE_DIR"] = str(cache)
+    import ray
+
+    ray.init(address=os.environ["RAY_ADDRESS"], namespace="distillery-tests")
+    try:
+        yield {"gcs": os.environ["RAY_ADDRESS"], "dashboard": f"http://127.0.0.1:{dashboard_port}"}
+    finally:
+        ray.shutdown()
+        _ray("stop", "--force")
+        os.environ.pop("RAY_ADDRESS", None)
+
+
+def distillery(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the `distillery` CLI as a user would, against the session's cluster."""
+    return subprocess.run([sys.executable, "-m", "orchestration", *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=timeout)
+
+
+class RunProcess:
+    """A `distillery run` in the background, its output in a log file."""
+
+    def __init__(self, config: Path, run_name: str, output_dir: Path):
+        self.run_name, self.run_dir = run_name, output_dir / run_name
+        self.log_path = output_dir / f"{run_name}.log"
+        output_dir.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "orchestration", "run", str(config), "--run-name", run_name,
+             "--output-dir", str(output_dir)], stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO,
+            start_new_session=True)
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def metrics(self) -> list[dict]:
+        path = self.run_dir / "metrics.jsonl"
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def wait_for(self, predicate, what: str, timeout: float = 240, interval: float = 0.5):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            if self.proc.poll() is not None:
+                raise AssertionError(f"run exited ({self.proc.returncode}) while waiting for {what}:\n"
+                                     f"{self.log()[-4000:]}")
+            time.sleep(interval)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.log()[-4000:]}")
+
+    def finish(self, timeout: float = 400) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            self._log.close()
+
+    def kill(self) -> None:
+        """Kill the driver's whole process group, as a crash would."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self._log.close()
