@@ -45,6 +45,7 @@ class Orchestrator:
         self.output_space = self.dataset.output_space
         self._teacher_set = TeacherSet()
         self._trained: dict[str, TrainedTeacher] = {}
+        self._apps: dict[str, TeacherAppArgs] = {}
         self._lock = threading.Lock()
         self._sink = MetricsSink(run_dir)
         self._latest: dict[int, dict[str, Any]] = {}
@@ -57,6 +58,10 @@ class Orchestrator:
 
     def teacher_set(self) -> TeacherSet:
         return self._teacher_set
+
+    def teacher_apps(self) -> list[TeacherAppArgs]:
+        """How each current teacher is built (paths and kwargs, no tensors)."""
+        return [self._apps[name] for name in self._teacher_set.teachers]
 
     def record_progress(self, record: dict[str, Any]) -> None:
         """A train worker's metric record: kept as that rank's latest and written to the sinks."""
@@ -165,6 +170,7 @@ class Orchestrator:
         entry = TeacherEntry(cfg.name, cfg.weight, info["output_space"], info["num_classes"],
                              info["model_version"], info["parameters"])
         with self._lock:
+            self._apps[cfg.name] = args
             self._teacher_set = self._teacher_set.with_teacher(entry)
             self._event("teacher_added", teacher=cfg.name, model_version=entry.model_version, weight=cfg.weight)
         return {"name": cfg.name, "teacher_set_version": self._teacher_set.version, **info,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from cluster.config import DataConfig, DistillConfig, StudentConfig
 from teachers.backend import ResolvedModel
@@ -18,6 +18,9 @@ class StudentJob:
         loss: registered loss name ("hinton_kd", "logit_mse", "ce").
         use_teachers: whether the worker asks the teacher set for soft targets.
         orchestrator: the run's orchestrator actor handle (teacher set, progress sink).
+        source: where soft targets come from: "served" (Serve teachers, the normal path),
+            "local" (teachers run in the worker) or "precomputed" (computed before training);
+            the last two are baselines for `benchmarks/pipeline.py`.
     """
 
     phase: str
@@ -29,3 +32,4 @@ class StudentJob:
     distill: DistillConfig
     data: DataConfig
     orchestrator: Optional[Any] = None
+    source: Literal["served", "local", "precomputed"] = "served"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -55,13 +55,24 @@ def _evaluate(engine, test: Split, rank: int, world_size: int) -> float:
     return correct.item() / len(test.y)
 
 
-def _make_client(job: StudentJob, output_space: str):
+def _make_source(job: StudentJob, output_space: str, planned: Callable[[], list]):
+    """The soft-target source of the job; `planned()` lists every batch left to train."""
     if not job.use_teachers:
         return None
-    from teachers.client import TeacherClient
+    import ray
 
-    return TeacherClient(job.orchestrator, output_space=output_space, temperature=job.distill.temperature,
-                         prefetch=job.distill.prefetch, timeout_s=job.distill.request_timeout_s)
+    if job.source == "served":
+        from teachers.client import TeacherClient
+
+        return TeacherClient(job.orchestrator, output_space=output_space, temperature=job.distill.temperature,
+                             prefetch=job.distill.prefetch, timeout_s=job.distill.request_timeout_s)
+    from teachers.local import LocalTeachers
+
+    apps, teacher_set = ray.get([job.orchestrator.teacher_apps.remote(), job.orchestrator.teacher_set.remote()])
+    local = LocalTeachers(apps, teacher_set, output_space=output_space, temperature=job.distill.temperature)
+    if job.source == "precomputed":
+        local.precompute(planned())
+    return local
 
 
 class _Progress:
@@ -107,19 +118,30 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
     state = restore(engine) if run_progress.phase == job.phase else ClientState(phase=job.phase)
     run_progress.phase = job.phase
     resumed_from = state.step
-    client = _make_client(job, dataset.output_space)
+
+    def epoch_plan(epoch: int) -> list:
+        batches = plan_epoch(train, epoch=epoch, seed=job.seed, shard=rank, num_shards=world_size,
+                             batch_size=cfg.micro_batch_size)
+        return batches[state.next_batch:] if epoch == state.epoch else batches
+
+    client = _make_source(job, dataset.output_space,
+                          lambda: [b for e in range(state.epoch, cfg.epochs) for b in epoch_plan(e)])
     loss_fn = LOSSES.get(job.loss)
     loss_kwargs = {"alpha": job.distill.alpha, "temperature": job.distill.temperature}
     progress = _Progress(job, rank, world_size)
     start = time.perf_counter()
+    eval_s = 0.0  # evaluation time, left out of the training throughput
+    targets_s = 0.0  # time the loop spent getting soft targets
+    samples_before = state.samples_seen
 
     while state.epoch < cfg.epochs:
-        batches = plan_epoch(train, epoch=state.epoch, seed=job.seed, shard=rank, num_shards=world_size,
-                             batch_size=cfg.micro_batch_size)[state.next_batch:]
+        batches = epoch_plan(state.epoch)
         if client is not None:
             client.plan(batches)
         for batch in batches:
+            wait_start = time.perf_counter()
             targets = client.targets_for(batch) if client is not None else None
+            targets_s += time.perf_counter() - wait_start
             x, y = torch.from_numpy(batch.x).to(engine.device), torch.from_numpy(batch.y).to(engine.device)
             terms = loss_fn(engine(x), y, targets, **loss_kwargs)
             engine.backward(terms["total"])
@@ -138,13 +160,17 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
                 save_and_report(engine, state, run_progress, {"step": state.step, "epoch": state.epoch})
         state.epoch += 1
         state.next_batch = 0
+        eval_start = time.perf_counter()
         progress.flush(state, client, {"eval/test_accuracy": _evaluate(engine, dataset.test, rank, world_size)})
+        eval_s += time.perf_counter() - eval_start
 
+    train_s = time.perf_counter() - start
     if client is not None:
         client.close()
     final = {"test_accuracy": _evaluate(engine, dataset.test, rank, world_size), "parameters": n_params,
              "steps": state.step, "resumed_from_step": resumed_from, "applied_batches": state.applied_batches,
-             "train_s": time.perf_counter() - start}
+             "train_s": train_s, "targets_s": targets_s,
+             "samples_per_s": (state.samples_seen - samples_before) / max(train_s - eval_s, 1e-9)}
     run_progress.completed[job.phase] = final
     progress.flush(state, client, {"phase_done": True, **{f"final/{k}": v for k, v in final.items()}})
     save_and_report(engine, state, run_progress, {"step": state.step, "phases": dict(run_progress.completed)})

@@ -1,0 +1,92 @@
+"""Student throughput with served teachers vs teachers in the worker vs precomputed targets.
+
+    python -m benchmarks.pipeline [--repeats 3] [--config benchmarks/configs/pipeline.yaml]
+
+Trains the same student on the same batches three ways in one Ray Train worker group,
+interleaved and repeated, and reports the median samples/s of each and its ratio to the
+precomputed upper bound. Results go to `benchmarks/results/pipeline.{md,json}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+from pathlib import Path
+
+from cluster.ray_env import prepare_ray_env
+
+SOURCES = ("served", "local", "precomputed")
+RESULTS = Path(__file__).parent / "results"
+
+
+def main() -> None:
+    prepare_ray_env()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="benchmarks/configs/pipeline.yaml")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    import ray
+
+    from benchmarks.machine import describe_machine
+    from cluster.config import load_run_config
+    from cluster.connection import connect
+    from orchestration.run import _start_orchestrator, _start_serve, train_students
+    from students.data import load_dataset
+    from students.job import StudentJob
+    from teachers.backend import resolve_model
+
+    with tempfile.TemporaryDirectory(prefix="distillery-bench-") as out:
+        cfg = load_run_config(args.config, {"run.output_dir": out})
+        run_dir = Path(out) / cfg.run.name
+        print(f"connected to {connect()}")
+        dataset = load_dataset(cfg.data)
+        _start_serve(cfg)
+        orchestrator = _start_orchestrator(cfg, run_dir)
+        try:
+            ray.get(orchestrator.add_teachers.remote([t.model_dump() for t in cfg.teachers]))
+            model = resolve_model(cfg.student.model, in_features=dataset.in_features,
+                                  num_classes=dataset.num_classes, allowed_modules=cfg.run.allowed_factory_modules)
+            jobs = [StudentJob(phase=f"{source}-r{r}", seed=r, loss=cfg.distill.loss, use_teachers=True, model=model,
+                               student=cfg.student, distill=cfg.distill, data=cfg.data, orchestrator=orchestrator,
+                               source=source)
+                    for r in range(args.repeats) for source in SOURCES]
+            phases = train_students(jobs, cfg, run_dir)
+        finally:
+            ray.get(orchestrator.close.remote())
+            ray.kill(orchestrator)
+
+    rates = {s: [phases[f"{s}-r{r}"]["samples_per_s"] for r in range(args.repeats)] for s in SOURCES}
+    medians = {s: statistics.median(v) for s, v in rates.items()}
+    waits = {s: statistics.median(phases[f"{s}-r{r}"]["targets_s"] / phases[f"{s}-r{r}"]["steps"] * 1000
+                                  for r in range(args.repeats)) for s in SOURCES}
+    result = {"machine": describe_machine(), "config": args.config, "repeats": args.repeats,
+              "samples_per_s": rates, "median_samples_per_s": medians,
+              "ratio_to_precomputed": {s: medians[s] / medians["precomputed"] for s in SOURCES},
+              "median_targets_ms_per_step": waits,
+              "steps_per_phase": phases["served-r0"]["steps"], "prefetch": cfg.distill.prefetch}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "pipeline.json").write_text(json.dumps(result, indent=2))
+    table = render(result)
+    (RESULTS / "pipeline.md").write_text(table)
+    print(table)
+
+
+def render(result: dict) -> str:
+    lines = ["# Pipeline benchmark: where the soft targets come from", "",
+             f"Machine: {result['machine']}. Config: `{result['config']}`, {result['repeats']} repeats "
+             f"(interleaved), {result['steps_per_phase']} steps each, prefetch {result['prefetch']}.", "",
+             "| soft targets from | median samples/s | runs | ratio to precomputed | ms per step getting targets |",
+             "|---|---|---|---|---|"]
+    for source in SOURCES:
+        runs = ", ".join(f"{v:.0f}" for v in result["samples_per_s"][source])
+        lines.append(f"| {source} | {result['median_samples_per_s'][source]:.0f} | {runs} | "
+                     f"{result['ratio_to_precomputed'][source]:.3f} | "
+                     f"{result['median_targets_ms_per_step'][source]:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
