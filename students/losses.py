@@ -47,7 +47,8 @@ def hinton_kd(student_logits: torch.Tensor, labels: torch.Tensor, targets: Optio
     ce = F.cross_entropy(student_logits, labels)
     if targets is None:
         return {"total": ce, "ce": ce}
-    kd = kl_teacher_student(targets.logprob(temperature), student_logits, temperature) * temperature**2
+    teacher_logprob = targets.logprob(temperature).to(student_logits.device)
+    kd = kl_teacher_student(teacher_logprob, student_logits, temperature) * temperature**2
     return {"total": alpha * ce + (1 - alpha) * kd, "ce": ce, "kd": kd}
 
 
@@ -63,5 +64,5 @@ def logit_mse(student_logits: torch.Tensor, labels: torch.Tensor, targets: Optio
     ce = F.cross_entropy(student_logits, labels)
     if targets is None:
         return {"total": ce, "ce": ce}
-    mse = F.mse_loss(student_logits, targets.logits())
+    mse = F.mse_loss(student_logits, targets.logits().to(student_logits.device))
     return {"total": alpha * ce + (1 - alpha) * mse, "ce": ce, "mse": mse}

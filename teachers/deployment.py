@@ -47,9 +47,11 @@ class TeacherDeployment:
         torch.set_num_threads(max(1, int(args.resources.num_cpus)))
         self.args = args
         model = ResolvedModel(args.factory, args.kwargs, tuple(args.allowed_modules))
-        self.module = load_teacher(model, args.weights_path)
+        self.device = torch.device("cuda" if args.resources.num_gpus > 0 and torch.cuda.is_available() else "cpu")
+        module = load_teacher(model, args.weights_path)
+        self.output_space, self.num_classes = output_space_of(module, args.in_features)
+        self.module = module.to(self.device)
         self.version = file_version(args.weights_path)
-        self.output_space, self.num_classes = output_space_of(self.module, args.in_features)
         logger.info("teacher %s version %s ready (%s)", args.name, self.version, self.output_space)
 
     def describe(self) -> dict[str, Any]:
@@ -61,7 +63,7 @@ class TeacherDeployment:
         """`request = {"batch_id": str, "inputs": float32 [B, F]}` -> one record for the batch."""
         inputs = np.asarray(request["inputs"], dtype=np.float32)
         with torch.inference_mode():
-            logits = self.module(torch.from_numpy(inputs)).numpy()
+            logits = self.module(torch.from_numpy(inputs).to(self.device)).float().cpu().numpy()
         return pack_soft_targets(
             logits, batch_id=request["batch_id"], teacher=self.args.name, teacher_version=self.version,
             temperature=self.args.temperature, output_space=self.output_space,
@@ -78,4 +80,6 @@ def build_teacher_app(args: TeacherAppArgs | dict) -> Application:
         num_replicas=res.replicas,
         max_ongoing_requests=res.max_ongoing_requests,
         ray_actor_options={"num_cpus": res.num_cpus, "num_gpus": res.num_gpus},
+        # Students send many small requests; a log line per request would drown the job's log.
+        logging_config={"enable_access_log": False},
     ).bind(args)
