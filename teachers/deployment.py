@@ -63,7 +63,7 @@ class TeacherDeployment:
         """`request = {"batch_id": str, "inputs": float32 [B, F]}` -> one record for the batch."""
         inputs = np.asarray(request["inputs"], dtype=np.float32)
         with torch.inference_mode():
-            logits = self.module(torch.from_numpy(inputs).to(self.device)).float().cpu().numpy()
+            logits = self.module(torch.tensor(inputs, device=self.device)).float().cpu().numpy()
         return pack_soft_targets(
             logits, batch_id=request["batch_id"], teacher=self.args.name, teacher_version=self.version,
             temperature=self.args.temperature, output_space=self.output_space,
