@@ -1,6 +1,6 @@
 """Student throughput with served teachers vs teachers in the worker vs precomputed targets.
 
-    python -m benchmarks.pipeline [--repeats 3] [--config benchmarks/configs/pipeline.yaml]
+    python -m benchmarks.pipeline [--repeats 5] [--config benchmarks/configs/pipeline.yaml]
 
 Trains the same student on the same batches three ways in one Ray Train worker group,
 interleaved and repeated, and reports the median samples/s of each and its ratio to the
@@ -17,7 +17,9 @@ from pathlib import Path
 
 from cluster.ray_env import prepare_ray_env
 
-SOURCES = ("served", "local", "precomputed")
+# Phase label -> (soft-target source, batches per teacher request; None: the config's).
+SOURCES = {"served": ("served", None), "served, 1 batch per request": ("served", 1),
+           "in the worker": ("local", None), "precomputed": ("precomputed", None)}
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -25,7 +27,7 @@ def main() -> None:
     prepare_ray_env()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="benchmarks/configs/pipeline.yaml")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
     import ray
@@ -49,10 +51,11 @@ def main() -> None:
             ray.get(orchestrator.add_teachers.remote([t.model_dump() for t in cfg.teachers]))
             model = resolve_model(cfg.student.model, in_features=dataset.in_features,
                                   num_classes=dataset.num_classes, allowed_modules=cfg.run.allowed_factory_modules)
-            jobs = [StudentJob(phase=f"{source}-r{r}", seed=r, loss=cfg.distill.loss, use_teachers=True, model=model,
-                               student=cfg.student, distill=cfg.distill, data=cfg.data, orchestrator=orchestrator,
-                               source=source)
-                    for r in range(args.repeats) for source in SOURCES]
+            jobs = [StudentJob(phase=f"{label}-r{r}", seed=r, loss=cfg.distill.loss, use_teachers=True, model=model,
+                               student=cfg.student, data=cfg.data, orchestrator=orchestrator, source=source,
+                               distill=cfg.distill.model_copy(update={"batches_per_request": per_request}
+                                                              if per_request else {}))
+                    for r in range(args.repeats) for label, (source, per_request) in SOURCES.items()]
             phases = train_students(jobs, cfg, run_dir)
         finally:
             ray.get(orchestrator.close.remote())
@@ -66,7 +69,8 @@ def main() -> None:
               "samples_per_s": rates, "median_samples_per_s": medians,
               "ratio_to_precomputed": {s: medians[s] / medians["precomputed"] for s in SOURCES},
               "median_targets_ms_per_step": waits,
-              "steps_per_phase": phases["served-r0"]["steps"], "prefetch": cfg.distill.prefetch}
+              "steps_per_phase": phases["served-r0"]["steps"], "prefetch": cfg.distill.prefetch,
+              "batches_per_request": cfg.distill.batches_per_request}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "pipeline.json").write_text(json.dumps(result, indent=2))
     table = render(result)
@@ -77,7 +81,8 @@ def main() -> None:
 def render(result: dict) -> str:
     lines = ["# Pipeline benchmark: where the soft targets come from", "",
              f"Machine: {result['machine']}. Config: `{result['config']}`, {result['repeats']} repeats "
-             f"(interleaved), {result['steps_per_phase']} steps each, prefetch {result['prefetch']}.", "",
+             f"(interleaved), {result['steps_per_phase']} steps each, prefetch {result['prefetch']} batches, "
+             f"{result['batches_per_request']} batches per request unless stated.", "",
              "| soft targets from | median samples/s | runs | ratio to precomputed | ms per step getting targets |",
              "|---|---|---|---|---|"]
     for source in SOURCES:

@@ -96,7 +96,8 @@ class DistillConfig(Strict):
     loss: Literal["hinton_kd", "logit_mse"] = "hinton_kd"
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the hard-label CE term")
     temperature: float = Field(4.0, gt=0)
-    prefetch: int = Field(4, ge=1, description="requests in flight per teacher")
+    prefetch: int = Field(8, ge=1, description="batches requested ahead per teacher")
+    batches_per_request: int = Field(4, ge=1, description="batches one teacher request carries")
     top_k: int = Field(64, ge=1)
     dense_max_classes: int = Field(1024, ge=2, description="output spaces up to this size travel dense")
     request_timeout_s: float = Field(60.0, gt=0)

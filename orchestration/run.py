@@ -85,7 +85,8 @@ def _teacher_accuracy(name: str, x: np.ndarray, y: np.ndarray) -> float:
 
     from teachers.teacher_set import app_name
 
-    record = serve.get_app_handle(app_name(name)).remote({"batch_id": "eval", "inputs": x}).result(timeout_s=120)
+    request = {"batches": [{"batch_id": "eval", "inputs": x}]}
+    record = serve.get_app_handle(app_name(name)).remote(request).result(timeout_s=120)[0]
     return float((record.logits.argmax(-1) == y).mean()) if record.is_dense else float(
         (record.topk_idx[:, 0] == y).mean())
 

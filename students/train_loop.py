@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 import torch
@@ -55,7 +55,7 @@ def _evaluate(engine, test: Split, rank: int, world_size: int) -> float:
     return correct.item() / len(test.y)
 
 
-def _make_source(job: StudentJob, output_space: str, planned: Callable[[], list]):
+def _make_source(job: StudentJob, output_space: str, planned: Callable[[], Iterable]):
     """The soft-target source of the job; `planned()` lists every batch left to train."""
     if not job.use_teachers:
         return None
@@ -65,7 +65,8 @@ def _make_source(job: StudentJob, output_space: str, planned: Callable[[], list]
         from teachers.client import TeacherClient
 
         return TeacherClient(job.orchestrator, output_space=output_space, temperature=job.distill.temperature,
-                             prefetch=job.distill.prefetch, timeout_s=job.distill.request_timeout_s)
+                             prefetch=job.distill.prefetch, batches_per_request=job.distill.batches_per_request,
+                             timeout_s=job.distill.request_timeout_s)
     from teachers.local import LocalTeachers
 
     apps, teacher_set = ray.get([job.orchestrator.teacher_apps.remote(), job.orchestrator.teacher_set.remote()])
@@ -119,13 +120,19 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
     run_progress.phase = job.phase
     resumed_from = state.step
 
+    first_epoch, first_batch = state.epoch, state.next_batch
+
     def epoch_plan(epoch: int) -> list:
         batches = plan_epoch(train, epoch=epoch, seed=job.seed, shard=rank, num_shards=world_size,
                              batch_size=cfg.micro_batch_size)
-        return batches[state.next_batch:] if epoch == state.epoch else batches
+        return batches[first_batch:] if epoch == first_epoch else batches
 
-    client = _make_source(job, dataset.output_space,
-                          lambda: [b for e in range(state.epoch, cfg.epochs) for b in epoch_plan(e)])
+    def remaining_batches():
+        return (batch for epoch in range(first_epoch, cfg.epochs) for batch in epoch_plan(epoch))
+
+    client = _make_source(job, dataset.output_space, remaining_batches)
+    if client is not None:
+        client.plan(remaining_batches())
     loss_fn = LOSSES.get(job.loss)
     loss_kwargs = {"alpha": job.distill.alpha, "temperature": job.distill.temperature}
     progress = _Progress(job, rank, world_size)
@@ -135,10 +142,7 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
     samples_before = state.samples_seen
 
     while state.epoch < cfg.epochs:
-        batches = epoch_plan(state.epoch)
-        if client is not None:
-            client.plan(batches)
-        for batch in batches:
+        for batch in epoch_plan(state.epoch):
             wait_start = time.perf_counter()
             targets = client.targets_for(batch) if client is not None else None
             targets_s += time.perf_counter() - wait_start

@@ -1,7 +1,8 @@
 """TeacherClient: how a train worker gets soft targets from the current teacher set.
 
-The client keeps up to `prefetch` batches' requests in flight per teacher, so teacher latency
-hides behind student compute. It learns the teacher set from the run's orchestrator (an actor
+The client keeps the next `prefetch` batches requested from every teacher, `batches_per_request`
+batches to a request, so teacher latency hides behind student compute and the fixed cost of a
+Serve call is spread over several batches. It learns the teacher set from the run's orchestrator (an actor
 handle passed in by the caller) with a non-blocking version poll at step boundaries: a new
 or removed teacher takes effect at the first boundary after the orchestrator's bump arrives.
 """
@@ -10,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
-from typing import Any, Iterable, Optional, Protocol
+from collections import deque
+from typing import Any, Iterable, Iterator, Optional, Protocol
 
 import numpy as np
 
@@ -34,26 +35,48 @@ class Batch(Protocol):
     y: np.ndarray
 
 
+class _Request:
+    """One request to one teacher for several consecutive batches; answered once, read per batch."""
+
+    def __init__(self, response: Any, batch_ids: list[str]):
+        self.response = response
+        self.batch_ids = batch_ids
+        self._records: Optional[dict[str, Any]] = None
+
+    def record(self, batch_id: str, timeout_s: float) -> Any:
+        if self._records is None:
+            self._records = dict(zip(self.batch_ids, self.response.result(timeout_s=timeout_s)))
+        return self._records[batch_id]
+
+    def cancel(self) -> None:
+        if self._records is None:
+            self.response.cancel()
+
+
 class TeacherClient:
     """Args:
         orchestrator: actor handle with `teacher_set_version()` and `teacher_set()`.
         output_space: the student's output space id; records must match it.
         temperature: the run's KD temperature; records must carry it.
-        prefetch: batches kept in flight per teacher.
+        prefetch: batches requested ahead of the one being trained on, per teacher.
+        batches_per_request: batches one request carries.
         timeout_s: deadline for one teacher answer.
     """
 
-    def __init__(self, orchestrator: Any, *, output_space: str, temperature: float, prefetch: int = 4,
-                 timeout_s: float = 60.0):
+    def __init__(self, orchestrator: Any, *, output_space: str, temperature: float, prefetch: int = 8,
+                 batches_per_request: int = 4, timeout_s: float = 60.0):
         self._orchestrator = orchestrator
         self.output_space = output_space
         self.temperature = temperature
-        self.prefetch = prefetch
+        self.prefetch = max(prefetch, batches_per_request)
+        self.batches_per_request = batches_per_request
         self.timeout_s = timeout_s
         self.teacher_set = TeacherSet()
         self._handles: dict[str, Any] = {}
-        self._upcoming: list[Batch] = []
-        self._in_flight: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self._plan: Iterator[Batch] = iter(())
+        self._plan_done = True
+        self._upcoming: deque[Batch] = deque()  # the prefetch window, oldest first
+        self._in_flight: dict[tuple[str, str], _Request] = {}
         self._version_ref: Optional[ray.ObjectRef] = None
         self.wait_ms: dict[str, float] = {}
         self.refresh(ray.get(orchestrator.teacher_set.remote()))
@@ -65,8 +88,8 @@ class TeacherClient:
             return False
         for name in set(self._handles) - set(teacher_set.teachers):
             self._handles.pop(name)
-            for key in [k for k in self._in_flight if k[1] == name]:
-                self._in_flight.pop(key).cancel()
+            for request in {self._in_flight.pop(k) for k in list(self._in_flight) if k[1] == name}:
+                request.cancel()
         for name, entry in teacher_set.teachers.items():
             if name not in self._handles:
                 self._handles[name] = serve.get_app_handle(entry.app_name)
@@ -93,28 +116,44 @@ class TeacherClient:
 
     # --- batches -----------------------------------------------------------------------------
     def plan(self, batches: Iterable[Batch]) -> None:
-        """Announce the batches this worker will ask for next, in order."""
-        self._upcoming = list(batches)
+        """Announce the batches this worker will ask for next, in order (read lazily, so a plan
+        may span every remaining epoch and requests run ahead across epoch boundaries)."""
+        self._plan, self._plan_done = iter(batches), False
+        self._upcoming.clear()
         self._fill()
 
-    def _submit(self, batch: Batch, teacher: str):
-        return self._handles[teacher].remote({"batch_id": batch.batch_id, "inputs": batch.x})
+    def _submit(self, batches: list[Batch], teacher: str) -> _Request:
+        payload = {"batches": [{"batch_id": b.batch_id, "inputs": b.x} for b in batches]}
+        request = _Request(self._handles[teacher].remote(payload), [b.batch_id for b in batches])
+        for batch in batches:
+            self._in_flight[(batch.batch_id, teacher)] = request
+        return request
 
     def _fill(self) -> None:
-        for batch in self._upcoming[: self.prefetch]:
-            for name in self._handles:
-                key = (batch.batch_id, name)
-                if key not in self._in_flight:
-                    self._in_flight[key] = self._submit(batch, name)
+        """Request the batches of the prefetch window that no request covers yet, in full groups
+        (a shorter one only where the plan ends inside the window)."""
+        while not self._plan_done and len(self._upcoming) < self.prefetch:
+            batch = next(self._plan, None)
+            if batch is None:
+                self._plan_done = True
+            else:
+                self._upcoming.append(batch)
+        for name in self._handles:
+            missing = [b for b in self._upcoming if (b.batch_id, name) not in self._in_flight]
+            while len(missing) >= self.batches_per_request or (missing and self._plan_done):
+                self._submit(missing[: self.batches_per_request], name)
+                missing = missing[self.batches_per_request:]
 
     def targets_for(self, batch: Batch) -> Optional[TeacherTargets]:
         """The validated, weighted records of every current teacher for `batch` (None if no teacher)."""
         if self._upcoming and self._upcoming[0].batch_id == batch.batch_id:
-            self._upcoming.pop(0)
+            self._upcoming.popleft()
         records = {}
         for name in list(self._handles):
-            response = self._in_flight.pop((batch.batch_id, name), None) or self._submit(batch, name)
-            record = self._result(name, batch, response)
+            key = (batch.batch_id, name)
+            if key not in self._in_flight:  # not planned, or the teacher joined after the plan was sent
+                self._submit([batch], name)
+            record = self._result(name, batch, self._in_flight.pop(key))
             if record is not None:
                 records[name] = record
         self._fill()
@@ -122,10 +161,10 @@ class TeacherClient:
             return None
         return TeacherTargets(records, self.teacher_set.weights())
 
-    def _result(self, name: str, batch: Batch, response):
+    def _result(self, name: str, batch: Batch, request: _Request):
         start = time.perf_counter()
         try:
-            record = response.result(timeout_s=self.timeout_s)
+            record = request.record(batch.batch_id, self.timeout_s)
         except Exception as exc:  # noqa: BLE001 - a removed teacher's request fails; decide below
             latest = ray.get(self._orchestrator.teacher_set.remote())
             if name not in latest.teachers:
@@ -141,6 +180,6 @@ class TeacherClient:
                                      teacher_version=entry.model_version)
 
     def close(self) -> None:
-        for response in self._in_flight.values():
-            response.cancel()
+        for request in set(self._in_flight.values()):
+            request.cancel()
         self._in_flight.clear()

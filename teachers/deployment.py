@@ -59,16 +59,25 @@ class TeacherDeployment:
                 "num_classes": self.num_classes, "temperature": self.args.temperature,
                 "parameters": sum(p.numel() for p in self.module.parameters())}
 
-    def __call__(self, request: dict[str, Any]) -> SoftTargets:
-        """`request = {"batch_id": str, "inputs": float32 [B, F]}` -> one record for the batch."""
-        inputs = np.asarray(request["inputs"], dtype=np.float32)
+    def __call__(self, request: dict[str, Any]) -> list[SoftTargets]:
+        """Soft targets for several batches in one call (one forward over all of them).
+
+        `request = {"batches": [{"batch_id": str, "inputs": float32 [B_i, F]}, ...]}`; returns one
+        record per batch, in order. Several batches per request spread the fixed cost of a
+        Serve call (routing, serialization) over more samples.
+        """
+        batches = request["batches"]
+        inputs = np.concatenate([np.asarray(b["inputs"], dtype=np.float32) for b in batches])
         with torch.inference_mode():
             logits = self.module(torch.tensor(inputs, device=self.device)).float().cpu().numpy()
-        return pack_soft_targets(
-            logits, batch_id=request["batch_id"], teacher=self.args.name, teacher_version=self.version,
-            temperature=self.args.temperature, output_space=self.output_space,
-            dense_max_classes=self.args.dense_max_classes, top_k=self.args.top_k,
-        )
+        bounds = np.cumsum([len(b["inputs"]) for b in batches])[:-1]
+        return [
+            pack_soft_targets(
+                part, batch_id=b["batch_id"], teacher=self.args.name, teacher_version=self.version,
+                temperature=self.args.temperature, output_space=self.output_space,
+                dense_max_classes=self.args.dense_max_classes, top_k=self.args.top_k)
+            for b, part in zip(batches, np.split(logits, bounds))
+        ]
 
 
 def build_teacher_app(args: TeacherAppArgs | dict) -> Application:
