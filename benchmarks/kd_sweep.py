@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.machine import describe_machine
 from cluster.config import ModelSpec, load_run_config
 from orchestration.run import default_cache_dir
 from orchestration.teacher_training import accuracy, train_or_load_teacher
@@ -70,6 +71,7 @@ def main() -> None:
         trained = train_or_load_teacher(t.name, model, t.training, cfg.data, dataset, default_cache_dir())
         teachers[t.name] = load_teacher(model, trained.weights_path)
     lines = ["# KD gain across setups (plain PyTorch, the quickstart's teachers and losses)", "",
+             f"Machine: {describe_machine()}. "
              f"Command: `python -m benchmarks.kd_sweep --seeds {' '.join(map(str, args.seeds))}`; "
              "student: MLP, AdamW lr 0.01, 40 epochs, batch 32; test accuracy mean ± std over seeds.", "",
              "| labelled samples | student hidden | alpha / T | no KD | KD | gain |", "|---|---|---|---|---|---|"]

@@ -34,6 +34,13 @@ class ClientState:
     teacher_set_version: int = 0
     samples_seen: int = 0
 
+    def applied(self, batch_index: int, global_samples: int) -> None:
+        """Record that the batch at `batch_index` of the current epoch was trained on."""
+        self.step += 1
+        self.next_batch = batch_index + 1
+        self.applied_batches += 1
+        self.samples_seen += global_samples
+
 
 @dataclass
 class RunProgress:

@@ -55,6 +55,15 @@ def _evaluate(engine, test: Split, rank: int, world_size: int) -> float:
     return correct.item() / len(test.y)
 
 
+def _train_step(engine, loss_fn, batch, targets, loss_kwargs: dict[str, float]) -> dict[str, torch.Tensor]:
+    """Forward, loss, backward and optimizer step (DeepSpeed handles accumulation and ZeRO)."""
+    x, y = torch.from_numpy(batch.x).to(engine.device), torch.from_numpy(batch.y).to(engine.device)
+    terms = loss_fn(engine(x), y, targets, **loss_kwargs)
+    engine.backward(terms["total"])
+    engine.step()
+    return terms
+
+
 def _make_source(job: StudentJob, output_space: str, planned: Callable[[], Iterable]):
     """The soft-target source of the job; `planned()` lists every batch left to train."""
     if not job.use_teachers:
@@ -146,14 +155,8 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
             wait_start = time.perf_counter()
             targets = client.targets_for(batch) if client is not None else None
             targets_s += time.perf_counter() - wait_start
-            x, y = torch.from_numpy(batch.x).to(engine.device), torch.from_numpy(batch.y).to(engine.device)
-            terms = loss_fn(engine(x), y, targets, **loss_kwargs)
-            engine.backward(terms["total"])
-            engine.step()
-            state.step += 1
-            state.next_batch = batch.index + 1
-            state.applied_batches += 1
-            state.samples_seen += len(batch.y) * world_size
+            terms = _train_step(engine, loss_fn, batch, targets, loss_kwargs)
+            state.applied(batch.index, len(batch.y) * world_size)
             progress.add(terms, len(batch.y))
             if client is not None and state.step % job.distill.version_poll_every == 0:
                 client.at_step_boundary()

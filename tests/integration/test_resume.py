@@ -9,7 +9,7 @@ import pytest
 from tests.integration.conftest import CONFIGS, RunProcess
 
 pytestmark = pytest.mark.integration
-STEPS = 60 * 4  # epochs x (150 samples / 2 workers // 16 per batch)
+STEPS = 120 * 4  # epochs x (150 samples / 2 workers // 16 per batch)
 
 
 def checkpoint_steps(run: RunProcess) -> list[int]:

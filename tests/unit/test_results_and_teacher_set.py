@@ -1,0 +1,35 @@
+"""The results table's aggregation over seeds, and teacher-set versioning."""
+
+import statistics
+
+import pytest
+
+from orchestration.results import kd_gain, markdown, summarize
+from teachers.teacher_set import TeacherEntry, TeacherSet
+
+
+def phase(acc, params=100, seconds=2.0):
+    return {"test_accuracy": acc, "parameters": params, "train_s": seconds}
+
+
+def test_summary_aggregates_seeds_with_mean_and_spread():
+    teachers = {"cnn": {"test_accuracy": 0.98, "parameters": 1000, "train_seconds": 5.0, "cached": True}}
+    phases = {"kd-seed0": phase(0.93), "kd-seed1": phase(0.95), "baseline-seed0": phase(0.90),
+              "baseline-seed1": phase(0.88)}
+    rows = {r["kind"]: r for r in summarize(teachers, phases)}
+    assert rows["kd"]["accuracy_mean"] == pytest.approx(0.94)
+    assert rows["kd"]["accuracy_std"] == pytest.approx(statistics.stdev([0.93, 0.95]))
+    assert rows["baseline"]["seeds"] == 2 and rows["teacher"]["note"] == "cached"
+    assert kd_gain(list(rows.values())) == pytest.approx(0.05)
+    text = markdown(list(rows.values()), "t")
+    assert "0.9400 ± 0.0141" in text and "+5.00 accuracy points" in text
+
+
+def test_teacher_set_changes_bump_the_version_and_keep_snapshots_immutable():
+    entry = TeacherEntry("a", 1.0, "classes:10", 10, "v1")
+    first = TeacherSet().with_teacher(entry)
+    second = first.with_teacher(TeacherEntry("b", 0.5, "classes:10", 10, "v2"))
+    third = second.without_teacher("a")
+    assert (first.version, second.version, third.version) == (1, 2, 3)
+    assert set(first.teachers) == {"a"} and third.weights() == {"b": 0.5}
+    assert entry.app_name == "teacher-a"
