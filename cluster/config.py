@@ -171,19 +171,21 @@ def validate_model(model_type: Type[M], data: Any, source: str) -> M:
         raise ConfigError(source, _format_validation_error(exc)) from None
 
 
-def load_yaml_model(model_type: Type[M], path: str | Path) -> M:
+def read_yaml_file(path: str | Path) -> Any:
+    """Parse a YAML file with the safe loader; a missing file is a `ConfigError`."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(str(path), ["<file>: not found; pass the path of a YAML config file"])
-    return validate_model(model_type, parse_yaml(path.read_text(), str(path)), str(path))
+    return parse_yaml(path.read_text(), str(path))
+
+
+def load_yaml_model(model_type: Type[M], path: str | Path) -> M:
+    return validate_model(model_type, read_yaml_file(path), str(path))
 
 
 def load_run_config(path: str | Path, overrides: Optional[dict[str, Any]] = None) -> RunConfig:
     """Load and validate a run config. `overrides` maps dotted paths to values (CLI flags)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(str(path), ["<file>: not found; pass the path of a YAML config file"])
-    data = parse_yaml(path.read_text(), str(path))
+    data = read_yaml_file(path)
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue

@@ -44,7 +44,6 @@ class Orchestrator:
         self.dataset = load_dataset(self.config.data)
         self.output_space = self.dataset.output_space
         self._teacher_set = TeacherSet()
-        self._trained: dict[str, TrainedTeacher] = {}
         self._apps: dict[str, TeacherAppArgs] = {}
         self._lock = threading.Lock()
         self._sink = MetricsSink(run_dir)
@@ -116,9 +115,6 @@ class Orchestrator:
             "events": self._events[-20:],
         }
 
-    def trained_teachers(self) -> dict[str, dict[str, Any]]:
-        return {name: vars(t) for name, t in self._trained.items()}
-
     def close(self) -> None:
         self.remove_all_teachers()
         self._sink.close()
@@ -147,7 +143,6 @@ class Orchestrator:
                                                 self.dataset, self.cache_dir)
         for name, ref in pending.items():
             out[name] = ray.get(ref)
-        self._trained.update(out)
         return out
 
     def _deploy(self, cfg: TeacherConfig, trained: TrainedTeacher) -> dict[str, Any]:

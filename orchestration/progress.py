@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from contextlib import nullcontext
 import time
 from typing import Any, Callable
 
@@ -63,7 +64,7 @@ def follow(orchestrator: Any, work: Callable[[], Any], console: Console, interva
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     last, printed_at = "", 0.0
-    with Live(console=console, refresh_per_second=4, transient=True) if console.is_terminal else _NoLive() as live:
+    with Live(console=console, refresh_per_second=4, transient=True) if console.is_terminal else nullcontext() as live:
         while thread.is_alive():
             thread.join(interval_s)
             try:
@@ -81,11 +82,3 @@ def follow(orchestrator: Any, work: Callable[[], Any], console: Console, interva
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
-
-
-class _NoLive:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
