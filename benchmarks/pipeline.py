@@ -35,7 +35,7 @@ def main() -> None:
     from benchmarks.machine import describe_machine
     from cluster.config import load_run_config
     from cluster.connection import connect
-    from orchestration.run import _start_orchestrator, _start_serve, train_students
+    from orchestration.run import start_orchestrator, start_serve, train_students
     from students.data import load_dataset
     from students.job import StudentJob
     from teachers.backend import resolve_model
@@ -45,8 +45,8 @@ def main() -> None:
         run_dir = Path(out) / cfg.run.name
         print(f"connected to {connect()}")
         dataset = load_dataset(cfg.data)
-        _start_serve(cfg)
-        orchestrator = _start_orchestrator(cfg, run_dir)
+        start_serve(cfg)
+        orchestrator = start_orchestrator(cfg, run_dir)
         try:
             ray.get(orchestrator.add_teachers.remote([t.model_dump() for t in cfg.teachers]))
             model = resolve_model(cfg.student.model, in_features=dataset.in_features,

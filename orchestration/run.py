@@ -53,7 +53,7 @@ def phase_names(cfg: RunConfig) -> list[tuple[str, int, bool]]:
     return out
 
 
-def _start_orchestrator(cfg: RunConfig, run_dir: Path):
+def start_orchestrator(cfg: RunConfig, run_dir: Path):
     import ray
 
     from cluster.connection import NAMESPACE, orchestrator_name
@@ -71,7 +71,7 @@ def _start_orchestrator(cfg: RunConfig, run_dir: Path):
     return actor.remote(cfg.run.name, cfg.model_dump(), str(run_dir), default_cache_dir())
 
 
-def _start_serve(cfg: RunConfig) -> None:
+def start_serve(cfg: RunConfig) -> None:
     from ray import serve
     from ray.serve.config import ProxyLocation
 
@@ -139,8 +139,8 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
     console.print(f"connected to {connect()}")
     dataset = load_dataset(cfg.data)
     state = RunState(run_dir)
-    _start_serve(cfg)
-    orchestrator = _start_orchestrator(cfg, run_dir)
+    start_serve(cfg)
+    orchestrator = start_orchestrator(cfg, run_dir)
     try:
         teachers = _deploy_teachers(cfg, orchestrator, dataset, console)
         student_model = resolve_model(cfg.student.model, in_features=dataset.in_features,

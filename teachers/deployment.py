@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -40,24 +41,53 @@ class TeacherAppArgs(BaseModel):
     resources: ResourcesConfig = ResourcesConfig()
 
 
+@dataclass
+class LoadedTeacher:
+    """A teacher's module on its device, with what its records carry: version and output space."""
+
+    args: TeacherAppArgs
+    module: torch.nn.Module
+    device: torch.device
+    version: str
+    output_space: str
+    num_classes: int
+
+    @classmethod
+    def load(cls, args: TeacherAppArgs, device: str | torch.device = "cpu") -> "LoadedTeacher":
+        module = load_teacher(ResolvedModel(args.factory, args.kwargs, tuple(args.allowed_modules)), args.weights_path)
+        output_space, num_classes = output_space_of(module, args.in_features)
+        device = torch.device(device)
+        return cls(args, module.to(device), device, file_version(args.weights_path), output_space, num_classes)
+
+    def records(self, batches: list[tuple[str, np.ndarray]]) -> list[SoftTargets]:
+        """One record per `(batch_id, inputs)`, from a single forward over all the inputs."""
+        inputs = np.concatenate([np.asarray(x, dtype=np.float32) for _, x in batches])
+        with torch.inference_mode():
+            logits = self.module(torch.tensor(inputs, device=self.device)).float().cpu().numpy()
+        bounds = np.cumsum([len(x) for _, x in batches])[:-1]
+        return [
+            pack_soft_targets(
+                part, batch_id=batch_id, teacher=self.args.name, teacher_version=self.version,
+                temperature=self.args.temperature, output_space=self.output_space,
+                dense_max_classes=self.args.dense_max_classes, top_k=self.args.top_k)
+            for (batch_id, _), part in zip(batches, np.split(logits, bounds))
+        ]
+
+
 @serve.deployment
 class TeacherDeployment:
     def __init__(self, args: TeacherAppArgs):
         # A replica with a fraction of a core must not spawn one intra-op thread per core.
         torch.set_num_threads(max(1, int(args.resources.num_cpus)))
-        self.args = args
-        model = ResolvedModel(args.factory, args.kwargs, tuple(args.allowed_modules))
-        self.device = torch.device("cuda" if args.resources.num_gpus > 0 and torch.cuda.is_available() else "cpu")
-        module = load_teacher(model, args.weights_path)
-        self.output_space, self.num_classes = output_space_of(module, args.in_features)
-        self.module = module.to(self.device)
-        self.version = file_version(args.weights_path)
-        logger.info("teacher %s version %s ready (%s)", args.name, self.version, self.output_space)
+        device = "cuda" if args.resources.num_gpus > 0 and torch.cuda.is_available() else "cpu"
+        self.teacher = LoadedTeacher.load(args, device)
+        logger.info("teacher %s version %s ready (%s)", args.name, self.teacher.version, self.teacher.output_space)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.args.name, "model_version": self.version, "output_space": self.output_space,
-                "num_classes": self.num_classes, "temperature": self.args.temperature,
-                "parameters": sum(p.numel() for p in self.module.parameters())}
+        t = self.teacher
+        return {"name": t.args.name, "model_version": t.version, "output_space": t.output_space,
+                "num_classes": t.num_classes, "temperature": t.args.temperature,
+                "parameters": sum(p.numel() for p in t.module.parameters())}
 
     def __call__(self, request: dict[str, Any]) -> list[SoftTargets]:
         """Soft targets for several batches in one call (one forward over all of them).
@@ -66,18 +96,7 @@ class TeacherDeployment:
         record per batch, in order. Several batches per request spread the fixed cost of a
         Serve call (routing, serialization) over more samples.
         """
-        batches = request["batches"]
-        inputs = np.concatenate([np.asarray(b["inputs"], dtype=np.float32) for b in batches])
-        with torch.inference_mode():
-            logits = self.module(torch.tensor(inputs, device=self.device)).float().cpu().numpy()
-        bounds = np.cumsum([len(b["inputs"]) for b in batches])[:-1]
-        return [
-            pack_soft_targets(
-                part, batch_id=b["batch_id"], teacher=self.args.name, teacher_version=self.version,
-                temperature=self.args.temperature, output_space=self.output_space,
-                dense_max_classes=self.args.dense_max_classes, top_k=self.args.top_k)
-            for b, part in zip(batches, np.split(logits, bounds))
-        ]
+        return self.teacher.records([(b["batch_id"], b["inputs"]) for b in request["batches"]])
 
 
 def build_teacher_app(args: TeacherAppArgs | dict) -> Application:

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 from typing import Iterable
 
-import torch
-
-from teachers.backend import ResolvedModel, file_version, load_teacher, output_space_of
 from teachers.client import Batch
-from teachers.deployment import TeacherAppArgs
-from teachers.soft_targets import SoftTargets, pack_soft_targets, validate_soft_targets
+from teachers.deployment import LoadedTeacher, TeacherAppArgs
+from teachers.soft_targets import SoftTargets, validate_soft_targets
 from teachers.targets import TeacherTargets
 from teachers.teacher_set import TeacherSet
 
@@ -27,25 +24,11 @@ class LocalTeachers:
         self.output_space = output_space
         self.temperature = temperature
         self.wait_ms: dict[str, float] = {}
-        self._apps = {a.name: a for a in apps if a.name in teacher_set.teachers}
-        self._modules = {name: load_teacher(ResolvedModel(a.factory, a.kwargs, tuple(a.allowed_modules)),
-                                            a.weights_path) for name, a in self._apps.items()}
-        self._versions = {name: file_version(a.weights_path) for name, a in self._apps.items()}
-        self._spaces = {name: output_space_of(m, a.in_features)[0]
-                        for (name, m), a in zip(self._modules.items(), self._apps.values())}
+        self._teachers = {a.name: LoadedTeacher.load(a) for a in apps if a.name in teacher_set.teachers}
         self._stored: dict[str, dict[str, SoftTargets]] = {}
 
     def _records(self, batch: Batch) -> dict[str, SoftTargets]:
-        out = {}
-        with torch.inference_mode():
-            for name, module in self._modules.items():
-                app = self._apps[name]
-                logits = module(torch.from_numpy(batch.x)).numpy()
-                out[name] = pack_soft_targets(
-                    logits, batch_id=batch.batch_id, teacher=name, teacher_version=self._versions[name],
-                    temperature=app.temperature, output_space=self._spaces[name],
-                    dense_max_classes=app.dense_max_classes, top_k=app.top_k)
-        return out
+        return {name: t.records([(batch.batch_id, batch.x)])[0] for name, t in self._teachers.items()}
 
     def precompute(self, batches: Iterable[Batch]) -> None:
         """Compute and keep the records of `batches` now, so that training pays nothing for them."""
@@ -60,7 +43,7 @@ class LocalTeachers:
         for name, record in records.items():
             validate_soft_targets(record, batch_id=batch.batch_id, batch_size=len(batch.y),
                                   output_space=self.output_space, temperature=self.temperature,
-                                  teacher_version=self._versions[name])
+                                  teacher_version=self._teachers[name].version)
         return TeacherTargets(records, self.teacher_set.weights()) if records else None
 
     def at_step_boundary(self) -> bool:
