@@ -13,3 +13,15 @@ class TeacherUnavailableError(DistilleryError):
 
 class IncompatibleTeacherError(DistilleryError):
     """A teacher's output space does not match the student's."""
+
+
+class SoftTargetDecodeError(SoftTargetError):
+    """Bytes from the wire or the store are not a valid soft-target record."""
+
+
+class TeacherAuthError(DistilleryError):
+    """A teacher endpoint refused the credentials (token or certificate)."""
+
+
+class SoftTargetStoreError(DistilleryError):
+    """The offline soft-target store is missing, incomplete or stale for this run."""

@@ -92,31 +92,42 @@ def validate_soft_targets(record: SoftTargets, *, batch_id: str, batch_size: int
         _fail(record, f"teacher version changed mid-run: expected {teacher_version}")
     if not np.isclose(record.temperature, temperature):
         _fail(record, f"temperature {record.temperature} differs from the run's {temperature}")
-    if record.is_dense:
-        _check_dense(record, batch_size)
-    else:
-        _check_topk(record, batch_size)
+    check_record_values(record)
+    if record.batch_size != batch_size:
+        _fail(record, f"shape [{record.batch_size}, ...] does not fit a batch of {batch_size} rows")
     return record
 
 
-def _check_dense(record: SoftTargets, batch_size: int) -> None:
+def check_record_values(record: SoftTargets) -> None:
+    """Shapes, dtypes, index bounds, finiteness and probability mass of a record on its own."""
+    if record.is_dense:
+        _check_dense(record)
+    else:
+        _check_topk(record)
+    for name, value in record.features.items():
+        if not isinstance(value, np.ndarray) or value.ndim < 2 or len(value) != record.batch_size:
+            _fail(record, f"feature {name!r} must be [B, ...] with B = {record.batch_size}")
+        if value.dtype.kind != "f" or not np.isfinite(value).all():
+            _fail(record, f"feature {name!r} must be finite floats, got {value.dtype}")
+
+
+def _check_dense(record: SoftTargets) -> None:
     logits = record.logits
-    expected = (batch_size, record.num_classes)
-    if not isinstance(logits, np.ndarray) or logits.shape != expected:
-        _fail(record, f"logits shape {getattr(logits, 'shape', None)}, expected {expected}")
+    if not isinstance(logits, np.ndarray) or logits.ndim != 2 or logits.shape[1] != record.num_classes:
+        _fail(record, f"logits shape {getattr(logits, 'shape', None)}, expected [B, {record.num_classes}]")
     if logits.dtype.kind != "f":
         _fail(record, f"logits dtype {logits.dtype}, expected a float dtype")
     if not np.isfinite(logits).all():
         _fail(record, f"{int((~np.isfinite(logits)).sum())} logits are NaN or Inf")
 
 
-def _check_topk(record: SoftTargets, batch_size: int) -> None:
+def _check_topk(record: SoftTargets) -> None:
     idx, lp, tail = record.topk_idx, record.topk_logprob, record.tail_logprob
-    if idx is None or lp is None or tail is None:
-        _fail(record, "a top-k record needs topk_idx, topk_logprob and tail_logprob")
-    if idx.ndim != 2 or idx.shape[0] != batch_size or lp.shape != idx.shape or tail.shape != (batch_size,):
-        _fail(record, f"top-k shapes idx {idx.shape}, logprob {lp.shape}, tail {tail.shape} "
-                      f"do not fit batch size {batch_size}")
+    if not all(isinstance(a, np.ndarray) for a in (idx, lp, tail)):
+        _fail(record, "a top-k record needs topk_idx, topk_logprob and tail_logprob arrays")
+    if idx.ndim != 2 or lp.shape != idx.shape or tail.shape != (idx.shape[0],) or idx.shape[1] > record.num_classes:
+        _fail(record, f"top-k shapes idx {idx.shape}, logprob {lp.shape}, tail {tail.shape} do not fit "
+                      f"[B, k] with k <= {record.num_classes}")
     if idx.dtype.kind not in "iu" or lp.dtype.kind != "f" or tail.dtype.kind != "f":
         _fail(record, f"top-k dtypes idx {idx.dtype}, logprob {lp.dtype}, tail {tail.dtype}: expected int, float, float")
     if idx.size and (idx.min() < 0 or idx.max() >= record.num_classes):
@@ -124,5 +135,5 @@ def _check_topk(record: SoftTargets, batch_size: int) -> None:
     if not (np.isfinite(lp).all() and np.isfinite(tail).all()):
         _fail(record, "top-k log-probabilities are NaN or Inf")
     mass = np.exp(lp.astype(np.float64)).sum(-1) + np.exp(tail.astype(np.float64))
-    if np.abs(mass - 1.0).max() > _MASS_TOLERANCE:
+    if mass.size and np.abs(mass - 1.0).max() > _MASS_TOLERANCE:
         _fail(record, f"probabilities sum to {float(mass.min()):.4f}..{float(mass.max()):.4f}, not 1")
