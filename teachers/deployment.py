@@ -59,8 +59,13 @@ class LoadedTeacher:
         device = torch.device(device)
         return cls(args, module.to(device), device, file_version(args.weights_path), output_space, num_classes)
 
-    def records(self, batches: list[tuple[str, np.ndarray]]) -> list[SoftTargets]:
-        """One record per `(batch_id, inputs)`, from a single forward over all the inputs."""
+    def records(self, batches: list[tuple[str, np.ndarray]], *, temperature: float | None = None,
+                top_k: int | None = None, dense_max_classes: int | None = None) -> list[SoftTargets]:
+        """One record per `(batch_id, inputs)`, from a single forward over all the inputs.
+
+        `temperature`, `top_k` and `dense_max_classes` default to the teacher's own settings; a
+        gRPC client sends its run's values.
+        """
         inputs = np.concatenate([np.asarray(x, dtype=np.float32) for _, x in batches])
         with torch.inference_mode():
             logits = self.module(torch.tensor(inputs, device=self.device)).float().cpu().numpy()
@@ -68,8 +73,8 @@ class LoadedTeacher:
         return [
             pack_soft_targets(
                 part, batch_id=batch_id, teacher=self.args.name, teacher_version=self.version,
-                temperature=self.args.temperature, output_space=self.output_space,
-                dense_max_classes=self.args.dense_max_classes, top_k=self.args.top_k)
+                temperature=temperature or self.args.temperature, output_space=self.output_space,
+                dense_max_classes=dense_max_classes or self.args.dense_max_classes, top_k=top_k or self.args.top_k)
             for (batch_id, _), part in zip(batches, np.split(logits, bounds))
         ]
 
