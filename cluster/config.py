@@ -24,7 +24,7 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
 
-def _check_name(value: str) -> str:
+def check_name(value: str) -> str:
     if not NAME_PATTERN.match(value):
         raise ValueError(f"{value!r} is not a valid name: use {NAME_HINT}")
     return value
@@ -64,7 +64,7 @@ class TeacherConfig(Strict):
     weight: float = Field(1.0, gt=0)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
 
-    _name = field_validator("name")(_check_name)
+    _name = field_validator("name")(check_name)
 
 
 class DataConfig(Strict):
@@ -93,6 +93,9 @@ class StudentConfig(Strict):
 
 
 class DistillConfig(Strict):
+    mode: Literal["online", "offline"] = Field(
+        "online", description="online: live Serve teachers; offline: the store `distillery precompute` wrote")
+    store_dir: str = Field("soft_targets", description="root of the offline soft-target store")
     loss: Literal["hinton_kd", "logit_mse"] = "hinton_kd"
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the hard-label CE term")
     temperature: float = Field(4.0, gt=0)
@@ -105,7 +108,20 @@ class DistillConfig(Strict):
 
 
 class ServeConfig(Strict):
+    """Serve's proxies. `grpc_port` turns on the gRPC ingress (TeacherService) on the head node,
+    which listens plaintext on every interface of that node: callers must send the bearer token
+    in `grpc_token_file`; put TLS termination in front of it for traffic that leaves the cluster."""
+
     proxy: Literal["disabled", "head"] = "disabled"
+    grpc_port: Optional[int] = Field(None, ge=1, le=65535, description="Serve gRPC ingress port; off if omitted")
+    grpc_token_file: Optional[str] = Field(None, description="file holding the ingress bearer token")
+
+    @model_validator(mode="after")
+    def _ingress_needs_token(self) -> "ServeConfig":
+        if self.grpc_port is not None and not self.grpc_token_file:
+            raise ValueError("grpc_token_file is required when grpc_port is set: Serve's gRPC ingress "
+                             "accepts only calls that carry its bearer token")
+        return self
 
 
 class RunSection(Strict):
@@ -115,7 +131,7 @@ class RunSection(Strict):
     baseline: bool = True
     allowed_factory_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_ALLOWED_MODULES))
 
-    _name = field_validator("name")(_check_name)
+    _name = field_validator("name")(check_name)
 
 
 class RunConfig(Strict):
@@ -134,6 +150,9 @@ class RunConfig(Strict):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"teachers: names must be unique, repeated: {duplicates}")
+        if self.distill.mode == "offline" and self.distill.loss == "logit_mse":
+            raise ValueError("distill.loss: logit_mse needs dense logits, the offline store holds top-k "
+                             "log-probabilities; use hinton_kd with distill.mode offline")
         return self
 
 

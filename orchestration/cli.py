@@ -49,23 +49,108 @@ def _call(run: str, method: str, *args: Any) -> Any:
 @app.command()
 def run(config: str = typer.Argument(..., help="experiment config, e.g. deploy/configs/quickstart.yaml"),
         run_name: Optional[str] = typer.Option(None, "--run-name", help="override run.name"),
-        output_dir: Optional[str] = typer.Option(None, "--output-dir", help="override run.output_dir")) -> None:
+        output_dir: Optional[str] = typer.Option(None, "--output-dir", help="override run.output_dir"),
+        overrides: Optional[list[str]] = typer.Option(None, "--set", help="override any field: "
+                                                      "--set distill.temperature=2 (value read as YAML)")) -> None:
     """Run a distillation job: deploy teachers, distill, train the baseline, print the results."""
     from orchestration.run import run as run_job
 
-    run_job(config, run_name=run_name, output_dir=output_dir, console=console)
+    run_job(config, run_name=run_name, output_dir=output_dir, console=console, overrides=_parse_sets(overrides))
+
+
+@app.command()
+def precompute(config: str = typer.Argument(..., help="experiment config whose teachers to run"),
+               overrides: Optional[list[str]] = typer.Option(None, "--set", help="override any field (YAML value)")) -> None:
+    """Run the teachers over the training set with Ray Data and write top-k soft targets to the offline store."""
+    from cluster.config import load_run_config
+    from cluster.connection import connect
+    from orchestration.precompute import precompute as run_precompute
+    from students.data import load_dataset
+
+    cfg = load_run_config(config, _parse_sets(overrides))
+    dataset = load_dataset(cfg.data)
+    console.print(f"connected to {connect()}")
+    manifests = run_precompute(cfg, dataset, console)
+    console.print(f"store ready for {', '.join(manifests)}; train from it with distill.mode: offline")
+
+
+def _parse_sets(items: Optional[list[str]]) -> dict[str, Any]:
+    from cluster.config import parse_yaml
+
+    out = {}
+    for item in items or []:
+        path, sep, value = item.partition("=")
+        if not sep or not path:
+            raise typer.BadParameter(f"--set {item!r}: expected path=value, e.g. distill.temperature=2")
+        out[path.strip()] = parse_yaml(value, f"--set {path}")
+    return out
+
+
+def _read(path: Optional[str]) -> Optional[bytes]:
+    from cluster.errors import ConfigError
+
+    if path is None:
+        return None
+    try:
+        return open(path, "rb").read()
+    except OSError as exc:
+        raise ConfigError(path, [f"<file>: cannot read it: {exc.strerror}"]) from None
 
 
 @teacher_app.command("add")
-def teacher_add(teacher_yaml: str = typer.Argument(..., help="a teacher config (one entry of `teachers:`)"),
-                run: str = RUN_OPTION) -> None:
-    """Validate, deploy and start using a new teacher in a running job."""
+def teacher_add(teacher_yaml: Optional[str] = typer.Argument(None, help="a teacher config (one entry of `teachers:`)"),
+                run: str = RUN_OPTION,
+                endpoint: Optional[str] = typer.Option(None, "--endpoint", help="an external TeacherService: "
+                                                       "grpc://host:port (plaintext, loopback) or grpcs://host:port"),
+                name: Optional[str] = typer.Option(None, "--name", help="name in the run (default: the endpoint's)"),
+                weight: float = typer.Option(1.0, "--weight", help="the endpoint teacher's weight"),
+                token_file: Optional[str] = typer.Option(None, "--token-file", help="bearer token the endpoint requires"),
+                ca_file: Optional[str] = typer.Option(None, "--ca-file", help="CA certificate of the endpoint (TLS)"),
+                cert_file: Optional[str] = typer.Option(None, "--cert-file", help="client certificate (mutual TLS)"),
+                key_file: Optional[str] = typer.Option(None, "--key-file", help="client key (mutual TLS)"),
+                application: Optional[str] = typer.Option(None, "--application",
+                                                          help="Serve application, when the endpoint is Serve's gRPC ingress")) -> None:
+    """Start using a new teacher in a running job: deploy one from a config, or register an endpoint."""
     from cluster.config import TeacherConfig, load_yaml_model
 
-    teacher = load_yaml_model(TeacherConfig, teacher_yaml)
-    info = _call(run, "add_teacher", teacher.model_dump())
+    if (teacher_yaml is None) == (endpoint is None):
+        raise typer.BadParameter("give either a teacher config file or --endpoint, not both")
+    if endpoint is not None:
+        from teachers.grpc_client import EndpointSpec, parse_endpoint_url
+
+        parse_endpoint_url(endpoint)
+        token = _read(token_file)
+        spec = EndpointSpec(endpoint, token=token.decode().strip() if token else None, ca_pem=_read(ca_file),
+                            cert_pem=_read(cert_file), key_pem=_read(key_file), application=application)
+        info = _call(run, "add_endpoint", name, spec, weight)
+    else:
+        teacher = load_yaml_model(TeacherConfig, teacher_yaml)
+        info = _call(run, "add_teacher", teacher.model_dump())
     console.print(f"teacher {info['name']} added to run {run}: teacher set v{info['teacher_set_version']}, "
                   f"model version {info['model_version']}, {info['output_space']}")
+
+
+@teacher_app.command("serve")
+def teacher_serve(teacher_yaml: str = typer.Argument(..., help="a teacher config (one entry of `teachers:`)"),
+                  port: int = typer.Option(..., "--port", help="port to listen on (0: any free port)"),
+                  host: str = typer.Option("127.0.0.1", "--host", help="address to bind"),
+                  config: Optional[str] = typer.Option(None, "--config", help="a run config whose data and "
+                                                       "distill sections apply (default: their defaults)"),
+                  tls_cert: Optional[str] = typer.Option(None, "--tls-cert", help="server certificate (PEM)"),
+                  tls_key: Optional[str] = typer.Option(None, "--tls-key", help="server private key (PEM)"),
+                  client_ca: Optional[str] = typer.Option(None, "--client-ca",
+                                                          help="require client certificates signed by this CA"),
+                  token_file: Optional[str] = typer.Option(None, "--token-file",
+                                                           help="require this bearer token (file holds the token)"),
+                  insecure: bool = typer.Option(False, "--insecure", help="plaintext; only allowed on loopback")) -> None:
+    """Run a teacher as a standalone gRPC TeacherService, with no Ray cluster."""
+    from orchestration.standalone import serve_teacher
+
+    token = _read(token_file)
+    serve_teacher(teacher_yaml, port=port, host=host, run_config=config, console=console,
+                  security_files={"cert_pem": _read(tls_cert), "key_pem": _read(tls_key),
+                                  "client_ca_pem": _read(client_ca),
+                                  "token": token.decode().strip() if token else None, "insecure": insecure})
 
 
 @teacher_app.command("remove")
@@ -110,6 +195,6 @@ def main() -> None:
         cause = getattr(exc, "cause", None) or exc
         if isinstance(cause, (DistilleryError, KeyError, ValueError)):
             message = cause.args[0] if isinstance(cause, KeyError) and cause.args else cause
-            console.print(Text.assemble(("error: ", "bold red"), str(message)))
+            console.print(Text.assemble(("error: ", "bold red"), str(message)), soft_wrap=True)
             sys.exit(2)
         raise

@@ -15,13 +15,15 @@ from typing import Any, Optional
 import ray
 from ray import serve
 
-from cluster.config import TeacherConfig, validate_model
+from cluster.config import TeacherConfig, check_name, validate_model
 from cluster.metrics import MetricsSink
 from teachers.backend import resolve_model
 from teachers.deployment import TeacherAppArgs, build_teacher_app
 from teachers.errors import IncompatibleTeacherError
+from teachers.grpc_client import EndpointSpec, GrpcTeacher
+from teachers.soft_targets import SCHEMA_VERSION
 from teachers.teacher_set import TeacherEntry, TeacherSet, app_name
-from orchestration.teacher_training import TrainedTeacher
+from orchestration.teacher_training import TrainedTeacher, teacher_app_args
 
 logger = logging.getLogger(__name__)
 
@@ -32,15 +34,18 @@ class Orchestrator:
         run_config: the validated run config, as a dict (`RunConfig.model_dump()`).
         run_dir: the run's output folder (metrics are written there).
         cache_dir: where trained teachers are cached.
+        ingress_token_sha256: digest of the Serve gRPC ingress token, when the ingress is on.
     """
 
-    def __init__(self, run: str, run_config: dict[str, Any], run_dir: str, cache_dir: str):
+    def __init__(self, run: str, run_config: dict[str, Any], run_dir: str, cache_dir: str,
+                 ingress_token_sha256: Optional[str] = None):
         from cluster.config import RunConfig
         from students.data import load_dataset
 
         self.run = run
         self.config = RunConfig.model_validate(run_config)
         self.cache_dir = cache_dir
+        self.ingress_token_sha256 = ingress_token_sha256
         self.dataset = load_dataset(self.config.data)
         self.output_space = self.dataset.output_space
         self._teacher_set = TeacherSet()
@@ -60,7 +65,7 @@ class Orchestrator:
 
     def teacher_apps(self) -> list[TeacherAppArgs]:
         """How each current teacher is built (paths and kwargs, no tensors)."""
-        return [self._apps[name] for name in self._teacher_set.teachers]
+        return [self._apps[name] for name in self._teacher_set.teachers if name in self._apps]
 
     def record_progress(self, record: dict[str, Any]) -> None:
         """A train worker's metric record: kept as that rank's latest and written to the sinks."""
@@ -87,6 +92,48 @@ class Orchestrator:
     def add_teacher(self, teacher: dict[str, Any]) -> dict[str, Any]:
         return self.add_teachers([teacher])[0]
 
+    def add_endpoint(self, name: Optional[str], spec: EndpointSpec, weight: float = 1.0) -> dict[str, Any]:
+        """Register an external TeacherService endpoint (`distillery teacher serve`, or another
+        cluster's Serve gRPC ingress) after checking it answers and fits the student."""
+        if weight <= 0:
+            raise ValueError(f"teacher weight must be > 0, got {weight}")
+        remote = GrpcTeacher(spec, name=name or spec.url, timeout_s=30, retries=2)
+        try:
+            info = remote.describe()
+        finally:
+            remote.close()
+        name = name or info["name"]
+        check_name(name)
+        if name in self._teacher_set.teachers:
+            raise ValueError(f"teacher {name!r} is already in run {self.run!r}; pass --name to register "
+                             f"this endpoint under another name")
+        if info["schema_version"] != SCHEMA_VERSION:
+            raise IncompatibleTeacherError(
+                f"endpoint {spec.url} speaks soft-target schema v{info['schema_version']}, this run reads "
+                f"v{SCHEMA_VERSION}; run the same Distillery version on both sides")
+        if info["output_space"] != self.output_space or info["in_features"] != self.dataset.in_features:
+            self._event("teacher_refused", teacher=name, output_space=info["output_space"])
+            raise IncompatibleTeacherError(
+                f"endpoint {spec.url} (teacher {name!r}) was refused: it maps {info['in_features']} input "
+                f"features to {info['output_space']}, the student of run {self.run!r} maps "
+                f"{self.dataset.in_features} to {self.output_space}. The run goes on without it.")
+        entry = TeacherEntry(name, weight, info["output_space"], info["num_classes"], info["model_version"],
+                             info["parameters"], endpoint=spec)
+        with self._lock:
+            self._teacher_set = self._teacher_set.with_teacher(entry)
+            self._event("teacher_added", teacher=name, model_version=entry.model_version, weight=weight,
+                        endpoint=spec.url)
+        return {**info, "name": name, "teacher_set_version": self._teacher_set.version, "endpoint": spec.url}
+
+    def use_stored_teachers(self, entries: list[TeacherEntry]) -> int:
+        """Offline mode: the teacher set is the teachers whose stores the students read."""
+        with self._lock:
+            for entry in entries:
+                self._teacher_set = self._teacher_set.with_teacher(entry)
+                self._event("teacher_added", teacher=entry.name, model_version=entry.model_version,
+                            weight=entry.weight, store=True)
+        return self._teacher_set.version
+
     def remove_teacher(self, name: str) -> dict[str, Any]:
         with self._lock:
             if name not in self._teacher_set.teachers:
@@ -94,9 +141,11 @@ class Orchestrator:
                                f"teachers: {sorted(self._teacher_set.teachers)}")
             self._teacher_set = self._teacher_set.without_teacher(name)
             self._event("teacher_removed", teacher=name)
+            deployed = self._apps.pop(name, None) is not None
         # Workers drop the teacher at their next step boundary; requests still in flight to the
-        # deleted app fail and are skipped by the TeacherClient.
-        serve.delete(app_name(name), _blocking=False)
+        # deleted app fail and are skipped by the TeacherClient. An external endpoint keeps running.
+        if deployed:
+            serve.delete(app_name(name), _blocking=False)
         return {"removed": name, "teacher_set_version": self._teacher_set.version}
 
     def remove_all_teachers(self) -> None:
@@ -110,7 +159,9 @@ class Orchestrator:
             "phase": self._phase,
             "teacher_set_version": ts.version,
             "teachers": {n: {"weight": e.weight, "output_space": e.output_space, "model_version": e.model_version,
-                             "parameters": e.parameters} for n, e in ts.teachers.items()},
+                             "parameters": e.parameters,
+                             "endpoint": e.endpoint.url if e.endpoint else f"serve:{e.app_name}"}
+                         for n, e in ts.teachers.items()},
             "progress": {f"rank{r}": rec for r, rec in sorted(self._latest.items())},
             "events": self._events[-20:],
         }
@@ -146,14 +197,13 @@ class Orchestrator:
         return out
 
     def _deploy(self, cfg: TeacherConfig, trained: TrainedTeacher) -> dict[str, Any]:
-        model = self._resolved(cfg)
-        args = TeacherAppArgs(name=cfg.name, factory=model.factory, kwargs=model.kwargs,
-                              allowed_modules=list(model.allowed_modules), weights_path=trained.weights_path,
-                              in_features=self.dataset.in_features, temperature=self.config.distill.temperature,
-                              dense_max_classes=self.config.distill.dense_max_classes,
-                              top_k=self.config.distill.top_k, resources=cfg.resources)
+        args = teacher_app_args(cfg, trained.weights_path, self.dataset, self.config.distill,
+                                self.config.run.allowed_factory_modules)
+        args.ingress_token_sha256 = self.ingress_token_sha256
         app = app_name(cfg.name)
-        serve.run(build_teacher_app(args), name=app, route_prefix=None)
+        # Serve's gRPC ingress only routes to applications that have a route; without the ingress
+        # a teacher is reached by handle only.
+        serve.run(build_teacher_app(args), name=app, route_prefix=f"/{app}" if self.ingress_token_sha256 else None)
         info = serve.get_app_handle(app).describe.remote().result(timeout_s=120)
         if info["output_space"] != self.output_space:
             serve.delete(app)

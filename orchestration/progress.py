@@ -41,8 +41,10 @@ def status_table(status: dict[str, Any]) -> Table:
     table.add_column("weight", justify="right")
     table.add_column("output space")
     table.add_column("model version")
+    table.add_column("served by")
     for name, info in status["teachers"].items():
-        table.add_row(name, f"{info['weight']:.3g}", info["output_space"], info["model_version"])
+        table.add_row(name, f"{info['weight']:.3g}", info["output_space"], info["model_version"],
+                      info.get("endpoint", ""))
     return table
 
 

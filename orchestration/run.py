@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.text import Text
 
 from cluster.config import RunConfig, load_run_config
+from orchestration.precompute import offline_stores
 from orchestration.results import kd_gain, rich_table, summarize, write_results
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def phase_names(cfg: RunConfig) -> list[tuple[str, int, bool]]:
     return out
 
 
-def start_orchestrator(cfg: RunConfig, run_dir: Path):
+def start_orchestrator(cfg: RunConfig, run_dir: Path, ingress_token_sha256: Optional[str] = None):
     import ray
 
     from cluster.connection import NAMESPACE, orchestrator_name
@@ -68,15 +69,54 @@ def start_orchestrator(cfg: RunConfig, run_dir: Path):
         raise RuntimeError(f"run {cfg.run.name!r} is already running on this cluster; stop it first "
                            f"or choose another run.name")
     actor = ray.remote(Orchestrator).options(name=name, namespace=NAMESPACE, num_cpus=0, max_concurrency=16)
-    return actor.remote(cfg.run.name, cfg.model_dump(), str(run_dir), default_cache_dir())
+    return actor.remote(cfg.run.name, cfg.model_dump(), str(run_dir), default_cache_dir(), ingress_token_sha256)
 
 
 def start_serve(cfg: RunConfig) -> None:
     from ray import serve
     from ray.serve.config import ProxyLocation
 
+    options: dict[str, Any] = {}
     location = ProxyLocation.Disabled if cfg.serve.proxy == "disabled" else ProxyLocation.HeadOnly
-    serve.start(proxy_location=location, http_options={"host": "127.0.0.1"})
+    if cfg.serve.grpc_port is not None:
+        from ray.serve.config import gRPCOptions
+
+        location = ProxyLocation.HeadOnly
+        options["grpc_options"] = gRPCOptions(port=cfg.serve.grpc_port, grpc_servicer_functions=[GRPC_SERVICER])
+    serve.start(proxy_location=location, http_options={"host": "127.0.0.1"}, **options)
+    if cfg.serve.grpc_port is not None:
+        _check_grpc_ingress(cfg.serve.grpc_port)
+
+
+def _check_grpc_ingress(port: int) -> None:
+    """Serve keeps the options it first started with: say so when they lack this run's ingress."""
+    from ray.serve.context import _get_global_client
+
+    running = _get_global_client().get_serve_details().get("grpc_options") or {}
+    if running.get("port") != port or GRPC_SERVICER not in (running.get("grpc_servicer_functions") or []):
+        from cluster.errors import ConfigError
+
+        raise ConfigError("<running Serve instance>", [
+            f"serve.grpc_port: Serve is already running on this cluster with gRPC options {running}, so the "
+            f"TeacherService ingress on port {port} cannot start; set serve.grpc_port to the running port if it "
+            f"already serves {GRPC_SERVICER}, or stop Serve (`serve shutdown`, which deletes every Serve app) first"])
+
+
+GRPC_SERVICER = "teachers.proto.teacher_service_pb2_grpc.add_TeacherServiceServicer_to_server"
+
+
+def ingress_token_digest(cfg: RunConfig) -> Optional[str]:
+    """sha256 of the Serve gRPC ingress token (replicas compare digests, never see the token)."""
+    from cluster.errors import ConfigError
+    from teachers.grpc_service import token_digest
+
+    if cfg.serve.grpc_token_file is None:
+        return None
+    path = Path(cfg.serve.grpc_token_file)
+    token = path.read_text().strip() if path.is_file() else ""
+    if not token:
+        raise ConfigError(str(path), ["serve.grpc_token_file: missing or empty; write the ingress token into it"])
+    return token_digest(token)
 
 
 def _teacher_accuracy(name: str, x: np.ndarray, y: np.ndarray) -> float:
@@ -120,14 +160,16 @@ def train_students(jobs: list, cfg: RunConfig, run_dir: Path) -> dict[str, dict[
 
 
 def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optional[str] = None,
-        console: Optional[Console] = None) -> list[dict[str, Any]]:
-    """Run the whole experiment in `config_path`; return the rows of its results table."""
+        console: Optional[Console] = None, overrides: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
+    """Run the whole experiment in `config_path`; return the rows of its results table.
+
+    `overrides` maps dotted field paths to values (`--set` on the command line).
+    """
     console = console or Console()
-    cfg = load_run_config(config_path, {"run.name": run_name, "run.output_dir": output_dir})
+    cfg = load_run_config(config_path, {**(overrides or {}), "run.name": run_name, "run.output_dir": output_dir})
     run_dir = Path(cfg.run.output_dir).resolve() / cfg.run.name
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
-
 
     from cluster.connection import connect
     from orchestration.progress import follow
@@ -136,19 +178,28 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
     from teachers.backend import resolve_model
 
     console.print(f"run [bold]{cfg.run.name}[/bold] -> {run_dir}")
-    console.print(f"connected to {connect()}")
     dataset = load_dataset(cfg.data)
+    offline = cfg.distill.mode == "offline"
+    stores = offline_stores(cfg, dataset) if offline and cfg.teachers else {}  # a stale store fails here
+    console.print(f"connected to {connect()}")
     state = RunState(run_dir)
-    start_serve(cfg)
-    orchestrator = start_orchestrator(cfg, run_dir)
+    ingress_digest = ingress_token_digest(cfg)
+    if not offline:
+        start_serve(cfg)
+    orchestrator = start_orchestrator(cfg, run_dir, ingress_digest)
     try:
-        teachers = _deploy_teachers(cfg, orchestrator, dataset, console)
+        if offline:
+            teachers = _use_stores(cfg, orchestrator, stores, console)
+        else:
+            teachers = _deploy_teachers(cfg, orchestrator, dataset, console)
         student_model = resolve_model(cfg.student.model, in_features=dataset.in_features,
                                       num_classes=dataset.num_classes,
                                       allowed_modules=cfg.run.allowed_factory_modules)
         jobs = [StudentJob(phase=phase, seed=seed, loss=cfg.distill.loss if use_teachers else "ce",
                            use_teachers=use_teachers and bool(cfg.teachers), model=student_model,
-                           student=cfg.student, distill=cfg.distill, data=cfg.data, orchestrator=orchestrator)
+                           student=cfg.student, distill=cfg.distill, data=cfg.data, orchestrator=orchestrator,
+                           source="offline" if offline else "served",
+                           stores={name: folder for name, (folder, _) in stores.items()})
                 for phase, seed, use_teachers in phase_names(cfg) if phase not in state.phases]
         for phase, metrics in state.phases.items():
             console.print(Text(f"{phase}: done earlier, test accuracy {metrics['test_accuracy']:.4f}"))
@@ -189,6 +240,25 @@ def _deploy_teachers(cfg: RunConfig, orchestrator, dataset, console: Console) ->
                           "train_seconds": info["train_seconds"], "cached": info["cached"]}
         console.print(f"teacher {name}: deployed as teacher-{name}, version {info['model_version']}, "
                       f"test accuracy {accuracy:.4f} ({'cached' if info['cached'] else 'trained'})")
+    return teachers
+
+
+def _use_stores(cfg: RunConfig, orchestrator, stores: dict, console: Console) -> dict[str, dict[str, Any]]:
+    """Offline mode: register each teacher's store as its entry in the teacher set."""
+    import ray
+
+    from teachers.teacher_set import TeacherEntry
+
+    weights = {t.name: t.weight for t in cfg.teachers}
+    entries = [TeacherEntry(name, weights[name], m.output_space, m.num_classes, m.key.teacher_version)
+               for name, (_, m) in stores.items()]
+    ray.get(orchestrator.use_stored_teachers.remote(entries))
+    teachers = {}
+    for name, (folder, manifest) in stores.items():
+        console.print(f"teacher {name}: offline store {folder} ({manifest.rows} rows, top-{manifest.key.top_k}, "
+                      f"T={manifest.key.temperature:g}, version {manifest.key.teacher_version})", highlight=False)
+        teachers[name] = {"test_accuracy": manifest.teacher_test_accuracy, "parameters": 0,
+                          "train_seconds": 0.0, "cached": True}
     return teachers
 
 

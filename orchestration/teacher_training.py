@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from cluster.config import DataConfig, TeacherTrainingConfig
+from cluster.config import DataConfig, DistillConfig, TeacherConfig, TeacherTrainingConfig
 from students.data import Dataset
-from teachers.backend import ResolvedModel, load_teacher
+from teachers.backend import ResolvedModel, load_teacher, resolve_model
+from teachers.deployment import TeacherAppArgs
 from teachers.zoo import count_parameters
 
 
@@ -56,22 +57,36 @@ def _fit(module: torch.nn.Module, dataset: Dataset, cfg: TeacherTrainingConfig) 
         sched.step()
 
 
+def _weights_path(name: str, model: ResolvedModel, training: TeacherTrainingConfig, data: DataConfig,
+                  cache_dir: str | Path) -> Path:
+    return Path(cache_dir) / "teachers" / f"{name}-{cache_key(model, training, data)}.safetensors"
+
+
+def cached_teacher(name: str, model: ResolvedModel, training: TeacherTrainingConfig, data: DataConfig,
+                   cache_dir: str | Path) -> TrainedTeacher | None:
+    """The cached weights for this exact (model, training, data), or None if never trained."""
+    weights = _weights_path(name, model, training, data, cache_dir)
+    info_path = weights.with_suffix(".json")
+    if not (weights.is_file() and info_path.is_file()):
+        return None
+    info = json.loads(info_path.read_text())
+    return TrainedTeacher(str(weights), info["test_accuracy"], info["parameters"], info["train_seconds"], True)
+
+
 def train_or_load_teacher(name: str, model: ResolvedModel, training: TeacherTrainingConfig,
                           data: DataConfig, dataset: Dataset, cache_dir: str | Path) -> TrainedTeacher:
     """Return the cached weights for this exact (model, training, data) or train and cache them."""
-    cache_dir = Path(cache_dir) / "teachers"
-    key = cache_key(model, training, data)
-    weights = cache_dir / f"{name}-{key}.safetensors"
+    cached = cached_teacher(name, model, training, data, cache_dir)
+    if cached is not None:
+        return cached
+    weights = _weights_path(name, model, training, data, cache_dir)
     info_path = weights.with_suffix(".json")
-    if weights.is_file() and info_path.is_file():
-        info = json.loads(info_path.read_text())
-        return TrainedTeacher(str(weights), info["test_accuracy"], info["parameters"], info["train_seconds"], True)
     torch.manual_seed(training.seed)
     module = model.build()
     start = time.perf_counter()
     _fit(module, dataset, training)
     seconds = time.perf_counter() - start
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    weights.parent.mkdir(parents=True, exist_ok=True)
     tmp = weights.with_suffix(".tmp")
     save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(tmp))
     tmp.replace(weights)  # atomic: a half-written file is never picked up as cached
@@ -79,3 +94,14 @@ def train_or_load_teacher(name: str, model: ResolvedModel, training: TeacherTrai
                             count_parameters(module), seconds, False)
     info_path.write_text(json.dumps({k: v for k, v in asdict(result).items() if k != "cached"}))
     return result
+
+
+def teacher_app_args(cfg: TeacherConfig, weights_path: str, dataset: Dataset, distill: DistillConfig,
+                     allowed_modules: list[str]) -> TeacherAppArgs:
+    """Everything a process needs to load teacher `cfg` and answer with the run's soft targets."""
+    model = resolve_model(cfg.model, in_features=dataset.in_features, num_classes=dataset.num_classes,
+                          allowed_modules=allowed_modules)
+    return TeacherAppArgs(name=cfg.name, factory=model.factory, kwargs=model.kwargs,
+                          allowed_modules=list(model.allowed_modules), weights_path=weights_path,
+                          in_features=dataset.in_features, temperature=distill.temperature,
+                          dense_max_classes=distill.dense_max_classes, top_k=distill.top_k, resources=cfg.resources)

@@ -42,6 +42,7 @@ class Batch:
     index: int
     x: np.ndarray
     y: np.ndarray
+    samples: np.ndarray  # rows of the split: the key of the offline soft-target store
 
 
 def load_dataset(cfg: DataConfig) -> Dataset:
@@ -88,9 +89,5 @@ def plan_epoch(split: Split, *, epoch: int, seed: int, shard: int, num_shards: i
     per_shard = len(order) // num_shards
     mine = order[shard * per_shard:(shard + 1) * per_shard]
     n_batches = per_shard // batch_size
-    return [
-        Batch(batch_id(epoch, shard, i), epoch, i,
-              split.x[mine[i * batch_size:(i + 1) * batch_size]],
-              split.y[mine[i * batch_size:(i + 1) * batch_size]])
-        for i in range(n_batches)
-    ]
+    rows = [mine[i * batch_size:(i + 1) * batch_size] for i in range(n_batches)]
+    return [Batch(batch_id(epoch, shard, i), epoch, i, split.x[r], split.y[r], r) for i, r in enumerate(rows)]

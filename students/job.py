@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
 from cluster.config import DataConfig, DistillConfig, StudentConfig
@@ -18,9 +18,11 @@ class StudentJob:
         loss: registered loss name ("hinton_kd", "logit_mse", "ce").
         use_teachers: whether the worker asks the teacher set for soft targets.
         orchestrator: the run's orchestrator actor handle (teacher set, progress sink).
-        source: where soft targets come from: "served" (Serve teachers, the normal path),
-            "local" (teachers run in the worker) or "precomputed" (computed before training);
-            the last two are baselines for `benchmarks/pipeline.py`.
+        source: where soft targets come from: "served" (Serve or gRPC teachers, the normal
+            path), "offline" (the Parquet store of `distillery precompute`), "local" (teachers
+            run in the worker) or "precomputed" (computed before training); the last two are
+            baselines for `benchmarks/pipeline.py`.
+        stores: for "offline", the store folder of each teacher.
     """
 
     phase: str
@@ -32,4 +34,5 @@ class StudentJob:
     distill: DistillConfig
     data: DataConfig
     orchestrator: Optional[Any] = None
-    source: Literal["served", "local", "precomputed"] = "served"
+    source: Literal["served", "offline", "local", "precomputed"] = "served"
+    stores: dict[str, str] = field(default_factory=dict)

@@ -64,18 +64,25 @@ def _train_step(engine, loss_fn, batch, targets, loss_kwargs: dict[str, float]) 
     return terms
 
 
-def _make_source(job: StudentJob, output_space: str, planned: Callable[[], Iterable]):
+def _make_source(job: StudentJob, output_space: str, samples: int, planned: Callable[[], Iterable]):
     """The soft-target source of the job; `planned()` lists every batch left to train."""
     if not job.use_teachers:
         return None
     import ray
 
+    if job.source == "offline":
+        from teachers.store import StoredTeachers
+
+        teacher_set = ray.get(job.orchestrator.teacher_set.remote())
+        return StoredTeachers(job.stores, teacher_set, samples=samples, output_space=output_space,
+                              temperature=job.distill.temperature)
     if job.source == "served":
         from teachers.client import TeacherClient
 
         return TeacherClient(job.orchestrator, output_space=output_space, temperature=job.distill.temperature,
                              prefetch=job.distill.prefetch, batches_per_request=job.distill.batches_per_request,
-                             timeout_s=job.distill.request_timeout_s)
+                             timeout_s=job.distill.request_timeout_s, top_k=job.distill.top_k,
+                             dense_max_classes=job.distill.dense_max_classes)
     from teachers.local import LocalTeachers
 
     apps, teacher_set = ray.get([job.orchestrator.teacher_apps.remote(), job.orchestrator.teacher_set.remote()])
@@ -139,7 +146,7 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
     def remaining_batches():
         return (batch for epoch in range(first_epoch, cfg.epochs) for batch in epoch_plan(epoch))
 
-    client = _make_source(job, dataset.output_space, remaining_batches)
+    client = _make_source(job, dataset.output_space, len(train.y), remaining_batches)
     if client is not None:
         client.plan(remaining_batches())
     loss_fn = LOSSES.get(job.loss)

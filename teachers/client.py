@@ -21,8 +21,9 @@ from ray import serve
 
 from teachers.targets import TeacherTargets
 from teachers.errors import TeacherUnavailableError
+from teachers.grpc_client import GrpcTeacher
 from teachers.soft_targets import validate_soft_targets
-from teachers.teacher_set import TeacherSet
+from teachers.teacher_set import TeacherEntry, TeacherSet
 
 logger = logging.getLogger(__name__)
 
@@ -61,16 +62,19 @@ class TeacherClient:
         prefetch: batches requested ahead of the one being trained on, per teacher.
         batches_per_request: batches one request carries.
         timeout_s: deadline for one teacher answer.
+        top_k, dense_max_classes: what gRPC teachers are asked to send (Serve teachers were
+            deployed with the run's values).
     """
 
     def __init__(self, orchestrator: Any, *, output_space: str, temperature: float, prefetch: int = 8,
-                 batches_per_request: int = 4, timeout_s: float = 60.0):
+                 batches_per_request: int = 4, timeout_s: float = 60.0, top_k: int = 0, dense_max_classes: int = 0):
         self._orchestrator = orchestrator
         self.output_space = output_space
         self.temperature = temperature
         self.prefetch = max(prefetch, batches_per_request)
         self.batches_per_request = batches_per_request
         self.timeout_s = timeout_s
+        self.top_k, self.dense_max_classes = top_k, dense_max_classes
         self.teacher_set = TeacherSet()
         self._handles: dict[str, Any] = {}
         self._plan: Iterator[Batch] = iter(())
@@ -87,18 +91,28 @@ class TeacherClient:
         if teacher_set.version <= self.teacher_set.version and self._handles:
             return False
         for name in set(self._handles) - set(teacher_set.teachers):
-            self._handles.pop(name)
+            handle = self._handles.pop(name)
             for request in {self._in_flight.pop(k) for k in list(self._in_flight) if k[1] == name}:
                 request.cancel()
+            if isinstance(handle, GrpcTeacher):
+                handle.close()
         for name, entry in teacher_set.teachers.items():
             if name not in self._handles:
-                self._handles[name] = serve.get_app_handle(entry.app_name)
+                self._handles[name] = self._connect(entry)
         changed = teacher_set.version != self.teacher_set.version
         if changed:
             logger.info("teacher set v%d: %s", teacher_set.version, sorted(teacher_set.teachers))
         self.teacher_set = teacher_set
         self._fill()
         return changed
+
+    def _connect(self, entry: TeacherEntry) -> Any:
+        """A Serve app handle, or a gRPC client for an external endpoint (same interface)."""
+        if entry.endpoint is None:
+            return serve.get_app_handle(entry.app_name)
+        return GrpcTeacher(entry.endpoint, name=entry.name, timeout_s=self.timeout_s, temperature=self.temperature,
+                           top_k=self.top_k, dense_max_classes=self.dense_max_classes,
+                           max_in_flight=max(2, self.prefetch // self.batches_per_request + 1))
 
     def at_step_boundary(self) -> bool:
         """Cheap check for a new teacher-set version (never blocks on the orchestrator)."""
@@ -183,3 +197,6 @@ class TeacherClient:
         for request in set(self._in_flight.values()):
             request.cancel()
         self._in_flight.clear()
+        for handle in self._handles.values():
+            if isinstance(handle, GrpcTeacher):
+                handle.close()

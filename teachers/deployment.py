@@ -7,10 +7,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
+import grpc
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -39,6 +41,7 @@ class TeacherAppArgs(BaseModel):
     dense_max_classes: int = 1024
     top_k: int = 64
     resources: ResourcesConfig = ResourcesConfig()
+    ingress_token_sha256: Optional[str] = None  # callers through Serve's gRPC ingress must send its token
 
 
 @dataclass
@@ -101,7 +104,44 @@ class TeacherDeployment:
         record per batch, in order. Several batches per request spread the fixed cost of a
         Serve call (routing, serialization) over more samples.
         """
+        if not isinstance(request, dict):  # e.g. an HTTP request through a proxy route
+            raise TypeError(f"teacher {self.teacher.args.name!r} answers Serve handle calls and gRPC "
+                            f"(TeacherService), not {type(request).__name__}")
         return self.teacher.records([(b["batch_id"], b["inputs"]) for b in request["batches"]])
+
+
+    # --- TeacherService through Serve's gRPC ingress (teachers/proto/teacher_service.proto) ------
+    def _refused(self, grpc_context) -> bool:
+        from teachers.grpc_service import token_problem
+
+        digest = self.teacher.args.ingress_token_sha256
+        problem = (token_problem(grpc_context.invocation_metadata(), digest) if digest
+                   else "this teacher's run did not turn on the gRPC ingress (serve.grpc_port)")
+        if problem:
+            grpc_context.set_code(grpc.StatusCode.UNAUTHENTICATED)
+            grpc_context.set_details(f"teacher {self.teacher.args.name!r}: {problem}")
+        return problem is not None
+
+    def Describe(self, request, grpc_context):
+        from teachers.grpc_service import SoftTargetResponder
+        from teachers.proto import teacher_service_pb2 as pb
+
+        return pb.DescribeResponse() if self._refused(grpc_context) else SoftTargetResponder(self.teacher).describe()
+
+    async def SoftTargets(self, request_stream, grpc_context):
+        from teachers.errors import SoftTargetDecodeError
+        from teachers.grpc_service import SoftTargetResponder
+
+        if self._refused(grpc_context):
+            return
+        responder = SoftTargetResponder(self.teacher)
+        try:
+            async for request in request_stream:
+                for response in await asyncio.to_thread(responder.feed, request):
+                    yield response
+        except SoftTargetDecodeError as exc:
+            grpc_context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
+            grpc_context.set_details(str(exc))
 
 
 def build_teacher_app(args: TeacherAppArgs | dict) -> Application:

@@ -132,8 +132,9 @@ def _check_topk(record: SoftTargets) -> None:
         _fail(record, f"top-k dtypes idx {idx.dtype}, logprob {lp.dtype}, tail {tail.dtype}: expected int, float, float")
     if idx.size and (idx.min() < 0 or idx.max() >= record.num_classes):
         _fail(record, f"top-k indices outside [0, {record.num_classes})")
-    if not (np.isfinite(lp).all() and np.isfinite(tail).all()):
+    lp32 = lp.astype(np.float32, copy=False)  # float16 arithmetic in numpy is slow; checks run in float32
+    if not (np.isfinite(lp32).all() and np.isfinite(tail).all()):
         _fail(record, "top-k log-probabilities are NaN or Inf")
-    mass = np.exp(lp.astype(np.float64)).sum(-1) + np.exp(tail.astype(np.float64))
+    mass = np.exp(lp32).sum(-1, dtype=np.float64) + np.exp(tail.astype(np.float64))
     if mass.size and np.abs(mass - 1.0).max() > _MASS_TOLERANCE:
         _fail(record, f"probabilities sum to {float(mass.min()):.4f}..{float(mass.max()):.4f}, not 1")

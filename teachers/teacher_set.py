@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Optional
 
 
 def app_name(teacher: str) -> str:
@@ -18,6 +19,7 @@ class TeacherEntry:
     num_classes: int
     model_version: str
     parameters: int = 0
+    endpoint: Optional[Any] = None  # an EndpointSpec for gRPC teachers; None for Serve apps
 
     @property
     def app_name(self) -> str:

@@ -64,17 +64,46 @@ def distillery(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
                           cwd=REPO, timeout=timeout)
 
 
+class Background:
+    """A long-running CLI command (`distillery teacher serve`), stopped with SIGTERM."""
+
+    def __init__(self, log_path: Path, *args: str):
+        self.log_path = log_path
+        self._log = open(log_path, "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "orchestration", *args], stdout=self._log,
+                                     stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+
+    def wait_for_line(self, text: str, timeout: float = 120) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.log_path.read_text().splitlines():
+                if text in line:
+                    return line
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.3)
+        raise AssertionError(f"no line with {text!r}:\n{self.log_path.read_text()[-3000:]}")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=30)
+        finally:
+            self._log.close()
+
+
 class RunProcess:
     """A `distillery run` in the background, its output in a log file."""
 
-    def __init__(self, config: Path, run_name: str, output_dir: Path):
+    def __init__(self, config: Path, run_name: str, output_dir: Path, extra_args: tuple[str, ...] = ()):
         self.run_name, self.run_dir = run_name, output_dir / run_name
         self.log_path = output_dir / f"{run_name}.log"
         output_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "orchestration", "run", str(config), "--run-name", run_name,
-             "--output-dir", str(output_dir)], stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO,
+             "--output-dir", str(output_dir), *extra_args], stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO,
             start_new_session=True)
 
     def log(self) -> str:

@@ -1,23 +1,40 @@
 """A real run on the session's Ray cluster: Serve teachers, 2 Train workers, DeepSpeed ZeRO-2.
 
-While it trains, the CLI lists and changes its teachers; at the end it must have written its
-results and metrics and deleted its Serve apps. The tests run in file order on one run.
+While it trains, the CLI lists and changes its teachers, a plain gRPC client calls its teachers
+through Serve's gRPC ingress, and a standalone gRPC teacher joins and leaves it; at the end it
+must have written its results and metrics and deleted its Serve apps. The tests run in file
+order on one run.
 """
 
 from __future__ import annotations
 
 import json
+import re
 
+import grpc
+import numpy as np
 import pytest
 
-from tests.integration.conftest import CONFIGS, RunProcess, distillery
+from teachers.arrow_codec import decode, encode_inputs
+from teachers.proto import teacher_service_pb2 as pb
+from teachers.proto import teacher_service_pb2_grpc as pb_grpc
+from tests.integration.conftest import CONFIGS, Background, RunProcess, distillery, free_port
 
 pytestmark = pytest.mark.integration
+INGRESS_TOKEN = "ingress-token-for-tests"
 
 
 @pytest.fixture(scope="module")
 def live(ray_cluster, tmp_path_factory):
-    run = RunProcess(CONFIGS / "live.yaml", "live", tmp_path_factory.mktemp("runs"))
+    from ray import serve
+
+    serve.shutdown()  # Serve keeps the options it started with; this run turns on the gRPC ingress
+    folder = tmp_path_factory.mktemp("runs")
+    (folder / "ingress.token").write_text(INGRESS_TOKEN)
+    port = free_port()
+    run = RunProcess(CONFIGS / "live.yaml", "live", folder,
+                     ("--set", f"serve.grpc_port={port}", "--set", f"serve.grpc_token_file={folder / 'ingress.token'}"))
+    run.grpc_port = port
     yield run
     if run.proc.poll() is None:
         run.kill()
@@ -43,6 +60,29 @@ def test_status_and_teacher_list(live):
     assert set(info["teachers"]) == {"mlp", "cnn"} and info["teacher_set_version"] == 2
     listed = distillery("teacher", "list", "--run", "live", "--json")
     assert json.loads(listed.stdout)["teachers"]["cnn"]["output_space"] == "classes:10"
+
+
+def ingress_call(port: int, token: str, x: np.ndarray):
+    metadata = [("application", "teacher-cnn"), ("authorization", f"Bearer {token}")]
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.TeacherServiceStub(channel)
+        info = stub.Describe(pb.DescribeRequest(), metadata=metadata, timeout=30)
+        request = pb.SoftTargetsRequest(batch_id="outside-0", inputs_chunk=encode_inputs(x), last_chunk=True)
+        chunks = list(stub.SoftTargets(iter([request]), metadata=metadata, timeout=30))
+    return info, chunks
+
+
+def test_serve_grpc_ingress_answers_a_plain_grpc_client(live):
+    live.wait_for(lambda: len(latest_by_rank(live)) == 2, "both workers training with teachers")
+    x = np.random.default_rng(0).random((5, 64), dtype=np.float32)
+    info, chunks = ingress_call(live.grpc_port, INGRESS_TOKEN, x)
+    assert info.name == "cnn" and info.output_space == "classes:10" and info.schema_version == 1
+    assert chunks[-1].last_chunk and {c.batch_id for c in chunks} == {"outside-0"}
+    record = decode(b"".join(c.payload_chunk for c in chunks))
+    assert record.teacher == "cnn" and record.logits.shape == (5, 10) and record.temperature == 4.0
+    with pytest.raises(grpc.RpcError) as refused:
+        ingress_call(live.grpc_port, "not-the-token", x)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_incompatible_teacher_is_refused_and_run_goes_on(live):
@@ -77,6 +117,34 @@ def test_removed_teacher_stops_being_used_and_its_app_is_deleted(live):
     live.wait_for(lambda: "teacher-mlp" not in ray.serve.status().applications, "teacher-mlp deleted")
     missing = distillery("teacher", "remove", "--run", "live", "mlp")
     assert missing.returncode == 2 and "no teacher 'mlp'" in missing.stdout
+
+
+def test_standalone_grpc_teacher_joins_and_leaves_the_run(live, tmp_path):
+    token_file = tmp_path / "endpoint.token"
+    token_file.write_text("endpoint-token")
+    server = Background(tmp_path / "serve.log", "teacher", "serve", str(CONFIGS / "teachers" / "quick_mlp.yaml"),
+                        "--port", "0", "--insecure", "--token-file", str(token_file))
+    try:
+        url = re.search(r"serving on (grpc://\S+)", server.wait_for_line("serving on")).group(1)
+        wrong = tmp_path / "wrong.token"
+        wrong.write_text("nope")
+        refused = distillery("teacher", "add", "--run", "live", "--endpoint", url, "--name", "ext",
+                             "--token-file", str(wrong))
+        assert refused.returncode == 2 and "wrong bearer token" in refused.stdout
+        added = distillery("teacher", "add", "--run", "live", "--endpoint", url, "--name", "ext",
+                           "--token-file", str(token_file))
+        assert added.returncode == 0, added.stdout + added.stderr
+        assert "teacher ext added" in added.stdout and "teacher set v5" in added.stdout
+        live.wait_for(lambda: all("ext" in r["teachers"] and "teacher/ext/wait_ms" in r
+                                  for r in latest_by_rank(live).values()), "both ranks using the gRPC teacher")
+        listed = json.loads(distillery("teacher", "list", "--run", "live", "--json").stdout)
+        assert listed["teachers"]["ext"]["endpoint"] == url
+        removed = distillery("teacher", "remove", "--run", "live", "ext")
+        assert removed.returncode == 0, removed.stdout + removed.stderr
+        live.wait_for(lambda: all(r["teacher_set/version"] == 6 for r in latest_by_rank(live).values()),
+                      "both ranks without the gRPC teacher")
+    finally:
+        assert server.stop() == 0
 
 
 def test_run_finishes_with_results_metrics_and_no_apps_left(live):

@@ -1,0 +1,130 @@
+"""`distillery precompute CONFIG`: write every teacher's top-k soft targets to the offline store,
+and find those stores again for a run with `distill.mode: offline`.
+
+Teachers run over the training split with Ray Data (`map_batches` on an actor pool); shards are
+written as Parquet with the Arrow codec into a partial folder that becomes the store only
+after its manifest is written and the folder renamed, so an interrupted precompute is never
+mistaken for a finished one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pyarrow as pa
+from rich.console import Console
+
+from cluster.config import RunConfig, TeacherConfig
+from students.data import Dataset
+from teachers.store import Manifest, StoreKey, dataset_fingerprint, find_store, write_manifest
+
+INPUTS = "inputs"
+
+
+class StoreScorer:
+    """Ray Data callable: one teacher's top-k records for a batch of (sample, inputs) rows."""
+
+    def __init__(self, args: Any, top_k: int):
+        import torch
+
+        from teachers.deployment import LoadedTeacher
+
+        torch.set_num_threads(1)
+        self.teacher = LoadedTeacher.load(args)
+        self.top_k = top_k
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from teachers.arrow_codec import to_table
+
+        column = batch.column(INPUTS).combine_chunks()
+        x = column.flatten().to_numpy().reshape(len(column), -1)
+        # dense_max_classes=1: the store always holds top-k, whatever the output space.
+        record = self.teacher.records([("", x)], top_k=self.top_k, dense_max_classes=1)[0]
+        return to_table(record, sample=batch.column("sample").to_numpy())
+
+
+def store_key(cfg: RunConfig, dataset: Dataset, teacher: str, version: str) -> StoreKey:
+    return StoreKey(dataset=dataset_fingerprint(dataset.name, dataset.train.x, dataset.train.y), teacher=teacher,
+                    teacher_version=version, top_k=min(cfg.distill.top_k, dataset.num_classes),
+                    temperature=float(cfg.distill.temperature))
+
+
+def _weights(cfg: RunConfig, teacher: TeacherConfig, dataset: Dataset, train: bool) -> Optional[str]:
+    """The teacher's weights file: given in the config, cached, or (with `train`) trained now."""
+    from orchestration.run import default_cache_dir
+    from orchestration.teacher_training import cached_teacher, train_or_load_teacher
+    from teachers.backend import resolve_model
+
+    if teacher.weights:
+        return teacher.weights
+    model = resolve_model(teacher.model, in_features=dataset.in_features, num_classes=dataset.num_classes,
+                          allowed_modules=cfg.run.allowed_factory_modules)
+    if train:
+        return train_or_load_teacher(teacher.name, model, teacher.training, cfg.data, dataset,
+                                     default_cache_dir()).weights_path
+    cached = cached_teacher(teacher.name, model, teacher.training, cfg.data, default_cache_dir())
+    return cached.weights_path if cached else None
+
+
+def precompute(cfg: RunConfig, dataset: Dataset, console: Console) -> dict[str, Manifest]:
+    """Write (or reuse) the store of every teacher in `cfg`; return their manifests by teacher."""
+    import ray
+
+    from orchestration.teacher_training import accuracy, teacher_app_args
+    from teachers.arrow_codec import _fixed
+    from teachers.backend import file_version
+    from teachers.deployment import LoadedTeacher
+
+    root = Path(cfg.distill.store_dir).resolve()
+    rows = pa.table({"sample": np.arange(len(dataset.train.y), dtype=np.int64),
+                     INPUTS: _fixed(dataset.train.x.reshape(len(dataset.train.y), -1), pa.float32())})
+    out = {}
+    for teacher in cfg.teachers:
+        weights = ray.get(ray.remote(_weights).options(num_cpus=0.25).remote(cfg, teacher, dataset, True))
+        key = store_key(cfg, dataset, teacher.name, file_version(weights))
+        folder = key.folder(root)
+        if (folder / "manifest.json").is_file():
+            out[teacher.name] = find_store(root, key)
+            console.print(f"teacher {teacher.name}: store {folder} is current, reused")
+            continue
+        args = teacher_app_args(teacher, weights, dataset, cfg.distill, cfg.run.allowed_factory_modules)
+        partial = folder.with_name(folder.name + f".partial-{os.getpid()}")
+        shutil.rmtree(partial, ignore_errors=True)
+        console.print(f"teacher {teacher.name}: scoring {len(dataset.train.y)} samples with Ray Data -> {folder}")
+        (ray.data.from_arrow(rows)
+         .map_batches(StoreScorer, fn_constructor_kwargs={"args": args, "top_k": key.top_k}, batch_size=512,
+                      batch_format="pyarrow", concurrency=1, num_cpus=teacher.resources.num_cpus or 0.25,
+                      num_gpus=teacher.resources.num_gpus or None)
+         .write_parquet(str(partial)))
+        test_accuracy = accuracy(LoadedTeacher.load(args).module, dataset.test.x, dataset.test.y)
+        write_manifest(partial, key, test_accuracy)
+        shutil.rmtree(folder, ignore_errors=True)  # an unfinished earlier attempt
+        partial.rename(folder)
+        out[teacher.name] = Manifest.read(folder)
+        console.print(f"teacher {teacher.name}: {out[teacher.name].rows} rows of top-{key.top_k} soft targets "
+                      f"(T={key.temperature:g}, version {key.teacher_version})")
+    return out
+
+
+def offline_stores(cfg: RunConfig, dataset: Dataset) -> dict[str, tuple[str, Manifest]]:
+    """The store folder and manifest of every teacher, for a run with `distill.mode: offline`.
+
+    Raises `SoftTargetStoreError` when a teacher was never trained/precomputed or its store is stale.
+    """
+    from teachers.backend import file_version
+    from teachers.errors import SoftTargetStoreError
+
+    root = Path(cfg.distill.store_dir).resolve()
+    out = {}
+    for teacher in cfg.teachers:
+        weights = _weights(cfg, teacher, dataset, train=False)
+        if weights is None or not Path(weights).is_file():
+            raise SoftTargetStoreError(f"teacher {teacher.name!r} has no weights yet, so it has no store: run "
+                                       f"`distillery precompute` with this config first")
+        key = store_key(cfg, dataset, teacher.name, file_version(weights))
+        out[teacher.name] = (str(key.folder(root)), find_store(root, key))
+    return out

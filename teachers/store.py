@@ -1,0 +1,186 @@
+"""The offline soft-target store: one teacher's top-k soft targets for a whole dataset split.
+
+Layout: `<root>/<dataset fingerprint>/<teacher>-<teacher version>-k<k>-T<temperature>/` holds
+Parquet shards written with the Arrow codec (one row per sample, key column `sample`) and a
+`manifest.json` written last: a folder without a manifest is an unfinished precompute and is
+never read. The key (dataset fingerprint, teacher, teacher version, k, temperature) is in the
+folder name and in the manifest; a run that needs another key gets a `SoftTargetStoreError`
+saying which part differs, never a stale store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from teachers.arrow_codec import SAMPLE_COLUMN, table_to_record
+from teachers.errors import SoftTargetDecodeError, SoftTargetStoreError
+from teachers.soft_targets import SCHEMA_VERSION, SoftTargets, validate_soft_targets
+from teachers.targets import TeacherTargets
+from teachers.teacher_set import TeacherSet
+
+MANIFEST = "manifest.json"
+
+
+def dataset_fingerprint(name: str, x: np.ndarray, y: np.ndarray) -> str:
+    """Content hash of a split: the same samples in the same order give the same fingerprint."""
+    digest = hashlib.sha256(name.encode())
+    for array in (x, y):
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class StoreKey:
+    dataset: str  # fingerprint
+    teacher: str
+    teacher_version: str
+    top_k: int
+    temperature: float
+
+    def folder(self, root: str | Path) -> Path:
+        return Path(root) / self.dataset / f"{self.teacher}-{self.teacher_version}-k{self.top_k}-T{self.temperature:g}"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    key: StoreKey
+    rows: int
+    output_space: str
+    num_classes: int
+    files: list[str]
+    schema_version: int = SCHEMA_VERSION
+    teacher_test_accuracy: Optional[float] = None
+    created: float = 0.0
+
+    def write(self, folder: Path) -> None:
+        tmp = folder / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.replace(folder / MANIFEST)
+
+    @classmethod
+    def read(cls, folder: Path) -> "Manifest":
+        data = json.loads((folder / MANIFEST).read_text())
+        return cls(**{**data, "key": StoreKey(**data["key"])})
+
+
+def find_store(root: str | Path, key: StoreKey) -> Manifest:
+    """The complete store for exactly `key`; otherwise a `SoftTargetStoreError` that names what differs."""
+    folder = key.folder(root)
+    if (folder / MANIFEST).is_file():
+        manifest = Manifest.read(folder)
+        if manifest.key != key or manifest.schema_version != SCHEMA_VERSION:
+            raise SoftTargetStoreError(
+                f"store {folder} is stale: its manifest says {manifest.key} (schema v{manifest.schema_version}), "
+                f"this run needs {key} (schema v{SCHEMA_VERSION}); rerun `distillery precompute`")
+        return manifest
+    others = [Manifest.read(m.parent).key for m in Path(root).glob(f"*/{key.teacher}-*/{MANIFEST}")]
+    hint = "; ".join(_difference(other, key) for other in others) or "no store for this teacher exists"
+    state = "an unfinished precompute" if folder.is_dir() else "nothing"
+    raise SoftTargetStoreError(
+        f"no soft-target store for teacher {key.teacher!r} at {folder} ({state} there). Stores found for "
+        f"this teacher differ: {hint}. Run `distillery precompute <config>` with this run's config; a stale "
+        f"store is never used in its place")
+
+
+def _difference(other: StoreKey, wanted: StoreKey) -> str:
+    parts = [f"{name} {getattr(other, name)!r} (needed {getattr(wanted, name)!r})"
+             for name in ("dataset", "teacher_version", "top_k", "temperature")
+             if getattr(other, name) != getattr(wanted, name)]
+    return ", ".join(parts) or "identical key"
+
+
+def write_manifest(folder: Path, key: StoreKey, teacher_test_accuracy: Optional[float]) -> Manifest:
+    """Check every shard of a finished precompute and write the manifest that makes it usable."""
+    files = sorted(p.name for p in folder.glob("*.parquet"))
+    if not files:
+        raise SoftTargetStoreError(f"precompute wrote no Parquet shards into {folder}")
+    rows, spaces = 0, set()
+    for name in files:
+        table = pq.read_table(folder / name)
+        record = table_to_record(table, source=f"store shard {folder / name}", batch_id="")
+        if record.teacher != key.teacher or record.teacher_version != key.teacher_version:
+            raise SoftTargetStoreError(f"shard {name} holds teacher {record.teacher} {record.teacher_version}, not {key}")
+        rows += table.num_rows
+        spaces.add((record.output_space, record.num_classes))
+    if len(spaces) != 1:
+        raise SoftTargetStoreError(f"shards in {folder} disagree on the output space: {sorted(spaces)}")
+    (output_space, num_classes), = spaces
+    manifest = Manifest(key, rows, output_space, num_classes, files, teacher_test_accuracy=teacher_test_accuracy,
+                        created=time.time())
+    manifest.write(folder)
+    return manifest
+
+
+class StoredTargets:
+    """One teacher's stored records, read into memory, sliced by sample index."""
+
+    def __init__(self, folder: Path, manifest: Manifest, samples: int):
+        tables = [pq.read_table(folder / name) for name in manifest.files]
+        table = pa.concat_tables(tables)
+        self.name = manifest.key.teacher
+        self.record = table_to_record(table, source=f"store {folder}", batch_id="")
+        sample = table.column(SAMPLE_COLUMN).to_numpy()
+        self.row_of = np.full(max(samples, int(sample.max()) + 1), -1, dtype=np.int64)
+        self.row_of[sample] = np.arange(len(sample))
+        missing = np.flatnonzero(self.row_of[:samples] < 0)
+        if len(missing):
+            raise SoftTargetStoreError(f"store {folder} lacks {len(missing)} of the {samples} training samples "
+                                       f"(first: {missing[:5].tolist()}); rerun `distillery precompute`")
+
+    def for_batch(self, batch_id: str, samples: np.ndarray) -> SoftTargets:
+        rows = self.row_of[samples]
+        rec = self.record
+        return SoftTargets(batch_id=batch_id, teacher=rec.teacher, teacher_version=rec.teacher_version,
+                           temperature=rec.temperature, output_space=rec.output_space, num_classes=rec.num_classes,
+                           topk_idx=rec.topk_idx[rows], topk_logprob=rec.topk_logprob[rows],
+                           tail_logprob=rec.tail_logprob[rows],
+                           logits=None if rec.logits is None else rec.logits[rows],
+                           features={n: v[rows] for n, v in rec.features.items()})
+
+
+class StoredTeachers:
+    """The TeacherClient's interface over offline stores: no teacher runs while the student trains."""
+
+    def __init__(self, stores: dict[str, str], teacher_set: TeacherSet, *, samples: int, output_space: str,
+                 temperature: float):
+        self.teacher_set = teacher_set
+        self.output_space = output_space
+        self.temperature = temperature
+        self.wait_ms: dict[str, float] = {}
+        self._stores = {}
+        for name, folder in stores.items():
+            folder = Path(folder)
+            self._stores[name] = StoredTargets(folder, Manifest.read(folder), samples)
+
+    def plan(self, batches: Iterable) -> None:
+        """Nothing to request ahead: every record is already in memory."""
+
+    def targets_for(self, batch) -> Optional[TeacherTargets]:
+        records = {}
+        for name, store in self._stores.items():
+            try:
+                record = store.for_batch(batch.batch_id, batch.samples)
+            except IndexError:
+                raise SoftTargetDecodeError(f"store of teacher {name!r} has no row for a sample of batch "
+                                            f"{batch.batch_id!r}") from None
+            records[name] = validate_soft_targets(record, batch_id=batch.batch_id, batch_size=len(batch.y),
+                                                  output_space=self.output_space, temperature=self.temperature,
+                                                  teacher_version=self.teacher_set.teachers[name].model_version)
+        return TeacherTargets(records, self.teacher_set.weights()) if records else None
+
+    def at_step_boundary(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self._stores.clear()
