@@ -1,4 +1,4 @@
-"""Self-signed certificates for loopback endpoints (tests, benchmarks, `teacher serve --self-signed`).
+"""Self-signed certificates for loopback endpoints (tests and benchmarks).
 
 A production endpoint uses certificates from the cluster's own CA; this writes a throwaway CA,
 a server certificate for 127.0.0.1/localhost and a client certificate, PEM encoded.
