@@ -100,3 +100,25 @@ def test_factory_allow_list():
         resolve_factory("teachers.zoo:nothing_here")
     with pytest.raises(FactoryError, match="rejected kwargs"):
         build_module("teachers.zoo:mlp", {"in_features": 4, "num_classes": 2, "bogus": 1})
+
+
+def test_set_overrides_are_read_as_yaml(tmp_path):
+    import typer
+
+    from orchestration.cli import _parse_sets
+
+    sets = _parse_sets(["distill.temperature=2", "distill.mode=offline", "run.seeds=[4, 5]"])
+    assert sets == {"distill.temperature": 2, "distill.mode": "offline", "run.seeds": [4, 5]}
+    cfg = load_run_config(QUICKSTART, sets)
+    assert cfg.distill.temperature == 2.0 and cfg.distill.mode == "offline" and cfg.run.seeds == [4, 5]
+    with pytest.raises(typer.BadParameter, match="expected path=value"):
+        _parse_sets(["distill.temperature"])
+
+
+@pytest.mark.parametrize("sets, message", [
+    ({"distill.mode": "offline", "distill.loss": "logit_mse"}, "logit_mse needs dense logits"),
+    ({"serve.grpc_port": 9000}, "grpc_token_file is required"),
+])
+def test_transport_settings_that_cannot_work_are_refused(sets, message):
+    with pytest.raises(ConfigError, match=message):
+        load_run_config(QUICKSTART, sets)
