@@ -38,6 +38,7 @@ def main() -> None:
     from orchestration.run import start_orchestrator, start_serve, train_students
     from students.data import load_dataset
     from students.job import StudentJob
+    from students.losses import distill_terms
     from teachers.backend import resolve_model
 
     with tempfile.TemporaryDirectory(prefix="distillery-bench-") as out:
@@ -51,7 +52,7 @@ def main() -> None:
             ray.get(orchestrator.add_teachers.remote([t.model_dump() for t in cfg.teachers]))
             model = resolve_model(cfg.student.model, in_features=dataset.in_features,
                                   num_classes=dataset.num_classes, allowed_modules=cfg.run.allowed_factory_modules)
-            jobs = [StudentJob(phase=f"{label}-r{r}", seed=r, loss=cfg.distill.loss, use_teachers=True, model=model,
+            jobs = [StudentJob(phase=f"{label}-r{r}", seed=r, terms=distill_terms(cfg.distill), use_teachers=True, model=model,
                                student=cfg.student, data=cfg.data, orchestrator=orchestrator, source=source,
                                distill=cfg.distill.model_copy(update={"batches_per_request": per_request}
                                                               if per_request else {}))

@@ -92,11 +92,30 @@ class StudentConfig(Strict):
     log_every: int = Field(10, ge=1, description="steps between progress/metric records")
 
 
+class TermConfig(Strict):
+    """One weighted loss term of `distill.terms` (names and params: students/kd_terms.py)."""
+
+    name: str
+    weight: float = Field(1.0, ge=0)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
 class DistillConfig(Strict):
     mode: Literal["online", "offline"] = Field(
         "online", description="online: live Serve teachers; offline: the store `distillery precompute` wrote")
     store_dir: str = Field("soft_targets", description="root of the offline soft-target store")
     loss: Literal["hinton_kd", "logit_mse"] = "hinton_kd"
+    terms: Optional[list[TermConfig]] = Field(
+        None, description="weighted loss terms; when given, replaces `loss` and `alpha`")
+    methods: Optional[dict[str, list[TermConfig]]] = Field(
+        None, description="named KD methods to compare in one run: a KD student per method and seed")
+
+    @field_validator("methods")
+    @classmethod
+    def _method_names(cls, value):
+        for name in value or {}:
+            check_name(name)
+        return value
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the hard-label CE term")
     temperature: float = Field(4.0, gt=0)
     prefetch: int = Field(8, ge=1, description="batches requested ahead per teacher")
@@ -150,9 +169,16 @@ class RunConfig(Strict):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"teachers: names must be unique, repeated: {duplicates}")
-        if self.distill.mode == "offline" and self.distill.loss == "logit_mse":
+        if self.distill.terms and self.distill.methods:
+            raise ValueError("distill: give either terms (one KD student) or methods (several), not both")
+        all_terms = [t for terms in (self.distill.methods or {}).values() for t in terms] + (self.distill.terms or [])
+        names = {t.name for t in all_terms} if all_terms else {self.distill.loss}
+        if self.distill.mode == "offline" and "logit_mse" in names:
             raise ValueError("distill.loss: logit_mse needs dense logits, the offline store holds top-k "
                              "log-probabilities; use hinton_kd with distill.mode offline")
+        if self.distill.mode == "offline" and any("teacher" in t.params for t in all_terms):
+            raise ValueError("distill.terms: the offline store holds no teacher features; feature and "
+                             "attention terms need distill.mode online")
         return self
 
 

@@ -24,6 +24,7 @@ from teachers.grpc_client import EndpointSpec, GrpcTeacher
 from teachers.soft_targets import SCHEMA_VERSION
 from teachers.teacher_set import TeacherEntry, TeacherSet, app_name
 from orchestration.teacher_training import TrainedTeacher, teacher_app_args
+from students.losses import teacher_feature_layers
 
 logger = logging.getLogger(__name__)
 
@@ -200,6 +201,7 @@ class Orchestrator:
         args = teacher_app_args(cfg, trained.weights_path, self.dataset, self.config.distill,
                                 self.config.run.allowed_factory_modules)
         args.ingress_token_sha256 = self.ingress_token_sha256
+        args.features = teacher_feature_layers(self.config.distill, cfg.name)
         app = app_name(cfg.name)
         # Serve's gRPC ingress only routes to applications that have a route; without the ingress
         # a teacher is reached by handle only.
@@ -213,7 +215,7 @@ class Orchestrator:
                 f"student of run {self.run!r} predicts {self.output_space}; a teacher must score the same "
                 f"classes as the student (check model.kwargs.num_classes). The run goes on without it.")
         entry = TeacherEntry(cfg.name, cfg.weight, info["output_space"], info["num_classes"],
-                             info["model_version"], info["parameters"])
+                             info["model_version"], info["parameters"], feature_shapes=info["feature_shapes"])
         with self._lock:
             self._apps[cfg.name] = args
             self._teacher_set = self._teacher_set.with_teacher(entry)

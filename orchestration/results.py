@@ -14,28 +14,47 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def _kind(phase: str) -> str:
+    """`kd-seed0` -> "kd", `kd-dkd-seed0` -> "kd:dkd", `baseline-seed0` -> "baseline"."""
+    stem = phase.rsplit("-seed", 1)[0]
+    return "kd:" + stem[3:] if stem.startswith("kd-") else stem
+
+
+def _label(kind: str) -> str:
+    if kind == "baseline":
+        return "student (no KD)"
+    return "student (KD)" if kind == "kd" else f"student (KD: {kind[3:]})"
+
+
 def summarize(teachers: dict[str, dict[str, Any]], phases: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows of the results table. Student rows aggregate their seeds (phase `<kind>-seed<N>`)."""
     rows = [{"model": f"teacher {name}", "kind": "teacher", "accuracy_mean": t["test_accuracy"], "accuracy_std": 0.0,
              "seeds": 1, "parameters": t["parameters"], "wall_s": t["train_seconds"],
              "note": "cached" if t.get("cached") else "trained"} for name, t in teachers.items()]
-    for kind in ("kd", "baseline"):
-        runs = [p for name, p in sorted(phases.items()) if name.startswith(f"{kind}-seed")]
-        if not runs:
-            continue
+    kinds = sorted({_kind(name) for name in phases}, key=lambda k: (k == "baseline", k))
+    for kind in kinds:
+        runs = [p for name, p in sorted(phases.items()) if _kind(name) == kind]
         mean, std = mean_std([r["test_accuracy"] for r in runs])
-        rows.append({"model": "student (KD)" if kind == "kd" else "student (no KD)", "kind": kind,
+        rows.append({"model": _label(kind), "kind": kind,
                      "accuracy_mean": mean, "accuracy_std": std, "seeds": len(runs),
                      "parameters": runs[0]["parameters"], "wall_s": statistics.fmean(r["train_s"] for r in runs),
                      "note": ", ".join(f"{r['test_accuracy']:.4f}" for r in runs)})
     return rows
 
 
-def kd_gain(rows: list[dict[str, Any]]) -> float | None:
-    by_kind = {r["kind"]: r for r in rows}
-    if "kd" in by_kind and "baseline" in by_kind:
-        return by_kind["kd"]["accuracy_mean"] - by_kind["baseline"]["accuracy_mean"]
-    return None
+def kd_gains(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Accuracy gain of each KD student over the no-KD baseline, by row label."""
+    baseline = next((r for r in rows if r["kind"] == "baseline"), None)
+    if baseline is None:
+        return {}
+    return {r["model"]: r["accuracy_mean"] - baseline["accuracy_mean"] for r in rows if r["kind"].startswith("kd")}
+
+
+def gain_lines(rows: list[dict[str, Any]]) -> list[str]:
+    gains = kd_gains(rows)
+    if list(gains) == ["student (KD)"]:
+        return [f"KD gain over the no-KD baseline: {gains['student (KD)'] * 100:+.2f} accuracy points"]
+    return [f"{label} over the no-KD baseline: {gain * 100:+.2f} accuracy points" for label, gain in gains.items()]
 
 
 def rich_table(rows: list[dict[str, Any]], title: str) -> Table:
@@ -59,9 +78,9 @@ def markdown(rows: list[dict[str, Any]], title: str) -> str:
              "|---|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {_acc(r)} | {r['seeds']} | {r['parameters']:,} | {r['wall_s']:.1f} | {r['note']} |"
               for r in rows]
-    gain = kd_gain(rows)
-    if gain is not None:
-        lines += ["", f"KD gain over the no-KD baseline: {gain * 100:+.2f} accuracy points."]
+    gains = gain_lines(rows)
+    if gains:
+        lines += [""] + [f"{line}." for line in gains]
     return "\n".join(lines) + "\n"
 
 

@@ -20,7 +20,8 @@ from rich.text import Text
 
 from cluster.config import RunConfig, load_run_config
 from orchestration.precompute import offline_stores
-from orchestration.results import kd_gain, rich_table, summarize, write_results
+from orchestration.results import gain_lines, rich_table, summarize, write_results
+from students.losses import preset_terms
 
 logger = logging.getLogger(__name__)
 
@@ -44,13 +45,15 @@ class RunState:
         tmp.replace(self.path)
 
 
-def phase_names(cfg: RunConfig) -> list[tuple[str, int, bool]]:
-    """(phase, seed, uses teachers) in the order they train."""
+def phase_names(cfg: RunConfig) -> list[tuple[str, int, Optional[str]]]:
+    """(phase, seed, KD method) in the order they train; the method is None for the baseline and
+    "" for the run's single KD method."""
+    methods = list(cfg.distill.methods) if cfg.distill.methods else [""]
     out = []
     for seed in cfg.run.seeds:
-        out.append((f"kd-seed{seed}", seed, True))
+        out += [(f"kd-{m}-seed{seed}" if m else f"kd-seed{seed}", seed, m) for m in methods]
         if cfg.run.baseline:
-            out.append((f"baseline-seed{seed}", seed, False))
+            out.append((f"baseline-seed{seed}", seed, None))
     return out
 
 
@@ -179,6 +182,7 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
 
     console.print(f"run [bold]{cfg.run.name}[/bold] -> {run_dir}")
     dataset = load_dataset(cfg.data)
+    kd_terms = checked_terms(cfg)
     offline = cfg.distill.mode == "offline"
     stores = offline_stores(cfg, dataset) if offline and cfg.teachers else {}  # a stale store fails here
     console.print(f"connected to {connect()}")
@@ -195,12 +199,12 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
         student_model = resolve_model(cfg.student.model, in_features=dataset.in_features,
                                       num_classes=dataset.num_classes,
                                       allowed_modules=cfg.run.allowed_factory_modules)
-        jobs = [StudentJob(phase=phase, seed=seed, loss=cfg.distill.loss if use_teachers else "ce",
-                           use_teachers=use_teachers and bool(cfg.teachers), model=student_model,
+        jobs = [StudentJob(phase=phase, seed=seed, terms=kd_terms[method] if method is not None else preset_terms("ce", 1.0),
+                           use_teachers=method is not None and bool(cfg.teachers), model=student_model,
                            student=cfg.student, distill=cfg.distill, data=cfg.data, orchestrator=orchestrator,
                            source="offline" if offline else "served",
                            stores={name: folder for name, (folder, _) in stores.items()})
-                for phase, seed, use_teachers in phase_names(cfg) if phase not in state.phases]
+                for phase, seed, method in phase_names(cfg) if phase not in state.phases]
         for phase, metrics in state.phases.items():
             console.print(Text(f"{phase}: done earlier, test accuracy {metrics['test_accuracy']:.4f}"))
         if jobs:
@@ -216,9 +220,8 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
         title = f"Distillery run {cfg.run.name}: {cfg.data.dataset}"
         write_results(run_dir, rows, title)
         console.print(rich_table(rows, title))
-        gain = kd_gain(rows)
-        if gain is not None:
-            console.print(f"KD gain over the no-KD baseline: {gain * 100:+.2f} accuracy points")
+        for line in gain_lines(rows):
+            console.print(line)
         console.print(f"results: {run_dir / 'results.md'}; metrics: {run_dir / 'metrics.jsonl'}")
         return rows
     finally:
@@ -241,6 +244,26 @@ def _deploy_teachers(cfg: RunConfig, orchestrator, dataset, console: Console) ->
         console.print(f"teacher {name}: deployed as teacher-{name}, version {info['model_version']}, "
                       f"test accuracy {accuracy:.4f} ({'cached' if info['cached'] else 'trained'})")
     return teachers
+
+
+def checked_terms(cfg: RunConfig) -> dict[str, list]:
+    """The terms of every KD method of the run, checked against the registry and the teachers."""
+    from cluster.errors import ConfigError
+    from students.losses import check_terms, feature_refs, method_terms
+
+    methods = method_terms(cfg.distill)
+    for method, terms in methods.items():
+        where = f"distill.methods.{method}" if method else "distill.terms"
+        try:
+            check_terms(terms, where)
+            _, teacher_layers = feature_refs(terms)
+        except ValueError as exc:
+            raise ConfigError(where, [str(exc)]) from None
+        unknown = sorted(set(teacher_layers) - {t.name for t in cfg.teachers})
+        if unknown:
+            raise ConfigError(where, [f"features of teachers {unknown} are asked for, but the run's teachers "
+                                      f"are {[t.name for t in cfg.teachers]}"])
+    return methods
 
 
 def _use_stores(cfg: RunConfig, orchestrator, stores: dict, console: Console) -> dict[str, dict[str, Any]]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
 from cluster.config import DataConfig, DistillConfig, StudentConfig
+from students.losses import Term
 from teachers.backend import ResolvedModel
 
 
@@ -15,7 +16,7 @@ class StudentJob:
 
     Args:
         phase: name of this training within the run ("kd-seed0", "baseline-seed0").
-        loss: registered loss name ("hinton_kd", "logit_mse", "ce").
+        terms: the weighted loss terms (students.losses.Term); the baseline has only "ce".
         use_teachers: whether the worker asks the teacher set for soft targets.
         orchestrator: the run's orchestrator actor handle (teacher set, progress sink).
         source: where soft targets come from: "served" (Serve or gRPC teachers, the normal
@@ -27,7 +28,7 @@ class StudentJob:
 
     phase: str
     seed: int
-    loss: str
+    terms: list[Term]
     use_teachers: bool
     model: ResolvedModel
     student: StudentConfig

@@ -1,68 +1,136 @@
-"""Distillation losses (plain torch). Each states its formula and where it comes from.
+"""Distillation losses: weighted sums of the named terms in `students.kd_terms` (plain torch).
 
-All losses take the student's raw logits [B, C], the hard labels [B] and a `TeacherTargets`
-(the weighted merge of the teachers' records, see `students.targets`), and return a dict of
-named scalar terms whose key "total" is what the optimizer minimizes.
+`CompositeLoss` is what the train loop minimizes; `distill.terms` in the config lists its terms.
+The presets `hinton_kd` and `logit_mse` (`distill.loss` with `distill.alpha`) are the two-term
+sums alpha * CE + (1 - alpha) * {KD, logit MSE}; `ce` is the no-KD baseline.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
 
 import torch
-import torch.nn.functional as F
 
 from cluster.registry import Registry
+from students.kd_terms import TERMS, TermInputs
 from teachers.targets import TeacherTargets
 
 LossFn = Callable[..., dict[str, torch.Tensor]]
 LOSSES: Registry[LossFn] = Registry("loss")
+NEEDS_NO_TEACHER = {"ce"}
 
 
-def kl_teacher_student(teacher_logprob: torch.Tensor, student_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL(p_T || q_T) averaged over the batch, p_T the teacher's and q_T the student's
-    temperature-scaled distributions: sum_c p_c (log p_c - log q_c)."""
-    student_logprob = F.log_softmax(student_logits / temperature, dim=-1)
-    return F.kl_div(student_logprob, teacher_logprob, reduction="batchmean", log_target=True)
+@dataclass(frozen=True)
+class Term:
+    name: str
+    weight: float = 1.0
+    params: dict[str, Any] = field(default_factory=dict)
 
 
-@LOSSES.register("ce")
-def cross_entropy(student_logits: torch.Tensor, labels: torch.Tensor,
-                  targets: Optional[TeacherTargets] = None, **_: float) -> dict[str, torch.Tensor]:
-    """Supervised cross-entropy on hard labels: the no-KD baseline."""
-    ce = F.cross_entropy(student_logits, labels)
-    return {"total": ce, "ce": ce}
+def preset_terms(loss: str, alpha: float) -> list[Term]:
+    """The terms of a named preset loss."""
+    if loss == "ce":
+        return [Term("ce")]
+    if loss == "hinton_kd":
+        return [Term("ce", alpha), Term("kd", 1 - alpha)]
+    if loss == "logit_mse":
+        return [Term("ce", alpha), Term("logit_mse", 1 - alpha)]
+    raise KeyError(f"unknown loss {loss!r}; known: ce, hinton_kd, logit_mse (or list distill.terms)")
 
 
-@LOSSES.register("hinton_kd")
-def hinton_kd(student_logits: torch.Tensor, labels: torch.Tensor, targets: Optional[TeacherTargets],
-              *, alpha: float, temperature: float) -> dict[str, torch.Tensor]:
-    """Hinton, Vinyals and Dean (2015), "Distilling the Knowledge in a Neural Network":
-
-        L = alpha * CE(y, softmax(z_s)) + (1 - alpha) * T^2 * KL(softmax(z_t / T) || softmax(z_s / T))
-
-    The T^2 factor keeps the soft term's gradient scale independent of T. With no teacher
-    available for a batch (`targets is None`) only the CE term remains.
-    """
-    ce = F.cross_entropy(student_logits, labels)
-    if targets is None:
-        return {"total": ce, "ce": ce}
-    teacher_logprob = targets.logprob(temperature).to(student_logits.device)
-    kd = kl_teacher_student(teacher_logprob, student_logits, temperature) * temperature**2
-    return {"total": alpha * ce + (1 - alpha) * kd, "ce": ce, "kd": kd}
+def distill_terms(distill: Any) -> list[Term]:
+    """The KD student's terms from a `DistillConfig`: `terms` if listed, else the `loss` preset."""
+    if distill.terms:
+        return [Term(t.name, t.weight, dict(t.params)) for t in distill.terms]
+    return preset_terms(distill.loss, distill.alpha)
 
 
-@LOSSES.register("logit_mse")
-def logit_mse(student_logits: torch.Tensor, labels: torch.Tensor, targets: Optional[TeacherTargets],
-              *, alpha: float, temperature: float) -> dict[str, torch.Tensor]:
-    """Logit matching (Ba and Caruana 2014, "Do Deep Nets Really Need to be Deep?"):
+def method_terms(distill: Any) -> dict[str, list[Term]]:
+    """Every KD method of the run by name ("" for the single method of `terms`/`loss`)."""
+    if distill.methods:
+        return {name: [Term(t.name, t.weight, dict(t.params)) for t in terms] for name, terms in distill.methods.items()}
+    return {"": distill_terms(distill)}
 
-        L = alpha * CE(y, softmax(z_s)) + (1 - alpha) * mean_c (z_s - z_t)^2
 
-    the high-temperature limit of Hinton KD (for zero-mean logits). Needs dense teacher logits.
-    """
-    ce = F.cross_entropy(student_logits, labels)
-    if targets is None:
-        return {"total": ce, "ce": ce}
-    mse = F.mse_loss(student_logits, targets.logits().to(student_logits.device))
-    return {"total": alpha * ce + (1 - alpha) * mse, "ce": ce, "mse": mse}
+def check_terms(terms: list[Term], where: str = "distill.terms") -> None:
+    """Refuse unknown term names and parameters before anything runs."""
+    for i, term in enumerate(terms):
+        try:
+            fn = TERMS.get(term.name)
+        except KeyError as exc:
+            raise ValueError(f"{where}[{i}].name: {exc.args[0]}") from None
+        accepted = list(inspect.signature(fn).parameters)[1:]
+        unknown = sorted(set(term.params) - set(accepted))
+        if unknown:
+            raise ValueError(f"{where}[{i}] ({term.name}): unknown params {unknown}; it takes {accepted}")
+
+
+def teacher_feature_layers(distill: Any, teacher: str) -> list[str]:
+    """The layers of `teacher` whose features any KD method of the run reads."""
+    return sorted({layer for terms in method_terms(distill).values()
+                   for layer in feature_refs(terms)[1].get(teacher, set())})
+
+
+def feature_refs(terms: list[Term]) -> tuple[set[str], dict[str, set[str]]]:
+    """(student layers, {teacher: layers}) the terms read; teacher features are named '<teacher>/<layer>'."""
+    student, teacher = set(), {}
+    for term in terms:
+        if "student" in term.params:
+            student.add(term.params["student"])
+        if "teacher" in term.params:
+            name, _, layer = str(term.params["teacher"]).partition("/")
+            if not layer:
+                raise ValueError(f"distill.terms ({term.name}): teacher feature {term.params['teacher']!r} must be "
+                                 f"'<teacher>/<layer>', e.g. 'cnn/body.1'")
+            teacher.setdefault(name, set()).add(layer)
+    return student, teacher
+
+
+class CompositeLoss:
+    """sum_i w_i * term_i. For a batch without teachers, the terms that need none are used with
+    their weights renormalized to sum to one (Hinton KD becomes plain cross-entropy)."""
+
+    def __init__(self, terms: list[Term], temperature: float):
+        check_terms(terms)
+        self.terms = terms
+        self.temperature = temperature
+        self.needs_logits = any(t.name == "logit_mse" for t in terms)
+
+    def __call__(self, student_logits: torch.Tensor, labels: torch.Tensor, targets: Optional[TeacherTargets],
+                 student_features: Optional[dict[str, torch.Tensor]] = None,
+                 projectors: Optional[torch.nn.ModuleDict] = None) -> dict[str, torch.Tensor]:
+        device = student_logits.device
+        inputs = TermInputs(student_logits, labels, self.temperature, student_features=student_features or {},
+                            projectors=projectors)
+        if targets is not None:
+            inputs.teacher_logprob = targets.logprob(self.temperature).to(device)
+            inputs.teacher_logits = targets.logits().to(device) if self.needs_logits else None
+            inputs.teacher_features = {k: v.to(device) for k, v in targets.features().items()}
+        terms = [t for t in self.terms if targets is not None or t.name in NEEDS_NO_TEACHER]
+        scale = 1.0
+        if targets is None:
+            weight = sum(t.weight for t in terms)
+            scale = 1.0 / weight if weight > 0 else 1.0
+        out: dict[str, torch.Tensor] = {}
+        total = torch.zeros((), device=device)
+        for term in terms:
+            value = TERMS.get(term.name)(inputs, **term.params)
+            out[term.name] = value
+            total = total + term.weight * scale * value
+        out["total"] = total
+        return out
+
+
+def _preset(loss: str) -> LossFn:
+    def fn(student_logits: torch.Tensor, labels: torch.Tensor, targets: Optional[TeacherTargets] = None, *,
+           alpha: float = 0.5, temperature: float = 1.0) -> dict[str, torch.Tensor]:
+        return CompositeLoss(preset_terms(loss, alpha), temperature)(student_logits, labels, targets)
+    fn.__doc__ = f"The '{loss}' preset of `CompositeLoss`."
+    return fn
+
+
+cross_entropy = LOSSES.register("ce")(_preset("ce"))
+hinton_kd = LOSSES.register("hinton_kd")(_preset("hinton_kd"))
+logit_mse = LOSSES.register("logit_mse")(_preset("logit_mse"))

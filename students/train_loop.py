@@ -20,7 +20,8 @@ from students.checkpoint import ClientState, RunProgress, read_progress, restore
 from students.data import Dataset, Split, load_dataset, plan_epoch, student_subset
 from students.deepspeed_config import deepspeed_config
 from students.job import StudentJob
-from students.losses import LOSSES
+from students.losses import CompositeLoss, feature_refs
+from students.student_module import DistillationStudent
 from teachers.zoo import count_parameters
 
 
@@ -33,13 +34,31 @@ def _import_deepspeed():
     return deepspeed
 
 
-def _build_engine(job: StudentJob, world_size: int):
+def _student_module(job: StudentJob, in_features: int) -> DistillationStudent:
+    """The student with the hooks and FitNets projectors its terms need."""
+    layers, _ = feature_refs(job.terms)
+    hints = [t for t in job.terms if t.name == "fitnet"]
+    projections = []
+    if hints:
+        import ray
+
+        teachers = ray.get(job.orchestrator.teacher_set.remote()).teachers
+        for term in hints:
+            teacher, _, layer = term.params["teacher"].partition("/")
+            shapes = teachers[teacher].feature_shapes if teacher in teachers else {}
+            if layer not in shapes:
+                raise ValueError(f"fitnet: teacher {teacher!r} sends no feature {layer!r} (it sends {sorted(shapes)})")
+            projections.append((term.params["student"], term.params["teacher"], shapes[layer]))
+    return DistillationStudent(job.model.build(), layers, projections, in_features)
+
+
+def _build_engine(job: StudentJob, world_size: int, in_features: int):
     deepspeed = _import_deepspeed()
     torch.manual_seed(job.seed)  # identical initial weights on every rank
-    module = job.model.build()
+    module = _student_module(job, in_features)
     engine, *_ = deepspeed.initialize(model=module, model_parameters=module.parameters(),
                                       config=deepspeed_config(job.student, world_size))
-    return engine, count_parameters(module)
+    return engine, count_parameters(module.model)
 
 
 def _evaluate(engine, test: Split, rank: int, world_size: int) -> float:
@@ -55,10 +74,11 @@ def _evaluate(engine, test: Split, rank: int, world_size: int) -> float:
     return correct.item() / len(test.y)
 
 
-def _train_step(engine, loss_fn, batch, targets, loss_kwargs: dict[str, float]) -> dict[str, torch.Tensor]:
+def _train_step(engine, loss_fn: CompositeLoss, batch, targets) -> dict[str, torch.Tensor]:
     """Forward, loss, backward and optimizer step (DeepSpeed handles accumulation and ZeRO)."""
     x, y = torch.from_numpy(batch.x).to(engine.device), torch.from_numpy(batch.y).to(engine.device)
-    terms = loss_fn(engine(x), y, targets, **loss_kwargs)
+    logits = engine(x)
+    terms = loss_fn(logits, y, targets, engine.module.features(), engine.module.projectors)
     engine.backward(terms["total"])
     engine.step()
     return terms
@@ -131,7 +151,7 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
     """Train one student from scratch or from the checkpoint of this phase; return its final metrics."""
     cfg = job.student
     train = student_subset(dataset.train, job.data.student_train_samples)
-    engine, n_params = _build_engine(job, world_size)
+    engine, n_params = _build_engine(job, world_size, dataset.in_features)
     state = restore(engine) if run_progress.phase == job.phase else ClientState(phase=job.phase)
     run_progress.phase = job.phase
     resumed_from = state.step
@@ -149,8 +169,7 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
     client = _make_source(job, dataset.output_space, len(train.y), remaining_batches)
     if client is not None:
         client.plan(remaining_batches())
-    loss_fn = LOSSES.get(job.loss)
-    loss_kwargs = {"alpha": job.distill.alpha, "temperature": job.distill.temperature}
+    loss_fn = CompositeLoss(job.terms, job.distill.temperature)
     progress = _Progress(job, rank, world_size)
     start = time.perf_counter()
     eval_s = 0.0  # evaluation time, left out of the training throughput
@@ -162,7 +181,7 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
             wait_start = time.perf_counter()
             targets = client.targets_for(batch) if client is not None else None
             targets_s += time.perf_counter() - wait_start
-            terms = _train_step(engine, loss_fn, batch, targets, loss_kwargs)
+            terms = _train_step(engine, loss_fn, batch, targets)
             state.applied(batch.index, len(batch.y) * world_size)
             progress.add(terms, len(batch.y))
             if client is not None and state.step % job.distill.version_poll_every == 0:

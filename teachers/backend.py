@@ -59,3 +59,25 @@ def output_space_of(module: torch.nn.Module, in_features: int) -> tuple[str, int
     if out.ndim != 2:
         raise ValueError(f"a classifier teacher must return logits [B, C], got shape {tuple(out.shape)}")
     return f"classes:{out.shape[-1]}", int(out.shape[-1])
+
+
+class FeatureHooks:
+    """Forward hooks that keep the outputs of named submodules from the last forward."""
+
+    def __init__(self, module: torch.nn.Module, names: Iterable[str], owner: str):
+        modules = dict(module.named_modules())
+        self.values: dict[str, torch.Tensor] = {}
+        for name in names:
+            if name not in modules:
+                known = [n for n in modules if n][:30]
+                raise ValueError(f"{owner} has no submodule {name!r} to take features from; it has {known}")
+            modules[name].register_forward_hook(self._keep(name))
+
+    def _keep(self, name: str):
+        def hook(_module, _inputs, output):
+            self.values[name] = output[0] if isinstance(output, tuple) else output
+        return hook
+
+    def take(self) -> dict[str, torch.Tensor]:
+        values, self.values = self.values, {}
+        return values

@@ -20,7 +20,7 @@ from ray import serve
 from ray.serve import Application
 
 from cluster.config import ResourcesConfig
-from teachers.backend import ResolvedModel, file_version, load_teacher, output_space_of
+from teachers.backend import FeatureHooks, ResolvedModel, file_version, load_teacher, output_space_of
 from teachers.soft_targets import SoftTargets, pack_soft_targets
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ class TeacherAppArgs(BaseModel):
     top_k: int = 64
     resources: ResourcesConfig = ResourcesConfig()
     ingress_token_sha256: Optional[str] = None  # callers through Serve's gRPC ingress must send its token
+    features: list[str] = []  # module names whose outputs travel in every record (feature-based KD)
 
 
 @dataclass
@@ -54,13 +55,21 @@ class LoadedTeacher:
     version: str
     output_space: str
     num_classes: int
+    hooks: FeatureHooks
 
     @classmethod
     def load(cls, args: TeacherAppArgs, device: str | torch.device = "cpu") -> "LoadedTeacher":
         module = load_teacher(ResolvedModel(args.factory, args.kwargs, tuple(args.allowed_modules)), args.weights_path)
+        hooks = FeatureHooks(module, args.features, f"teacher {args.name!r}")
         output_space, num_classes = output_space_of(module, args.in_features)
         device = torch.device(device)
-        return cls(args, module.to(device), device, file_version(args.weights_path), output_space, num_classes)
+        return cls(args, module.to(device), device, file_version(args.weights_path), output_space, num_classes, hooks)
+
+    def feature_shapes(self) -> dict[str, list[int]]:
+        """Per-sample shape of each hooked feature (from a dummy forward)."""
+        with torch.inference_mode():
+            self.module(torch.zeros(1, self.args.in_features, device=self.device))
+        return {name: list(value.shape[1:]) for name, value in self.hooks.take().items()}
 
     def records(self, batches: list[tuple[str, np.ndarray]], *, temperature: float | None = None,
                 top_k: int | None = None, dense_max_classes: int | None = None) -> list[SoftTargets]:
@@ -72,14 +81,17 @@ class LoadedTeacher:
         inputs = np.concatenate([np.asarray(x, dtype=np.float32) for _, x in batches])
         with torch.inference_mode():
             logits = self.module(torch.tensor(inputs, device=self.device)).float().cpu().numpy()
+        features = {name: value.to(torch.float16).cpu().numpy() for name, value in self.hooks.take().items()}
         bounds = np.cumsum([len(x) for _, x in batches])[:-1]
-        return [
-            pack_soft_targets(
+        records = []
+        for i, ((batch_id, _), part) in enumerate(zip(batches, np.split(logits, bounds))):
+            record = pack_soft_targets(
                 part, batch_id=batch_id, teacher=self.args.name, teacher_version=self.version,
                 temperature=temperature or self.args.temperature, output_space=self.output_space,
                 dense_max_classes=dense_max_classes or self.args.dense_max_classes, top_k=top_k or self.args.top_k)
-            for (batch_id, _), part in zip(batches, np.split(logits, bounds))
-        ]
+            record.features = {name: np.split(value, bounds)[i] for name, value in features.items()}
+            records.append(record)
+        return records
 
 
 @serve.deployment
@@ -95,7 +107,7 @@ class TeacherDeployment:
         t = self.teacher
         return {"name": t.args.name, "model_version": t.version, "output_space": t.output_space,
                 "num_classes": t.num_classes, "temperature": t.args.temperature,
-                "parameters": sum(p.numel() for p in t.module.parameters())}
+                "parameters": sum(p.numel() for p in t.module.parameters()), "feature_shapes": t.feature_shapes()}
 
     def __call__(self, request: dict[str, Any]) -> list[SoftTargets]:
         """Soft targets for several batches in one call (one forward over all of them).

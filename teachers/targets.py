@@ -52,6 +52,11 @@ class TeacherTargets:
                  for name, rec in self.records.items() if self.weights[name] > 0]
         return torch.logsumexp(torch.stack(parts), dim=0)
 
+    def features(self) -> dict[str, torch.Tensor]:
+        """Every teacher's named features as float32 tensors, keyed '<teacher>/<layer>'."""
+        return {f"{name}/{layer}": torch.from_numpy(np.asarray(value, dtype=np.float32))
+                for name, rec in self.records.items() for layer, value in rec.features.items()}
+
     def logits(self) -> torch.Tensor:
         """sum_i w_i z_i of dense logits, shape [B, C]."""
         out = None

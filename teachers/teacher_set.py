@@ -20,6 +20,7 @@ class TeacherEntry:
     model_version: str
     parameters: int = 0
     endpoint: Optional[Any] = None  # an EndpointSpec for gRPC teachers; None for Serve apps
+    feature_shapes: dict[str, list[int]] = field(default_factory=dict)  # per-sample shape of each sent feature
 
     @property
     def app_name(self) -> str:

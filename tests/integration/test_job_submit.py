@@ -1,10 +1,15 @@
-"""`ray job submit --working-dir . -- python -m orchestration run ...` on a `ray start` cluster."""
+"""`ray job submit --working-dir . -- python -m orchestration run ...` on a `ray start` cluster.
+
+The submitted job trains with every family of the KD method library through served teachers
+(configs/methods.yaml), so this one run also checks the method library end to end."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+
+import numpy as np
 
 import pytest
 
@@ -20,7 +25,7 @@ def test_job_submit_runs_the_same_job(ray_cluster, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "ray.scripts.scripts", "job", "submit", "--address", ray_cluster["dashboard"],
          "--working-dir", ".", "--runtime-env-json", json.dumps(runtime_env), "--",
-         "python", "-m", "orchestration", "run", "tests/integration/configs/tiny.yaml",
+         "python", "-m", "orchestration", "run", "tests/integration/configs/methods.yaml",
          "--run-name", "submitted", "--output-dir", str(tmp_path)],
         capture_output=True, text=True, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
@@ -28,3 +33,11 @@ def test_job_submit_runs_the_same_job(ray_cluster, tmp_path):
     assert "KD gain over the no-KD baseline" in result.stdout
     rows = json.loads((tmp_path / "submitted" / "results.json").read_text())
     assert {r["kind"] for r in rows} == {"teacher", "kd", "baseline"}
+    records = [json.loads(line) for line in (tmp_path / "submitted" / "metrics.jsonl").read_text().splitlines()]
+    kd = [r for r in records if r.get("phase") == "kd-seed0" and "loss/fitnet" in r]
+    assert kd, "no KD metric records with the feature terms"
+    for family in ("kd", "dkd", "fitnet", "attention_transfer", "rkd_distance", "similarity_preserving"):
+        assert all(np.isfinite(r[f"loss/{family}"]) for r in kd), family
+    assert kd[-1]["loss/fitnet"] < kd[0]["loss/fitnet"]
+    baseline = [r for r in records if r.get("phase") == "baseline-seed0" and "loss/ce" in r]
+    assert baseline and not any("loss/kd" in r for r in baseline)

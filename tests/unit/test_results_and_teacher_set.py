@@ -4,7 +4,7 @@ import statistics
 
 import pytest
 
-from orchestration.results import kd_gain, markdown, summarize
+from orchestration.results import kd_gains, markdown, summarize
 from teachers.teacher_set import TeacherEntry, TeacherSet
 
 
@@ -20,9 +20,18 @@ def test_summary_aggregates_seeds_with_mean_and_spread():
     assert rows["kd"]["accuracy_mean"] == pytest.approx(0.94)
     assert rows["kd"]["accuracy_std"] == pytest.approx(statistics.stdev([0.93, 0.95]))
     assert rows["baseline"]["seeds"] == 2 and rows["teacher"]["note"] == "cached"
-    assert kd_gain(list(rows.values())) == pytest.approx(0.05)
+    assert kd_gains(list(rows.values())) == {"student (KD)": pytest.approx(0.05)}
     text = markdown(list(rows.values()), "t")
     assert "0.9400 ± 0.0141" in text and "+5.00 accuracy points" in text
+
+
+def test_several_methods_get_a_row_and_a_gain_each():
+    phases = {"kd-dkd-seed0": phase(0.93), "kd-fitnet-seed0": phase(0.91), "baseline-seed0": phase(0.90)}
+    rows = summarize({}, phases)
+    assert [r["model"] for r in rows] == ["student (KD: dkd)", "student (KD: fitnet)", "student (no KD)"]
+    gains = kd_gains(rows)
+    assert gains["student (KD: dkd)"] == pytest.approx(0.03) and gains["student (KD: fitnet)"] == pytest.approx(0.01)
+    assert "student (KD: dkd) over the no-KD baseline: +3.00 accuracy points." in markdown(rows, "t")
 
 
 def test_teacher_set_changes_bump_the_version_and_keep_snapshots_immutable():

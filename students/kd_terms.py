@@ -1,0 +1,227 @@
+"""The KD method library: loss terms chosen by name in `distill.terms` and summed with weights.
+
+Every term is plain torch and reads a `TermInputs`: the student's logits and named features,
+the hard labels, and the teachers' merged soft targets (log-probabilities at temperature T,
+with top-k records spread over their tail mass, see `teachers.targets`) and named features.
+Each docstring gives the formula and the paper. Relation terms work over the samples of the
+worker's own micro-batch: the relations they match are between samples a worker sees
+together, so no all-gather is needed; with DeepSpeed data parallelism every worker matches
+its own batch's relations and the gradients are averaged as usual.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from cluster.registry import Registry
+
+TermFn = Callable[..., torch.Tensor]
+TERMS: Registry[TermFn] = Registry("distillation term")
+
+
+@dataclass
+class TermInputs:
+    student_logits: torch.Tensor                   # [B, C]
+    labels: torch.Tensor                           # [B]
+    temperature: float
+    teacher_logprob: Optional[torch.Tensor] = None  # [B, C], merged, at the temperature
+    teacher_logits: Optional[torch.Tensor] = None   # [B, C], merged dense logits (logit matching)
+    student_features: dict[str, torch.Tensor] = field(default_factory=dict)
+    teacher_features: dict[str, torch.Tensor] = field(default_factory=dict)  # "<teacher>/<layer>"
+    projectors: Optional[torch.nn.ModuleDict] = None
+
+    def student_logprob(self, temperature: Optional[float] = None) -> torch.Tensor:
+        return F.log_softmax(self.student_logits / (temperature or self.temperature), dim=-1)
+
+    def need_teacher(self, term: str) -> torch.Tensor:
+        if self.teacher_logprob is None:
+            raise ValueError(f"distillation term {term!r} needs teacher soft targets")
+        return self.teacher_logprob
+
+
+def _kl(p_log: torch.Tensor, q_log: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) per row, from log-probabilities (0 * log 0 taken as 0)."""
+    p = p_log.exp()
+    return torch.where(p > 0, p * (p_log - q_log), torch.zeros_like(p)).sum(-1)
+
+
+# --- response-based --------------------------------------------------------------------------
+
+@TERMS.register("ce")
+def ce(inputs: TermInputs) -> torch.Tensor:
+    """Cross-entropy with the hard labels."""
+    return F.cross_entropy(inputs.student_logits, inputs.labels)
+
+
+@TERMS.register("kd")
+def forward_kl(inputs: TermInputs) -> torch.Tensor:
+    """Hinton, Vinyals and Dean (2015), "Distilling the Knowledge in a Neural Network":
+    T^2 * KL(p_t(T) || p_s(T)), batch mean. T^2 keeps the gradient scale independent of T."""
+    return _kl(inputs.need_teacher("kd"), inputs.student_logprob()).mean() * inputs.temperature**2
+
+
+@TERMS.register("reverse_kl")
+def reverse_kl(inputs: TermInputs) -> torch.Tensor:
+    """T^2 * KL(p_s(T) || p_t(T)): mode-seeking (the student concentrates on the teacher's main
+    modes), as used for generative students by Gu et al. (2024), "MiniLLM"."""
+    return _kl(inputs.student_logprob(), inputs.need_teacher("reverse_kl")).mean() * inputs.temperature**2
+
+
+@TERMS.register("jsd")
+def jensen_shannon(inputs: TermInputs, beta: float = 0.5) -> torch.Tensor:
+    """T^2 * generalized Jensen-Shannon divergence (Agarwal et al. 2024, "On-Policy Distillation of
+    Language Models"): m = beta p_t + (1 - beta) p_s;
+    JSD_beta = beta KL(p_t || m) + (1 - beta) KL(p_s || m). beta = 0.5 is the symmetric JSD."""
+    t, s = inputs.need_teacher("jsd"), inputs.student_logprob()
+    m = torch.logsumexp(torch.stack([t + math.log(beta), s + math.log(1 - beta)]), dim=0)
+    return (beta * _kl(t, m) + (1 - beta) * _kl(s, m)).mean() * inputs.temperature**2
+
+
+@TERMS.register("logit_mse")
+def logit_mse(inputs: TermInputs) -> torch.Tensor:
+    """Ba and Caruana (2014), "Do Deep Nets Really Need to be Deep?": mean_c (z_s - z_t)^2.
+    Needs dense teacher logits (top-k records carry log-probabilities only)."""
+    if inputs.teacher_logits is None:
+        raise ValueError("distillation term 'logit_mse' needs dense teacher logits")
+    return F.mse_loss(inputs.student_logits, inputs.teacher_logits)
+
+
+def _target_split(logprob: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log [p_y, 1 - p_y] as [B, 2], log-distribution over the non-target classes [B, C] with
+    the target at -inf)."""
+    target = logprob.gather(1, labels[:, None]).squeeze(1).clamp(max=-1e-7)
+    rest = torch.log(-torch.expm1(target))  # log(1 - p_y), stable
+    binary = torch.stack([target, rest], dim=1)
+    mask = F.one_hot(labels, logprob.shape[1]).bool()
+    non_target = (logprob - rest[:, None]).masked_fill(mask, -math.inf)
+    return binary, non_target
+
+
+@TERMS.register("dkd")
+def decoupled_kd(inputs: TermInputs, alpha: float = 1.0, beta: float = 8.0) -> torch.Tensor:
+    """Zhao et al. (2022), "Decoupled Knowledge Distillation":
+    T^2 * (alpha * KL(b_t || b_s) + beta * KL(p^_t || p^_s)), where b = [p_y, 1 - p_y] is the
+    target/non-target split (TCKD) and p^ the distribution renormalized over the non-target
+    classes (NCKD). Plain KD is the special case that weights NCKD by (1 - p_t,y)."""
+    tb, tn = _target_split(inputs.need_teacher("dkd"), inputs.labels)
+    sb, sn = _target_split(inputs.student_logprob(), inputs.labels)
+    return (alpha * _kl(tb, sb) + beta * _kl(tn, sn)).mean() * inputs.temperature**2
+
+
+@TERMS.register("ntce_kd")
+def non_target_enhanced_kd(inputs: TermInputs, shrink: tuple[float, ...] = (1.0, 2.0, 4.0)) -> torch.Tensor:
+    """The magnitude-enhanced KL of Li et al. (2024), "NTCE-KD: Non-Target-Class-Enhanced
+    Knowledge Distillation": the target class's probability is shrunk by each factor s
+    (log p_y - log s, then renormalized) in teacher and student alike, so the non-target classes
+    weigh more in the KL; the terms are averaged over the factors:
+    T^2 * mean_s KL(shrink_s(p_t) || shrink_s(p_s)). (The paper's diversity-based data
+    augmentation is a data pipeline, not a loss, and is not part of this term.)"""
+    t, s = inputs.need_teacher("ntce_kd"), inputs.student_logprob()
+    mask = F.one_hot(inputs.labels, t.shape[1]).bool()
+    total = 0.0
+    for factor in shrink:
+        shift = torch.zeros_like(t).masked_fill(mask, -math.log(factor))
+        total = total + _kl(F.log_softmax(t + shift, -1), F.log_softmax(s + shift, -1)).mean()
+    return total / len(shrink) * inputs.temperature**2
+
+
+# --- feature-based ---------------------------------------------------------------------------
+
+def feature_pair(inputs: TermInputs, student: str, teacher: str, term: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if student not in inputs.student_features:
+        raise ValueError(f"distillation term {term!r}: the student has no feature {student!r}; "
+                         f"hooked: {sorted(inputs.student_features)}")
+    if teacher not in inputs.teacher_features:
+        raise ValueError(f"distillation term {term!r}: no teacher sent feature {teacher!r}; "
+                         f"received: {sorted(inputs.teacher_features)}")
+    return inputs.student_features[student], inputs.teacher_features[teacher].to(inputs.student_logits.dtype)
+
+
+def projector_key(student: str, teacher: str) -> str:
+    return f"{student}->{teacher}".replace(".", "_")
+
+
+@TERMS.register("fitnet")
+def fitnet_hint(inputs: TermInputs, student: str, teacher: str) -> torch.Tensor:
+    """Romero et al. (2015), "FitNets: Hints for Thin Deep Nets": ||r(f_s) - f_t||^2 (mean),
+    with r a learned projector from the student's width to the teacher's (a linear map for
+    [B, d] hidden states and [B, T, d] sequences, a 1x1 convolution for [B, C, H, W] maps;
+    spatial sizes must match)."""
+    fs, ft = feature_pair(inputs, student, teacher, "fitnet")
+    key = projector_key(student, teacher)
+    if inputs.projectors is None or key not in inputs.projectors:
+        raise ValueError(f"distillation term 'fitnet': no projector {key!r} was built")
+    return F.mse_loss(inputs.projectors[key](fs), ft)
+
+
+def attention_map(feature: torch.Tensor) -> torch.Tensor:
+    """Zagoruyko and Komodakis: the spatial map sum_c |A_c|^2 of [B, C, H, W], flattened, L2-normalized."""
+    return F.normalize(feature.pow(2).mean(1).flatten(1), dim=1)
+
+
+@TERMS.register("attention_transfer")
+def attention_transfer(inputs: TermInputs, student: str, teacher: str) -> torch.Tensor:
+    """Zagoruyko and Komodakis (2017), "Paying More Attention to Attention":
+    mean_b || Q_s / ||Q_s|| - Q_t / ||Q_t|| ||_2^2 with Q = vec(sum_c |A_c|^2) of a [B, C, H, W]
+    feature map (channel counts may differ; spatial sizes must match)."""
+    fs, ft = feature_pair(inputs, student, teacher, "attention_transfer")
+    if fs.ndim != 4 or ft.ndim != 4 or fs.shape[-2:] != ft.shape[-2:]:
+        raise ValueError(f"attention_transfer needs [B, C, H, W] maps of equal H, W; got {tuple(fs.shape)} "
+                         f"and {tuple(ft.shape)}")
+    return (attention_map(fs) - attention_map(ft)).pow(2).sum(1).mean()
+
+
+# --- relation-based --------------------------------------------------------------------------
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    return x.flatten(1).float()
+
+
+def _relation_pair(inputs: TermInputs, student: Optional[str], teacher: Optional[str], term: str):
+    """Features named by the term, or the logits (student) and log-probabilities (teacher)."""
+    if student is None and teacher is None:
+        return _flat(inputs.student_logits), _flat(inputs.need_teacher(term).exp())
+    fs, ft = feature_pair(inputs, student, teacher, term)
+    return _flat(fs), _flat(ft)
+
+
+def _normalized_distances(x: torch.Tensor) -> torch.Tensor:
+    d = torch.cdist(x, x)
+    off_diagonal = d[~torch.eye(len(x), dtype=torch.bool, device=x.device)]
+    return d / off_diagonal.mean().clamp(min=1e-12)
+
+
+@TERMS.register("rkd_distance")
+def rkd_distance(inputs: TermInputs, student: Optional[str] = None, teacher: Optional[str] = None) -> torch.Tensor:
+    """Park et al. (2019), "Relational Knowledge Distillation", distance-wise: Huber loss between
+    the pairwise distances of the batch's embeddings, each normalized by its mean over pairs."""
+    s, t = _relation_pair(inputs, student, teacher, "rkd_distance")
+    return F.smooth_l1_loss(_normalized_distances(s), _normalized_distances(t.detach()))
+
+
+def _angles(x: torch.Tensor) -> torch.Tensor:
+    diff = F.normalize(x[None, :, :] - x[:, None, :], dim=2)  # diff[i, j] = unit(x_j - x_i)
+    return torch.bmm(diff, diff.transpose(1, 2)).flatten()      # cos of angle j-i-k, all triplets
+
+
+@TERMS.register("rkd_angle")
+def rkd_angle(inputs: TermInputs, student: Optional[str] = None, teacher: Optional[str] = None) -> torch.Tensor:
+    """Park et al. (2019), angle-wise: Huber loss between cos angle(x_j - x_i, x_k - x_i) over
+    all triplets of the batch, student against teacher."""
+    s, t = _relation_pair(inputs, student, teacher, "rkd_angle")
+    return F.smooth_l1_loss(_angles(s), _angles(t.detach()))
+
+
+@TERMS.register("similarity_preserving")
+def similarity_preserving(inputs: TermInputs, student: Optional[str] = None,
+                          teacher: Optional[str] = None) -> torch.Tensor:
+    """Tung and Mori (2019), "Similarity-Preserving Knowledge Distillation":
+    ||G_s - G_t||_F^2 / b^2 with G = row-L2-normalized (A A^T), A the flattened activations."""
+    s, t = _relation_pair(inputs, student, teacher, "similarity_preserving")
+    gs, gt = F.normalize(s @ s.T, dim=1), F.normalize(t @ t.T, dim=1)
+    return (gs - gt).pow(2).sum() / len(s) ** 2

@@ -1,0 +1,57 @@
+"""Feature-based KD without Ray: a teacher's hooked features reach a student's projector and loss."""
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from students.losses import CompositeLoss, Term
+from students.student_module import DistillationStudent, make_projector
+from teachers.backend import ResolvedModel
+from teachers.deployment import LoadedTeacher, TeacherAppArgs
+from teachers.targets import TeacherTargets
+
+
+def cnn_teacher(tmp_path, features):
+    model = ResolvedModel("teachers.zoo:convnet", {"in_features": 64, "num_classes": 10, "channels": [6, 12]})
+    torch.manual_seed(0)
+    path = tmp_path / "cnn.safetensors"
+    save_file(model.build().state_dict(), str(path))
+    return LoadedTeacher.load(TeacherAppArgs(name="cnn", factory=model.factory, kwargs=model.kwargs,
+                                             allowed_modules=list(model.allowed_modules), weights_path=str(path),
+                                             in_features=64, temperature=2.0, features=features))
+
+
+def test_teacher_features_train_a_projected_student(tmp_path):
+    teacher = cnn_teacher(tmp_path, ["features.5"])
+    assert teacher.feature_shapes() == {"features.5": [12, 8, 8]}
+    x = np.random.default_rng(0).random((8, 64), dtype=np.float32)
+    record = teacher.records([("b0", x)])[0]
+    assert record.features["features.5"].shape == (8, 12, 8, 8) and record.features["features.5"].dtype == np.float16
+    targets = TeacherTargets({"cnn": record}, {"cnn": 1.0})
+
+    student_model = ResolvedModel("teachers.zoo:convnet", {"in_features": 64, "num_classes": 10, "channels": [2, 4]})
+    student = DistillationStudent(student_model.build(), ["features.5"], [("features.5", "cnn/features.5", [12, 8, 8])], 64)
+    assert isinstance(student.projectors["features_5->cnn/features_5"], torch.nn.Conv2d)
+    loss = CompositeLoss([Term("ce", 0.5), Term("dkd", 0.5), Term("fitnet", 1.0, {"student": "features.5", "teacher": "cnn/features.5"}),
+                          Term("attention_transfer", 10.0, {"student": "features.5", "teacher": "cnn/features.5"}),
+                          Term("rkd_distance", 1.0)], temperature=2.0)
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.05)
+    first = None
+    for _ in range(30):
+        logits = student(torch.from_numpy(x))
+        out = loss(logits, torch.zeros(8, dtype=torch.long), targets, student.features(), student.projectors)
+        optimizer.zero_grad()
+        out["total"].backward()
+        optimizer.step()
+        first = first if first is not None else out["fitnet"].item()
+    assert set(out) == {"ce", "dkd", "fitnet", "attention_transfer", "rkd_distance", "total"}
+    assert out["fitnet"].item() < first  # the projector and student learn to match the teacher's map
+
+
+def test_unknown_layers_and_misaligned_shapes_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="no submodule 'nope'"):
+        cnn_teacher(tmp_path, ["nope"])
+    with pytest.raises(ValueError, match="differ in H, W"):
+        make_projector([4, 8, 8], [12, 4, 4], "fitnet a -> b")
+    assert isinstance(make_projector([16], [64], "x"), torch.nn.Linear)
