@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -62,22 +63,32 @@ def output_space_of(module: torch.nn.Module, in_features: int) -> tuple[str, int
 
 
 class FeatureHooks:
-    """Forward hooks that keep the outputs of named submodules from the last forward."""
+    """Forward hooks that keep the outputs of named submodules from the last forward.
+
+    Values are kept per thread: a Serve replica runs concurrent requests on several threads,
+    and each forward must get its own features back.
+    """
 
     def __init__(self, module: torch.nn.Module, names: Iterable[str], owner: str):
         modules = dict(module.named_modules())
-        self.values: dict[str, torch.Tensor] = {}
+        self._local = threading.local()
         for name in names:
             if name not in modules:
                 known = [n for n in modules if n][:30]
                 raise ValueError(f"{owner} has no submodule {name!r} to take features from; it has {known}")
             modules[name].register_forward_hook(self._keep(name))
 
+    def _values(self) -> dict[str, torch.Tensor]:
+        if not hasattr(self._local, "values"):
+            self._local.values = {}
+        return self._local.values
+
     def _keep(self, name: str):
         def hook(_module, _inputs, output):
-            self.values[name] = output[0] if isinstance(output, tuple) else output
+            self._values()[name] = output[0] if isinstance(output, tuple) else output
         return hook
 
     def take(self) -> dict[str, torch.Tensor]:
-        values, self.values = self.values, {}
+        values = self._values()
+        self._local.values = {}
         return values

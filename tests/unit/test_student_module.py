@@ -55,3 +55,15 @@ def test_unknown_layers_and_misaligned_shapes_are_refused(tmp_path):
     with pytest.raises(ValueError, match="differ in H, W"):
         make_projector([4, 8, 8], [12, 4, 4], "fitnet a -> b")
     assert isinstance(make_projector([16], [64], "x"), torch.nn.Linear)
+
+
+def test_concurrent_forwards_keep_their_own_features(tmp_path):
+    """A Serve replica answers requests on several threads at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    teacher = cnn_teacher(tmp_path, ["features.5"])
+    inputs = [np.full((n, 64), n / 10, dtype=np.float32) for n in range(1, 9)]
+    with ThreadPoolExecutor(8) as pool:
+        records = list(pool.map(lambda x: teacher.records([(f"b{len(x)}", x)])[0], inputs * 4))
+    for record in records:
+        assert record.features["features.5"].shape[0] == record.batch_size
