@@ -31,7 +31,7 @@ def summarize(teachers: dict[str, dict[str, Any]], phases: dict[str, dict[str, A
     rows = [{"model": f"teacher {name}", "kind": "teacher", "accuracy_mean": t["test_accuracy"], "accuracy_std": 0.0,
              "seeds": 1, "parameters": t["parameters"], "wall_s": t["train_seconds"],
              "note": "cached" if t.get("cached") else "trained"} for name, t in teachers.items()]
-    kinds = sorted({_kind(name) for name in phases}, key=lambda k: (k == "baseline", k))
+    kinds = sorted(dict.fromkeys(_kind(name) for name in phases), key=lambda k: k == "baseline")  # trained order
     for kind in kinds:
         runs = [p for name, p in sorted(phases.items()) if _kind(name) == kind]
         mean, std = mean_std([r["test_accuracy"] for r in runs])

@@ -182,7 +182,7 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
 
     console.print(f"run [bold]{cfg.run.name}[/bold] -> {run_dir}")
     dataset = load_dataset(cfg.data)
-    kd_terms = checked_terms(cfg)
+    methods = checked_terms(cfg)
     offline = cfg.distill.mode == "offline"
     stores = offline_stores(cfg, dataset) if offline and cfg.teachers else {}  # a stale store fails here
     console.print(f"connected to {connect()}")
@@ -199,7 +199,8 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
         student_model = resolve_model(cfg.student.model, in_features=dataset.in_features,
                                       num_classes=dataset.num_classes,
                                       allowed_modules=cfg.run.allowed_factory_modules)
-        jobs = [StudentJob(phase=phase, seed=seed, terms=kd_terms[method] if method is not None else preset_terms("ce", 1.0),
+        baseline_terms = preset_terms("ce", 1.0)
+        jobs = [StudentJob(phase=phase, seed=seed, terms=baseline_terms if method is None else methods[method],
                            use_teachers=method is not None and bool(cfg.teachers), model=student_model,
                            student=cfg.student, distill=cfg.distill, data=cfg.data, orchestrator=orchestrator,
                            source="offline" if offline else "served",

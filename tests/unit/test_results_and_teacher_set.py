@@ -26,7 +26,7 @@ def test_summary_aggregates_seeds_with_mean_and_spread():
 
 
 def test_several_methods_get_a_row_and_a_gain_each():
-    phases = {"kd-dkd-seed0": phase(0.93), "kd-fitnet-seed0": phase(0.91), "baseline-seed0": phase(0.90)}
+    phases = {"kd-dkd-seed0": phase(0.93), "baseline-seed0": phase(0.90), "kd-fitnet-seed0": phase(0.91)}
     rows = summarize({}, phases)
     assert [r["model"] for r in rows] == ["student (KD: dkd)", "student (KD: fitnet)", "student (no KD)"]
     gains = kd_gains(rows)
