@@ -225,3 +225,37 @@ def similarity_preserving(inputs: TermInputs, student: Optional[str] = None,
     s, t = _relation_pair(inputs, student, teacher, "similarity_preserving")
     gs, gt = F.normalize(s @ s.T, dim=1), F.normalize(t @ t.T, dim=1)
     return (gs - gt).pow(2).sum() / len(s) ** 2
+
+
+# --- transformer attention -------------------------------------------------------------------
+
+def _relation_heads(x: torch.Tensor, heads: int, what: str) -> torch.Tensor:
+    """[B, T, d] -> [B, heads, T, d / heads]."""
+    if x.ndim != 3 or x.shape[-1] % heads:
+        raise ValueError(f"minilm: {what} must be [B, T, d] with d divisible by heads={heads}, got {tuple(x.shape)}")
+    b, t, d = x.shape
+    return x.view(b, t, heads, d // heads).transpose(1, 2)
+
+
+def _relation_logprob(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """log softmax(a b^T / sqrt(d)) over the last axis, [B, H, T, T]."""
+    return F.log_softmax(a @ b.transpose(-1, -2) / math.sqrt(a.shape[-1]), dim=-1)
+
+
+@TERMS.register("minilm")
+def minilm(inputs: TermInputs, student: list[str], teacher: list[str], heads: int = 12) -> torch.Tensor:
+    """Wang et al. (2020), "MiniLM: Deep Self-Attention Distillation for Task-Agnostic Compression
+    of Pre-Trained Transformers": KL(teacher || student) of the last layer's self-attention
+    distributions softmax(Q K^T / sqrt(d_h)) plus that of its value relations
+    softmax(V V^T / sqrt(d_h)), averaged over heads and query positions. `student` and `teacher`
+    name the query, key and value projections ([B, T, d]); both sides are split into the same
+    number of relation heads (as in MiniLMv2), so the student may have fewer heads and a smaller
+    width than the teacher."""
+    if len(student) != 3 or len(teacher) != 3:
+        raise ValueError("minilm: student and teacher each name [query, key, value] projections")
+    pairs = [feature_pair(inputs, s, t, "minilm") for s, t in zip(student, teacher)]
+    (sq, tq), (sk, tk), (sv, tv) = [(_relation_heads(s, heads, "student " + n), _relation_heads(t, heads, "teacher " + n))
+                                    for (s, t), n in zip(pairs, ("query", "key", "value"))]
+    attention = _kl(_relation_logprob(tq, tk), _relation_logprob(sq, sk)).mean()
+    values = _kl(_relation_logprob(tv, tv), _relation_logprob(sv, sv)).mean()
+    return attention + values

@@ -77,15 +77,21 @@ def feature_refs(terms: list[Term]) -> tuple[set[str], dict[str, set[str]]]:
     """(student layers, {teacher: layers}) the terms read; teacher features are named '<teacher>/<layer>'."""
     student, teacher = set(), {}
     for term in terms:
-        if "student" in term.params:
-            student.add(term.params["student"])
-        if "teacher" in term.params:
-            name, _, layer = str(term.params["teacher"]).partition("/")
+        student.update(_names(term.params.get("student")))
+        for ref in _names(term.params.get("teacher")):
+            name, _, layer = ref.partition("/")
             if not layer:
-                raise ValueError(f"distill.terms ({term.name}): teacher feature {term.params['teacher']!r} must be "
+                raise ValueError(f"distill.terms ({term.name}): teacher feature {ref!r} must be "
                                  f"'<teacher>/<layer>', e.g. 'cnn/body.1'")
             teacher.setdefault(name, set()).add(layer)
     return student, teacher
+
+
+def _names(value: Any) -> list[str]:
+    """A feature param: one name or a list of names (the minilm term names three)."""
+    if value is None:
+        return []
+    return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
 
 
 class CompositeLoss:

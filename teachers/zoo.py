@@ -56,5 +56,65 @@ def convnet(in_features: int, num_classes: int, channels: list[int] | tuple[int,
     return _ImageConvNet(side, num_classes, tuple(channels), dropout)
 
 
+class _SelfAttention(nn.Module):
+    """Multi-head self-attention with its query, key and value projections as named submodules
+    (`query`, `key`, `value`), so feature hooks can read them (MiniLM distillation)."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} must be divisible by heads {heads}")
+        self.heads = heads
+        self.query, self.key, self.value = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+
+        def split(y: torch.Tensor) -> torch.Tensor:
+            return y.view(b, t, self.heads, d // self.heads).transpose(1, 2)
+        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+        attention = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d // self.heads), dim=-1)
+        return self.out((attention @ v).transpose(1, 2).reshape(b, t, d))
+
+
+class _Block(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.norm1, self.attention = nn.LayerNorm(dim), _SelfAttention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attention(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class _RowTransformer(nn.Module):
+    def __init__(self, side: int, num_classes: int, dim: int, heads: int, layers: int):
+        super().__init__()
+        self.side = side
+        self.embed = nn.Linear(side, dim)
+        self.position = nn.Parameter(torch.zeros(1, side, dim))
+        self.blocks = nn.ModuleList(_Block(dim, heads) for _ in range(layers))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x.view(x.shape[0], self.side, self.side)) + self.position
+        for block in self.blocks:
+            h = block(h)
+        return self.head(self.norm(h).mean(1))
+
+
+def row_transformer(in_features: int, num_classes: int, dim: int = 64, heads: int = 4, layers: int = 2) -> nn.Module:
+    """A small pre-norm transformer over the rows of a square image (each row one token).
+    Block `i` exposes `blocks.i.attention.{query,key,value}` and its output `blocks.i`."""
+    side = math.isqrt(in_features)
+    if side * side != in_features:
+        raise ValueError(f"row_transformer needs square images, in_features={in_features} is not a square")
+    return _RowTransformer(side, num_classes, dim, heads, layers)
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())

@@ -150,3 +150,26 @@ def test_terms_name_what_is_missing(data):
         TERMS.get("fitnet")(inputs(data), student="nope", teacher="t/f")
     with pytest.raises(ValueError, match="needs teacher soft targets"):
         TERMS.get("kd")(TermInputs(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), T))
+
+
+def test_minilm_attention_and_value_relations():
+    rng = np.random.default_rng(1)
+    b, t, heads = 2, 4, 2
+    teacher = {n: rng.normal(size=(b, t, 8)) for n in "qkv"}
+    student = {n: rng.normal(size=(b, t, 4)) for n in "qkv"}
+
+    def split(x):
+        return x.reshape(b, t, heads, -1).transpose(0, 2, 1, 3)
+
+    def rel(a, c):
+        a, c = split(a), split(c)
+        return softmax(a @ c.transpose(0, 1, 3, 2) / np.sqrt(a.shape[-1]))
+    expected = kl(rel(teacher["q"], teacher["k"]), rel(student["q"], student["k"])).mean() + \
+        kl(rel(teacher["v"], teacher["v"]), rel(student["v"], student["v"])).mean()
+    inputs_ = TermInputs(torch.zeros(b, 3), torch.zeros(b, dtype=torch.long), T,
+                         student_features={f"s.{n}": torch.tensor(v) for n, v in student.items()},
+                         teacher_features={f"t/l.{n}": torch.tensor(v) for n, v in teacher.items()})
+    out = TERMS.get("minilm")(inputs_, student=["s.q", "s.k", "s.v"], teacher=["t/l.q", "t/l.k", "t/l.v"], heads=heads)
+    assert out.item() == pytest.approx(expected)
+    with pytest.raises(ValueError, match="divisible by heads=3"):
+        TERMS.get("minilm")(inputs_, student=["s.q", "s.k", "s.v"], teacher=["t/l.q", "t/l.k", "t/l.v"], heads=3)

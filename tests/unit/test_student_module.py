@@ -67,3 +67,36 @@ def test_concurrent_forwards_keep_their_own_features(tmp_path):
         records = list(pool.map(lambda x: teacher.records([(f"b{len(x)}", x)])[0], inputs * 4))
     for record in records:
         assert record.features["features.5"].shape[0] == record.batch_size
+
+
+def test_minilm_and_hidden_state_hints_between_transformers_of_different_sizes(tmp_path):
+    """A 4-head, 2-layer teacher teaches a 2-head, 1-layer, narrower student."""
+    model = ResolvedModel("teachers.zoo:row_transformer", {"in_features": 64, "num_classes": 10, "dim": 32,
+                                                            "heads": 4, "layers": 2})
+    torch.manual_seed(0)
+    path = tmp_path / "t.safetensors"
+    save_file(model.build().state_dict(), str(path))
+    qkv = [f"blocks.1.attention.{n}" for n in ("query", "key", "value")]
+    teacher = LoadedTeacher.load(TeacherAppArgs(name="tf", factory=model.factory, kwargs=model.kwargs,
+                                                allowed_modules=list(model.allowed_modules), weights_path=str(path),
+                                                in_features=64, temperature=2.0, features=qkv + ["blocks.1"]))
+    assert teacher.feature_shapes()["blocks.1"] == [8, 32]
+    x = np.random.default_rng(0).random((6, 64), dtype=np.float32)
+    targets = TeacherTargets({"tf": teacher.records([("b", x)])[0]}, {"tf": 1.0})
+    small = ResolvedModel("teachers.zoo:row_transformer", {"in_features": 64, "num_classes": 10, "dim": 16,
+                                                            "heads": 2, "layers": 1})
+    s_qkv = [f"blocks.0.attention.{n}" for n in ("query", "key", "value")]
+    student = DistillationStudent(small.build(), s_qkv, [("blocks.0", "tf/blocks.1", [8, 32])], 64)
+    loss = CompositeLoss([Term("kd"), Term("minilm", 1.0, {"student": s_qkv, "teacher": [f"tf/{n}" for n in qkv],
+                                                          "heads": 2}),
+                          Term("fitnet", 1.0, {"student": "blocks.0", "teacher": "tf/blocks.1"})], temperature=2.0)
+    optimizer = torch.optim.Adam(student.parameters(), lr=0.01)
+    history = []
+    for _ in range(40):
+        out = loss(student(torch.from_numpy(x)), torch.zeros(6, dtype=torch.long), targets, student.features(),
+                   student.projectors)
+        optimizer.zero_grad()
+        out["total"].backward()
+        optimizer.step()
+        history.append(out["minilm"].item())
+    assert history[-1] < 0.5 * history[0]
