@@ -199,9 +199,9 @@ class Orchestrator:
 
     def _deploy(self, cfg: TeacherConfig, trained: TrainedTeacher) -> dict[str, Any]:
         args = teacher_app_args(cfg, trained.weights_path, self.dataset, self.config.distill,
-                                self.config.run.allowed_factory_modules)
-        args.ingress_token_sha256 = self.ingress_token_sha256
-        args.features = teacher_feature_layers(self.config.distill, cfg.name)
+                                self.config.run.allowed_factory_modules,
+                                features=teacher_feature_layers(self.config.distill, cfg.name),
+                                ingress_token_sha256=self.ingress_token_sha256)
         app = app_name(cfg.name)
         # Serve's gRPC ingress only routes to applications that have a route; without the ingress
         # a teacher is reached by handle only.

@@ -75,13 +75,13 @@ def precompute(cfg: RunConfig, dataset: Dataset, console: Console) -> dict[str, 
     import ray
 
     from orchestration.teacher_training import accuracy, teacher_app_args
-    from teachers.arrow_codec import _fixed
+    from teachers.arrow_codec import fixed_size_list
     from teachers.backend import file_version
     from teachers.deployment import LoadedTeacher
 
     root = Path(cfg.distill.store_dir).resolve()
     rows = pa.table({"sample": np.arange(len(dataset.train.y), dtype=np.int64),
-                     INPUTS: _fixed(dataset.train.x.reshape(len(dataset.train.y), -1), pa.float32())})
+                     INPUTS: fixed_size_list(dataset.train.x.reshape(len(dataset.train.y), -1), pa.float32())})
     out = {}
     for teacher in cfg.teachers:
         weights = ray.get(ray.remote(_weights).options(num_cpus=0.25).remote(cfg, teacher, dataset, True))

@@ -34,7 +34,7 @@ MAX_CLASSES = 1 << 24
 MAX_METADATA_BYTES = 1 << 16
 
 
-def _fixed(values: np.ndarray, value_type: pa.DataType) -> pa.FixedSizeListArray:
+def fixed_size_list(values: np.ndarray, value_type: pa.DataType) -> pa.FixedSizeListArray:
     """A [N, d] array as a fixed-size-list column, without copying when dtypes already match."""
     values = np.ascontiguousarray(values, dtype=value_type.to_pandas_dtype())
     return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1), type=value_type), values.shape[1])
@@ -74,22 +74,26 @@ def to_table(record: SoftTargets, sample: Optional[np.ndarray] = None) -> pa.Tab
     schema = record_schema(record, with_sample=sample is not None, batch_id="" if sample is not None else None)
     columns = [] if sample is None else [pa.array(np.asarray(sample, dtype=np.int64))]
     if record.is_dense:
-        columns.append(_fixed(record.logits, pa.float32()))
+        columns.append(fixed_size_list(record.logits, pa.float32()))
     else:
-        columns += [_fixed(record.topk_idx, pa.int32()), _fixed(record.topk_logprob, pa.float16()),
+        columns += [fixed_size_list(record.topk_idx, pa.int32()), fixed_size_list(record.topk_logprob, pa.float16()),
                     pa.array(np.asarray(record.tail_logprob, dtype=np.float32))]
     for value in record.features.values():
-        columns.append(_fixed(value.reshape(len(value), -1), pa.float16()))
+        columns.append(fixed_size_list(value.reshape(len(value), -1), pa.float16()))
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def encode(record: SoftTargets) -> bytes:
-    """`record` as one Arrow IPC stream (schema + one record batch)."""
-    table = to_table(record)
+def _ipc_bytes(table: pa.Table) -> bytes:
+    """`table` as one Arrow IPC stream: its schema and a single record batch."""
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table, max_chunksize=max(table.num_rows, 1))
     return sink.getvalue().to_pybytes()
+
+
+def encode(record: SoftTargets) -> bytes:
+    """`record` as one Arrow IPC stream (schema + one record batch)."""
+    return _ipc_bytes(to_table(record))
 
 
 def decode(payload: bytes, *, source: str = "payload") -> SoftTargets:
@@ -254,11 +258,7 @@ def _expected_columns(schema: pa.Schema, kind: str, num_classes: int, feature_sh
 def encode_inputs(inputs: np.ndarray) -> bytes:
     """Inputs [B, F] float32 as an IPC stream with one column `inputs` (float32[F])."""
     inputs = np.asarray(inputs, dtype=np.float32)
-    table = pa.table({"inputs": _fixed(inputs.reshape(len(inputs), -1), pa.float32())})
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table, max_chunksize=max(table.num_rows, 1))
-    return sink.getvalue().to_pybytes()
+    return _ipc_bytes(pa.table({"inputs": fixed_size_list(inputs.reshape(len(inputs), -1), pa.float32())}))
 
 
 def decode_inputs(payload: bytes, *, in_features: int, source: str) -> np.ndarray:

@@ -81,15 +81,16 @@ class LoadedTeacher:
         inputs = np.concatenate([np.asarray(x, dtype=np.float32) for _, x in batches])
         with torch.inference_mode():
             logits = self.module(torch.tensor(inputs, device=self.device)).float().cpu().numpy()
-        features = {name: value.to(torch.float16).cpu().numpy() for name, value in self.hooks.take().items()}
         bounds = np.cumsum([len(x) for _, x in batches])[:-1]
+        features = {name: np.split(value.to(torch.float16).cpu().numpy(), bounds)
+                    for name, value in self.hooks.take().items()}
         records = []
         for i, ((batch_id, _), part) in enumerate(zip(batches, np.split(logits, bounds))):
             record = pack_soft_targets(
                 part, batch_id=batch_id, teacher=self.args.name, teacher_version=self.version,
                 temperature=temperature or self.args.temperature, output_space=self.output_space,
                 dense_max_classes=dense_max_classes or self.args.dense_max_classes, top_k=top_k or self.args.top_k)
-            record.features = {name: np.split(value, bounds)[i] for name, value in features.items()}
+            record.features = {name: parts[i] for name, parts in features.items()}
             records.append(record)
         return records
 
