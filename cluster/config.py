@@ -100,6 +100,15 @@ class TermConfig(Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class MethodConfig(Strict):
+    """One KD method of `distill.methods`. A bare list of terms is read as `{terms: [...]}`."""
+
+    terms: list[TermConfig] = Field(min_length=1)
+    teacher_snapshot: Optional[str] = Field(
+        None, description="a method listed before this one: its trained student of the same seed, frozen and "
+                          "served, is this method's only teacher (born-again networks)")
+
+
 class DistillConfig(Strict):
     mode: Literal["online", "offline"] = Field(
         "online", description="online: live Serve teachers; offline: the store `distillery precompute` wrote")
@@ -107,14 +116,30 @@ class DistillConfig(Strict):
     loss: Literal["hinton_kd", "logit_mse"] = "hinton_kd"
     terms: Optional[list[TermConfig]] = Field(
         None, description="weighted loss terms; when given, replaces `loss` and `alpha`")
-    methods: Optional[dict[str, list[TermConfig]]] = Field(
+    methods: Optional[dict[str, MethodConfig]] = Field(
         None, description="named KD methods to compare in one run: a KD student per method and seed")
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _terms_only_methods(cls, value):
+        if isinstance(value, dict):
+            return {name: {"terms": method} if isinstance(method, list) else method for name, method in value.items()}
+        return value
 
     @field_validator("methods")
     @classmethod
     def _method_names(cls, value):
-        for name in value or {}:
+        earlier: list[str] = []
+        for name, method in (value or {}).items():
             check_name(name)
+            if method.teacher_snapshot is not None and method.teacher_snapshot not in earlier:
+                raise ValueError(f"{name}.teacher_snapshot: {method.teacher_snapshot!r} is not a method listed "
+                                 f"before {name!r} (listed before it: {earlier}); the snapshot's student must "
+                                 f"train first")
+            if method.teacher_snapshot is not None and any("teacher" in t.params for t in method.terms):
+                raise ValueError(f"{name}.terms: a snapshot teacher sends no features; use response terms "
+                                 f"(ce, kd, dkd, ...) with teacher_snapshot")
+            earlier.append(name)
         return value
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the hard-label CE term")
     temperature: float = Field(4.0, gt=0)
@@ -171,7 +196,8 @@ class RunConfig(Strict):
             raise ValueError(f"teachers: names must be unique, repeated: {duplicates}")
         if self.distill.terms and self.distill.methods:
             raise ValueError("distill: give either terms (one KD student) or methods (several), not both")
-        all_terms = [t for terms in (self.distill.methods or {}).values() for t in terms] + (self.distill.terms or [])
+        methods = self.distill.methods or {}
+        all_terms = [t for method in methods.values() for t in method.terms] + (self.distill.terms or [])
         names = {t.name for t in all_terms} if all_terms else {self.distill.loss}
         if self.distill.mode == "offline" and "logit_mse" in names:
             raise ValueError("distill.loss: logit_mse needs dense logits, the offline store holds top-k "
@@ -179,6 +205,13 @@ class RunConfig(Strict):
         if self.distill.mode == "offline" and any("teacher" in t.params for t in all_terms):
             raise ValueError("distill.terms: the offline store holds no teacher features; feature and "
                              "attention terms need distill.mode online")
+        snapshots = sorted(n for n, m in methods.items() if m.teacher_snapshot)
+        if snapshots and self.distill.mode == "offline":
+            raise ValueError(f"distill.methods ({', '.join(snapshots)}): teacher_snapshot serves a trained student "
+                             f"with Ray Serve; it needs distill.mode online")
+        if snapshots and self.student.zero_stage == 3:
+            raise ValueError(f"distill.methods ({', '.join(snapshots)}): teacher_snapshot exports the student's "
+                             f"weights from rank 0, which ZeRO-3 shards; use student.zero_stage 0, 1 or 2")
         return self
 
 

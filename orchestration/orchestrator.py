@@ -10,19 +10,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 import ray
 from ray import serve
 
-from cluster.config import TeacherConfig, check_name, validate_model
+from cluster.config import ResourcesConfig, TeacherConfig, check_name, validate_model
 from cluster.metrics import MetricsSink
 from teachers.backend import resolve_model
 from teachers.deployment import TeacherAppArgs, build_teacher_app
 from teachers.errors import IncompatibleTeacherError
 from teachers.grpc_client import EndpointSpec, GrpcTeacher
 from teachers.soft_targets import SCHEMA_VERSION
-from teachers.teacher_set import TeacherEntry, TeacherSet, app_name
+from teachers.teacher_set import TeacherEntry, TeacherSet, app_name, snapshot_teacher_name
 from orchestration.teacher_training import TrainedTeacher, teacher_app_args
 from students.losses import teacher_feature_layers
 
@@ -53,6 +54,7 @@ class Orchestrator:
         self._apps: dict[str, TeacherAppArgs] = {}
         self._lock = threading.Lock()
         self._sink = MetricsSink(run_dir)
+        self._snapshot_dir = Path(run_dir) / "snapshots"
         self._latest: dict[int, dict[str, Any]] = {}
         self._events: list[dict[str, Any]] = []
         self._phase: Optional[str] = None
@@ -134,6 +136,37 @@ class Orchestrator:
                 self._event("teacher_added", teacher=entry.name, model_version=entry.model_version,
                             weight=entry.weight, store=True)
         return self._teacher_set.version
+
+    # --- born-again snapshots ---------------------------------------------------------------
+    def save_snapshot(self, phase: str, weights: dict[str, Any]) -> str:
+        """Keep the trained student of `phase` as `<run_dir>/snapshots/<phase>.safetensors`."""
+        from safetensors.torch import save_file
+
+        self._snapshot_dir.mkdir(parents=True, exist_ok=True)
+        path = self._snapshot_dir / f"{phase}.safetensors"
+        tmp = path.with_suffix(".tmp")
+        save_file(weights, str(tmp))
+        tmp.replace(path)  # atomic: a resumed run never serves a half-written snapshot
+        self._event("snapshot_saved", phase=phase, path=str(path))
+        return str(path)
+
+    def serve_snapshot(self, phase: str) -> dict[str, Any]:
+        """Deploy the frozen student of `phase` as a teacher (already served after a resume: kept)."""
+        name = snapshot_teacher_name(phase)
+        if name in self._teacher_set.teachers:
+            return {"name": name, "teacher_set_version": self._teacher_set.version}
+        path = self._snapshot_dir / f"{phase}.safetensors"
+        if not path.is_file():
+            raise FileNotFoundError(f"no snapshot of phase {phase!r} at {path}: the phase that exports it must "
+                                    f"finish first in this run folder (distill.methods.*.teacher_snapshot)")
+        cfg = TeacherConfig(name=name, model=self.config.student.model, weights=str(path),
+                            resources=ResourcesConfig(num_cpus=0.1))
+        return self._deploy(cfg, TrainedTeacher(str(path), float("nan"), 0, 0.0, True))
+
+    def drop_snapshot(self, phase: str) -> None:
+        name = snapshot_teacher_name(phase)
+        if name in self._teacher_set.teachers:
+            self.remove_teacher(name)
 
     def remove_teacher(self, name: str) -> dict[str, Any]:
         with self._lock:

@@ -51,10 +51,19 @@ def phase_names(cfg: RunConfig) -> list[tuple[str, int, Optional[str]]]:
     methods = list(cfg.distill.methods) if cfg.distill.methods else [""]
     out = []
     for seed in cfg.run.seeds:
-        out += [(f"kd-{m}-seed{seed}" if m else f"kd-seed{seed}", seed, m) for m in methods]
+        out += [(kd_phase(m, seed), seed, m) for m in methods]
         if cfg.run.baseline:
             out.append((f"baseline-seed{seed}", seed, None))
     return out
+
+
+def kd_phase(method: str, seed: int) -> str:
+    return f"kd-{method}-seed{seed}" if method else f"kd-seed{seed}"
+
+
+def method_snapshots(cfg: RunConfig) -> dict[str, str]:
+    """{born-again method: the method whose student (same seed) is its teacher}."""
+    return {name: m.teacher_snapshot for name, m in (cfg.distill.methods or {}).items() if m.teacher_snapshot}
 
 
 def start_orchestrator(cfg: RunConfig, run_dir: Path, ingress_token_sha256: Optional[str] = None):
@@ -200,11 +209,15 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
                                       num_classes=dataset.num_classes,
                                       allowed_modules=cfg.run.allowed_factory_modules)
         baseline_terms = preset_terms("ce", 1.0)
+        snapshots = method_snapshots(cfg)
+        exported = set(snapshots.values())
         jobs = [StudentJob(phase=phase, seed=seed, terms=baseline_terms if method is None else methods[method],
-                           use_teachers=method is not None and bool(cfg.teachers), model=student_model,
-                           student=cfg.student, distill=cfg.distill, data=cfg.data, orchestrator=orchestrator,
-                           source="offline" if offline else "served",
-                           stores={name: folder for name, (folder, _) in stores.items()})
+                           use_teachers=method is not None and (bool(cfg.teachers) or method in snapshots),
+                           model=student_model, student=cfg.student, distill=cfg.distill, data=cfg.data,
+                           orchestrator=orchestrator, source="offline" if offline else "served",
+                           stores={name: folder for name, (folder, _) in stores.items()},
+                           teacher_snapshot=kd_phase(snapshots[method], seed) if method in snapshots else None,
+                           export_snapshot=method in exported)
                 for phase, seed, method in phase_names(cfg) if phase not in state.phases]
         for phase, metrics in state.phases.items():
             console.print(Text(f"{phase}: done earlier, test accuracy {metrics['test_accuracy']:.4f}"))
@@ -250,7 +263,7 @@ def _deploy_teachers(cfg: RunConfig, orchestrator, dataset, console: Console) ->
 def checked_terms(cfg: RunConfig) -> dict[str, list]:
     """The terms of every KD method of the run, checked against the registry and the teachers."""
     from cluster.errors import ConfigError
-    from students.losses import check_terms, feature_refs, method_terms
+    from students.losses import check_terms, feature_refs, method_terms, self_distillation_exits
 
     methods = method_terms(cfg.distill)
     for method, terms in methods.items():
@@ -258,6 +271,7 @@ def checked_terms(cfg: RunConfig) -> dict[str, list]:
         try:
             check_terms(terms, where)
             _, teacher_layers = feature_refs(terms)
+            self_distillation_exits(terms)
         except ValueError as exc:
             raise ConfigError(where, [str(exc)]) from None
         unknown = sorted(set(teacher_layers) - {t.name for t in cfg.teachers})

@@ -24,6 +24,10 @@ class StudentJob:
             run in the worker) or "precomputed" (computed before training); the last two are
             baselines for `benchmarks/pipeline.py`.
         stores: for "offline", the store folder of each teacher.
+        teacher_snapshot: the phase whose frozen student is this phase's only teacher (born-again
+            networks); rank 0 has the orchestrator serve it for the phase.
+        export_snapshot: whether rank 0 hands the trained student to the orchestrator at the end
+            of the phase, for a later phase's `teacher_snapshot`.
     """
 
     phase: str
@@ -37,3 +41,5 @@ class StudentJob:
     orchestrator: Optional[Any] = None
     source: Literal["served", "offline", "local", "precomputed"] = "served"
     stores: dict[str, str] = field(default_factory=dict)
+    teacher_snapshot: Optional[str] = None
+    export_snapshot: bool = False

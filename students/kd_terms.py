@@ -33,7 +33,7 @@ class TermInputs:
     teacher_logits: Optional[torch.Tensor] = None   # [B, C], merged dense logits (logit matching)
     student_features: dict[str, torch.Tensor] = field(default_factory=dict)
     teacher_features: dict[str, torch.Tensor] = field(default_factory=dict)  # "<teacher>/<layer>"
-    projectors: Optional[torch.nn.ModuleDict] = None
+    projectors: Optional[torch.nn.ModuleDict] = None  # FitNets projectors and self-distillation exit heads
 
     def student_logprob(self, temperature: Optional[float] = None) -> torch.Tensor:
         return F.log_softmax(self.student_logits / (temperature or self.temperature), dim=-1)
@@ -146,6 +146,17 @@ def projector_key(student: str, teacher: str) -> str:
     return f"{student}->{teacher}".replace(".", "_")
 
 
+def exit_key(layer: str) -> str:
+    """The key of the classifier head on student layer `layer` (self-distillation exits)."""
+    return f"exit:{layer}".replace(".", "_")
+
+
+def _module(inputs: TermInputs, key: str, term: str) -> torch.nn.Module:
+    if inputs.projectors is None or key not in inputs.projectors:
+        raise ValueError(f"distillation term {term!r}: no module {key!r} was built in the student")
+    return inputs.projectors[key]
+
+
 @TERMS.register("fitnet")
 def fitnet_hint(inputs: TermInputs, student: str, teacher: str) -> torch.Tensor:
     """Romero et al. (2015), "FitNets: Hints for Thin Deep Nets": ||r(f_s) - f_t||^2 (mean),
@@ -153,10 +164,7 @@ def fitnet_hint(inputs: TermInputs, student: str, teacher: str) -> torch.Tensor:
     [B, d] hidden states and [B, T, d] sequences, a 1x1 convolution for [B, C, H, W] maps;
     spatial sizes must match)."""
     fs, ft = feature_pair(inputs, student, teacher, "fitnet")
-    key = projector_key(student, teacher)
-    if inputs.projectors is None or key not in inputs.projectors:
-        raise ValueError(f"distillation term 'fitnet': no projector {key!r} was built")
-    return F.mse_loss(inputs.projectors[key](fs), ft)
+    return F.mse_loss(_module(inputs, projector_key(student, teacher), "fitnet")(fs), ft)
 
 
 def attention_map(feature: torch.Tensor) -> torch.Tensor:
@@ -259,3 +267,36 @@ def minilm(inputs: TermInputs, student: list[str], teacher: list[str], heads: in
     attention = _kl(_relation_logprob(tq, tk), _relation_logprob(sq, sk)).mean()
     values = _kl(_relation_logprob(tv, tv), _relation_logprob(sv, sv)).mean()
     return attention + values
+
+
+# --- self-distillation -----------------------------------------------------------------------
+
+def _student_feature(inputs: TermInputs, layer: str, term: str) -> torch.Tensor:
+    if layer not in inputs.student_features:
+        raise ValueError(f"distillation term {term!r}: the student has no feature {layer!r}; "
+                         f"hooked: {sorted(inputs.student_features)}")
+    return inputs.student_features[layer]
+
+
+@TERMS.register("byot")
+def be_your_own_teacher(inputs: TermInputs, exits: list[str], alpha: float = 0.5, deepest: Optional[str] = None,
+                        feature_weight: float = 0.0) -> torch.Tensor:
+    """Zhang et al. (2019), "Be Your Own Teacher: Improve the Performance of Convolutional Neural
+    Networks via Self Distillation": a classifier head h_i on each shallow student layer in
+    `exits` learns from the labels and from the network's own deepest exit (its final logits
+    z_C, no gradient), summed over the shallow exits:
+    (1 - alpha) CE(h_i(F_i), y) + alpha T^2 KL(p_C(T) || p_i(T)) + feature_weight ||r_i(F_i) - F_C||^2,
+    F_C the output of layer `deepest` (no gradient) and r_i a learned projector to its shape.
+    The deepest exit's own cross-entropy is the run's `ce` term; no served teacher is needed."""
+    teacher_logprob = F.log_softmax(inputs.student_logits.detach() / inputs.temperature, dim=-1)
+    deepest_feature = _student_feature(inputs, deepest, "byot").detach() if feature_weight else None
+    total = torch.zeros((), device=inputs.student_logits.device)
+    for layer in exits:
+        feature = _student_feature(inputs, layer, "byot")
+        logits = _module(inputs, exit_key(layer), "byot")(feature)
+        kd = _kl(teacher_logprob, F.log_softmax(logits / inputs.temperature, dim=-1)).mean() * inputs.temperature**2
+        total = total + (1 - alpha) * F.cross_entropy(logits, inputs.labels) + alpha * kd
+        if deepest_feature is not None:
+            projected = _module(inputs, projector_key(layer, deepest), "byot")(feature)
+            total = total + feature_weight * F.mse_loss(projected, deepest_feature)
+    return total

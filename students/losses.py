@@ -19,7 +19,7 @@ from teachers.targets import TeacherTargets
 
 LossFn = Callable[..., dict[str, torch.Tensor]]
 LOSSES: Registry[LossFn] = Registry("loss")
-NEEDS_NO_TEACHER = {"ce"}
+NEEDS_NO_TEACHER = {"ce", "byot"}  # terms computed from the student alone
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,8 @@ def distill_terms(distill: Any) -> list[Term]:
 def method_terms(distill: Any) -> dict[str, list[Term]]:
     """Every KD method of the run by name ("" for the single method of `terms`/`loss`)."""
     if distill.methods:
-        return {name: [Term(t.name, t.weight, dict(t.params)) for t in terms] for name, terms in distill.methods.items()}
+        return {name: [Term(t.name, t.weight, dict(t.params)) for t in method.terms]
+                for name, method in distill.methods.items()}
     return {"": distill_terms(distill)}
 
 
@@ -77,7 +78,8 @@ def feature_refs(terms: list[Term]) -> tuple[set[str], dict[str, set[str]]]:
     """(student layers, {teacher: layers}) the terms read; teacher features are named '<teacher>/<layer>'."""
     student, teacher = set(), {}
     for term in terms:
-        student.update(_names(term.params.get("student")))
+        for param in ("student", "exits", "deepest"):  # byot reads its exits and deepest layer
+            student.update(_names(term.params.get(param)))
         for ref in _names(term.params.get("teacher")):
             name, _, layer = ref.partition("/")
             if not layer:
@@ -85,6 +87,27 @@ def feature_refs(terms: list[Term]) -> tuple[set[str], dict[str, set[str]]]:
                                  f"'<teacher>/<layer>', e.g. 'cnn/body.1'")
             teacher.setdefault(name, set()).add(layer)
     return student, teacher
+
+
+def self_distillation_exits(terms: list[Term]) -> tuple[list[str], list[tuple[str, str]]]:
+    """(exit layers, (exit, deepest) hint pairs) of the terms' `byot` entries, checked."""
+    exits: list[str] = []
+    hints: list[tuple[str, str]] = []
+    for term in terms:
+        if term.name != "byot":
+            continue
+        layers = _names(term.params.get("exits"))
+        if not layers:
+            raise ValueError("distill.terms (byot): params.exits must name at least one student layer, "
+                             "e.g. exits: [features.2]")
+        deepest = term.params.get("deepest")
+        if term.params.get("feature_weight") and not deepest:
+            raise ValueError("distill.terms (byot): feature_weight > 0 needs params.deepest, the student layer "
+                             "whose feature the exits are hinted towards")
+        exits += [layer for layer in layers if layer not in exits]
+        if term.params.get("feature_weight"):
+            hints += [(layer, str(deepest)) for layer in layers if (layer, str(deepest)) not in hints]
+    return exits, hints
 
 
 def _names(value: Any) -> list[str]:
@@ -95,8 +118,9 @@ def _names(value: Any) -> list[str]:
 
 
 class CompositeLoss:
-    """sum_i w_i * term_i. For a batch without teachers, the terms that need none are used with
-    their weights renormalized to sum to one (Hinton KD becomes plain cross-entropy)."""
+    """sum_i w_i * term_i. For a batch without teachers, the terms that need none are used; when
+    that drops terms, their weights are renormalized to sum to one (Hinton KD becomes plain
+    cross-entropy)."""
 
     def __init__(self, terms: list[Term], temperature: float):
         check_terms(terms)
@@ -116,7 +140,7 @@ class CompositeLoss:
             inputs.teacher_features = {k: v.to(device) for k, v in targets.features().items()}
         terms = [t for t in self.terms if targets is not None or t.name in NEEDS_NO_TEACHER]
         scale = 1.0
-        if targets is None:
+        if len(terms) < len(self.terms):
             weight = sum(t.weight for t in terms)
             scale = 1.0 / weight if weight > 0 else 1.0
         out: dict[str, torch.Tensor] = {}

@@ -1,7 +1,8 @@
 """The module DeepSpeed trains: the student plus what its loss terms need from it.
 
 Forward hooks keep the student's named features from each forward; learned projectors map a
-student feature to a teacher feature's width (FitNets). Projectors live inside the module, so
+student feature to a teacher feature's width (FitNets), and classifier heads on hidden layers
+are the shallow exits of self-distillation (BYOT). Projectors and heads live inside the module, so
 DeepSpeed optimizes, shards and checkpoints them with the student.
 """
 
@@ -12,7 +13,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from students.kd_terms import projector_key
+from students.kd_terms import exit_key, projector_key
 from teachers.backend import FeatureHooks
 
 
@@ -29,6 +30,23 @@ def make_projector(student_shape: list[int], teacher_shape: list[int], where: st
     raise ValueError(f"{where}: features of shape {student_shape} are not supported (use [d], [T, d] or [C, H, W])")
 
 
+def make_exit_head(shape: list[int], num_classes: int, where: str) -> nn.Module:
+    """A classifier on a hidden feature (self-distillation exits): linear on [d], mean over
+    positions then linear on [T, d], global average pooling then linear on [C, H, W]."""
+    if len(shape) == 1:
+        return nn.Linear(shape[0], num_classes)
+    if len(shape) == 2:
+        return nn.Sequential(_MeanOverPositions(), nn.Linear(shape[1], num_classes))
+    if len(shape) == 3:
+        return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(shape[0], num_classes))
+    raise ValueError(f"{where}: features of shape {shape} are not supported (use [d], [T, d] or [C, H, W])")
+
+
+class _MeanOverPositions(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(1)
+
+
 class DistillationStudent(nn.Module):
     """Args:
         model: the student.
@@ -36,21 +54,33 @@ class DistillationStudent(nn.Module):
         projections: (student layer, teacher feature '<teacher>/<layer>', teacher per-sample shape)
             for each FitNets hint.
         in_features: input width, for the dummy forward that learns the student's feature shapes.
+        exits: student layers that get a classifier head (self-distillation exits).
+        exit_hints: (exit layer, deepest layer) pairs that get a projector between them.
     """
 
     def __init__(self, model: nn.Module, layers: Iterable[str], projections: list[tuple[str, str, list[int]]],
-                 in_features: int):
+                 in_features: int, exits: Iterable[str] = (), exit_hints: Iterable[tuple[str, str]] = ()):
         super().__init__()
+        exits, exit_hints = list(exits), list(exit_hints)
         self.model = model
-        self.hooks = FeatureHooks(model, sorted(set(layers) | {p[0] for p in projections}), "the student")
-        shapes = {}
-        if projections:
+        hooked = set(layers) | {p[0] for p in projections} | set(exits) | {name for pair in exit_hints for name in pair}
+        self.hooks = FeatureHooks(model, sorted(hooked), "the student")
+        shapes, num_classes = {}, 0
+        if projections or exits:
+            training = model.training
+            model.eval()  # batch norm statistics stay untouched by the shape probe
             with torch.no_grad():
-                model(torch.zeros(2, in_features))
+                num_classes = model(torch.zeros(2, in_features)).shape[-1]
+            model.train(training)
             shapes = {name: list(value.shape[1:]) for name, value in self.hooks.take().items()}
-        self.projectors = nn.ModuleDict({
-            projector_key(student, teacher): make_projector(shapes[student], shape, f"fitnet {student} -> {teacher}")
-            for student, teacher, shape in projections})
+        modules = {projector_key(student, teacher): make_projector(shapes[student], shape, f"fitnet {student} -> {teacher}")
+                   for student, teacher, shape in projections}
+        modules.update({exit_key(layer): make_exit_head(shapes[layer], num_classes, f"byot exit {layer}")
+                        for layer in exits})
+        modules.update({projector_key(layer, deepest): make_projector(shapes[layer], shapes[deepest],
+                                                                      f"byot hint {layer} -> {deepest}")
+                        for layer, deepest in exit_hints})
+        self.projectors = nn.ModuleDict(modules)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)

@@ -20,7 +20,7 @@ from students.checkpoint import ClientState, RunProgress, read_progress, restore
 from students.data import Dataset, Split, load_dataset, plan_epoch, student_subset
 from students.deepspeed_config import deepspeed_config
 from students.job import StudentJob
-from students.losses import CompositeLoss, feature_refs
+from students.losses import CompositeLoss, feature_refs, self_distillation_exits
 from students.student_module import DistillationStudent
 from teachers.zoo import count_parameters
 
@@ -35,7 +35,7 @@ def _import_deepspeed():
 
 
 def _student_module(job: StudentJob, in_features: int) -> DistillationStudent:
-    """The student with the hooks and FitNets projectors its terms need."""
+    """The student with the hooks, FitNets projectors and self-distillation exits its terms need."""
     layers, _ = feature_refs(job.terms)
     hints = [t for t in job.terms if t.name == "fitnet"]
     projections = []
@@ -49,7 +49,8 @@ def _student_module(job: StudentJob, in_features: int) -> DistillationStudent:
             if layer not in shapes:
                 raise ValueError(f"fitnet: teacher {teacher!r} sends no feature {layer!r} (it sends {sorted(shapes)})")
             projections.append((term.params["student"], term.params["teacher"], shapes[layer]))
-    return DistillationStudent(job.model.build(), layers, projections, in_features)
+    exits, exit_hints = self_distillation_exits(job.terms)
+    return DistillationStudent(job.model.build(), layers, projections, in_features, exits, exit_hints)
 
 
 def _build_engine(job: StudentJob, world_size: int, in_features: int):
@@ -98,11 +99,13 @@ def _make_source(job: StudentJob, output_space: str, samples: int, planned: Call
                               temperature=job.distill.temperature)
     if job.source == "served":
         from teachers.client import TeacherClient
+        from teachers.teacher_set import snapshot_teacher_name
 
+        only = {snapshot_teacher_name(job.teacher_snapshot)} if job.teacher_snapshot else None
         return TeacherClient(job.orchestrator, output_space=output_space, temperature=job.distill.temperature,
                              prefetch=job.distill.prefetch, batches_per_request=job.distill.batches_per_request,
                              timeout_s=job.distill.request_timeout_s, top_k=job.distill.top_k,
-                             dense_max_classes=job.distill.dense_max_classes)
+                             dense_max_classes=job.distill.dense_max_classes, only=only)
     from teachers.local import LocalTeachers
 
     apps, teacher_set = ray.get([job.orchestrator.teacher_apps.remote(), job.orchestrator.teacher_set.remote()])
@@ -110,6 +113,30 @@ def _make_source(job: StudentJob, output_space: str, samples: int, planned: Call
     if job.source == "precomputed":
         local.precompute(planned())
     return local
+
+
+def _serve_snapshot(job: StudentJob, rank: int) -> None:
+    """Born-again: rank 0 has the orchestrator serve the earlier phase's student; all ranks wait for it."""
+    if rank == 0:
+        import ray
+
+        ray.get(job.orchestrator.serve_snapshot.remote(job.teacher_snapshot))
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _hand_over_snapshots(job: StudentJob, engine, rank: int) -> None:
+    """At the end of a phase (every rank's teacher client is closed): rank 0 exports this
+    student for a later born-again phase and retires the snapshot this phase learned from."""
+    if rank != 0:
+        return
+    import ray
+
+    if job.export_snapshot:
+        weights = {k: v.detach().cpu().contiguous() for k, v in engine.module.model.state_dict().items()}
+        ray.get(job.orchestrator.save_snapshot.remote(job.phase, weights))
+    if job.teacher_snapshot:
+        ray.get(job.orchestrator.drop_snapshot.remote(job.teacher_snapshot))
 
 
 class _Progress:
@@ -166,6 +193,8 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
     def remaining_batches():
         return (batch for epoch in range(first_epoch, cfg.epochs) for batch in epoch_plan(epoch))
 
+    if job.teacher_snapshot:
+        _serve_snapshot(job, rank)
     client = _make_source(job, dataset.output_space, len(train.y), remaining_batches)
     if client is not None:
         client.plan(remaining_batches())
@@ -204,6 +233,7 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
              "steps": state.step, "resumed_from_step": resumed_from, "applied_batches": state.applied_batches,
              "train_s": train_s, "targets_s": targets_s,
              "samples_per_s": (state.samples_seen - samples_before) / max(train_s - eval_s, 1e-9)}
+    _hand_over_snapshots(job, engine, rank)
     run_progress.completed[job.phase] = final
     progress.flush(state, client, {"phase_done": True, **{f"final/{k}": v for k, v in final.items()}})
     save_and_report(engine, state, run_progress, {"step": state.step, "phases": dict(run_progress.completed)})

@@ -64,10 +64,13 @@ class TeacherClient:
         timeout_s: deadline for one teacher answer.
         top_k, dense_max_classes: what gRPC teachers are asked to send (Serve teachers were
             deployed with the run's values).
+        only: the teachers of the set this client uses (all when None); a born-again phase
+            reads only its snapshot teacher.
     """
 
     def __init__(self, orchestrator: Any, *, output_space: str, temperature: float, prefetch: int = 8,
-                 batches_per_request: int = 4, timeout_s: float = 60.0, top_k: int = 0, dense_max_classes: int = 0):
+                 batches_per_request: int = 4, timeout_s: float = 60.0, top_k: int = 0, dense_max_classes: int = 0,
+                 only: Optional[set[str]] = None):
         self._orchestrator = orchestrator
         self.output_space = output_space
         self.temperature = temperature
@@ -75,6 +78,7 @@ class TeacherClient:
         self.batches_per_request = batches_per_request
         self.timeout_s = timeout_s
         self.top_k, self.dense_max_classes = top_k, dense_max_classes
+        self.only = only
         self.teacher_set = TeacherSet()
         self._handles: dict[str, Any] = {}
         self._plan: Iterator[Batch] = iter(())
@@ -88,6 +92,7 @@ class TeacherClient:
     # --- teacher set -------------------------------------------------------------------------
     def refresh(self, teacher_set: TeacherSet) -> bool:
         """Adopt `teacher_set` if it is newer; return whether anything changed."""
+        teacher_set = teacher_set.only(self.only)
         if teacher_set.version <= self.teacher_set.version and self._handles:
             return False
         for name in set(self._handles) - set(teacher_set.teachers):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -9,6 +10,12 @@ from typing import Any, Optional
 def app_name(teacher: str) -> str:
     """The Serve application that hosts a teacher."""
     return f"teacher-{teacher}"
+
+
+def snapshot_teacher_name(phase: str) -> str:
+    """The teacher that serves the frozen student of `phase` (born-again distillation)."""
+    name = f"snapshot-{phase}"
+    return name if len(name) <= 48 else f"snapshot-{hashlib.sha256(phase.encode()).hexdigest()[:16]}"
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,12 @@ class TeacherSet:
 
     def with_teacher(self, entry: TeacherEntry) -> "TeacherSet":
         return TeacherSet(self.version + 1, {**self.teachers, entry.name: entry})
+
+    def only(self, names: Optional[set[str]]) -> "TeacherSet":
+        """The same version restricted to `names` (all teachers when None)."""
+        if names is None:
+            return self
+        return TeacherSet(self.version, {k: v for k, v in self.teachers.items() if k in names})
 
     def without_teacher(self, name: str) -> "TeacherSet":
         return TeacherSet(self.version + 1, {k: v for k, v in self.teachers.items() if k != name})

@@ -32,12 +32,20 @@ def test_job_submit_runs_the_same_job(ray_cluster, tmp_path):
     assert "succeeded" in result.stdout + result.stderr
     assert "KD gain over the no-KD baseline" in result.stdout
     rows = json.loads((tmp_path / "submitted" / "results.json").read_text())
-    assert {r["kind"] for r in rows} == {"teacher", "kd", "baseline"}
+    assert {r["kind"] for r in rows} == {"teacher", "kd-families", "kd-born_again", "baseline"}
     records = [json.loads(line) for line in (tmp_path / "submitted" / "metrics.jsonl").read_text().splitlines()]
-    kd = [r for r in records if r.get("phase") == "kd-seed0" and "loss/fitnet" in r]
+    kd = [r for r in records if r.get("phase") == "kd-families-seed0" and "loss/fitnet" in r]
     assert kd, "no KD metric records with the feature terms"
-    for family in ("kd", "dkd", "fitnet", "attention_transfer", "rkd_distance", "similarity_preserving"):
+    for family in ("kd", "dkd", "fitnet", "attention_transfer", "rkd_distance", "similarity_preserving", "byot"):
         assert all(np.isfinite(r[f"loss/{family}"]) for r in kd), family
     assert kd[-1]["loss/fitnet"] < kd[0]["loss/fitnet"]
+    assert {"mlp", "cnn"} <= set(kd[-1]["teachers"])
+    # born-again: the snapshot of the families student is the only teacher, served while the phase runs
+    snapshot = "snapshot-kd-families-seed0"
+    born = [r for r in records if r.get("phase") == "kd-born_again-seed0" and "loss/kd" in r]
+    assert born and all(r["teachers"] == [snapshot] for r in born)
+    assert (tmp_path / "submitted" / "snapshots" / "kd-families-seed0.safetensors").is_file()
+    events = [(r["event"], r.get("teacher")) for r in records if "event" in r]
+    assert events.index(("teacher_added", snapshot)) < events.index(("teacher_removed", snapshot))
     baseline = [r for r in records if r.get("phase") == "baseline-seed0" and "loss/ce" in r]
     assert baseline and not any("loss/kd" in r for r in baseline)

@@ -122,3 +122,25 @@ def test_set_overrides_are_read_as_yaml(tmp_path):
 def test_transport_settings_that_cannot_work_are_refused(sets, message):
     with pytest.raises(ConfigError, match=message):
         load_run_config(QUICKSTART, sets)
+
+
+def born_again(first="gen0", **student):
+    data = base()
+    data["student"].update(student)
+    data["distill"] = {"methods": {"gen0": [{"name": "ce"}],
+                                   "gen1": {"teacher_snapshot": first, "terms": [{"name": "kd"}]}}}
+    return data
+
+
+def test_born_again_methods(tmp_path):
+    cfg = load_run_config(write(tmp_path, born_again()))
+    assert cfg.distill.methods["gen0"].teacher_snapshot is None  # a bare term list is a method's terms
+    assert cfg.distill.methods["gen1"].teacher_snapshot == "gen0"
+    with pytest.raises(ConfigError, match="'gen2' is not a method listed before 'gen1'"):
+        load_run_config(write(tmp_path, born_again("gen2")))
+    with pytest.raises(ConfigError, match="ZeRO-3 shards"):
+        load_run_config(write(tmp_path, born_again(zero_stage=3)))
+    data = born_again()
+    data["distill"]["methods"]["gen1"]["terms"].append({"name": "fitnet", "params": {"student": "a", "teacher": "mlp/b"}})
+    with pytest.raises(ConfigError, match="a snapshot teacher sends no features"):
+        load_run_config(write(tmp_path, data))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from students.kd_terms import TERMS, TermInputs, projector_key
+from students.kd_terms import TERMS, TermInputs, exit_key, projector_key
 
 T = 3.0
 
@@ -173,3 +173,25 @@ def test_minilm_attention_and_value_relations():
     assert out.item() == pytest.approx(expected)
     with pytest.raises(ValueError, match="divisible by heads=3"):
         TERMS.get("minilm")(inputs_, student=["s.q", "s.k", "s.v"], teacher=["t/l.q", "t/l.k", "t/l.v"], heads=3)
+
+
+def test_byot_exits_learn_from_the_deepest_exit(data):
+    s, _, y, *_ = data
+    rng = np.random.default_rng(2)
+    shallow, deep = rng.normal(size=(6, 4)), rng.normal(size=(6, 3))
+    head, hint = torch.nn.Linear(4, 5).double(), torch.nn.Linear(4, 3).double()
+    modules = torch.nn.ModuleDict({exit_key("l.1"): head, projector_key("l.1", "l.3"): hint})
+    logits = torch.tensor(s, requires_grad=True)
+    inputs_ = TermInputs(logits, torch.tensor(y), T, projectors=modules,
+                         student_features={"l.1": torch.tensor(shallow), "l.3": torch.tensor(deep)})
+    out = TERMS.get("byot")(inputs_, exits=["l.1"], alpha=0.4, deepest="l.3", feature_weight=0.2)
+
+    def linear(layer, x):
+        return x @ layer.weight.detach().numpy().T + layer.bias.detach().numpy()
+    z = linear(head, shallow)
+    ce = -np.log(softmax(z)[np.arange(6), y]).mean()
+    kd = T**2 * kl(softmax(s, T), softmax(z, T)).mean()
+    hint_mse = ((linear(hint, shallow) - deep) ** 2).mean()
+    assert out.item() == pytest.approx(0.6 * ce + 0.4 * kd + 0.2 * hint_mse)
+    out.backward()
+    assert logits.grad is None or not logits.grad.abs().sum()  # the deepest exit is the teacher: no gradient

@@ -5,7 +5,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from students.losses import CompositeLoss, Term
+from students.kd_terms import exit_key
+from students.losses import CompositeLoss, Term, self_distillation_exits
 from students.student_module import DistillationStudent, make_projector
 from teachers.backend import ResolvedModel
 from teachers.deployment import LoadedTeacher, TeacherAppArgs
@@ -100,3 +101,36 @@ def test_minilm_and_hidden_state_hints_between_transformers_of_different_sizes(t
         optimizer.step()
         history.append(out["minilm"].item())
     assert history[-1] < 0.5 * history[0]
+
+
+def test_byot_exits_train_with_no_teacher():
+    model = ResolvedModel("teachers.zoo:convnet", {"in_features": 64, "num_classes": 10, "channels": [2, 4]}).build()
+    byot = Term("byot", 1.0, {"exits": ["features.2"], "deepest": "features.5", "feature_weight": 0.5})
+    exits, hints = self_distillation_exits([byot])
+    student = DistillationStudent(model, [], [], 64, exits, hints)
+    assert not any(m.num_batches_tracked for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    loss = CompositeLoss([Term("ce", 1.0), byot], temperature=2.0)
+    x = torch.from_numpy(np.random.default_rng(0).random((8, 64), dtype=np.float32))
+    y = torch.arange(8) % 10
+    optimizer = torch.optim.Adam(student.parameters(), lr=0.01)
+    head = student.projectors[exit_key("features.2")]
+
+    def exit_ce():
+        student(x)
+        return torch.nn.functional.cross_entropy(head(student.features()["features.2"]), y).item()
+    first = exit_ce()
+    for _ in range(30):
+        out = loss(student(x), y, None, student.features(), student.projectors)
+        optimizer.zero_grad()
+        out["total"].backward()
+        optimizer.step()
+    assert set(out) == {"ce", "byot", "total"}
+    assert out["total"].item() == pytest.approx(out["ce"].item() + out["byot"].item())  # no renormalizing
+    assert exit_ce() < first  # the shallow exit learns
+
+
+def test_byot_params_are_checked():
+    with pytest.raises(ValueError, match="params.exits must name"):
+        self_distillation_exits([Term("byot", 1.0, {})])
+    with pytest.raises(ValueError, match="needs params.deepest"):
+        self_distillation_exits([Term("byot", 1.0, {"exits": ["a"], "feature_weight": 1.0})])
