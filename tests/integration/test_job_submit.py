@@ -30,9 +30,9 @@ def test_job_submit_runs_the_same_job(ray_cluster, tmp_path):
         capture_output=True, text=True, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "succeeded" in result.stdout + result.stderr
-    assert "KD gain over the no-KD baseline" in result.stdout
+    assert "student (KD: born_again) over the no-KD baseline" in result.stdout
     rows = json.loads((tmp_path / "submitted" / "results.json").read_text())
-    assert {r["kind"] for r in rows} == {"teacher", "kd-families", "kd-born_again", "baseline"}
+    assert {r["kind"] for r in rows} == {"teacher", "kd:families", "kd:born_again", "baseline"}
     records = [json.loads(line) for line in (tmp_path / "submitted" / "metrics.jsonl").read_text().splitlines()]
     kd = [r for r in records if r.get("phase") == "kd-families-seed0" and "loss/fitnet" in r]
     assert kd, "no KD metric records with the feature terms"
