@@ -60,20 +60,43 @@ class TeacherConfig(Strict):
     name: str
     model: ModelSpec
     weights: Optional[str] = Field(None, description="safetensors file; omitted: train and cache")
+    pretrained: bool = Field(False, description="the factory loads pretrained weights itself (teachers.hf): "
+                                                "no training and no weights file")
     training: TeacherTrainingConfig = Field(default_factory=TeacherTrainingConfig)
     weight: float = Field(1.0, gt=0)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
 
     _name = field_validator("name")(check_name)
 
+    @model_validator(mode="after")
+    def _one_weight_source(self) -> "TeacherConfig":
+        if self.pretrained and self.weights:
+            raise ValueError("weights: a pretrained teacher loads its own weights; drop weights or pretrained")
+        return self
+
 
 class DataConfig(Strict):
-    dataset: Literal["digits"] = "digits"
-    test_fraction: float = Field(0.25, gt=0, lt=1)
+    """digits: scikit-learn's 8x8 digits (classification). stdlib_docstrings: windows of tokens
+    from the docstrings of Python's standard library (sentence-embedding distillation)."""
+
+    dataset: Literal["digits", "stdlib_docstrings"] = "digits"
+    test_fraction: float = Field(0.25, gt=0, lt=1, description="digits: share of the test split")
     split_seed: int = 0
     student_train_samples: Optional[int] = Field(
         None, ge=10, description="labelled samples the students see (the transfer set); all if omitted"
     )
+    tokenizer: Optional[str] = Field(
+        None, description="text: the tokenizer's model folder, pkg:<package>/<folder> or hub id")
+    sequence_length: int = Field(32, ge=8, le=512, description="text: tokens per window")
+    train_windows: int = Field(2048, ge=16, description="text: training windows")
+    test_windows: int = Field(256, ge=16, description="text: held-out windows")
+    embedding_dim: int = Field(384, ge=1, description="text: width of the sentence embeddings")
+
+    @model_validator(mode="after")
+    def _text_needs_tokenizer(self) -> "DataConfig":
+        if self.dataset == "stdlib_docstrings" and not self.tokenizer:
+            raise ValueError("tokenizer: stdlib_docstrings needs data.tokenizer (the teacher's model folder)")
+        return self
 
 
 class StudentConfig(Strict):
@@ -205,6 +228,9 @@ class RunConfig(Strict):
         if self.distill.mode == "offline" and any("teacher" in t.params for t in all_terms):
             raise ValueError("distill.terms: the offline store holds no teacher features; feature and "
                              "attention terms need distill.mode online")
+        if self.distill.mode == "offline" and self.data.dataset == "stdlib_docstrings":
+            raise ValueError("distill.mode: the offline store holds top-k class log-probabilities, not sentence "
+                             "embeddings or features; use distill.mode online for text")
         snapshots = sorted(n for n, m in methods.items() if m.teacher_snapshot)
         if snapshots and self.distill.mode == "offline":
             raise ValueError(f"distill.methods ({', '.join(snapshots)}): teacher_snapshot serves a trained student "

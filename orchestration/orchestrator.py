@@ -120,6 +120,7 @@ class Orchestrator:
                 f"endpoint {spec.url} (teacher {name!r}) was refused: it maps {info['in_features']} input "
                 f"features to {info['output_space']}, the student of run {self.run!r} maps "
                 f"{self.dataset.in_features} to {self.output_space}. The run goes on without it.")
+        self._check_tokenizer(name, info["tokenizer_hash"], on_refusal=lambda: None)
         entry = TeacherEntry(name, weight, info["output_space"], info["num_classes"], info["model_version"],
                              info["parameters"], endpoint=spec)
         with self._lock:
@@ -210,6 +211,17 @@ class Orchestrator:
         self._events.append(event)
         self._sink.write(event)
 
+    def _check_tokenizer(self, name: str, teacher_hash: str, on_refusal) -> None:
+        """A token-input teacher must split text exactly as the run's tokenizer (data.tokenizer)."""
+        from teachers.hf import check_tokenizer
+
+        try:
+            check_tokenizer(name, teacher_hash, self.dataset.tokenizer_hash, str(self.config.data.tokenizer))
+        except IncompatibleTeacherError:
+            on_refusal()
+            self._event("teacher_refused", teacher=name, tokenizer_hash=teacher_hash)
+            raise
+
     def _resolved(self, cfg: TeacherConfig):
         return resolve_model(cfg.model, in_features=self.dataset.in_features, num_classes=self.dataset.num_classes,
                              allowed_modules=self.config.run.allowed_factory_modules)
@@ -221,7 +233,7 @@ class Orchestrator:
         pending = {}
         out = {}
         for cfg in configs:
-            if cfg.weights:
+            if cfg.weights or cfg.pretrained:
                 out[cfg.name] = TrainedTeacher(cfg.weights, float("nan"), 0, 0.0, True)
             else:
                 pending[cfg.name] = task.remote(cfg.name, self._resolved(cfg), cfg.training, self.config.data,
@@ -247,6 +259,7 @@ class Orchestrator:
                 f"teacher {cfg.name!r} was refused: its output space is {info['output_space']} but the "
                 f"student of run {self.run!r} predicts {self.output_space}; a teacher must score the same "
                 f"classes as the student (check model.kwargs.num_classes). The run goes on without it.")
+        self._check_tokenizer(cfg.name, info["tokenizer_hash"], on_refusal=lambda: serve.delete(app))
         entry = TeacherEntry(cfg.name, cfg.weight, info["output_space"], info["num_classes"],
                              info["model_version"], info["parameters"], feature_shapes=info["feature_shapes"])
         with self._lock:
@@ -254,5 +267,5 @@ class Orchestrator:
             self._teacher_set = self._teacher_set.with_teacher(entry)
             self._event("teacher_added", teacher=cfg.name, model_version=entry.model_version, weight=cfg.weight)
         return {"name": cfg.name, "teacher_set_version": self._teacher_set.version, **info,
-                "cached": trained.cached, "train_seconds": trained.train_seconds,
+                "cached": trained.cached, "train_seconds": trained.train_seconds, "pretrained": cfg.pretrained,
                 "test_accuracy": trained.test_accuracy}

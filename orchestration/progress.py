@@ -22,9 +22,10 @@ def progress_line(status: dict[str, Any]) -> str:
     parts = [f"{rec['phase']}: epoch {rec['epoch']} step {rec['step']}"]
     if "loss/total" in rec:
         parts.append(f"loss {rec['loss/total']:.4f}")
-    acc = rec.get("eval/test_accuracy", rec.get("final/test_accuracy"))
-    if acc is not None:
-        parts.append(f"test_acc {acc:.3f}")
+    for key, short in (("test_accuracy", "test_acc"), ("test_cosine", "test_cos")):
+        value = rec.get(f"eval/{key}", rec.get(f"final/{key}"))
+        if value is not None:
+            parts.append(f"{short} {value:.3f}")
     if "throughput/samples_per_s" in rec:
         parts.append(f"{rec['throughput/samples_per_s']:.0f} samples/s")
     if "teacher_set/version" in rec:

@@ -14,52 +14,75 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+# metric key in the phase results -> (column title, gain scale, gain unit, baseline label)
+METRICS = {
+    "test_accuracy": ("test accuracy", 100.0, "accuracy points", "no-KD baseline"),
+    "test_cosine": ("mean cosine to the teacher (held out)", 1.0, "in mean cosine", "untrained student"),
+}
+SECONDARY = {"test_rank_agreement": "rank agreement of pairwise similarities"}
+
+
+def metric_of(phases: dict[str, dict[str, Any]]) -> str:
+    """The run's headline metric: accuracy for classifiers, cosine to the teacher for encoders."""
+    return "test_cosine" if any("test_cosine" in p for p in phases.values()) else "test_accuracy"
+
+
 def _kind(phase: str) -> str:
     """`kd-seed0` -> "kd", `kd-dkd-seed0` -> "kd:dkd", `baseline-seed0` -> "baseline"."""
     stem = phase.rsplit("-seed", 1)[0]
     return "kd:" + stem[3:] if stem.startswith("kd-") else stem
 
 
-def _label(kind: str) -> str:
+def _label(kind: str, metric: str) -> str:
     if kind == "baseline":
-        return "student (no KD)"
+        return "student (untrained)" if metric == "test_cosine" else "student (no KD)"
     return "student (KD)" if kind == "kd" else f"student (KD: {kind[3:]})"
 
 
 def summarize(teachers: dict[str, dict[str, Any]], phases: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows of the results table. Student rows aggregate their seeds (phase `<kind>-seed<N>`)."""
-    rows = [{"model": f"teacher {name}", "kind": "teacher", "accuracy_mean": t["test_accuracy"], "accuracy_std": 0.0,
-             "seeds": 1, "parameters": t["parameters"], "wall_s": t["train_seconds"],
+    metric = metric_of(phases)
+    rows = [{"model": f"teacher {name}", "kind": "teacher", "metric": metric, "score_mean": t["score"],
+             "score_std": 0.0, "seeds": 1, "parameters": t["parameters"], "wall_s": t["train_seconds"],
              "note": "cached" if t.get("cached") else "trained"} for name, t in teachers.items()]
     kinds = sorted(dict.fromkeys(_kind(name) for name in phases), key=lambda k: k == "baseline")  # trained order
     for kind in kinds:
         runs = [p for name, p in sorted(phases.items()) if _kind(name) == kind]
-        mean, std = mean_std([r["test_accuracy"] for r in runs])
-        rows.append({"model": _label(kind), "kind": kind,
-                     "accuracy_mean": mean, "accuracy_std": std, "seeds": len(runs),
-                     "parameters": runs[0]["parameters"], "wall_s": statistics.fmean(r["train_s"] for r in runs),
-                     "note": ", ".join(f"{r['test_accuracy']:.4f}" for r in runs)})
+        mean, std = mean_std([r[metric] for r in runs])
+        row = {"model": _label(kind, metric), "kind": kind, "metric": metric, "score_mean": mean, "score_std": std,
+               "seeds": len(runs), "parameters": runs[0]["parameters"],
+               "wall_s": statistics.fmean(r["train_s"] for r in runs),
+               "note": ", ".join(f"{r[metric]:.4f}" for r in runs)}
+        for key, title in SECONDARY.items():
+            if all(key in r for r in runs):
+                row[f"{key}_mean"], row[f"{key}_std"] = mean_std([r[key] for r in runs])
+                row["note"] += f"; {title} {row[f'{key}_mean']:.4f} ± {row[f'{key}_std']:.4f}"
+        rows.append(row)
     return rows
 
 
 def kd_gains(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """Accuracy gain of each KD student over the no-KD baseline, by row label."""
+    """Gain of each KD student's headline metric over the baseline, by row label."""
     baseline = next((r for r in rows if r["kind"] == "baseline"), None)
     if baseline is None:
         return {}
-    return {r["model"]: r["accuracy_mean"] - baseline["accuracy_mean"] for r in rows if r["kind"].startswith("kd")}
+    return {r["model"]: r["score_mean"] - baseline["score_mean"] for r in rows if r["kind"].startswith("kd")}
 
 
 def gain_lines(rows: list[dict[str, Any]]) -> list[str]:
     gains = kd_gains(rows)
+    if not gains:
+        return []
+    _, scale, unit, baseline = METRICS[rows[-1]["metric"]]
     if list(gains) == ["student (KD)"]:
-        return [f"KD gain over the no-KD baseline: {gains['student (KD)'] * 100:+.2f} accuracy points"]
-    return [f"{label} over the no-KD baseline: {gain * 100:+.2f} accuracy points" for label, gain in gains.items()]
+        return [f"KD gain over the {baseline}: {gains['student (KD)'] * scale:+.{2 if scale > 1 else 4}f} {unit}"]
+    return [f"{label} over the {baseline}: {gain * scale:+.{2 if scale > 1 else 4}f} {unit}"
+            for label, gain in gains.items()]
 
 
 def rich_table(rows: list[dict[str, Any]], title: str) -> Table:
     table = Table(title=title)
-    for col, justify in (("model", "left"), ("test accuracy", "right"), ("seeds", "right"),
+    for col, justify in (("model", "left"), (METRICS[rows[-1]["metric"]][0] if rows else "score", "right"), ("seeds", "right"),
                          ("parameters", "right"), ("wall s", "right"), ("per seed / note", "left")):
         table.add_column(col, justify=justify)
     for r in rows:
@@ -69,12 +92,13 @@ def rich_table(rows: list[dict[str, Any]], title: str) -> Table:
 
 def _acc(row: dict[str, Any]) -> str:
     if row["seeds"] > 1:
-        return f"{row['accuracy_mean']:.4f} ± {row['accuracy_std']:.4f}"
-    return f"{row['accuracy_mean']:.4f}"
+        return f"{row['score_mean']:.4f} ± {row['score_std']:.4f}"
+    return f"{row['score_mean']:.4f}"
 
 
 def markdown(rows: list[dict[str, Any]], title: str) -> str:
-    lines = [f"# {title}", "", "| model | test accuracy (mean ± std) | seeds | parameters | wall s | per seed / note |",
+    column = METRICS[rows[-1]["metric"]][0] if rows else "score"
+    lines = [f"# {title}", "", f"| model | {column} (mean ± std) | seeds | parameters | wall s | per seed / note |",
              "|---|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {_acc(r)} | {r['seeds']} | {r['parameters']:,} | {r['wall_s']:.1f} | {r['note']} |"
               for r in rows]

@@ -20,7 +20,7 @@ from rich.text import Text
 
 from cluster.config import RunConfig, load_run_config
 from orchestration.precompute import offline_stores
-from orchestration.results import gain_lines, rich_table, summarize, write_results
+from orchestration.results import METRICS, gain_lines, rich_table, summarize, write_results
 from students.losses import preset_terms
 
 logger = logging.getLogger(__name__)
@@ -131,19 +131,32 @@ def ingress_token_digest(cfg: RunConfig) -> Optional[str]:
     return token_digest(token)
 
 
-def _teacher_accuracy(name: str, x: np.ndarray, y: np.ndarray) -> float:
-    """Score a served teacher on the test split through its own Serve app."""
+def _teacher_test_outputs(name: str, x: np.ndarray) -> Any:
+    """A served teacher's record for the test split, through its own Serve app."""
     from ray import serve
 
     from teachers.teacher_set import app_name
 
     request = {"batches": [{"batch_id": "eval", "inputs": x}]}
-    record = serve.get_app_handle(app_name(name)).remote(request).result(timeout_s=120)[0]
-    return float((record.logits.argmax(-1) == y).mean()) if record.is_dense else float(
-        (record.topk_idx[:, 0] == y).mean())
+    return serve.get_app_handle(app_name(name)).remote(request).result(timeout_s=300)[0]
 
 
-def train_students(jobs: list, cfg: RunConfig, run_dir: Path) -> dict[str, dict[str, Any]]:
+def _teacher_scores(cfg: RunConfig, dataset, names: list[str]) -> tuple[dict[str, float], Optional[np.ndarray]]:
+    """Each teacher's headline test metric, and for encoders the reference the students are
+    scored against: the teachers' test embeddings averaged with the teachers' weights."""
+    from students.evaluation import accuracy, embedding_agreement
+
+    records = {name: _teacher_test_outputs(name, dataset.test.x) for name in names}
+    if dataset.kind != "embedding":
+        return {name: accuracy(r.logits, dataset.test.y) if r.is_dense else float((r.topk_idx[:, 0] == dataset.test.y).mean())
+                for name, r in records.items()}, None
+    weights = {t.name: t.weight for t in cfg.teachers}
+    reference = sum(weights[n] * r.logits for n, r in records.items()) / sum(weights[n] for n in records)
+    return {n: embedding_agreement(r.logits, reference)["test_cosine"] for n, r in records.items()}, reference
+
+
+def train_students(jobs: list, cfg: RunConfig, run_dir: Path,
+                   reference: Optional[np.ndarray] = None) -> dict[str, dict[str, Any]]:
     """One Ray Train run of `train_student` over `jobs`; resumes from its last checkpoint.
 
     Returns the final metrics of every phase, keyed by phase name.
@@ -160,7 +173,7 @@ def train_students(jobs: list, cfg: RunConfig, run_dir: Path) -> dict[str, dict[
         resources["GPU"] = cfg.student.gpus_per_worker
     trainer = TorchTrainer(
         train_student,
-        train_loop_config={"jobs": jobs},
+        train_loop_config={"jobs": jobs, "reference": reference},
         scaling_config=ScalingConfig(num_workers=cfg.student.num_workers, use_gpu=use_gpu,
                                      resources_per_worker=resources),
         torch_config=TorchConfig(backend="nccl" if use_gpu and torch.cuda.is_available() else "gloo"),
@@ -194,6 +207,8 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
     methods = checked_terms(cfg)
     offline = cfg.distill.mode == "offline"
     stores = offline_stores(cfg, dataset) if offline and cfg.teachers else {}  # a stale store fails here
+    metric = "test_cosine" if dataset.kind == "embedding" else "test_accuracy"
+    metric_title = METRICS[metric][0]
     console.print(f"connected to {connect()}")
     state = RunState(run_dir)
     ingress_digest = ingress_token_digest(cfg)
@@ -201,10 +216,11 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
         start_serve(cfg)
     orchestrator = start_orchestrator(cfg, run_dir, ingress_digest)
     try:
+        reference = None
         if offline:
             teachers = _use_stores(cfg, orchestrator, stores, console)
         else:
-            teachers = _deploy_teachers(cfg, orchestrator, dataset, console)
+            teachers, reference = _deploy_teachers(cfg, orchestrator, dataset, console)
         student_model = resolve_model(cfg.student.model, in_features=dataset.in_features,
                                       num_classes=dataset.num_classes,
                                       allowed_modules=cfg.run.allowed_factory_modules)
@@ -217,17 +233,18 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
                            orchestrator=orchestrator, source="offline" if offline else "served",
                            stores={name: folder for name, (folder, _) in stores.items()},
                            teacher_snapshot=kd_phase(snapshots[method], seed) if method in snapshots else None,
-                           export_snapshot=method in exported)
+                           export_snapshot=method in exported,
+                           train=method is not None or dataset.kind != "embedding")
                 for phase, seed, method in phase_names(cfg) if phase not in state.phases]
         for phase, metrics in state.phases.items():
-            console.print(Text(f"{phase}: done earlier, test accuracy {metrics['test_accuracy']:.4f}"))
+            console.print(Text(f"{phase}: done earlier, {metric_title} {metrics[metric]:.4f}"))
         if jobs:
             console.print(f"students: {', '.join(job.phase for job in jobs)} on {cfg.student.num_workers} "
                           f"Ray Train workers, DeepSpeed ZeRO-{cfg.student.zero_stage}")
-            phases = follow(orchestrator, lambda: train_students(jobs, cfg, run_dir), console)
+            phases = follow(orchestrator, lambda: train_students(jobs, cfg, run_dir, reference), console)
             for phase, metrics in phases.items():
                 resumed = f", resumed from step {metrics['resumed_from_step']}" if metrics["resumed_from_step"] else ""
-                console.print(Text(f"{phase}: test accuracy {metrics['test_accuracy']:.4f} after {metrics['steps']} "
+                console.print(Text(f"{phase}: {metric_title} {metrics[metric]:.4f} after {metrics['steps']} "
                                    f"steps in {metrics['train_s']:.1f}s{resumed}"))
                 state.finish(phase, metrics)
         rows = summarize(teachers, state.phases)
@@ -242,22 +259,26 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
         _shutdown(orchestrator)
 
 
-def _deploy_teachers(cfg: RunConfig, orchestrator, dataset, console: Console) -> dict[str, dict[str, Any]]:
+def _deploy_teachers(cfg: RunConfig, orchestrator, dataset,
+                     console: Console) -> tuple[dict[str, dict[str, Any]], Optional[np.ndarray]]:
+    """Deploy the config's teachers; return their result rows and, for encoders, the reference embeddings."""
     import ray
 
     if not cfg.teachers:
-        return {}
+        return {}, None
     console.print(f"teachers: training or loading {', '.join(t.name for t in cfg.teachers)}")
     infos = ray.get(orchestrator.add_teachers.remote([t.model_dump() for t in cfg.teachers]))
+    scores, reference = _teacher_scores(cfg, dataset, [info["name"] for info in infos])
+    title = METRICS["test_cosine" if reference is not None else "test_accuracy"][0]
     teachers = {}
     for info in infos:
         name = info["name"]
-        accuracy = _teacher_accuracy(name, dataset.test.x, dataset.test.y)
-        teachers[name] = {"test_accuracy": accuracy, "parameters": info["parameters"],
+        teachers[name] = {"score": scores[name], "parameters": info["parameters"],
                           "train_seconds": info["train_seconds"], "cached": info["cached"]}
+        source = "pretrained" if info["pretrained"] else "cached" if info["cached"] else "trained"
         console.print(f"teacher {name}: deployed as teacher-{name}, version {info['model_version']}, "
-                      f"test accuracy {accuracy:.4f} ({'cached' if info['cached'] else 'trained'})")
-    return teachers
+                      f"{title} {scores[name]:.4f} ({source})")
+    return teachers, reference
 
 
 def checked_terms(cfg: RunConfig) -> dict[str, list]:
@@ -295,7 +316,7 @@ def _use_stores(cfg: RunConfig, orchestrator, stores: dict, console: Console) ->
     for name, (folder, manifest) in stores.items():
         console.print(f"teacher {name}: offline store {folder} ({manifest.rows} rows, top-{manifest.key.top_k}, "
                       f"T={manifest.key.temperature:g}, version {manifest.key.teacher_version})", highlight=False)
-        teachers[name] = {"test_accuracy": manifest.teacher_test_accuracy, "parameters": 0,
+        teachers[name] = {"score": manifest.teacher_test_accuracy, "parameters": 0,
                           "train_seconds": 0.0, "cached": True}
     return teachers
 

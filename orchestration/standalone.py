@@ -30,7 +30,7 @@ def serve_teacher(teacher_yaml: str, *, port: int, host: str, run_config: Option
         data, distill, allowed = DataConfig(), DistillConfig(), list(DEFAULT_ALLOWED_MODULES)
     dataset = load_dataset(data)
     weights = teacher.weights
-    if weights is None:
+    if weights is None and not teacher.pretrained:
         model = resolve_model(teacher.model, in_features=dataset.in_features, num_classes=dataset.num_classes,
                               allowed_modules=allowed)
         console.print(f"teacher {teacher.name}: training or loading cached weights")

@@ -7,6 +7,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from teachers.zoo import count_parameters
 
 @dataclass
 class TrainedTeacher:
-    weights_path: str
+    weights_path: Optional[str]  # None for pretrained teachers
     test_accuracy: float
     parameters: int
     train_seconds: float
@@ -96,7 +97,7 @@ def train_or_load_teacher(name: str, model: ResolvedModel, training: TeacherTrai
     return result
 
 
-def teacher_app_args(cfg: TeacherConfig, weights_path: str, dataset: Dataset, distill: DistillConfig,
+def teacher_app_args(cfg: TeacherConfig, weights_path: Optional[str], dataset: Dataset, distill: DistillConfig,
                      allowed_modules: list[str], *, features: list[str] | None = None,
                      ingress_token_sha256: str | None = None) -> TeacherAppArgs:
     """Everything a process needs to load teacher `cfg` and answer with the run's soft targets:

@@ -15,16 +15,21 @@ from cluster.config import DataConfig
 
 @dataclass(frozen=True)
 class Split:
-    x: np.ndarray  # float32 [N, F]
-    y: np.ndarray  # int64 [N]
+    x: np.ndarray  # float32 [N, F] features, or int64 [N, L] token ids
+    y: np.ndarray  # int64 [N] labels (zeros for text, which has none)
 
 
 @dataclass(frozen=True)
 class Dataset:
+    """`kind` "classification": models map x to logits over `num_classes` classes;
+    "embedding": models map token windows to sentence embeddings of width `num_classes`."""
+
     name: str
     train: Split
     test: Split
     num_classes: int
+    kind: str = "classification"
+    tokenizer_hash: str = ""
 
     @property
     def in_features(self) -> int:
@@ -32,7 +37,7 @@ class Dataset:
 
     @property
     def output_space(self) -> str:
-        return f"classes:{self.num_classes}"
+        return f"{'embedding' if self.kind == 'embedding' else 'classes'}:{self.num_classes}"
 
 
 @dataclass(frozen=True)
@@ -47,8 +52,10 @@ class Batch:
 
 def load_dataset(cfg: DataConfig) -> Dataset:
     """Load the configured dataset and split it deterministically (stratified by class)."""
+    if cfg.dataset == "stdlib_docstrings":
+        return _load_text(cfg)
     if cfg.dataset != "digits":
-        raise ValueError(f"data.dataset: unknown dataset {cfg.dataset!r}; expected 'digits'")
+        raise ValueError(f"data.dataset: unknown dataset {cfg.dataset!r}; expected 'digits' or 'stdlib_docstrings'")
     from sklearn.datasets import load_digits  # ships inside scikit-learn: no download
 
     raw = load_digits()
@@ -65,6 +72,18 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     test_idx = np.sort(np.concatenate(test_idx))
     return Dataset("digits", Split(x[train_idx], y[train_idx]), Split(x[test_idx], y[test_idx]),
                    num_classes=int(y.max()) + 1)
+
+
+def _load_text(cfg: DataConfig) -> Dataset:
+    from students.text_data import token_windows
+    from teachers.hf import load_tokenizer, tokenizer_hash
+
+    tokenizer = load_tokenizer(cfg.tokenizer)
+    train, test = token_windows(tokenizer, cfg.sequence_length, cfg.train_windows, cfg.test_windows)
+    train = train[np.random.default_rng(cfg.split_seed).permutation(len(train))]
+    return Dataset("stdlib_docstrings", Split(train, np.zeros(len(train), np.int64)),
+                   Split(test, np.zeros(len(test), np.int64)), num_classes=cfg.embedding_dim, kind="embedding",
+                   tokenizer_hash=tokenizer_hash(tokenizer))
 
 
 def student_subset(train: Split, samples: int | None) -> Split:

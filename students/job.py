@@ -28,6 +28,7 @@ class StudentJob:
             networks); rank 0 has the orchestrator serve it for the phase.
         export_snapshot: whether rank 0 hands the trained student to the orchestrator at the end
             of the phase, for a later phase's `teacher_snapshot`.
+        train: False scores the student as initialized (the untrained baseline of encoders).
     """
 
     phase: str
@@ -43,3 +44,4 @@ class StudentJob:
     stores: dict[str, str] = field(default_factory=dict)
     teacher_snapshot: Optional[str] = None
     export_snapshot: bool = False
+    train: bool = True

@@ -158,12 +158,18 @@ def _module(inputs: TermInputs, key: str, term: str) -> torch.nn.Module:
 
 
 @TERMS.register("fitnet")
-def fitnet_hint(inputs: TermInputs, student: str, teacher: str) -> torch.Tensor:
+def fitnet_hint(inputs: TermInputs, student: str, teacher: str, projector: bool = True) -> torch.Tensor:
     """Romero et al. (2015), "FitNets: Hints for Thin Deep Nets": ||r(f_s) - f_t||^2 (mean),
     with r a learned projector from the student's width to the teacher's (a linear map for
     [B, d] hidden states and [B, T, d] sequences, a 1x1 convolution for [B, C, H, W] maps;
-    spatial sizes must match)."""
+    spatial sizes must match). `projector: false` matches the features directly (r = identity,
+    as TinyBERT's hidden-state loss for equal widths), so the student's own hidden states move."""
     fs, ft = feature_pair(inputs, student, teacher, "fitnet")
+    if not projector:
+        if fs.shape != ft.shape:
+            raise ValueError(f"fitnet without projector: student feature {student!r} {tuple(fs.shape)} and teacher "
+                             f"feature {teacher!r} {tuple(ft.shape)} differ; keep projector: true")
+        return F.mse_loss(fs, ft)
     return F.mse_loss(_module(inputs, projector_key(student, teacher), "fitnet")(fs), ft)
 
 

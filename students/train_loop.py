@@ -17,7 +17,8 @@ import torch
 import torch.distributed as dist
 
 from students.checkpoint import ClientState, RunProgress, read_progress, restore, save_and_report
-from students.data import Dataset, Split, load_dataset, plan_epoch, student_subset
+from students.data import Dataset, load_dataset, plan_epoch, student_subset
+from students.evaluation import accuracy, embedding_agreement
 from students.deepspeed_config import deepspeed_config
 from students.job import StudentJob
 from students.losses import CompositeLoss, feature_refs, self_distillation_exits
@@ -37,7 +38,7 @@ def _import_deepspeed():
 def _student_module(job: StudentJob, in_features: int) -> DistillationStudent:
     """The student with the hooks, FitNets projectors and self-distillation exits its terms need."""
     layers, _ = feature_refs(job.terms)
-    hints = [t for t in job.terms if t.name == "fitnet"]
+    hints = [t for t in job.terms if t.name == "fitnet" and t.params.get("projector", True)]
     projections = []
     if hints:
         import ray
@@ -62,17 +63,27 @@ def _build_engine(job: StudentJob, world_size: int, in_features: int):
     return engine, count_parameters(module.model)
 
 
-def _evaluate(engine, test: Split, rank: int, world_size: int) -> float:
-    """Test accuracy over the whole test split; every rank scores a slice (ZeRO-3 safe)."""
+def _evaluate(engine, dataset: Dataset, rank: int, world_size: int,
+              reference: Optional[np.ndarray]) -> dict[str, float]:
+    """Test metrics over the whole test split; every rank runs a slice (ZeRO-3 safe) and the
+    slices' outputs are gathered. `reference`: the teachers' test embeddings (encoders)."""
+    test = dataset.test
     engine.eval()
     idx = np.array_split(np.arange(len(test.y)), world_size)[rank]
     with torch.no_grad():
-        logits = engine(torch.from_numpy(test.x[idx]).to(engine.device))
-    correct = torch.tensor([int((logits.argmax(-1).cpu().numpy() == test.y[idx]).sum())])
-    if dist.is_initialized():
-        dist.all_reduce(correct)
+        out = engine(torch.from_numpy(test.x[idx]).to(engine.device)).float().cpu().numpy()
     engine.train()
-    return correct.item() / len(test.y)
+    parts = [out]
+    if dist.is_initialized():
+        parts = [None] * world_size
+        dist.all_gather_object(parts, out)
+    outputs = np.concatenate(parts)
+    if dataset.kind == "embedding":
+        if reference is None:
+            raise ValueError(f"dataset {dataset.name!r}: scoring a sentence encoder needs the teachers' test "
+                             f"embeddings; the run has no teacher")
+        return embedding_agreement(outputs, reference)
+    return {"test_accuracy": accuracy(outputs, test.y)}
 
 
 def _train_step(engine, loss_fn: CompositeLoss, batch, targets) -> dict[str, torch.Tensor]:
@@ -174,9 +185,10 @@ class _Progress:
 
 
 def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, rank: int,
-                 world_size: int) -> dict[str, Any]:
+                 world_size: int, reference: Optional[np.ndarray] = None) -> dict[str, Any]:
     """Train one student from scratch or from the checkpoint of this phase; return its final metrics."""
     cfg = job.student
+    epochs = cfg.epochs if job.train else 0
     train = student_subset(dataset.train, job.data.student_train_samples)
     engine, n_params = _build_engine(job, world_size, dataset.in_features)
     state = restore(engine) if run_progress.phase == job.phase else ClientState(phase=job.phase)
@@ -191,7 +203,7 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
         return batches[first_batch:] if epoch == first_epoch else batches
 
     def remaining_batches():
-        return (batch for epoch in range(first_epoch, cfg.epochs) for batch in epoch_plan(epoch))
+        return (batch for epoch in range(first_epoch, epochs) for batch in epoch_plan(epoch))
 
     if job.teacher_snapshot:
         _serve_snapshot(job, rank)
@@ -205,7 +217,7 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
     targets_s = 0.0  # time the loop spent getting soft targets
     samples_before = state.samples_seen
 
-    while state.epoch < cfg.epochs:
+    while state.epoch < epochs:
         for batch in epoch_plan(state.epoch):
             wait_start = time.perf_counter()
             targets = client.targets_for(batch) if client is not None else None
@@ -223,13 +235,14 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
         state.epoch += 1
         state.next_batch = 0
         eval_start = time.perf_counter()
-        progress.flush(state, client, {"eval/test_accuracy": _evaluate(engine, dataset.test, rank, world_size)})
+        metrics = _evaluate(engine, dataset, rank, world_size, reference)
+        progress.flush(state, client, {f"eval/{k}": v for k, v in metrics.items()})
         eval_s += time.perf_counter() - eval_start
 
     train_s = time.perf_counter() - start
     if client is not None:
         client.close()
-    final = {"test_accuracy": _evaluate(engine, dataset.test, rank, world_size), "parameters": n_params,
+    final = {**_evaluate(engine, dataset, rank, world_size, reference), "parameters": n_params,
              "steps": state.step, "resumed_from_step": resumed_from, "applied_batches": state.applied_batches,
              "train_s": train_s, "targets_s": targets_s,
              "samples_per_s": (state.samples_seen - samples_before) / max(train_s - eval_s, 1e-9)}
@@ -241,7 +254,8 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
 
 
 def train_student(config: dict[str, Any]) -> None:
-    """Ray Train entry point: `TorchTrainer(train_student, train_loop_config={"jobs": [...]})`."""
+    """Ray Train entry point: `TorchTrainer(train_student, train_loop_config={"jobs": [...]})`;
+    `"reference"` holds the teachers' test embeddings when the students are sentence encoders."""
     import ray.train
 
     jobs: list[StudentJob] = config["jobs"]
@@ -252,6 +266,6 @@ def train_student(config: dict[str, Any]) -> None:
     run_progress = read_progress() or RunProgress()
     pending = [job for job in jobs if job.phase not in run_progress.completed]
     for job in pending:
-        _train_phase(job, dataset, run_progress, rank, world_size)
+        _train_phase(job, dataset, run_progress, rank, world_size, config.get("reference"))
     if not pending:  # restarted after the last phase finished: hand back what the checkpoint holds
         ray.train.report({"phases": dict(run_progress.completed)})

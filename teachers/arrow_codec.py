@@ -256,22 +256,28 @@ def _expected_columns(schema: pa.Schema, kind: str, num_classes: int, feature_sh
 # --- inputs: what a client sends a teacher ------------------------------------------------------
 
 def encode_inputs(inputs: np.ndarray) -> bytes:
-    """Inputs [B, F] float32 as an IPC stream with one column `inputs` (float32[F])."""
-    inputs = np.asarray(inputs, dtype=np.float32)
-    return _ipc_bytes(pa.table({"inputs": fixed_size_list(inputs.reshape(len(inputs), -1), pa.float32())}))
+    """Inputs [B, F] as an IPC stream with one column `inputs`: float32[F] for features,
+    int64[F] for token ids (any integer array)."""
+    inputs = np.asarray(inputs)
+    inputs = inputs.astype(np.int64 if np.issubdtype(inputs.dtype, np.integer) else np.float32, copy=False)
+    arrow_type = pa.int64() if inputs.dtype == np.int64 else pa.float32()
+    return _ipc_bytes(pa.table({"inputs": fixed_size_list(inputs.reshape(len(inputs), -1), arrow_type)}))
 
 
-def decode_inputs(payload: bytes, *, in_features: int, source: str) -> np.ndarray:
-    """Inputs sent by an untrusted client: float32 [B, in_features], finite, at most MAX_ROWS rows."""
+def decode_inputs(payload: bytes, *, in_features: int, source: str, tokens: bool = False) -> np.ndarray:
+    """Inputs sent by an untrusted client, at most MAX_ROWS rows: float32 [B, in_features],
+    finite; or with `tokens`, int64 token ids [B, in_features], none negative."""
     table = read_ipc_table(payload, source=source)
-    _expect_field(table.schema, "inputs", pa.list_(pa.float32(), in_features), source)
+    _expect_field(table.schema, "inputs", pa.list_(pa.int64() if tokens else pa.float32(), in_features), source)
     if table.schema.names != ["inputs"] or table.num_rows > MAX_ROWS or table.num_rows == 0:
         raise SoftTargetDecodeError(f"{source}: expected one column 'inputs' with 1..{MAX_ROWS} rows")
     try:
-        x = _matrix(table, "inputs", np.float32)
+        x = _matrix(table, "inputs", np.int64 if tokens else np.float32)
     except SoftTargetDecodeError as exc:
         raise SoftTargetDecodeError(f"{source}: {exc}") from None
-    if not np.isfinite(x).all():
+    if tokens and (x < 0).any():
+        raise SoftTargetDecodeError(f"{source}: token ids must not be negative")
+    if not tokens and not np.isfinite(x).all():
         raise SoftTargetDecodeError(f"{source}: inputs hold NaN or Inf")
     return x
 

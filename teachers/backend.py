@@ -42,9 +42,12 @@ def file_version(path: str | Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def load_teacher(model: ResolvedModel, weights_path: str | Path) -> torch.nn.Module:
-    """Build the module and load its weights (safetensors only: loading runs no code)."""
+def load_teacher(model: ResolvedModel, weights_path: str | Path | None) -> torch.nn.Module:
+    """Build the module and load its weights (safetensors only: loading runs no code). Without
+    a weights file the factory loads its own pretrained weights (`teachers.hf`)."""
     module = model.build()
+    if not weights_path:
+        return module.eval()
     state = load_file(str(weights_path))
     missing, unexpected = module.load_state_dict(state, strict=False)
     if missing or unexpected:
@@ -53,13 +56,19 @@ def load_teacher(model: ResolvedModel, weights_path: str | Path) -> torch.nn.Mod
     return module.eval()
 
 
+def model_version(module: torch.nn.Module, weights_path: str | Path | None) -> str:
+    """The weights file's version, or the pretrained module's own (`teachers.hf`)."""
+    return file_version(weights_path) if weights_path else str(getattr(module, "model_version", "pretrained"))
+
+
 def output_space_of(module: torch.nn.Module, in_features: int) -> tuple[str, int]:
-    """Run one dummy forward to learn the module's output space id and size."""
+    """Run one dummy forward to learn the module's output space id and size: `classes:C` for
+    classifiers, `embedding:d` for sentence encoders."""
     with torch.no_grad():
         out = module.eval()(torch.zeros(2, in_features))
     if out.ndim != 2:
-        raise ValueError(f"a classifier teacher must return logits [B, C], got shape {tuple(out.shape)}")
-    return f"classes:{out.shape[-1]}", int(out.shape[-1])
+        raise ValueError(f"a teacher must return logits or embeddings [B, C], got shape {tuple(out.shape)}")
+    return f"{getattr(module, 'output_kind', 'classes')}:{out.shape[-1]}", int(out.shape[-1])
 
 
 class FeatureHooks:

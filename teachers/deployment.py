@@ -20,7 +20,7 @@ from ray import serve
 from ray.serve import Application
 
 from cluster.config import ResourcesConfig
-from teachers.backend import FeatureHooks, ResolvedModel, file_version, load_teacher, output_space_of
+from teachers.backend import FeatureHooks, ResolvedModel, load_teacher, model_version, output_space_of
 from teachers.soft_targets import SoftTargets, pack_soft_targets
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class TeacherAppArgs(BaseModel):
     factory: str
     kwargs: dict[str, Any]
     allowed_modules: list[str]
-    weights_path: str
+    weights_path: Optional[str]  # None: the factory loads pretrained weights itself (teachers.hf)
     in_features: int
     temperature: float
     dense_max_classes: int = 1024
@@ -63,7 +63,13 @@ class LoadedTeacher:
         hooks = FeatureHooks(module, args.features, f"teacher {args.name!r}")
         output_space, num_classes = output_space_of(module, args.in_features)
         device = torch.device(device)
-        return cls(args, module.to(device), device, file_version(args.weights_path), output_space, num_classes, hooks)
+        return cls(args, module.to(device), device, model_version(module, args.weights_path), output_space,
+                   num_classes, hooks)
+
+    @property
+    def tokenizer_hash(self) -> str:
+        """The vocabulary hash of a token-input teacher ("" for feature inputs)."""
+        return str(getattr(self.module, "tokenizer_hash", ""))
 
     def feature_shapes(self) -> dict[str, list[int]]:
         """Per-sample shape of each hooked feature (from a dummy forward)."""
@@ -78,18 +84,22 @@ class LoadedTeacher:
         `temperature`, `top_k` and `dense_max_classes` default to the teacher's own settings; a
         gRPC client sends its run's values.
         """
-        inputs = np.concatenate([np.asarray(x, dtype=np.float32) for _, x in batches])
+        inputs = np.concatenate([np.asarray(x) for _, x in batches])
+        inputs = inputs if np.issubdtype(inputs.dtype, np.integer) else inputs.astype(np.float32, copy=False)
         with torch.inference_mode():
             logits = self.module(torch.tensor(inputs, device=self.device)).float().cpu().numpy()
         bounds = np.cumsum([len(x) for _, x in batches])[:-1]
         features = {name: np.split(value.to(torch.float16).cpu().numpy(), bounds)
                     for name, value in self.hooks.take().items()}
+        dense_max = dense_max_classes or self.args.dense_max_classes
+        if self.output_space.startswith("embedding:"):
+            dense_max = max(dense_max, self.num_classes)  # an embedding is sent whole, never as top-k
         records = []
         for i, ((batch_id, _), part) in enumerate(zip(batches, np.split(logits, bounds))):
             record = pack_soft_targets(
                 part, batch_id=batch_id, teacher=self.args.name, teacher_version=self.version,
                 temperature=temperature or self.args.temperature, output_space=self.output_space,
-                dense_max_classes=dense_max_classes or self.args.dense_max_classes, top_k=top_k or self.args.top_k)
+                dense_max_classes=dense_max, top_k=top_k or self.args.top_k)
             record.features = {name: parts[i] for name, parts in features.items()}
             records.append(record)
         return records
@@ -108,7 +118,8 @@ class TeacherDeployment:
         t = self.teacher
         return {"name": t.args.name, "model_version": t.version, "output_space": t.output_space,
                 "num_classes": t.num_classes, "temperature": t.args.temperature,
-                "parameters": sum(p.numel() for p in t.module.parameters()), "feature_shapes": t.feature_shapes()}
+                "parameters": sum(p.numel() for p in t.module.parameters()), "feature_shapes": t.feature_shapes(),
+                "tokenizer_hash": t.tokenizer_hash}
 
     def __call__(self, request: dict[str, Any]) -> list[SoftTargets]:
         """Soft targets for several batches in one call (one forward over all of them).

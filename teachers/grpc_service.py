@@ -69,7 +69,7 @@ class SoftTargetResponder:
     def describe(self) -> pb.DescribeResponse:
         t = self.teacher
         return pb.DescribeResponse(name=t.args.name, model_version=t.version, output_space=t.output_space,
-                                   num_classes=t.num_classes, tokenizer_hash="", schema_version=SCHEMA_VERSION,
+                                   num_classes=t.num_classes, tokenizer_hash=t.tokenizer_hash, schema_version=SCHEMA_VERSION,
                                    in_features=t.args.in_features,
                                    parameters=sum(p.numel() for p in t.module.parameters()),
                                    default_temperature=t.args.temperature)
@@ -94,7 +94,8 @@ class SoftTargetResponder:
         if not (math.isfinite(temperature) and temperature > 0 and 0 < top_k <= MAX_TOP_K and dense_max > 0):
             raise SoftTargetDecodeError(f"{source}: temperature {temperature}, top_k {top_k}, dense_max_classes "
                                         f"{dense_max} must be positive (top_k at most {MAX_TOP_K})")
-        x = decode_inputs(payload, in_features=args.in_features, source=source)
+        x = decode_inputs(payload, in_features=args.in_features, source=source,
+                          tokens=self.teacher.output_space.startswith("embedding:"))
         record = self.teacher.records([(request.batch_id, x)], temperature=temperature, top_k=top_k,
                                       dense_max_classes=dense_max)[0]
         parts = chunks(encode(record), self.chunk_bytes)

@@ -152,7 +152,7 @@ def test_run_finishes_with_results_metrics_and_no_apps_left(live):
     rows = {row["kind"] + ":" + row["model"]: row for row in json.loads((live.run_dir / "results.json").read_text())}
     assert set(rows) == {"teacher:teacher mlp", "teacher:teacher cnn", "kd:student (KD)"}
     for row in rows.values():
-        assert 0.0 <= row["accuracy_mean"] <= 1.0 and row["parameters"] > 0
+        assert 0.0 <= row["score_mean"] <= 1.0 and row["parameters"] > 0
     assert "| student (KD) |" in (live.run_dir / "results.md").read_text()
     keys = set().union(*live.metrics())
     assert {"teacher_set/version", "teacher/cnn/weight", "loss/kd", "loss/ce", "throughput/samples_per_s",

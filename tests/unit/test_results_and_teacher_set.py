@@ -13,12 +13,12 @@ def phase(acc, params=100, seconds=2.0):
 
 
 def test_summary_aggregates_seeds_with_mean_and_spread():
-    teachers = {"cnn": {"test_accuracy": 0.98, "parameters": 1000, "train_seconds": 5.0, "cached": True}}
+    teachers = {"cnn": {"score": 0.98, "parameters": 1000, "train_seconds": 5.0, "cached": True}}
     phases = {"kd-seed0": phase(0.93), "kd-seed1": phase(0.95), "baseline-seed0": phase(0.90),
               "baseline-seed1": phase(0.88)}
     rows = {r["kind"]: r for r in summarize(teachers, phases)}
-    assert rows["kd"]["accuracy_mean"] == pytest.approx(0.94)
-    assert rows["kd"]["accuracy_std"] == pytest.approx(statistics.stdev([0.93, 0.95]))
+    assert rows["kd"]["score_mean"] == pytest.approx(0.94)
+    assert rows["kd"]["score_std"] == pytest.approx(statistics.stdev([0.93, 0.95]))
     assert rows["baseline"]["seeds"] == 2 and rows["teacher"]["note"] == "cached"
     assert kd_gains(list(rows.values())) == {"student (KD)": pytest.approx(0.05)}
     text = markdown(list(rows.values()), "t")

