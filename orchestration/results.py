@@ -44,7 +44,8 @@ def summarize(teachers: dict[str, dict[str, Any]], phases: dict[str, dict[str, A
     metric = metric_of(phases)
     rows = [{"model": f"teacher {name}", "kind": "teacher", "metric": metric, "score_mean": t["score"],
              "score_std": 0.0, "seeds": 1, "parameters": t["parameters"], "wall_s": t["train_seconds"],
-             "note": "cached" if t.get("cached") else "trained"} for name, t in teachers.items()]
+             "note": "pretrained" if t.get("pretrained") else "cached" if t.get("cached") else "trained"}
+            for name, t in teachers.items()]
     kinds = sorted(dict.fromkeys(_kind(name) for name in phases), key=lambda k: k == "baseline")  # trained order
     for kind in kinds:
         runs = [p for name, p in sorted(phases.items()) if _kind(name) == kind]

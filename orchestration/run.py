@@ -274,7 +274,8 @@ def _deploy_teachers(cfg: RunConfig, orchestrator, dataset,
     for info in infos:
         name = info["name"]
         teachers[name] = {"score": scores[name], "parameters": info["parameters"],
-                          "train_seconds": info["train_seconds"], "cached": info["cached"]}
+                          "train_seconds": info["train_seconds"], "cached": info["cached"],
+                          "pretrained": info["pretrained"]}
         source = "pretrained" if info["pretrained"] else "cached" if info["cached"] else "trained"
         console.print(f"teacher {name}: deployed as teacher-{name}, version {info['model_version']}, "
                       f"{title} {scores[name]:.4f} ({source})")

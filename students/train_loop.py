@@ -8,6 +8,7 @@ checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from typing import Any, Callable, Iterable, Optional
@@ -63,14 +64,14 @@ def _build_engine(job: StudentJob, world_size: int, in_features: int):
     return engine, count_parameters(module.model)
 
 
-def _evaluate(engine, dataset: Dataset, rank: int, world_size: int,
+def _evaluate(engine, job: StudentJob, dataset: Dataset, rank: int, world_size: int,
               reference: Optional[np.ndarray]) -> dict[str, float]:
     """Test metrics over the whole test split; every rank runs a slice (ZeRO-3 safe) and the
     slices' outputs are gathered. `reference`: the teachers' test embeddings (encoders)."""
     test = dataset.test
     engine.eval()
     idx = np.array_split(np.arange(len(test.y)), world_size)[rank]
-    with torch.no_grad():
+    with torch.no_grad(), mixed_precision(engine, job.student.precision):
         out = engine(torch.from_numpy(test.x[idx]).to(engine.device)).float().cpu().numpy()
     engine.train()
     parts = [out]
@@ -86,11 +87,20 @@ def _evaluate(engine, dataset: Dataset, rank: int, world_size: int,
     return {"test_accuracy": accuracy(outputs, test.y)}
 
 
-def _train_step(engine, loss_fn: CompositeLoss, batch, targets) -> dict[str, torch.Tensor]:
+def mixed_precision(engine, precision: str):
+    """bf16/fp16 students: autocast casts float32 inputs and teacher targets for the module's
+    matmuls and keeps losses and reductions in float32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=engine.device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def _train_step(engine, loss_fn: CompositeLoss, batch, targets, precision: str) -> dict[str, torch.Tensor]:
     """Forward, loss, backward and optimizer step (DeepSpeed handles accumulation and ZeRO)."""
     x, y = torch.from_numpy(batch.x).to(engine.device), torch.from_numpy(batch.y).to(engine.device)
-    logits = engine(x)
-    terms = loss_fn(logits, y, targets, engine.module.features(), engine.module.projectors)
+    with mixed_precision(engine, precision):
+        logits = engine(x)
+        terms = loss_fn(logits, y, targets, engine.module.features(), engine.module.projectors)
     engine.backward(terms["total"])
     engine.step()
     return terms
@@ -222,7 +232,7 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
             wait_start = time.perf_counter()
             targets = client.targets_for(batch) if client is not None else None
             targets_s += time.perf_counter() - wait_start
-            terms = _train_step(engine, loss_fn, batch, targets)
+            terms = _train_step(engine, loss_fn, batch, targets, cfg.precision)
             state.applied(batch.index, len(batch.y) * world_size)
             progress.add(terms, len(batch.y))
             if client is not None and state.step % job.distill.version_poll_every == 0:
@@ -235,14 +245,14 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
         state.epoch += 1
         state.next_batch = 0
         eval_start = time.perf_counter()
-        metrics = _evaluate(engine, dataset, rank, world_size, reference)
+        metrics = _evaluate(engine, job, dataset, rank, world_size, reference)
         progress.flush(state, client, {f"eval/{k}": v for k, v in metrics.items()})
         eval_s += time.perf_counter() - eval_start
 
     train_s = time.perf_counter() - start
     if client is not None:
         client.close()
-    final = {**_evaluate(engine, dataset, rank, world_size, reference), "parameters": n_params,
+    final = {**_evaluate(engine, job, dataset, rank, world_size, reference), "parameters": n_params,
              "steps": state.step, "resumed_from_step": resumed_from, "applied_batches": state.applied_batches,
              "train_s": train_s, "targets_s": targets_s,
              "samples_per_s": (state.samples_seen - samples_before) / max(train_s - eval_s, 1e-9)}
