@@ -2,6 +2,8 @@
 # One GPU check, run on a lent GPU machine (see ../shared/gpu/README.md for the kit):
 #   bash .gpukit/install.sh && export PYTHONPATH=/tmp/site:$PWD && bash benchmarks/gpu_check.sh
 # Prepare here first: bash ../shared/gpu/make-kit.sh && python -m benchmarks.gpu_assets
+# (gpu_assets also adds the grpcio and protobuf wheels this project's generated code needs:
+# the GPU image's grpcio is older).
 # Writes $OUT/gpu_check/*: the tests' output, each run's results and a summary.
 set -uo pipefail
 OUT_DIR="${OUT:-/tmp}/gpu_check"
