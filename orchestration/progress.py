@@ -32,7 +32,7 @@ def progress_line(status: dict[str, Any]) -> str:
         teachers = ", ".join(f"{n}(w={rec.get(f'teacher/{n}/weight', 0):.2g})" for n in rec["teachers"])
         parts.append(f"teacher set v{rec['teacher_set/version']}: {teachers or 'none'}")
     else:
-        parts.append("no teachers (baseline)")
+        parts.append("no teachers")
     return " | ".join(parts)
 
 

@@ -21,7 +21,7 @@ from rich.text import Text
 from cluster.config import RunConfig, load_run_config
 from orchestration.precompute import offline_stores
 from orchestration.results import METRICS, gain_lines, rich_table, summarize, write_results
-from students.losses import preset_terms
+from students.losses import needs_teacher, preset_terms
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,14 @@ def phase_names(cfg: RunConfig) -> list[tuple[str, int, Optional[str]]]:
 
 def kd_phase(method: str, seed: int) -> str:
     return f"kd-{method}-seed{seed}" if method else f"kd-seed{seed}"
+
+
+INIT_SEED_STRIDE = 7919  # born-again generation g of seed s starts from the weights of seed s + g * stride
+
+
+def generation(snapshots: dict[str, str], method: Optional[str]) -> int:
+    """0 for a method without a snapshot teacher, else one more than its teacher's method."""
+    return 1 + generation(snapshots, snapshots[method]) if method in snapshots else 0
 
 
 def method_snapshots(cfg: RunConfig) -> dict[str, str]:
@@ -228,13 +236,15 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
         snapshots = method_snapshots(cfg)
         exported = set(snapshots.values())
         jobs = [StudentJob(phase=phase, seed=seed, terms=baseline_terms if method is None else methods[method],
-                           use_teachers=method is not None and (bool(cfg.teachers) or method in snapshots),
+                           use_teachers=method in snapshots or (method is not None and bool(cfg.teachers)
+                                                                and needs_teacher(methods[method])),
                            model=student_model, student=cfg.student, distill=cfg.distill, data=cfg.data,
                            orchestrator=orchestrator, source="offline" if offline else "served",
                            stores={name: folder for name, (folder, _) in stores.items()},
                            teacher_snapshot=kd_phase(snapshots[method], seed) if method in snapshots else None,
                            export_snapshot=method in exported,
-                           train=method is not None or dataset.kind != "embedding")
+                           train=method is not None or dataset.kind != "embedding",
+                           init_seed=seed + INIT_SEED_STRIDE * generation(snapshots, method))
                 for phase, seed, method in phase_names(cfg) if phase not in state.phases]
         for phase, metrics in state.phases.items():
             console.print(Text(f"{phase}: done earlier, {metric_title} {metrics[metric]:.4f}"))

@@ -29,6 +29,8 @@ class StudentJob:
         export_snapshot: whether rank 0 hands the trained student to the orchestrator at the end
             of the phase, for a later phase's `teacher_snapshot`.
         train: False scores the student as initialized (the untrained baseline of encoders).
+        init_seed: the seed of the student's initial weights (default `seed`, so a KD student and
+            its baseline start alike); born-again generations each start from their own.
     """
 
     phase: str
@@ -45,3 +47,4 @@ class StudentJob:
     teacher_snapshot: Optional[str] = None
     export_snapshot: bool = False
     train: bool = True
+    init_seed: Optional[int] = None

@@ -40,6 +40,11 @@ def preset_terms(loss: str, alpha: float) -> list[Term]:
     raise KeyError(f"unknown loss {loss!r}; known: ce, hinton_kd, logit_mse (or list distill.terms)")
 
 
+def needs_teacher(terms: list[Term]) -> bool:
+    """Whether any term reads soft targets (BYOT and cross-entropy alone do not)."""
+    return any(t.name not in NEEDS_NO_TEACHER for t in terms)
+
+
 def distill_terms(distill: Any) -> list[Term]:
     """The KD student's terms from a `DistillConfig`: `terms` if listed, else the `loss` preset."""
     if distill.terms:

@@ -56,23 +56,32 @@ class DistillationStudent(nn.Module):
         in_features: input width, for the dummy forward that learns the student's feature shapes.
         exits: student layers that get a classifier head (self-distillation exits).
         exit_hints: (exit layer, deepest layer) pairs that get a projector between them.
+        matched: (student layer, teacher feature, teacher shape) of hints without a projector:
+            the shapes must be equal, checked here, before any training step.
     """
 
     def __init__(self, model: nn.Module, layers: Iterable[str], projections: list[tuple[str, str, list[int]]],
-                 in_features: int, exits: Iterable[str] = (), exit_hints: Iterable[tuple[str, str]] = ()):
+                 in_features: int, exits: Iterable[str] = (), exit_hints: Iterable[tuple[str, str]] = (),
+                 matched: Iterable[tuple[str, str, list[int]]] = ()):
         super().__init__()
-        exits, exit_hints = list(exits), list(exit_hints)
+        exits, exit_hints, matched = list(exits), list(exit_hints), list(matched)
         self.model = model
-        hooked = set(layers) | {p[0] for p in projections} | set(exits) | {name for pair in exit_hints for name in pair}
+        hooked = (set(layers) | {p[0] for p in projections + matched} | set(exits)
+                  | {name for pair in exit_hints for name in pair})
         self.hooks = FeatureHooks(model, sorted(hooked), "the student")
         shapes, num_classes = {}, 0
-        if projections or exits:
+        if projections or exits or matched:
             training = model.training
             model.eval()  # batch norm statistics stay untouched by the shape probe
             with torch.no_grad():
                 num_classes = model(torch.zeros(2, in_features)).shape[-1]
             model.train(training)
             shapes = {name: list(value.shape[1:]) for name, value in self.hooks.take().items()}
+        for student, teacher, shape in matched:
+            if shapes[student] != list(shape):
+                raise ValueError(f"fitnet without projector: student feature {student!r} has per-sample shape "
+                                 f"{shapes[student]}, teacher feature {teacher!r} has {list(shape)}; set "
+                                 f"projector: true to learn a map between them")
         modules = {projector_key(student, teacher): make_projector(shapes[student], shape, f"fitnet {student} -> {teacher}")
                    for student, teacher, shape in projections}
         modules.update({exit_key(layer): make_exit_head(shapes[layer], num_classes, f"byot exit {layer}")

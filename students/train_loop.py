@@ -39,8 +39,8 @@ def _import_deepspeed():
 def _student_module(job: StudentJob, in_features: int) -> DistillationStudent:
     """The student with the hooks, FitNets projectors and self-distillation exits its terms need."""
     layers, _ = feature_refs(job.terms)
-    hints = [t for t in job.terms if t.name == "fitnet" and t.params.get("projector", True)]
-    projections = []
+    hints = [t for t in job.terms if t.name == "fitnet"]
+    projections, matched = [], []
     if hints:
         import ray
 
@@ -50,14 +50,15 @@ def _student_module(job: StudentJob, in_features: int) -> DistillationStudent:
             shapes = teachers[teacher].feature_shapes if teacher in teachers else {}
             if layer not in shapes:
                 raise ValueError(f"fitnet: teacher {teacher!r} sends no feature {layer!r} (it sends {sorted(shapes)})")
-            projections.append((term.params["student"], term.params["teacher"], shapes[layer]))
+            hint = (term.params["student"], term.params["teacher"], shapes[layer])
+            (projections if term.params.get("projector", True) else matched).append(hint)
     exits, exit_hints = self_distillation_exits(job.terms)
-    return DistillationStudent(job.model.build(), layers, projections, in_features, exits, exit_hints)
+    return DistillationStudent(job.model.build(), layers, projections, in_features, exits, exit_hints, matched)
 
 
 def _build_engine(job: StudentJob, world_size: int, in_features: int):
     deepspeed = _import_deepspeed()
-    torch.manual_seed(job.seed)  # identical initial weights on every rank
+    torch.manual_seed(job.init_seed if job.init_seed is not None else job.seed)  # the same weights on every rank
     module = _student_module(job, in_features)
     engine, *_ = deepspeed.initialize(model=module, model_parameters=module.parameters(),
                                       config=deepspeed_config(job.student, world_size))

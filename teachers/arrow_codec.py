@@ -264,9 +264,11 @@ def encode_inputs(inputs: np.ndarray) -> bytes:
     return _ipc_bytes(pa.table({"inputs": fixed_size_list(inputs.reshape(len(inputs), -1), arrow_type)}))
 
 
-def decode_inputs(payload: bytes, *, in_features: int, source: str, tokens: bool = False) -> np.ndarray:
+def decode_inputs(payload: bytes, *, in_features: int, source: str, vocab_size: int | None = None) -> np.ndarray:
     """Inputs sent by an untrusted client, at most MAX_ROWS rows: float32 [B, in_features],
-    finite; or with `tokens`, int64 token ids [B, in_features], none negative."""
+    finite; or for a token-input teacher (`vocab_size` given), int64 token ids [B, in_features]
+    in [0, vocab_size)."""
+    tokens = vocab_size is not None
     table = read_ipc_table(payload, source=source)
     _expect_field(table.schema, "inputs", pa.list_(pa.int64() if tokens else pa.float32(), in_features), source)
     if table.schema.names != ["inputs"] or table.num_rows > MAX_ROWS or table.num_rows == 0:
@@ -275,8 +277,8 @@ def decode_inputs(payload: bytes, *, in_features: int, source: str, tokens: bool
         x = _matrix(table, "inputs", np.int64 if tokens else np.float32)
     except SoftTargetDecodeError as exc:
         raise SoftTargetDecodeError(f"{source}: {exc}") from None
-    if tokens and (x < 0).any():
-        raise SoftTargetDecodeError(f"{source}: token ids must not be negative")
+    if tokens and ((x < 0).any() or (x >= vocab_size).any()):
+        raise SoftTargetDecodeError(f"{source}: token ids must lie in [0, {vocab_size}), got {x.min()}..{x.max()}")
     if not tokens and not np.isfinite(x).all():
         raise SoftTargetDecodeError(f"{source}: inputs hold NaN or Inf")
     return x

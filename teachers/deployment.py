@@ -67,6 +67,12 @@ class LoadedTeacher:
                    num_classes, hooks)
 
     @property
+    def vocab_size(self) -> Optional[int]:
+        """The number of token ids a token-input teacher accepts (None for feature inputs)."""
+        size = getattr(self.module, "vocab_size", None)
+        return int(size) if size is not None else None
+
+    @property
     def tokenizer_hash(self) -> str:
         """The vocabulary hash of a token-input teacher ("" for feature inputs)."""
         return str(getattr(self.module, "tokenizer_hash", ""))

@@ -134,7 +134,7 @@ class GrpcTeacher:
 
     def remote(self, payload: dict[str, Any]) -> _Call:
         """Soft targets for `payload = {"batches": [{"batch_id", "inputs"}, ...]}`, one record per batch."""
-        batches = [(b["batch_id"], np.asarray(b["inputs"], dtype=np.float32)) for b in payload["batches"]]
+        batches = [(b["batch_id"], np.asarray(b["inputs"])) for b in payload["batches"]]  # encode_inputs types them
         cancel = _Cancel()
         return _Call(self._pool.submit(self.soft_targets, batches, cancel), cancel)
 

@@ -94,8 +94,7 @@ class SoftTargetResponder:
         if not (math.isfinite(temperature) and temperature > 0 and 0 < top_k <= MAX_TOP_K and dense_max > 0):
             raise SoftTargetDecodeError(f"{source}: temperature {temperature}, top_k {top_k}, dense_max_classes "
                                         f"{dense_max} must be positive (top_k at most {MAX_TOP_K})")
-        x = decode_inputs(payload, in_features=args.in_features, source=source,
-                          tokens=self.teacher.output_space.startswith("embedding:"))
+        x = decode_inputs(payload, in_features=args.in_features, source=source, vocab_size=self.teacher.vocab_size)
         record = self.teacher.records([(request.batch_id, x)], temperature=temperature, top_k=top_k,
                                       dense_max_classes=dense_max)[0]
         parts = chunks(encode(record), self.chunk_bytes)

@@ -92,9 +92,13 @@ class SentenceEncoder(nn.Module):
         self.pad_token_id = pad_token_id
         self.tokenizer_hash = tokenizer_hash
         self.model_version = model_version
+        self.vocab_size = int(encoder.config.vocab_size)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         ids = input_ids.long()
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size):
+            raise ValueError(f"token ids must lie in [0, {self.vocab_size}), got {int(ids.min())}..{int(ids.max())}; "
+                             f"tokenize with the model's own tokenizer (data.tokenizer)")
         mask = ids != self.pad_token_id
         hidden = self.encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state
         weights = mask.unsqueeze(-1).to(hidden.dtype)

@@ -44,6 +44,8 @@ def test_sentence_encoder_pools_over_real_tokens(bert, windows):
     padded = torch.cat([ids, torch.zeros(2, 4, dtype=torch.long)], dim=1)  # pad id 0 is masked out
     with torch.no_grad():
         assert torch.allclose(model(ids), model(padded), atol=1e-5)
+    with pytest.raises(ValueError, match=r"token ids must lie in \[0, 30522\)"):
+        model(torch.tensor([[101, 30522, 102]]))
     student = sentence_encoder(LENGTH, HIDDEN, str(bert), layers=[1])
     assert len(student.encoder.encoder.layer) == 1 and student.model_version.endswith("-layers1")
     assert torch.equal(student.encoder.encoder.layer[0].output.dense.weight, model.encoder.encoder.layer[1].output.dense.weight)
@@ -59,6 +61,7 @@ def test_hf_teacher_records_embeddings_and_features(bert, windows):
                           allowed_modules=["teachers.hf"], weights_path=None, in_features=LENGTH, temperature=1.0,
                           dense_max_classes=8, features=["encoder.encoder.layer.1.attention.self.query"])
     teacher = LoadedTeacher.load(args)
+    assert teacher.vocab_size == 30522
     assert teacher.output_space == f"embedding:{HIDDEN}" and teacher.tokenizer_hash == tokenizer_hash(load_tokenizer(MINILM))
     assert teacher.feature_shapes() == {"encoder.encoder.layer.1.attention.self.query": [LENGTH, HIDDEN]}
     record = teacher.records([("b0", windows[1][:3])])[0]
@@ -68,13 +71,37 @@ def test_hf_teacher_records_embeddings_and_features(bert, windows):
     assert np.allclose(record.logits, expected, atol=1e-5)
 
 
+def test_an_hf_teacher_answers_over_grpc(bert, windows):
+    from teachers.grpc_client import EndpointSpec, GrpcTeacher
+    from teachers.grpc_service import ServerSecurity, start_teacher_server
+
+    args = TeacherAppArgs(name="bert", factory="teachers.hf:sentence_encoder",
+                          kwargs={"in_features": LENGTH, "num_classes": HIDDEN, "path": str(bert)},
+                          allowed_modules=["teachers.hf"], weights_path=None, in_features=LENGTH, temperature=1.0)
+    teacher = LoadedTeacher.load(args)
+    server, port = start_teacher_server(teacher, host="127.0.0.1", port=0, security=ServerSecurity(insecure=True))
+    remote = GrpcTeacher(EndpointSpec(f"grpc://127.0.0.1:{port}"), name="bert", timeout_s=30)
+    try:
+        info = remote.describe()
+        assert info["tokenizer_hash"] == teacher.tokenizer_hash and info["output_space"] == f"embedding:{HIDDEN}"
+        record = remote.remote({"batches": [{"batch_id": "b0", "inputs": windows[1][:4]}]}).result(timeout_s=30)[0]
+        assert np.allclose(record.logits, teacher.records([("b0", windows[1][:4])])[0].logits, atol=1e-6)
+        with pytest.raises(Exception, match=r"token ids must lie in \[0, 30522\)"):
+            remote.remote({"batches": [{"batch_id": "b1", "inputs": windows[1][:1] + 40000}]}).result(timeout_s=30)
+    finally:
+        remote.close()
+        server.stop(grace=None)
+
+
 def test_token_inputs_cross_the_wire_as_int64(windows):
     ids = windows[0][:4]
-    assert np.array_equal(decode_inputs(encode_inputs(ids), in_features=LENGTH, source="c", tokens=True), ids)
+    assert np.array_equal(decode_inputs(encode_inputs(ids), in_features=LENGTH, source="c", vocab_size=30522), ids)
     with pytest.raises(SoftTargetDecodeError, match=r"expected fixed_size_list<item: int64>\[16\]"):
-        decode_inputs(encode_inputs(ids.astype(np.float32)), in_features=LENGTH, source="c", tokens=True)
-    with pytest.raises(SoftTargetDecodeError, match="must not be negative"):
-        decode_inputs(encode_inputs(-ids), in_features=LENGTH, source="c", tokens=True)
+        decode_inputs(encode_inputs(ids.astype(np.float32)), in_features=LENGTH, source="c", vocab_size=30522)
+    with pytest.raises(SoftTargetDecodeError, match=r"must lie in \[0, 30522\)"):
+        decode_inputs(encode_inputs(-ids), in_features=LENGTH, source="c", vocab_size=30522)
+    with pytest.raises(SoftTargetDecodeError, match=r"must lie in \[0, 30522\), got 0..30522"):
+        decode_inputs(encode_inputs(np.array([[0] * 15 + [30522]])), in_features=LENGTH, source="c", vocab_size=30522)
 
 
 def test_a_teacher_with_another_vocabulary_is_refused(tmp_path):

@@ -134,3 +134,11 @@ def test_byot_params_are_checked():
         self_distillation_exits([Term("byot", 1.0, {})])
     with pytest.raises(ValueError, match="needs params.deepest"):
         self_distillation_exits([Term("byot", 1.0, {"exits": ["a"], "feature_weight": 1.0})])
+
+
+def test_a_hint_without_projector_needs_equal_shapes():
+    model = ResolvedModel("teachers.zoo:convnet", {"in_features": 64, "num_classes": 10, "channels": [2, 4]}).build()
+    student = DistillationStudent(model, [], [], 64, matched=[("features.5", "cnn/features.5", [4, 8, 8])])
+    assert len(student.projectors) == 0
+    with pytest.raises(ValueError, match=r"per-sample shape \[4, 8, 8\], teacher feature 'cnn/features.5' has \[12, 8, 8\]"):
+        DistillationStudent(model, [], [], 64, matched=[("features.5", "cnn/features.5", [12, 8, 8])])
