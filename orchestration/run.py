@@ -21,7 +21,7 @@ from rich.text import Text
 from cluster.config import RunConfig, load_run_config
 from orchestration.precompute import offline_stores
 from orchestration.results import METRICS, gain_lines, rich_table, summarize, write_results
-from students.losses import needs_teacher, preset_terms
+from orchestration.phases import student_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -43,35 +43,6 @@ class RunState:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"phases": self.phases}, indent=2))
         tmp.replace(self.path)
-
-
-def phase_names(cfg: RunConfig) -> list[tuple[str, int, Optional[str]]]:
-    """(phase, seed, KD method) in the order they train; the method is None for the baseline and
-    "" for the run's single KD method."""
-    methods = list(cfg.distill.methods) if cfg.distill.methods else [""]
-    out = []
-    for seed in cfg.run.seeds:
-        out += [(kd_phase(m, seed), seed, m) for m in methods]
-        if cfg.run.baseline:
-            out.append((f"baseline-seed{seed}", seed, None))
-    return out
-
-
-def kd_phase(method: str, seed: int) -> str:
-    return f"kd-{method}-seed{seed}" if method else f"kd-seed{seed}"
-
-
-INIT_SEED_STRIDE = 7919  # born-again generation g of seed s starts from the weights of seed s + g * stride
-
-
-def generation(snapshots: dict[str, str], method: Optional[str]) -> int:
-    """0 for a method without a snapshot teacher, else one more than its teacher's method."""
-    return 1 + generation(snapshots, snapshots[method]) if method in snapshots else 0
-
-
-def method_snapshots(cfg: RunConfig) -> dict[str, str]:
-    """{born-again method: the method whose student (same seed) is its teacher}."""
-    return {name: m.teacher_snapshot for name, m in (cfg.distill.methods or {}).items() if m.teacher_snapshot}
 
 
 def start_orchestrator(cfg: RunConfig, run_dir: Path, ingress_token_sha256: Optional[str] = None):
@@ -207,7 +178,6 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
     from cluster.connection import connect
     from orchestration.progress import follow
     from students.data import load_dataset
-    from students.job import StudentJob
     from teachers.backend import resolve_model
 
     console.print(f"run [bold]{cfg.run.name}[/bold] -> {run_dir}")
@@ -232,20 +202,9 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
         student_model = resolve_model(cfg.student.model, in_features=dataset.in_features,
                                       num_classes=dataset.num_classes,
                                       allowed_modules=cfg.run.allowed_factory_modules)
-        baseline_terms = preset_terms("ce", 1.0)
-        snapshots = method_snapshots(cfg)
-        exported = set(snapshots.values())
-        jobs = [StudentJob(phase=phase, seed=seed, terms=baseline_terms if method is None else methods[method],
-                           use_teachers=method in snapshots or (method is not None and bool(cfg.teachers)
-                                                                and needs_teacher(methods[method])),
-                           model=student_model, student=cfg.student, distill=cfg.distill, data=cfg.data,
-                           orchestrator=orchestrator, source="offline" if offline else "served",
-                           stores={name: folder for name, (folder, _) in stores.items()},
-                           teacher_snapshot=kd_phase(snapshots[method], seed) if method in snapshots else None,
-                           export_snapshot=method in exported,
-                           train=method is not None or dataset.kind != "embedding",
-                           init_seed=seed + INIT_SEED_STRIDE * generation(snapshots, method))
-                for phase, seed, method in phase_names(cfg) if phase not in state.phases]
+        jobs = [job for job in student_jobs(cfg, methods, student_model, dataset.kind, orchestrator,
+                                            {name: folder for name, (folder, _) in stores.items()})
+                if job.phase not in state.phases]
         for phase, metrics in state.phases.items():
             console.print(Text(f"{phase}: done earlier, {metric_title} {metrics[metric]:.4f}"))
         if jobs:
