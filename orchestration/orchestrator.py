@@ -170,6 +170,7 @@ class Orchestrator:
             self.remove_teacher(name)
 
     def remove_teacher(self, name: str) -> dict[str, Any]:
+        """Drop `name` from the teacher set and start deleting its Serve app."""
         with self._lock:
             if name not in self._teacher_set.teachers:
                 raise KeyError(f"run {self.run!r} has no teacher {name!r}; "
@@ -183,9 +184,15 @@ class Orchestrator:
             serve.delete(app_name(name), _blocking=False)
         return {"removed": name, "teacher_set_version": self._teacher_set.version}
 
-    def remove_all_teachers(self) -> None:
+    def remove_all_teachers(self, timeout_s: float = 45.0) -> None:
+        """Remove every teacher; returns once their Serve apps are deleted (or after `timeout_s`),
+        so a finished run leaves no app behind."""
+        apps = {app_name(name) for name in self._apps}
         for name in list(self._teacher_set.teachers):
             self.remove_teacher(name)
+        deadline = time.monotonic() + timeout_s
+        while apps & set(serve.status().applications) and time.monotonic() < deadline:
+            time.sleep(0.5)
 
     def status(self) -> dict[str, Any]:
         ts = self._teacher_set
