@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from cluster.config import DataConfig, DistillConfig, TeacherConfig, TeacherTrainingConfig
+from students import evaluation
 from students.data import Dataset
 from teachers.backend import ResolvedModel, load_teacher, resolve_model
 from teachers.deployment import TeacherAppArgs
@@ -40,8 +41,7 @@ def cache_key(model: ResolvedModel, training: TeacherTrainingConfig, data: DataC
 def accuracy(module: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     module.eval()
     with torch.no_grad():
-        pred = module(torch.from_numpy(x)).argmax(-1).numpy()
-    return float((pred == y).mean())
+        return evaluation.accuracy(module(torch.from_numpy(x)).numpy(), y)
 
 
 def _fit(module: torch.nn.Module, dataset: Dataset, cfg: TeacherTrainingConfig) -> None:

@@ -132,14 +132,19 @@ def non_target_enhanced_kd(inputs: TermInputs, shrink: tuple[float, ...] = (1.0,
 
 # --- feature-based ---------------------------------------------------------------------------
 
-def feature_pair(inputs: TermInputs, student: str, teacher: str, term: str) -> tuple[torch.Tensor, torch.Tensor]:
-    if student not in inputs.student_features:
-        raise ValueError(f"distillation term {term!r}: the student has no feature {student!r}; "
+def _student_feature(inputs: TermInputs, layer: str, term: str) -> torch.Tensor:
+    if layer not in inputs.student_features:
+        raise ValueError(f"distillation term {term!r}: the student has no feature {layer!r}; "
                          f"hooked: {sorted(inputs.student_features)}")
+    return inputs.student_features[layer]
+
+
+def feature_pair(inputs: TermInputs, student: str, teacher: str, term: str) -> tuple[torch.Tensor, torch.Tensor]:
+    fs = _student_feature(inputs, student, term)
     if teacher not in inputs.teacher_features:
         raise ValueError(f"distillation term {term!r}: no teacher sent feature {teacher!r}; "
                          f"received: {sorted(inputs.teacher_features)}")
-    return inputs.student_features[student], inputs.teacher_features[teacher].to(inputs.student_logits.dtype)
+    return fs, inputs.teacher_features[teacher].to(inputs.student_logits.dtype)
 
 
 def projector_key(student: str, teacher: str) -> str:
@@ -276,13 +281,6 @@ def minilm(inputs: TermInputs, student: list[str], teacher: list[str], heads: in
 
 
 # --- self-distillation -----------------------------------------------------------------------
-
-def _student_feature(inputs: TermInputs, layer: str, term: str) -> torch.Tensor:
-    if layer not in inputs.student_features:
-        raise ValueError(f"distillation term {term!r}: the student has no feature {layer!r}; "
-                         f"hooked: {sorted(inputs.student_features)}")
-    return inputs.student_features[layer]
-
 
 @TERMS.register("byot")
 def be_your_own_teacher(inputs: TermInputs, exits: list[str], alpha: float = 0.5, deepest: Optional[str] = None,

@@ -255,11 +255,16 @@ def _expected_columns(schema: pa.Schema, kind: str, num_classes: int, feature_sh
 
 # --- inputs: what a client sends a teacher ------------------------------------------------------
 
+def model_inputs(inputs: np.ndarray) -> np.ndarray:
+    """Inputs as a teacher takes them: int64 token ids from any integer array, else float32 features."""
+    inputs = np.asarray(inputs)
+    return inputs.astype(np.int64 if np.issubdtype(inputs.dtype, np.integer) else np.float32, copy=False)
+
+
 def encode_inputs(inputs: np.ndarray) -> bytes:
     """Inputs [B, F] as an IPC stream with one column `inputs`: float32[F] for features,
     int64[F] for token ids (any integer array)."""
-    inputs = np.asarray(inputs)
-    inputs = inputs.astype(np.int64 if np.issubdtype(inputs.dtype, np.integer) else np.float32, copy=False)
+    inputs = model_inputs(inputs)
     arrow_type = pa.int64() if inputs.dtype == np.int64 else pa.float32()
     return _ipc_bytes(pa.table({"inputs": fixed_size_list(inputs.reshape(len(inputs), -1), arrow_type)}))
 

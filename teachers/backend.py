@@ -33,12 +33,14 @@ def resolve_model(spec: ModelSpec, *, in_features: int, num_classes: int,
     return ResolvedModel(spec.factory, kwargs, tuple(allowed_modules))
 
 
-def file_version(path: str | Path) -> str:
-    """A teacher's model version: the first 12 hex digits of its weights file's sha256."""
+def file_version(*paths: str | Path) -> str:
+    """A teacher's model version: the first 12 hex digits of the sha256 of its weights file
+    (of the files in order, for weights split over several)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
+    for path in paths:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
     return digest.hexdigest()[:12]
 
 

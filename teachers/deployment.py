@@ -20,6 +20,7 @@ from ray import serve
 from ray.serve import Application
 
 from cluster.config import ResourcesConfig
+from teachers.arrow_codec import model_inputs
 from teachers.backend import FeatureHooks, ResolvedModel, load_teacher, model_version, output_space_of
 from teachers.soft_targets import SoftTargets, pack_soft_targets
 
@@ -90,8 +91,7 @@ class LoadedTeacher:
         `temperature`, `top_k` and `dense_max_classes` default to the teacher's own settings; a
         gRPC client sends its run's values.
         """
-        inputs = np.concatenate([np.asarray(x) for _, x in batches])
-        inputs = inputs if np.issubdtype(inputs.dtype, np.integer) else inputs.astype(np.float32, copy=False)
+        inputs = model_inputs(np.concatenate([np.asarray(x) for _, x in batches]))
         with torch.inference_mode():
             logits = self.module(torch.tensor(inputs, device=self.device)).float().cpu().numpy()
         bounds = np.cumsum([len(x) for _, x in batches])[:-1]

@@ -64,15 +64,10 @@ def check_tokenizer(teacher: str, teacher_hash: str, expected_hash: str, data_to
 
 
 def _weights_version(folder: str) -> str:
+    from teachers.backend import file_version
+
     files = sorted(Path(folder).glob("*.safetensors")) if Path(folder).is_dir() else []
-    if not files:
-        return f"hub:{folder}"
-    digest = hashlib.sha256()
-    for file in files:
-        with open(file, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()[:12]
+    return file_version(*files) if files else f"hub:{folder}"
 
 
 class SentenceEncoder(nn.Module):
