@@ -75,15 +75,19 @@ def gain_lines(rows: list[dict[str, Any]]) -> list[str]:
     if not gains:
         return []
     _, scale, unit, baseline = METRICS[rows[-1]["metric"]]
+    digits = 2 if scale > 1 else 4
     if list(gains) == ["student (KD)"]:
-        return [f"KD gain over the {baseline}: {gains['student (KD)'] * scale:+.{2 if scale > 1 else 4}f} {unit}"]
-    return [f"{label} over the {baseline}: {gain * scale:+.{2 if scale > 1 else 4}f} {unit}"
-            for label, gain in gains.items()]
+        gains = {"KD gain": gains["student (KD)"]}
+    return [f"{label} over the {baseline}: {gain * scale:+.{digits}f} {unit}" for label, gain in gains.items()]
+
+
+def _score_column(rows: list[dict[str, Any]]) -> str:
+    return METRICS[rows[-1]["metric"]][0] if rows else "score"
 
 
 def rich_table(rows: list[dict[str, Any]], title: str) -> Table:
     table = Table(title=title)
-    for col, justify in (("model", "left"), (METRICS[rows[-1]["metric"]][0] if rows else "score", "right"), ("seeds", "right"),
+    for col, justify in (("model", "left"), (_score_column(rows), "right"), ("seeds", "right"),
                          ("parameters", "right"), ("wall s", "right"), ("per seed / note", "left")):
         table.add_column(col, justify=justify)
     for r in rows:
@@ -98,8 +102,7 @@ def _acc(row: dict[str, Any]) -> str:
 
 
 def markdown(rows: list[dict[str, Any]], title: str) -> str:
-    column = METRICS[rows[-1]["metric"]][0] if rows else "score"
-    lines = [f"# {title}", "", f"| model | {column} (mean ± std) | seeds | parameters | wall s | per seed / note |",
+    lines = [f"# {title}", "", f"| model | {_score_column(rows)} (mean ± std) | seeds | parameters | wall s | per seed / note |",
              "|---|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {_acc(r)} | {r['seeds']} | {r['parameters']:,} | {r['wall_s']:.1f} | {r['note']} |"
               for r in rows]
