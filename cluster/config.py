@@ -76,10 +76,15 @@ class TeacherConfig(Strict):
 
 
 class DataConfig(Strict):
-    """digits: scikit-learn's 8x8 digits (classification). stdlib_docstrings: windows of tokens
-    from the docstrings of Python's standard library (sentence-embedding distillation)."""
+    """digits: scikit-learn's 8x8 digits (classification). digits_views: the same digits as
+    cross-modal pairs of sensor views (students/paired_data.py). stdlib_docstrings: windows of
+    tokens from the docstrings of Python's standard library (sentence-embedding distillation)."""
 
-    dataset: Literal["digits", "stdlib_docstrings"] = "digits"
+    dataset: Literal["digits", "digits_views", "stdlib_docstrings"] = "digits"
+    teacher_column: Optional[Literal["image", "profile", "lowres"]] = Field(
+        None, description="digits_views: the view the teachers read")
+    student_column: Optional[Literal["image", "profile", "lowres"]] = Field(
+        None, description="digits_views: the view the students read")
     test_fraction: float = Field(0.25, gt=0, lt=1, description="digits: share of the test split")
     split_seed: int = 0
     student_train_samples: Optional[int] = Field(
@@ -93,9 +98,16 @@ class DataConfig(Strict):
     embedding_dim: int = Field(384, ge=1, description="text: width of the sentence embeddings")
 
     @model_validator(mode="after")
-    def _text_needs_tokenizer(self) -> "DataConfig":
+    def _dataset_fields(self) -> "DataConfig":
         if self.dataset == "stdlib_docstrings" and not self.tokenizer:
             raise ValueError("tokenizer: stdlib_docstrings needs data.tokenizer (the teacher's model folder)")
+        views = (self.teacher_column, self.student_column)
+        if self.dataset == "digits_views" and None in views:
+            raise ValueError("digits_views needs data.teacher_column and data.student_column (image, profile or "
+                             "lowres): the view each side reads")
+        if self.dataset != "digits_views" and views != (None, None):
+            raise ValueError(f"teacher_column/student_column: only the paired dataset digits_views has views; "
+                             f"{self.dataset} has one input")
         return self
 
 
@@ -123,10 +135,38 @@ class TermConfig(Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+STRATEGIES = ("static", "confidence", "entropy", "label_agreement", "gating", "route")
+
+
+class WeightingConfig(Strict):
+    """How the teachers' soft targets merge, per sample (students/weighting.py): static teacher
+    weights, or weights that also follow each teacher's confidence, entropy, agreement with the
+    label, a learned gate, or a data column that routes each sample to one teacher."""
+
+    strategy: Literal[STRATEGIES] = "static"
+    sharpness: float = Field(1.0, gt=0, description="confidence/entropy/label_agreement: divides the score "
+                                                    "before the softmax over teachers (smaller: sharper)")
+    gate_hidden: int = Field(32, ge=1, description="gating: hidden width of the gate network")
+    gate_loss_weight: float = Field(1.0, ge=0, description="gating: weight of the gate's label loss")
+    column: Optional[str] = Field(None, description="route: the data column that picks the teacher")
+    routes: dict[str, str] = Field(default_factory=dict, description="route: column value -> teacher name")
+
+    @model_validator(mode="after")
+    def _route_fields(self) -> "WeightingConfig":
+        if self.strategy == "route" and (not self.column or not self.routes):
+            raise ValueError("route needs column (a data column, e.g. task) and routes ({value: teacher})")
+        if self.strategy != "route" and (self.column or self.routes):
+            raise ValueError(f"column/routes belong to strategy route, not {self.strategy}")
+        return self
+
+
 class MethodConfig(Strict):
     """One KD method of `distill.methods`. A bare list of terms is read as `{terms: [...]}`."""
 
     terms: list[TermConfig] = Field(min_length=1)
+    teachers: Optional[list[str]] = Field(
+        None, description="the run's teachers this method learns from (all when omitted)")
+    weighting: Optional[WeightingConfig] = Field(None, description="overrides distill.weighting")
     teacher_snapshot: Optional[str] = Field(
         None, description="a method listed before this one: its trained student of the same seed, frozen and "
                           "served, is this method's only teacher (born-again networks)")
@@ -141,6 +181,7 @@ class DistillConfig(Strict):
         None, description="weighted loss terms; when given, replaces `loss` and `alpha`")
     methods: Optional[dict[str, MethodConfig]] = Field(
         None, description="named KD methods to compare in one run: a KD student per method and seed")
+    weighting: WeightingConfig = Field(default_factory=WeightingConfig)
 
     @field_validator("methods", mode="before")
     @classmethod
@@ -162,6 +203,8 @@ class DistillConfig(Strict):
             if method.teacher_snapshot is not None and any("teacher" in t.params for t in method.terms):
                 raise ValueError(f"{name}.terms: a snapshot teacher sends no features; use response terms "
                                  f"(ce, kd, dkd, ...) with teacher_snapshot")
+            if method.teacher_snapshot is not None and (method.teachers or method.weighting):
+                raise ValueError(f"{name}: teacher_snapshot is the method's one teacher; drop teachers/weighting")
             earlier.append(name)
         return value
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the hard-label CE term")
@@ -235,10 +278,30 @@ class RunConfig(Strict):
         if snapshots and self.distill.mode == "offline":
             raise ValueError(f"distill.methods ({', '.join(snapshots)}): teacher_snapshot serves a trained student "
                              f"with Ray Serve; it needs distill.mode online")
+        self._check_weighting([t.name for t in self.teachers])
         if snapshots and self.student.zero_stage == 3:
             raise ValueError(f"distill.methods ({', '.join(snapshots)}): teacher_snapshot exports the student's "
                              f"weights from rank 0, which ZeRO-3 shards; use student.zero_stage 0, 1 or 2")
         return self
+
+
+    def _check_weighting(self, teachers: list[str]) -> None:
+        """Method teacher lists and routes name teachers of the run; per-sample strategies need classes."""
+        methods = self.distill.methods or {}
+        for where, subset, weighting in [("distill", None, self.distill.weighting)] + [
+                (f"distill.methods.{n}", m.teachers, m.weighting) for n, m in methods.items()]:
+            unknown = sorted(set(subset or []) - set(teachers))
+            if unknown:
+                raise ValueError(f"{where}.teachers: {unknown} are not teachers of the run ({teachers})")
+            if weighting is None:
+                continue
+            routed = sorted(set(weighting.routes.values()) - set(subset or teachers))
+            if routed:
+                raise ValueError(f"{where}.weighting.routes: {routed} are not teachers of this method "
+                                 f"({subset or teachers})")
+            if weighting.strategy != "static" and self.data.dataset == "stdlib_docstrings":
+                raise ValueError(f"{where}.weighting.strategy: {weighting.strategy} weighs class distributions; "
+                                 f"sentence-embedding teachers merge with static weights")
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -68,7 +68,7 @@ def precompute(config: str = typer.Argument(..., help="experiment config whose t
     from students.data import load_dataset
 
     cfg = load_run_config(config, _parse_sets(overrides))
-    dataset = load_dataset(cfg.data)
+    dataset = load_dataset(cfg.data).teacher_view()
     console.print(f"connected to {connect()}")
     manifests = run_precompute(cfg, dataset, console)
     console.print(f"store ready for {', '.join(manifests)}; train from it with distill.mode: offline")
@@ -158,6 +158,16 @@ def teacher_remove(name: str = typer.Argument(..., help="teacher name"), run: st
     """Stop using a teacher and delete its Serve application."""
     info = _call(run, "remove_teacher", name)
     console.print(f"teacher {name} removed from run {run}: teacher set v{info['teacher_set_version']}")
+
+
+@teacher_app.command("weight")
+def teacher_weight(name: str = typer.Argument(..., help="teacher name"),
+                   weight: float = typer.Argument(..., help="its new static weight (>= 0; 0 mutes it)"),
+                   run: str = RUN_OPTION) -> None:
+    """Change a teacher's weight in a running job (workers use it from their next step)."""
+    info = _call(run, "set_weight", name, weight)
+    console.print(f"teacher {name} of run {run}: weight {info['previous']:g} -> {info['weight']:g}, "
+                  f"teacher set v{info['teacher_set_version']}")
 
 
 @teacher_app.command("list")

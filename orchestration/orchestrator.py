@@ -48,7 +48,7 @@ class Orchestrator:
         self.config = RunConfig.model_validate(run_config)
         self.cache_dir = cache_dir
         self.ingress_token_sha256 = ingress_token_sha256
-        self.dataset = load_dataset(self.config.data)
+        self.dataset = load_dataset(self.config.data).teacher_view()  # teachers read their own modality
         self.output_space = self.dataset.output_space
         self._teacher_set = TeacherSet()
         self._apps: dict[str, TeacherAppArgs] = {}
@@ -168,6 +168,23 @@ class Orchestrator:
         name = snapshot_teacher_name(phase)
         if name in self._teacher_set.teachers:
             self.remove_teacher(name)
+
+    def set_weight(self, name: str, weight: float) -> dict[str, Any]:
+        """Change a teacher's static weight; workers merge with it from their next step boundary.
+        0 mutes the teacher (it keeps answering) while another teacher has weight > 0."""
+        with self._lock:
+            if name not in self._teacher_set.teachers:
+                raise KeyError(f"run {self.run!r} has no teacher {name!r}; "
+                               f"teachers: {sorted(self._teacher_set.teachers)}")
+            others = sum(e.weight for n, e in self._teacher_set.teachers.items() if n != name)
+            if weight < 0 or weight + others <= 0:
+                raise ValueError(f"teacher {name!r}: weight must be >= 0 and leave some teacher of run {self.run!r} "
+                                 f"above 0 (the others sum to {others:g}); got {weight:g}")
+            previous = self._teacher_set.teachers[name].weight
+            self._teacher_set = self._teacher_set.with_weight(name, weight)
+            self._event("teacher_weight", teacher=name, weight=weight, previous=previous)
+        return {"name": name, "weight": weight, "previous": previous,
+                "teacher_set_version": self._teacher_set.version}
 
     def remove_teacher(self, name: str) -> dict[str, Any]:
         """Drop `name` from the teacher set and start deleting its Serve app."""

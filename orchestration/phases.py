@@ -12,6 +12,7 @@ from typing import Any, Optional
 from cluster.config import RunConfig
 from students.job import StudentJob
 from students.losses import Term, needs_teacher, preset_terms
+from students.weighting import Weighting
 from teachers.backend import ResolvedModel
 
 INIT_SEED_STRIDE = 7919  # born-again generation g of seed s starts from the weights of seed s + g * stride
@@ -48,6 +49,7 @@ def student_jobs(cfg: RunConfig, methods: dict[str, list[Term]], model: Resolved
     """Every phase of the run as a StudentJob, in training order."""
     snapshots = method_snapshots(cfg)
     exported = set(snapshots.values())
+    method_cfgs = cfg.distill.methods or {}
     offline = cfg.distill.mode == "offline"
     jobs = []
     for phase, seed, method in phase_names(cfg):
@@ -59,5 +61,14 @@ def student_jobs(cfg: RunConfig, methods: dict[str, list[Term]], model: Resolved
             use_teachers=served_by is not None or (method is not None and bool(cfg.teachers) and needs_teacher(terms)),
             teacher_snapshot=served_by, export_snapshot=method in exported,
             train=method is not None or dataset_kind != "embedding",  # an encoder's baseline is the untrained student
-            init_seed=seed + INIT_SEED_STRIDE * generation(snapshots, method)))
+            init_seed=seed + INIT_SEED_STRIDE * generation(snapshots, method),
+            **_teachers_of(cfg, method_cfgs.get(method))))
     return jobs
+
+
+def _teachers_of(cfg: RunConfig, method: Optional[Any]) -> dict[str, Any]:
+    """The `teachers` and `weighting` of a phase: the method's own, else the run's."""
+    teachers = method.teachers if method is not None else None
+    weighting = (method.weighting if method is not None else None) or cfg.distill.weighting
+    names = teachers or [t.name for t in cfg.teachers]
+    return {"teachers": teachers, "weighting": Weighting.from_config(weighting, names)}

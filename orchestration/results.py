@@ -42,9 +42,10 @@ def _label(kind: str, metric: str) -> str:
 def summarize(teachers: dict[str, dict[str, Any]], phases: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows of the results table. Student rows aggregate their seeds (phase `<kind>-seed<N>`)."""
     metric = metric_of(phases)
-    rows = [{"model": f"teacher {name}", "kind": "teacher", "metric": metric, "score_mean": t["score"],
-             "score_std": 0.0, "seeds": 1, "parameters": t["parameters"], "wall_s": t["train_seconds"],
-             "note": "pretrained" if t.get("pretrained") else "cached" if t.get("cached") else "trained"}
+    rows = [{"model": name if t.get("ensemble") else f"teacher {name}", "kind": "ensemble" if t.get("ensemble") else "teacher",
+             "metric": metric, "score_mean": t["score"], "score_std": 0.0, "seeds": 1, "parameters": t["parameters"],
+             "wall_s": t["train_seconds"],
+             "note": t.get("note") or ("pretrained" if t.get("pretrained") else "cached" if t.get("cached") else "trained")}
             for name, t in teachers.items()]
     kinds = sorted(dict.fromkeys(_kind(name) for name in phases), key=lambda k: k == "baseline")  # trained order
     for kind in kinds:

@@ -125,13 +125,25 @@ def _teacher_scores(cfg: RunConfig, dataset, names: list[str]) -> tuple[dict[str
     scored against: the teachers' test embeddings averaged with the teachers' weights."""
     from students.evaluation import accuracy, embedding_agreement
 
-    records = {name: _teacher_test_outputs(name, dataset.test.x) for name in names}
-    if dataset.kind != "embedding":
-        return {name: accuracy(r.logits, dataset.test.y) if r.is_dense else float((r.topk_idx[:, 0] == dataset.test.y).mean())
-                for name, r in records.items()}, None
+    records = {name: _teacher_test_outputs(name, dataset.teacher_view().test.x) for name in names}
     weights = {t.name: t.weight for t in cfg.teachers}
+    if dataset.kind != "embedding":
+        scores = {name: accuracy(r.logits, dataset.test.y) if r.is_dense else float((r.topk_idx[:, 0] == dataset.test.y).mean())
+                  for name, r in records.items()}
+        if len(records) > 1 and all(r.is_dense for r in records.values()):
+            probs = sum(weights[n] * _softmax(r.logits) for n, r in records.items())
+            scores[ENSEMBLE] = accuracy(probs, dataset.test.y)
+        return scores, None
     reference = sum(weights[n] * r.logits for n, r in records.items()) / sum(weights[n] for n in records)
     return {n: embedding_agreement(r.logits, reference)["test_cosine"] for n, r in records.items()}, reference
+
+
+ENSEMBLE = "ensemble of the teachers"  # not a valid teacher name, so it never clashes with one
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
 
 
 def train_students(jobs: list, cfg: RunConfig, run_dir: Path,
@@ -184,7 +196,7 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
     dataset = load_dataset(cfg.data)
     methods = checked_terms(cfg)
     offline = cfg.distill.mode == "offline"
-    stores = offline_stores(cfg, dataset) if offline and cfg.teachers else {}  # a stale store fails here
+    stores = offline_stores(cfg, dataset.teacher_view()) if offline and cfg.teachers else {}  # a stale store fails here
     metric = "test_cosine" if dataset.kind == "embedding" else "test_accuracy"
     metric_title = METRICS[metric][0]
     console.print(f"connected to {connect()}")
@@ -248,6 +260,11 @@ def _deploy_teachers(cfg: RunConfig, orchestrator, dataset,
         source = "pretrained" if info["pretrained"] else "cached" if info["cached"] else "trained"
         console.print(f"teacher {name}: deployed as teacher-{name}, version {info['model_version']}, "
                       f"{title} {scores[name]:.4f} ({source})")
+    if ENSEMBLE in scores:
+        teachers[ENSEMBLE] = {"score": scores[ENSEMBLE], "parameters": sum(t["parameters"] for t in teachers.values()),
+                              "train_seconds": sum(t["train_seconds"] for t in teachers.values()),
+                              "note": "weighted mean of the teachers' probabilities", "ensemble": True}
+        console.print(f"{ENSEMBLE}: {title} {scores[ENSEMBLE]:.4f}")
     return teachers, reference
 
 

@@ -6,7 +6,8 @@ the same (epoch, shard, index) always names the same samples.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Optional
 
 import numpy as np
 
@@ -15,8 +16,19 @@ from cluster.config import DataConfig
 
 @dataclass(frozen=True)
 class Split:
-    x: np.ndarray  # float32 [N, F] features, or int64 [N, L] token ids
+    x: np.ndarray  # float32 [N, F] features, or int64 [N, L] token ids: what the student reads
     y: np.ndarray  # int64 [N] labels (zeros for text, which has none)
+    columns: dict[str, np.ndarray] = field(default_factory=dict)  # per-sample data columns (e.g. "task")
+    teacher_x: Optional[np.ndarray] = None  # cross-modal pairs: the teachers' modality of the same samples
+
+    @property
+    def teacher_inputs(self) -> np.ndarray:
+        return self.x if self.teacher_x is None else self.teacher_x
+
+    def rows(self, index) -> "Split":
+        """The samples at `index` (a slice or an index array), every column alike."""
+        return Split(self.x[index], self.y[index], {k: v[index] for k, v in self.columns.items()},
+                     None if self.teacher_x is None else self.teacher_x[index])
 
 
 @dataclass(frozen=True)
@@ -39,39 +51,72 @@ class Dataset:
     def output_space(self) -> str:
         return f"{'embedding' if self.kind == 'embedding' else 'classes'}:{self.num_classes}"
 
+    @property
+    def cross_modal(self) -> bool:
+        return self.train.teacher_x is not None
+
+    def teacher_view(self) -> "Dataset":
+        """The dataset as the teachers read it: their modality as `x` (itself when not cross-modal)."""
+        if not self.cross_modal:
+            return self
+        view = lambda split: Split(split.teacher_x, split.y, split.columns)  # noqa: E731
+        return replace(self, train=view(self.train), test=view(self.test))
+
 
 @dataclass(frozen=True)
 class Batch:
     batch_id: str  # "e{epoch}-s{shard}-b{index}"
     epoch: int
     index: int
-    x: np.ndarray
+    x: np.ndarray  # the student's inputs
     y: np.ndarray
     samples: np.ndarray  # rows of the split: the key of the offline soft-target store
+    teacher_x: np.ndarray  # the teachers' inputs: `x`, or the other modality of cross-modal pairs
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def load_dataset(cfg: DataConfig) -> Dataset:
     """Load the configured dataset and split it deterministically (stratified by class)."""
     if cfg.dataset == "stdlib_docstrings":
         return _load_text(cfg)
+    if cfg.dataset == "digits_views":
+        from students.paired_data import load_digit_views
+
+        return load_digit_views(cfg)
     if cfg.dataset != "digits":
-        raise ValueError(f"data.dataset: unknown dataset {cfg.dataset!r}; expected 'digits' or 'stdlib_docstrings'")
-    from sklearn.datasets import load_digits  # ships inside scikit-learn: no download
+        raise ValueError(f"data.dataset: unknown dataset {cfg.dataset!r}; expected 'digits', 'digits_views' "
+                         f"or 'stdlib_docstrings'")
+    x, y = digit_images()
+    train_idx, test_idx = stratified_split(y, cfg.test_fraction, cfg.split_seed)
+    return Dataset("digits", Split(x[train_idx], y[train_idx], digit_columns(y[train_idx])),
+                   Split(x[test_idx], y[test_idx], digit_columns(y[test_idx])), num_classes=int(y.max()) + 1)
+
+
+def digit_images() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 8x8 digits as float32 pixels in [0, 1] and int64 labels (ships inside
+    scikit-learn: no download)."""
+    from sklearn.datasets import load_digits
 
     raw = load_digits()
-    x = (raw.data / 16.0).astype(np.float32)  # pixel counts are 0..16
-    y = raw.target.astype(np.int64)
-    rng = np.random.default_rng(cfg.split_seed)
+    return (raw.data / 16.0).astype(np.float32), raw.target.astype(np.int64)  # pixel counts are 0..16
+
+
+def digit_columns(y: np.ndarray) -> dict[str, np.ndarray]:
+    """Data columns of the digits: `task`, the split-digits task of the sample (0 for digits 0
+    and 1, ..., 4 for 8 and 9), which `route` weighting and task sequences read."""
+    return {"task": y // 2}
+
+
+def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(shuffled train rows, sorted test rows), `test_fraction` of every class held out."""
+    rng = np.random.default_rng(seed)
     test_idx, train_idx = [], []
     for label in np.unique(y):
         idx = rng.permutation(np.flatnonzero(y == label))
-        n_test = int(round(len(idx) * cfg.test_fraction))
+        n_test = int(round(len(idx) * test_fraction))
         test_idx.append(idx[:n_test])
         train_idx.append(idx[n_test:])
-    train_idx = rng.permutation(np.concatenate(train_idx))
-    test_idx = np.sort(np.concatenate(test_idx))
-    return Dataset("digits", Split(x[train_idx], y[train_idx]), Split(x[test_idx], y[test_idx]),
-                   num_classes=int(y.max()) + 1)
+    return rng.permutation(np.concatenate(train_idx)), np.sort(np.concatenate(test_idx))
 
 
 def _load_text(cfg: DataConfig) -> Dataset:
@@ -90,7 +135,7 @@ def student_subset(train: Split, samples: int | None) -> Split:
     """The first `samples` training examples (the split is already shuffled)."""
     if samples is None or samples >= len(train.y):
         return train
-    return Split(train.x[:samples], train.y[:samples])
+    return train.rows(slice(0, samples))
 
 
 def batch_id(epoch: int, shard: int, index: int) -> str:
@@ -109,4 +154,5 @@ def plan_epoch(split: Split, *, epoch: int, seed: int, shard: int, num_shards: i
     mine = order[shard * per_shard:(shard + 1) * per_shard]
     n_batches = per_shard // batch_size
     rows = [mine[i * batch_size:(i + 1) * batch_size] for i in range(n_batches)]
-    return [Batch(batch_id(epoch, shard, i), epoch, i, split.x[r], split.y[r], r) for i, r in enumerate(rows)]
+    return [Batch(batch_id(epoch, shard, i), epoch, i, split.x[r], split.y[r], r, split.teacher_inputs[r],
+                  {k: v[r] for k, v in split.columns.items()}) for i, r in enumerate(rows)]

@@ -7,6 +7,7 @@ from typing import Any, Literal, Optional
 
 from cluster.config import DataConfig, DistillConfig, StudentConfig
 from students.losses import Term
+from students.weighting import Weighting
 from teachers.backend import ResolvedModel
 
 
@@ -31,6 +32,8 @@ class StudentJob:
         train: False scores the student as initialized (the untrained baseline of encoders).
         init_seed: the seed of the student's initial weights (default `seed`, so a KD student and
             its baseline start alike); born-again generations each start from their own.
+        teachers: the teachers of the run this phase learns from (all when None).
+        weighting: how those teachers' soft targets merge per sample (students.weighting).
     """
 
     phase: str
@@ -48,3 +51,5 @@ class StudentJob:
     export_snapshot: bool = False
     train: bool = True
     init_seed: Optional[int] = None
+    teachers: Optional[list[str]] = None
+    weighting: Weighting = field(default_factory=Weighting)

@@ -15,6 +15,7 @@ import torch
 
 from cluster.registry import Registry
 from students.kd_terms import TERMS, TermInputs
+from students.weighting import Weighting, merge_teachers
 from teachers.targets import TeacherTargets
 
 LossFn = Callable[..., dict[str, torch.Tensor]]
@@ -125,31 +126,41 @@ def _names(value: Any) -> list[str]:
 class CompositeLoss:
     """sum_i w_i * term_i. For a batch without teachers, the terms that need none are used; when
     that drops terms, their weights are renormalized to sum to one (Hinton KD becomes plain
-    cross-entropy)."""
+    cross-entropy). Several teachers merge by `weighting` (students.weighting); the output
+    holds each teacher's mean weight over the batch as `teacher_weight/<name>` (not summed)
+    and, for a learned gate, its loss as `gate` (summed with `gate_loss_weight`)."""
 
-    def __init__(self, terms: list[Term], temperature: float):
+    def __init__(self, terms: list[Term], temperature: float, weighting: Optional[Weighting] = None):
         check_terms(terms)
         self.terms = terms
         self.temperature = temperature
+        self.weighting = weighting or Weighting()
         self.needs_logits = any(t.name == "logit_mse" for t in terms)
 
     def __call__(self, student_logits: torch.Tensor, labels: torch.Tensor, targets: Optional[TeacherTargets],
                  student_features: Optional[dict[str, torch.Tensor]] = None,
-                 projectors: Optional[torch.nn.ModuleDict] = None) -> dict[str, torch.Tensor]:
+                 projectors: Optional[torch.nn.ModuleDict] = None, gate_logits: Optional[torch.Tensor] = None,
+                 columns: Optional[dict[str, Any]] = None) -> dict[str, torch.Tensor]:
         device = student_logits.device
         inputs = TermInputs(student_logits, labels, self.temperature, student_features=student_features or {},
                             projectors=projectors)
+        out: dict[str, torch.Tensor] = {}
+        total = torch.zeros((), device=device)
         if targets is not None:
-            inputs.teacher_logprob = targets.logprob(self.temperature).to(device)
-            inputs.teacher_logits = targets.logits().to(device) if self.needs_logits else None
+            merged = merge_teachers(self.weighting, targets.names, targets.stacked_logprob(self.temperature).to(device),
+                                    targets.static_weights().to(device), labels, gate_logits, columns)
+            inputs.teacher_logprob = merged.logprob
+            inputs.teacher_logits = targets.logits(merged.weights).to(device) if self.needs_logits else None
             inputs.teacher_features = {k: v.to(device) for k, v in targets.features().items()}
+            out.update({f"teacher_weight/{n}": w for n, w in merged.mean_weights(targets.names).items()})
+            if merged.gate_loss is not None:
+                out["gate"] = merged.gate_loss
+                total = total + self.weighting.gate_loss_weight * merged.gate_loss
         terms = [t for t in self.terms if targets is not None or t.name in NEEDS_NO_TEACHER]
         scale = 1.0
         if len(terms) < len(self.terms):
             weight = sum(t.weight for t in terms)
             scale = 1.0 / weight if weight > 0 else 1.0
-        out: dict[str, torch.Tensor] = {}
-        total = torch.zeros((), device=device)
         for term in terms:
             value = TERMS.get(term.name)(inputs, **term.params)
             out[term.name] = value

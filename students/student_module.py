@@ -58,12 +58,20 @@ class DistillationStudent(nn.Module):
         exit_hints: (exit layer, deepest layer) pairs that get a projector between them.
         matched: (student layer, teacher feature, teacher shape) of hints without a projector:
             the shapes must be equal, checked here, before any training step.
+        gate_teachers: teachers of a learned gate (multi-teacher `gating` weighting): a small
+            network from the student's input to one logit per teacher, trained with the student.
+        gate_hidden: the gate's hidden width.
     """
 
     def __init__(self, model: nn.Module, layers: Iterable[str], projections: list[tuple[str, str, list[int]]],
                  in_features: int, exits: Iterable[str] = (), exit_hints: Iterable[tuple[str, str]] = (),
-                 matched: Iterable[tuple[str, str, list[int]]] = ()):
+                 matched: Iterable[tuple[str, str, list[int]]] = (), gate_teachers: Iterable[str] = (),
+                 gate_hidden: int = 32):
         super().__init__()
+        gate_teachers = list(gate_teachers)
+        self.gate = (nn.Sequential(nn.Flatten(), nn.Linear(in_features, gate_hidden), nn.ReLU(),
+                                   nn.Linear(gate_hidden, len(gate_teachers))) if gate_teachers else None)
+        self._gate_logits: torch.Tensor | None = None
         exits, exit_hints, matched = list(exits), list(exit_hints), list(matched)
         self.model = model
         hooked = (set(layers) | {p[0] for p in projections + matched} | set(exits)
@@ -92,7 +100,14 @@ class DistillationStudent(nn.Module):
         self.projectors = nn.ModuleDict(modules)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate is not None:
+            self._gate_logits = self.gate(x.float())
         return self.model(x)
+
+    def gate_logits(self) -> torch.Tensor | None:
+        """The gate's [B, teachers] logits for the last forward (None without a gate)."""
+        out, self._gate_logits = self._gate_logits, None
+        return out
 
     def features(self) -> dict[str, torch.Tensor]:
         """The hooked features of the last forward (taken: the next call returns the next forward's)."""

@@ -53,7 +53,8 @@ def _student_module(job: StudentJob, in_features: int) -> DistillationStudent:
             hint = (term.params["student"], term.params["teacher"], shapes[layer])
             (projections if term.params.get("projector", True) else matched).append(hint)
     exits, exit_hints = self_distillation_exits(job.terms)
-    return DistillationStudent(job.model.build(), layers, projections, in_features, exits, exit_hints, matched)
+    return DistillationStudent(job.model.build(), layers, projections, in_features, exits, exit_hints, matched,
+                               job.weighting.gate_teachers, job.weighting.gate_hidden)
 
 
 def _build_engine(job: StudentJob, world_size: int, in_features: int):
@@ -101,7 +102,8 @@ def _train_step(engine, loss_fn: CompositeLoss, batch, targets, precision: str) 
     x, y = torch.from_numpy(batch.x).to(engine.device), torch.from_numpy(batch.y).to(engine.device)
     with mixed_precision(engine, precision):
         logits = engine(x)
-        terms = loss_fn(logits, y, targets, engine.module.features(), engine.module.projectors)
+        terms = loss_fn(logits, y, targets, engine.module.features(), engine.module.projectors,
+                        engine.module.gate_logits(), batch.columns)
     engine.backward(terms["total"])
     engine.step()
     return terms
@@ -123,7 +125,7 @@ def _make_source(job: StudentJob, output_space: str, samples: int, planned: Call
         from teachers.client import TeacherClient
         from teachers.teacher_set import snapshot_teacher_name
 
-        only = {snapshot_teacher_name(job.teacher_snapshot)} if job.teacher_snapshot else None
+        only = {snapshot_teacher_name(job.teacher_snapshot)} if job.teacher_snapshot else job.teachers and set(job.teachers)
         return TeacherClient(job.orchestrator, output_space=output_space, temperature=job.distill.temperature,
                              prefetch=job.distill.prefetch, batches_per_request=job.distill.batches_per_request,
                              timeout_s=job.distill.request_timeout_s, top_k=job.distill.top_k,
@@ -162,17 +164,23 @@ def _hand_over_snapshots(job: StudentJob, engine, rank: int) -> None:
 
 
 class _Progress:
-    """Rolling throughput and loss averages, pushed to the orchestrator as metric records."""
+    """Rolling throughput, loss and teacher-weight averages, pushed to the orchestrator as
+    metric records (`loss/<term>`, and `teacher/<name>/effective_weight`: the teacher's mean
+    per-sample weight in the merged target over the steps it answered)."""
 
     def __init__(self, job: StudentJob, rank: int, world_size: int):
         self.job, self.rank, self.world_size = job, rank, world_size
         self.window_start, self.window_samples = time.perf_counter(), 0
         self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
         self.count = 0
 
     def add(self, terms: dict[str, torch.Tensor], batch_size: int) -> None:
         for key, value in terms.items():
+            prefix, _, teacher = key.partition("teacher_weight/")
+            key = f"teacher/{teacher}/effective_weight" if teacher and not prefix else f"loss/{key}"
             self.sums[key] = self.sums.get(key, 0.0) + float(value.detach())
+            self.counts[key] = self.counts.get(key, 0) + 1
         self.count += 1
         self.window_samples += batch_size * self.world_size
 
@@ -182,7 +190,7 @@ class _Progress:
                                   "epoch": state.epoch}
         if self.count:
             record["throughput/samples_per_s"] = self.window_samples / max(now - self.window_start, 1e-9)
-            record.update({f"loss/{k}": v / self.count for k, v in self.sums.items()})
+            record.update({k: v / self.counts[k] for k, v in self.sums.items()})
         if client is not None:
             ts = client.teacher_set
             record["teacher_set/version"] = ts.version
@@ -192,7 +200,7 @@ class _Progress:
         record.update(extra or {})
         if self.job.orchestrator is not None:
             self.job.orchestrator.record_progress.remote(record)
-        self.window_start, self.window_samples, self.sums, self.count = now, 0, {}, 0
+        self.window_start, self.window_samples, self.sums, self.counts, self.count = now, 0, {}, {}, 0
 
 
 def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, rank: int,
@@ -221,7 +229,7 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
     client = _make_source(job, dataset.output_space, len(train.y), remaining_batches)
     if client is not None:
         client.plan(remaining_batches())
-    loss_fn = CompositeLoss(job.terms, job.distill.temperature)
+    loss_fn = CompositeLoss(job.terms, job.distill.temperature, job.weighting)
     progress = _Progress(job, rank, world_size)
     start = time.perf_counter()
     eval_s = 0.0  # evaluation time, left out of the training throughput

@@ -32,7 +32,7 @@ class Batch(Protocol):
     """What the client needs of a batch: a stable id, inputs and labels."""
 
     batch_id: str
-    x: np.ndarray
+    teacher_x: np.ndarray  # what the teachers read (the student's x, or the paired modality)
     y: np.ndarray
 
 
@@ -142,7 +142,7 @@ class TeacherClient:
         self._fill()
 
     def _submit(self, batches: list[Batch], teacher: str) -> _Request:
-        payload = {"batches": [{"batch_id": b.batch_id, "inputs": b.x} for b in batches]}
+        payload = {"batches": [{"batch_id": b.batch_id, "inputs": b.teacher_x} for b in batches]}
         request = _Request(self._handles[teacher].remote(payload), [b.batch_id for b in batches])
         for batch in batches:
             self._in_flight[(batch.batch_id, teacher)] = request

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
@@ -46,8 +47,20 @@ class TeacherTargets:
             raise ValueError(f"teacher weights {self.weights} sum to {total}; at least one must be > 0")
         self.weights = {name: self.weights[name] / total for name in self.records}
 
+    @property
+    def names(self) -> list[str]:
+        return list(self.records)
+
+    def static_weights(self) -> torch.Tensor:
+        """[N] the normalised weights, in the order of `names`."""
+        return torch.tensor([self.weights[name] for name in self.records], dtype=torch.float32)
+
+    def stacked_logprob(self, temperature: float) -> torch.Tensor:
+        """[N, B, C] every teacher's temperature-scaled log-distribution, in the order of `names`."""
+        return torch.stack([record_logprob(rec, temperature) for rec in self.records.values()])
+
     def logprob(self, temperature: float) -> torch.Tensor:
-        """log sum_i w_i p_i(T), shape [B, C]."""
+        """log sum_i w_i p_i(T), shape [B, C] (static weights; students.weighting merges per sample)."""
         parts = [record_logprob(rec, temperature) + math.log(self.weights[name])
                  for name, rec in self.records.items() if self.weights[name] > 0]
         return torch.logsumexp(torch.stack(parts), dim=0)
@@ -57,13 +70,15 @@ class TeacherTargets:
         return {f"{name}/{layer}": torch.from_numpy(np.asarray(value, dtype=np.float32))
                 for name, rec in self.records.items() for layer, value in rec.features.items()}
 
-    def logits(self) -> torch.Tensor:
-        """sum_i w_i z_i of dense logits, shape [B, C]."""
+    def logits(self, sample_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """sum_i w_i z_i of dense logits, shape [B, C]; `sample_weights` [B, N] replaces the
+        static weights with per-sample ones (in the order of `names`)."""
         out = None
-        for name, rec in self.records.items():
+        for i, (name, rec) in enumerate(self.records.items()):
             if not rec.is_dense:
                 raise ValueError(f"logit matching needs dense logits; teacher {name!r} sent top-k "
                                  "(raise distill.dense_max_classes or use loss hinton_kd)")
-            part = torch.tensor(rec.logits, dtype=torch.float32) * self.weights[name]
+            weight = self.weights[name] if sample_weights is None else sample_weights[:, i, None].cpu()
+            part = torch.tensor(rec.logits, dtype=torch.float32) * weight
             out = part if out is None else out + part
         return out

@@ -53,5 +53,10 @@ class TeacherSet:
             return self
         return TeacherSet(self.version, {k: v for k, v in self.teachers.items() if k in names})
 
+    def with_weight(self, name: str, weight: float) -> "TeacherSet":
+        from dataclasses import replace
+
+        return TeacherSet(self.version + 1, {**self.teachers, name: replace(self.teachers[name], weight=weight)})
+
     def without_teacher(self, name: str) -> "TeacherSet":
         return TeacherSet(self.version + 1, {k: v for k, v in self.teachers.items() if k != name})

@@ -144,3 +144,40 @@ def test_born_again_methods(tmp_path):
     data["distill"]["methods"]["gen1"]["terms"].append({"name": "fitnet", "params": {"student": "a", "teacher": "mlp/b"}})
     with pytest.raises(ConfigError, match="a snapshot teacher sends no features"):
         load_run_config(write(tmp_path, data))
+
+
+def weighted(weighting=None, teachers=None):
+    data = base()
+    method = {"terms": [{"name": "kd"}]}
+    if weighting is not None:
+        method["weighting"] = weighting
+    if teachers is not None:
+        method["teachers"] = teachers
+    data["distill"] = {"methods": {"m": method}}
+    return data
+
+
+def test_weighting_and_method_teachers(tmp_path):
+    names = [t["name"] for t in base()["teachers"]]
+    cfg = load_run_config(write(tmp_path, weighted({"strategy": "route", "column": "task",
+                                                    "routes": {"0": names[0]}}, names[:1])))
+    assert cfg.distill.methods["m"].weighting.routes == {"0": names[0]} and cfg.distill.weighting.strategy == "static"
+    with pytest.raises(ConfigError, match=r"distill.methods.m.teachers: \['nope'\] are not teachers of the run"):
+        load_run_config(write(tmp_path, weighted(teachers=["nope"])))
+    with pytest.raises(ConfigError, match="weighting.routes: .* are not teachers of this method"):
+        load_run_config(write(tmp_path, weighted({"strategy": "route", "column": "task", "routes": {"0": names[1]}},
+                                                 names[:1])))
+    with pytest.raises(ConfigError, match="route needs column"):
+        load_run_config(write(tmp_path, weighted({"strategy": "route"})))
+    with pytest.raises(ConfigError, match="column/routes belong to strategy route"):
+        load_run_config(write(tmp_path, weighted({"strategy": "gating", "column": "task"})))
+
+
+def test_views_belong_to_the_paired_dataset(tmp_path):
+    data = base()
+    data["data"] = {"dataset": "digits_views", "teacher_column": "image"}
+    with pytest.raises(ConfigError, match="needs data.teacher_column and data.student_column"):
+        load_run_config(write(tmp_path, data))
+    data["data"] = {"dataset": "digits", "student_column": "profile"}
+    with pytest.raises(ConfigError, match="only the paired dataset digits_views has views"):
+        load_run_config(write(tmp_path, data))

@@ -35,3 +35,34 @@ def test_deepspeed_config_follows_student_config():
     ds = deepspeed_config(cfg, world_size=2)
     assert ds["train_batch_size"] == 48 and ds["zero_optimization"]["stage"] == 3
     assert ds["bf16"]["enabled"] and not ds["fp16"]["enabled"]
+
+
+def test_digit_views_are_pairs_joined_by_id():
+    from students.data import digit_images
+    from students.paired_data import digit_view
+
+    ds = load_dataset(DataConfig(dataset="digits_views", teacher_column="image", student_column="profile"))
+    assert ds.cross_modal and ds.in_features == 16 and ds.teacher_view().in_features == 64
+    pixels, labels = digit_images()
+    ids = ds.train.columns["pair_id"]
+    # each row pairs the views of the same digit, although each view was logged in its own order
+    np.testing.assert_array_equal(ds.train.y, labels[ids])
+    np.testing.assert_allclose(ds.train.teacher_x, pixels[ids])
+    np.testing.assert_allclose(ds.train.x, digit_view(pixels[ids], "profile"))
+    batch = plan_epoch(ds.train, epoch=0, seed=0, shard=0, num_shards=1, batch_size=8)[0]
+    assert batch.x.shape == (8, 16) and batch.teacher_x.shape == (8, 64)
+    np.testing.assert_array_equal(batch.columns["task"], batch.y // 2)
+    subset = student_subset(ds.train, 100)
+    assert subset.teacher_x.shape == (100, 64) and len(subset.columns["pair_id"]) == 100
+
+
+def test_join_keeps_common_ids_and_refuses_repeated_ones():
+    import pytest
+
+    from students.paired_data import join_pairs
+
+    left, right = join_pairs(np.array([5, 1, 9, 3]), np.array([3, 7, 5]))
+    np.testing.assert_array_equal(np.array([5, 1, 9, 3])[left], np.array([3, 7, 5])[right])
+    assert sorted(np.array([5, 1, 9, 3])[left].tolist()) == [3, 5]
+    with pytest.raises(ValueError, match="repeats pair ids \\[2\\]"):
+        join_pairs(np.array([2, 2]), np.array([2]))

@@ -46,7 +46,7 @@ def test_teacher_features_train_a_projected_student(tmp_path):
         out["total"].backward()
         optimizer.step()
         first = first if first is not None else out["fitnet"].item()
-    assert set(out) == {"ce", "dkd", "fitnet", "attention_transfer", "rkd_distance", "total"}
+    assert set(out) == {"ce", "dkd", "fitnet", "attention_transfer", "rkd_distance", "total", "teacher_weight/cnn"}
     assert out["fitnet"].item() < first  # the projector and student learn to match the teacher's map
 
 

@@ -1,0 +1,120 @@
+"""Multi-teacher weighting: how several teachers' soft targets merge into one target, per sample.
+
+Every strategy gives weights w[b, i] over the teachers that answered for the batch (each row
+sums to one); the merged target is the mixture log sum_i w[b, i] p_i(T). With s_i the teachers'
+static weights (the config's `weight`, changeable while a run goes) and tau the `sharpness`:
+
+  static           w[b, i] = s_i / sum_j s_j
+  confidence       w[b, i] = softmax_i(log s_i + log max_c p_i(c | x_b) / tau)
+  entropy          w[b, i] = softmax_i(log s_i - H(p_i(. | x_b)) / tau)
+  label_agreement  w[b, i] = softmax_i(log s_i + log p_i(y_b | x_b) / tau), the teacher's
+                   agreement with the hard label (CA-MKD, Zhang et al. 2022, weighs teachers by
+                   their cross-entropy with the label the same way)
+  gating           w[b, i] = softmax_i(log s_i + g_i(x_b)), g a small network trained with the
+                   student to make the gated mixture predict the label:
+                   loss_gate = -mean_b log sum_i w[b, i] p_i(y_b | x_b)
+                   (the student's target uses w without gradient, so the gate is not pulled
+                   towards the teacher the student finds easiest to match)
+  route            w[b, i] = 1 for the teacher that `routes` names for the sample's value in the
+                   data column `column`; samples whose teacher did not answer use static weights.
+
+All p_i are the teachers' distributions at the run's temperature T. Plain torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from cluster.config import STRATEGIES
+
+
+@dataclass(frozen=True)
+class Weighting:
+    strategy: str = "static"
+    sharpness: float = 1.0
+    gate_teachers: tuple[str, ...] = ()  # gating: the teachers the gate has an output for, in order
+    gate_hidden: int = 32
+    gate_loss_weight: float = 1.0
+    column: Optional[str] = None
+    routes: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"weighting strategy {self.strategy!r} is unknown; known: {list(STRATEGIES)}")
+
+    @classmethod
+    def from_config(cls, cfg: Any, gate_teachers: list[str]) -> "Weighting":
+        """From a `WeightingConfig`; `gate_teachers` are the method's teachers."""
+        return cls(cfg.strategy, cfg.sharpness, tuple(gate_teachers) if cfg.strategy == "gating" else (),
+                   cfg.gate_hidden, cfg.gate_loss_weight, cfg.column, dict(cfg.routes))
+
+
+@dataclass
+class MergedTargets:
+    logprob: torch.Tensor                   # [B, C], log sum_i w[b, i] p_i(T), no gradient
+    weights: torch.Tensor                   # [B, N], no gradient
+    gate_loss: Optional[torch.Tensor] = None  # gating: the gate's label loss (carries the gradient)
+
+    def mean_weights(self, names: list[str]) -> dict[str, torch.Tensor]:
+        """Each teacher's mean weight over the batch (what the metrics report per teacher)."""
+        return {name: self.weights[:, i].mean() for i, name in enumerate(names)}
+
+
+def _scores(strategy: str, logprob: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """[B, N] per-sample teacher scores of the score-based strategies; logprob is [N, B, C]."""
+    if strategy == "confidence":
+        return logprob.max(-1).values.T
+    if strategy == "entropy":
+        p = logprob.exp()
+        return torch.where(p > 0, p * logprob, torch.zeros_like(p)).sum(-1).T  # -H
+    index = labels[None, :, None].expand(logprob.shape[0], -1, 1)
+    return logprob.gather(2, index).squeeze(2).T  # label_agreement: log p_i(y)
+
+
+def _route_weights(weighting: Weighting, names: list[str], column: np.ndarray, static: torch.Tensor) -> torch.Tensor:
+    position = {name: i for i, name in enumerate(names)}
+    weights = static.expand(len(column), -1).clone()
+    for b, value in enumerate(np.asarray(column).tolist()):
+        teacher = weighting.routes.get(str(value))
+        if teacher in position:
+            weights[b] = 0.0
+            weights[b, position[teacher]] = 1.0
+    return weights
+
+
+def merge_teachers(weighting: Weighting, names: list[str], logprob: torch.Tensor, static: torch.Tensor,
+                   labels: torch.Tensor, gate_logits: Optional[torch.Tensor] = None,
+                   columns: Optional[dict[str, np.ndarray]] = None) -> MergedTargets:
+    """Merge the teachers `names` (their log-distributions `logprob` [N, B, C] at the run's
+    temperature, static weights `static` [N] summing to one) for one batch."""
+    logprob = logprob.detach()
+    log_static = torch.log(static.clamp(min=0))
+    gate_loss = None
+    strategy = weighting.strategy
+    if strategy == "static":
+        weights = static.expand(logprob.shape[1], -1)
+    elif strategy in ("confidence", "entropy", "label_agreement"):
+        weights = torch.softmax(log_static + _scores(strategy, logprob, labels) / weighting.sharpness, dim=1)
+    elif strategy == "gating":
+        if gate_logits is None:
+            raise ValueError("weighting strategy 'gating': the student module has no gate; build it with "
+                             "gate_teachers (students.student_module.DistillationStudent)")
+        gate = {name: i for i, name in enumerate(weighting.gate_teachers)}
+        zeros = torch.zeros(len(labels), device=logprob.device, dtype=gate_logits.dtype)
+        logits = torch.stack([gate_logits[:, gate[n]] if n in gate else zeros for n in names], dim=1)
+        log_weights = torch.log_softmax(logits.float() + log_static, dim=1)
+        weights = log_weights.exp()
+        label_logprob = logprob.gather(2, labels[None, :, None].expand(len(names), -1, 1)).squeeze(2).T
+        gate_loss = -torch.logsumexp(log_weights + label_logprob, dim=1).mean()
+    else:  # route
+        if not columns or weighting.column not in columns:
+            raise ValueError(f"weighting strategy 'route': the batch has no data column {weighting.column!r}; "
+                             f"its columns: {sorted(columns or {})}")
+        weights = _route_weights(weighting, names, columns[weighting.column], static)
+    weights = weights.detach()
+    mixed = torch.logsumexp(torch.log(weights.T)[:, :, None] + logprob, dim=0)
+    return MergedTargets(mixed, weights, gate_loss)
