@@ -234,6 +234,25 @@ class ServeConfig(Strict):
         return self
 
 
+class ContinualConfig(Strict):
+    """Lifelong continual distillation: the students learn a sequence of tasks, one phase per
+    task, each phase starting from the student of the previous task. After each task that
+    student's snapshot is served as a versioned teacher for the next task (learning without
+    forgetting: use the `lwf` term). The baseline (`run.baseline`) is naive fine-tuning on the
+    same sequence."""
+
+    column: str = Field("task", description="the data column that names each sample's task")
+    tasks: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=2,
+                             description="the task values of `column`, in the order they are learned")
+
+    @field_validator("tasks")
+    @classmethod
+    def _distinct(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"tasks repeat a task: {value}")
+        return value
+
+
 class RunSection(Strict):
     name: str
     output_dir: str = "runs"
@@ -253,6 +272,7 @@ class RunConfig(Strict):
     student: StudentConfig
     distill: DistillConfig = Field(default_factory=DistillConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    continual: Optional[ContinualConfig] = Field(None, description="learn a sequence of tasks (lifelong)")
 
     @model_validator(mode="after")
     def _unique_teacher_names(self) -> "RunConfig":
@@ -279,11 +299,26 @@ class RunConfig(Strict):
             raise ValueError(f"distill.methods ({', '.join(snapshots)}): teacher_snapshot serves a trained student "
                              f"with Ray Serve; it needs distill.mode online")
         self._check_weighting([t.name for t in self.teachers])
+        self._check_continual(snapshots)
         if snapshots and self.student.zero_stage == 3:
             raise ValueError(f"distill.methods ({', '.join(snapshots)}): teacher_snapshot exports the student's "
                              f"weights from rank 0, which ZeRO-3 shards; use student.zero_stage 0, 1 or 2")
         return self
 
+
+    def _check_continual(self, snapshots: list[str]) -> None:
+        if self.continual is None:
+            return
+        where = "continual"
+        if self.teachers or snapshots:
+            raise ValueError(f"{where}: each task's teacher is the student of the task before; drop teachers and "
+                             f"distill.methods.*.teacher_snapshot")
+        if self.distill.mode == "offline" or self.data.dataset != "digits":
+            raise ValueError(f"{where}: task sequences run online on the digits dataset (its task column); "
+                             f"got distill.mode {self.distill.mode}, data.dataset {self.data.dataset}")
+        if self.student.zero_stage == 3:
+            raise ValueError(f"{where}: each task hands the student's weights to the next from rank 0, which "
+                             f"ZeRO-3 shards; use student.zero_stage 0, 1 or 2")
 
     def _check_weighting(self, teachers: list[str]) -> None:
         """Method teacher lists and routes name teachers of the run; per-sample strategies need classes."""

@@ -151,15 +151,26 @@ class Orchestrator:
         self._event("snapshot_saved", phase=phase, path=str(path))
         return str(path)
 
+    def snapshot_weights(self, phase: str) -> dict[str, Any]:
+        """The exported student of `phase` (the initial weights of the next task of a continual run)."""
+        from safetensors.torch import load_file
+
+        return load_file(str(self._snapshot_path(phase)))
+
+    def _snapshot_path(self, phase: str) -> Path:
+        path = self._snapshot_dir / f"{phase}.safetensors"
+        if not path.is_file():
+            raise FileNotFoundError(f"no snapshot of phase {phase!r} at {path}: the phase that exports it must "
+                                    f"finish first in this run folder (born-again teacher_snapshot, or the "
+                                    f"previous task of a continual run)")
+        return path
+
     def serve_snapshot(self, phase: str) -> dict[str, Any]:
         """Deploy the frozen student of `phase` as a teacher (already served after a resume: kept)."""
         name = snapshot_teacher_name(phase)
         if name in self._teacher_set.teachers:
             return {"name": name, "teacher_set_version": self._teacher_set.version}
-        path = self._snapshot_dir / f"{phase}.safetensors"
-        if not path.is_file():
-            raise FileNotFoundError(f"no snapshot of phase {phase!r} at {path}: the phase that exports it must "
-                                    f"finish first in this run folder (distill.methods.*.teacher_snapshot)")
+        path = self._snapshot_path(phase)
         cfg = TeacherConfig(name=name, model=self.config.student.model, weights=str(path),
                             resources=ResourcesConfig(num_cpus=0.1))
         return self._deploy(cfg, TrainedTeacher(str(path), float("nan"), 0, 0.0, True))

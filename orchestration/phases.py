@@ -66,6 +66,54 @@ def student_jobs(cfg: RunConfig, methods: dict[str, list[Term]], model: Resolved
     return jobs
 
 
+def continual_phase(method: Optional[str], task_index: int, seed: int) -> str:
+    """`kd-lwf-task2-seed0`, or `baseline-task2-seed0` for naive fine-tuning."""
+    stem = "baseline" if method is None else f"kd-{method}" if method else "kd"
+    return f"{stem}-task{task_index}-seed{seed}"
+
+
+def continual_jobs(cfg: RunConfig, methods: dict[str, list[Term]], model: ResolvedModel, dataset: Any,
+                   orchestrator: Any) -> list[StudentJob]:
+    """A continual run: per seed and method (then the naive fine-tuning baseline), one phase per
+    task in order. Task k trains on that task's samples only, starts from the student of task
+    k - 1, and, when its terms need a teacher, is taught by that student's served snapshot;
+    `lwf` terms match it on the classes of the earlier tasks."""
+    continual = cfg.continual
+    column = continual.column
+    if column not in dataset.train.columns:
+        raise ValueError(f"continual.column: the dataset {dataset.name!r} has no column {column!r}; "
+                         f"its columns: {sorted(dataset.train.columns)}")
+    values = dataset.train.columns[column]
+    missing = sorted(set(continual.tasks) - set(values.tolist()))
+    if missing:
+        raise ValueError(f"continual.tasks: no training sample has {column} in {missing}; "
+                         f"present: {sorted(set(values.tolist()))}")
+    classes = {task: sorted(set(dataset.train.y[values == task].tolist())) for task in continual.tasks}
+    order = tuple(continual.tasks)
+    kinds = list(methods) + ([None] if cfg.run.baseline else [])
+    jobs = []
+    for seed in cfg.run.seeds:
+        for method in kinds:
+            terms = preset_terms("ce", 1.0) if method is None else methods[method]
+            for k, task in enumerate(order):
+                earlier = sorted(c for t in order[:k] for c in classes[t])
+                previous = continual_phase(method, k - 1, seed) if k else None
+                learns_from_previous = previous is not None and needs_teacher(terms)
+                jobs.append(StudentJob(
+                    phase=continual_phase(method, k, seed), seed=seed, terms=_with_old_classes(terms, earlier),
+                    model=model, student=cfg.student, distill=cfg.distill, data=cfg.data, orchestrator=orchestrator,
+                    use_teachers=learns_from_previous, teacher_snapshot=previous if learns_from_previous else None,
+                    export_snapshot=k < len(order) - 1, init_from=previous, train_on=(column, (task,)),
+                    eval_by=(column, order)))
+    return jobs
+
+
+def _with_old_classes(terms: list[Term], classes: list[int]) -> list[Term]:
+    """`lwf` terms without their own `classes` get those of the earlier tasks."""
+    return [Term(t.name, t.weight, {**t.params, "classes": classes})
+            if t.name == "lwf" and "classes" not in t.params else t for t in terms]
+
+
 def _teachers_of(cfg: RunConfig, method: Optional[Any]) -> dict[str, Any]:
     """The `teachers` and `weighting` of a phase: the method's own, else the run's."""
     teachers = method.teachers if method is not None else None

@@ -18,6 +18,8 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 METRICS = {
     "test_accuracy": ("test accuracy", 100.0, "accuracy points", "no-KD baseline"),
     "test_cosine": ("mean cosine to the teacher (held out)", 1.0, "in mean cosine", "untrained student"),
+    "average_accuracy": ("average accuracy over the tasks after the last", 100.0, "accuracy points",
+                         "naive fine-tuning"),
 }
 SECONDARY = {"test_rank_agreement": "rank agreement of pairwise similarities"}
 
@@ -113,6 +115,7 @@ def markdown(rows: list[dict[str, Any]], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(run_dir: Path, rows: list[dict[str, Any]], title: str) -> None:
+def write_results(run_dir: Path, rows: list[dict[str, Any]], title: str, extra: str = "") -> None:
+    """`results.json` and `results.md` (the table, the gains, then `extra`)."""
     (run_dir / "results.json").write_text(json.dumps(rows, indent=2))
-    (run_dir / "results.md").write_text(markdown(rows, title))
+    (run_dir / "results.md").write_text(markdown(rows, title) + (f"\n{extra}" if extra else ""))

@@ -21,7 +21,8 @@ from rich.text import Text
 from cluster.config import RunConfig, load_run_config
 from orchestration.precompute import offline_stores
 from orchestration.results import METRICS, gain_lines, rich_table, summarize, write_results
-from orchestration.phases import student_jobs
+from orchestration.continual_results import continual_rows, matrix_markdown
+from orchestration.phases import continual_jobs, student_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -214,9 +215,10 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
         student_model = resolve_model(cfg.student.model, in_features=dataset.in_features,
                                       num_classes=dataset.num_classes,
                                       allowed_modules=cfg.run.allowed_factory_modules)
-        jobs = [job for job in student_jobs(cfg, methods, student_model, dataset.kind, orchestrator,
-                                            {name: folder for name, (folder, _) in stores.items()})
-                if job.phase not in state.phases]
+        planned = (continual_jobs(cfg, methods, student_model, dataset, orchestrator) if cfg.continual else
+                   student_jobs(cfg, methods, student_model, dataset.kind, orchestrator,
+                                {name: folder for name, (folder, _) in stores.items()}))
+        jobs = [job for job in planned if job.phase not in state.phases]
         for phase, metrics in state.phases.items():
             console.print(Text(f"{phase}: done earlier, {metric_title} {metrics[metric]:.4f}"))
         if jobs:
@@ -228,10 +230,17 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
                 console.print(Text(f"{phase}: {metric_title} {metrics[metric]:.4f} after {metrics['steps']} "
                                    f"steps in {metrics['train_s']:.1f}s{resumed}"))
                 state.finish(phase, metrics)
-        rows = summarize(teachers, state.phases)
+        extra = ""
+        if cfg.continual:
+            rows = continual_rows(state.phases, cfg.continual.column, cfg.continual.tasks)
+            extra = matrix_markdown(rows, cfg.continual.column, cfg.continual.tasks)
+        else:
+            rows = summarize(teachers, state.phases)
         title = f"Distillery run {cfg.run.name}: {cfg.data.dataset}"
-        write_results(run_dir, rows, title)
+        write_results(run_dir, rows, title, extra)
         console.print(rich_table(rows, title))
+        if extra:
+            console.print(extra, highlight=False)
         for line in gain_lines(rows):
             console.print(line)
         console.print(f"results: {run_dir / 'results.md'}; metrics: {run_dir / 'metrics.jsonl'}")

@@ -32,6 +32,12 @@ class StudentJob:
         train: False scores the student as initialized (the untrained baseline of encoders).
         init_seed: the seed of the student's initial weights (default `seed`, so a KD student and
             its baseline start alike); born-again generations each start from their own.
+        train_on: (data column, values): train only on the samples whose column holds one of
+            the values (a task of a continual run); all samples when None.
+        init_from: the phase whose exported student is this phase's initial weights (the
+            previous task of a continual run); `init_seed` when None.
+        eval_by: (data column, values): also score the test samples of each value apart
+            (`test_accuracy/<column><value>`: a continual run's task-by-task accuracy).
         teachers: the teachers of the run this phase learns from (all when None).
         weighting: how those teachers' soft targets merge per sample (students.weighting).
     """
@@ -51,5 +57,8 @@ class StudentJob:
     export_snapshot: bool = False
     train: bool = True
     init_seed: Optional[int] = None
+    train_on: Optional[tuple[str, tuple[int, ...]]] = None
+    init_from: Optional[str] = None
+    eval_by: Optional[tuple[str, tuple[int, ...]]] = None
     teachers: Optional[list[str]] = None
     weighting: Weighting = field(default_factory=Weighting)

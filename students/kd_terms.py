@@ -65,6 +65,21 @@ def forward_kl(inputs: TermInputs) -> torch.Tensor:
     return _kl(inputs.need_teacher("kd"), inputs.student_logprob()).mean() * inputs.temperature**2
 
 
+@TERMS.register("lwf")
+def learning_without_forgetting(inputs: TermInputs, classes: Optional[list[int]] = None) -> torch.Tensor:
+    """Li and Hoiem (2017), "Learning without Forgetting": the old model (the teacher: the
+    student as it was after the earlier tasks) is matched on the classes of those tasks only,
+    T^2 * KL(p_old(T) || p_s(T)) with both distributions renormalized over `classes` (the
+    paper's old-task heads; here slices of one shared head). A continual run fills `classes`
+    with the classes of the earlier tasks; without it this is plain KD."""
+    teacher, student = inputs.need_teacher("lwf"), inputs.student_logprob()
+    if classes is not None:
+        index = torch.as_tensor(classes, dtype=torch.long, device=student.device)
+        teacher = torch.log_softmax(teacher.index_select(1, index), dim=-1)
+        student = torch.log_softmax(student.index_select(1, index), dim=-1)
+    return _kl(teacher, student).mean() * inputs.temperature**2
+
+
 @TERMS.register("reverse_kl")
 def reverse_kl(inputs: TermInputs) -> torch.Tensor:
     """T^2 * KL(p_s(T) || p_t(T)): mode-seeking (the student concentrates on the teacher's main

@@ -61,6 +61,10 @@ def _build_engine(job: StudentJob, world_size: int, in_features: int):
     deepspeed = _import_deepspeed()
     torch.manual_seed(job.init_seed if job.init_seed is not None else job.seed)  # the same weights on every rank
     module = _student_module(job, in_features)
+    if job.init_from:  # a continual run's next task starts from the student of the task before
+        import ray
+
+        module.model.load_state_dict(ray.get(job.orchestrator.snapshot_weights.remote(job.init_from)))
     engine, *_ = deepspeed.initialize(model=module, model_parameters=module.parameters(),
                                       config=deepspeed_config(job.student, world_size))
     return engine, count_parameters(module.model)
@@ -86,7 +90,13 @@ def _evaluate(engine, job: StudentJob, dataset: Dataset, rank: int, world_size: 
             raise ValueError(f"dataset {dataset.name!r}: scoring a sentence encoder needs the teachers' test "
                              f"embeddings; the run has no teacher")
         return embedding_agreement(outputs, reference)
-    return {"test_accuracy": accuracy(outputs, test.y)}
+    metrics = {"test_accuracy": accuracy(outputs, test.y)}
+    if job.eval_by:
+        column, values = job.eval_by
+        for value in values:
+            rows = test.columns[column] == value
+            metrics[f"test_accuracy/{column}{value}"] = accuracy(outputs[rows], test.y[rows])
+    return metrics
 
 
 def mixed_precision(engine, precision: str):
@@ -209,6 +219,9 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
     cfg = job.student
     epochs = cfg.epochs if job.train else 0
     train = student_subset(dataset.train, job.data.student_train_samples)
+    if job.train_on:
+        column, values = job.train_on
+        train = train.rows(np.flatnonzero(np.isin(train.columns[column], values)))
     engine, n_params = _build_engine(job, world_size, dataset.in_features)
     state = restore(engine) if run_progress.phase == job.phase else ClientState(phase=job.phase)
     run_progress.phase = job.phase
@@ -223,6 +236,11 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
 
     def remaining_batches():
         return (batch for epoch in range(first_epoch, epochs) for batch in epoch_plan(epoch))
+
+    if epochs and len(train.y) < world_size * cfg.micro_batch_size:
+        raise ValueError(f"phase {job.phase}: {len(train.y)} training samples make no batch of "
+                         f"student.micro_batch_size {cfg.micro_batch_size} on each of {world_size} workers; "
+                         f"raise data.student_train_samples or lower the batch size")
 
     if job.teacher_snapshot:
         _serve_snapshot(job, rank)

@@ -195,3 +195,12 @@ def test_byot_exits_learn_from_the_deepest_exit(data):
     assert out.item() == pytest.approx(0.6 * ce + 0.4 * kd + 0.2 * hint_mse)
     out.backward()
     assert logits.grad is None or not logits.grad.abs().sum()  # the deepest exit is the teacher: no gradient
+
+
+def test_lwf_matches_the_old_model_on_the_old_classes_only(data):
+    s, t, y, _, _ = data
+    old = [0, 3]
+    expected = T**2 * kl(softmax(t[:, old], T), softmax(s[:, old], T)).mean()
+    assert TERMS.get("lwf")(inputs(data), classes=old).item() == pytest.approx(expected, rel=1e-6)
+    plain = T**2 * kl(softmax(t, T), softmax(s, T)).mean()
+    assert TERMS.get("lwf")(inputs(data)).item() == pytest.approx(plain, rel=1e-6)

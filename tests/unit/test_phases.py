@@ -34,3 +34,40 @@ def test_born_again_chain_and_teacherless_methods(tmp_path):
     assert jobs["baseline-seed1"].init_seed == jobs["kd-kd-seed1"].init_seed == 1  # KD and baseline start alike
     encoder_jobs = student_jobs(cfg, checked_terms(cfg), MODEL, "embedding", None, {})
     assert [j.train for j in encoder_jobs if j.phase.startswith("baseline")] == [False, False]  # the untrained student
+
+
+def test_continual_tasks_chain_snapshots_and_old_classes(tmp_path):
+    from orchestration.phases import continual_jobs
+    from students.data import load_dataset
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({
+        "run": {"name": "c", "seeds": [0]}, "continual": {"tasks": [2, 0, 1]},
+        "student": {"model": {"factory": "teachers.zoo:mlp"}},
+        "distill": {"methods": {"lwf": [{"name": "ce"}, {"name": "lwf"}]}}}))
+    cfg = load_run_config(path)
+    jobs = {j.phase: j for j in continual_jobs(cfg, checked_terms(cfg), MODEL, load_dataset(cfg.data), None)}
+    assert list(jobs) == [f"{kind}-task{k}-seed0" for kind in ("kd-lwf", "baseline") for k in range(3)]
+    first, second, third = (jobs[f"kd-lwf-task{k}-seed0"] for k in range(3))
+    assert first.train_on == ("task", (2,)) and third.train_on == ("task", (1,)) and first.eval_by == ("task", (2, 0, 1))
+    assert not first.use_teachers and first.init_from is None and first.export_snapshot
+    assert second.teacher_snapshot == second.init_from == "kd-lwf-task0-seed0"
+    assert [t.params.get("classes") for t in third.terms] == [None, [0, 1, 4, 5]]  # tasks 2 and 0 came first
+    assert not third.export_snapshot
+    naive = jobs["baseline-task1-seed0"]
+    assert naive.init_from == "baseline-task0-seed0" and not naive.use_teachers and naive.teacher_snapshot is None
+
+
+def test_phases_carry_method_teachers_and_weighting(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({
+        "run": {"name": "w", "seeds": [0]},
+        "teachers": [{"name": n, "model": {"factory": "teachers.zoo:mlp"}} for n in ("a", "b", "c")],
+        "student": {"model": {"factory": "teachers.zoo:mlp"}},
+        "distill": {"weighting": {"strategy": "entropy"}, "methods": {
+            "gate": {"terms": [{"name": "kd"}], "teachers": ["a", "c"], "weighting": {"strategy": "gating"}},
+            "all": [{"name": "kd"}]}}}))
+    cfg = load_run_config(path)
+    jobs = {j.phase: j for j in student_jobs(cfg, checked_terms(cfg), MODEL, "classification", None, {})}
+    assert jobs["kd-gate-seed0"].teachers == ["a", "c"] and jobs["kd-gate-seed0"].weighting.gate_teachers == ("a", "c")
+    assert jobs["kd-all-seed0"].teachers is None and jobs["kd-all-seed0"].weighting.strategy == "entropy"
