@@ -43,6 +43,11 @@ def _label(kind: str) -> str:
     return "naive fine-tuning" if kind == "baseline" else "student (KD)" if kind == "kd" else f"student (KD: {kind[3:]})"
 
 
+def _row_kind(kind: str) -> str:
+    """`kd-lwf` -> "kd:lwf", as in the results of other runs."""
+    return "kd:" + kind[3:] if kind.startswith("kd-") else kind
+
+
 def continual_rows(phases: dict[str, dict[str, Any]], column: str, tasks: list[int]) -> list[dict[str, Any]]:
     """One row per method (the baseline last) over the seeds whose every task finished."""
     runs: dict[str, set[int]] = {}
@@ -60,7 +65,7 @@ def continual_rows(phases: dict[str, dict[str, Any]], column: str, tasks: list[i
         transfers = [backward_transfer(m) for m in matrices.values()]
         (mean, std), (bwt, bwt_std) = mean_std(averages), mean_std(transfers)
         last = f"{kind}-task{len(tasks) - 1}-seed{min(matrices)}"
-        rows.append({"model": _label(kind), "kind": kind, "metric": "average_accuracy", "score_mean": mean,
+        rows.append({"model": _label(kind), "kind": _row_kind(kind), "metric": "average_accuracy", "score_mean": mean,
                      "score_std": std, "seeds": len(matrices), "parameters": phases[last]["parameters"],
                      "wall_s": statistics.fmean(sum(phases[f"{kind}-task{k}-seed{s}"]["train_s"]
                                                     for k in range(len(tasks))) for s in matrices),

@@ -50,10 +50,12 @@ class RunProgress:
     completed: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def save_and_report(engine: Any, state: ClientState, progress: RunProgress, metrics: dict[str, Any]) -> None:
-    """Every rank saves its part of the DeepSpeed checkpoint and reports it."""
+def save_and_report(engine: Any, state: ClientState, progress: RunProgress, metrics: dict[str, Any],
+                    extra_state: Optional[dict[str, Any]] = None) -> None:
+    """Every rank saves its part of the DeepSpeed checkpoint and reports it. `extra_state`:
+    what else the phase must resume with (the adversarial discriminator and its optimizer)."""
     with tempfile.TemporaryDirectory(prefix="distillery-ckpt-") as tmp:
-        engine.save_checkpoint(tmp, tag=TAG, client_state={"distillery": asdict(state)})
+        engine.save_checkpoint(tmp, tag=TAG, client_state={"distillery": asdict(state), "extra": extra_state or {}})
         if ray.train.get_context().get_world_rank() == 0:
             (Path(tmp) / PROGRESS_FILE).write_text(json.dumps(asdict(progress)))
         ray.train.report({**metrics, "phase": state.phase, "checkpoint_step": state.step},
@@ -73,8 +75,8 @@ def read_progress() -> Optional[RunProgress]:
         return RunProgress(**json.loads(progress_path.read_text()))
 
 
-def restore(engine: Any) -> ClientState:
-    """Load the last reported checkpoint into `engine` and return its client state."""
+def restore(engine: Any) -> tuple[ClientState, dict[str, Any]]:
+    """Load the last reported checkpoint into `engine`; return its client state and extra state."""
     checkpoint = ray.train.get_checkpoint()
     with checkpoint.as_directory() as path:
         load_path, client_state = engine.load_checkpoint(path, tag=TAG)
@@ -84,4 +86,4 @@ def restore(engine: Any) -> ClientState:
     state = ClientState(**client_state["distillery"])
     logger.info("phase %s resumed from step %d (epoch %d, batch %d)", state.phase, state.step, state.epoch,
                 state.next_batch)
-    return state
+    return state, client_state.get("extra", {})

@@ -15,6 +15,7 @@ import torch
 
 from cluster.registry import Registry
 from students.kd_terms import TERMS, TermInputs
+from students.adversarial import Adversary
 from students.weighting import Weighting, merge_teachers
 from teachers.targets import TeacherTargets
 
@@ -130,12 +131,20 @@ class CompositeLoss:
     holds each teacher's mean weight over the batch as `teacher_weight/<name>` (not summed)
     and, for a learned gate, its loss as `gate` (summed with `gate_loss_weight`)."""
 
-    def __init__(self, terms: list[Term], temperature: float, weighting: Optional[Weighting] = None):
+    def __init__(self, terms: list[Term], temperature: float, weighting: Optional[Weighting] = None,
+                 num_classes: int = 0, device: Any = "cpu"):
         check_terms(terms)
         self.terms = terms
         self.temperature = temperature
         self.weighting = weighting or Weighting()
         self.needs_logits = any(t.name == "logit_mse" for t in terms)
+        adversarial = [t for t in terms if t.name == "adversarial"]
+        self.adversary = None
+        if adversarial:
+            if num_classes < 2:
+                raise ValueError("distill.terms (adversarial): the discriminator needs the output width; "
+                                 "pass num_classes to CompositeLoss")
+            self.adversary = Adversary(num_classes, device=device, **adversarial[0].params)
 
     def __call__(self, student_logits: torch.Tensor, labels: torch.Tensor, targets: Optional[TeacherTargets],
                  student_features: Optional[dict[str, torch.Tensor]] = None,
@@ -143,7 +152,8 @@ class CompositeLoss:
                  columns: Optional[dict[str, Any]] = None) -> dict[str, torch.Tensor]:
         device = student_logits.device
         inputs = TermInputs(student_logits, labels, self.temperature, student_features=student_features or {},
-                            projectors=projectors)
+                            projectors=projectors,
+                            discriminator=self.adversary.discriminator if self.adversary else None)
         out: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=device)
         if targets is not None:
@@ -156,6 +166,8 @@ class CompositeLoss:
             if merged.gate_loss is not None:
                 out["gate"] = merged.gate_loss
                 total = total + self.weighting.gate_loss_weight * merged.gate_loss
+            if self.adversary is not None:  # not in total: `step_discriminator` minimizes it after the student's step
+                out["discriminator"] = self.adversary.loss(inputs.student_logprob(), merged.logprob)
         terms = [t for t in self.terms if targets is not None or t.name in NEEDS_NO_TEACHER]
         scale = 1.0
         if len(terms) < len(self.terms):
@@ -167,6 +179,11 @@ class CompositeLoss:
             total = total + term.weight * scale * value
         out["total"] = total
         return out
+
+    def step_discriminator(self, out: dict[str, torch.Tensor]) -> None:
+        """Adversarial distillation: the discriminator's step on this batch's loss, after the student's."""
+        if self.adversary is not None and "discriminator" in out:
+            self.adversary.step(out["discriminator"])
 
 
 def _preset(loss: str) -> LossFn:

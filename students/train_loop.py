@@ -116,6 +116,7 @@ def _train_step(engine, loss_fn: CompositeLoss, batch, targets, precision: str) 
                         engine.module.gate_logits(), batch.columns)
     engine.backward(terms["total"])
     engine.step()
+    loss_fn.step_discriminator(terms)
     return terms
 
 
@@ -173,6 +174,10 @@ def _hand_over_snapshots(job: StudentJob, engine, rank: int) -> None:
         ray.get(job.orchestrator.drop_snapshot.remote(job.teacher_snapshot))
 
 
+def _extra_state(loss_fn: CompositeLoss) -> dict[str, Any]:
+    return {"adversary": loss_fn.adversary.state_dict()} if loss_fn.adversary is not None else {}
+
+
 class _Progress:
     """Rolling throughput, loss and teacher-weight averages, pushed to the orchestrator as
     metric records (`loss/<term>`, and `teacher/<name>/effective_weight`: the teacher's mean
@@ -223,7 +228,7 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
         column, values = job.train_on
         train = train.rows(np.flatnonzero(np.isin(train.columns[column], values)))
     engine, n_params = _build_engine(job, world_size, dataset.in_features)
-    state = restore(engine) if run_progress.phase == job.phase else ClientState(phase=job.phase)
+    state, extra_state = restore(engine) if run_progress.phase == job.phase else (ClientState(phase=job.phase), {})
     run_progress.phase = job.phase
     resumed_from = state.step
 
@@ -247,7 +252,10 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
     client = _make_source(job, dataset.output_space, len(train.y), remaining_batches)
     if client is not None:
         client.plan(remaining_batches())
-    loss_fn = CompositeLoss(job.terms, job.distill.temperature, job.weighting)
+    torch.manual_seed(job.seed)  # an adversarial discriminator starts alike on every rank
+    loss_fn = CompositeLoss(job.terms, job.distill.temperature, job.weighting, dataset.num_classes, engine.device)
+    if loss_fn.adversary is not None and "adversary" in extra_state:
+        loss_fn.adversary.load_state_dict(extra_state["adversary"])
     progress = _Progress(job, rank, world_size)
     start = time.perf_counter()
     eval_s = 0.0  # evaluation time, left out of the training throughput
@@ -268,7 +276,8 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
             if state.step % cfg.log_every == 0:
                 progress.flush(state, client)
             if state.step % cfg.checkpoint_every == 0:
-                save_and_report(engine, state, run_progress, {"step": state.step, "epoch": state.epoch})
+                save_and_report(engine, state, run_progress, {"step": state.step, "epoch": state.epoch},
+                                _extra_state(loss_fn))
         state.epoch += 1
         state.next_batch = 0
         eval_start = time.perf_counter()
@@ -286,7 +295,8 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
     _hand_over_snapshots(job, engine, rank)
     run_progress.completed[job.phase] = final
     progress.flush(state, client, {"phase_done": True, **{f"final/{k}": v for k, v in final.items()}})
-    save_and_report(engine, state, run_progress, {"step": state.step, "phases": dict(run_progress.completed)})
+    save_and_report(engine, state, run_progress, {"step": state.step, "phases": dict(run_progress.completed)},
+                    _extra_state(loss_fn))
     return final
 
 

@@ -1,7 +1,8 @@
 """`ray job submit --working-dir . -- python -m orchestration run ...` on a `ray start` cluster.
 
 The submitted job trains with every family of the KD method library through served teachers
-(configs/methods.yaml), so this one run also checks the method library end to end."""
+(configs/methods.yaml), so this one run also checks the method library end to end, and the
+learned-gate (with adversarial distillation) and routed multi-teacher weightings."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def test_job_submit_runs_the_same_job(ray_cluster, tmp_path):
     assert "succeeded" in result.stdout + result.stderr
     assert "student (KD: born_again) over the no-KD baseline" in result.stdout
     rows = json.loads((tmp_path / "submitted" / "results.json").read_text())
-    assert {r["kind"] for r in rows} == {"teacher", "kd:families", "kd:born_again", "baseline"}
+    assert {r["kind"] for r in rows} == {"teacher", "ensemble", "kd:families", "kd:born_again", "kd:gating", "kd:route",
+                                         "baseline"}
     records = [json.loads(line) for line in (tmp_path / "submitted" / "metrics.jsonl").read_text().splitlines()]
     kd = [r for r in records if r.get("phase") == "kd-families-seed0" and "loss/fitnet" in r]
     assert kd, "no KD metric records with the feature terms"
@@ -47,5 +49,12 @@ def test_job_submit_runs_the_same_job(ray_cluster, tmp_path):
     assert (tmp_path / "submitted" / "snapshots" / "kd-families-seed0.safetensors").is_file()
     events = [(r["event"], r.get("teacher")) for r in records if "event" in r]
     assert events.index(("teacher_added", snapshot)) < events.index(("teacher_removed", snapshot))
+    # the gate trains with the student; routed samples go to one teacher each (tasks 0-1 hold ~40%)
+    gated = [r for r in records if r.get("phase") == "kd-gating-seed0" and "loss/gate" in r]
+    assert gated and all(np.isfinite(r[f"loss/{k}"]) for r in gated for k in ("gate", "adversarial", "discriminator"))
+    assert all(abs(r["teacher/mlp/effective_weight"] + r["teacher/cnn/effective_weight"] - 1) < 1e-5 for r in gated)
+    routed = [r for r in records if r.get("phase") == "kd-route-seed0" and "teacher/mlp/effective_weight" in r]
+    share = np.mean([r["teacher/mlp/effective_weight"] for r in routed])
+    assert routed and 0.25 < share < 0.55, share
     baseline = [r for r in records if r.get("phase") == "baseline-seed0" and "loss/ce" in r]
     assert baseline and not any("loss/kd" in r for r in baseline)

@@ -1,6 +1,8 @@
 """A real run on the session's Ray cluster: Serve teachers, 2 Train workers, DeepSpeed ZeRO-2.
 
-While it trains, the CLI lists and changes its teachers, a plain gRPC client calls its teachers
+The run is cross-modal (teachers read images, the student ink profiles) and merges its teachers
+per sample by label agreement. While it trains, the CLI lists its teachers and changes their
+set and weights, a plain gRPC client calls its teachers
 through Serve's gRPC ingress, and a standalone gRPC teacher joins and leaves it; at the end it
 must have written its results and metrics and deleted its Serve apps. The tests run in file
 order on one run.
@@ -107,10 +109,24 @@ def test_added_teacher_is_used_by_every_worker(live):
     assert record["teacher/quick-mlp/weight"] == 0.5 and record["teacher/mlp/weight"] == 1.0
 
 
+def test_teacher_weight_changes_while_the_run_goes(live):
+    result = distillery("teacher", "weight", "--run", "live", "cnn", "3")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "weight 1 -> 3, teacher set v4" in result.stdout
+    live.wait_for(lambda: all(r["teacher_set/version"] == 4 and r["teacher/cnn/weight"] == 3.0
+                              for r in latest_by_rank(live).values()), "both ranks merging with cnn at weight 3")
+    record = latest_by_rank(live)[0]
+    shares = [record[f"teacher/{n}/effective_weight"] for n in ("mlp", "cnn", "quick-mlp")]
+    # per-sample weights follow label agreement: they sum to one but are not the static 1 : 3 : 0.5
+    assert abs(sum(shares) - 1) < 1e-4 and abs(shares[1] - 3 / 4.5) > 1e-3
+    missing = distillery("teacher", "weight", "--run", "live", "nope", "1")
+    assert missing.returncode == 2 and "no teacher 'nope'" in missing.stdout
+
+
 def test_removed_teacher_stops_being_used_and_its_app_is_deleted(live):
     result = distillery("teacher", "remove", "--run", "live", "mlp")
     assert result.returncode == 0, result.stdout + result.stderr
-    live.wait_for(lambda: all(r["teacher_set/version"] == 4 and "mlp" not in r["teachers"]
+    live.wait_for(lambda: all(r["teacher_set/version"] == 5 and "mlp" not in r["teachers"]
                               for r in latest_by_rank(live).values()), "both ranks without mlp")
     import ray.serve
 
@@ -134,14 +150,14 @@ def test_standalone_grpc_teacher_joins_and_leaves_the_run(live, tmp_path):
         added = distillery("teacher", "add", "--run", "live", "--endpoint", url, "--name", "ext",
                            "--token-file", str(token_file))
         assert added.returncode == 0, added.stdout + added.stderr
-        assert "teacher ext added" in added.stdout and "teacher set v5" in added.stdout
+        assert "teacher ext added" in added.stdout and "teacher set v6" in added.stdout
         live.wait_for(lambda: all("ext" in r["teachers"] and "teacher/ext/wait_ms" in r
                                   for r in latest_by_rank(live).values()), "both ranks using the gRPC teacher")
         listed = json.loads(distillery("teacher", "list", "--run", "live", "--json").stdout)
         assert listed["teachers"]["ext"]["endpoint"] == url
         removed = distillery("teacher", "remove", "--run", "live", "ext")
         assert removed.returncode == 0, removed.stdout + removed.stderr
-        live.wait_for(lambda: all(r["teacher_set/version"] == 6 for r in latest_by_rank(live).values()),
+        live.wait_for(lambda: all(r["teacher_set/version"] == 7 for r in latest_by_rank(live).values()),
                       "both ranks without the gRPC teacher")
     finally:
         assert server.stop() == 0
@@ -150,16 +166,18 @@ def test_standalone_grpc_teacher_joins_and_leaves_the_run(live, tmp_path):
 def test_run_finishes_with_results_metrics_and_no_apps_left(live):
     assert live.finish() == 0, live.log()[-4000:]
     rows = {row["kind"] + ":" + row["model"]: row for row in json.loads((live.run_dir / "results.json").read_text())}
-    assert set(rows) == {"teacher:teacher mlp", "teacher:teacher cnn", "kd:student (KD)"}
+    assert set(rows) == {"teacher:teacher mlp", "teacher:teacher cnn", "ensemble:ensemble of the teachers",
+                         "kd:student (KD)"}
     for row in rows.values():
         assert 0.0 <= row["score_mean"] <= 1.0 and row["parameters"] > 0
+    assert rows["kd:student (KD)"]["parameters"] == 16 * 16 + 16 + 16 * 10 + 10  # it read the 16-value profiles
     assert "| student (KD) |" in (live.run_dir / "results.md").read_text()
     keys = set().union(*live.metrics())
     assert {"teacher_set/version", "teacher/cnn/weight", "loss/kd", "loss/ce", "throughput/samples_per_s",
             "eval/test_accuracy"} <= keys
     assert list((live.run_dir / "tensorboard" / "kd-seed0").glob("events.out.tfevents.*"))
     events = [r["event"] for r in live.metrics() if "event" in r]
-    assert events[:2] == ["teacher_added", "teacher_added"] and "teacher_refused" in events
+    assert events[:2] == ["teacher_added", "teacher_added"] and {"teacher_refused", "teacher_weight"} <= set(events)
     import ray.serve
 
     assert not [a for a in ray.serve.status().applications if a.startswith("teacher-")]

@@ -16,7 +16,7 @@ def test_rows_aggregate_seeds_and_put_naive_fine_tuning_last():
     phases = {**phases_of("baseline", 0, [[0.9, 0.0], [0.1, 0.95]]), **phases_of("kd-lwf", 0, [[0.9, 0.0], [0.6, 0.9]]),
               **phases_of("kd-lwf", 1, [[0.8, 0.0], [0.4, 0.8]])}
     rows = continual_rows(phases, "task", [3, 1])
-    assert [r["model"] for r in rows] == ["student (KD: lwf)", "naive fine-tuning"]
+    assert [(r["model"], r["kind"]) for r in rows] == [("student (KD: lwf)", "kd:lwf"), ("naive fine-tuning", "baseline")]
     lwf, naive = rows
     assert lwf["seeds"] == 2 and lwf["score_mean"] == pytest.approx(np.mean([0.75, 0.6]))
     assert lwf["backward_transfer_mean"] == pytest.approx(np.mean([0.6 - 0.9, 0.4 - 0.8]))
