@@ -192,8 +192,8 @@ class _Progress:
 
     def add(self, terms: dict[str, torch.Tensor], batch_size: int) -> None:
         for key, value in terms.items():
-            prefix, _, teacher = key.partition("teacher_weight/")
-            key = f"teacher/{teacher}/effective_weight" if teacher and not prefix else f"loss/{key}"
+            weight_of = key.removeprefix("teacher_weight/")
+            key = f"teacher/{weight_of}/effective_weight" if weight_of != key else f"loss/{key}"
             self.sums[key] = self.sums.get(key, 0.0) + float(value.detach())
             self.counts[key] = self.counts.get(key, 0) + 1
         self.count += 1
@@ -227,6 +227,10 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
     if job.train_on:
         column, values = job.train_on
         train = train.rows(np.flatnonzero(np.isin(train.columns[column], values)))
+    if epochs and len(train.y) < world_size * cfg.micro_batch_size:
+        raise ValueError(f"phase {job.phase}: {len(train.y)} training samples make no batch of "
+                         f"student.micro_batch_size {cfg.micro_batch_size} on each of {world_size} workers; "
+                         f"raise data.student_train_samples or lower the batch size")
     engine, n_params = _build_engine(job, world_size, dataset.in_features)
     state, extra_state = restore(engine) if run_progress.phase == job.phase else (ClientState(phase=job.phase), {})
     run_progress.phase = job.phase
@@ -241,11 +245,6 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
 
     def remaining_batches():
         return (batch for epoch in range(first_epoch, epochs) for batch in epoch_plan(epoch))
-
-    if epochs and len(train.y) < world_size * cfg.micro_batch_size:
-        raise ValueError(f"phase {job.phase}: {len(train.y)} training samples make no batch of "
-                         f"student.micro_batch_size {cfg.micro_batch_size} on each of {world_size} workers; "
-                         f"raise data.student_train_samples or lower the batch size")
 
     if job.teacher_snapshot:
         _serve_snapshot(job, rank)
