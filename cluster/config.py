@@ -244,6 +244,9 @@ class ContinualConfig(Strict):
     column: str = Field("task", description="the data column that names each sample's task")
     tasks: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=2,
                              description="the task values of `column`, in the order they are learned")
+    replay_samples: int = Field(0, ge=0, description="training samples of each earlier task kept in memory and "
+                                                     "trained on again with every later task (every method and "
+                                                     "the baseline alike); 0: none")
 
     @field_validator("tasks")
     @classmethod

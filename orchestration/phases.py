@@ -104,6 +104,7 @@ def continual_jobs(cfg: RunConfig, methods: dict[str, list[Term]], model: Resolv
                     model=model, student=cfg.student, distill=cfg.distill, data=cfg.data, orchestrator=orchestrator,
                     use_teachers=learns_from_previous, teacher_snapshot=previous if learns_from_previous else None,
                     export_snapshot=k < len(order) - 1, init_from=previous, train_on=(column, (task,)),
+                    replay=(column, order[:k], continual.replay_samples) if k and continual.replay_samples else None,
                     eval_by=(column, order)))
     return jobs
 

@@ -34,6 +34,8 @@ class StudentJob:
             its baseline start alike); born-again generations each start from their own.
         train_on: (data column, values): train only on the samples whose column holds one of
             the values (a task of a continual run); all samples when None.
+        replay: (data column, earlier values, samples per value): the first samples of each
+            earlier task, trained on again with this one (continual replay).
         init_from: the phase whose exported student is this phase's initial weights (the
             previous task of a continual run); `init_seed` when None.
         eval_by: (data column, values): also score the test samples of each value apart
@@ -58,6 +60,7 @@ class StudentJob:
     train: bool = True
     init_seed: Optional[int] = None
     train_on: Optional[tuple[str, tuple[int, ...]]] = None
+    replay: Optional[tuple[str, tuple[int, ...], int]] = None
     init_from: Optional[str] = None
     eval_by: Optional[tuple[str, tuple[int, ...]]] = None
     teachers: Optional[list[str]] = None

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 
 from students.checkpoint import ClientState, RunProgress, read_progress, restore, save_and_report
-from students.data import Dataset, load_dataset, plan_epoch, student_subset
+from students.data import Dataset, Split, load_dataset, plan_epoch, student_subset
 from students.evaluation import accuracy, embedding_agreement
 from students.deepspeed_config import deepspeed_config
 from students.job import StudentJob
@@ -57,6 +57,19 @@ def _student_module(job: StudentJob, in_features: int) -> DistillationStudent:
                                job.weighting.gate_teachers, job.weighting.gate_hidden)
 
 
+def task_rows(train: Split, train_on: tuple[str, tuple[int, ...]],
+              replay: Optional[tuple[str, tuple[int, ...], int]]) -> np.ndarray:
+    """The rows of a continual phase: its task's samples and, with replay, the first samples of
+    each earlier task (the same ones for every later task: the memory)."""
+    column, values = train_on
+    rows = np.flatnonzero(np.isin(train.columns[column], values))
+    if replay:
+        column, earlier, samples = replay
+        memory = [np.flatnonzero(train.columns[column] == value)[:samples] for value in earlier]
+        rows = np.sort(np.concatenate([rows, *memory]))
+    return rows
+
+
 def _build_engine(job: StudentJob, world_size: int, in_features: int):
     deepspeed = _import_deepspeed()
     torch.manual_seed(job.init_seed if job.init_seed is not None else job.seed)  # the same weights on every rank
@@ -91,11 +104,14 @@ def _evaluate(engine, job: StudentJob, dataset: Dataset, rank: int, world_size: 
                              f"embeddings; the run has no teacher")
         return embedding_agreement(outputs, reference)
     metrics = {"test_accuracy": accuracy(outputs, test.y)}
-    if job.eval_by:
+    if job.eval_by:  # per task: over all classes, and over the task's own classes (the task given)
         column, values = job.eval_by
         for value in values:
             rows = test.columns[column] == value
+            own = np.full(outputs.shape[1], -np.inf)
+            own[np.unique(test.y[rows])] = 0.0
             metrics[f"test_accuracy/{column}{value}"] = accuracy(outputs[rows], test.y[rows])
+            metrics[f"task_given_accuracy/{column}{value}"] = accuracy(outputs[rows] + own, test.y[rows])
     return metrics
 
 
@@ -225,8 +241,7 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
     epochs = cfg.epochs if job.train else 0
     train = student_subset(dataset.train, job.data.student_train_samples)
     if job.train_on:
-        column, values = job.train_on
-        train = train.rows(np.flatnonzero(np.isin(train.columns[column], values)))
+        train = train.rows(task_rows(train, job.train_on, job.replay))
     if epochs and len(train.y) < world_size * cfg.micro_batch_size:
         raise ValueError(f"phase {job.phase}: {len(train.y)} training samples make no batch of "
                          f"student.micro_batch_size {cfg.micro_batch_size} on each of {world_size} workers; "

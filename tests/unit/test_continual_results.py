@@ -8,7 +8,9 @@ from orchestration.continual_results import backward_transfer, continual_rows, m
 
 def phases_of(kind, seed, matrix):
     return {f"{kind}-task{k}-seed{seed}": {"parameters": 10, "train_s": 1.0,
-                                          **{f"test_accuracy/task{t}": row[j] for j, t in enumerate((3, 1))}}
+                                          **{f"test_accuracy/task{t}": row[j] for j, t in enumerate((3, 1))},
+                                          **{f"task_given_accuracy/task{t}": min(1.0, row[j] + 0.1)
+                                             for j, t in enumerate((3, 1))}}
             for k, row in enumerate(matrix)}
 
 
@@ -21,7 +23,9 @@ def test_rows_aggregate_seeds_and_put_naive_fine_tuning_last():
     assert lwf["seeds"] == 2 and lwf["score_mean"] == pytest.approx(np.mean([0.75, 0.6]))
     assert lwf["backward_transfer_mean"] == pytest.approx(np.mean([0.6 - 0.9, 0.4 - 0.8]))
     assert naive["score_mean"] == pytest.approx(0.525) and naive["backward_transfer_mean"] == pytest.approx(-0.8)
-    assert "| task 3 | 0.8500 | 0.0000 |" in matrix_markdown(rows, "task", [3, 1])
+    assert naive["task_given_mean"] == pytest.approx(0.6)  # [0.2, 1.0] after the last task
+    markdown = matrix_markdown(rows, "task", [3, 1])
+    assert "| task 3 | 0.8500 | 0.0000 |" in markdown and "| task 3 | 0.9500 | 0.1000 |" in markdown
 
 
 def test_a_seed_with_an_unfinished_task_is_left_out():

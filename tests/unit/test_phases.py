@@ -71,3 +71,20 @@ def test_phases_carry_method_teachers_and_weighting(tmp_path):
     jobs = {j.phase: j for j in student_jobs(cfg, checked_terms(cfg), MODEL, "classification", None, {})}
     assert jobs["kd-gate-seed0"].teachers == ["a", "c"] and jobs["kd-gate-seed0"].weighting.gate_teachers == ("a", "c")
     assert jobs["kd-all-seed0"].teachers is None and jobs["kd-all-seed0"].weighting.strategy == "entropy"
+
+
+def test_replay_keeps_the_same_memory_of_each_earlier_task():
+    import numpy as np
+
+    from cluster.config import DataConfig
+    from students.data import load_dataset
+    from students.train_loop import task_rows
+
+    train = load_dataset(DataConfig()).train
+    plain = task_rows(train, ("task", (2,)), None)
+    assert set(train.columns["task"][plain].tolist()) == {2}
+    with_memory = task_rows(train, ("task", (2,)), ("task", (0, 1), 5))
+    tasks = train.columns["task"][with_memory]
+    assert np.bincount(tasks).tolist() == [5, 5, len(plain)]
+    again = task_rows(train, ("task", (3,)), ("task", (0, 1, 2), 5))
+    assert set(with_memory[tasks == 0]) <= set(again.tolist())  # task 0's memory is the same later on
