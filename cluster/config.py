@@ -326,11 +326,15 @@ class RunConfig(Strict):
     def _check_weighting(self, teachers: list[str]) -> None:
         """Method teacher lists and routes name teachers of the run; per-sample strategies need classes."""
         methods = self.distill.methods or {}
-        for where, subset, weighting in [("distill", None, self.distill.weighting)] + [
-                (f"distill.methods.{n}", m.teachers, m.weighting) for n, m in methods.items()]:
+        for where, subset, weighting, terms in [("distill", None, self.distill.weighting, [])] + [
+                (f"distill.methods.{n}", m.teachers, m.weighting, m.terms) for n, m in methods.items()]:
             unknown = sorted(set(subset or []) - set(teachers))
             if unknown:
                 raise ValueError(f"{where}.teachers: {unknown} are not teachers of the run ({teachers})")
+            asked = {str(ref).partition("/")[0] for t in terms for ref in _refs(t.params.get("teacher"))}
+            if subset and asked - set(subset):
+                raise ValueError(f"{where}.terms: features of teachers {sorted(asked - set(subset))} are asked for, "
+                                 f"but the method learns from {subset} only")
             if weighting is None:
                 continue
             routed = sorted(set(weighting.routes.values()) - set(subset or teachers))
@@ -340,6 +344,11 @@ class RunConfig(Strict):
             if weighting.strategy != "static" and self.data.dataset == "stdlib_docstrings":
                 raise ValueError(f"{where}.weighting.strategy: {weighting.strategy} weighs class distributions; "
                                  f"sentence-embedding teachers merge with static weights")
+
+
+def _refs(value: Any) -> list[Any]:
+    """A term's `teacher` param: one feature reference or a list of them."""
+    return [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -167,6 +167,10 @@ def test_weighting_and_method_teachers(tmp_path):
     with pytest.raises(ConfigError, match="weighting.routes: .* are not teachers of this method"):
         load_run_config(write(tmp_path, weighted({"strategy": "route", "column": "task", "routes": {"0": names[1]}},
                                                  names[:1])))
+    data = weighted(teachers=names[:1])
+    data["distill"]["methods"]["m"]["terms"].append({"name": "fitnet", "params": {"student": "1", "teacher": f"{names[1]}/x"}})
+    with pytest.raises(ConfigError, match=r"features of teachers \['cnn'\] are asked for, but the method learns"):
+        load_run_config(write(tmp_path, data))
     with pytest.raises(ConfigError, match="route needs column"):
         load_run_config(write(tmp_path, weighted({"strategy": "route"})))
     with pytest.raises(ConfigError, match="column/routes belong to strategy route"):
