@@ -23,10 +23,17 @@ def base():
 
 
 def test_shipped_configs_load():
+    from orchestration.run import checked_terms
+
     cfg = load_run_config(QUICKSTART)
     assert cfg.student.zero_stage == 2 and len(cfg.teachers) >= 2
     for path in (QUICKSTART.parent / "teachers").glob("*.yaml"):
         load_yaml_model(TeacherConfig, path)
+    tests = Path(__file__).parents[1] / "integration" / "configs"
+    runs = [*QUICKSTART.parent.glob("*.yaml"), *tests.glob("*.yaml"), *(QUICKSTART.parents[2] / "benchmarks" / "configs").glob("*.yaml")]
+    assert len(runs) >= 15
+    for path in runs:
+        checked_terms(load_run_config(path))  # every run config a test, benchmark or README names
 
 
 def test_unknown_key_is_refused_with_its_path(tmp_path):
