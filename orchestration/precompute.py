@@ -53,9 +53,9 @@ def store_key(cfg: RunConfig, dataset: Dataset, teacher: str, version: str) -> S
                     temperature=float(cfg.distill.temperature))
 
 
-def _weights(cfg: RunConfig, teacher: TeacherConfig, dataset: Dataset, train: bool) -> Optional[str]:
-    """The teacher's weights file: given in the config, cached, or (with `train`) trained now."""
-    from orchestration.run import default_cache_dir
+def _weights(cfg: RunConfig, teacher: TeacherConfig, dataset: Dataset, train: bool, cache_dir: str) -> Optional[str]:
+    """The teacher's weights file: given in the config, cached in `cache_dir` (the driver's: a
+    Ray worker may not share its environment), or (with `train`) trained now."""
     from orchestration.teacher_training import cached_teacher, train_or_load_teacher
     from teachers.backend import resolve_model
 
@@ -64,9 +64,8 @@ def _weights(cfg: RunConfig, teacher: TeacherConfig, dataset: Dataset, train: bo
     model = resolve_model(teacher.model, in_features=dataset.in_features, num_classes=dataset.num_classes,
                           allowed_modules=cfg.run.allowed_factory_modules)
     if train:
-        return train_or_load_teacher(teacher.name, model, teacher.training, cfg.data, dataset,
-                                     default_cache_dir()).weights_path
-    cached = cached_teacher(teacher.name, model, teacher.training, cfg.data, default_cache_dir())
+        return train_or_load_teacher(teacher.name, model, teacher.training, cfg.data, dataset, cache_dir).weights_path
+    cached = cached_teacher(teacher.name, model, teacher.training, cfg.data, cache_dir)
     return cached.weights_path if cached else None
 
 
@@ -74,17 +73,19 @@ def precompute(cfg: RunConfig, dataset: Dataset, console: Console) -> dict[str, 
     """Write (or reuse) the store of every teacher in `cfg`; return their manifests by teacher."""
     import ray
 
+    from orchestration.run import default_cache_dir
     from orchestration.teacher_training import accuracy, teacher_app_args
     from teachers.arrow_codec import fixed_size_list
     from teachers.backend import file_version
     from teachers.deployment import LoadedTeacher
 
     root = Path(cfg.distill.store_dir).resolve()
+    cache_dir = default_cache_dir()
     rows = pa.table({"sample": np.arange(len(dataset.train.y), dtype=np.int64),
                      INPUTS: fixed_size_list(dataset.train.x.reshape(len(dataset.train.y), -1), pa.float32())})
     out = {}
     for teacher in cfg.teachers:
-        weights = ray.get(ray.remote(_weights).options(num_cpus=0.25).remote(cfg, teacher, dataset, True))
+        weights = ray.get(ray.remote(_weights).options(num_cpus=0.25).remote(cfg, teacher, dataset, True, cache_dir))
         key = store_key(cfg, dataset, teacher.name, file_version(weights))
         folder = key.folder(root)
         if (folder / "manifest.json").is_file():
@@ -115,13 +116,15 @@ def offline_stores(cfg: RunConfig, dataset: Dataset) -> dict[str, tuple[str, Man
 
     Raises `SoftTargetStoreError` when a teacher was never trained/precomputed or its store is stale.
     """
+    from orchestration.run import default_cache_dir
     from teachers.backend import file_version
     from teachers.errors import SoftTargetStoreError
 
     root = Path(cfg.distill.store_dir).resolve()
+    cache_dir = default_cache_dir()
     out = {}
     for teacher in cfg.teachers:
-        weights = _weights(cfg, teacher, dataset, train=False)
+        weights = _weights(cfg, teacher, dataset, train=False, cache_dir=cache_dir)
         if weights is None or not Path(weights).is_file():
             raise SoftTargetStoreError(f"teacher {teacher.name!r} has no weights yet, so it has no store: run "
                                        f"`distillery precompute` with this config first")

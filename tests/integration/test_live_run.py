@@ -115,8 +115,11 @@ def test_teacher_weight_changes_while_the_run_goes(live):
     assert "weight 1 -> 3, teacher set v4" in result.stdout
     live.wait_for(lambda: all(r["teacher_set/version"] == 4 and r["teacher/cnn/weight"] == 3.0
                               for r in latest_by_rank(live).values()), "both ranks merging with cnn at weight 3")
-    record = latest_by_rank(live)[0]
-    shares = [record[f"teacher/{n}/effective_weight"] for n in ("mlp", "cnn", "quick-mlp")]
+    names = ("mlp", "cnn", "quick-mlp")
+    record = live.wait_for(lambda: next((r for r in reversed(rank_records(live)) if r["teacher_set/version"] == 4
+                                         and all(f"teacher/{n}/effective_weight" in r for n in names)), None),
+                           "a record of training steps at weight 3")
+    shares = [record[f"teacher/{n}/effective_weight"] for n in names]
     # per-sample weights follow label agreement: they sum to one but are not the static 1 : 3 : 0.5
     assert abs(sum(shares) - 1) < 1e-4 and abs(shares[1] - 3 / 4.5) > 1e-3
     missing = distillery("teacher", "weight", "--run", "live", "nope", "1")
