@@ -15,7 +15,7 @@ from students.data import load_dataset
 from tests.integration.conftest import CONFIGS, RunProcess
 
 pytestmark = pytest.mark.integration
-EPOCHS, BATCH, WORKERS = 4, 16, 2
+EPOCHS, BATCH, WORKERS = 3, 16, 2
 KILLED = "kd-lwf-task1-seed0"  # killed while task 1 learns from the served student of task 0
 
 
