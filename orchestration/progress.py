@@ -29,23 +29,33 @@ def progress_line(status: dict[str, Any]) -> str:
     if "throughput/samples_per_s" in rec:
         parts.append(f"{rec['throughput/samples_per_s']:.0f} samples/s")
     if "teacher_set/version" in rec:
-        teachers = ", ".join(f"{n}(w={rec.get(f'teacher/{n}/weight', 0):.2g})" for n in rec["teachers"])
+        teachers = ", ".join(f"{n}(w={rec.get(f'teacher/{n}/weight', 0):.2g}{_share(rec, n)})" for n in rec["teachers"])
         parts.append(f"teacher set v{rec['teacher_set/version']}: {teachers or 'none'}")
     else:
         parts.append("no teachers")
     return " | ".join(parts)
 
 
+def _share(record: dict[str, Any], teacher: str) -> str:
+    """", 38%": the teacher's share of the merged targets in the record's steps, when known."""
+    share = record.get(f"teacher/{teacher}/effective_weight")
+    return "" if share is None else f", {share:.0%}"
+
+
 def status_table(status: dict[str, Any]) -> Table:
+    """The run's teachers: static weight, share of the merged targets (rank 0's last record),
+    output space, version and where each is served."""
     table = Table(title=f"run {status['run']} (teacher set v{status['teacher_set_version']})")
     table.add_column("teacher")
     table.add_column("weight", justify="right")
+    table.add_column("share", justify="right")
     table.add_column("output space")
     table.add_column("model version")
     table.add_column("served by")
+    latest = status["progress"].get("rank0") or {}
     for name, info in status["teachers"].items():
-        table.add_row(name, f"{info['weight']:.3g}", info["output_space"], info["model_version"],
-                      info.get("endpoint", ""))
+        table.add_row(name, f"{info['weight']:.3g}", _share(latest, name).lstrip(", ") or "-", info["output_space"],
+                      info["model_version"], info.get("endpoint", ""))
     return table
 
 
