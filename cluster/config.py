@@ -303,6 +303,10 @@ class RunConfig(Strict):
                              f"with Ray Serve; it needs distill.mode online")
         self._check_weighting([t.name for t in self.teachers])
         self._check_continual(snapshots)
+        if snapshots and self.data.dataset == "digits_views" and self.data.teacher_column != self.data.student_column:
+            raise ValueError(f"distill.methods ({', '.join(snapshots)}): a snapshot teacher is a student, which reads "
+                             f"{self.data.student_column}, but teachers are sent {self.data.teacher_column}; "
+                             f"use teacher_snapshot with one view")
         if snapshots and self.student.zero_stage == 3:
             raise ValueError(f"distill.methods ({', '.join(snapshots)}): teacher_snapshot exports the student's "
                              f"weights from rank 0, which ZeRO-3 shards; use student.zero_stage 0, 1 or 2")
