@@ -17,11 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from orchestration.results import mean_std
+from orchestration.results import mean_std, method_kind, student_label
 
 PHASE = re.compile(r"^(?P<kind>.+)-task(?P<k>\d+)-seed(?P<seed>-?\d+)$")
-
-
+METRIC = "average_accuracy"  # the headline of a continual run's rows (orchestration.results.METRICS)
 CLASS_INCREMENTAL, TASK_GIVEN = "test_accuracy", "task_given_accuracy"
 
 
@@ -44,15 +43,6 @@ def backward_transfer(matrix: np.ndarray) -> float:
     return float(np.mean([matrix[-1, j] - matrix[j, j] for j in range(len(matrix) - 1)]))
 
 
-def _label(kind: str) -> str:
-    return "naive fine-tuning" if kind == "baseline" else "student (KD)" if kind == "kd" else f"student (KD: {kind[3:]})"
-
-
-def _row_kind(kind: str) -> str:
-    """`kd-lwf` -> "kd:lwf", as in the results of other runs."""
-    return "kd:" + kind[3:] if kind.startswith("kd-") else kind
-
-
 def continual_rows(phases: dict[str, dict[str, Any]], column: str, tasks: list[int]) -> list[dict[str, Any]]:
     """One row per method (the baseline last) over the seeds whose every task finished."""
     runs: dict[str, set[int]] = {}
@@ -73,7 +63,7 @@ def continual_rows(phases: dict[str, dict[str, Any]], column: str, tasks: list[i
         (given_mean, given_std), (given_bwt, given_bwt_std) = (mean_std([average_accuracy(m) for m in given]),
                                                                mean_std([backward_transfer(m) for m in given]))
         last = f"{kind}-task{len(tasks) - 1}-seed{min(matrices)}"
-        rows.append({"model": _label(kind), "kind": _row_kind(kind), "metric": "average_accuracy", "score_mean": mean,
+        rows.append({"model": student_label(method_kind(kind), METRIC), "kind": method_kind(kind), "metric": METRIC, "score_mean": mean,
                      "score_std": std, "seeds": len(matrices), "parameters": phases[last]["parameters"],
                      "wall_s": statistics.fmean(sum(phases[f"{kind}-task{k}-seed{s}"]["train_s"]
                                                     for k in range(len(tasks))) for s in matrices),

@@ -31,13 +31,18 @@ def metric_of(phases: dict[str, dict[str, Any]]) -> str:
 
 def _kind(phase: str) -> str:
     """`kd-seed0` -> "kd", `kd-dkd-seed0` -> "kd:dkd", `baseline-seed0` -> "baseline"."""
-    stem = phase.rsplit("-seed", 1)[0]
+    return method_kind(phase.rsplit("-seed", 1)[0])
+
+
+def method_kind(stem: str) -> str:
+    """A phase name's method part as a results kind: `kd-dkd` -> "kd:dkd" ("kd", "baseline" stay)."""
     return "kd:" + stem[3:] if stem.startswith("kd-") else stem
 
 
-def _label(kind: str, metric: str) -> str:
+def student_label(kind: str, metric: str) -> str:
+    """The results table's name of a student kind; the baseline's depends on the run's metric."""
     if kind == "baseline":
-        return "student (untrained)" if metric == "test_cosine" else "student (no KD)"
+        return {"test_cosine": "student (untrained)", "average_accuracy": "naive fine-tuning"}.get(metric, "student (no KD)")
     return "student (KD)" if kind == "kd" else f"student (KD: {kind[3:]})"
 
 
@@ -53,7 +58,7 @@ def summarize(teachers: dict[str, dict[str, Any]], phases: dict[str, dict[str, A
     for kind in kinds:
         runs = [p for name, p in sorted(phases.items()) if _kind(name) == kind]
         mean, std = mean_std([r[metric] for r in runs])
-        row = {"model": _label(kind, metric), "kind": kind, "metric": metric, "score_mean": mean, "score_std": std,
+        row = {"model": student_label(kind, metric), "kind": kind, "metric": metric, "score_mean": mean, "score_std": std,
                "seeds": len(runs), "parameters": runs[0]["parameters"],
                "wall_s": statistics.fmean(r["train_s"] for r in runs),
                "note": ", ".join(f"{r[metric]:.4f}" for r in runs)}

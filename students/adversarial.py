@@ -40,10 +40,14 @@ class Adversary:
         hidden: the discriminator's hidden width.
         lr: its Adam learning rate.
         device: where it lives (the student's device).
+        seed: its initial weights' seed (the same on every rank); the global RNG is left alone.
     """
 
-    def __init__(self, num_classes: int, hidden: int = 64, lr: float = 1e-3, device: Any = "cpu"):
-        self.discriminator = Discriminator(num_classes, hidden).to(device)
+    def __init__(self, num_classes: int, hidden: int = 64, lr: float = 1e-3, device: Any = "cpu", seed: int = 0):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            discriminator = Discriminator(num_classes, hidden)
+        self.discriminator = discriminator.to(device)
         self.optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=(0.5, 0.999))
 
     def loss(self, student_logprob: torch.Tensor, teacher_logprob: torch.Tensor) -> torch.Tensor:

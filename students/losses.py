@@ -132,7 +132,7 @@ class CompositeLoss:
     and, for a learned gate, its loss as `gate` (summed with `gate_loss_weight`)."""
 
     def __init__(self, terms: list[Term], temperature: float, weighting: Optional[Weighting] = None,
-                 num_classes: int = 0, device: Any = "cpu"):
+                 num_classes: int = 0, device: Any = "cpu", seed: int = 0):
         check_terms(terms)
         self.terms = terms
         self.temperature = temperature
@@ -144,7 +144,7 @@ class CompositeLoss:
             if num_classes < 2:
                 raise ValueError("distill.terms (adversarial): the discriminator needs the output width; "
                                  "pass num_classes to CompositeLoss")
-            self.adversary = Adversary(num_classes, device=device, **adversarial[0].params)
+            self.adversary = Adversary(num_classes, device=device, seed=seed, **adversarial[0].params)
 
     def __call__(self, student_logits: torch.Tensor, labels: torch.Tensor, targets: Optional[TeacherTargets],
                  student_features: Optional[dict[str, torch.Tensor]] = None,

@@ -266,8 +266,8 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
     client = _make_source(job, dataset.output_space, len(train.y), remaining_batches)
     if client is not None:
         client.plan(remaining_batches())
-    torch.manual_seed(job.seed)  # an adversarial discriminator starts alike on every rank
-    loss_fn = CompositeLoss(job.terms, job.distill.temperature, job.weighting, dataset.num_classes, engine.device)
+    loss_fn = CompositeLoss(job.terms, job.distill.temperature, job.weighting, dataset.num_classes, engine.device,
+                            seed=job.seed)  # an adversarial discriminator starts alike on every rank
     if loss_fn.adversary is not None and "adversary" in extra_state:
         loss_fn.adversary.load_state_dict(extra_state["adversary"])
     progress = _Progress(job, rank, world_size)

@@ -59,12 +59,6 @@ class TeacherTargets:
         """[N, B, C] every teacher's temperature-scaled log-distribution, in the order of `names`."""
         return torch.stack([record_logprob(rec, temperature) for rec in self.records.values()])
 
-    def logprob(self, temperature: float) -> torch.Tensor:
-        """log sum_i w_i p_i(T), shape [B, C] (static weights; students.weighting merges per sample)."""
-        parts = [record_logprob(rec, temperature) + math.log(self.weights[name])
-                 for name, rec in self.records.items() if self.weights[name] > 0]
-        return torch.logsumexp(torch.stack(parts), dim=0)
-
     def features(self) -> dict[str, torch.Tensor]:
         """Every teacher's named features as float32 tensors, keyed '<teacher>/<layer>'."""
         return {f"{name}/{layer}": torch.from_numpy(np.asarray(value, dtype=np.float32))

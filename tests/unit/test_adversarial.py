@@ -52,3 +52,12 @@ def test_composite_loss_keeps_the_discriminator_out_of_the_student_total():
     assert loss(student, torch.zeros(6, dtype=torch.long), None).keys() == {"total"}  # no teacher: no term, no step
     with pytest.raises(ValueError, match="needs the output width"):
         CompositeLoss([Term("adversarial")], 4.0)
+
+
+def test_discriminator_starts_from_its_seed_and_leaves_the_global_rng_alone():
+    torch.manual_seed(5)
+    expected_next = torch.rand(3)
+    torch.manual_seed(5)
+    a, b = Adversary(4, seed=3), Adversary(4, seed=3)
+    assert all(torch.equal(p, q) for p, q in zip(a.discriminator.parameters(), b.discriminator.parameters()))
+    assert torch.equal(torch.rand(3), expected_next)
