@@ -256,6 +256,61 @@ class ContinualConfig(Strict):
         return value
 
 
+class PeerConfig(Strict):
+    """One student trainer of an online co-training run; it also serves as teacher `peer-<name>`."""
+
+    name: str
+    model: Optional[ModelSpec] = Field(None, description="the peer's model; default: student.model")
+    learns_from: Optional[list[str]] = Field(
+        None, description="the peers whose live endpoints teach this one; default: every other peer. "
+                          "[]: labels only (a teacher that keeps training while it teaches)")
+
+    @field_validator("name")
+    @classmethod
+    def _short_name(cls, value: str) -> str:
+        check_name(value)
+        if len(value) > 43:
+            raise ValueError(f"{value!r}: at most 43 chars (it is served as teacher 'peer-<name>')")
+        return value
+
+
+class OnlineConfig(Strict):
+    """Online co-training: the peers train at the same time, each in its own Ray Train trainer,
+    and each is served as a teacher endpoint whose weights are refreshed from its trainer
+    (through the object store) while it trains. Peers that learn from others use
+    `distill.terms` on those live endpoints (deep mutual learning); the baseline
+    (`run.baseline`) trains every peer alone on labels."""
+
+    peers: list[PeerConfig] = Field(min_length=2)
+    refresh_every: int = Field(10, ge=1, description="steps between weight publications of each trainer")
+    max_staleness: int = Field(20, ge=1, description="most steps a trainer may run ahead of the weights its "
+                                                     "endpoint serves; it waits when further ahead")
+    start_timeout_s: float = Field(600.0, gt=0, description="how long a trainer waits for the peers it learns "
+                                                            "from to start or finish a round")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "OnlineConfig":
+        names = [p.name for p in self.peers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"peers: names must be unique, got {names}")
+        for peer in self.peers:
+            unknown = sorted(set(peer.learns_from or []) - set(names))
+            if unknown or peer.name in (peer.learns_from or []):
+                raise ValueError(f"peers.{peer.name}.learns_from: {sorted(unknown) or [peer.name]} is not another "
+                                 f"peer of the run ({names})")
+        if not any(self.teachers_of(p.name) for p in self.peers):
+            raise ValueError("peers: no peer learns from another; give some peer a learns_from")
+        if self.refresh_every > self.max_staleness:
+            raise ValueError(f"refresh_every ({self.refresh_every}) must be <= max_staleness "
+                             f"({self.max_staleness}): weights published less often are always too stale")
+        return self
+
+    def teachers_of(self, peer: str) -> list[str]:
+        """The peers that teach `peer`."""
+        spec = next(p for p in self.peers if p.name == peer)
+        return spec.learns_from if spec.learns_from is not None else [p.name for p in self.peers if p.name != peer]
+
+
 class RunSection(Strict):
     name: str
     output_dir: str = "runs"
@@ -276,6 +331,7 @@ class RunConfig(Strict):
     distill: DistillConfig = Field(default_factory=DistillConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     continual: Optional[ContinualConfig] = Field(None, description="learn a sequence of tasks (lifelong)")
+    online: Optional[OnlineConfig] = Field(None, description="co-train peer students that teach each other")
 
     @model_validator(mode="after")
     def _unique_teacher_names(self) -> "RunConfig":
@@ -303,6 +359,7 @@ class RunConfig(Strict):
                              f"with Ray Serve; it needs distill.mode online")
         self._check_weighting([t.name for t in self.teachers])
         self._check_continual(snapshots)
+        self._check_online(snapshots)
         if snapshots and self.data.dataset == "digits_views" and self.data.teacher_column != self.data.student_column:
             raise ValueError(f"distill.methods ({', '.join(snapshots)}): a snapshot teacher is a student, which reads "
                              f"{self.data.student_column}, but teachers are sent {self.data.teacher_column}; "
@@ -326,6 +383,28 @@ class RunConfig(Strict):
         if self.student.zero_stage == 3:
             raise ValueError(f"{where}: each task hands the student's weights to the next from rank 0, which "
                              f"ZeRO-3 shards; use student.zero_stage 0, 1 or 2")
+
+    def _check_online(self, snapshots: list[str]) -> None:
+        if self.online is None:
+            return
+        where = "online"
+        if self.teachers or self.distill.methods or self.continual:
+            raise ValueError(f"{where}: the peers are each other's teachers; drop teachers, distill.methods and "
+                             f"continual (give the learning peers' loss in distill.terms)")
+        if self.distill.mode == "offline" or self.data.dataset == "stdlib_docstrings":
+            raise ValueError(f"{where}: peers serve live class distributions; use distill.mode online and a "
+                             f"classification dataset (got {self.distill.mode}, {self.data.dataset})")
+        if self.data.teacher_column != self.data.student_column:
+            raise ValueError(f"{where}: a peer reads the student's view, but teachers are sent "
+                             f"{self.data.teacher_column}; use one view")
+        if any("teacher" in t.params for t in self.distill.terms or []):
+            raise ValueError(f"{where}: peers serve no features; use response terms (kd, dkd, ...) in distill.terms")
+        if self.distill.weighting.strategy in ("gating", "route"):
+            raise ValueError(f"{where}: distill.weighting.strategy {self.distill.weighting.strategy} names fixed "
+                             f"teachers; peers merge with static, confidence, entropy or label_agreement")
+        if self.student.zero_stage == 3:
+            raise ValueError(f"{where}: each trainer publishes its weights from rank 0, which ZeRO-3 shards; "
+                             f"use student.zero_stage 0, 1 or 2")
 
     def _check_weighting(self, teachers: list[str]) -> None:
         """Method teacher lists and routes name teachers of the run; per-sample strategies need classes."""

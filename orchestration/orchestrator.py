@@ -23,7 +23,8 @@ from teachers.deployment import TeacherAppArgs, build_teacher_app
 from teachers.errors import IncompatibleTeacherError
 from teachers.grpc_client import EndpointSpec, GrpcTeacher
 from teachers.soft_targets import SCHEMA_VERSION
-from teachers.teacher_set import TeacherEntry, TeacherSet, app_name, snapshot_teacher_name
+from teachers.teacher_set import TeacherEntry, TeacherSet, app_name, peer_teacher_name, snapshot_teacher_name
+from orchestration.peer_board import Key, PeerBoard
 from orchestration.teacher_training import TrainedTeacher, teacher_app_args
 from students.losses import teacher_feature_layers
 
@@ -58,6 +59,7 @@ class Orchestrator:
         self._latest: dict[int, dict[str, Any]] = {}
         self._events: list[dict[str, Any]] = []
         self._phase: Optional[str] = None
+        self.peers: Optional[PeerBoard] = None
 
     # --- queried by train workers (cheap) ----------------------------------------------------
     def teacher_set_version(self) -> int:
@@ -71,8 +73,9 @@ class Orchestrator:
         return [self._apps[name] for name in self._teacher_set.teachers if name in self._apps]
 
     def record_progress(self, record: dict[str, Any]) -> None:
-        """A train worker's metric record: kept as that rank's latest and written to the sinks."""
-        self._latest[record.get("rank", 0)] = record
+        """A train worker's metric record: kept as that rank's latest (per trainer) and written to the sinks."""
+        trainer = record.get("trainer")
+        self._latest[f"{trainer}/rank{record.get('rank', 0)}" if trainer else f"rank{record.get('rank', 0)}"] = record
         if record.get("rank", 0) == 0:
             self._phase = record.get("phase", self._phase)
         self._sink.write(record)
@@ -180,6 +183,54 @@ class Orchestrator:
         if name in self._teacher_set.teachers:
             self.remove_teacher(name)
 
+    # --- online co-training: peers that teach each other ----------------------------------------
+    def start_peers(self, peers: list[dict[str, Any]], replicas: int = 1) -> list[dict[str, Any]]:
+        """Serve each peer (`{"name", "model"}`) as live teacher `peer-<name>`; its replicas load
+        the weights its trainer publishes (they answer nothing before the first)."""
+        if self.peers is None:
+            self.peers = PeerBoard([p["name"] for p in peers], replicas)
+        out = []
+        for peer in peers:
+            name = peer_teacher_name(peer["name"])
+            if name in self._teacher_set.teachers:
+                continue
+            cfg = TeacherConfig(name=name, model=peer["model"], resources=ResourcesConfig(num_cpus=0.1, replicas=replicas))
+            args = teacher_app_args(cfg, None, self.dataset, self.config.distill, self.config.run.allowed_factory_modules,
+                                    live_run=self.run)
+            serve.run(build_teacher_app(args), name=app_name(name), route_prefix=None)
+            info = serve.get_app_handle(app_name(name)).describe.remote().result(timeout_s=120)
+            entry = TeacherEntry(name, 1.0, info["output_space"], info["num_classes"], f"live:{name}",
+                                 info["parameters"], live=True)
+            with self._lock:
+                self._apps[name] = args
+                self._teacher_set = self._teacher_set.with_teacher(entry)
+                self._event("teacher_added", teacher=name, model_version=entry.model_version, weight=1.0, live=True)
+            out.append({"name": name, **info})
+        return out
+
+    def publish_weights(self, peer: str, key: Key, weights: list[Any]) -> None:
+        """A trainer's rank 0 publishes `[ray.put(state_dict)]`; only the reference passes here."""
+        self.peers.publish(peer, key, weights)
+
+    def wait_published(self, peer: str, newer_than: Optional[Key], timeout_s: float = 2.0):
+        return self.peers.wait_published(peer, newer_than, timeout_s)
+
+    def peer_loaded(self, peer: str, replica: str, key: Key) -> None:
+        self.peers.loaded(peer, replica, key)
+
+    def served_key(self, peer: str) -> Optional[Key]:
+        return self.peers.served(peer)
+
+    def wait_served(self, peer: str, key: Key, timeout_s: float) -> Key:
+        return self.peers.wait_served(peer, key, timeout_s)
+
+    def wait_round(self, peer: str, round_: int, teachers: list[str], timeout_s: float) -> None:
+        self.peers.wait_round(peer, round_, teachers, timeout_s)
+
+    def finish_round(self, peer: str, round_: int) -> None:
+        self.peers.finish_round(peer, round_)
+        self._event("peer_round_done", peer=peer, round=round_)
+
     def set_weight(self, name: str, weight: float) -> dict[str, Any]:
         """Change a teacher's static weight; workers merge with it from their next step boundary.
         0 mutes the teacher (it keeps answering) while another teacher has weight > 0."""
@@ -232,7 +283,8 @@ class Orchestrator:
                              "parameters": e.parameters,
                              "endpoint": e.endpoint.url if e.endpoint else f"serve:{e.app_name}"}
                          for n, e in ts.teachers.items()},
-            "progress": {f"rank{r}": rec for r, rec in sorted(self._latest.items())},
+            "progress": dict(sorted(self._latest.items())),
+            "peers": self.peers.status() if self.peers else {},
             "events": self._events[-20:],
         }
 

@@ -12,8 +12,10 @@ from typing import Any, Optional
 from cluster.config import RunConfig
 from students.job import StudentJob
 from students.losses import Term, needs_teacher, preset_terms
+from students.online import OnlineRole
 from students.weighting import Weighting
 from teachers.backend import ResolvedModel
+from teachers.teacher_set import peer_teacher_name
 
 INIT_SEED_STRIDE = 7919  # born-again generation g of seed s starts from the weights of seed s + g * stride
 
@@ -121,3 +123,41 @@ def _teachers_of(cfg: RunConfig, method: Optional[Any]) -> dict[str, Any]:
     weighting = (method.weighting if method is not None else None) or cfg.distill.weighting
     names = teachers or [t.name for t in cfg.teachers]
     return {"teachers": teachers, "weighting": Weighting.from_config(weighting, names)}
+
+
+def online_phase(peer: str, seed: int, mutual: bool) -> str:
+    """`mutual-a-seed0` (trained with its peers), `alone-a-seed0` (the same peer on labels only)."""
+    return f"{'mutual' if mutual else 'alone'}-{peer}-seed{seed}"
+
+
+def online_jobs(cfg: RunConfig, terms: list[Term], models: dict[str, ResolvedModel],
+                orchestrator: Any) -> dict[str, list[StudentJob]]:
+    """An online co-training run: every peer's phases, in the order its own trainer runs them.
+
+    Per seed (a round) each peer trains with its peers at the same time, learning from the
+    live endpoints of the peers in its `learns_from` and publishing its weights to its own;
+    then, with `run.baseline`, every peer trains alone on labels for each seed. Peer i of seed s
+    starts from the same weights in both (init seed s + i * INIT_SEED_STRIDE).
+    """
+    online = cfg.online
+    taught = {t for p in online.peers for t in online.teachers_of(p.name)}
+    jobs: dict[str, list[StudentJob]] = {}
+    for index, peer in enumerate(online.peers):
+        teachers = online.teachers_of(peer.name)
+        names = [peer_teacher_name(t) for t in teachers]
+        common = dict(model=models[peer.name], student=cfg.student, distill=cfg.distill, data=cfg.data,
+                      orchestrator=orchestrator, trainer=peer.name)
+        mutual = [StudentJob(
+            phase=online_phase(peer.name, seed, True), seed=seed, init_seed=seed + INIT_SEED_STRIDE * index,
+            terms=terms if teachers else preset_terms("ce", 1.0), use_teachers=bool(teachers),
+            teachers=names, weighting=Weighting.from_config(cfg.distill.weighting, names),
+            online=OnlineRole(peer=peer.name, round=round_, learns_from=tuple(teachers), publishes=peer.name in taught,
+                              refresh_every=online.refresh_every, max_staleness=online.max_staleness,
+                              timeout_s=online.start_timeout_s), **common)
+            for round_, seed in enumerate(cfg.run.seeds)]
+        alone = [StudentJob(phase=online_phase(peer.name, seed, False), seed=seed,
+                            init_seed=seed + INIT_SEED_STRIDE * index, terms=preset_terms("ce", 1.0),
+                            use_teachers=False, **common)
+                 for seed in cfg.run.seeds] if cfg.run.baseline else []
+        jobs[peer.name] = mutual + alone
+    return jobs

@@ -15,10 +15,20 @@ from rich.text import Text
 
 
 def progress_line(status: dict[str, Any]) -> str:
-    """One line per phase: step, loss, throughput, teacher-set version and teachers in use."""
-    rec = status["progress"].get("rank0")
-    if rec is None:
+    """One line per training phase (several when peer trainers run at once): step, loss,
+    throughput, teacher-set version and teachers in use."""
+    records = _rank0_records(status)
+    if not records:
         return "students: starting workers..."
+    return "\n".join(_phase_line(rec) for rec in records)
+
+
+def _rank0_records(status: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rank 0's latest record of each trainer (`rank0`, or `<peer>/rank0` in online co-training)."""
+    return [rec for key, rec in status["progress"].items() if key == "rank0" or key.endswith("/rank0")]
+
+
+def _phase_line(rec: dict[str, Any]) -> str:
     parts = [f"{rec['phase']}: epoch {rec['epoch']} step {rec['step']}"]
     if "loss/total" in rec:
         parts.append(f"loss {rec['loss/total']:.4f}")
@@ -28,6 +38,8 @@ def progress_line(status: dict[str, Any]) -> str:
             parts.append(f"{short} {value:.3f}")
     if "throughput/samples_per_s" in rec:
         parts.append(f"{rec['throughput/samples_per_s']:.0f} samples/s")
+    if "online/staleness_steps" in rec:
+        parts.append(f"endpoint {rec['online/staleness_steps']} steps behind")
     if "teacher_set/version" in rec:
         teachers = ", ".join(f"{n}(w={rec.get(f'teacher/{n}/weight', 0):.2g}{_share(rec, n)})" for n in rec["teachers"])
         parts.append(f"teacher set v{rec['teacher_set/version']}: {teachers or 'none'}")
@@ -52,7 +64,7 @@ def status_table(status: dict[str, Any]) -> Table:
     table.add_column("output space")
     table.add_column("model version")
     table.add_column("served by")
-    latest = status["progress"].get("rank0") or {}
+    latest = next(iter(_rank0_records(status)), {})
     for name, info in status["teachers"].items():
         table.add_row(name, f"{info['weight']:.3g}", _share(latest, name).lstrip(", ") or "-", info["output_space"],
                       info["model_version"], info.get("endpoint", ""))

@@ -22,7 +22,8 @@ from cluster.config import RunConfig, load_run_config
 from orchestration.precompute import offline_stores
 from orchestration.results import METRICS, gain_lines, rich_table, summarize, write_results
 from orchestration.continual_results import continual_rows, matrix_markdown
-from orchestration.phases import continual_jobs, student_jobs
+from orchestration.online_results import online_gain_lines, online_rows
+from orchestration.phases import continual_jobs, online_jobs, student_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def start_orchestrator(cfg: RunConfig, run_dir: Path, ingress_token_sha256: Opti
     else:
         raise RuntimeError(f"run {cfg.run.name!r} is already running on this cluster; stop it first "
                            f"or choose another run.name")
-    actor = ray.remote(Orchestrator).options(name=name, namespace=NAMESPACE, num_cpus=0, max_concurrency=16)
+    actor = ray.remote(Orchestrator).options(name=name, namespace=NAMESPACE, num_cpus=0, max_concurrency=32)
     return actor.remote(cfg.run.name, cfg.model_dump(), str(run_dir), default_cache_dir(), ingress_token_sha256)
 
 
@@ -147,8 +148,8 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum(1, keepdims=True)
 
 
-def train_students(jobs: list, cfg: RunConfig, run_dir: Path,
-                   reference: Optional[np.ndarray] = None) -> dict[str, dict[str, Any]]:
+def train_students(jobs: list, cfg: RunConfig, run_dir: Path, reference: Optional[np.ndarray] = None,
+                   trainer_name: Optional[str] = None) -> dict[str, dict[str, Any]]:
     """One Ray Train run of `train_student` over `jobs`; resumes from its last checkpoint.
 
     Returns the final metrics of every phase, keyed by phase name.
@@ -169,11 +170,41 @@ def train_students(jobs: list, cfg: RunConfig, run_dir: Path,
         scaling_config=ScalingConfig(num_workers=cfg.student.num_workers, use_gpu=use_gpu,
                                      resources_per_worker=resources),
         torch_config=TorchConfig(backend="nccl" if use_gpu and torch.cuda.is_available() else "gloo"),
-        run_config=TrainRunConfig(name=f"{cfg.run.name}-students", storage_path=str(run_dir / "train"),
+        run_config=TrainRunConfig(name=trainer_name or f"{cfg.run.name}-students", storage_path=str(run_dir / "train"),
                                   checkpoint_config=CheckpointConfig(num_to_keep=2),
                                   failure_config=FailureConfig(max_failures=0)),
     )
     return trainer.fit().metrics["phases"]
+
+
+def train_peers(jobs: dict[str, list], cfg: RunConfig, run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Online co-training: one Ray Train run per peer, all at once (each launched from its own
+    Ray task); the first that fails stops the others."""
+    import ray
+
+    from cluster.errors import ConfigError
+
+    trainers = {peer: peer_jobs for peer, peer_jobs in jobs.items() if peer_jobs}
+    needed = len(trainers) * cfg.student.num_workers * cfg.student.cpus_per_worker
+    available = ray.cluster_resources().get("CPU", 0)
+    if needed > available:
+        raise ConfigError("<cluster>", [
+            f"online: {len(trainers)} peer trainers x student.num_workers {cfg.student.num_workers} x "
+            f"student.cpus_per_worker {cfg.student.cpus_per_worker:g} = {needed:g} CPUs must run at once; the "
+            f"cluster has {available:g}. Lower student.cpus_per_worker or num_workers, or add nodes"])
+    fit = ray.remote(num_cpus=0)(train_students)
+    pending = {fit.remote(peer_jobs, cfg, run_dir, None, f"{cfg.run.name}-peer-{peer}"): peer
+               for peer, peer_jobs in trainers.items()}
+    phases: dict[str, dict[str, Any]] = {}
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            pending.pop(done[0])
+            phases.update(ray.get(done[0]))
+    finally:
+        for ref in pending:  # a trainer failed: its peers would wait for it until their timeout
+            ray.cancel(ref, force=True)
+    return phases
 
 
 def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optional[str] = None,
@@ -215,16 +246,23 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
         student_model = resolve_model(cfg.student.model, in_features=dataset.in_features,
                                       num_classes=dataset.num_classes,
                                       allowed_modules=cfg.run.allowed_factory_modules)
-        planned = (continual_jobs(cfg, methods, student_model, dataset, orchestrator) if cfg.continual else
-                   student_jobs(cfg, methods, student_model, dataset.kind, orchestrator,
-                                {name: folder for name, (folder, _) in stores.items()}))
-        jobs = [job for job in planned if job.phase not in state.phases]
+        if cfg.online:
+            planned_by_peer = _start_online(cfg, orchestrator, dataset, methods[""], state, console)
+        else:
+            planned_by_peer = {"": continual_jobs(cfg, methods, student_model, dataset, orchestrator) if cfg.continual
+                               else student_jobs(cfg, methods, student_model, dataset.kind, orchestrator,
+                                                 {name: folder for name, (folder, _) in stores.items()})}
+        by_peer = {peer: [job for job in planned if job.phase not in state.phases]
+                   for peer, planned in planned_by_peer.items()}
+        jobs = [job for planned in by_peer.values() for job in planned]
         for phase, metrics in state.phases.items():
             console.print(Text(f"{phase}: done earlier, {metric_title} {metrics[metric]:.4f}"))
         if jobs:
-            console.print(f"students: {', '.join(job.phase for job in jobs)} on {cfg.student.num_workers} "
+            trainers = f"{len(by_peer)} trainers of " if cfg.online else ""
+            console.print(f"students: {', '.join(job.phase for job in jobs)} on {trainers}{cfg.student.num_workers} "
                           f"Ray Train workers, DeepSpeed ZeRO-{cfg.student.zero_stage}")
-            phases = follow(orchestrator, lambda: train_students(jobs, cfg, run_dir, reference), console)
+            phases = follow(orchestrator, (lambda: train_peers(by_peer, cfg, run_dir)) if cfg.online else
+                            (lambda: train_students(jobs, cfg, run_dir, reference)), console)
             for phase, metrics in phases.items():
                 resumed = f", resumed from step {metrics['resumed_from_step']}" if metrics["resumed_from_step"] else ""
                 console.print(Text(f"{phase}: {metric_title} {metrics[metric]:.4f} after {metrics['steps']} "
@@ -234,6 +272,9 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
         if cfg.continual:
             rows = continual_rows(state.phases, cfg.continual.column, cfg.continual.tasks)
             extra = matrix_markdown(rows, cfg.continual.column, cfg.continual.tasks)
+        elif cfg.online:
+            rows = online_rows(state.phases, [p.name for p in cfg.online.peers], cfg.run.seeds)
+            extra = "".join(f"{line}.\n" for line in online_gain_lines(rows))
         else:
             rows = summarize(teachers, state.phases)
         title = f"Distillery run {cfg.run.name}: {cfg.data.dataset}"
@@ -247,6 +288,28 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
         return rows
     finally:
         _shutdown(orchestrator)
+
+
+def _start_online(cfg: RunConfig, orchestrator, dataset, terms: list, state: RunState,
+                  console: Console) -> dict[str, list]:
+    """Serve every peer that teaches another as a live teacher, and plan each peer's phases; rounds
+    that finished before a restart are announced, so that peers do not wait for them."""
+    import ray
+
+    from teachers.backend import resolve_model
+
+    online = cfg.online
+    specs = {p.name: (p.model or cfg.student.model) for p in online.peers}
+    taught = sorted({t for p in online.peers for t in online.teachers_of(p.name)})
+    console.print(f"peers: serving {', '.join(taught)} as live teachers (weights refreshed every "
+                  f"{online.refresh_every} steps, staleness at most {online.max_staleness} steps)")
+    ray.get(orchestrator.start_peers.remote([{"name": name, "model": specs[name].model_dump()} for name in taught]))
+    models = {name: resolve_model(spec, in_features=dataset.in_features, num_classes=dataset.num_classes,
+                                  allowed_modules=cfg.run.allowed_factory_modules) for name, spec in specs.items()}
+    planned = online_jobs(cfg, terms, models, orchestrator)
+    ray.get([orchestrator.finish_round.remote(job.online.peer, job.online.round)
+             for jobs in planned.values() for job in jobs if job.online and job.phase in state.phases])
+    return planned
 
 
 def _deploy_teachers(cfg: RunConfig, orchestrator, dataset,

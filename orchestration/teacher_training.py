@@ -99,14 +99,14 @@ def train_or_load_teacher(name: str, model: ResolvedModel, training: TeacherTrai
 
 def teacher_app_args(cfg: TeacherConfig, weights_path: Optional[str], dataset: Dataset, distill: DistillConfig,
                      allowed_modules: list[str], *, features: list[str] | None = None,
-                     ingress_token_sha256: str | None = None) -> TeacherAppArgs:
+                     ingress_token_sha256: str | None = None, live_run: str | None = None) -> TeacherAppArgs:
     """Everything a process needs to load teacher `cfg` and answer with the run's soft targets:
     `features` are the submodules whose outputs its records carry; `ingress_token_sha256` lets
-    Serve's gRPC ingress reach it."""
+    Serve's gRPC ingress reach it; `live_run`: the run whose peer trainer publishes its weights."""
     model = resolve_model(cfg.model, in_features=dataset.in_features, num_classes=dataset.num_classes,
                           allowed_modules=allowed_modules)
     return TeacherAppArgs(name=cfg.name, factory=model.factory, kwargs=model.kwargs,
                           allowed_modules=list(model.allowed_modules), weights_path=weights_path,
                           in_features=dataset.in_features, temperature=distill.temperature,
                           dense_max_classes=distill.dense_max_classes, top_k=distill.top_k, resources=cfg.resources,
-                          features=features or [], ingress_token_sha256=ingress_token_sha256)
+                          features=features or [], ingress_token_sha256=ingress_token_sha256, live_run=live_run)

@@ -7,6 +7,7 @@ from typing import Any, Literal, Optional
 
 from cluster.config import DataConfig, DistillConfig, StudentConfig
 from students.losses import Term
+from students.online import OnlineRole
 from students.weighting import Weighting
 from teachers.backend import ResolvedModel
 
@@ -42,6 +43,9 @@ class StudentJob:
             (`test_accuracy/<column><value>`: a continual run's task-by-task accuracy).
         teachers: the teachers of the run this phase learns from (all when None).
         weighting: how those teachers' soft targets merge per sample (students.weighting).
+        trainer: the peer whose trainer runs this phase (online co-training); None otherwise.
+        online: the phase's part in online co-training (publishing weights, learning from live
+            peers); None for every other phase, the peers' independent baselines included.
     """
 
     phase: str
@@ -65,3 +69,5 @@ class StudentJob:
     eval_by: Optional[tuple[str, tuple[int, ...]]] = None
     teachers: Optional[list[str]] = None
     weighting: Weighting = field(default_factory=Weighting)
+    trainer: Optional[str] = None
+    online: Optional[OnlineRole] = None

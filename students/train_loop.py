@@ -23,6 +23,7 @@ from students.evaluation import accuracy, embedding_agreement
 from students.deepspeed_config import deepspeed_config
 from students.job import StudentJob
 from students.losses import CompositeLoss, feature_refs, self_distillation_exits
+from students.online import TargetLag, WeightPublisher
 from students.student_module import DistillationStudent
 from teachers.zoo import count_parameters
 
@@ -190,6 +191,22 @@ def _hand_over_snapshots(job: StudentJob, engine, rank: int) -> None:
         ray.get(job.orchestrator.drop_snapshot.remote(job.teacher_snapshot))
 
 
+def _start_online(job: StudentJob, engine, step: int, rank: int) -> Optional[WeightPublisher]:
+    """Online co-training: rank 0 publishes the first weights of the round and waits for the
+    peers; every rank waits for rank 0."""
+    if job.online is None:
+        return None
+    publisher = WeightPublisher(job.online, job.orchestrator, rank)
+    publisher.start(engine.module.model, step)
+    if dist.is_initialized():
+        dist.barrier()
+    return publisher
+
+
+def _online_metrics(publisher: Optional[WeightPublisher], lag: TargetLag) -> dict[str, Any]:
+    return {**publisher.metrics(), **lag.metrics()} if publisher is not None else {}
+
+
 def _extra_state(loss_fn: CompositeLoss) -> dict[str, Any]:
     return {"adversary": loss_fn.adversary.state_dict()} if loss_fn.adversary is not None else {}
 
@@ -219,6 +236,8 @@ class _Progress:
         now = time.perf_counter()
         record: dict[str, Any] = {"phase": self.job.phase, "rank": self.rank, "step": state.step,
                                   "epoch": state.epoch}
+        if self.job.trainer:
+            record["trainer"] = self.job.trainer
         if self.count:
             record["throughput/samples_per_s"] = self.window_samples / max(now - self.window_start, 1e-9)
             record.update({k: v / self.counts[k] for k, v in self.sums.items()})
@@ -263,6 +282,8 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
 
     if job.teacher_snapshot:
         _serve_snapshot(job, rank)
+    publisher = _start_online(job, engine, state.step, rank)
+    lag = TargetLag()
     client = _make_source(job, dataset.output_space, len(train.y), remaining_batches)
     if client is not None:
         client.plan(remaining_batches())
@@ -284,11 +305,14 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
             terms = _train_step(engine, loss_fn, batch, targets, cfg.precision)
             state.applied(batch.index, len(batch.y) * world_size)
             progress.add(terms, len(batch.y))
+            if publisher is not None:
+                lag.observe(targets, state.step)
+                publisher.after_step(engine.module.model, state.step)
             if client is not None and state.step % job.distill.version_poll_every == 0:
                 client.at_step_boundary()
                 state.teacher_set_version = client.teacher_set.version
             if state.step % cfg.log_every == 0:
-                progress.flush(state, client)
+                progress.flush(state, client, _online_metrics(publisher, lag))
             if state.step % cfg.checkpoint_every == 0:
                 save_and_report(engine, state, run_progress, {"step": state.step, "epoch": state.epoch},
                                 _extra_state(loss_fn))
@@ -296,22 +320,35 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
         state.next_batch = 0
         eval_start = time.perf_counter()
         metrics = _evaluate(engine, job, dataset, rank, world_size, reference)
-        progress.flush(state, client, {f"eval/{k}": v for k, v in metrics.items()})
+        progress.flush(state, client, {**_online_metrics(publisher, lag), **{f"eval/{k}": v for k, v in metrics.items()}})
         eval_s += time.perf_counter() - eval_start
 
     train_s = time.perf_counter() - start
     if client is not None:
         client.close()
+    if publisher is not None:
+        publisher.finish(engine.module.model, state.step)
     final = {**_evaluate(engine, job, dataset, rank, world_size, reference), "parameters": n_params,
              "steps": state.step, "resumed_from_step": resumed_from, "applied_batches": state.applied_batches,
              "train_s": train_s, "targets_s": targets_s,
-             "samples_per_s": (state.samples_seen - samples_before) / max(train_s - eval_s, 1e-9)}
+             "samples_per_s": (state.samples_seen - samples_before) / max(train_s - eval_s, 1e-9),
+             **(publisher.summary() if publisher is not None else {})}
     _hand_over_snapshots(job, engine, rank)
     run_progress.completed[job.phase] = final
     progress.flush(state, client, {"phase_done": True, **{f"final/{k}": v for k, v in final.items()}})
     save_and_report(engine, state, run_progress, {"step": state.step, "phases": dict(run_progress.completed)},
                     _extra_state(loss_fn))
     return final
+
+
+def _announce_finished_rounds(done: list[StudentJob], rank: int) -> None:
+    """A resumed peer trainer tells the (new) orchestrator which rounds it finished before, so
+    that peers still in those rounds are not taught by its next round's weights."""
+    if rank != 0:
+        return
+    import ray
+
+    ray.get([job.orchestrator.finish_round.remote(job.online.peer, job.online.round) for job in done if job.online])
 
 
 def train_student(config: dict[str, Any]) -> None:
@@ -326,6 +363,7 @@ def train_student(config: dict[str, Any]) -> None:
     dataset = load_dataset(jobs[0].data)
     run_progress = read_progress() or RunProgress()
     pending = [job for job in jobs if job.phase not in run_progress.completed]
+    _announce_finished_rounds([job for job in jobs if job.phase in run_progress.completed], rank)
     for job in pending:
         _train_phase(job, dataset, run_progress, rank, world_size, config.get("reference"))
     if not pending:  # restarted after the last phase finished: hand back what the checkpoint holds

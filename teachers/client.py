@@ -194,9 +194,13 @@ class TeacherClient:
                 f"{self.timeout_s}s: {type(exc).__name__}: {exc}") from exc
         self.wait_ms[name] = (time.perf_counter() - start) * 1000
         entry = self.teacher_set.teachers[name]
-        return validate_soft_targets(record, batch_id=batch.batch_id, batch_size=len(batch.y),
-                                     output_space=self.output_space, temperature=self.temperature,
-                                     teacher_version=entry.model_version)
+        record = validate_soft_targets(record, batch_id=batch.batch_id, batch_size=len(batch.y),
+                                       output_space=self.output_space, temperature=self.temperature,
+                                       teacher_version=None if entry.live else entry.model_version)
+        if entry.live and not record.teacher_version.startswith(f"{entry.model_version}@"):
+            raise TeacherUnavailableError(f"teacher {name!r} answered batch {batch.batch_id!r} with version "
+                                          f"{record.teacher_version!r}, not a version of {entry.model_version!r}")
+        return record
 
     def close(self) -> None:
         for request in set(self._in_flight.values()):

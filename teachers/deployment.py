@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import grpc
@@ -23,6 +24,7 @@ from cluster.config import ResourcesConfig
 from teachers.arrow_codec import model_inputs
 from teachers.backend import FeatureHooks, ResolvedModel, load_teacher, model_version, output_space_of
 from teachers.soft_targets import SoftTargets, pack_soft_targets
+from teachers.teacher_set import PEER_PREFIX, live_version
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ class TeacherAppArgs(BaseModel):
     resources: ResourcesConfig = ResourcesConfig()
     ingress_token_sha256: Optional[str] = None  # callers through Serve's gRPC ingress must send its token
     features: list[str] = []  # module names whose outputs travel in every record (feature-based KD)
+    live_run: Optional[str] = None  # a peer of this run's online co-training: weights come from its trainer
 
 
 @dataclass
@@ -57,6 +60,7 @@ class LoadedTeacher:
     output_space: str
     num_classes: int
     hooks: FeatureHooks
+    lock: threading.Lock = field(default_factory=threading.Lock)  # a weight refresh never meets a forward
 
     @classmethod
     def load(cls, args: TeacherAppArgs, device: str | torch.device = "cpu") -> "LoadedTeacher":
@@ -80,7 +84,7 @@ class LoadedTeacher:
 
     def feature_shapes(self) -> dict[str, list[int]]:
         """Per-sample shape of each hooked feature (from a dummy forward)."""
-        with torch.inference_mode():
+        with self.lock, torch.inference_mode():
             self.module(torch.zeros(1, self.args.in_features, device=self.device))
         return {name: list(value.shape[1:]) for name, value in self.hooks.take().items()}
 
@@ -92,8 +96,9 @@ class LoadedTeacher:
         gRPC client sends its run's values.
         """
         inputs = model_inputs(np.concatenate([np.asarray(x) for _, x in batches]))
-        with torch.inference_mode():
+        with self.lock, torch.inference_mode():
             logits = self.module(torch.tensor(inputs, device=self.device)).float().cpu().numpy()
+            version = self.version
         bounds = np.cumsum([len(x) for _, x in batches])[:-1]
         features = {name: np.split(value.to(torch.float16).cpu().numpy(), bounds)
                     for name, value in self.hooks.take().items()}
@@ -103,12 +108,57 @@ class LoadedTeacher:
         records = []
         for i, ((batch_id, _), part) in enumerate(zip(batches, np.split(logits, bounds))):
             record = pack_soft_targets(
-                part, batch_id=batch_id, teacher=self.args.name, teacher_version=self.version,
+                part, batch_id=batch_id, teacher=self.args.name, teacher_version=version,
                 temperature=temperature or self.args.temperature, output_space=self.output_space,
                 dense_max_classes=dense_max, top_k=top_k or self.args.top_k)
             record.features = {name: parts[i] for name, parts in features.items()}
             records.append(record)
         return records
+
+    def replace_weights(self, state: dict[str, torch.Tensor], version: str) -> None:
+        """Load a live teacher's new weights (between two forwards)."""
+        with self.lock:
+            self.module.load_state_dict({k: v.to(self.device) for k, v in state.items()})
+            self.version = version
+
+
+class LiveWeights:
+    """A replica's follower of its peer trainer: long-polls the run's orchestrator for newer
+    published weights, fetches them from the object store and reports the key it serves."""
+
+    def __init__(self, teacher: LoadedTeacher, run: str, replica: str):
+        import ray
+
+        from cluster.connection import NAMESPACE, orchestrator_name
+
+        self.teacher, self.replica = teacher, replica
+        self.peer = teacher.args.name.removeprefix(PEER_PREFIX)
+        self.orchestrator = ray.get_actor(orchestrator_name(run), namespace=NAMESPACE)
+        self.key: Optional[tuple[int, int]] = None
+        self.ready = threading.Event()
+        threading.Thread(target=self._follow, name=f"live-weights-{self.peer}", daemon=True).start()
+
+    def _follow(self) -> None:
+        import ray
+
+        while True:
+            try:
+                found = ray.get(self.orchestrator.wait_published.remote(self.peer, self.key))
+            except Exception as exc:  # noqa: BLE001 - the run ended (orchestrator gone): stop following
+                logger.info("peer %s: stopped following weights (%s)", self.peer, type(exc).__name__)
+                return
+            if found is None:
+                continue
+            key, (ref,) = found
+            self.teacher.replace_weights(ray.get(ref), live_version(self.teacher.args.name, key))
+            self.key = tuple(key)
+            self.ready.set()
+            self.orchestrator.peer_loaded.remote(self.peer, self.replica, self.key)
+
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        if not self.ready.wait(timeout_s):
+            raise TimeoutError(f"teacher {self.teacher.args.name!r}: its peer trainer published no weights "
+                               f"within {timeout_s:g}s")
 
 
 @serve.deployment
@@ -118,6 +168,9 @@ class TeacherDeployment:
         torch.set_num_threads(max(1, int(args.resources.num_cpus)))
         device = "cuda" if args.resources.num_gpus > 0 and torch.cuda.is_available() else "cpu"
         self.teacher = LoadedTeacher.load(args, device)
+        self.live = None
+        if args.live_run:
+            self.live = LiveWeights(self.teacher, args.live_run, serve.get_replica_context().replica_tag)
         logger.info("teacher %s version %s ready (%s)", args.name, self.teacher.version, self.teacher.output_space)
 
     def describe(self) -> dict[str, Any]:
@@ -137,6 +190,8 @@ class TeacherDeployment:
         if not isinstance(request, dict):  # e.g. an HTTP request through a proxy route
             raise TypeError(f"teacher {self.teacher.args.name!r} answers Serve handle calls and gRPC "
                             f"(TeacherService), not {type(request).__name__}")
+        if self.live is not None:
+            self.live.wait_ready()
         return self.teacher.records([(b["batch_id"], b["inputs"]) for b in request["batches"]])
 
 

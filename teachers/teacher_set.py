@@ -18,6 +18,27 @@ def snapshot_teacher_name(phase: str) -> str:
     return name if len(name) <= 48 else f"snapshot-{hashlib.sha256(phase.encode()).hexdigest()[:16]}"
 
 
+def peer_teacher_name(peer: str) -> str:
+    """The teacher that serves the live weights of peer trainer `peer` (online co-training)."""
+    return f"{PEER_PREFIX}{peer}"
+
+
+PEER_PREFIX = "peer-"
+
+
+def live_version(teacher: str, key: tuple[int, int]) -> str:
+    """The record version of a live teacher's weights from round `key[0]`, step `key[1]`."""
+    return f"live:{teacher}@r{key[0]}s{key[1]}"
+
+
+def live_step(version: str) -> Optional[tuple[int, int]]:
+    """(round, step) of a live teacher's record version; None for other teachers."""
+    if not version.startswith("live:") or "@r" not in version:
+        return None
+    round_, _, step = version.rpartition("@r")[2].partition("s")
+    return int(round_), int(step)
+
+
 @dataclass(frozen=True)
 class TeacherEntry:
     name: str
@@ -28,6 +49,7 @@ class TeacherEntry:
     parameters: int = 0
     endpoint: Optional[Any] = None  # an EndpointSpec for gRPC teachers; None for Serve apps
     feature_shapes: dict[str, list[int]] = field(default_factory=dict)  # per-sample shape of each sent feature
+    live: bool = False  # weights refreshed while it teaches: records carry `<model_version>@r<round>s<step>`
 
     @property
     def app_name(self) -> str:
