@@ -160,6 +160,17 @@ class WeightingConfig(Strict):
         return self
 
 
+class GeneratorConfig(Strict):
+    """Synthetic inputs where teachers and student disagree, labelled by the served teachers and
+    learned from with the real data (students.generator)."""
+
+    samples: int = Field(16, ge=2, description="synthetic samples per step and worker")
+    weight: float = Field(1.0, ge=0, description="weight of the KD term on the synthetic samples")
+    z_dim: int = Field(32, ge=1, description="the generator's noise width")
+    hidden: int = Field(128, ge=1, description="the generator's hidden width")
+    lr: float = Field(1e-3, gt=0, description="the generator's Adam learning rate")
+
+
 class MethodConfig(Strict):
     """One KD method of `distill.methods`. A bare list of terms is read as `{terms: [...]}`."""
 
@@ -170,6 +181,7 @@ class MethodConfig(Strict):
     teacher_snapshot: Optional[str] = Field(
         None, description="a method listed before this one: its trained student of the same seed, frozen and "
                           "served, is this method's only teacher (born-again networks)")
+    generator: Optional[GeneratorConfig] = Field(None, description="overrides distill.generator")
 
 
 class DistillConfig(Strict):
@@ -182,6 +194,8 @@ class DistillConfig(Strict):
     methods: Optional[dict[str, MethodConfig]] = Field(
         None, description="named KD methods to compare in one run: a KD student per method and seed")
     weighting: WeightingConfig = Field(default_factory=WeightingConfig)
+    generator: Optional[GeneratorConfig] = Field(
+        None, description="also learn on synthetic inputs where teachers and student disagree")
 
     @field_validator("methods", mode="before")
     @classmethod
@@ -360,6 +374,7 @@ class RunConfig(Strict):
         self._check_weighting([t.name for t in self.teachers])
         self._check_continual(snapshots)
         self._check_online(snapshots)
+        self._check_generator()
         if snapshots and self.data.dataset == "digits_views" and self.data.teacher_column != self.data.student_column:
             raise ValueError(f"distill.methods ({', '.join(snapshots)}): a snapshot teacher is a student, which reads "
                              f"{self.data.student_column}, but teachers are sent {self.data.teacher_column}; "
@@ -383,6 +398,22 @@ class RunConfig(Strict):
         if self.student.zero_stage == 3:
             raise ValueError(f"{where}: each task hands the student's weights to the next from rank 0, which "
                              f"ZeRO-3 shards; use student.zero_stage 0, 1 or 2")
+
+    def _check_generator(self) -> None:
+        methods = self.distill.methods or {}
+        users = [(f"distill.methods.{n}", m) for n, m in methods.items() if m.generator or self.distill.generator]
+        if not methods and self.distill.generator:
+            users = [("distill.generator", None)]
+        for where, method in users:
+            if not self.teachers or (method is not None and method.teacher_snapshot):
+                raise ValueError(f"{where}: the generator's samples are labelled by the run's served teachers; "
+                                 f"give teachers (a snapshot teacher is not one)")
+            if self.distill.mode == "offline" or self.data.dataset != "digits" or self.online or self.continual:
+                raise ValueError(f"{where}: synthetic inputs are labelled live: use distill.mode online on the "
+                                 f"digits dataset, without online or continual sections")
+            if self.student.zero_stage == 3:
+                raise ValueError(f"{where}: the generator's step runs the student with rank 0's full weights, "
+                                 f"which ZeRO-3 shards; use student.zero_stage 0, 1 or 2")
 
     def _check_online(self, snapshots: list[str]) -> None:
         if self.online is None:

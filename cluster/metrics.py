@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ class MetricsSink:
     """Appends every record to `metrics.jsonl`; numeric fields also go to TensorBoard.
 
     One TensorBoard writer per phase (`tensorboard/<phase>`), so runs of the KD student and
-    the baseline overlay in one dashboard.
+    the baseline overlay in one dashboard. Thread-safe: the orchestrator takes records from
+    several trainers at once.
     """
 
     def __init__(self, run_dir: str | Path):
@@ -20,6 +22,7 @@ class MetricsSink:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._jsonl = open(self.run_dir / "metrics.jsonl", "a", buffering=1)
         self._writers: dict[str, Any] = {}
+        self._lock = threading.Lock()
 
     def _writer(self, phase: str):
         if phase not in self._writers:
@@ -29,7 +32,10 @@ class MetricsSink:
         return self._writers[phase]
 
     def write(self, record: dict[str, Any]) -> None:
-        record = {"time": time.time(), **record}
+        with self._lock:
+            self._write({"time": time.time(), **record})
+
+    def _write(self, record: dict[str, Any]) -> None:
         self._jsonl.write(json.dumps(record, default=str) + "\n")
         step = record.get("step")
         if step is None or record.get("rank", 0) != 0:
@@ -40,6 +46,10 @@ class MetricsSink:
                 writer.add_scalar(key, value, step)
 
     def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
         for writer in self._writers.values():
             writer.close()
         self._jsonl.close()

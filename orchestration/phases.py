@@ -64,6 +64,7 @@ def student_jobs(cfg: RunConfig, methods: dict[str, list[Term]], model: Resolved
             teacher_snapshot=served_by, export_snapshot=method in exported,
             train=method is not None or dataset_kind != "embedding",  # an encoder's baseline is the untrained student
             init_seed=seed + INIT_SEED_STRIDE * generation(snapshots, method),
+            generator=_generator_of(cfg, method, method_cfgs.get(method)),
             **_teachers_of(cfg, method_cfgs.get(method))))
     return jobs
 
@@ -123,6 +124,13 @@ def _teachers_of(cfg: RunConfig, method: Optional[Any]) -> dict[str, Any]:
     weighting = (method.weighting if method is not None else None) or cfg.distill.weighting
     names = teachers or [t.name for t in cfg.teachers]
     return {"teachers": teachers, "weighting": Weighting.from_config(weighting, names)}
+
+
+def _generator_of(cfg: RunConfig, method: Optional[str], method_cfg: Optional[Any]) -> Optional[Any]:
+    """A KD method's generator: its own, else the run's (never the baseline's)."""
+    if method is None:
+        return None
+    return (method_cfg.generator if method_cfg is not None else None) or cfg.distill.generator
 
 
 def online_phase(peer: str, seed: int, mutual: bool) -> str:

@@ -214,7 +214,8 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
     `overrides` maps dotted field paths to values (`--set` on the command line).
     """
     console = console or Console()
-    cfg = load_run_config(config_path, {**(overrides or {}), "run.name": run_name, "run.output_dir": output_dir})
+    flags = {key: value for key, value in (("run.name", run_name), ("run.output_dir", output_dir)) if value is not None}
+    cfg = load_run_config(config_path, {**(overrides or {}), **flags})
     run_dir = Path(cfg.run.output_dir).resolve() / cfg.run.name
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(cfg.model_dump_json(indent=2))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
-from cluster.config import DataConfig, DistillConfig, StudentConfig
+from cluster.config import DataConfig, DistillConfig, GeneratorConfig, StudentConfig
 from students.losses import Term
 from students.online import OnlineRole
 from students.weighting import Weighting
@@ -44,6 +44,8 @@ class StudentJob:
         teachers: the teachers of the run this phase learns from (all when None).
         weighting: how those teachers' soft targets merge per sample (students.weighting).
         trainer: the peer whose trainer runs this phase (online co-training); None otherwise.
+        generator: also learn on synthetic inputs where the teachers and the student disagree
+            (students.generator); None: real data only.
         online: the phase's part in online co-training (publishing weights, learning from live
             peers); None for every other phase, the peers' independent baselines included.
     """
@@ -71,3 +73,4 @@ class StudentJob:
     weighting: Weighting = field(default_factory=Weighting)
     trainer: Optional[str] = None
     online: Optional[OnlineRole] = None
+    generator: Optional[GeneratorConfig] = None

@@ -23,6 +23,7 @@ from students.evaluation import accuracy, embedding_agreement
 from students.deepspeed_config import deepspeed_config
 from students.job import StudentJob
 from students.losses import CompositeLoss, feature_refs, self_distillation_exits
+from students.generator import SyntheticInputs, SyntheticStream, frozen_forward
 from students.online import TargetLag, WeightPublisher
 from students.student_module import DistillationStudent
 from teachers.zoo import count_parameters
@@ -124,16 +125,27 @@ def mixed_precision(engine, precision: str):
     return torch.autocast(device_type=engine.device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
-def _train_step(engine, loss_fn: CompositeLoss, batch, targets, precision: str) -> dict[str, torch.Tensor]:
-    """Forward, loss, backward and optimizer step (DeepSpeed handles accumulation and ZeRO)."""
+def _train_step(engine, loss_fn: CompositeLoss, batch, targets, precision: str,
+                synthetic: Optional[SyntheticStream] = None) -> dict[str, torch.Tensor]:
+    """Forward, loss, backward and optimizer step (DeepSpeed handles accumulation and ZeRO);
+    with a generator, the student also learns on its answered synthetic batch, then the
+    generator and the discriminator take their steps."""
     x, y = torch.from_numpy(batch.x).to(engine.device), torch.from_numpy(batch.y).to(engine.device)
     with mixed_precision(engine, precision):
         logits = engine(x)
         terms = loss_fn(logits, y, targets, engine.module.features(), engine.module.projectors,
                         engine.module.gate_logits(), batch.columns)
+        if synthetic is not None:  # a second forward, after the terms read the real batch's features
+            extra = synthetic.loss(engine, engine.device)
+            if extra:
+                terms["synthetic_kd"] = extra["synthetic_kd"]
+                terms["total"] = terms["total"] + extra["weighted"]
     engine.backward(terms["total"])
     engine.step()
     loss_fn.step_discriminator(terms)
+    if synthetic is not None:
+        with mixed_precision(engine, precision):
+            terms.update(synthetic.step_generator(frozen_forward(engine.module.model)))
     return terms
 
 
@@ -207,8 +219,25 @@ def _online_metrics(publisher: Optional[WeightPublisher], lag: TargetLag) -> dic
     return {**publisher.metrics(), **lag.metrics()} if publisher is not None else {}
 
 
-def _extra_state(loss_fn: CompositeLoss) -> dict[str, Any]:
-    return {"adversary": loss_fn.adversary.state_dict()} if loss_fn.adversary is not None else {}
+def _extra_state(loss_fn: CompositeLoss, synthetic: Optional[SyntheticStream]) -> dict[str, Any]:
+    """Training state outside the DeepSpeed engine: the discriminator's and the generator's."""
+    state = {"adversary": loss_fn.adversary.state_dict()} if loss_fn.adversary is not None else {}
+    if synthetic is not None:
+        state["generator"] = synthetic.inputs.state_dict()
+    return state
+
+
+def _synthetic_stream(job: StudentJob, client, train: Split, device, rank: int,
+                      extra_state: dict[str, Any]) -> Optional[SyntheticStream]:
+    """The generator of the job, restored from the checkpoint when resuming (None without one)."""
+    if job.generator is None or client is None:
+        return None
+    cfg = job.generator
+    inputs = SyntheticInputs(train.x.min(0), train.x.max(0), samples=cfg.samples, z_dim=cfg.z_dim, hidden=cfg.hidden,
+                             lr=cfg.lr, device=device, seed=job.seed, rank=rank)
+    if "generator" in extra_state:
+        inputs.load_state_dict(extra_state["generator"])
+    return SyntheticStream(inputs, client, job.distill.temperature, cfg.weight, f"{job.phase}-r{rank}")
 
 
 class _Progress:
@@ -291,6 +320,7 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
                             seed=job.seed)  # an adversarial discriminator starts alike on every rank
     if loss_fn.adversary is not None and "adversary" in extra_state:
         loss_fn.adversary.load_state_dict(extra_state["adversary"])
+    synthetic = _synthetic_stream(job, client, train, engine.device, rank, extra_state)
     progress = _Progress(job, rank, world_size)
     start = time.perf_counter()
     eval_s = 0.0  # evaluation time, left out of the training throughput
@@ -302,7 +332,9 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
             wait_start = time.perf_counter()
             targets = client.targets_for(batch) if client is not None else None
             targets_s += time.perf_counter() - wait_start
-            terms = _train_step(engine, loss_fn, batch, targets, cfg.precision)
+            terms = _train_step(engine, loss_fn, batch, targets, cfg.precision, synthetic)
+            if synthetic is not None:
+                synthetic.request(state.step + 1)  # answered while the next real batch trains
             state.applied(batch.index, len(batch.y) * world_size)
             progress.add(terms, len(batch.y))
             if publisher is not None:
@@ -315,7 +347,7 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
                 progress.flush(state, client, _online_metrics(publisher, lag))
             if state.step % cfg.checkpoint_every == 0:
                 save_and_report(engine, state, run_progress, {"step": state.step, "epoch": state.epoch},
-                                _extra_state(loss_fn))
+                                _extra_state(loss_fn, synthetic))
         state.epoch += 1
         state.next_batch = 0
         eval_start = time.perf_counter()
@@ -337,7 +369,7 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
     run_progress.completed[job.phase] = final
     progress.flush(state, client, {"phase_done": True, **{f"final/{k}": v for k, v in final.items()}})
     save_and_report(engine, state, run_progress, {"step": state.step, "phases": dict(run_progress.completed)},
-                    _extra_state(loss_fn))
+                    _extra_state(loss_fn, synthetic))
     return final
 
 

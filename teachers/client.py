@@ -163,6 +163,13 @@ class TeacherClient:
                 self._submit(missing[: self.batches_per_request], name)
                 missing = missing[self.batches_per_request:]
 
+    def request(self, batch: Batch) -> None:
+        """Ask every current teacher now for a batch outside the plan (e.g. generated inputs);
+        `targets_for(batch)` collects the answer."""
+        for name in self._handles:
+            if (batch.batch_id, name) not in self._in_flight:
+                self._submit([batch], name)
+
     def targets_for(self, batch: Batch) -> Optional[TeacherTargets]:
         """The validated, weighted records of every current teacher for `batch` (None if no teacher)."""
         if self._upcoming and self._upcoming[0].batch_id == batch.batch_id:

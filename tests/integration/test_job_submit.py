@@ -2,7 +2,8 @@
 
 The submitted job trains with every family of the KD method library through served teachers
 (configs/methods.yaml), so this one run also checks the method library end to end, and the
-learned-gate (with adversarial distillation) and routed multi-teacher weightings."""
+learned-gate (with adversarial distillation) and routed multi-teacher weightings, and the
+generator of synthetic inputs labelled by the served teachers."""
 
 from __future__ import annotations
 
@@ -56,5 +57,8 @@ def test_job_submit_runs_the_same_job(ray_cluster, tmp_path):
     routed = [r for r in records if r.get("phase") == "kd-route-seed0" and "teacher/mlp/effective_weight" in r]
     share = np.mean([r["teacher/mlp/effective_weight"] for r in routed])
     assert routed and 0.25 < share < 0.55, share
+    generated = [r for r in records if r.get("phase") == "kd-route-seed0" and r.get("rank") == 0 and "loss/synthetic_kd" in r]
+    assert generated and all(np.isfinite(r["loss/synthetic_kd"]) and r["loss/generator_disagreement"] >= 0
+                             for r in generated)
     baseline = [r for r in records if r.get("phase") == "baseline-seed0" and "loss/ce" in r]
     assert baseline and not any("loss/kd" in r for r in baseline)
