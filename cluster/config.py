@@ -261,6 +261,16 @@ class ContinualConfig(Strict):
     replay_samples: int = Field(0, ge=0, description="training samples of each earlier task kept in memory and "
                                                      "trained on again with every later task (every method and "
                                                      "the baseline alike); 0: none")
+    replay_targets: Literal["snapshot", "stored"] = Field(
+        "snapshot", description="the soft targets of replayed samples in KD methods: snapshot: the previous task's "
+                                "served student labels them again; stored: the student that had just learned their "
+                                "task labelled them once, into the run's offline store (dark experience replay)")
+
+    @model_validator(mode="after")
+    def _stored_needs_replay(self) -> "ContinualConfig":
+        if self.replay_targets == "stored" and not self.replay_samples:
+            raise ValueError("replay_targets: stored keeps soft targets of replayed samples; set replay_samples > 0")
+        return self
 
     @field_validator("tasks")
     @classmethod

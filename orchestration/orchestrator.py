@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import ray
 from ray import serve
 
@@ -159,6 +160,54 @@ class Orchestrator:
         from safetensors.torch import load_file
 
         return load_file(str(self._snapshot_path(phase)))
+
+    def store_memory_targets(self, phase: str, column: str, value: int, samples: int) -> str:
+        """Continual replay with stored targets: the snapshot of `phase` labels the memory of its
+        task (the first `samples` training samples whose `column` is `value`, as the students
+        pick them) into `<run_dir>/replay/<phase>`, an offline store; kept when already there."""
+        import shutil
+        from dataclasses import replace
+
+        import pyarrow.parquet as pq
+
+        from orchestration.precompute import store_key
+        from students.data import student_subset
+        from teachers.arrow_codec import to_table
+        from teachers.backend import file_version
+        from teachers.deployment import LoadedTeacher
+        from teachers.store import write_manifest
+
+        folder = self._memory_path(phase)
+        if (folder / "manifest.json").is_file():
+            return str(folder)
+        train = student_subset(self.dataset.train, self.config.data.student_train_samples)
+        rows = np.flatnonzero(train.columns[column] == value)[:samples]
+        snapshot = self._snapshot_path(phase)
+        cfg = TeacherConfig(name=f"memory-{phase}"[:48], model=self.config.student.model, weights=str(snapshot))
+        args = teacher_app_args(cfg, str(snapshot), self.dataset, self.config.distill,
+                                self.config.run.allowed_factory_modules)
+        record = LoadedTeacher.load(args).records([("", train.x[rows])], top_k=self.dataset.num_classes,
+                                                  dense_max_classes=1)[0]
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        pq.write_table(to_table(record, sample=rows), partial / "part-00000.parquet")
+        key = replace(store_key(self.config, self.dataset, cfg.name, file_version(snapshot)),
+                      top_k=self.dataset.num_classes)  # the whole distribution of every memory sample
+        write_manifest(partial, key, None)
+        partial.replace(folder)
+        self._event("memory_stored", phase=phase, samples=len(rows), path=str(folder))
+        return str(folder)
+
+    def memory_store(self, phase: str) -> str:
+        folder = self._memory_path(phase)
+        if not (folder / "manifest.json").is_file():
+            raise FileNotFoundError(f"no stored memory targets of phase {phase!r} at {folder}: that task must "
+                                    f"finish first in this run folder (continual.replay_targets: stored)")
+        return str(folder)
+
+    def _memory_path(self, phase: str) -> Path:
+        return self._snapshot_dir.parent / "replay" / phase
 
     def _snapshot_path(self, phase: str) -> Path:
         path = self._snapshot_dir / f"{phase}.safetensors"

@@ -108,8 +108,18 @@ def continual_jobs(cfg: RunConfig, methods: dict[str, list[Term]], model: Resolv
                     use_teachers=learns_from_previous, teacher_snapshot=previous if learns_from_previous else None,
                     export_snapshot=k < len(order) - 1, init_from=previous, train_on=(column, (task,)),
                     replay=(column, order[:k], continual.replay_samples) if k and continual.replay_samples else None,
-                    eval_by=(column, order)))
+                    eval_by=(column, order), **_stored_replay(continual, method, terms, seed, k)))
     return jobs
+
+
+def _stored_replay(continual: Any, method: Optional[str], terms: list[Term], seed: int, k: int) -> dict[str, Any]:
+    """Replay with stored targets: each task but the last stores its student's targets on its
+    memory; every later task learns its replayed samples from those."""
+    if continual.replay_targets != "stored" or not needs_teacher(terms):
+        return {}
+    last = len(continual.tasks) - 1
+    return {"store_memory": continual.replay_samples if k < last else None,
+            "memory_from": tuple(continual_phase(method, j, seed) for j in range(k))}
 
 
 def _with_old_classes(terms: list[Term], classes: list[int]) -> list[Term]:

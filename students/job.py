@@ -44,6 +44,11 @@ class StudentJob:
         teachers: the teachers of the run this phase learns from (all when None).
         weighting: how those teachers' soft targets merge per sample (students.weighting).
         trainer: the peer whose trainer runs this phase (online co-training); None otherwise.
+        store_memory: at the end of the phase, the orchestrator stores this student's soft targets
+            on the first `store_memory` training samples of its task (continual replay with
+            stored targets); None: nothing is stored.
+        memory_from: the phases whose stored memory targets replace the teachers' targets on
+            replayed samples (the samples' `row` column finds them).
         generator: also learn on synthetic inputs where the teachers and the student disagree
             (students.generator); None: real data only.
         online: the phase's part in online co-training (publishing weights, learning from live
@@ -74,3 +79,5 @@ class StudentJob:
     trainer: Optional[str] = None
     online: Optional[OnlineRole] = None
     generator: Optional[GeneratorConfig] = None
+    store_memory: Optional[int] = None
+    memory_from: tuple[str, ...] = ()

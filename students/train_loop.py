@@ -25,6 +25,7 @@ from students.job import StudentJob
 from students.losses import CompositeLoss, feature_refs, self_distillation_exits
 from students.generator import SyntheticInputs, SyntheticStream, frozen_forward
 from students.online import TargetLag, WeightPublisher
+from students.replay import MemoryTargets
 from students.student_module import DistillationStudent
 from teachers.zoo import count_parameters
 
@@ -189,6 +190,16 @@ def _serve_snapshot(job: StudentJob, rank: int) -> None:
         dist.barrier()
 
 
+def _memory_targets(job: StudentJob) -> Optional[MemoryTargets]:
+    """The stored targets of the earlier tasks' memories (continual replay_targets: stored)."""
+    if not job.memory_from:
+        return None
+    import ray
+
+    folders = ray.get([job.orchestrator.memory_store.remote(phase) for phase in job.memory_from])
+    return MemoryTargets(folders, job.distill.temperature)
+
+
 def _hand_over_snapshots(job: StudentJob, engine, rank: int) -> None:
     """At the end of a phase (every rank's teacher client is closed): rank 0 exports this
     student for a later born-again phase and retires the snapshot this phase learned from."""
@@ -199,6 +210,9 @@ def _hand_over_snapshots(job: StudentJob, engine, rank: int) -> None:
     if job.export_snapshot:
         weights = {k: v.detach().cpu().contiguous() for k, v in engine.module.model.state_dict().items()}
         ray.get(job.orchestrator.save_snapshot.remote(job.phase, weights))
+        if job.store_memory:
+            column, (task,) = job.train_on
+            ray.get(job.orchestrator.store_memory_targets.remote(job.phase, column, task, job.store_memory))
     if job.teacher_snapshot:
         ray.get(job.orchestrator.drop_snapshot.remote(job.teacher_snapshot))
 
@@ -242,8 +256,9 @@ def _synthetic_stream(job: StudentJob, client, train: Split, device, rank: int,
 
 class _Progress:
     """Rolling throughput, loss and teacher-weight averages, pushed to the orchestrator as
-    metric records (`loss/<term>`, and `teacher/<name>/effective_weight`: the teacher's mean
-    per-sample weight in the merged target over the steps it answered)."""
+    metric records (`loss/<term>`; `teacher/<name>/effective_weight`: the teacher's mean
+    per-sample weight in the merged target over the steps it answered; keys that already name
+    a group, like `replay/stored_targets`, as they are)."""
 
     def __init__(self, job: StudentJob, rank: int, world_size: int):
         self.job, self.rank, self.world_size = job, rank, world_size
@@ -255,7 +270,8 @@ class _Progress:
     def add(self, terms: dict[str, torch.Tensor], batch_size: int) -> None:
         for key, value in terms.items():
             weight_of = key.removeprefix("teacher_weight/")
-            key = f"teacher/{weight_of}/effective_weight" if weight_of != key else f"loss/{key}"
+            key = (f"teacher/{weight_of}/effective_weight" if weight_of != key else key if "/" in key
+                   else f"loss/{key}")
             self.sums[key] = self.sums.get(key, 0.0) + float(value.detach())
             self.counts[key] = self.counts.get(key, 0) + 1
         self.count += 1
@@ -288,7 +304,8 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
     cfg = job.student
     epochs = cfg.epochs if job.train else 0
     train = student_subset(dataset.train, job.data.student_train_samples)
-    if job.train_on:
+    if job.train_on:  # `row` keeps each sample's row of the training split (the key of stored memory targets)
+        train = Split(train.x, train.y, {**train.columns, "row": np.arange(len(train.y))}, train.teacher_x)
         train = train.rows(task_rows(train, job.train_on, job.replay))
     if epochs and len(train.y) < world_size * cfg.micro_batch_size:
         raise ValueError(f"phase {job.phase}: {len(train.y)} training samples make no batch of "
@@ -322,6 +339,7 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
         loss_fn.adversary.load_state_dict(extra_state["adversary"])
     synthetic = _synthetic_stream(job, client, train, engine.device, rank, extra_state)
     progress = _Progress(job, rank, world_size)
+    memory = _memory_targets(job)
     start = time.perf_counter()
     eval_s = 0.0  # evaluation time, left out of the training throughput
     targets_s = 0.0  # time the loop spent getting soft targets
@@ -331,8 +349,13 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
         for batch in epoch_plan(state.epoch):
             wait_start = time.perf_counter()
             targets = client.targets_for(batch) if client is not None else None
+            replayed = None
+            if memory is not None:
+                targets, replayed = memory.patch(targets, batch.columns["row"])
             targets_s += time.perf_counter() - wait_start
             terms = _train_step(engine, loss_fn, batch, targets, cfg.precision, synthetic)
+            if replayed is not None:
+                terms["replay/stored_targets"] = torch.tensor(float(replayed))
             if synthetic is not None:
                 synthetic.request(state.step + 1)  # answered while the next real batch trains
             state.applied(batch.index, len(batch.y) * world_size)

@@ -56,6 +56,16 @@ def test_continual_tasks_chain_snapshots_and_old_classes(tmp_path):
     assert not third.export_snapshot
     naive = jobs["baseline-task1-seed0"]
     assert naive.init_from == "baseline-task0-seed0" and not naive.use_teachers and naive.teacher_snapshot is None
+    assert first.store_memory is None and third.memory_from == ()  # replay_targets: snapshot (the default)
+
+    stored = yaml.safe_load(path.read_text())
+    stored["continual"].update(replay_samples=5, replay_targets="stored")
+    path.write_text(yaml.safe_dump(stored))
+    cfg = load_run_config(path)
+    jobs = {j.phase: j for j in continual_jobs(cfg, checked_terms(cfg), MODEL, load_dataset(cfg.data), None)}
+    assert [jobs[f"kd-lwf-task{k}-seed0"].store_memory for k in range(3)] == [5, 5, None]
+    assert jobs["kd-lwf-task2-seed0"].memory_from == ("kd-lwf-task0-seed0", "kd-lwf-task1-seed0")
+    assert jobs["baseline-task2-seed0"].memory_from == ()  # plain CE has no targets to replace
 
 
 def test_phases_carry_method_teachers_and_weighting(tmp_path):

@@ -1,0 +1,57 @@
+"""Continual replay with stored soft targets (dark experience replay, Buzzega et al. 2020).
+
+When a task ends, the orchestrator stores the student's soft targets on that task's memory
+samples in the offline store format (`<run>/replay/<phase>`). In every later task, a
+replayed sample learns from those stored targets (the student that had just learned its
+task) instead of from the previous task's snapshot, which may have forgotten it; the task's
+new samples keep the snapshot's targets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from teachers.store import Manifest, StoredTargets
+from teachers.targets import TeacherTargets, record_logprob
+
+
+class MemoryTargets:
+    """The stored memory targets of earlier tasks, by training-set row.
+
+    Args:
+        folders: the memory stores of the earlier tasks.
+        temperature: the run's KD temperature (the stores hold log-probabilities at it).
+    """
+
+    def __init__(self, folders: list[str], temperature: float):
+        self.temperature = temperature
+        self.logprob: dict[int, np.ndarray] = {}
+        for folder in folders:
+            manifest = Manifest.read(Path(folder))
+            if abs(manifest.key.temperature - temperature) > 1e-9:
+                raise ValueError(f"memory store {folder} holds targets at T={manifest.key.temperature:g}, the run "
+                                 f"distils at T={temperature:g}")
+            store = StoredTargets(Path(folder), manifest, samples=0)
+            logprob = record_logprob(store.record, temperature).numpy()
+            rows = np.flatnonzero(store.row_of >= 0)
+            self.logprob.update(zip(rows.tolist(), logprob[store.row_of[rows]]))
+
+    def patch(self, targets: TeacherTargets | None, rows: np.ndarray) -> tuple[TeacherTargets | None, int]:
+        """`targets` with every replayed sample's distribution replaced by its stored one; and
+        how many samples were replaced."""
+        hits = [(i, self.logprob[int(r)]) for i, r in enumerate(rows) if int(r) in self.logprob]
+        if targets is None or not hits:
+            return targets, 0
+        records = {}
+        for name, record in targets.records.items():
+            if not record.is_dense:
+                raise ValueError(f"replay with stored targets patches dense records; teacher {name!r} sent top-k "
+                                 f"(raise distill.dense_max_classes)")
+            logits = record.logits.copy()
+            for i, logprob in hits:  # T * log p(T) has softmax(./T) = p(T): the stored distribution exactly
+                logits[i] = self.temperature * logprob
+            records[name] = replace(record, logits=logits)
+        return TeacherTargets(records, targets.weights), len(hits)
