@@ -1,5 +1,6 @@
 """A continual run (three tasks learned in order; each task's student exported, served as the
-versioned teacher of the next task and retired after it; naive fine-tuning alongside) whose
+versioned teacher of the next task and retired after it; each task's memory labelled into a
+store that later tasks replay from; naive fine-tuning alongside) whose
 driver is killed mid-task: the same command with the same run name resumes it from the last
 checkpoint, serves the earlier task's snapshot again, and finishes with the continual results."""
 
@@ -15,12 +16,12 @@ from students.data import load_dataset
 from tests.integration.conftest import CONFIGS, RunProcess
 
 pytestmark = pytest.mark.integration
-EPOCHS, BATCH, WORKERS = 3, 16, 2
+EPOCHS, BATCH, WORKERS, MEMORY = 3, 16, 2, 8
 KILLED = "kd-lwf-task1-seed0"  # killed while task 1 learns from the served student of task 0
 
 
 def steps_of_task(task: int) -> int:
-    samples = int((load_dataset(DataConfig()).train.columns["task"] == task).sum())
+    samples = int((load_dataset(DataConfig()).train.columns["task"] == task).sum()) + MEMORY * task
     return EPOCHS * ((samples // WORKERS) // BATCH)
 
 
@@ -62,5 +63,10 @@ def test_killed_continual_run_resumes_and_hands_each_task_to_the_next(ray_cluste
     assert removed == set(added)
     taught = [r for r in records if r.get("phase") == "kd-lwf-task2-seed0" and "loss/lwf" in r]
     assert taught and all(r["teachers"] == ["snapshot-kd-lwf-task1-seed0"] for r in taught)
+    stored = sorted(r["phase"] for r in records if r.get("event") == "memory_stored")
+    assert stored == ["kd-lwf-task0-seed0", "kd-lwf-task1-seed0"]  # task 0's store outlived the killed driver
+    assert sorted(p.name for p in (second.run_dir / "replay").iterdir()) == stored
+    replayed = [r["replay/stored_targets"] for r in taught if "replay/stored_targets" in r]
+    assert replayed and sum(replayed) > 0
     naive = [r for r in records if r.get("phase", "").startswith("baseline-task") and "loss/ce" in r]
     assert naive and not any("loss/lwf" in r for r in naive)
