@@ -233,13 +233,14 @@ class Orchestrator:
             self.remove_teacher(name)
 
     # --- online co-training: peers that teach each other ----------------------------------------
-    def start_peers(self, peers: list[dict[str, Any]], replicas: int = 1) -> list[dict[str, Any]]:
-        """Serve each peer (`{"name", "model"}`) as live teacher `peer-<name>`; its replicas load
-        the weights its trainer publishes (they answer nothing before the first)."""
+    def start_peers(self, names: list[str], served: list[dict[str, Any]], replicas: int = 1) -> list[dict[str, Any]]:
+        """Meet the peer trainers `names` on a peer board, and serve each peer of `served`
+        (`{"name", "model"}`: those another learns from) as live teacher `peer-<name>`; its
+        replicas load the weights its trainer publishes (they answer nothing before the first)."""
         if self.peers is None:
-            self.peers = PeerBoard([p["name"] for p in peers], replicas)
+            self.peers = PeerBoard(names, replicas)
         out = []
-        for peer in peers:
+        for peer in served:
             name = peer_teacher_name(peer["name"])
             if name in self._teacher_set.teachers:
                 continue

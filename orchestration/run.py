@@ -304,7 +304,8 @@ def _start_online(cfg: RunConfig, orchestrator, dataset, terms: list, state: Run
     taught = sorted({t for p in online.peers for t in online.teachers_of(p.name)})
     console.print(f"peers: serving {', '.join(taught)} as live teachers (weights refreshed every "
                   f"{online.refresh_every} steps, staleness at most {online.max_staleness} steps)")
-    ray.get(orchestrator.start_peers.remote([{"name": name, "model": specs[name].model_dump()} for name in taught]))
+    ray.get(orchestrator.start_peers.remote(list(specs), [{"name": name, "model": specs[name].model_dump()}
+                                                          for name in taught]))
     models = {name: resolve_model(spec, in_features=dataset.in_features, num_classes=dataset.num_classes,
                                   allowed_modules=cfg.run.allowed_factory_modules) for name, spec in specs.items()}
     planned = online_jobs(cfg, terms, models, orchestrator)

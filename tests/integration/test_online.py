@@ -1,6 +1,6 @@
-"""Online co-training on a real local Ray: two peer trainers at once, each served as a live
-teacher endpoint for the other and refreshed from its trainer while it trains, over two
-rounds; then each peer alone. The staleness bound holds in every record, the targets come
+"""Online co-training on a real local Ray: three peer trainers at once over two rounds; a and
+b are each served as a live teacher endpoint for the other, refreshed from its trainer while
+it trains, and c learns from a and teaches nobody; then each peer alone. The staleness bound holds in every record, the targets come
 from refreshed weights, rounds never overlap and no Serve app is left behind."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def test_peers_teach_each_other_through_refreshed_endpoints(ray_cluster, tmp_pat
     assert "peer a: " in run.log() and "with its peers over alone" in run.log()
 
     rows = {r["kind"]: r for r in json.loads((run.run_dir / "results.json").read_text())}
-    assert set(rows) == {"mutual:a", "mutual:b", "alone:a", "alone:b"}
+    assert set(rows) == {f"{mode}:{p}" for mode in ("mutual", "alone") for p in "abc"}
     assert all(r["seeds"] == 2 and 0.3 < r["score_mean"] <= 1.0 for r in rows.values())
     assert "staleness at most" in rows["mutual:a"]["note"] and "staleness" not in rows["alone:a"]["note"]
     phases = json.loads((run.run_dir / "state.json").read_text())["phases"]
@@ -31,7 +31,9 @@ def test_peers_teach_each_other_through_refreshed_endpoints(ray_cluster, tmp_pat
 
     records = run.metrics()
     trained = [r for r in records if r.get("rank") == 0 and "online/staleness_steps" in r]
-    assert {r["trainer"] for r in trained} == {"a", "b"}
+    assert {r["trainer"] for r in trained} == {"a", "b"}  # c publishes nothing: nobody learns from it
+    assert "staleness" not in rows["mutual:c"]["note"]
+    assert any("teacher/peer-a/lag_steps" in r for r in records if r.get("trainer") == "c")
     assert max(r["online/staleness_steps"] for r in trained) <= MAX_STALENESS
     lags = [(r["step"], r["teacher/peer-b/lag_steps"]) for r in trained
             if r["phase"] == "mutual-a-seed1" and "teacher/peer-b/lag_steps" in r]
@@ -42,7 +44,7 @@ def test_peers_teach_each_other_through_refreshed_endpoints(ray_cluster, tmp_pat
     order = [(r["event"], r["peer"], r["round"]) if "event" in r else ("record", r["phase"]) for r in records
              if r.get("event") == "peer_round_done" or r.get("rank") == 0 and "phase" in r]
     first_of_round1 = min(i for i, item in enumerate(order) if item[0] == "record" and item[1].endswith("seed1"))
-    assert {("peer_round_done", p, 0) for p in "ab"} <= set(order[:first_of_round1])  # rounds never overlap
+    assert {("peer_round_done", p, 0) for p in "abc"} <= set(order[:first_of_round1])  # rounds never overlap
     assert not any(item[0] == "record" and item[1].startswith("alone") for item in order[:first_of_round1])
     import ray.serve
 
