@@ -59,6 +59,19 @@ def run(config: str = typer.Argument(..., help="experiment config, e.g. deploy/c
 
 
 @app.command()
+def stop(run: str = RUN_OPTION) -> None:
+    """End a running job early: the phase in training stops at its next check (every
+    student.log_every steps), is evaluated and written to the results; phases not started are
+    skipped, and rerunning the same command later trains them."""
+    info = _call(run, "stop_requested") or _call(run, "request_stop")
+    if info is True:
+        console.print(f"run {run}: a stop was already requested")
+        return
+    console.print(f"run {run}: stop requested during phase {info['phase'] or '(starting)'}; it ends at its next "
+                  f"check, after evaluating the student")
+
+
+@app.command()
 def precompute(config: str = typer.Argument(..., help="experiment config whose teachers to run"),
                overrides: Optional[list[str]] = typer.Option(None, "--set", help="override any field (YAML value)")) -> None:
     """Run the teachers over the training set with Ray Data and write top-k soft targets to the offline store."""

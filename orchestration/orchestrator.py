@@ -61,6 +61,7 @@ class Orchestrator:
         self._events: list[dict[str, Any]] = []
         self._phase: Optional[str] = None
         self.peers: Optional[PeerBoard] = None
+        self._stop_requested = False
 
     # --- queried by train workers (cheap) ----------------------------------------------------
     def teacher_set_version(self) -> int:
@@ -72,6 +73,16 @@ class Orchestrator:
     def teacher_apps(self) -> list[TeacherAppArgs]:
         """How each current teacher is built (paths and kwargs, no tensors)."""
         return [self._apps[name] for name in self._teacher_set.teachers if name in self._apps]
+
+    def stop_requested(self) -> bool:
+        return self._stop_requested
+
+    def request_stop(self) -> dict[str, Any]:
+        """`distillery stop`: every phase in training ends at its next check, is evaluated and
+        reported; phases not started yet are left for a rerun of the same command."""
+        self._stop_requested = True
+        self._event("stop_requested", phase=self._phase)
+        return {"run": self.run, "phase": self._phase}
 
     def record_progress(self, record: dict[str, Any]) -> None:
         """A train worker's metric record: kept as that rank's latest (per trainer) and written to the sinks."""

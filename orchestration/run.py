@@ -266,6 +266,8 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
                             (lambda: train_students(jobs, cfg, run_dir, reference)), console)
             for phase, metrics in phases.items():
                 resumed = f", resumed from step {metrics['resumed_from_step']}" if metrics["resumed_from_step"] else ""
+                if "stopped_at_step" in metrics:
+                    resumed += f", stopped early (distillery stop) at step {metrics['stopped_at_step']}"
                 console.print(Text(f"{phase}: {metric_title} {metrics[metric]:.4f} after {metrics['steps']} "
                                    f"steps in {metrics['train_s']:.1f}s{resumed}"))
                 state.finish(phase, metrics)

@@ -254,6 +254,34 @@ def _synthetic_stream(job: StudentJob, client, train: Split, device, rank: int,
     return SyntheticStream(inputs, client, job.distill.temperature, cfg.weight, f"{job.phase}-r{rank}")
 
 
+class _StopCheck:
+    """Whether the run was asked to stop (`distillery stop`), the same answer on every rank: each
+    rank polls the orchestrator without blocking, and every `every` steps the ranks all-reduce
+    what they saw, so that all of them leave the loop after the same step."""
+
+    def __init__(self, orchestrator: Any, every: int, device: torch.device):
+        self.orchestrator, self.every, self.device = orchestrator, every, device
+        self._ref = None
+        self._seen = False
+
+    def __call__(self, step: int) -> bool:
+        if self.orchestrator is None:
+            return False
+        import ray
+
+        if not self._seen:
+            if self._ref is None:
+                self._ref = self.orchestrator.stop_requested.remote()
+            elif ray.wait([self._ref], timeout=0)[0]:
+                self._seen, self._ref = bool(ray.get(self._ref)), None
+        if step % self.every:
+            return False
+        flag = torch.tensor([float(self._seen)], device=self.device)
+        if dist.is_initialized():
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+
 class _Progress:
     """Rolling throughput, loss and teacher-weight averages, pushed to the orchestrator as
     metric records (`loss/<term>`; `teacher/<name>/effective_weight`: the teacher's mean
@@ -345,7 +373,9 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
     targets_s = 0.0  # time the loop spent getting soft targets
     samples_before = state.samples_seen
 
-    while state.epoch < epochs:
+    stop_requested = _StopCheck(job.orchestrator, cfg.log_every, engine.device)
+    stopped = False
+    while state.epoch < epochs and not stopped:
         for batch in epoch_plan(state.epoch):
             wait_start = time.perf_counter()
             targets = client.targets_for(batch) if client is not None else None
@@ -371,6 +401,11 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
             if state.step % cfg.checkpoint_every == 0:
                 save_and_report(engine, state, run_progress, {"step": state.step, "epoch": state.epoch},
                                 _extra_state(loss_fn, synthetic))
+            if stop_requested(state.step):
+                stopped = True
+                break
+        if stopped:
+            break
         state.epoch += 1
         state.next_batch = 0
         eval_start = time.perf_counter()
@@ -387,7 +422,8 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
              "steps": state.step, "resumed_from_step": resumed_from, "applied_batches": state.applied_batches,
              "train_s": train_s, "targets_s": targets_s,
              "samples_per_s": (state.samples_seen - samples_before) / max(train_s - eval_s, 1e-9),
-             **(publisher.summary() if publisher is not None else {})}
+             **(publisher.summary() if publisher is not None else {}),
+             **({"stopped_at_step": state.step} if stopped else {})}
     _hand_over_snapshots(job, engine, rank)
     run_progress.completed[job.phase] = final
     progress.flush(state, client, {"phase_done": True, **{f"final/{k}": v for k, v in final.items()}})
@@ -420,6 +456,8 @@ def train_student(config: dict[str, Any]) -> None:
     pending = [job for job in jobs if job.phase not in run_progress.completed]
     _announce_finished_rounds([job for job in jobs if job.phase in run_progress.completed], rank)
     for job in pending:
-        _train_phase(job, dataset, run_progress, rank, world_size, config.get("reference"))
+        final = _train_phase(job, dataset, run_progress, rank, world_size, config.get("reference"))
+        if "stopped_at_step" in final:  # `distillery stop`: the phases after this one are left for a rerun
+            break
     if not pending:  # restarted after the last phase finished: hand back what the checkpoint holds
         ray.train.report({"phases": dict(run_progress.completed)})

@@ -4,7 +4,8 @@ The run is cross-modal (teachers read images, the student ink profiles) and merg
 per sample by label agreement. While it trains, the CLI lists its teachers and changes their
 set and weights, a plain gRPC client calls its teachers
 through Serve's gRPC ingress, and a standalone gRPC teacher joins and leaves it; at the end it
-must have written its results and metrics and deleted its Serve apps. The tests run in file
+is stopped with `distillery stop`, and must have written its results and metrics and deleted its
+Serve apps. The tests run in file
 order on one run.
 """
 
@@ -166,8 +167,13 @@ def test_standalone_grpc_teacher_joins_and_leaves_the_run(live, tmp_path):
         assert server.stop() == 0
 
 
-def test_run_finishes_with_results_metrics_and_no_apps_left(live):
-    assert live.finish() == 0, live.log()[-4000:]
+def test_stopped_run_finishes_with_results_metrics_and_no_apps_left(live):
+    stop = distillery("stop", "--run", "live")
+    assert stop.returncode == 0 and "stop requested during phase kd-seed0" in stop.stdout, stop.stdout + stop.stderr
+    assert live.finish(timeout=120) == 0, live.log()[-4000:]
+    assert "stopped early (distillery stop) at step" in " ".join(live.log().split())  # rich wraps long lines
+    final = json.loads((live.run_dir / "state.json").read_text())["phases"]["kd-seed0"]
+    assert final["stopped_at_step"] == final["steps"] and final["steps"] % 5 == 0  # at a check (log_every 5)
     rows = {row["kind"] + ":" + row["model"]: row for row in json.loads((live.run_dir / "results.json").read_text())}
     assert set(rows) == {"teacher:teacher mlp", "teacher:teacher cnn", "ensemble:ensemble of the teachers",
                          "kd:student (KD)"}
@@ -180,7 +186,7 @@ def test_run_finishes_with_results_metrics_and_no_apps_left(live):
             "eval/test_accuracy"} <= keys
     assert list((live.run_dir / "tensorboard" / "kd-seed0").glob("events.out.tfevents.*"))
     events = [r["event"] for r in live.metrics() if "event" in r]
-    assert events[:2] == ["teacher_added", "teacher_added"] and {"teacher_refused", "teacher_weight"} <= set(events)
+    assert events[:2] == ["teacher_added", "teacher_added"] and {"teacher_refused", "teacher_weight", "stop_requested"} <= set(events)
     import ray.serve
 
     assert not [a for a in ray.serve.status().applications if a.startswith("teacher-")]
