@@ -59,6 +59,23 @@ def run(config: str = typer.Argument(..., help="experiment config, e.g. deploy/c
 
 
 @app.command()
+def warmup() -> None:
+    """Build DeepSpeed's communication op for this machine's accelerator once (the C++ shared-
+    memory op on CPU, about 40 s on 2 cores); otherwise the first run's workers build it."""
+    import time
+
+    from students.train_loop import _import_deepspeed
+
+    _import_deepspeed()
+    from deepspeed.comm.torch import build_shm_op
+
+    start = time.perf_counter()
+    op = build_shm_op()
+    console.print(f"DeepSpeed communication op {'ready' if op is not None else 'not needed here'} "
+                  f"({time.perf_counter() - start:.1f}s)")
+
+
+@app.command()
 def stop(run: str = RUN_OPTION) -> None:
     """End a running job early: the phase in training stops at its next check (every
     student.log_every steps), is evaluated and written to the results; phases not started are
