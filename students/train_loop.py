@@ -255,9 +255,10 @@ def _synthetic_stream(job: StudentJob, client, train: Split, device, rank: int,
 
 
 class _StopCheck:
-    """Whether the run was asked to stop (`distillery stop`), the same answer on every rank: each
-    rank polls the orchestrator without blocking, and every `every` steps the ranks all-reduce
-    what they saw, so that all of them leave the loop after the same step."""
+    """Whether the run was asked to stop (`distillery stop`), the same answer on every rank: every
+    `every` steps each rank reads the answer to its last non-blocking poll of the orchestrator
+    and sends the next, and the ranks all-reduce what they saw, so that all of them leave the
+    loop after the same step (one poll per rank per `every` steps)."""
 
     def __init__(self, orchestrator: Any, every: int, device: torch.device):
         self.orchestrator, self.every, self.device = orchestrator, every, device
@@ -269,13 +270,12 @@ class _StopCheck:
             return False
         import ray
 
-        if not self._seen:
-            if self._ref is None:
-                self._ref = self.orchestrator.stop_requested.remote()
-            elif ray.wait([self._ref], timeout=0)[0]:
-                self._seen, self._ref = bool(ray.get(self._ref)), None
         if step % self.every:
             return False
+        if not self._seen and self._ref is not None and ray.wait([self._ref], timeout=0)[0]:
+            self._seen, self._ref = bool(ray.get(self._ref)), None
+        if not self._seen and self._ref is None:
+            self._ref = self.orchestrator.stop_requested.remote()
         flag = torch.tensor([float(self._seen)], device=self.device)
         if dist.is_initialized():
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
