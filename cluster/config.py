@@ -389,11 +389,16 @@ class RunConfig(Strict):
             raise ValueError(f"distill.methods ({', '.join(snapshots)}): a snapshot teacher is a student, which reads "
                              f"{self.data.student_column}, but teachers are sent {self.data.teacher_column}; "
                              f"use teacher_snapshot with one view")
-        if snapshots and self.student.zero_stage == 3:
-            raise ValueError(f"distill.methods ({', '.join(snapshots)}): teacher_snapshot exports the student's "
-                             f"weights from rank 0, which ZeRO-3 shards; use student.zero_stage 0, 1 or 2")
+        if snapshots:
+            self._refuse_zero3(f"distill.methods ({', '.join(snapshots)}): teacher_snapshot exports the student's "
+                               f"weights from rank 0")
         return self
 
+
+    def _refuse_zero3(self, what_needs_full_weights: str) -> None:
+        """Features that read the whole student on one rank cannot run on ZeRO-3's shards."""
+        if self.student.zero_stage == 3:
+            raise ValueError(f"{what_needs_full_weights}, which ZeRO-3 shards; use student.zero_stage 0, 1 or 2")
 
     def _check_continual(self, snapshots: list[str]) -> None:
         if self.continual is None:
@@ -405,9 +410,7 @@ class RunConfig(Strict):
         if self.distill.mode == "offline" or self.data.dataset != "digits":
             raise ValueError(f"{where}: task sequences run online on the digits dataset (its task column); "
                              f"got distill.mode {self.distill.mode}, data.dataset {self.data.dataset}")
-        if self.student.zero_stage == 3:
-            raise ValueError(f"{where}: each task hands the student's weights to the next from rank 0, which "
-                             f"ZeRO-3 shards; use student.zero_stage 0, 1 or 2")
+        self._refuse_zero3(f"{where}: each task hands the student's weights to the next from rank 0")
 
     def _check_generator(self) -> None:
         methods = self.distill.methods or {}
@@ -421,9 +424,7 @@ class RunConfig(Strict):
             if self.distill.mode == "offline" or self.data.dataset != "digits" or self.online or self.continual:
                 raise ValueError(f"{where}: synthetic inputs are labelled live: use distill.mode online on the "
                                  f"digits dataset, without online or continual sections")
-            if self.student.zero_stage == 3:
-                raise ValueError(f"{where}: the generator's step runs the student with rank 0's full weights, "
-                                 f"which ZeRO-3 shards; use student.zero_stage 0, 1 or 2")
+            self._refuse_zero3(f"{where}: the generator's step runs the student with rank 0's full weights")
 
     def _check_online(self, snapshots: list[str]) -> None:
         if self.online is None:
@@ -443,9 +444,7 @@ class RunConfig(Strict):
         if self.distill.weighting.strategy in ("gating", "route"):
             raise ValueError(f"{where}: distill.weighting.strategy {self.distill.weighting.strategy} names fixed "
                              f"teachers; peers merge with static, confidence, entropy or label_agreement")
-        if self.student.zero_stage == 3:
-            raise ValueError(f"{where}: each trainer publishes its weights from rank 0, which ZeRO-3 shards; "
-                             f"use student.zero_stage 0, 1 or 2")
+        self._refuse_zero3(f"{where}: each trainer publishes its weights from rank 0")
 
     def _check_weighting(self, teachers: list[str]) -> None:
         """Method teacher lists and routes name teachers of the run; per-sample strategies need classes."""

@@ -20,6 +20,15 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def average_gradients(module: nn.Module) -> None:
+    """Average `module`'s gradients over the data-parallel workers (a no-op on one), so that a
+    model trained beside the DeepSpeed engine stays the same on every rank."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        for param in module.parameters():
+            dist.all_reduce(param.grad)
+            param.grad /= dist.get_world_size()
+
+
 class Discriminator(nn.Module):
     """An MLP from a [B, C] class distribution to one logit per sample."""
 
@@ -63,10 +72,7 @@ class Adversary:
         dropped here)."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if dist.is_initialized() and dist.get_world_size() > 1:
-            for param in self.discriminator.parameters():
-                dist.all_reduce(param.grad)
-                param.grad /= dist.get_world_size()
+        average_gradients(self.discriminator)
         self.optimizer.step()
 
     def state_dict(self) -> dict[str, Any]:

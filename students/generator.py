@@ -21,9 +21,10 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+from students.adversarial import average_gradients
 
 
 class Generator(nn.Module):
@@ -80,10 +81,7 @@ class SyntheticInputs:
         loss = -disagreement
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if dist.is_initialized() and dist.get_world_size() > 1:
-            for param in self.generator.parameters():
-                dist.all_reduce(param.grad)
-                param.grad /= dist.get_world_size()
+        average_gradients(self.generator)
         self.optimizer.step()
         return disagreement.detach()
 
