@@ -78,9 +78,11 @@ class TeacherConfig(Strict):
 class DataConfig(Strict):
     """digits: scikit-learn's 8x8 digits (classification). digits_views: the same digits as
     cross-modal pairs of sensor views (students/paired_data.py). stdlib_docstrings: windows of
-    tokens from the docstrings of Python's standard library (sentence-embedding distillation)."""
+    tokens from the docstrings of Python's standard library (sentence-embedding distillation).
+    stdlib_functions: the standard library's functions as prompt (signature) and completion
+    (docstring) token sequences for causal language models (students/lm_data.py)."""
 
-    dataset: Literal["digits", "digits_views", "stdlib_docstrings"] = "digits"
+    dataset: Literal["digits", "digits_views", "stdlib_docstrings", "stdlib_functions"] = "digits"
     teacher_column: Optional[Literal["image", "profile", "lowres"]] = Field(
         None, description="digits_views: the view the teachers read")
     student_column: Optional[Literal["image", "profile", "lowres"]] = Field(
@@ -92,15 +94,16 @@ class DataConfig(Strict):
     )
     tokenizer: Optional[str] = Field(
         None, description="text: the tokenizer's model folder, pkg:<package>/<folder> or hub id")
-    sequence_length: int = Field(32, ge=8, le=512, description="text: tokens per window")
-    train_windows: int = Field(2048, ge=16, description="text: training windows")
-    test_windows: int = Field(256, ge=16, description="text: held-out windows")
+    sequence_length: int = Field(32, ge=8, le=8192, description="text: tokens per window or sequence")
+    train_windows: int = Field(2048, ge=16, description="text: training windows (stdlib_functions: sequences)")
+    test_windows: int = Field(256, ge=16, description="text: held-out windows (stdlib_functions: sequences)")
     embedding_dim: int = Field(384, ge=1, description="text: width of the sentence embeddings")
 
     @model_validator(mode="after")
     def _dataset_fields(self) -> "DataConfig":
-        if self.dataset == "stdlib_docstrings" and not self.tokenizer:
-            raise ValueError("tokenizer: stdlib_docstrings needs data.tokenizer (the teacher's model folder)")
+        if self.dataset in TEXT_DATASETS and not self.tokenizer:
+            raise ValueError(f"tokenizer: {self.dataset} needs data.tokenizer (the teacher's model folder; for "
+                             f"stdlib_functions the shipped pkg:students/tokenizers/stdlib-bpe-1024 works)")
         views = (self.teacher_column, self.student_column)
         if self.dataset == "digits_views" and None in views:
             raise ValueError("digits_views needs data.teacher_column and data.student_column (image, profile or "
@@ -109,6 +112,9 @@ class DataConfig(Strict):
             raise ValueError(f"teacher_column/student_column: only the paired dataset digits_views has views; "
                              f"{self.dataset} has one input")
         return self
+
+
+TEXT_DATASETS = ("stdlib_docstrings", "stdlib_functions")
 
 
 class StudentConfig(Strict):
@@ -182,6 +188,25 @@ class MethodConfig(Strict):
         None, description="a method listed before this one: its trained student of the same seed, frozen and "
                           "served, is this method's only teacher (born-again networks)")
     generator: Optional[GeneratorConfig] = Field(None, description="overrides distill.generator")
+    top_k: Optional[int] = Field(None, ge=1, description="overrides distill.top_k: the teachers send this "
+                                                         "method top-k soft targets")
+    dense: Optional[bool] = Field(None, description="true: the teachers send this method dense logits; "
+                                                    "false: always top-k")
+
+    @model_validator(mode="after")
+    def _one_target_form(self) -> "MethodConfig":
+        if self.dense and self.top_k is not None:
+            raise ValueError("top_k: a method with dense: true gets whole distributions; drop top_k or dense")
+        return self
+
+    def distill_of(self, distill: "DistillConfig") -> "DistillConfig":
+        """The run's distill section with this method's soft-target form."""
+        update: dict[str, Any] = {}
+        if self.top_k is not None or self.dense is False:
+            update = {"top_k": self.top_k or distill.top_k, "dense_max_classes": 1}
+        if self.dense:
+            update = {"dense_max_classes": 1 << 30}
+        return distill.model_copy(update=update)
 
 
 class DistillConfig(Strict):
@@ -374,9 +399,9 @@ class RunConfig(Strict):
         if self.distill.mode == "offline" and any("teacher" in t.params for t in all_terms):
             raise ValueError("distill.terms: the offline store holds no teacher features; feature and "
                              "attention terms need distill.mode online")
-        if self.distill.mode == "offline" and self.data.dataset == "stdlib_docstrings":
-            raise ValueError("distill.mode: the offline store holds top-k class log-probabilities, not sentence "
-                             "embeddings or features; use distill.mode online for text")
+        if self.distill.mode == "offline" and self.data.dataset in TEXT_DATASETS:
+            raise ValueError("distill.mode: the offline store holds one top-k record per sample, not sentence "
+                             "embeddings or per-token records; use distill.mode online for text")
         snapshots = sorted(n for n, m in methods.items() if m.teacher_snapshot)
         if snapshots and self.distill.mode == "offline":
             raise ValueError(f"distill.methods ({', '.join(snapshots)}): teacher_snapshot serves a trained student "
@@ -385,6 +410,7 @@ class RunConfig(Strict):
         self._check_continual(snapshots)
         self._check_online(snapshots)
         self._check_generator()
+        self._check_language_model(snapshots, all_terms)
         if snapshots and self.data.dataset == "digits_views" and self.data.teacher_column != self.data.student_column:
             raise ValueError(f"distill.methods ({', '.join(snapshots)}): a snapshot teacher is a student, which reads "
                              f"{self.data.student_column}, but teachers are sent {self.data.teacher_column}; "
@@ -412,6 +438,27 @@ class RunConfig(Strict):
                              f"got distill.mode {self.distill.mode}, data.dataset {self.data.dataset}")
         self._refuse_zero3(f"{where}: each task hands the student's weights to the next from rank 0")
 
+    def _check_language_model(self, snapshots: list[str], terms: list[TermConfig]) -> None:
+        """Token-level KD teaches per target position; what needs whole samples is refused."""
+        if self.data.dataset != "stdlib_functions":
+            return
+        where = "data.dataset (stdlib_functions)"
+        student_tokenizer = self.student.model.kwargs.get("tokenizer")
+        if student_tokenizer is not None and student_tokenizer != self.data.tokenizer:
+            raise ValueError(f"student.model.kwargs.tokenizer: {student_tokenizer!r} is not the run's data.tokenizer "
+                             f"{self.data.tokenizer!r}; the student reads and predicts the run's token ids")
+        if snapshots:
+            raise ValueError(f"{where}: teacher_snapshot ({', '.join(snapshots)}) serves classifier students; "
+                             f"language-model students learn from the run's teachers")
+        if any("teacher" in t.params for t in terms) or any(t.name == "byot" for t in terms):
+            raise ValueError(f"{where}: token-level KD uses response terms (ce, kd, reverse_kl, jsd, ...); "
+                             f"feature, attention and self-distillation terms read whole samples")
+        strategies = [self.distill.weighting] + [m.weighting for m in (self.distill.methods or {}).values()
+                                                  if m.weighting]
+        if any(w.strategy in ("gating", "route") for w in strategies):
+            raise ValueError(f"{where}: gating and route weigh whole samples; token-level KD merges teachers per "
+                             f"token with static, confidence, entropy or label_agreement")
+
     def _check_generator(self) -> None:
         methods = self.distill.methods or {}
         users = [(f"distill.methods.{n}", m) for n, m in methods.items() if m.generator or self.distill.generator]
@@ -433,7 +480,7 @@ class RunConfig(Strict):
         if self.teachers or self.distill.methods or self.continual:
             raise ValueError(f"{where}: the peers are each other's teachers; drop teachers, distill.methods and "
                              f"continual (give the learning peers' loss in distill.terms)")
-        if self.distill.mode == "offline" or self.data.dataset == "stdlib_docstrings":
+        if self.distill.mode == "offline" or self.data.dataset in TEXT_DATASETS:
             raise ValueError(f"{where}: peers serve live class distributions; use distill.mode online and a "
                              f"classification dataset (got {self.distill.mode}, {self.data.dataset})")
         if self.data.teacher_column != self.data.student_column:

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable
 
 from cluster.errors import FactoryError
 
-DEFAULT_ALLOWED_MODULES = ("teachers.zoo", "teachers.hf")
+DEFAULT_ALLOWED_MODULES = ("teachers.zoo", "teachers.hf", "teachers.hf_lm")
 
 
 def _is_allowed(module: str, allowed: Iterable[str]) -> bool:

@@ -104,6 +104,7 @@ class Orchestrator:
             if cfg.name in self._teacher_set.teachers:
                 raise ValueError(f"teacher {cfg.name!r} is already in run {self.run!r}; remove it first "
                                  f"or choose another name")
+        self._check_model_tokenizers(configs)
         trained = self._weights_for(configs)
         return [self._deploy(cfg, trained[cfg.name]) for cfg in configs]
 
@@ -129,13 +130,13 @@ class Orchestrator:
             raise IncompatibleTeacherError(
                 f"endpoint {spec.url} speaks soft-target schema v{info['schema_version']}, this run reads "
                 f"v{SCHEMA_VERSION}; run the same Distillery version on both sides")
+        self._check_tokenizer(name, info["tokenizer_hash"], info["num_classes"], on_refusal=lambda: None)
         if info["output_space"] != self.output_space or info["in_features"] != self.dataset.in_features:
             self._event("teacher_refused", teacher=name, output_space=info["output_space"])
             raise IncompatibleTeacherError(
                 f"endpoint {spec.url} (teacher {name!r}) was refused: it maps {info['in_features']} input "
                 f"features to {info['output_space']}, the student of run {self.run!r} maps "
                 f"{self.dataset.in_features} to {self.output_space}. The run goes on without it.")
-        self._check_tokenizer(name, info["tokenizer_hash"], on_refusal=lambda: None)
         entry = TeacherEntry(name, weight, info["output_space"], info["num_classes"], info["model_version"],
                              info["parameters"], endpoint=spec)
         with self._lock:
@@ -359,16 +360,30 @@ class Orchestrator:
         self._events.append(event)
         self._sink.write(event)
 
-    def _check_tokenizer(self, name: str, teacher_hash: str, on_refusal) -> None:
+    def _check_tokenizer(self, name: str, teacher_hash: str, teacher_vocab: Optional[int], on_refusal) -> None:
         """A token-input teacher must split text exactly as the run's tokenizer (data.tokenizer)."""
         from teachers.hf import check_tokenizer
 
         try:
-            check_tokenizer(name, teacher_hash, self.dataset.tokenizer_hash, str(self.config.data.tokenizer))
+            check_tokenizer(name, teacher_hash, self.dataset.tokenizer_hash, str(self.config.data.tokenizer),
+                            teacher_vocab, self.dataset.num_classes if self.dataset.kind == "lm" else None)
         except IncompatibleTeacherError:
             on_refusal()
             self._event("teacher_refused", teacher=name, tokenizer_hash=teacher_hash)
             raise
+
+    def _check_model_tokenizers(self, configs: list[TeacherConfig]) -> None:
+        """Language-model teachers name their tokenizer: refuse a mismatch before training or
+        deploying them (the deployed teacher is checked again through its description)."""
+        if self.dataset.kind != "lm":
+            return
+        from teachers.hf import load_tokenizer, tokenizer_hash
+
+        for cfg in configs:
+            path = cfg.model.kwargs.get("tokenizer")
+            if path:
+                tokenizer = load_tokenizer(str(path))
+                self._check_tokenizer(cfg.name, tokenizer_hash(tokenizer), len(tokenizer), on_refusal=lambda: None)
 
     def _resolved(self, cfg: TeacherConfig):
         return resolve_model(cfg.model, in_features=self.dataset.in_features, num_classes=self.dataset.num_classes,
@@ -400,6 +415,7 @@ class Orchestrator:
         # a teacher is reached by handle only.
         serve.run(build_teacher_app(args), name=app, route_prefix=f"/{app}" if self.ingress_token_sha256 else None)
         info = serve.get_app_handle(app).describe.remote().result(timeout_s=120)
+        self._check_tokenizer(cfg.name, info["tokenizer_hash"], info["num_classes"], on_refusal=lambda: serve.delete(app))
         if info["output_space"] != self.output_space:
             serve.delete(app)
             self._event("teacher_refused", teacher=cfg.name, output_space=info["output_space"])
@@ -407,7 +423,6 @@ class Orchestrator:
                 f"teacher {cfg.name!r} was refused: its output space is {info['output_space']} but the "
                 f"student of run {self.run!r} predicts {self.output_space}; a teacher must score the same "
                 f"classes as the student (check model.kwargs.num_classes). The run goes on without it.")
-        self._check_tokenizer(cfg.name, info["tokenizer_hash"], on_refusal=lambda: serve.delete(app))
         entry = TeacherEntry(cfg.name, cfg.weight, info["output_space"], info["num_classes"],
                              info["model_version"], info["parameters"], feature_shapes=info["feature_shapes"])
         with self._lock:
@@ -416,4 +431,4 @@ class Orchestrator:
             self._event("teacher_added", teacher=cfg.name, model_version=entry.model_version, weight=cfg.weight)
         return {"name": cfg.name, "teacher_set_version": self._teacher_set.version, **info,
                 "cached": trained.cached, "train_seconds": trained.train_seconds, "pretrained": cfg.pretrained,
-                "test_accuracy": trained.test_accuracy}
+                "test_score": trained.test_score}

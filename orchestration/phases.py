@@ -58,7 +58,8 @@ def student_jobs(cfg: RunConfig, methods: dict[str, list[Term]], model: Resolved
         terms = preset_terms("ce", 1.0) if method is None else methods[method]
         served_by = kd_phase(snapshots[method], seed) if method in snapshots else None
         jobs.append(StudentJob(
-            phase=phase, seed=seed, terms=terms, model=model, student=cfg.student, distill=cfg.distill,
+            phase=phase, seed=seed, terms=terms, model=model, student=cfg.student,
+            distill=method_cfgs[method].distill_of(cfg.distill) if method in method_cfgs else cfg.distill,
             data=cfg.data, orchestrator=orchestrator, source="offline" if offline else "served", stores=stores,
             use_teachers=served_by is not None or (method is not None and bool(cfg.teachers) and needs_teacher(terms)),
             teacher_snapshot=served_by, export_snapshot=method in exported,

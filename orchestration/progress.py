@@ -32,12 +32,13 @@ def _phase_line(rec: dict[str, Any]) -> str:
     parts = [f"{rec['phase']}: epoch {rec['epoch']} step {rec['step']}"]
     if "loss/total" in rec:
         parts.append(f"loss {rec['loss/total']:.4f}")
-    for key, short in (("test_accuracy", "test_acc"), ("test_cosine", "test_cos")):
+    for key, short in (("test_accuracy", "test_acc"), ("test_cosine", "test_cos"), ("test_perplexity", "test_ppl")):
         value = rec.get(f"eval/{key}", rec.get(f"final/{key}"))
         if value is not None:
             parts.append(f"{short} {value:.3f}")
-    if "throughput/samples_per_s" in rec:
-        parts.append(f"{rec['throughput/samples_per_s']:.0f} samples/s")
+    for unit in ("samples", "tokens"):
+        if f"throughput/{unit}_per_s" in rec:
+            parts.append(f"{rec[f'throughput/{unit}_per_s']:.0f} {unit}/s")
     if "online/staleness_steps" in rec:
         parts.append(f"endpoint {rec['online/staleness_steps']} steps behind")
     if "teacher_set/version" in rec:

@@ -20,13 +20,31 @@ METRICS = {
     "test_cosine": ("mean cosine to the teacher (held out)", 1.0, "in mean cosine", "untrained student"),
     "average_accuracy": ("average accuracy over the tasks after the last", 100.0, "accuracy points",
                          "naive fine-tuning"),
+    "test_perplexity": ("held-out perplexity (completion tokens; lower is better)", 1.0,
+                        "in perplexity (negative: better)", "no-KD baseline"),
 }
 SECONDARY = {"test_rank_agreement": "rank agreement of pairwise similarities"}
 
 
 def metric_of(phases: dict[str, dict[str, Any]]) -> str:
-    """The run's headline metric: accuracy for classifiers, cosine to the teacher for encoders."""
-    return "test_cosine" if any("test_cosine" in p for p in phases.values()) else "test_accuracy"
+    """The run's headline metric: accuracy for classifiers, cosine to the teacher for encoders,
+    perplexity for language models."""
+    for metric in ("test_cosine", "test_perplexity"):
+        if any(metric in p for p in phases.values()):
+            return metric
+    return "test_accuracy"
+
+
+def retained_gain_lines(rows: list[dict[str, Any]], reference: str) -> list[str]:
+    """How much of method `reference`'s gain over the baseline each other KD method keeps, as a
+    ratio (top-k soft targets against dense ones: 1.0 keeps all of it)."""
+    gains = {r["kind"]: g for r in rows if r["kind"].startswith("kd")
+             for g in [kd_gains(rows).get(r["model"])] if g is not None}
+    full = gains.get(f"kd:{reference}")
+    if not full:
+        return []
+    return [f"{kind[3:]} keeps {gain / full:.2f} of {reference}'s gain ({gain:+.4f} of {full:+.4f})"
+            for kind, gain in gains.items() if kind != f"kd:{reference}"]
 
 
 def _kind(phase: str) -> str:

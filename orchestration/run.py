@@ -20,7 +20,7 @@ from rich.text import Text
 
 from cluster.config import RunConfig, load_run_config
 from orchestration.precompute import offline_stores
-from orchestration.results import METRICS, gain_lines, rich_table, summarize, write_results
+from orchestration.results import METRICS, gain_lines, retained_gain_lines, rich_table, summarize, write_results
 from orchestration.continual_results import continual_rows, matrix_markdown
 from orchestration.online_results import online_gain_lines, online_rows
 from orchestration.phases import continual_jobs, online_jobs, student_jobs
@@ -127,6 +127,8 @@ def _teacher_scores(cfg: RunConfig, dataset, names: list[str]) -> tuple[dict[str
     scored against: the teachers' test embeddings averaged with the teachers' weights."""
     from students.evaluation import accuracy, embedding_agreement
 
+    if dataset.kind == "lm":
+        return {name: _teacher_perplexity(name, dataset.test.x) for name in names}, None
     records = {name: _teacher_test_outputs(name, dataset.teacher_view().test.x) for name in names}
     weights = {t.name: t.weight for t in cfg.teachers}
     if dataset.kind != "embedding":
@@ -138,6 +140,16 @@ def _teacher_scores(cfg: RunConfig, dataset, names: list[str]) -> tuple[dict[str
         return scores, None
     reference = sum(weights[n] * r.logits for n, r in records.items()) / sum(weights[n] for n in records)
     return {n: embedding_agreement(r.logits, reference)["test_cosine"] for n, r in records.items()}, reference
+
+
+def _teacher_perplexity(name: str, x: np.ndarray) -> float:
+    """A served language-model teacher's held-out perplexity, through its own Serve app."""
+    from ray import serve
+
+    from teachers.teacher_set import app_name
+
+    parts = serve.get_app_handle(app_name(name)).perplexity.remote(x).result(timeout_s=600)
+    return float(np.exp(parts["nll"] / max(parts["tokens"], 1)))
 
 
 ENSEMBLE = "ensemble of the teachers"  # not a valid teacher name, so it never clashes with one
@@ -230,7 +242,7 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
     methods = checked_terms(cfg)
     offline = cfg.distill.mode == "offline"
     stores = offline_stores(cfg, dataset.teacher_view()) if offline and cfg.teachers else {}  # a stale store fails here
-    metric = "test_cosine" if dataset.kind == "embedding" else "test_accuracy"
+    metric = {"embedding": "test_cosine", "lm": "test_perplexity"}.get(dataset.kind, "test_accuracy")
     metric_title = METRICS[metric][0]
     console.print(f"connected to {connect()}")
     state = RunState(run_dir)
@@ -280,6 +292,7 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
             extra = "".join(f"{line}.\n" for line in online_gain_lines(rows))
         else:
             rows = summarize(teachers, state.phases)
+            extra = "".join(f"{line}.\n" for line in retained_gain_lines(rows, dense_reference(cfg)))
         title = f"Distillery run {cfg.run.name}: {cfg.data.dataset}"
         write_results(run_dir, rows, title, extra)
         console.print(rich_table(rows, title))
@@ -291,6 +304,13 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
         return rows
     finally:
         _shutdown(orchestrator)
+
+
+def dense_reference(cfg: RunConfig) -> str:
+    """The KD method with dense soft targets that top-k methods are compared with ("" if none)."""
+    methods = cfg.distill.methods or {}
+    dense = [name for name, method in methods.items() if method.dense]
+    return dense[0] if dense and any(m.top_k is not None for m in methods.values()) else ""
 
 
 def _start_online(cfg: RunConfig, orchestrator, dataset, terms: list, state: RunState,
@@ -326,7 +346,8 @@ def _deploy_teachers(cfg: RunConfig, orchestrator, dataset,
     console.print(f"teachers: training or loading {', '.join(t.name for t in cfg.teachers)}")
     infos = ray.get(orchestrator.add_teachers.remote([t.model_dump() for t in cfg.teachers]))
     scores, reference = _teacher_scores(cfg, dataset, [info["name"] for info in infos])
-    title = METRICS["test_cosine" if reference is not None else "test_accuracy"][0]
+    title = METRICS["test_cosine" if reference is not None else "test_perplexity" if dataset.kind == "lm"
+                    else "test_accuracy"][0]
     teachers = {}
     for info in infos:
         name = info["name"]

@@ -12,11 +12,11 @@ from typing import Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import save_model
 
 from cluster.config import DataConfig, DistillConfig, TeacherConfig, TeacherTrainingConfig
 from students import evaluation
-from students.data import Dataset
+from students.data import Dataset, Split
 from teachers.backend import ResolvedModel, load_teacher, resolve_model
 from teachers.deployment import TeacherAppArgs
 from teachers.zoo import count_parameters
@@ -25,7 +25,7 @@ from teachers.zoo import count_parameters
 @dataclass
 class TrainedTeacher:
     weights_path: Optional[str]  # None for pretrained teachers
-    test_accuracy: float
+    test_score: float  # test accuracy; held-out perplexity for language models
     parameters: int
     train_seconds: float
     cached: bool
@@ -44,18 +44,47 @@ def accuracy(module: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> float:
         return evaluation.accuracy(module(torch.from_numpy(x)).numpy(), y)
 
 
-def _fit(module: torch.nn.Module, dataset: Dataset, cfg: TeacherTrainingConfig) -> None:
+def perplexity(module: torch.nn.Module, split: Split, chunk: int = 64) -> float:
+    """Held-out perplexity of a causal LM over the split's target tokens."""
+    module.eval()
+    nll, tokens = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(split.y), chunk):
+            rows = slice(start, start + chunk)
+            labels = torch.from_numpy(split.labels(rows))
+            nll += float(F.cross_entropy(module(torch.from_numpy(split.x[rows])), labels, reduction="sum"))
+            tokens += len(labels)
+    return float(np.exp(nll / max(tokens, 1)))
+
+
+def test_score(module: torch.nn.Module, dataset: Dataset) -> float:
+    """The teacher's headline test metric: accuracy, or perplexity for language models."""
+    if dataset.kind == "lm":
+        return perplexity(module, dataset.test)
+    return accuracy(module, dataset.test.x, dataset.test.y)
+
+
+def _fit(module: torch.nn.Module, dataset: Dataset, cfg: TeacherTrainingConfig, name: str = "") -> None:
+    """AdamW with a cosine schedule over the epochs; for language models the labels are the
+    next tokens of the completions (`Split.labels`)."""
     opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
-    x, y = torch.from_numpy(dataset.train.x), torch.from_numpy(dataset.train.y)
+    train = dataset.train
     gen = torch.Generator().manual_seed(cfg.seed)
-    for _ in range(cfg.epochs):
+    for epoch in range(cfg.epochs):
         module.train()
-        for idx in torch.randperm(len(y), generator=gen).split(cfg.batch_size):
+        start, losses = time.perf_counter(), []
+        for idx in torch.randperm(len(train.y), generator=gen).split(cfg.batch_size):
+            idx = idx.numpy()
             opt.zero_grad(set_to_none=True)
-            F.cross_entropy(module(x[idx]), y[idx]).backward()
+            loss = F.cross_entropy(module(torch.from_numpy(train.x[idx])), torch.from_numpy(train.labels(idx)))
+            loss.backward()
             opt.step()
+            losses.append(float(loss.detach()))
         sched.step()
+        if dataset.kind == "lm":  # minutes per epoch: say how it goes (the driver shows the task's output)
+            print(f"teacher {name}: epoch {epoch + 1}/{cfg.epochs}, train loss "
+                  f"{np.mean(losses):.3f}, {time.perf_counter() - start:.0f}s", flush=True)
 
 
 def _weights_path(name: str, model: ResolvedModel, training: TeacherTrainingConfig, data: DataConfig,
@@ -71,7 +100,8 @@ def cached_teacher(name: str, model: ResolvedModel, training: TeacherTrainingCon
     if not (weights.is_file() and info_path.is_file()):
         return None
     info = json.loads(info_path.read_text())
-    return TrainedTeacher(str(weights), info["test_accuracy"], info["parameters"], info["train_seconds"], True)
+    score = info.get("test_score", info.get("test_accuracy"))  # caches written before language models
+    return TrainedTeacher(str(weights), score, info["parameters"], info["train_seconds"], True)
 
 
 def train_or_load_teacher(name: str, model: ResolvedModel, training: TeacherTrainingConfig,
@@ -85,13 +115,13 @@ def train_or_load_teacher(name: str, model: ResolvedModel, training: TeacherTrai
     torch.manual_seed(training.seed)
     module = model.build()
     start = time.perf_counter()
-    _fit(module, dataset, training)
+    _fit(module, dataset, training, name)
     seconds = time.perf_counter() - start
     weights.parent.mkdir(parents=True, exist_ok=True)
     tmp = weights.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(tmp))
+    save_model(module, str(tmp))  # tied weights (a language model's embedding and head) are stored once
     tmp.replace(weights)  # atomic: a half-written file is never picked up as cached
-    result = TrainedTeacher(str(weights), accuracy(load_teacher(model, weights), dataset.test.x, dataset.test.y),
+    result = TrainedTeacher(str(weights), test_score(load_teacher(model, weights), dataset),
                             count_parameters(module), seconds, False)
     info_path.write_text(json.dumps({k: v for k, v in asdict(result).items() if k != "cached"}))
     return result

@@ -12,6 +12,7 @@ from typing import Optional
 import numpy as np
 
 from cluster.config import DataConfig
+from teachers.token_targets import TokenSpecials, target_labels
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,12 @@ class Split:
     y: np.ndarray  # int64 [N] labels (zeros for text, which has none)
     columns: dict[str, np.ndarray] = field(default_factory=dict)  # per-sample data columns (e.g. "task")
     teacher_x: Optional[np.ndarray] = None  # cross-modal pairs: the teachers' modality of the same samples
+    token_specials: Optional[TokenSpecials] = None  # token sequences: their labels are the next tokens
+
+    def labels(self, index) -> np.ndarray:
+        """The labels of the samples at `index`: `y`, or for token sequences the next token at
+        every target position (one per record row, `teachers.token_targets`)."""
+        return self.y[index] if self.token_specials is None else target_labels(self.x[index], self.token_specials)
 
     @property
     def teacher_inputs(self) -> np.ndarray:
@@ -28,13 +35,15 @@ class Split:
     def rows(self, index) -> "Split":
         """The samples at `index` (a slice or an index array), every column alike."""
         return Split(self.x[index], self.y[index], {k: v[index] for k, v in self.columns.items()},
-                     None if self.teacher_x is None else self.teacher_x[index])
+                     None if self.teacher_x is None else self.teacher_x[index], self.token_specials)
 
 
 @dataclass(frozen=True)
 class Dataset:
     """`kind` "classification": models map x to logits over `num_classes` classes;
-    "embedding": models map token windows to sentence embeddings of width `num_classes`."""
+    "embedding": models map token windows to sentence embeddings of width `num_classes`;
+    "lm": causal language models map token sequences to next-token logits over a vocabulary
+    of `num_classes` tokens, one row per target position."""
 
     name: str
     train: Split
@@ -49,6 +58,8 @@ class Dataset:
 
     @property
     def output_space(self) -> str:
+        if self.kind == "lm":
+            return f"tokens:{self.num_classes}:{self.tokenizer_hash}"
         return f"{'embedding' if self.kind == 'embedding' else 'classes'}:{self.num_classes}"
 
     @property
@@ -69,7 +80,7 @@ class Batch:
     epoch: int
     index: int
     x: np.ndarray  # the student's inputs
-    y: np.ndarray
+    y: np.ndarray  # labels: one per sample, or per target position of token sequences
     samples: np.ndarray  # rows of the split: the key of the offline soft-target store
     teacher_x: np.ndarray  # the teachers' inputs: `x`, or the other modality of cross-modal pairs
     columns: dict[str, np.ndarray] = field(default_factory=dict)
@@ -79,6 +90,8 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     """Load the configured dataset and split it deterministically (stratified by class)."""
     if cfg.dataset == "stdlib_docstrings":
         return _load_text(cfg)
+    if cfg.dataset == "stdlib_functions":
+        return load_functions(cfg)
     if cfg.dataset == "digits_views":
         from students.paired_data import load_digit_views
 
@@ -131,6 +144,23 @@ def _load_text(cfg: DataConfig) -> Dataset:
                    tokenizer_hash=tokenizer_hash(tokenizer))
 
 
+def load_functions(cfg: DataConfig) -> Dataset:
+    """The standard library's functions as prompt (signature) / completion (docstring) token
+    sequences for causal language models (students.lm_data)."""
+    from students.lm_data import lm_splits
+    from teachers.hf import load_tokenizer, tokenizer_hash
+    from teachers.token_targets import specials_of
+
+    tokenizer = load_tokenizer(cfg.tokenizer)
+    specials = specials_of(tokenizer)
+    train, test = lm_splits(tokenizer, cfg.sequence_length, cfg.train_windows, cfg.test_windows)
+    train = train[np.random.default_rng(cfg.split_seed).permutation(len(train))]
+    empty = lambda n: np.zeros(n, np.int64)  # noqa: E731 - the labels are the sequences' own next tokens
+    return Dataset("stdlib_functions", Split(train, empty(len(train)), token_specials=specials),
+                   Split(test, empty(len(test)), token_specials=specials), num_classes=len(tokenizer), kind="lm",
+                   tokenizer_hash=tokenizer_hash(tokenizer))
+
+
 def student_subset(train: Split, samples: int | None) -> Split:
     """The first `samples` training examples (the split is already shuffled)."""
     if samples is None or samples >= len(train.y):
@@ -154,5 +184,5 @@ def plan_epoch(split: Split, *, epoch: int, seed: int, shard: int, num_shards: i
     mine = order[shard * per_shard:(shard + 1) * per_shard]
     n_batches = per_shard // batch_size
     rows = [mine[i * batch_size:(i + 1) * batch_size] for i in range(n_batches)]
-    return [Batch(batch_id(epoch, shard, i), epoch, i, split.x[r], split.y[r], r, split.teacher_inputs[r],
+    return [Batch(batch_id(epoch, shard, i), epoch, i, split.x[r], split.labels(r), r, split.teacher_inputs[r],
                   {k: v[r] for k, v in split.columns.items()}) for i, r in enumerate(rows)]

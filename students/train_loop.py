@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from dataclasses import replace
 from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
@@ -91,8 +92,10 @@ def _evaluate(engine, job: StudentJob, dataset: Dataset, rank: int, world_size: 
     """Test metrics over the whole test split; every rank runs a slice (ZeRO-3 safe) and the
     slices' outputs are gathered. `reference`: the teachers' test embeddings (encoders)."""
     test = dataset.test
-    engine.eval()
     idx = np.array_split(np.arange(len(test.y)), world_size)[rank]
+    if dataset.kind == "lm":
+        return _perplexity(engine, test, idx, job.student.precision)
+    engine.eval()
     with torch.no_grad(), mixed_precision(engine, job.student.precision):
         out = engine(torch.from_numpy(test.x[idx]).to(engine.device)).float().cpu().numpy()
     engine.train()
@@ -116,6 +119,25 @@ def _evaluate(engine, job: StudentJob, dataset: Dataset, rank: int, world_size: 
             metrics[f"test_accuracy/{column}{value}"] = accuracy(outputs[rows], test.y[rows])
             metrics[f"task_given_accuracy/{column}{value}"] = accuracy(outputs[rows] + own, test.y[rows])
     return metrics
+
+
+def _perplexity(engine, test: Split, idx: np.ndarray, precision: str, chunk: int = 64) -> dict[str, float]:
+    """Held-out perplexity of a causal LM student over the target tokens of the whole test split
+    (each rank scores its slice in chunks of sequences; the sums are all-reduced)."""
+    engine.eval()
+    sums = torch.zeros(2, dtype=torch.float64, device=engine.device)  # summed NLL, tokens
+    with torch.no_grad(), mixed_precision(engine, precision):
+        for start in range(0, len(idx), chunk):
+            rows = idx[start:start + chunk]
+            logits = engine(torch.from_numpy(test.x[rows]).to(engine.device)).float()
+            labels = torch.from_numpy(test.labels(rows)).to(engine.device)
+            sums[0] += torch.nn.functional.cross_entropy(logits, labels, reduction="sum").double()
+            sums[1] += len(labels)
+    engine.train()
+    if dist.is_initialized():
+        dist.all_reduce(sums)
+    nll = float(sums[0] / sums[1].clamp(min=1))
+    return {"test_perplexity": float(np.exp(nll)), "test_nll": nll, "test_tokens": int(sums[1])}
 
 
 def mixed_precision(engine, precision: str):
@@ -312,7 +334,8 @@ class _Progress:
         if self.job.trainer:
             record["trainer"] = self.job.trainer
         if self.count:
-            record["throughput/samples_per_s"] = self.window_samples / max(now - self.window_start, 1e-9)
+            unit = "tokens" if self.job.data.dataset == "stdlib_functions" else "samples"  # LM rows are tokens
+            record[f"throughput/{unit}_per_s"] = self.window_samples / max(now - self.window_start, 1e-9)
             record.update({k: v / self.counts[k] for k, v in self.sums.items()})
         if client is not None:
             ts = client.teacher_set
@@ -333,7 +356,7 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
     epochs = cfg.epochs if job.train else 0
     train = student_subset(dataset.train, job.data.student_train_samples)
     if job.train_on:  # `row` keeps each sample's row of the training split (the key of stored memory targets)
-        train = Split(train.x, train.y, {**train.columns, "row": np.arange(len(train.y))}, train.teacher_x)
+        train = replace(train, columns={**train.columns, "row": np.arange(len(train.y))})
         train = train.rows(task_rows(train, job.train_on, job.replay))
     if epochs and len(train.y) < world_size * cfg.micro_batch_size:
         raise ValueError(f"phase {job.phase}: {len(train.y)} training samples make no batch of "
@@ -421,7 +444,8 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
     final = {**_evaluate(engine, job, dataset, rank, world_size, reference), "parameters": n_params,
              "steps": state.step, "resumed_from_step": resumed_from, "applied_batches": state.applied_batches,
              "train_s": train_s, "targets_s": targets_s,
-             "samples_per_s": (state.samples_seen - samples_before) / max(train_s - eval_s, 1e-9),
+             f"{'tokens' if dataset.kind == 'lm' else 'samples'}_per_s":
+                 (state.samples_seen - samples_before) / max(train_s - eval_s, 1e-9),
              **(publisher.summary() if publisher is not None else {}),
              **({"stopped_at_step": state.step} if stopped else {})}
     _hand_over_snapshots(job, engine, rank)

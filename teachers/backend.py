@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_model
 
 from cluster.factory import DEFAULT_ALLOWED_MODULES, build_module
 from cluster.config import ModelSpec
@@ -50,11 +50,10 @@ def load_teacher(model: ResolvedModel, weights_path: str | Path | None) -> torch
     module = model.build()
     if not weights_path:
         return module.eval()
-    state = load_file(str(weights_path))
-    missing, unexpected = module.load_state_dict(state, strict=False)
+    missing, unexpected = load_model(module, str(weights_path), strict=False)  # tied weights stored once
     if missing or unexpected:
         raise ValueError(f"weights {weights_path} do not fit {model.factory}: "
-                         f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+                         f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
     return module.eval()
 
 
@@ -65,12 +64,15 @@ def model_version(module: torch.nn.Module, weights_path: str | Path | None) -> s
 
 def output_space_of(module: torch.nn.Module, in_features: int) -> tuple[str, int]:
     """Run one dummy forward to learn the module's output space id and size: `classes:C` for
-    classifiers, `embedding:d` for sentence encoders."""
+    classifiers, `embedding:d` for sentence encoders, `tokens:V:<tokenizer hash>` for causal
+    language models."""
     with torch.no_grad():
         out = module.eval()(torch.zeros(2, in_features))
     if out.ndim != 2:
         raise ValueError(f"a teacher must return logits or embeddings [B, C], got shape {tuple(out.shape)}")
-    return f"{getattr(module, 'output_kind', 'classes')}:{out.shape[-1]}", int(out.shape[-1])
+    kind = getattr(module, "output_kind", "classes")
+    suffix = f":{module.tokenizer_hash}" if kind == "tokens" else ""
+    return f"{kind}:{out.shape[-1]}{suffix}", int(out.shape[-1])
 
 
 class FeatureHooks:

@@ -62,8 +62,8 @@ class TeacherClient:
         prefetch: batches requested ahead of the one being trained on, per teacher.
         batches_per_request: batches one request carries.
         timeout_s: deadline for one teacher answer.
-        top_k, dense_max_classes: what gRPC teachers are asked to send (Serve teachers were
-            deployed with the run's values).
+        top_k, dense_max_classes: what teachers are asked to send (a KD method may ask for
+            its own k, or for dense targets).
         only: the teachers of the set this client uses (all when None); a born-again phase
             reads only its snapshot teacher.
     """
@@ -142,7 +142,8 @@ class TeacherClient:
         self._fill()
 
     def _submit(self, batches: list[Batch], teacher: str) -> _Request:
-        payload = {"batches": [{"batch_id": b.batch_id, "inputs": b.teacher_x} for b in batches]}
+        payload = {"batches": [{"batch_id": b.batch_id, "inputs": b.teacher_x} for b in batches],
+                   "temperature": self.temperature, "top_k": self.top_k, "dense_max_classes": self.dense_max_classes}
         request = _Request(self._handles[teacher].remote(payload), [b.batch_id for b in batches])
         for batch in batches:
             self._in_flight[(batch.batch_id, teacher)] = request

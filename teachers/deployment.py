@@ -23,7 +23,7 @@ from ray.serve import Application
 from cluster.config import ResourcesConfig
 from teachers.arrow_codec import model_inputs
 from teachers.backend import FeatureHooks, ResolvedModel, load_teacher, model_version, output_space_of
-from teachers.soft_targets import SoftTargets, pack_soft_targets
+from teachers.soft_targets import SoftTargets, concat_rows, pack_soft_targets
 from teachers.teacher_set import PEER_PREFIX, live_version
 
 logger = logging.getLogger(__name__)
@@ -92,28 +92,66 @@ class LoadedTeacher:
                 top_k: int | None = None, dense_max_classes: int | None = None) -> list[SoftTargets]:
         """One record per `(batch_id, inputs)`, from a single forward over all the inputs.
 
-        `temperature`, `top_k` and `dense_max_classes` default to the teacher's own settings; a
-        gRPC client sends its run's values.
+        `temperature`, `top_k` and `dense_max_classes` default to the teacher's own settings;
+        students and gRPC clients send their run's (or KD method's) values.
         """
         inputs = model_inputs(np.concatenate([np.asarray(x) for _, x in batches]))
+        pack = dict(temperature=temperature or self.args.temperature, output_space=self.output_space,
+                    dense_max_classes=dense_max_classes or self.args.dense_max_classes,
+                    top_k=top_k or self.args.top_k)
+        if self.output_space.startswith("embedding:"):
+            pack["dense_max_classes"] = max(pack["dense_max_classes"], self.num_classes)  # never top-k
+        if self.output_space.startswith("tokens:"):
+            return self._token_records(batches, torch.tensor(inputs, device=self.device), pack)
         with self.lock, torch.inference_mode():
             logits = self.module(torch.tensor(inputs, device=self.device)).float().cpu().numpy()
             version = self.version
         bounds = np.cumsum([len(x) for _, x in batches])[:-1]
         features = {name: np.split(value.to(torch.float16).cpu().numpy(), bounds)
                     for name, value in self.hooks.take().items()}
-        dense_max = dense_max_classes or self.args.dense_max_classes
-        if self.output_space.startswith("embedding:"):
-            dense_max = max(dense_max, self.num_classes)  # an embedding is sent whole, never as top-k
         records = []
         for i, ((batch_id, _), part) in enumerate(zip(batches, np.split(logits, bounds))):
-            record = pack_soft_targets(
-                part, batch_id=batch_id, teacher=self.args.name, teacher_version=version,
-                temperature=temperature or self.args.temperature, output_space=self.output_space,
-                dense_max_classes=dense_max, top_k=top_k or self.args.top_k)
+            record = pack_soft_targets(part, batch_id=batch_id, teacher=self.args.name, teacher_version=version,
+                                       **pack)
             record.features = {name: parts[i] for name, parts in features.items()}
             records.append(record)
         return records
+
+    def _token_records(self, batches: list[tuple[str, np.ndarray]], ids: torch.Tensor,
+                       pack: dict[str, Any]) -> list[SoftTargets]:
+        """A causal LM's records: one row per target position; the head runs (and top-k packs)
+        `head_chunk` rows at a time, so no [L, V] logits of a long sequence exist at once."""
+        module = self.module
+        with self.lock, torch.inference_mode():
+            hidden = module.target_hidden(ids)
+            per_sequence = module.targets_per_sequence(ids).cpu().numpy()
+            version = self.version
+            sequence_bounds = np.cumsum([0] + [len(x) for _, x in batches])
+            row_bounds = np.concatenate([[0], np.cumsum(per_sequence)])[sequence_bounds]
+            records = []
+            for (batch_id, _), start, end in zip(batches, row_bounds[:-1], row_bounds[1:]):
+                chunks = [pack_soft_targets(logits.float().cpu().numpy(), batch_id=batch_id, teacher=self.args.name,
+                                            teacher_version=version, **pack)
+                          for logits in module.head_chunks(hidden[start:end])]
+                records.append(concat_rows(chunks) if chunks else pack_soft_targets(
+                    np.zeros((0, self.num_classes), np.float32), batch_id=batch_id, teacher=self.args.name,
+                    teacher_version=version, **pack))
+        return records
+
+    def perplexity(self, inputs: np.ndarray) -> dict[str, float]:
+        """A causal LM's summed negative log-likelihood (at temperature 1) of the target tokens of
+        `inputs`, and their number: held-out perplexity is exp(nll / tokens)."""
+        from teachers.token_targets import target_labels
+
+        ids = torch.tensor(model_inputs(inputs), device=self.device)
+        labels = target_labels(ids, self.module.specials)
+        nll, start = 0.0, 0
+        with self.lock, torch.inference_mode():
+            for logits in self.module.head_chunks(self.module.target_hidden(ids)):
+                part = labels[start:start + len(logits)]
+                nll += float(torch.nn.functional.cross_entropy(logits.float(), part, reduction="sum"))
+                start += len(logits)
+        return {"nll": nll, "tokens": int(len(labels))}
 
     def replace_weights(self, state: dict[str, torch.Tensor], version: str) -> None:
         """Load a live teacher's new weights (between two forwards)."""
@@ -192,7 +230,12 @@ class TeacherDeployment:
                             f"(TeacherService), not {type(request).__name__}")
         if self.live is not None:
             self.live.wait_ready()
-        return self.teacher.records([(b["batch_id"], b["inputs"]) for b in request["batches"]])
+        settings = {key: request[key] for key in ("temperature", "top_k", "dense_max_classes") if request.get(key)}
+        return self.teacher.records([(b["batch_id"], b["inputs"]) for b in request["batches"]], **settings)
+
+    def perplexity(self, inputs: np.ndarray) -> dict[str, float]:
+        """Held-out perplexity parts of a causal LM teacher (`LoadedTeacher.perplexity`)."""
+        return self.teacher.perplexity(inputs)
 
 
     # --- TeacherService through Serve's gRPC ingress (teachers/proto/teacher_service.proto) ------

@@ -7,7 +7,7 @@ Inside Ray records travel as numpy arrays; nothing here imports ray or torch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 import numpy as np
@@ -68,6 +68,19 @@ def pack_soft_targets(logits: np.ndarray, *, batch_id: str, teacher: str, teache
     tail = np.log(np.clip(1.0 - top_mass, 1e-12, None)).astype(np.float32)
     return SoftTargets(topk_idx=idx.astype(np.int32), topk_logprob=top.astype(np.float16),
                        tail_logprob=tail, **meta)
+
+
+def concat_rows(records: list[SoftTargets]) -> SoftTargets:
+    """One record holding the rows of `records` in order (chunks of one batch's answer; all
+    share their metadata and are all dense or all top-k with the same k)."""
+    first = records[0]
+    if len(records) == 1:
+        return first
+    join = lambda name: np.concatenate([getattr(r, name) for r in records])  # noqa: E731
+    if first.is_dense:
+        return replace(first, logits=join("logits"), features={})
+    return replace(first, topk_idx=join("topk_idx"), topk_logprob=join("topk_logprob"),
+                   tail_logprob=join("tail_logprob"), features={})
 
 
 def _fail(record: SoftTargets, what: str) -> None:

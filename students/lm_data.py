@@ -1,0 +1,117 @@
+"""Prompt/completion text that is on every machine: the standard library's functions.
+
+Each example is a function of Python's standard library: the prompt is its signature
+(`def name(args):`), the completion its docstring (whitespace collapsed). Files are read in
+sorted order and every fifth file is held out (`students.text_data`), so test examples come
+from modules the models never saw. Examples become token sequences
+`<bos> prompt <sep> completion <eos>`, cut to `data.sequence_length` and right-padded; the
+loss and the soft targets cover the completion only (`teachers.token_targets`).
+
+`python -m students.lm_data` rebuilds the byte-level BPE tokenizer that ships in
+`students/tokenizers/stdlib-bpe-1024` (trained on the training files only).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from students.text_data import HELD_OUT_EVERY, stdlib_files
+from teachers.token_targets import specials_of
+
+SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<bos>", "sep_token": "<sep>", "eos_token": "<eos>"}
+DEFAULT_TOKENIZER = "pkg:students/tokenizers/stdlib-bpe-1024"
+
+
+def _examples_of(path: Path) -> list[tuple[str, str]]:
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (SyntaxError, UnicodeDecodeError, ValueError):
+        return []
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            text = ast.get_docstring(node)
+            if text and len(text.split()) >= 5:
+                out.append((f"def {node.name}({ast.unparse(node.args)}):", " ".join(text.split())))
+    return out
+
+
+@lru_cache(maxsize=1)
+def function_examples() -> dict[str, list[tuple[str, str]]]:
+    """{"train": [(prompt, completion), ...], "test": [...]}; parsed once per machine and Python
+    version, then read from a cache file (parsing the whole stdlib takes seconds)."""
+    files = stdlib_files()
+    key = hashlib.sha256(f"{sys.version}|{files[0].parent if files else ''}|{len(files)}|v1".encode()).hexdigest()[:12]
+    cache = Path.home() / ".cache" / "distillery" / f"stdlib_functions-{key}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    examples: dict[str, list] = {"train": [], "test": []}
+    for i, path in enumerate(files):
+        examples["test" if i % HELD_OUT_EVERY == 0 else "train"] += _examples_of(path)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".{id(examples)}.tmp")
+    tmp.write_text(json.dumps(examples))
+    tmp.replace(cache)
+    return examples
+
+
+def encode_examples(tokenizer, examples: list[tuple[str, str]], length: int) -> np.ndarray:
+    """int64 [N, length]: `<bos> prompt <sep> completion <eos>`, cut to `length`, right-padded."""
+    specials_of(tokenizer)
+    prompts = tokenizer([p for p, _ in examples], add_special_tokens=False)["input_ids"]
+    completions = tokenizer([c for _, c in examples], add_special_tokens=False)["input_ids"]
+    out = np.full((len(examples), length), tokenizer.pad_token_id, dtype=np.int64)
+    for row, (prompt, completion) in enumerate(zip(prompts, completions)):
+        ids = [tokenizer.bos_token_id, *prompt, tokenizer.sep_token_id, *completion, tokenizer.eos_token_id]
+        out[row, :min(length, len(ids))] = ids[:length]
+    return out
+
+
+def prompt_ids(tokenizer, prompts: list[str], length: int) -> np.ndarray:
+    """int64 [N, length]: `<bos> prompt <sep>` right-padded (what generation starts from)."""
+    encoded = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    out = np.full((len(prompts), length), tokenizer.pad_token_id, dtype=np.int64)
+    for row, ids in enumerate(encoded):
+        ids = [tokenizer.bos_token_id, *ids[:length - 2], tokenizer.sep_token_id]
+        out[row, :len(ids)] = ids
+    return out
+
+
+def lm_splits(tokenizer, length: int, train_sequences: int, test_sequences: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) token sequences; asking for more examples than the stdlib has is an error."""
+    examples = function_examples()
+    for split, wanted in (("train", train_sequences), ("test", test_sequences)):
+        if wanted > len(examples[split]):
+            raise ValueError(f"data.{split}_windows: the standard library has {len(examples[split])} {split} "
+                             f"functions with docstrings, {wanted} were asked for")
+    return (encode_examples(tokenizer, examples["train"][:train_sequences], length),
+            encode_examples(tokenizer, examples["test"][:test_sequences], length))
+
+
+def build_tokenizer(folder: Path, vocab_size: int = 1024) -> None:
+    """Train a byte-level BPE on the training split's prompts and completions and save it in
+    Hugging Face layout (deterministic: the same Python version gives the same vocabulary)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    examples = function_examples()["train"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS.values()),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    bpe.train_from_iterator((text for pair in examples for text in pair), trainer=trainer)
+    PreTrainedTokenizerFast(tokenizer_object=bpe, **SPECIAL_TOKENS).save_pretrained(str(folder))
+
+
+if __name__ == "__main__":
+    target = Path(__file__).parent / "tokenizers" / "stdlib-bpe-1024"
+    build_tokenizer(target)
+    print(f"wrote {target}")

@@ -1,0 +1,120 @@
+"""Hugging Face causal language models as teachers and students (`teachers.hf_lm:causal_lm`).
+
+A model comes from a folder in Hugging Face layout, `pkg:<package>/<folder>`, a hub id on a
+cluster with internet access (safetensors only, no remote code), or is built from a
+`config` mapping (`{model_type: gpt2, n_layer: 2, ...}`) with random weights: what tests and
+the CPU configs use, and what a teacher trained by Distillery starts from.
+
+The module maps token sequences [B, L] to the logits of their *target positions* [N, V]
+(`teachers.token_targets`): the transformer runs over the whole sequence, the LM head only over
+the N positions that are taught, so padding and prompt rows are never computed. Teachers run
+the head in chunks of `head_chunk` rows, so a long sequence never holds [L, V] logits at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Optional
+
+import torch
+from torch import nn
+
+from teachers.hf import load_tokenizer, resolve_model_dir, tokenizer_hash
+from teachers.token_targets import TokenSpecials, specials_of, target_mask, targets_per_sequence
+
+
+class CausalLM(nn.Module):
+    output_kind = "tokens"
+
+    def __init__(self, lm: nn.Module, specials: TokenSpecials, tokenizer_hash: str, model_version: str,
+                 vocab_size: int, head_chunk: int = 4096):
+        super().__init__()
+        self.lm = lm
+        self.specials = specials
+        self.tokenizer_hash = tokenizer_hash
+        self.model_version = model_version
+        self.vocab_size = vocab_size  # the tokenizer's; a model's padded vocabulary is cut to it
+        self.head_chunk = head_chunk
+
+    def _check_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        ids = ids.long()
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size):
+            raise ValueError(f"token ids must lie in [0, {self.vocab_size}), got {int(ids.min())}..{int(ids.max())}; "
+                             f"tokenize with the model's own tokenizer (data.tokenizer)")
+        return ids
+
+    def target_hidden(self, ids: torch.Tensor) -> torch.Tensor:
+        """[N, d]: the last hidden state at every target position, row-major."""
+        ids = self._check_ids(ids)
+        attention = (ids != self.specials.pad).long()
+        hidden = self.lm.base_model(input_ids=ids, attention_mask=attention).last_hidden_state
+        return hidden[:, :-1][target_mask(ids, self.specials)]
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[n, d] -> [n, V] logits over the tokenizer's vocabulary."""
+        return self.lm.get_output_embeddings()(hidden)[:, :self.vocab_size]
+
+    def head_chunks(self, hidden: torch.Tensor) -> Iterator[torch.Tensor]:
+        """The logits of `hidden`'s rows, `head_chunk` rows at a time."""
+        for start in range(0, len(hidden), self.head_chunk):
+            yield self.head(hidden[start:start + self.head_chunk])
+
+    def targets_per_sequence(self, ids: torch.Tensor) -> torch.Tensor:
+        return targets_per_sequence(ids.long(), self.specials)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.target_hidden(input_ids))
+
+
+def _positions(config: Any) -> Optional[int]:
+    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+
+
+def causal_lm(in_features: int, num_classes: int, tokenizer: str, path: Optional[str] = None,
+              config: Optional[dict[str, Any]] = None, pretrained: bool = True, head_chunk: int = 4096) -> CausalLM:
+    """Factory: a causal language model over the run's token sequences.
+
+    Args:
+        in_features: the dataset's sequence length (checked against the model's positions).
+        num_classes: the run's vocabulary size (unused: the model predicts its own tokenizer's
+            ids, and a teacher whose tokenizer is not the run's is refused when it is added).
+        tokenizer: the model's tokenizer (folder, `pkg:` folder or hub id); its vocabulary size
+            and hash are what `teacher add` compares with the run's `data.tokenizer`.
+        path: a pretrained model (folder, `pkg:` folder or hub id); or
+        config: a transformers config mapping with `model_type`, for a model with random
+            weights (vocab_size and the special token ids default to the tokenizer's).
+        pretrained: with `path`, load its weights; False builds it from its config only.
+        head_chunk: rows of logits computed at once when answering as a teacher.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if (path is None) == (config is None):
+        raise ValueError("causal_lm: give exactly one of path (a pretrained model) and config (a model from a "
+                         "transformers config, e.g. {model_type: gpt2, n_layer: 2, n_embd: 128, n_head: 2})")
+    tok = load_tokenizer(tokenizer)
+    specials = specials_of(tok, f"causal_lm tokenizer {tokenizer!r}")
+    if config is not None:
+        spec = dict(config)
+        model_type = spec.pop("model_type", None)
+        if not model_type:
+            raise ValueError("causal_lm config: model_type is required (e.g. gpt2, llama, qwen2)")
+        ids = {"vocab_size": len(tok), "pad_token_id": specials.pad, "bos_token_id": tok.bos_token_id,
+               "eos_token_id": tok.eos_token_id}
+        model_config = AutoConfig.for_model(model_type, **{**ids, **spec})
+        model = AutoModelForCausalLM.from_config(model_config)
+        version = "random-init"
+    else:
+        folder = resolve_model_dir(path)
+        model_config = AutoConfig.from_pretrained(folder)
+        model = (AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True) if pretrained
+                 else AutoModelForCausalLM.from_config(model_config))
+        from teachers.hf import _weights_version
+
+        version = _weights_version(folder) if pretrained else "random-init"
+    width = model.get_output_embeddings().out_features
+    if width < len(tok):
+        raise ValueError(f"causal_lm: the model predicts {width} token ids, its tokenizer has {len(tok)}")
+    positions = _positions(model_config)
+    if positions is not None and in_features > positions:
+        raise ValueError(f"causal_lm: sequences of {in_features} tokens exceed the model's {positions} positions "
+                         f"(data.sequence_length)")
+    return CausalLM(model, specials, tokenizer_hash(tok), version, len(tok), head_chunk)

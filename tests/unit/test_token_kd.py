@@ -1,0 +1,177 @@
+"""Token-level KD for causal LMs: target positions, the stdlib prompt/completion data, the
+causal-LM backend, per-token records (dense, top-k, chunked), the losses on them and the
+tokenizer refusal."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cluster.config import DataConfig
+from students.data import load_functions, plan_epoch
+from students.lm_data import DEFAULT_TOKENIZER, encode_examples, prompt_ids
+from students.losses import CompositeLoss, Term
+from teachers.deployment import LoadedTeacher, TeacherAppArgs
+from teachers.errors import IncompatibleTeacherError
+from teachers.hf import check_tokenizer, load_tokenizer, tokenizer_hash
+from teachers.hf_lm import causal_lm
+from teachers.soft_targets import concat_rows, pack_soft_targets, validate_soft_targets
+from teachers.targets import TeacherTargets
+from teachers.token_targets import TokenSpecials, target_labels, target_mask
+from tests.hf_fixtures import MINILM
+
+PAD, BOS, SEP, EOS = 0, 1, 2, 3
+SPECIALS = TokenSpecials(pad=PAD, sep=SEP)
+LENGTH = 24
+TINY = {"model_type": "gpt2", "n_layer": 1, "n_embd": 16, "n_head": 2, "n_positions": LENGTH}
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer(DEFAULT_TOKENIZER)
+
+
+@pytest.fixture(scope="module")
+def sequences(tokenizer):
+    pairs = [("def add(a, b):", "Return the sum."),
+             ("def f():", "Do nothing at all, quietly."),
+             ("def very_long_name_for_a_function(first_argument, second_argument, third):", "Short doc text here.")]
+    return encode_examples(tokenizer, pairs, LENGTH)
+
+
+def _teacher(tmp_path=None, head_chunk=4096, top_k=8, dense_max_classes=16) -> LoadedTeacher:
+    torch.manual_seed(0)
+    args = TeacherAppArgs(name="gpt", factory="teachers.hf_lm:causal_lm",
+                          kwargs={"in_features": LENGTH, "num_classes": 1024, "tokenizer": DEFAULT_TOKENIZER,
+                                  "config": TINY, "head_chunk": head_chunk},
+                          allowed_modules=["teachers.hf_lm"], weights_path=None, in_features=LENGTH, temperature=2.0,
+                          top_k=top_k, dense_max_classes=dense_max_classes)
+    return LoadedTeacher.load(args)
+
+
+def test_target_positions_skip_prompt_and_padding():
+    ids = torch.tensor([[BOS, 10, 11, SEP, 20, 21, EOS, PAD],   # prompt 10 11, completion 20 21 <eos>
+                        [BOS, 30, 31, 32, 33, 34, 35, 36],      # no separator: plain text, all targets
+                        [BOS, 10, 11, 12, 13, 14, 15, SEP]])    # the prompt fills the window: no target
+    assert target_mask(ids, SPECIALS).tolist() == [[False, False, False, True, True, True, False],
+                                                   [True] * 7,
+                                                   [False] * 7]
+    expected = [20, 21, EOS, 30, 31, 32, 33, 34, 35, 36]
+    assert target_labels(ids, SPECIALS).tolist() == expected
+    labels = target_labels(ids.numpy(), SPECIALS)
+    assert isinstance(labels, np.ndarray) and labels.tolist() == expected
+
+
+def test_sequences_are_prompt_sep_completion_eos_padded(tokenizer, sequences):
+    first = sequences[0].tolist()
+    assert first[0] == tokenizer.bos_token_id and tokenizer.sep_token_id in first
+    assert tokenizer.decode(first[1:first.index(tokenizer.sep_token_id)]) == "def add(a, b):"
+    assert first[-1] == tokenizer.pad_token_id and tokenizer.eos_token_id in first
+    assert sequences[2, -1] != tokenizer.pad_token_id and tokenizer.eos_token_id not in sequences[2]  # cut
+    prompts = prompt_ids(tokenizer, ["def add(a, b):"], LENGTH)
+    assert prompts[0, :first.index(tokenizer.sep_token_id) + 1].tolist() == first[:first.index(tokenizer.sep_token_id) + 1]
+
+
+def test_function_dataset_labels_batches_per_target_token():
+    cfg = DataConfig(dataset="stdlib_functions", tokenizer=DEFAULT_TOKENIZER, sequence_length=LENGTH,
+                     train_windows=64, test_windows=16)
+    dataset = load_functions(cfg)
+    assert dataset.kind == "lm" and dataset.num_classes == 1024
+    assert dataset.output_space == f"tokens:1024:{dataset.tokenizer_hash}"
+    batch = plan_epoch(dataset.train, epoch=0, seed=0, shard=0, num_shards=2, batch_size=8)[0]
+    assert batch.x.shape == (8, LENGTH) and len(batch.y) == int(target_mask(torch.from_numpy(batch.x), SPECIALS).sum())
+    held_out = {tuple(s) for s in dataset.test.x}
+    assert not held_out & {tuple(s) for s in dataset.train.x}
+
+
+def test_causal_lm_computes_logits_at_target_positions_only(sequences):
+    torch.manual_seed(0)
+    model = causal_lm(LENGTH, 1024, DEFAULT_TOKENIZER, config=TINY, head_chunk=5).eval()
+    ids = torch.from_numpy(sequences)
+    with torch.no_grad():
+        rows = model(ids)
+        full = model.lm(input_ids=ids, attention_mask=(ids != PAD).long()).logits[:, :-1]
+        chunked = torch.cat(list(model.head_chunks(model.target_hidden(ids))))
+    mask = target_mask(ids, SPECIALS)
+    assert rows.shape == (int(mask.sum()), 1024)
+    assert torch.allclose(rows, full[mask], atol=1e-5) and torch.allclose(rows, chunked, atol=1e-6)
+    with pytest.raises(ValueError, match=r"token ids must lie in \[0, 1024\)"):
+        model(torch.tensor([[BOS, 5000, SEP]]))
+    with pytest.raises(ValueError, match="exactly one of path"):
+        causal_lm(LENGTH, 1024, DEFAULT_TOKENIZER)
+    with pytest.raises(ValueError, match="exceed the model's 24 positions"):
+        causal_lm(64, 1024, DEFAULT_TOKENIZER, config=TINY)
+
+
+def test_teacher_records_have_one_row_per_target_token_dense_topk_and_chunked(sequences):
+    teacher = _teacher()
+    chunked = _teacher(head_chunk=3)
+    assert teacher.output_space.startswith("tokens:1024:")
+    batches = [("b0", sequences[:2]), ("b1", sequences[2:])]
+    rows = [int(target_mask(torch.from_numpy(x), SPECIALS).sum()) for _, x in batches]
+    topk = teacher.records(batches)
+    for record, n, (batch_id, _) in zip(topk, rows, batches):
+        assert not record.is_dense and record.topk_idx.shape == (n, 8)
+        validate_soft_targets(record, batch_id=batch_id, batch_size=n, output_space=teacher.output_space,
+                              temperature=2.0)
+    again = chunked.records(batches)
+    for a, b in zip(topk, again):
+        np.testing.assert_array_equal(a.topk_idx, b.topk_idx)
+        np.testing.assert_allclose(a.tail_logprob, b.tail_logprob, atol=1e-5)
+    dense = teacher.records(batches, dense_max_classes=4096)
+    assert dense[0].is_dense and dense[0].logits.shape == (rows[0], 1024)
+    top128 = teacher.records(batches, top_k=128)
+    assert top128[1].topk_idx.shape == (rows[1], 128)
+    parts = teacher.perplexity(sequences)
+    with torch.no_grad():
+        ids = torch.from_numpy(sequences)
+        nll = F.cross_entropy(teacher.module(ids), target_labels(ids, SPECIALS), reduction="sum")
+    assert parts["tokens"] == sum(rows) and parts["nll"] == pytest.approx(float(nll), rel=1e-5)
+
+
+def test_concat_rows_joins_chunks_in_order():
+    logits = np.random.default_rng(0).normal(size=(7, 40)).astype(np.float32)
+    meta = dict(batch_id="b", teacher="t", teacher_version="v", temperature=1.0, output_space="tokens:40:h")
+    whole = pack_soft_targets(logits, dense_max_classes=8, top_k=5, **meta)
+    joined = concat_rows([pack_soft_targets(logits[i:i + 3], dense_max_classes=8, top_k=5, **meta) for i in (0, 3, 6)])
+    np.testing.assert_array_equal(joined.topk_idx, whole.topk_idx)
+    np.testing.assert_array_equal(joined.topk_logprob, whole.topk_logprob)
+    dense = concat_rows([pack_soft_targets(logits[:4], dense_max_classes=64, top_k=5, **meta),
+                         pack_soft_targets(logits[4:], dense_max_classes=64, top_k=5, **meta)])
+    np.testing.assert_array_equal(dense.logits, logits)
+
+
+@pytest.mark.parametrize("term", ["kd", "reverse_kl", "jsd"])
+def test_token_kd_terms_average_over_target_tokens(sequences, term):
+    """Forward KL, reverse KL and JSD on per-token records: the mean over target positions of the
+    per-token divergence (prompt and padding positions take no part)."""
+    teacher = _teacher(dense_max_classes=4096)
+    ids = torch.from_numpy(sequences)
+    record = teacher.records([("b", sequences)])[0]
+    torch.manual_seed(1)
+    student = torch.randn(len(record.logits), 1024, requires_grad=True)
+    labels = target_labels(ids, SPECIALS)
+    out = CompositeLoss([Term(term)], temperature=2.0)(student, labels, TeacherTargets({"gpt": record}, {"gpt": 1.0}))
+    p_t = F.log_softmax(torch.from_numpy(record.logits) / 2.0, -1)
+    p_s = F.log_softmax(student / 2.0, -1)
+    kl = lambda a, b: (a.exp() * (a - b)).sum(-1)  # noqa: E731
+    if term == "kd":
+        expected = kl(p_t, p_s)
+    elif term == "reverse_kl":
+        expected = kl(p_s, p_t)
+    else:
+        m = torch.logsumexp(torch.stack([p_t, p_s]) + torch.log(torch.tensor(0.5)), 0)
+        expected = 0.5 * kl(p_t, m) + 0.5 * kl(p_s, m)
+    assert float(out[term].detach()) == pytest.approx(float(expected.mean() * 4.0), rel=1e-4)
+    out["total"].backward()
+    assert student.grad.abs().sum() > 0
+
+
+def test_a_teacher_with_another_tokenizer_is_refused_naming_both(tokenizer):
+    ours, theirs = load_tokenizer(DEFAULT_TOKENIZER), load_tokenizer(MINILM)
+    with pytest.raises(IncompatibleTeacherError) as refused:
+        check_tokenizer("bert-vocab", tokenizer_hash(theirs), tokenizer_hash(ours), DEFAULT_TOKENIZER,
+                        len(theirs), len(ours))
+    message = str(refused.value)
+    for part in ("bert-vocab", "30522 tokens", tokenizer_hash(theirs), "1024 tokens", tokenizer_hash(ours)):
+        assert part in message
