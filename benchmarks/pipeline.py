@@ -2,9 +2,11 @@
 
     python -m benchmarks.pipeline [--repeats 5] [--config benchmarks/configs/pipeline.yaml]
 
-Trains the same student on the same batches three ways in one Ray Train worker group,
-interleaved and repeated, and reports the median samples/s of each and its ratio to the
-precomputed upper bound. Results go to `benchmarks/results/pipeline.{md,json}`.
+Trains the same student on the same batches several ways in one Ray Train worker group,
+interleaved and repeated, and reports the median samples/s (tokens/s for language models) of
+each and its ratio to the precomputed upper bound. Results go to
+`benchmarks/results/<name>.{md,json}` (`--name`, default pipeline); `benchmarks.llm` runs it
+on a language model.
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ SOURCES = {"served": ("served", None), "served, 1 batch per request": ("served",
 RESULTS = Path(__file__).parent / "results"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None, *, config: str = "benchmarks/configs/pipeline.yaml",
+         name: str = "pipeline", title: str = "Pipeline benchmark: where the soft targets come from") -> None:
     prepare_ray_env()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="benchmarks/configs/pipeline.yaml")
+    parser.add_argument("--config", default=config)
     parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+    parser.add_argument("--name", default=name, help="results file name under benchmarks/results/")
+    args = parser.parse_args(argv)
 
     import ray
 
@@ -62,29 +66,31 @@ def main() -> None:
             ray.get(orchestrator.close.remote())
             ray.kill(orchestrator)
 
-    rates = {s: [phases[f"{s}-r{r}"]["samples_per_s"] for r in range(args.repeats)] for s in SOURCES}
+    unit = "tokens" if "tokens_per_s" in phases["served-r0"] else "samples"
+    rates = {s: [phases[f"{s}-r{r}"][f"{unit}_per_s"] for r in range(args.repeats)] for s in SOURCES}
     medians = {s: statistics.median(v) for s, v in rates.items()}
     waits = {s: statistics.median(phases[f"{s}-r{r}"]["targets_s"] / phases[f"{s}-r{r}"]["steps"] * 1000
                                   for r in range(args.repeats)) for s in SOURCES}
-    result = {"machine": describe_machine(), "config": args.config, "repeats": args.repeats,
-              "samples_per_s": rates, "median_samples_per_s": medians,
+    result = {"machine": describe_machine(), "config": args.config, "repeats": args.repeats, "unit": unit,
+              "title": title, "samples_per_s": rates, "median_samples_per_s": medians,
               "ratio_to_precomputed": {s: medians[s] / medians["precomputed"] for s in SOURCES},
               "median_targets_ms_per_step": waits,
               "steps_per_phase": phases["served-r0"]["steps"], "prefetch": cfg.distill.prefetch,
               "batches_per_request": cfg.distill.batches_per_request}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "pipeline.json").write_text(json.dumps(result, indent=2))
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2))
     table = render(result)
-    (RESULTS / "pipeline.md").write_text(table)
+    (RESULTS / f"{args.name}.md").write_text(table)
     print(table)
 
 
 def render(result: dict) -> str:
-    lines = ["# Pipeline benchmark: where the soft targets come from", "",
+    unit = result.get("unit", "samples")
+    lines = [f"# {result.get('title', 'Pipeline benchmark: where the soft targets come from')}", "",
              f"Machine: {result['machine']}. Config: `{result['config']}`, {result['repeats']} repeats "
              f"(interleaved), {result['steps_per_phase']} steps each, prefetch {result['prefetch']} batches, "
              f"{result['batches_per_request']} batches per request unless stated.", "",
-             "| soft targets from | median samples/s | runs | ratio to precomputed | ms per step getting targets |",
+             f"| soft targets from | median {unit}/s | runs | ratio to precomputed | ms per step getting targets |",
              "|---|---|---|---|---|"]
     for source in SOURCES:
         runs = ", ".join(f"{v:.0f}" for v in result["samples_per_s"][source])

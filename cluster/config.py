@@ -98,6 +98,9 @@ class DataConfig(Strict):
     train_windows: int = Field(2048, ge=16, description="text: training windows (stdlib_functions: sequences)")
     test_windows: int = Field(256, ge=16, description="text: held-out windows (stdlib_functions: sequences)")
     embedding_dim: int = Field(384, ge=1, description="text: width of the sentence embeddings")
+    generated: Optional[str] = Field(
+        None, description="stdlib_functions: a Parquet folder written by `distillery generate`; the students "
+                          "train on its teacher-written completions instead of the training split")
 
     @model_validator(mode="after")
     def _dataset_fields(self) -> "DataConfig":
@@ -177,6 +180,20 @@ class GeneratorConfig(Strict):
     lr: float = Field(1e-3, gt=0, description="the generator's Adam learning rate")
 
 
+class SpeculativeConfig(Strict):
+    """Speculative KD (students/speculative.py): the student completes each training prompt,
+    the teacher keeps the proposed tokens inside its top-k and replaces the first one outside
+    it with its own sample, and the student learns the interleaved text with the method's
+    token-level terms."""
+
+    top_k: int = Field(25, ge=1, description="a proposed token is kept when it is among the teacher's k likeliest")
+    temperature: float = Field(1.0, ge=0, description="sampling temperature of student proposals and teacher "
+                                                      "replacements; 0: greedy")
+    max_rounds: int = Field(8, ge=1, description="teacher scoring calls per batch at most (each keeps a block of "
+                                                 "proposals up to its first rejection)")
+    teacher: Optional[str] = Field(None, description="the teacher that scores proposals (default: the first)")
+
+
 class MethodConfig(Strict):
     """One KD method of `distill.methods`. A bare list of terms is read as `{terms: [...]}`."""
 
@@ -188,6 +205,15 @@ class MethodConfig(Strict):
         None, description="a method listed before this one: its trained student of the same seed, frozen and "
                           "served, is this method's only teacher (born-again networks)")
     generator: Optional[GeneratorConfig] = Field(None, description="overrides distill.generator")
+    train_data: Literal["real", "generated"] = Field(
+        "real", description="generated: fine-tune on the teachers' completions of the prompts (sequence-level KD; "
+                            "the `generate` section says how they are sampled)")
+    speculative: Optional[SpeculativeConfig] = Field(
+        None, description="learn on the student's own completions of the prompts, corrected by the teacher")
+    quantize: Optional[Literal[8, 4]] = Field(
+        None, description="quantized distillation: train with linear weights fake-quantized to 8 or 4 bits per "
+                          "channel and export the integers; the baseline is also scored after post-training "
+                          "quantization to the same bits")
     top_k: Optional[int] = Field(None, ge=1, description="overrides distill.top_k: the teachers send this "
                                                          "method top-k soft targets")
     dense: Optional[bool] = Field(None, description="true: the teachers send this method dense logits; "
@@ -360,6 +386,24 @@ class OnlineConfig(Strict):
         return spec.learns_from if spec.learns_from is not None else [p.name for p in self.peers if p.name != peer]
 
 
+class GenerateConfig(Strict):
+    """Sequence-level KD: how `distillery generate` (or a run with a `train_data: generated`
+    method) has the teacher endpoints complete the prompts, through Ray Data and Serve, into a
+    Parquet dataset the students are then fine-tuned on."""
+
+    teacher: Optional[str] = Field(None, description="the teacher that writes the completions (default: the first)")
+    prompts: Literal["student", "train"] = Field(
+        "student", description="student: the prompts of the students' training samples; train: every training prompt")
+    samples_per_prompt: int = Field(1, ge=1, le=64)
+    max_new_tokens: int = Field(48, ge=1, le=4096)
+    temperature: float = Field(1.0, ge=0, description="0 decodes greedily")
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0, description="sample among the k likeliest tokens; 0: all")
+    seed: int = 0
+    batch_size: int = Field(64, ge=1, description="prompts per generate call")
+    output: Optional[str] = Field(None, description="the Parquet folder; default <output_dir>/<run>/generated")
+
+
 class RunSection(Strict):
     name: str
     output_dir: str = "runs"
@@ -381,6 +425,7 @@ class RunConfig(Strict):
     serve: ServeConfig = Field(default_factory=ServeConfig)
     continual: Optional[ContinualConfig] = Field(None, description="learn a sequence of tasks (lifelong)")
     online: Optional[OnlineConfig] = Field(None, description="co-train peer students that teach each other")
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
 
     @model_validator(mode="after")
     def _unique_teacher_names(self) -> "RunConfig":
@@ -411,6 +456,25 @@ class RunConfig(Strict):
         self._check_online(snapshots)
         self._check_generator()
         self._check_language_model(snapshots, all_terms)
+        speculative = sorted(n for n, m in methods.items() if m.speculative)
+        for name in speculative:
+            method = methods[name]
+            if self.data.dataset != "stdlib_functions" or method.train_data == "generated" or not self.teachers:
+                raise ValueError(f"distill.methods.{name}.speculative: speculative KD completes the prompts of "
+                                 f"stdlib_functions with the student and the run's teachers (train_data: real)")
+            if method.speculative.teacher and method.speculative.teacher not in [t.name for t in self.teachers]:
+                raise ValueError(f"distill.methods.{name}.speculative.teacher: {method.speculative.teacher!r} is not "
+                                 f"a teacher of the run")
+            if not any(t.name not in ("ce", "byot") for t in method.terms):
+                raise ValueError(f"distill.methods.{name}.terms: speculative KD learns the interleaved text from the "
+                                 f"teacher; give a KD term (kd, reverse_kl, jsd)")
+        if speculative:
+            self._refuse_zero3(f"distill.methods ({', '.join(speculative)}): the student proposes tokens with its "
+                               f"full weights on every rank")
+        quantized = sorted(n for n, m in methods.items() if m.quantize)
+        if quantized:
+            self._refuse_zero3(f"distill.methods ({', '.join(quantized)}): quantized distillation parametrizes each "
+                               f"layer's whole weight, which ZeRO-3 would shard (training hangs)")
         if snapshots and self.data.dataset == "digits_views" and self.data.teacher_column != self.data.student_column:
             raise ValueError(f"distill.methods ({', '.join(snapshots)}): a snapshot teacher is a student, which reads "
                              f"{self.data.student_column}, but teachers are sent {self.data.teacher_column}; "
@@ -440,6 +504,11 @@ class RunConfig(Strict):
 
     def _check_language_model(self, snapshots: list[str], terms: list[TermConfig]) -> None:
         """Token-level KD teaches per target position; what needs whole samples is refused."""
+        generated = [n for n, m in (self.distill.methods or {}).items() if m.train_data == "generated"]
+        if (generated or self.data.generated) and (self.data.dataset != "stdlib_functions" or not self.teachers):
+            raise ValueError(f"distill.methods ({', '.join(generated) or 'data.generated'}): sequence-level KD "
+                             f"fine-tunes on completions the run's teachers write; it needs teachers and "
+                             f"data.dataset stdlib_functions")
         if self.data.dataset != "stdlib_functions":
             return
         where = "data.dataset (stdlib_functions)"
@@ -455,6 +524,10 @@ class RunConfig(Strict):
                              f"feature, attention and self-distillation terms read whole samples")
         strategies = [self.distill.weighting] + [m.weighting for m in (self.distill.methods or {}).values()
                                                   if m.weighting]
+        teacher = self.generate.teacher
+        if teacher is not None and teacher not in [t.name for t in self.teachers]:
+            raise ValueError(f"generate.teacher: {teacher!r} is not a teacher of the run "
+                             f"({[t.name for t in self.teachers]})")
         if any(w.strategy in ("gating", "route") for w in strategies):
             raise ValueError(f"{where}: gating and route weigh whole samples; token-level KD merges teachers per "
                              f"token with static, confidence, entropy or label_agreement")

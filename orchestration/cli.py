@@ -89,6 +89,19 @@ def stop(run: str = RUN_OPTION) -> None:
 
 
 @app.command()
+def generate(config: str = typer.Argument(..., help="experiment config whose teacher writes the completions"),
+             overrides: Optional[list[str]] = typer.Option(None, "--set", help="override any field (YAML value)")) -> None:
+    """Sequence-level KD data: the teacher endpoint completes the training prompts (Ray Data +
+    Serve, sampling from the config's `generate` section) into a Parquet dataset; fine-tune
+    students on it with `data.generated: <folder>` or a `train_data: generated` method."""
+    from orchestration.run import generate_only
+
+    folder = generate_only(config, console, _parse_sets(overrides))
+    console.print(f"generated dataset: {folder} (Parquet: row, sample, prompt, prompt_ids, completion, "
+                  f"completion_ids, teacher_version)")
+
+
+@app.command()
 def precompute(config: str = typer.Argument(..., help="experiment config whose teachers to run"),
                overrides: Optional[list[str]] = typer.Option(None, "--set", help="override any field (YAML value)")) -> None:
     """Run the teachers over the training set with Ray Data and write top-k soft targets to the offline store."""

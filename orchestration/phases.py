@@ -7,6 +7,7 @@ earlier method's student of the same seed, and starts from its own initial weigh
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Optional
 
 from cluster.config import RunConfig
@@ -47,12 +48,14 @@ def method_snapshots(cfg: RunConfig) -> dict[str, str]:
 
 
 def student_jobs(cfg: RunConfig, methods: dict[str, list[Term]], model: ResolvedModel, dataset_kind: str,
-                 orchestrator: Any, stores: dict[str, str]) -> list[StudentJob]:
-    """Every phase of the run as a StudentJob, in training order."""
+                 orchestrator: Any, stores: dict[str, str], generated: Optional[str] = None) -> list[StudentJob]:
+    """Every phase of the run as a StudentJob, in training order; `generated` is the folder of
+    the teachers' completions that `train_data: generated` methods fine-tune on."""
     snapshots = method_snapshots(cfg)
     exported = set(snapshots.values())
     method_cfgs = cfg.distill.methods or {}
     offline = cfg.distill.mode == "offline"
+    ptq_bits = tuple(sorted({m.quantize for m in method_cfgs.values() if m.quantize}, reverse=True))
     jobs = []
     for phase, seed, method in phase_names(cfg):
         terms = preset_terms("ce", 1.0) if method is None else methods[method]
@@ -60,14 +63,30 @@ def student_jobs(cfg: RunConfig, methods: dict[str, list[Term]], model: Resolved
         jobs.append(StudentJob(
             phase=phase, seed=seed, terms=terms, model=model, student=cfg.student,
             distill=method_cfgs[method].distill_of(cfg.distill) if method in method_cfgs else cfg.distill,
-            data=cfg.data, orchestrator=orchestrator, source="offline" if offline else "served", stores=stores,
+            data=_data_of(cfg, method_cfgs.get(method), generated), orchestrator=orchestrator,
+            source="offline" if offline else "served", stores=stores,
             use_teachers=served_by is not None or (method is not None and bool(cfg.teachers) and needs_teacher(terms)),
             teacher_snapshot=served_by, export_snapshot=method in exported,
             train=method is not None or dataset_kind != "embedding",  # an encoder's baseline is the untrained student
             init_seed=seed + INIT_SEED_STRIDE * generation(snapshots, method),
             generator=_generator_of(cfg, method, method_cfgs.get(method)),
+            export_dir=(str(Path(cfg.run.output_dir).resolve() / cfg.run.name / "students" / phase)
+                        if cfg.data.dataset == "stdlib_functions" else None),
+            quantize_bits=method_cfgs[method].quantize if method in method_cfgs else None,
+            ptq_bits=ptq_bits if method is None else (),
+            speculative=method_cfgs[method].speculative if method in method_cfgs else None,
             **_teachers_of(cfg, method_cfgs.get(method))))
     return jobs
+
+
+def _data_of(cfg: RunConfig, method_cfg: Any, generated: Optional[str]) -> Any:
+    """The data a phase trains on: the run's, or for sequence-level KD the generated completions
+    (all of them: they were written for the students' prompts)."""
+    if method_cfg is None or method_cfg.train_data != "generated":
+        return cfg.data
+    if generated is None:
+        raise ValueError("a train_data: generated method needs the generated completions' folder")
+    return cfg.data.model_copy(update={"generated": generated, "student_train_samples": None})
 
 
 def continual_phase(method: Optional[str], task_index: int, seed: int) -> str:

@@ -35,16 +35,30 @@ def metric_of(phases: dict[str, dict[str, Any]]) -> str:
     return "test_accuracy"
 
 
-def retained_gain_lines(rows: list[dict[str, Any]], reference: str) -> list[str]:
-    """How much of method `reference`'s gain over the baseline each other KD method keeps, as a
-    ratio (top-k soft targets against dense ones: 1.0 keeps all of it)."""
+def ptq_lines(phases: dict[str, dict[str, Any]], metric: str) -> list[str]:
+    """The no-KD baseline after post-training quantization (`<metric>_ptq_int<bits>`), mean ±
+    std over seeds: what quantized distillation is compared with."""
+    baselines = [p for name, p in sorted(phases.items()) if _kind(name) == "baseline"]
+    lines = []
+    for bits in (8, 4):
+        key = f"{metric}_ptq_int{bits}"
+        if baselines and all(key in p for p in baselines):
+            mean, std = mean_std([p[key] for p in baselines])
+            lines.append(f"student (no KD) after post-training int{bits} quantization: {METRICS[metric][0]} "
+                         f"{mean:.4f} ± {std:.4f} ({', '.join(f'{p[key]:.4f}' for p in baselines)})")
+    return lines
+
+
+def retained_gain_lines(rows: list[dict[str, Any]], reference: str, compared: list[str]) -> list[str]:
+    """How much of method `reference`'s gain over the baseline each of the `compared` methods
+    keeps, as a ratio (top-k soft targets against dense ones: 1.0 keeps all of it)."""
     gains = {r["kind"]: g for r in rows if r["kind"].startswith("kd")
              for g in [kd_gains(rows).get(r["model"])] if g is not None}
     full = gains.get(f"kd:{reference}")
     if not full:
         return []
-    return [f"{kind[3:]} keeps {gain / full:.2f} of {reference}'s gain ({gain:+.4f} of {full:+.4f})"
-            for kind, gain in gains.items() if kind != f"kd:{reference}"]
+    return [f"{method} keeps {gains[f'kd:{method}'] / full:.2f} of {reference}'s gain "
+            f"({gains[f'kd:{method}']:+.4f} of {full:+.4f})" for method in compared if f"kd:{method}" in gains]
 
 
 def _kind(phase: str) -> str:

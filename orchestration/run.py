@@ -20,7 +20,7 @@ from rich.text import Text
 
 from cluster.config import RunConfig, load_run_config
 from orchestration.precompute import offline_stores
-from orchestration.results import METRICS, gain_lines, retained_gain_lines, rich_table, summarize, write_results
+from orchestration.results import METRICS, gain_lines, ptq_lines, retained_gain_lines, rich_table, summarize, write_results
 from orchestration.continual_results import continual_rows, matrix_markdown
 from orchestration.online_results import online_gain_lines, online_rows
 from orchestration.phases import continual_jobs, online_jobs, student_jobs
@@ -262,9 +262,10 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
         if cfg.online:
             planned_by_peer = _start_online(cfg, orchestrator, dataset, methods[""], state, console)
         else:
+            generated = _generated_for(cfg, dataset, teachers, state, console)
             planned_by_peer = {"": continual_jobs(cfg, methods, student_model, dataset, orchestrator) if cfg.continual
                                else student_jobs(cfg, methods, student_model, dataset.kind, orchestrator,
-                                                 {name: folder for name, (folder, _) in stores.items()})}
+                                                 {name: folder for name, (folder, _) in stores.items()}, generated)}
         by_peer = {peer: [job for job in planned if job.phase not in state.phases]
                    for peer, planned in planned_by_peer.items()}
         jobs = [job for planned in by_peer.values() for job in planned]
@@ -292,7 +293,8 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
             extra = "".join(f"{line}.\n" for line in online_gain_lines(rows))
         else:
             rows = summarize(teachers, state.phases)
-            extra = "".join(f"{line}.\n" for line in retained_gain_lines(rows, dense_reference(cfg)))
+            extra = "".join(f"{line}.\n" for line in retained_gain_lines(rows, *dense_reference(cfg))
+                            + ptq_lines(state.phases, rows[-1]["metric"] if rows else "test_accuracy"))
         title = f"Distillery run {cfg.run.name}: {cfg.data.dataset}"
         write_results(run_dir, rows, title, extra)
         console.print(rich_table(rows, title))
@@ -306,11 +308,52 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
         _shutdown(orchestrator)
 
 
-def dense_reference(cfg: RunConfig) -> str:
-    """The KD method with dense soft targets that top-k methods are compared with ("" if none)."""
+def generate_only(config_path: str, console: Console, overrides: Optional[dict[str, Any]] = None) -> Path:
+    """`distillery generate`: deploy the config's teachers, write the generated dataset, shut down."""
+    from cluster.connection import connect
+    from cluster.errors import ConfigError
+    from orchestration.generate import generate
+    from students.data import load_dataset
+
+    cfg = load_run_config(config_path, overrides)
+    if cfg.data.dataset != "stdlib_functions" or not cfg.teachers:
+        raise ConfigError(config_path, [f"data.dataset: generate needs language-model teachers on stdlib_functions "
+                                        f"(got {cfg.data.dataset}, {len(cfg.teachers)} teachers)"])
+    dataset = load_dataset(cfg.data)
+    console.print(f"connected to {connect()}")
+    start_serve(cfg)
+    orchestrator = start_orchestrator(cfg, Path(cfg.run.output_dir).resolve() / cfg.run.name)
+    try:
+        teachers, _ = _deploy_teachers(cfg, orchestrator, dataset, console)
+        return generate(cfg, dataset, {name: info["model_version"] for name, info in teachers.items()}, console)
+    finally:
+        _shutdown(orchestrator)
+
+
+def _generated_for(cfg: RunConfig, dataset, teachers: dict[str, dict[str, Any]], state: RunState,
+                   console: Console) -> Optional[str]:
+    """Sequence-level KD: the teachers' completions the `train_data: generated` methods fine-tune
+    on, written now unless they are current (or every such phase is already done)."""
+    from orchestration.generate import generate
+    from orchestration.phases import phase_names
+
     methods = cfg.distill.methods or {}
-    dense = [name for name, method in methods.items() if method.dense]
-    return dense[0] if dense and any(m.top_k is not None for m in methods.values()) else ""
+    wanted = [phase for phase, _, method in phase_names(cfg)
+              if method in methods and methods[method].train_data == "generated"]
+    if not wanted or all(phase in state.phases for phase in wanted):
+        return None
+    versions = {name: info["model_version"] for name, info in teachers.items() if "model_version" in info}
+    return str(generate(cfg, dataset, versions, console))
+
+
+def dense_reference(cfg: RunConfig) -> tuple[str, list[str]]:
+    """(the first KD method with dense soft targets, the top-k methods with the same terms): how
+    much of dense KD's gain top-k keeps. ("", []) when the run has no such pair."""
+    methods = cfg.distill.methods or {}
+    dense = next((name for name, m in methods.items() if m.dense and not m.quantize), "")
+    if not dense:
+        return "", []
+    return dense, [name for name, m in methods.items() if m.top_k is not None and m.terms == methods[dense].terms]
 
 
 def _start_online(cfg: RunConfig, orchestrator, dataset, terms: list, state: RunState,
@@ -353,7 +396,7 @@ def _deploy_teachers(cfg: RunConfig, orchestrator, dataset,
         name = info["name"]
         teachers[name] = {"score": scores[name], "parameters": info["parameters"],
                           "train_seconds": info["train_seconds"], "cached": info["cached"],
-                          "pretrained": info["pretrained"]}
+                          "pretrained": info["pretrained"], "model_version": info["model_version"]}
         source = "pretrained" if info["pretrained"] else "cached" if info["cached"] else "trained"
         console.print(f"teacher {name}: deployed as teacher-{name}, version {info['model_version']}, "
                       f"{title} {scores[name]:.4f} ({source})")

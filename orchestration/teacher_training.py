@@ -33,7 +33,7 @@ class TrainedTeacher:
 
 def cache_key(model: ResolvedModel, training: TeacherTrainingConfig, data: DataConfig) -> str:
     blob = json.dumps({"factory": model.factory, "kwargs": model.kwargs, "training": training.model_dump(),
-                       "data": data.model_dump(exclude={"student_train_samples"}), "format": 1},
+                       "data": data.model_dump(exclude={"student_train_samples", "generated"}), "format": 1},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

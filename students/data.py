@@ -155,6 +155,10 @@ def load_functions(cfg: DataConfig) -> Dataset:
     specials = specials_of(tokenizer)
     train, test = lm_splits(tokenizer, cfg.sequence_length, cfg.train_windows, cfg.test_windows)
     train = train[np.random.default_rng(cfg.split_seed).permutation(len(train))]
+    if cfg.generated:  # sequence-level KD: the teachers' completions of the prompts replace the training split
+        from students.lm_data import generated_sequences
+
+        train = generated_sequences(cfg.generated, cfg.sequence_length, specials.pad, int(tokenizer.eos_token_id))
     empty = lambda n: np.zeros(n, np.int64)  # noqa: E731 - the labels are the sequences' own next tokens
     return Dataset("stdlib_functions", Split(train, empty(len(train)), token_specials=specials),
                    Split(test, empty(len(test)), token_specials=specials), num_classes=len(tokenizer), kind="lm",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
-from cluster.config import DataConfig, DistillConfig, GeneratorConfig, StudentConfig
+from cluster.config import DataConfig, DistillConfig, GeneratorConfig, SpeculativeConfig, StudentConfig
 from students.losses import Term
 from students.online import OnlineRole
 from students.weighting import Weighting
@@ -53,6 +53,14 @@ class StudentJob:
             (students.generator); None: real data only.
         online: the phase's part in online co-training (publishing weights, learning from live
             peers); None for every other phase, the peers' independent baselines included.
+        export_dir: where the trained student is written in Hugging Face layout at the end of
+            the phase (language-model students); None: not exported.
+        quantize_bits: train with weights fake-quantized to this many bits per channel
+            (quantized distillation) and export the integers; None: full precision.
+        ptq_bits: also score this student with its weights rounded to each of these bit widths
+            after training (post-training quantization: the baseline of quantized distillation).
+        speculative: learn on the student's completions of each batch's prompts, corrected by the
+            teacher (speculative KD); None: on the data as it is.
     """
 
     phase: str
@@ -81,3 +89,7 @@ class StudentJob:
     generator: Optional[GeneratorConfig] = None
     store_memory: Optional[int] = None
     memory_from: tuple[str, ...] = ()
+    export_dir: Optional[str] = None
+    quantize_bits: Optional[int] = None
+    ptq_bits: tuple[int, ...] = ()
+    speculative: Optional[SpeculativeConfig] = None

@@ -27,6 +27,7 @@ from teachers.token_targets import specials_of
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<bos>", "sep_token": "<sep>", "eos_token": "<eos>"}
 DEFAULT_TOKENIZER = "pkg:students/tokenizers/stdlib-bpe-1024"
+GENERATED_MANIFEST = "manifest.json"  # written last by `distillery generate`
 
 
 def _examples_of(path: Path) -> list[tuple[str, str]]:
@@ -93,6 +94,34 @@ def lm_splits(tokenizer, length: int, train_sequences: int, test_sequences: int)
                              f"functions with docstrings, {wanted} were asked for")
     return (encode_examples(tokenizer, examples["train"][:train_sequences], length),
             encode_examples(tokenizer, examples["test"][:test_sequences], length))
+
+
+def generated_sequences(folder: str | Path, length: int, pad: int, eos: int) -> np.ndarray:
+    """int64 [N, length]: each generated row as `<bos> prompt <sep> completion <eos>`, cut to
+    `length` and right-padded, ordered by (prompt row, sample)."""
+    import pyarrow.parquet as pq
+
+    folder = Path(folder)
+    if not (folder / GENERATED_MANIFEST).is_file():
+        raise FileNotFoundError(f"data.generated: {folder} holds no finished generated dataset (no {GENERATED_MANIFEST}); "
+                                f"run `distillery generate` with the run's config first")
+    import pyarrow as pa
+
+    table = pa.concat_tables([pq.read_table(part, columns=["row", "sample", "prompt_ids", "completion_ids"])
+                              for part in sorted(folder.glob("*.parquet"))])
+    order = np.lexsort((table.column("sample").to_numpy(), table.column("row").to_numpy()))
+    prompts, completions = table.column("prompt_ids").to_pylist(), table.column("completion_ids").to_pylist()
+    out = np.full((len(order), length), pad, dtype=np.int64)
+    for i, j in enumerate(order):
+        prompt = [t for t in prompts[j] if t != pad]
+        completion = completions[j]
+        if eos in completion:
+            completion = completion[:completion.index(eos) + 1]
+        else:
+            completion = [t for t in completion if t != pad]
+        ids = (prompt + completion)[:length]
+        out[i, :len(ids)] = ids
+    return out
 
 
 def build_tokenizer(folder: Path, vocab_size: int = 1024) -> None:

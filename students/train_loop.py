@@ -21,12 +21,15 @@ import torch.distributed as dist
 from students.checkpoint import ClientState, RunProgress, read_progress, restore, save_and_report
 from students.data import Dataset, Split, load_dataset, plan_epoch, student_subset
 from students.evaluation import accuracy, embedding_agreement
+from students.export import export_student, quantization_target
+from students.quantize import fake_quantize_model, post_training_quantized
 from students.deepspeed_config import deepspeed_config
 from students.job import StudentJob
 from students.losses import CompositeLoss, feature_refs, self_distillation_exits
 from students.generator import SyntheticInputs, SyntheticStream, frozen_forward
 from students.online import TargetLag, WeightPublisher
 from students.replay import MemoryTargets
+from students.speculative import SpeculativeBatches
 from students.student_module import DistillationStudent
 from teachers.zoo import count_parameters
 
@@ -82,23 +85,32 @@ def _build_engine(job: StudentJob, world_size: int, in_features: int):
         import ray
 
         module.model.load_state_dict(ray.get(job.orchestrator.snapshot_weights.remote(job.init_from)))
+    if job.quantize_bits:  # quantization-aware: the student computes with rounded weights from the first step
+        fake_quantize_model(quantization_target(module.model), job.quantize_bits)
+    parameters = count_parameters(module.model)  # before ZeRO-3 partitions them away
     engine, *_ = deepspeed.initialize(model=module, model_parameters=module.parameters(),
                                       config=deepspeed_config(job.student, world_size))
-    return engine, count_parameters(module.model)
+    return engine, parameters
 
 
 def _evaluate(engine, job: StudentJob, dataset: Dataset, rank: int, world_size: int,
-              reference: Optional[np.ndarray]) -> dict[str, float]:
+              reference: Optional[np.ndarray], model: Optional[torch.nn.Module] = None) -> dict[str, float]:
     """Test metrics over the whole test split; every rank runs a slice (ZeRO-3 safe) and the
-    slices' outputs are gathered. `reference`: the teachers' test embeddings (encoders)."""
+    slices' outputs are gathered. `reference`: the teachers' test embeddings (encoders).
+    `model`: score this module (e.g. a post-training-quantized copy) instead of the engine's."""
     test = dataset.test
     idx = np.array_split(np.arange(len(test.y)), world_size)[rank]
+    forward = engine if model is None else model
     if dataset.kind == "lm":
-        return _perplexity(engine, test, idx, job.student.precision)
-    engine.eval()
+        metrics = _perplexity(forward, engine, test, idx, job.student.precision, world_size)
+        if model is None:
+            engine.train()
+        return metrics
+    forward.eval()
     with torch.no_grad(), mixed_precision(engine, job.student.precision):
-        out = engine(torch.from_numpy(test.x[idx]).to(engine.device)).float().cpu().numpy()
-    engine.train()
+        out = forward(torch.from_numpy(test.x[idx]).to(engine.device)).float().cpu().numpy()
+    if model is None:
+        engine.train()
     parts = [out]
     if dist.is_initialized():
         parts = [None] * world_size
@@ -121,19 +133,20 @@ def _evaluate(engine, job: StudentJob, dataset: Dataset, rank: int, world_size: 
     return metrics
 
 
-def _perplexity(engine, test: Split, idx: np.ndarray, precision: str, chunk: int = 64) -> dict[str, float]:
+def _perplexity(forward, engine, test: Split, idx: np.ndarray, precision: str, world_size: int,
+                chunk: int = 64) -> dict[str, float]:
     """Held-out perplexity of a causal LM student over the target tokens of the whole test split
-    (each rank scores its slice in chunks of sequences; the sums are all-reduced)."""
-    engine.eval()
+    (each rank scores its slice in chunks of sequences; the sums are all-reduced). Every rank
+    runs the same number of forwards: under ZeRO-3 each forward gathers parameters from all."""
+    forward.eval()
     sums = torch.zeros(2, dtype=torch.float64, device=engine.device)  # summed NLL, tokens
+    forwards = max(1, -(-len(test.y) // (world_size * chunk)))
     with torch.no_grad(), mixed_precision(engine, precision):
-        for start in range(0, len(idx), chunk):
-            rows = idx[start:start + chunk]
-            logits = engine(torch.from_numpy(test.x[rows]).to(engine.device)).float()
+        for rows in np.array_split(idx, forwards):
+            logits = forward(torch.from_numpy(test.x[rows]).to(engine.device)).float()
             labels = torch.from_numpy(test.labels(rows)).to(engine.device)
             sums[0] += torch.nn.functional.cross_entropy(logits, labels, reduction="sum").double()
             sums[1] += len(labels)
-    engine.train()
     if dist.is_initialized():
         dist.all_reduce(sums)
     nll = float(sums[0] / sums[1].clamp(min=1))
@@ -200,6 +213,25 @@ def _make_source(job: StudentJob, output_space: str, samples: int, planned: Call
     if job.source == "precomputed":
         local.precompute(planned())
     return local
+
+
+def _speculative_batches(job: StudentJob, engine, client, rank: int) -> Optional[SpeculativeBatches]:
+    """Speculative KD: the student (its module, outside DeepSpeed's forward) proposes, the
+    teacher named in the config scores through `client`."""
+    spec = job.speculative
+    if spec is None:
+        return None
+    if client is None or not hasattr(client, "score_proposals"):
+        raise ValueError(f"phase {job.phase}: speculative KD needs served teachers (distill.mode online)")
+
+    def verify(sequences: torch.Tensor, start: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        answer = client.score_proposals(sequences.numpy(), start.numpy(), top_k=spec.top_k,
+                                        temperature=spec.temperature, seed=int(sequences.sum()) + rank,
+                                        teacher=spec.teacher)
+        return torch.as_tensor(answer["first_rejected"]), torch.as_tensor(answer["replacement"])
+
+    return SpeculativeBatches(engine.module.model, verify, top_k=spec.top_k, max_rounds=spec.max_rounds,
+                              temperature=spec.temperature, seed=job.seed, rank=rank)
 
 
 def _serve_snapshot(job: StudentJob, rank: int) -> None:
@@ -382,8 +414,9 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
     publisher = _start_online(job, engine, state.step, rank)
     lag = TargetLag()
     client = _make_source(job, dataset.output_space, len(train.y), remaining_batches)
-    if client is not None:
+    if client is not None and job.speculative is None:  # speculative batches are made (and asked for) one by one
         client.plan(remaining_batches())
+    speculate = _speculative_batches(job, engine, client, rank)
     loss_fn = CompositeLoss(job.terms, job.distill.temperature, job.weighting, dataset.num_classes, engine.device,
                             seed=job.seed)  # an adversarial discriminator starts alike on every rank
     if loss_fn.adversary is not None and "adversary" in extra_state:
@@ -401,6 +434,8 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
     while state.epoch < epochs and not stopped:
         for batch in epoch_plan(state.epoch):
             wait_start = time.perf_counter()
+            if speculate is not None:
+                batch = speculate(batch, state.step)
             targets = client.targets_for(batch) if client is not None else None
             replayed = None
             if memory is not None:
@@ -420,7 +455,8 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
                 client.at_step_boundary()
                 state.teacher_set_version = client.teacher_set.version
             if state.step % cfg.log_every == 0:
-                progress.flush(state, client, _online_metrics(publisher, lag))
+                progress.flush(state, client, {**_online_metrics(publisher, lag),
+                                               **(speculate.metrics() if speculate is not None else {})})
             if state.step % cfg.checkpoint_every == 0:
                 save_and_report(engine, state, run_progress, {"step": state.step, "epoch": state.epoch},
                                 _extra_state(loss_fn, synthetic))
@@ -441,19 +477,36 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
         client.close()
     if publisher is not None:
         publisher.finish(engine.module.model, state.step)
-    final = {**_evaluate(engine, job, dataset, rank, world_size, reference), "parameters": n_params,
+    final = {**_evaluate(engine, job, dataset, rank, world_size, reference), **_ptq_metrics(engine, job, dataset, rank,
+                                                                                        world_size, reference),
+             "parameters": n_params,
              "steps": state.step, "resumed_from_step": resumed_from, "applied_batches": state.applied_batches,
              "train_s": train_s, "targets_s": targets_s,
              f"{'tokens' if dataset.kind == 'lm' else 'samples'}_per_s":
                  (state.samples_seen - samples_before) / max(train_s - eval_s, 1e-9),
              **(publisher.summary() if publisher is not None else {}),
+             **({k.replace("/", "_"): v for k, v in speculate.metrics().items()} if speculate is not None else {}),
              **({"stopped_at_step": state.step} if stopped else {})}
     _hand_over_snapshots(job, engine, rank)
+    final.update(export_student(engine, cfg.zero_stage, job.export_dir, str(job.data.tokenizer), rank,
+                                job.quantize_bits))
     run_progress.completed[job.phase] = final
     progress.flush(state, client, {"phase_done": True, **{f"final/{k}": v for k, v in final.items()}})
     save_and_report(engine, state, run_progress, {"step": state.step, "phases": dict(run_progress.completed)},
                     _extra_state(loss_fn, synthetic))
     return final
+
+
+def _ptq_metrics(engine, job: StudentJob, dataset: Dataset, rank: int, world_size: int,
+                 reference: Optional[np.ndarray]) -> dict[str, float]:
+    """Post-training quantization, the baseline of quantized distillation: this (full-precision)
+    student's test metrics with its linear weights rounded to each of `job.ptq_bits`."""
+    metrics = {}
+    for bits in job.ptq_bits:  # never under ZeRO-3 (the config refuses quantized methods there)
+        copy = post_training_quantized(engine.module.model, bits, quantization_target)
+        scores = _evaluate(engine, job, dataset, rank, world_size, reference, model=copy)
+        metrics.update({f"{key}_ptq_int{bits}": value for key, value in scores.items() if key.startswith("test_")})
+    return metrics
 
 
 def _announce_finished_rounds(done: list[StudentJob], rank: int) -> None:
@@ -475,12 +528,19 @@ def train_student(config: dict[str, Any]) -> None:
     torch.set_num_threads(1)  # workers get a fraction of a core each on small machines
     ctx = ray.train.get_context()
     rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
-    dataset = load_dataset(jobs[0].data)
+    datasets: dict[str, Dataset] = {}  # by data config: sequence-level KD phases train on generated text
+
+    def dataset_of(job: StudentJob) -> Dataset:
+        key = job.data.model_dump_json()
+        if key not in datasets:
+            datasets[key] = load_dataset(job.data)
+        return datasets[key]
+
     run_progress = read_progress() or RunProgress()
     pending = [job for job in jobs if job.phase not in run_progress.completed]
     _announce_finished_rounds([job for job in jobs if job.phase in run_progress.completed], rank)
     for job in pending:
-        final = _train_phase(job, dataset, run_progress, rank, world_size, config.get("reference"))
+        final = _train_phase(job, dataset_of(job), run_progress, rank, world_size, config.get("reference"))
         if "stopped_at_step" in final:  # `distillery stop`: the phases after this one are left for a rerun
             break
     if not pending:  # restarted after the last phase finished: hand back what the checkpoint holds

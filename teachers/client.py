@@ -171,6 +171,21 @@ class TeacherClient:
             if (batch.batch_id, name) not in self._in_flight:
                 self._submit([batch], name)
 
+    def score_proposals(self, sequences: np.ndarray, start: np.ndarray, *, top_k: int, temperature: float,
+                        seed: int, teacher: Optional[str] = None) -> dict[str, Any]:
+        """Speculative KD: one teacher's verdict on student-proposed tokens (its Serve app's
+        `score_proposals`); `teacher` defaults to the first of the set."""
+        name = teacher or next(iter(sorted(self._handles)), None)
+        if name is None or name not in self._handles:
+            raise TeacherUnavailableError(f"speculative KD needs teacher {teacher or '(any)'!r} in the teacher set; "
+                                          f"it has {sorted(self._handles)}")
+        handle = self._handles[name]
+        if isinstance(handle, GrpcTeacher):
+            raise TeacherUnavailableError(f"teacher {name!r} is an external gRPC endpoint; speculative KD's scoring "
+                                          f"call needs a Serve teacher of the run")
+        return handle.score_proposals.remote(sequences, start, top_k, temperature, seed).result(
+            timeout_s=self.timeout_s)
+
     def targets_for(self, batch: Batch) -> Optional[TeacherTargets]:
         """The validated, weighted records of every current teacher for `batch` (None if no teacher)."""
         if self._upcoming and self._upcoming[0].batch_id == batch.batch_id:

@@ -153,6 +153,38 @@ class LoadedTeacher:
                 start += len(logits)
         return {"nll": nll, "tokens": int(len(labels))}
 
+    def generate(self, prompts: np.ndarray, sampling: dict[str, Any]) -> dict[str, Any]:
+        """A causal LM's sampled completions of right-padded prompts (`CausalLM.generate`) and the
+        version of the weights that wrote them."""
+        if not hasattr(self.module, "generate") or not self.output_space.startswith("tokens:"):
+            raise TypeError(f"teacher {self.args.name!r} ({self.output_space}) is not a language model; it cannot "
+                            f"generate")
+        ids = torch.tensor(model_inputs(prompts), device=self.device)
+        with self.lock, torch.inference_mode():
+            out = self.module.generate(ids, eos=self.module.eos, **sampling)
+            return {"completions": out.cpu().numpy(), "version": self.version}
+
+    def score_proposals(self, sequences: np.ndarray, start: np.ndarray, top_k: int, temperature: float,
+                        seed: int) -> dict[str, Any]:
+        """Speculative KD's scoring call: for each sequence, the first position at or after
+        `start` whose (student-proposed) token is outside this teacher's top-`top_k`, -1 if none,
+        and a replacement token sampled from this teacher (`students.speculative`)."""
+        from teachers.speculative_scoring import teacher_verdict
+
+        if not self.output_space.startswith("tokens:"):
+            raise TypeError(f"teacher {self.args.name!r} ({self.output_space}) is not a language model; it cannot "
+                            f"score proposed tokens")
+        ids = torch.tensor(model_inputs(sequences), device=self.device)
+        module = self.module
+        with self.lock, torch.inference_mode():
+            logits = module.position_logits(ids)
+            first, replacement = teacher_verdict(
+                logits, ids, torch.as_tensor(start, device=self.device), top_k=top_k, temperature=temperature,
+                pad=module.specials.pad, generator=torch.Generator(device=self.device).manual_seed(seed),
+                never=module.layout_tokens)
+            return {"first_rejected": first.cpu().numpy(), "replacement": replacement.cpu().numpy(),
+                    "version": self.version}
+
     def replace_weights(self, state: dict[str, torch.Tensor], version: str) -> None:
         """Load a live teacher's new weights (between two forwards)."""
         with self.lock:
@@ -236,6 +268,15 @@ class TeacherDeployment:
     def perplexity(self, inputs: np.ndarray) -> dict[str, float]:
         """Held-out perplexity parts of a causal LM teacher (`LoadedTeacher.perplexity`)."""
         return self.teacher.perplexity(inputs)
+
+    def generate(self, prompts: np.ndarray, sampling: dict[str, Any]) -> dict[str, Any]:
+        """Completions of a causal LM teacher (`LoadedTeacher.generate`): sequence-level KD data."""
+        return self.teacher.generate(prompts, sampling)
+
+    def score_proposals(self, sequences: np.ndarray, start: np.ndarray, top_k: int, temperature: float,
+                        seed: int) -> dict[str, Any]:
+        """Speculative KD's scoring call (`LoadedTeacher.score_proposals`)."""
+        return self.teacher.score_proposals(sequences, start, top_k, temperature, seed)
 
 
     # --- TeacherService through Serve's gRPC ingress (teachers/proto/teacher_service.proto) ------

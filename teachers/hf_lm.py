@@ -58,11 +58,52 @@ class CausalLM(nn.Module):
         for start in range(0, len(hidden), self.head_chunk):
             yield self.head(hidden[start:start + self.head_chunk])
 
+    @property
+    def layout_tokens(self) -> tuple[int, ...]:
+        """Token ids that only lay out sequences (padding, begin, separator): never generated."""
+        return tuple(sorted({self.specials.pad, self.specials.sep, getattr(self, "bos", self.specials.pad)}))
+
+    def position_logits(self, ids: torch.Tensor) -> torch.Tensor:
+        """[B, L, V]: the next-token logits at every position (the teacher's scoring call)."""
+        ids = self._check_ids(ids)
+        out = self.lm(input_ids=ids, attention_mask=(ids != self.specials.pad).long())
+        return out.logits[..., :self.vocab_size]
+
     def targets_per_sequence(self, ids: torch.Tensor) -> torch.Tensor:
         return targets_per_sequence(ids.long(), self.specials)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.head(self.target_hidden(input_ids))
+
+    @torch.no_grad()
+    def generate(self, prompts: torch.Tensor, *, max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0,
+                 top_k: int = 0, seed: int = 0, eos: Optional[int] = None) -> torch.Tensor:
+        """Sample completions of right-padded prompts `<bos> prompt <sep> <pad>...` [B, L]:
+        int64 [B, max_new_tokens], padded after the end token (and after the model's last
+        position, where the context is full). temperature 0 decodes greedily."""
+        prompts = self._check_ids(prompts)
+        lengths = (prompts != self.specials.pad).sum(1)
+        width = int(lengths.max())
+        left = torch.full((len(prompts), width), self.specials.pad, dtype=torch.long, device=prompts.device)
+        for row, n in enumerate(lengths.tolist()):  # batched decoding continues every row at its end
+            left[row, width - n:] = prompts[row, :n]
+        room = max_new_tokens if self.positions is None else min(max_new_tokens, self.positions - width)
+        completion = torch.full((len(prompts), max_new_tokens), self.specials.pad, dtype=torch.long)
+        if room <= 0:  # the prompts fill the model's context: nothing to add
+            return completion
+        sampling = {"do_sample": False} if temperature == 0 else {
+            "do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k or None}
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        try:
+            out = self.lm.generate(input_ids=left, attention_mask=(left != self.specials.pad).long(),
+                                   max_new_tokens=room, pad_token_id=self.specials.pad, eos_token_id=eos,
+                                   suppress_tokens=list(self.layout_tokens), **sampling)
+        finally:
+            torch.random.set_rng_state(generator_state)
+        new = out[:, width:].cpu()
+        completion[:, :new.shape[1]] = new
+        return completion
 
 
 def _positions(config: Any) -> Optional[int]:
@@ -117,4 +158,6 @@ def causal_lm(in_features: int, num_classes: int, tokenizer: str, path: Optional
     if positions is not None and in_features > positions:
         raise ValueError(f"causal_lm: sequences of {in_features} tokens exceed the model's {positions} positions "
                          f"(data.sequence_length)")
-    return CausalLM(model, specials, tokenizer_hash(tok), version, len(tok), head_chunk)
+    lm = CausalLM(model, specials, tokenizer_hash(tok), version, len(tok), head_chunk)
+    lm.eos, lm.bos, lm.positions = int(tok.eos_token_id), int(tok.bos_token_id), positions
+    return lm

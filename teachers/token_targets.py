@@ -46,7 +46,7 @@ def target_mask(ids: torch.Tensor, specials: TokenSpecials) -> torch.Tensor:
 def target_labels(ids: torch.Tensor | np.ndarray, specials: TokenSpecials) -> torch.Tensor | np.ndarray:
     """int64 [N]: the next token at every target position, row-major (numpy in, numpy out)."""
     as_numpy = isinstance(ids, np.ndarray)
-    tensor = torch.from_numpy(np.ascontiguousarray(ids)) if as_numpy else ids
+    tensor = torch.tensor(ids) if as_numpy else ids  # a copy: arrays from the object store are read-only
     labels = tensor.long()[:, 1:][target_mask(tensor, specials)]
     return labels.numpy() if as_numpy else labels
 

@@ -1,48 +1,101 @@
 """Language-model distillation on a real local Ray: a causal-LM teacher served by Ray Serve
-teaches causal-LM students token by token (dense and top-k records, forward KL and JSD) under
-Ray Train + DeepSpeed, scored by held-out perplexity; a teacher with another tokenizer is
-refused when it is added, before it is trained or deployed."""
+teaches causal-LM students under Ray Train + DeepSpeed in every mode (token-level KD with dense
+and top-k records, sequence-level KD on completions written through Ray Data, speculative KD
+through the teacher's scoring call, 4-bit quantization-aware KD against post-training
+quantization), scored by held-out perplexity and exported in Hugging Face layout; a ZeRO-3
+student is gathered for its export; a teacher with another tokenizer is refused when added."""
 
 from __future__ import annotations
 
 import json
+import re
 
+import pyarrow.parquet as pq
 import pytest
 import ray
 import yaml
+from safetensors.torch import load_file
 
 from cluster.config import load_run_config
+from orchestration.teacher_training import perplexity
+from students.data import load_dataset
+from teachers.hf_lm import causal_lm
 from tests.hf_fixtures import MINILM
 from tests.integration.conftest import CONFIGS, distillery
 
 pytestmark = pytest.mark.integration
+CONFIG = CONFIGS / "llm.yaml"
 
 
-def test_token_level_kd_run_reports_perplexity(ray_cluster, tmp_path):
-    result = distillery("run", str(CONFIGS / "llm.yaml"), "--output-dir", str(tmp_path), timeout=400)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "held-out perplexity" in result.stdout and "keeps" in result.stdout  # top-8's share of dense's gain
-    run_dir = tmp_path / "llm-test"
-    rows = {r["kind"]: r for r in json.loads((run_dir / "results.json").read_text())}
-    assert set(rows) == {"teacher", "kd:dense", "kd:top8", "baseline"}
-    assert all(1.0 < r["score_mean"] < 1024 for r in rows.values())  # better than uniform over the vocabulary
+def _rows(run_dir):
+    return {r["kind"]: r for r in json.loads((run_dir / "results.json").read_text())}
+
+
+def _rank0(run_dir, key):
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    steps = [r for r in records if r.get("rank") == 0 and ("loss/kd" in r or "loss/jsd" in r)]
-    assert {r["phase"] for r in steps} == {"kd-dense-seed0", "kd-top8-seed0"}
-    assert all(r["throughput/tokens_per_s"] > 0 and r["teachers"] == ["gpt"] for r in steps if "throughput/tokens_per_s" in r)
-    assert all(r["loss/kd"] >= 0 for r in steps if "loss/kd" in r)
+    return [r for r in records if r.get("rank") == 0 and key in r]
+
+
+def test_every_llm_distillation_mode_runs_and_reports_perplexity(ray_cluster, tmp_path):
+    result = distillery("run", str(CONFIG), "--output-dir", str(tmp_path), timeout=500)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    assert "held-out perplexity" in out and "top8 keeps" in out and "post-training int4 quantization" in out
+    run_dir = tmp_path / "llm-test"
+    rows = _rows(run_dir)
+    assert set(rows) == {"teacher", "kd:dense", "kd:top8", "kd:seqkd", "kd:int4", "kd:skd", "baseline"}
+    assert all(1.0 < r["score_mean"] < 1024 for r in rows.values())  # better than uniform over the vocabulary
+
+    # token-level KD: per-token records from the served teacher, top-k for one method
+    steps = _rank0(run_dir, "loss/kd")
+    assert {r["phase"] for r in steps} == {"kd-dense-seed0", "kd-top8-seed0", "kd-int4-seed0", "kd-skd-seed0"}
+    assert all(r["loss/kd"] >= 0 and r["teachers"] == ["gpt"] for r in steps)
+    assert all(r["throughput/tokens_per_s"] > 0 for r in steps if "throughput/tokens_per_s" in r)
+
+    # sequence-level KD: the teacher completed every student prompt that fits, through Ray Data + Serve
+    prompts = int(re.search(r"completing (\d+) prompts", out).group(1))
+    assert 200 < prompts <= 256
+    generated = pq.read_table(run_dir / "generated", ignore_prefixes=["manifest"])
+    assert generated.num_rows == prompts and len(set(generated.column("teacher_version").to_pylist())) == 1
+    assert all(isinstance(text, str) for text in generated.column("completion").to_pylist())
+
+    # speculative KD: the teacher's scoring call judged the student's proposals
+    skd = _rank0(run_dir, "speculative/acceptance")
+    assert skd and all(0 <= r["speculative/acceptance"] <= 1 and r["speculative/rounds"] >= 1 for r in skd)
+
+    # quantized KD: integers and scales exported; the baseline scored after post-training quantization
+    phases = json.loads((run_dir / "state.json").read_text())["phases"]
+    assert "test_perplexity_ptq_int4" in phases["baseline-seed0"]
+    int4 = phases["kd-int4-seed0"]
+    assert int4["quantized_bytes"] < int4["exported_bytes"]
+    packed = load_file(str(run_dir / "students" / "kd-int4-seed0" / "quantized-int4.safetensors"))
+    assert any(key.endswith(".codes") for key in packed)
+
+
+def test_a_zero3_student_is_gathered_for_its_export(ray_cluster, tmp_path):
+    dense = "{dense: {terms: [{name: ce, weight: 0.5}, {name: kd, weight: 0.5}], dense: true}}"
+    result = distillery("run", str(CONFIG), "--output-dir", str(tmp_path), "--run-name", "llm-zero3",
+                        "--set", "student.zero_stage=3", "--set", "run.baseline=false", "--set", f"distill.methods={dense}",
+                        timeout=400)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "DeepSpeed ZeRO-3" in result.stdout
+    row = _rows(tmp_path / "llm-zero3")["kd:dense"]
+    student = causal_lm(32, 1024, str(tmp_path / "llm-zero3" / "students" / "kd-dense-seed0"),
+                        path=str(tmp_path / "llm-zero3" / "students" / "kd-dense-seed0"))
+    assert sum(p.numel() for p in student.parameters()) == row["parameters"]
+    test = load_dataset(load_run_config(CONFIG).data).test
+    assert perplexity(student, test) == pytest.approx(row["score_mean"], rel=1e-3)  # the whole student, not a shard
 
 
 def test_a_teacher_with_another_tokenizer_is_refused_when_added(ray_cluster, tmp_path):
     from orchestration.run import _shutdown, start_orchestrator
     from teachers.errors import IncompatibleTeacherError
 
-    raw = yaml.safe_load((CONFIGS / "llm.yaml").read_text())
+    raw = yaml.safe_load(CONFIG.read_text())
     raw["run"]["name"] = "llm-refusal"
     path = tmp_path / "llm.yaml"
     path.write_text(yaml.safe_dump(raw))
-    cfg = load_run_config(path)
-    orchestrator = start_orchestrator(cfg, tmp_path / "llm-refusal")
+    orchestrator = start_orchestrator(load_run_config(path), tmp_path / "llm-refusal")
     bert_vocab = {**raw["teachers"][0], "name": "bert-vocab"}
     bert_vocab["model"] = {**bert_vocab["model"], "kwargs": {**bert_vocab["model"]["kwargs"], "tokenizer": MINILM}}
     try:

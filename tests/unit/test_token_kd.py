@@ -175,3 +175,40 @@ def test_a_teacher_with_another_tokenizer_is_refused_naming_both(tokenizer):
     message = str(refused.value)
     for part in ("bert-vocab", "30522 tokens", tokenizer_hash(theirs), "1024 tokens", tokenizer_hash(ours)):
         assert part in message
+
+
+def test_greedy_generation_of_a_padded_batch_matches_each_prompt_alone(tokenizer):
+    torch.manual_seed(0)
+    model = causal_lm(LENGTH, 1024, DEFAULT_TOKENIZER, config=TINY).eval()
+    prompts = torch.from_numpy(prompt_ids(tokenizer, ["def add(a, b):", "def f():"], LENGTH))
+    batch = model.generate(prompts, max_new_tokens=6, temperature=0, eos=model.eos)
+    for row in range(2):
+        alone = model.generate(prompts[row:row + 1], max_new_tokens=6, temperature=0, eos=model.eos)
+        assert torch.equal(batch[row], alone[0])
+    sampled = [model.generate(prompts, max_new_tokens=6, temperature=1.0, seed=s, eos=model.eos) for s in (1, 1, 2)]
+    assert torch.equal(sampled[0], sampled[1]) and not torch.equal(sampled[0], sampled[2])
+
+
+def test_generated_rows_become_prompt_completion_sequences(tmp_path, tokenizer, sequences):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from orchestration.generate import prompt_part
+    from students.lm_data import GENERATED_MANIFEST, generated_sequences
+
+    rows, prompts = prompt_part(sequences, SEP, PAD)
+    assert rows.tolist() == [0, 1]  # the third prompt does not fit the window: it has no separator
+    sep_at = list(sequences[0]).index(SEP)
+    assert prompts[0, :sep_at + 1].tolist() == sequences[0, :sep_at + 1].tolist() and (prompts[0, sep_at + 1:] == PAD).all()
+    no_sep = np.array([[BOS, 10, 11, 12]])
+    assert len(prompt_part(no_sep, SEP, PAD)[0]) == 0  # a prompt cut by the window is skipped
+    table = pa.table({"row": [1, 0], "sample": [0, 0],
+                      "prompt_ids": [[BOS, 40, SEP], [BOS, 50, 51, SEP]],
+                      "completion_ids": [[60, 61, EOS, PAD], [70, 71, 72, 73]]})
+    pq.write_table(table, tmp_path / "part.parquet")
+    with pytest.raises(FileNotFoundError, match="run `distillery generate`"):
+        generated_sequences(tmp_path, 8, PAD, EOS)
+    (tmp_path / GENERATED_MANIFEST).write_text("{}")
+    out = generated_sequences(tmp_path, 8, PAD, EOS)
+    assert out.tolist() == [[BOS, 50, 51, SEP, 70, 71, 72, 73],   # row 0 first; no end token within 4: cut
+                            [BOS, 40, SEP, 60, 61, EOS, PAD, PAD]]

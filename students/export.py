@@ -1,0 +1,67 @@
+"""Export a trained language-model student in Hugging Face layout (plain torch + DeepSpeed).
+
+Every rank calls `export_student`; under ZeRO-3 the ranks gather the sharded parameters
+together (a collective), and rank 0 writes `model.safetensors`, `config.json` and the
+tokenizer to the phase's folder, so the student loads again with
+`teachers.hf_lm:causal_lm(path=<folder>)` (as a teacher of a later run) or with
+`transformers.AutoModelForCausalLM.from_pretrained(<folder>)`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+
+def gathered(engine: Any, zero_stage: int):
+    """A context in which the student's full parameters are present on every rank."""
+    if zero_stage != 3:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(list(engine.module.model.parameters()), modifier_rank=None)
+
+
+def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: value.detach().cpu().clone() for name, value in model.state_dict().items()}
+
+
+def quantization_target(model: torch.nn.Module) -> torch.nn.Module:
+    """The module whose linear layers quantized distillation rounds: a language model's
+    transformer (`CausalLM.lm`), else the student itself."""
+    return getattr(model, "lm", model)
+
+
+def export_student(engine: Any, zero_stage: int, folder: Optional[str], tokenizer: str, rank: int,
+                   quantize_bits: Optional[int] = None) -> dict[str, Any]:
+    """Write the student of `engine` to `folder` (rank 0); return what the phase's metrics say
+    about it: the folder and, for a quantized student, the sizes of its full-precision and
+    quantized weight files. Nothing is written for students that are not language models."""
+    model = engine.module.model
+    if folder is None or not hasattr(model, "lm"):
+        return {}
+    from safetensors.torch import save_file
+
+    from students.quantize import plain_state, quantized_state
+
+    with gathered(engine, zero_stage):
+        state = (plain_state(model.lm) if quantize_bits else full_state_dict(model.lm)) if rank == 0 else None
+        packed = quantized_state(model.lm, quantize_bits) if quantize_bits and rank == 0 else None
+    if rank != 0:
+        return {}
+    from teachers.hf import load_tokenizer
+
+    target = Path(folder)
+    target.mkdir(parents=True, exist_ok=True)
+    model.lm.save_pretrained(str(target), state_dict=state, safe_serialization=True)
+    load_tokenizer(tokenizer).save_pretrained(str(target))
+    out: dict[str, Any] = {"exported_to": str(target)}
+    if packed is not None:  # the real integers and scales; dequantized they are the weights written above
+        quantized = target / f"quantized-int{quantize_bits}.safetensors"
+        save_file(packed, str(quantized))
+        out.update(exported_bytes=(target / "model.safetensors").stat().st_size,
+                   quantized_bytes=quantized.stat().st_size)
+    return out
