@@ -216,6 +216,10 @@ def test_language_model_runs_refuse_what_needs_whole_samples(tmp_path):
             "is not the run's data.tokenizer")
     refused(lambda d: d["distill"]["methods"]["dense"].update(top_k=8), "drop top_k or dense")
     refused(lambda d: d["data"].pop("tokenizer"), "stdlib_functions needs data.tokenizer")
+    refused(lambda d: d["distill"]["methods"]["skd"].update(terms=[{"name": "ce"}]), "give a KD term")
+    refused(lambda d: d["student"].update(zero_stage=3), "which ZeRO-3 shards")  # quantized and speculative methods
+    refused(lambda d: d["generate"].update(teacher="nobody"), "generate.teacher: 'nobody' is not a teacher")
+    refused(lambda d: d.update(teachers=[]), "sequence-level KD fine-tunes on completions the run's teachers write")
 
 
 def test_a_method_asks_for_its_own_soft_target_form():

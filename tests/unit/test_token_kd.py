@@ -212,3 +212,26 @@ def test_generated_rows_become_prompt_completion_sequences(tmp_path, tokenizer, 
     out = generated_sequences(tmp_path, 8, PAD, EOS)
     assert out.tolist() == [[BOS, 50, 51, SEP, 70, 71, 72, 73],   # row 0 first; no end token within 4: cut
                             [BOS, 40, SEP, 60, 61, EOS, PAD, PAD]]
+
+
+def test_a_language_model_teacher_answers_token_batches_over_grpc_in_chunks(sequences):
+    """The TeacherService carries per-token records like any other: one row per target token,
+    the reply split into small chunks, the same values as the teacher computes locally."""
+    from teachers.grpc_client import EndpointSpec, GrpcTeacher
+    from teachers.grpc_service import ServerSecurity, start_teacher_server
+
+    teacher = _teacher()
+    server, port = start_teacher_server(teacher, host="127.0.0.1", port=0, security=ServerSecurity(insecure=True),
+                                        chunk_bytes=256)
+    try:
+        remote = GrpcTeacher(EndpointSpec(f"grpc://127.0.0.1:{port}"), name="gpt", timeout_s=30, temperature=2.0,
+                             top_k=8, dense_max_classes=16)
+        info = remote.describe()
+        assert info["output_space"] == teacher.output_space and info["num_classes"] == 1024
+        record = remote.remote({"batches": [{"batch_id": "b", "inputs": sequences}]}).result(timeout_s=30)[0]
+        local = teacher.records([("b", sequences)], temperature=2.0, top_k=8, dense_max_classes=16)[0]
+        assert record.topk_idx.shape == (int(target_mask(torch.from_numpy(sequences), SPECIALS).sum()), 8)
+        np.testing.assert_array_equal(record.topk_idx, local.topk_idx)
+        remote.close()
+    finally:
+        server.stop(grace=None)
