@@ -105,6 +105,7 @@ class Orchestrator:
                 raise ValueError(f"teacher {cfg.name!r} is already in run {self.run!r}; remove it first "
                                  f"or choose another name")
         self._check_model_tokenizers(configs)
+        self._check_declared_classes(configs)
         trained = self._weights_for(configs)
         return [self._deploy(cfg, trained[cfg.name]) for cfg in configs]
 
@@ -371,6 +372,20 @@ class Orchestrator:
             on_refusal()
             self._event("teacher_refused", teacher=name, tokenizer_hash=teacher_hash)
             raise
+
+    def _check_declared_classes(self, configs: list[TeacherConfig]) -> None:
+        """A classifier teacher that declares another number of classes (`model.kwargs.num_classes`)
+        is refused before it is trained or deployed (a deployed teacher is checked again)."""
+        if not self.output_space.startswith("classes:"):
+            return
+        for cfg in configs:
+            declared = cfg.model.kwargs.get("num_classes")
+            if declared is not None and f"classes:{declared}" != self.output_space:
+                self._event("teacher_refused", teacher=cfg.name, output_space=f"classes:{declared}")
+                raise IncompatibleTeacherError(
+                    f"teacher {cfg.name!r} was refused: its output space is classes:{declared} but the student of "
+                    f"run {self.run!r} predicts {self.output_space}; a teacher must score the same classes as the "
+                    f"student (check model.kwargs.num_classes). The run goes on without it.")
 
     def _check_model_tokenizers(self, configs: list[TeacherConfig]) -> None:
         """Language-model teachers name their tokenizer: refuse a mismatch before training or

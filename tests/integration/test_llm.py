@@ -76,11 +76,11 @@ def test_a_zero3_student_is_gathered_for_its_export(ray_cluster, tmp_path):
     """One student on labels only (the teacher path is the test above): sharding and gathering."""
     result = distillery("run", str(CONFIG), "--output-dir", str(tmp_path), "--run-name", "llm-zero3",
                         "--set", "student.zero_stage=3", "--set", "run.baseline=false", "--set", "teachers=[]",
-                        "--set", "distill.methods=null", timeout=400)
+                        "--set", "distill.methods={plain: [{name: ce}]}", timeout=400)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "DeepSpeed ZeRO-3" in result.stdout
-    row = _rows(tmp_path / "llm-zero3")["kd"]
-    exported = tmp_path / "llm-zero3" / "students" / "kd-seed0"
+    row = _rows(tmp_path / "llm-zero3")["kd:plain"]
+    exported = tmp_path / "llm-zero3" / "students" / "kd-plain-seed0"
     student = causal_lm(32, 1024, str(exported), path=str(exported))
     assert sum(p.numel() for p in student.parameters()) == row["parameters"]
     test = load_dataset(load_run_config(CONFIG).data).test
