@@ -17,7 +17,7 @@ import os
 import shutil
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -131,7 +131,3 @@ def generate(cfg: RunConfig, dataset: Dataset, teacher_versions: dict[str, str],
     console.print(f"teacher {teacher}: wrote {len(items)} completions")
     return folder
 
-
-def generated_summary(folder: str | Path) -> Optional[dict[str, Any]]:
-    manifest = Path(folder) / MANIFEST
-    return json.loads(manifest.read_text()) if manifest.is_file() else None

@@ -381,11 +381,14 @@ class Orchestrator:
         for cfg in configs:
             declared = cfg.model.kwargs.get("num_classes")
             if declared is not None and f"classes:{declared}" != self.output_space:
-                self._event("teacher_refused", teacher=cfg.name, output_space=f"classes:{declared}")
-                raise IncompatibleTeacherError(
-                    f"teacher {cfg.name!r} was refused: its output space is classes:{declared} but the student of "
-                    f"run {self.run!r} predicts {self.output_space}; a teacher must score the same classes as the "
-                    f"student (check model.kwargs.num_classes). The run goes on without it.")
+                self._refuse_output_space(cfg.name, f"classes:{declared}")
+
+    def _refuse_output_space(self, name: str, output_space: str) -> None:
+        self._event("teacher_refused", teacher=name, output_space=output_space)
+        raise IncompatibleTeacherError(
+            f"teacher {name!r} was refused: its output space is {output_space} but the student of run "
+            f"{self.run!r} predicts {self.output_space}; a teacher must score the same classes as the student "
+            f"(check model.kwargs.num_classes). The run goes on without it.")
 
     def _check_model_tokenizers(self, configs: list[TeacherConfig]) -> None:
         """Language-model teachers name their tokenizer: refuse a mismatch before training or
@@ -433,11 +436,7 @@ class Orchestrator:
         self._check_tokenizer(cfg.name, info["tokenizer_hash"], info["num_classes"], on_refusal=lambda: serve.delete(app))
         if info["output_space"] != self.output_space:
             serve.delete(app)
-            self._event("teacher_refused", teacher=cfg.name, output_space=info["output_space"])
-            raise IncompatibleTeacherError(
-                f"teacher {cfg.name!r} was refused: its output space is {info['output_space']} but the "
-                f"student of run {self.run!r} predicts {self.output_space}; a teacher must score the same "
-                f"classes as the student (check model.kwargs.num_classes). The run goes on without it.")
+            self._refuse_output_space(cfg.name, info["output_space"])
         entry = TeacherEntry(cfg.name, cfg.weight, info["output_space"], info["num_classes"],
                              info["model_version"], info["parameters"], feature_shapes=info["feature_shapes"])
         with self._lock:
