@@ -2,7 +2,7 @@
 student training from soft targets stored before training (and with the teacher in the
 worker), in one run:
 
-    python -m benchmarks.llm [--repeats 3]
+    python -m benchmarks.llm [--repeats 5]
 
 The language-model case of `benchmarks.pipeline` on `benchmarks/configs/llm.yaml` (the
 teacher of `deploy/configs/llm.yaml`, from the cache when it was trained before). Results go

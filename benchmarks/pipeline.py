@@ -1,10 +1,12 @@
-"""Student throughput with served teachers vs teachers in the worker vs precomputed targets.
+"""Student throughput with served teachers vs teachers in the worker vs stored soft targets.
 
     python -m benchmarks.pipeline [--repeats 5] [--config benchmarks/configs/pipeline.yaml]
 
 Trains the same student on the same batches several ways in one Ray Train worker group,
 interleaved and repeated, and reports the median samples/s (tokens/s for language models) of
-each and its ratio to the precomputed upper bound. Results go to
+each and its ratio to the precomputed upper bound (targets computed before training and held
+in the worker's memory). "offline store" reads the Parquet store that `distillery precompute`
+writes (written once before the repeats; its time is reported apart). Results go to
 `benchmarks/results/<name>.{md,json}` (`--name`, default pipeline); `benchmarks.llm` runs it
 on a language model.
 """
@@ -15,13 +17,14 @@ import argparse
 import json
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 from cluster.ray_env import prepare_ray_env
 
 # Phase label -> (soft-target source, batches per teacher request; None: the config's).
 SOURCES = {"served": ("served", None), "served, 1 batch per request": ("served", 1),
-           "in the worker": ("local", None), "precomputed": ("precomputed", None)}
+           "in the worker": ("local", None), "offline store": ("offline", None), "precomputed": ("precomputed", None)}
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -36,9 +39,12 @@ def main(argv: list[str] | None = None, *, config: str = "benchmarks/configs/pip
 
     import ray
 
+    from rich.console import Console
+
     from benchmarks.machine import describe_machine
     from cluster.config import load_run_config
     from cluster.connection import connect
+    from orchestration.precompute import precompute
     from orchestration.run import start_orchestrator, start_serve, train_students
     from students.data import load_dataset
     from students.job import StudentJob
@@ -46,10 +52,14 @@ def main(argv: list[str] | None = None, *, config: str = "benchmarks/configs/pip
     from teachers.backend import resolve_model
 
     with tempfile.TemporaryDirectory(prefix="distillery-bench-") as out:
-        cfg = load_run_config(args.config, {"run.output_dir": out})
+        cfg = load_run_config(args.config, {"run.output_dir": out, "distill.store_dir": f"{out}/store"})
         run_dir = Path(out) / cfg.run.name
         print(f"connected to {connect()}")
         dataset = load_dataset(cfg.data)
+        started = time.perf_counter()
+        manifests = precompute(cfg, dataset, Console())
+        stores = {name: str(m.key.folder(cfg.distill.store_dir)) for name, m in manifests.items()}
+        precompute_s = time.perf_counter() - started
         start_serve(cfg)
         orchestrator = start_orchestrator(cfg, run_dir)
         try:
@@ -58,6 +68,7 @@ def main(argv: list[str] | None = None, *, config: str = "benchmarks/configs/pip
                                   num_classes=dataset.num_classes, allowed_modules=cfg.run.allowed_factory_modules)
             jobs = [StudentJob(phase=f"{label}-r{r}", seed=r, terms=distill_terms(cfg.distill), use_teachers=True, model=model,
                                student=cfg.student, data=cfg.data, orchestrator=orchestrator, source=source,
+                               stores=stores,
                                distill=cfg.distill.model_copy(update={"batches_per_request": per_request}
                                                               if per_request else {}))
                     for r in range(args.repeats) for label, (source, per_request) in SOURCES.items()]
@@ -76,6 +87,7 @@ def main(argv: list[str] | None = None, *, config: str = "benchmarks/configs/pip
               "ratio_to_precomputed": {s: medians[s] / medians["precomputed"] for s in SOURCES},
               "median_targets_ms_per_step": waits,
               "steps_per_phase": phases["served-r0"]["steps"], "prefetch": cfg.distill.prefetch,
+              "precompute_s": precompute_s, "store_rows": sum(m.rows for m in manifests.values()),
               "batches_per_request": cfg.distill.batches_per_request}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2))
@@ -89,7 +101,9 @@ def render(result: dict) -> str:
     lines = [f"# {result.get('title', 'Pipeline benchmark: where the soft targets come from')}", "",
              f"Machine: {result['machine']}. Config: `{result['config']}`, {result['repeats']} repeats "
              f"(interleaved), {result['steps_per_phase']} steps each, prefetch {result['prefetch']} batches, "
-             f"{result['batches_per_request']} batches per request unless stated.", "",
+             f"{result['batches_per_request']} batches per request unless stated. The offline store was "
+             f"written once by `distillery precompute` in {result['precompute_s']:.0f} s (teacher training or "
+             f"cache load included), {result['store_rows']} rows.", "",
              f"| soft targets from | median {unit}/s | runs | ratio to precomputed | ms per step getting targets |",
              "|---|---|---|---|---|"]
     for source in SOURCES:

@@ -444,9 +444,8 @@ class RunConfig(Strict):
         if self.distill.mode == "offline" and any("teacher" in t.params for t in all_terms):
             raise ValueError("distill.terms: the offline store holds no teacher features; feature and "
                              "attention terms need distill.mode online")
-        if self.distill.mode == "offline" and self.data.dataset in TEXT_DATASETS:
-            raise ValueError("distill.mode: the offline store holds one top-k record per sample, not sentence "
-                             "embeddings or per-token records; use distill.mode online for text")
+        if self.distill.mode == "offline":
+            self._check_offline(methods)
         snapshots = sorted(n for n, m in methods.items() if m.teacher_snapshot)
         if snapshots and self.distill.mode == "offline":
             raise ValueError(f"distill.methods ({', '.join(snapshots)}): teacher_snapshot serves a trained student "
@@ -484,6 +483,21 @@ class RunConfig(Strict):
                                f"weights from rank 0")
         return self
 
+
+    def _check_offline(self, methods: dict[str, "MethodConfig"]) -> None:
+        """The store holds each teacher's top-`distill.top_k` targets of the real training split."""
+        if self.data.dataset == "stdlib_docstrings":
+            raise ValueError("distill.mode: the offline store holds top-k class or token records, not sentence "
+                             "embeddings; use distill.mode online for stdlib_docstrings")
+        for name, method in methods.items():
+            where = f"distill.methods.{name}"
+            if method.dense or (method.top_k is not None and method.top_k != self.distill.top_k):
+                raise ValueError(f"{where}: the offline store holds top-{self.distill.top_k} targets (distill.top_k); "
+                                 f"a method asking for {'dense targets' if method.dense else f'top-{method.top_k}'} "
+                                 f"needs distill.mode online or a store precomputed with that top_k")
+            if method.speculative or method.train_data == "generated":
+                raise ValueError(f"{where}: {'speculative KD' if method.speculative else 'train_data: generated'} "
+                                 f"asks the teachers for new text while it trains; use distill.mode online")
 
     def _refuse_zero3(self, what_needs_full_weights: str) -> None:
         """Features that read the whole student on one rank cannot run on ZeRO-3's shards."""

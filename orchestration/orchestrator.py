@@ -150,6 +150,11 @@ class Orchestrator:
         """Offline mode: the teacher set is the teachers whose stores the students read."""
         with self._lock:
             for entry in entries:
+                if entry.output_space != self.output_space:
+                    raise IncompatibleTeacherError(
+                        f"the offline store of teacher {entry.name!r} holds {entry.output_space} targets but the "
+                        f"student of run {self.run!r} predicts {self.output_space} (another tokenizer or class "
+                        f"count); precompute with the run's data and a matching teacher")
                 self._teacher_set = self._teacher_set.with_teacher(entry)
                 self._event("teacher_added", teacher=entry.name, model_version=entry.model_version,
                             weight=entry.weight, store=True)

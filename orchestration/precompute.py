@@ -42,9 +42,15 @@ class StoreScorer:
 
         column = batch.column(INPUTS).combine_chunks()
         x = column.flatten().to_numpy().reshape(len(column), -1)
+        sample = batch.column("sample").to_numpy()
         # dense_max_classes=1: the store always holds top-k, whatever the output space.
         record = self.teacher.records([("", x)], top_k=self.top_k, dense_max_classes=1)[0]
-        return to_table(record, sample=batch.column("sample").to_numpy())
+        if self.teacher.output_space.startswith("tokens:"):  # one row per target token, by sample and position
+            import torch
+
+            per_sequence = self.teacher.module.targets_per_sequence(torch.tensor(x)).numpy()
+            sample = np.repeat(sample, per_sequence)
+        return to_table(record, sample=sample)
 
 
 def store_key(cfg: RunConfig, dataset: Dataset, teacher: str, version: str) -> StoreKey:
@@ -74,15 +80,16 @@ def precompute(cfg: RunConfig, dataset: Dataset, console: Console) -> dict[str, 
     import ray
 
     from orchestration.run import default_cache_dir
-    from orchestration.teacher_training import accuracy, teacher_app_args
+    from orchestration.teacher_training import teacher_app_args, test_score
     from teachers.arrow_codec import fixed_size_list
     from teachers.backend import file_version
     from teachers.deployment import LoadedTeacher
 
     root = Path(cfg.distill.store_dir).resolve()
     cache_dir = default_cache_dir()
-    rows = pa.table({"sample": np.arange(len(dataset.train.y), dtype=np.int64),
-                     INPUTS: fixed_size_list(dataset.train.x.reshape(len(dataset.train.y), -1), pa.float32())})
+    x = dataset.train.x.reshape(len(dataset.train.x), -1)
+    rows = pa.table({"sample": np.arange(len(x), dtype=np.int64),  # token ids stay integers
+                     INPUTS: fixed_size_list(x, pa.int32() if x.dtype.kind in "iu" else pa.float32())})
     out = {}
     for teacher in cfg.teachers:
         weights = ray.get(ray.remote(_weights).options(num_cpus=0.25).remote(cfg, teacher, dataset, True, cache_dir))
@@ -95,14 +102,13 @@ def precompute(cfg: RunConfig, dataset: Dataset, console: Console) -> dict[str, 
         args = teacher_app_args(teacher, weights, dataset, cfg.distill, cfg.run.allowed_factory_modules)
         partial = folder.with_name(folder.name + f".partial-{os.getpid()}")
         shutil.rmtree(partial, ignore_errors=True)
-        console.print(f"teacher {teacher.name}: scoring {len(dataset.train.y)} samples with Ray Data -> {folder}")
+        console.print(f"teacher {teacher.name}: scoring {len(x)} samples with Ray Data -> {folder}")
         (ray.data.from_arrow(rows)
          .map_batches(StoreScorer, fn_constructor_kwargs={"args": args, "top_k": key.top_k}, batch_size=512,
                       batch_format="pyarrow", concurrency=1, num_cpus=teacher.resources.num_cpus or 0.25,
                       num_gpus=teacher.resources.num_gpus or None)
          .write_parquet(str(partial)))
-        test_accuracy = accuracy(LoadedTeacher.load(args).module, dataset.test.x, dataset.test.y)
-        write_manifest(partial, key, test_accuracy)
+        write_manifest(partial, key, test_score(LoadedTeacher.load(args).module, dataset))
         shutil.rmtree(folder, ignore_errors=True)  # an unfinished earlier attempt
         partial.rename(folder)
         out[teacher.name] = Manifest.read(folder)

@@ -443,7 +443,7 @@ def _use_stores(cfg: RunConfig, orchestrator, stores: dict, console: Console) ->
     for name, (folder, manifest) in stores.items():
         console.print(f"teacher {name}: offline store {folder} ({manifest.rows} rows, top-{manifest.key.top_k}, "
                       f"T={manifest.key.temperature:g}, version {manifest.key.teacher_version})", highlight=False)
-        teachers[name] = {"score": manifest.teacher_test_accuracy, "parameters": 0,
+        teachers[name] = {"score": manifest.teacher_test_score, "parameters": 0,
                           "train_seconds": 0.0, "cached": True}
     return teachers
 

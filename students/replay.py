@@ -36,8 +36,8 @@ class MemoryTargets:
                                  f"distils at T={temperature:g}")
             store = StoredTargets(Path(folder), manifest, samples=0)
             logprob = record_logprob(store.record, temperature).numpy()
-            rows = np.flatnonzero(store.row_of >= 0)
-            self.logprob.update(zip(rows.tolist(), logprob[store.row_of[rows]]))
+            rows = store.held_samples()
+            self.logprob.update(zip(rows.tolist(), logprob[store.rows_of(rows)]))
 
     def patch(self, targets: TeacherTargets | None, rows: np.ndarray) -> tuple[TeacherTargets | None, int]:
         """`targets` with every replayed sample's distribution replaced by its stored one; and

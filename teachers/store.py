@@ -60,7 +60,7 @@ class Manifest:
     num_classes: int
     files: list[str]
     schema_version: int = SCHEMA_VERSION
-    teacher_test_accuracy: Optional[float] = None
+    teacher_test_score: Optional[float] = None  # test accuracy; held-out perplexity for language models
     created: float = 0.0
 
     def write(self, folder: Path) -> None:
@@ -71,6 +71,8 @@ class Manifest:
     @classmethod
     def read(cls, folder: Path) -> "Manifest":
         data = json.loads((folder / MANIFEST).read_text())
+        if "teacher_test_accuracy" in data:  # stores written before language models
+            data["teacher_test_score"] = data.pop("teacher_test_accuracy")
         return cls(**{**data, "key": StoreKey(**data["key"])})
 
 
@@ -100,7 +102,7 @@ def _difference(other: StoreKey, wanted: StoreKey) -> str:
     return ", ".join(parts) or "identical key"
 
 
-def write_manifest(folder: Path, key: StoreKey, teacher_test_accuracy: Optional[float]) -> Manifest:
+def write_manifest(folder: Path, key: StoreKey, teacher_test_score: Optional[float]) -> Manifest:
     """Check every shard of a finished precompute and write the manifest that makes it usable."""
     files = sorted(p.name for p in folder.glob("*.parquet"))
     if not files:
@@ -116,14 +118,18 @@ def write_manifest(folder: Path, key: StoreKey, teacher_test_accuracy: Optional[
     if len(spaces) != 1:
         raise SoftTargetStoreError(f"shards in {folder} disagree on the output space: {sorted(spaces)}")
     (output_space, num_classes), = spaces
-    manifest = Manifest(key, rows, output_space, num_classes, files, teacher_test_accuracy=teacher_test_accuracy,
+    manifest = Manifest(key, rows, output_space, num_classes, files, teacher_test_score=teacher_test_score,
                         created=time.time())
     manifest.write(folder)
     return manifest
 
 
 class StoredTargets:
-    """One teacher's stored records, read into memory, sliced by sample index."""
+    """One teacher's stored records, read into memory, sliced by sample index.
+
+    A classifier's store has one row per sample; a language model's has one row per target
+    token, a sample's rows in position order (what a served teacher answers for that sample).
+    """
 
     def __init__(self, folder: Path, manifest: Manifest, samples: int):
         tables = [pq.read_table(folder / name) for name in manifest.files]
@@ -131,15 +137,33 @@ class StoredTargets:
         self.name = manifest.key.teacher
         self.record = table_to_record(table, source=f"store {folder}", batch_id="")
         sample = table.column(SAMPLE_COLUMN).to_numpy()
-        self.row_of = np.full(max(samples, int(sample.max()) + 1), -1, dtype=np.int64)
-        self.row_of[sample] = np.arange(len(sample))
-        missing = np.flatnonzero(self.row_of[:samples] < 0)
+        self._order = np.argsort(sample, kind="stable")  # rows by sample, each sample's rows in stored order
+        size = max(samples, int(sample.max()) + 1 if len(sample) else 0)
+        held = sample[self._order]
+        self._start = np.searchsorted(held, np.arange(size))
+        self._count = np.searchsorted(held, np.arange(size), side="right") - self._start
+        if manifest.output_space.startswith("tokens:"):
+            return  # a sequence without target positions has no rows: every batch's row count is checked instead
+        missing = np.flatnonzero(self._count[:samples] == 0)
         if len(missing):
             raise SoftTargetStoreError(f"store {folder} lacks {len(missing)} of the {samples} training samples "
                                        f"(first: {missing[:5].tolist()}); rerun `distillery precompute`")
 
+    def held_samples(self) -> np.ndarray:
+        """The sample ids with rows in the store, ascending."""
+        return np.flatnonzero(self._count)
+
+    def rows_of(self, samples: np.ndarray) -> np.ndarray:
+        """Record rows of `samples`, sample after sample; IndexError for a sample past the store."""
+        samples = np.asarray(samples, dtype=np.int64)
+        if len(samples) and (samples.min() < 0 or samples.max() >= len(self._count)):
+            raise IndexError(f"sample ids {samples.min()}..{samples.max()} outside 0..{len(self._count) - 1}")
+        counts, starts = self._count[samples], self._start[samples]
+        before = np.cumsum(counts) - counts
+        return self._order[np.repeat(starts - before, counts) + np.arange(int(counts.sum()))]
+
     def for_batch(self, batch_id: str, samples: np.ndarray) -> SoftTargets:
-        rows = self.row_of[samples]
+        rows = self.rows_of(samples)
         rec = self.record
         return SoftTargets(batch_id=batch_id, teacher=rec.teacher, teacher_version=rec.teacher_version,
                            temperature=rec.temperature, output_space=rec.output_space, num_classes=rec.num_classes,

@@ -3,7 +3,8 @@ teaches causal-LM students under Ray Train + DeepSpeed in every mode (token-leve
 and top-k records, sequence-level KD on completions written through Ray Data, speculative KD
 through the teacher's scoring call, 4-bit quantization-aware KD against post-training
 quantization), scored by held-out perplexity and exported in Hugging Face layout; a ZeRO-3
-student is gathered for its export; a teacher with another tokenizer is refused when added."""
+student trains from the offline per-token store and is gathered for its export; a teacher with
+another tokenizer is refused when added."""
 
 from __future__ import annotations
 
@@ -72,19 +73,32 @@ def test_every_llm_distillation_mode_runs_and_reports_perplexity(ray_cluster, tm
     assert any(key.endswith(".codes") for key in packed)
 
 
-def test_a_zero3_student_is_gathered_for_its_export(ray_cluster, tmp_path):
-    """One student on labels only (the teacher path is the test above): sharding and gathering."""
-    result = distillery("run", str(CONFIG), "--output-dir", str(tmp_path), "--run-name", "llm-zero3",
-                        "--set", "student.zero_stage=3", "--set", "run.baseline=false", "--set", "teachers=[]",
-                        "--set", "distill.methods={plain: [{name: ce}]}", timeout=400)
+def test_a_zero3_student_learns_from_the_offline_token_store_and_is_gathered_for_export(ray_cluster, tmp_path):
+    """`distillery precompute` writes the teacher's per-token top-8 records with Ray Data; a
+    ZeRO-3 student trains from them with no teacher running, and its export is the whole student."""
+    store = tmp_path / "store"
+    common = ("--set", f"distill.store_dir={store}", "--set", "distill.top_k=8")
+    first = distillery("precompute", str(CONFIG), *common, timeout=400)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    manifest = json.loads(next(store.glob("*/gpt-*/manifest.json")).read_text())
+    data = load_dataset(load_run_config(CONFIG).data)
+    assert manifest["rows"] == len(data.train.labels(slice(None)))  # one row per target token
+    assert manifest["output_space"] == data.output_space and manifest["teacher_test_score"] > 1.0
+
+    result = distillery("run", str(CONFIG), *common, "--output-dir", str(tmp_path), "--run-name", "llm-zero3",
+                        "--set", "student.zero_stage=3", "--set", "run.baseline=false", "--set", "distill.mode=offline",
+                        "--set", "distill.methods={top8: [{name: ce, weight: 0.5}, {name: kd, weight: 0.5}]}",
+                        timeout=400)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "DeepSpeed ZeRO-3" in result.stdout
-    row = _rows(tmp_path / "llm-zero3")["kd:plain"]
-    exported = tmp_path / "llm-zero3" / "students" / "kd-plain-seed0"
+    assert "DeepSpeed ZeRO-3" in result.stdout and "offline store" in result.stdout
+    assert "deployed as teacher-" not in result.stdout
+    steps = _rank0(tmp_path / "llm-zero3", "loss/kd")
+    assert steps and all(r["loss/kd"] >= 0 and r["teachers"] == ["gpt"] for r in steps)
+    row = _rows(tmp_path / "llm-zero3")["kd:top8"]
+    exported = tmp_path / "llm-zero3" / "students" / "kd-top8-seed0"
     student = causal_lm(32, 1024, str(exported), path=str(exported))
     assert sum(p.numel() for p in student.parameters()) == row["parameters"]
-    test = load_dataset(load_run_config(CONFIG).data).test
-    assert perplexity(student, test) == pytest.approx(row["score_mean"], rel=1e-3)  # the whole student, not a shard
+    assert perplexity(student, data.test) == pytest.approx(row["score_mean"], rel=1e-3)  # the whole student
 
 
 def test_a_teacher_with_another_tokenizer_is_refused_when_added(ray_cluster, tmp_path):

@@ -208,7 +208,11 @@ def test_language_model_runs_refuse_what_needs_whole_samples(tmp_path):
         with pytest.raises(ConfigError, match=match):
             load_run_config(write(tmp_path, data))
 
-    refused(lambda d: d["distill"].update(mode="offline"), "per-token records")
+    refused(lambda d: d["distill"].update(mode="offline"), "a method asking for dense targets needs distill.mode online")
+    only_top = {"top": {"terms": [{"name": "kd"}], "top_k": 8}}
+    refused(lambda d: d["distill"].update(mode="offline", methods=only_top), "holds top-64 targets")
+    spec = {"skd": {"terms": [{"name": "kd"}], "speculative": {"top_k": 5}}}
+    refused(lambda d: d["distill"].update(mode="offline", methods=spec), "speculative KD asks the teachers for new text")
     refused(lambda d: d["distill"].update(weighting={"strategy": "gating"}), "gating and route weigh whole samples")
     refused(lambda d: d["distill"]["methods"]["dense"]["terms"].append(
         {"name": "fitnet", "params": {"student": "lm", "teacher": "gpt/lm"}}), "token-level KD uses response terms")
@@ -220,6 +224,14 @@ def test_language_model_runs_refuse_what_needs_whole_samples(tmp_path):
     refused(lambda d: d["student"].update(zero_stage=3), "which ZeRO-3 shards")  # quantized and speculative methods
     refused(lambda d: d["generate"].update(teacher="nobody"), "generate.teacher: 'nobody' is not a teacher")
     refused(lambda d: d.update(teachers=[]), "sequence-level KD fine-tunes on completions the run's teachers write")
+
+
+def test_token_level_kd_runs_offline_from_the_runs_top_k(tmp_path):
+    data = yaml.safe_load(LLM.read_text())
+    data["distill"].update(mode="offline", methods={"top": {"terms": [{"name": "kd"}]}, "top64": {
+        "terms": [{"name": "kd"}], "top_k": 64}})
+    cfg = load_run_config(write(tmp_path, data))
+    assert cfg.distill.mode == "offline"
 
 
 def test_a_method_asks_for_its_own_soft_target_form():

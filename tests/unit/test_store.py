@@ -24,7 +24,7 @@ def write_store(root, key, logits):
                                 temperature=key.temperature, output_space=f"classes:{C}", dense_max_classes=1,
                                 top_k=key.top_k)
         pq.write_table(to_table(rec, sample=rows), folder / f"part-{part}.parquet")
-    return write_manifest(folder, key, teacher_test_accuracy=0.9)
+    return write_manifest(folder, key, teacher_test_score=0.9)
 
 
 @pytest.fixture
@@ -87,3 +87,46 @@ def test_students_read_rows_by_sample(store):
     with pytest.raises(SoftTargetStoreError, match="lacks"):
         StoredTeachers({"mlp": str(key.folder(root))}, teacher_set, samples=N + 5, output_space="classes:10",
                        temperature=4.0)
+
+
+def test_a_language_models_store_gives_each_samples_token_rows_in_order(tmp_path):
+    """One row per target token: the rows of a batch are its samples' rows, sample after sample,
+    whatever order the shards hold them in; a sequence with no target position has none."""
+    import torch
+
+    from teachers.token_targets import TokenSpecials, target_labels, targets_per_sequence
+
+    specials, vocab = TokenSpecials(pad=0, sep=1), 16
+    rng = np.random.default_rng(0)
+    ids = rng.integers(2, vocab, size=(N, 12))
+    ids[:, 3] = specials.sep
+    ids[np.arange(N), rng.integers(5, 13, size=N) - 1] = specials.pad  # ragged completions
+    ids[7, 4:] = specials.pad  # a prompt without completion: no rows
+    per_sample = targets_per_sequence(torch.as_tensor(ids), specials).numpy()
+    assert per_sample[7] == 0
+    logits = rng.normal(size=(int(per_sample.sum()), vocab)).astype(np.float32)
+    sample_of_row = np.repeat(np.arange(N), per_sample)
+    space = f"tokens:{vocab}:abc"
+    key = StoreKey("d", "gpt", "v1", K, 1.0)
+    folder = key.folder(tmp_path)
+    folder.mkdir(parents=True)
+    for part, samples in enumerate([np.arange(20, N), np.arange(0, 20)]):  # shards out of sample order
+        rows = np.flatnonzero(np.isin(sample_of_row, samples))
+        rec = pack_soft_targets(logits[rows], batch_id="", teacher="gpt", teacher_version="v1", temperature=1.0,
+                                output_space=space, dense_max_classes=1, top_k=K)
+        pq.write_table(to_table(rec, sample=sample_of_row[rows]), folder / f"part-{part}.parquet")
+    write_manifest(folder, key, teacher_test_score=90.0)
+
+    teacher_set = TeacherSet(1, {"gpt": TeacherEntry("gpt", 1.0, space, vocab, "v1")})
+    stored = StoredTeachers({"gpt": str(folder)}, teacher_set, samples=N, output_space=space, temperature=1.0)
+    split = Split(ids, np.zeros(N, dtype=np.int64), token_specials=specials)
+    batch = next(b for b in plan_epoch(split, epoch=0, seed=2, shard=0, num_shards=1, batch_size=8)
+                 if 7 in b.samples)
+    batch = replace(batch, y=target_labels(ids[batch.samples], specials))
+    assert len(batch.y) == per_sample[batch.samples].sum()
+    record = stored.targets_for(batch).records["gpt"]
+    expected = pack_soft_targets(logits[np.concatenate([np.flatnonzero(sample_of_row == s) for s in batch.samples])],
+                                 batch_id=batch.batch_id, teacher="gpt", teacher_version="v1", temperature=1.0,
+                                 output_space=space, dense_max_classes=1, top_k=K)
+    assert np.array_equal(record.topk_idx, expected.topk_idx)
+    assert np.allclose(record.tail_logprob, expected.tail_logprob)
