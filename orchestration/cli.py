@@ -13,6 +13,7 @@ from rich.text import Text
 
 from cluster.errors import DistilleryError
 from cluster.ray_env import prepare_ray_env
+from planning.commands import fit_law_command, plan_command, sweep_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Distributed knowledge distillation on Ray: Serve teachers, Train + DeepSpeed students.")
@@ -236,6 +237,11 @@ def status(run: str = RUN_OPTION, as_json: bool = typer.Option(False, "--json"))
         return
     console.print(status_table(info))
     console.print(progress_line(info) if info["phase"] else "no phase running yet", highlight=False)
+
+
+app.command("plan")(plan_command)
+app.command("fit-law")(fit_law_command)
+app.command("sweep")(sweep_command)
 
 
 def main() -> None:

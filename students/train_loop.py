@@ -477,13 +477,14 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
         client.close()
     if publisher is not None:
         publisher.finish(engine.module.model, state.step)
+    unit = "tokens" if dataset.kind == "lm" else "samples"  # a language model's rows are its target tokens
     final = {**_evaluate(engine, job, dataset, rank, world_size, reference), **_ptq_metrics(engine, job, dataset, rank,
                                                                                         world_size, reference),
              "parameters": n_params,
              "steps": state.step, "resumed_from_step": resumed_from, "applied_batches": state.applied_batches,
              "train_s": train_s, "targets_s": targets_s,
-             f"{'tokens' if dataset.kind == 'lm' else 'samples'}_per_s":
-                 (state.samples_seen - samples_before) / max(train_s - eval_s, 1e-9),
+             f"{unit}_per_s": (state.samples_seen - samples_before) / max(train_s - eval_s, 1e-9),
+             f"{unit}_seen": state.samples_seen,  # over the whole phase, resumed or not: a scaling-law point's D
              **(publisher.summary() if publisher is not None else {}),
              **({k.replace("/", "_"): v for k, v in speculate.metrics().items()} if speculate is not None else {}),
              **({"stopped_at_step": state.step} if stopped else {})}

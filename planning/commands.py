@@ -1,0 +1,93 @@
+"""`distillery plan`, `distillery fit-law` and `distillery sweep` (registered by orchestration.cli)."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+DEFAULT_LAW = "runs/law.json"
+
+
+def _flops(value: float) -> str:
+    return "never" if math.isinf(value) else f"{value:.3g} FLOPs"
+
+
+def plan_command(
+        student_params: float = typer.Option(..., "--student-params", help="student parameters, e.g. 1e8"),
+        tokens: Optional[float] = typer.Option(None, "--tokens", help="distillation tokens for the student"),
+        compute: Optional[float] = typer.Option(None, "--compute", help="or a compute budget in FLOPs"),
+        teacher_loss: Optional[float] = typer.Option(None, "--teacher-loss", help="teacher cross-entropy (nats)"),
+        teacher_params: Optional[float] = typer.Option(None, "--teacher-params", help="teacher parameters"),
+        teacher_tokens: Optional[float] = typer.Option(None, "--teacher-tokens",
+                                                       help="tokens the teacher was trained on (with --teacher-params "
+                                                            "and no --teacher-loss: its loss from the law)"),
+        target: Optional[float] = typer.Option(None, "--target-loss", help="a student loss to reach: compute per route"),
+        law_path: str = typer.Option(DEFAULT_LAW, "--law", help="coefficients (from `distillery sweep` or "
+                                                                 "`distillery fit-law`)")) -> None:
+    """Predict a distilled student's loss; the compute-optimal split; distil or train supervised; the capacity gap."""
+    from planning.laws import load_law
+    from planning.plan import Teacher, plan
+
+    law = load_law(law_path)
+    result = plan(law, student_params=student_params, tokens=tokens, compute=compute, target=target,
+                  teacher=Teacher(loss=teacher_loss, params=teacher_params, tokens=teacher_tokens))
+    table = Table(title=f"distillation plan (law: {law.source})", show_header=False)
+    table.add_row("student", f"{result.student_params:.3g} parameters, {result.student_tokens:.3g} tokens")
+    table.add_row("compute", f"{result.compute:.3g} FLOPs (student training + teacher forwards)")
+    table.add_row("teacher loss", f"{result.teacher_loss:.4f}")
+    table.add_row("distilled student loss", f"{result.distilled_loss:.4f}")
+    table.add_row("supervised, same compute", f"{result.supervised_loss:.4f} "
+                  f"({'distilling is better' if result.distillation_helps else 'supervised is better'})")
+    split = result.trained_teacher
+    table.add_row("teacher trained in the budget",
+                  f"best: {split.teacher_params:.3g}-parameter teacher on {split.teacher_tokens:.3g} tokens "
+                  f"({split.teacher_share:.0%} of the compute, loss {split.teacher_loss:.4f}), student on "
+                  f"{split.student_tokens:.3g} tokens -> {split.student_loss:.4f}")
+    gap = result.gap
+    table.add_row("capacity gap",
+                  (f"this teacher is too strong for the student: a teacher of loss {gap.best_teacher_loss:.4f} "
+                   f"gives {gap.best_student_loss:.4f}" if gap.teacher_too_strong else
+                   f"none: the best teacher for this student has loss {gap.best_teacher_loss:.4f} "
+                   f"(student {gap.best_student_loss:.4f})"))
+    if target is not None:
+        routes = {"supervised": result.compute_supervised, "distil, teacher exists": result.compute_existing_teacher,
+                  "distil, teacher trained too": result.compute_training_teacher}
+        cheapest = min(routes, key=routes.get)
+        for name, value in routes.items():
+            table.add_row(f"reach {target:.4f}: {name}", _flops(value) + ("  <- cheapest" if name == cheapest
+                                                                            and math.isfinite(value) else ""))
+    console.print(table)
+
+
+def fit_law_command(
+        runs: list[str] = typer.Argument(..., help="run folders (runs/<name>) or folders of runs"),
+        out: str = typer.Option(DEFAULT_LAW, "--out", help="where to write the coefficients"),
+        held_out: Optional[list[str]] = typer.Option(None, "--held-out", help="run names left out of the fit "
+                                                                               "(their error is reported)")) -> None:
+    """Fit the scaling laws to the runs the system recorded; report the fit's error."""
+    from pathlib import Path
+
+    from planning.history import collect
+    from planning.fit import fit_law
+    from planning.sweep import write_report
+
+    history = collect(runs)
+    for line in history.skipped:
+        console.print(f"[dim]left out: {line}[/dim]", highlight=False)
+    held = set(held_out or [])
+    fit = fit_law(history.supervised, history.distilled, held_out=lambda p: p.run in held)
+    write_report(Path(out), fit, history, held, console, f"Scaling-law fit to {', '.join(runs)}")
+
+
+def sweep_command(config: str = typer.Argument(..., help="sweep config, e.g. deploy/configs/sweep.yaml")) -> None:
+    """Run a grid of teacher sizes, student sizes and token budgets; fit the laws to it."""
+    from cluster.connection import connect
+    from planning.sweep import run_sweep
+
+    console.print(f"connected to {connect()}")
+    run_sweep(config, console)

@@ -1,0 +1,123 @@
+"""Scaling-law points from the runs the system recorded (`<output_dir>/<run>/`: config.json,
+state.json, results.json).
+
+A language-model run gives:
+- a supervised point per teacher (its parameters, its training tokens = epochs x the training
+  split's target tokens, its held-out cross-entropy = log perplexity) and per student trained
+  without KD (the baseline phases);
+- a distilled point per student of a method that distils one teacher's dense token
+  distributions on the real data (`dense: true`, a `kd` term, no quantization, speculative
+  or generated data), with that teacher's cross-entropy.
+
+Parameters are all of a model's parameters (the paper counts non-embedding ones: in tiny
+models the embedding is a large share, so fitted coefficients are not comparable to the
+paper's).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from cluster.config import RunConfig
+from orchestration.results import _kind
+from planning.fit import Point
+
+
+@dataclass
+class History:
+    supervised: list[Point] = field(default_factory=list)
+    distilled: list[Point] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # runs or phases left out, and why
+
+    def extend(self, other: "History") -> None:
+        self.supervised += other.supervised
+        self.distilled += other.distilled
+        self.skipped += other.skipped
+
+
+def _read(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def _distilling_teacher(cfg: RunConfig, method: str) -> Optional[str]:
+    """The one teacher whose dense distributions `method` learns, or None if it is not a
+    plain token-level KD method."""
+    m = (cfg.distill.methods or {}).get(method)
+    if m is None or not m.dense or m.quantize or m.speculative or m.train_data != "real":
+        return None
+    if not any(t.name == "kd" for t in m.terms):
+        return None
+    teachers = m.teachers or [t.name for t in cfg.teachers]
+    return teachers[0] if len(teachers) == 1 else None
+
+
+@functools.lru_cache(maxsize=8)
+def _token_counts(data_json: str) -> tuple[int, int]:
+    """Target tokens of the training split and of the students' subset of it."""
+    from cluster.config import DataConfig
+    from students.data import load_dataset, student_subset
+
+    data = DataConfig.model_validate_json(data_json)
+    train = load_dataset(data).train
+    return len(train.labels(slice(None))), len(student_subset(train, data.student_train_samples).labels(slice(None)))
+
+
+def run_history(run_dir: str | Path) -> History:
+    """The points of one finished (or partly finished) run."""
+    run_dir = Path(run_dir)
+    history = History()
+    try:
+        cfg = RunConfig(**_read(run_dir / "config.json"))
+        phases = _read(run_dir / "state.json")["phases"]
+    except FileNotFoundError as exc:
+        history.skipped.append(f"{run_dir}: not a run folder ({exc.filename} missing)")
+        return history
+    if cfg.data.dataset != "stdlib_functions":
+        history.skipped.append(f"{run_dir}: {cfg.data.dataset} is not a language-model dataset")
+        return history
+    results = _read(run_dir / "results.json") if (run_dir / "results.json").is_file() else []
+    split_tokens, student_tokens = _token_counts(cfg.data.model_dump_json())
+    teacher_loss = {}
+    for row in results:
+        if row["kind"] == "teacher" and row.get("metric") == "test_perplexity":
+            name = row["model"].removeprefix("teacher ")
+            teacher_cfg = next((t for t in cfg.teachers if t.name == name), None)
+            teacher_loss[name] = math.log(row["score_mean"])
+            if teacher_cfg is not None and teacher_cfg.weights is None and not teacher_cfg.pretrained:
+                history.supervised.append(Point(float(row["parameters"]), float(teacher_cfg.training.epochs * split_tokens),
+                                                teacher_loss[name], run=run_dir.name, phase=f"teacher {name}",
+                                                teacher=name))
+    for phase, metrics in sorted(phases.items()):
+        if "test_nll" not in metrics:
+            history.skipped.append(f"{run_dir.name}/{phase}: no held-out cross-entropy")
+            continue
+        tokens = float(metrics.get("tokens_seen", cfg.student.epochs * student_tokens))
+        kind = _kind(phase)
+        point = dict(params=float(metrics["parameters"]), tokens=tokens, loss=float(metrics["test_nll"]),
+                     run=run_dir.name, phase=phase)
+        if kind == "baseline":
+            history.supervised.append(Point(**point))
+            continue
+        teacher = _distilling_teacher(cfg, kind.removeprefix("kd:")) if kind.startswith("kd:") else None
+        if teacher is None or teacher not in teacher_loss:
+            history.skipped.append(f"{run_dir.name}/{phase}: not dense token-level KD from one measured teacher")
+            continue
+        history.distilled.append(Point(**point, teacher_loss=teacher_loss[teacher], teacher=teacher))
+    return history
+
+
+def collect(run_dirs: list[str | Path]) -> History:
+    """Points of every run folder given (a folder holding run folders counts as all of them)."""
+    history = History()
+    for path in map(Path, run_dirs):
+        if not path.is_dir():
+            raise ValueError(f"{path} is not a folder; give run folders (runs/<name>) or a folder of them")
+        runs = [path] if (path / "config.json").is_file() else sorted(p for p in path.iterdir() if p.is_dir())
+        for run_dir in runs:
+            history.extend(run_history(run_dir))
+    return history

@@ -1,0 +1,185 @@
+"""What distillation buys, from a `DistillationLaw`: the student's predicted loss, the
+compute-optimal split of a budget, whether distilling or supervised training reaches a target
+loss with less compute (teacher already there, or trained for this student), and the
+capacity gap (a stronger teacher that would give a worse student).
+
+Compute (paper's accounting): the student's training 6 N_S D_S, the teacher's forward over
+the distillation tokens 2 N_T D_S, and, when the teacher must be trained too, its 6 N_T D_T.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+from scipy.optimize import brentq, minimize_scalar
+
+from planning.laws import DistillationLaw, forward_flops, train_flops
+
+# Teachers searched when one must be trained: from a tenth of the student to 1000 times it.
+TEACHER_SIZE_RANGE = (0.1, 1000.0)
+GRID = 81
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """A teacher known by its loss, or by its size and training tokens (its loss then comes
+    from the supervised law). `params` is needed to count its forward passes."""
+    loss: Optional[float] = None
+    params: Optional[float] = None
+    tokens: Optional[float] = None
+
+    def resolved_loss(self, law: DistillationLaw) -> float:
+        if self.loss is not None:
+            return float(self.loss)
+        if self.params is None or self.tokens is None:
+            raise ValueError("a teacher needs its loss (--teacher-loss) or its size and training tokens "
+                             "(--teacher-params and --teacher-tokens)")
+        return float(law.supervised.loss(self.params, self.tokens))
+
+
+@dataclass(frozen=True)
+class CapacityGap:
+    best_teacher_loss: float  # the teacher loss that gives this student its lowest loss
+    best_student_loss: float
+    teacher_too_strong: bool  # the given teacher is past the optimum: a weaker one does better
+    student_loss: float
+
+
+def capacity_gap(law: DistillationLaw, n_student: float, d_student: float, teacher_loss: float) -> CapacityGap:
+    """The teacher loss that minimises the student's loss at (N_S, D_S); flag a teacher stronger
+    than that (the U-shape of student loss against teacher loss)."""
+    def student(lt: float) -> float:
+        return float(law.loss(n_student, d_student, lt))
+
+    floor = law.supervised.E
+    grid = np.geomspace(floor * 1.0001, max(teacher_loss, law.supervised.loss(n_student, d_student)) * 4, 400)
+    values = law.loss(n_student, d_student, grid)
+    i = int(np.argmin(values))
+    lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
+    best = minimize_scalar(student, bounds=(lo, hi), method="bounded", options={"xatol": 1e-9}).x
+    return CapacityGap(float(best), student(best), teacher_loss < best - 1e-9, student(teacher_loss))
+
+
+def distillation_compute(n_student: float, d_student: float, teacher_params: float,
+                         teacher_tokens: float = 0.0, count_teacher_forward: bool = True) -> float:
+    total = train_flops(n_student, d_student) + train_flops(teacher_params, teacher_tokens)
+    return total + (forward_flops(teacher_params, d_student) if count_teacher_forward else 0.0)
+
+
+def student_tokens(compute: float, n_student: float, teacher_params: float, count_teacher_forward: bool = True) -> float:
+    """Distillation tokens a budget buys once the teacher exists: each token costs the
+    student's training step and the teacher's forward."""
+    per_token = train_flops(n_student, 1) + (forward_flops(teacher_params, 1) if count_teacher_forward else 0.0)
+    return compute / per_token
+
+
+@dataclass(frozen=True)
+class TrainedTeacherSplit:
+    teacher_params: float
+    teacher_tokens: float
+    student_tokens: float
+    teacher_loss: float
+    student_loss: float
+    teacher_share: float  # of the budget spent training the teacher
+
+
+def optimal_split(law: DistillationLaw, n_student: float, compute: float) -> TrainedTeacherSplit:
+    """The teacher to train and the tokens of both for the lowest student loss within
+    `compute` (teacher training + teacher forwards + student training): a log grid over the
+    teacher's size and its share of the budget."""
+    sizes = np.geomspace(n_student * TEACHER_SIZE_RANGE[0], n_student * TEACHER_SIZE_RANGE[1], GRID)
+    shares = np.linspace(0.01, 0.99, GRID)
+    nt, share = np.meshgrid(sizes, shares, indexing="ij")
+    dt = share * compute / train_flops(nt, 1)
+    ds = (1 - share) * compute / (train_flops(n_student, 1) + forward_flops(nt, 1))
+    lt = law.supervised.loss(nt, dt)
+    ls = law.loss(n_student, ds, lt)
+    i, j = np.unravel_index(int(np.nanargmin(ls)), ls.shape)
+    return TrainedTeacherSplit(float(nt[i, j]), float(dt[i, j]), float(ds[i, j]), float(lt[i, j]),
+                               float(ls[i, j]), float(share[i, j]))
+
+
+def compute_to_reach(law: DistillationLaw, n_student: float, target: float, teacher: Teacher) -> float:
+    """Least compute for a student of `n_student` parameters distilled from an existing
+    `teacher` to reach `target`; inf when no number of tokens gets there."""
+    lt = teacher.resolved_loss(law)
+    params = teacher.params or 0.0
+
+    def gap(log_d: float) -> float:
+        return float(law.loss(n_student, np.exp(log_d), lt)) - target
+
+    lo, hi = np.log(1e3), np.log(1e18)
+    if gap(hi) > 0:
+        return float("inf")
+    if gap(lo) <= 0:
+        return distillation_compute(n_student, np.exp(lo), params)
+    return distillation_compute(n_student, float(np.exp(brentq(gap, lo, hi, xtol=1e-10))), params)
+
+
+def compute_to_reach_training_teacher(law: DistillationLaw, n_student: float, target: float) -> tuple[float, TrainedTeacherSplit]:
+    """Least total compute (teacher trained for this student) whose optimal split reaches
+    `target`, by bisection on the budget; (inf, split at the largest budget) when none does."""
+    def reached(log_c: float) -> bool:
+        return optimal_split(law, n_student, float(np.exp(log_c))).student_loss <= target
+
+    lo, hi = np.log(1e6), np.log(1e32)
+    if not reached(hi):
+        return float("inf"), optimal_split(law, n_student, float(np.exp(hi)))
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if reached(mid) else (mid, hi)
+    return float(np.exp(hi)), optimal_split(law, n_student, float(np.exp(hi)))
+
+
+@dataclass(frozen=True)
+class Plan:
+    student_params: float
+    student_tokens: float
+    compute: float
+    teacher_loss: float
+    supervised_loss: float  # the same student trained on labels with the same compute
+    distilled_loss: float
+    gap: CapacityGap
+    trained_teacher: TrainedTeacherSplit  # the best student when the teacher is trained within the budget
+    target: Optional[float] = None
+    compute_supervised: Optional[float] = None
+    compute_existing_teacher: Optional[float] = None
+    compute_training_teacher: Optional[float] = None
+
+    @property
+    def distillation_helps(self) -> bool:
+        return self.distilled_loss < self.supervised_loss
+
+
+def plan(law: DistillationLaw, *, student_params: float, teacher: Teacher, tokens: Optional[float] = None,
+         compute: Optional[float] = None, target: Optional[float] = None) -> Plan:
+    """Everything `distillery plan` prints. Give the student's token budget or a compute
+    budget (one of them); with `target`, also the compute each route needs to reach it."""
+    if (tokens is None) == (compute is None):
+        raise ValueError("give the student's budget as tokens (--tokens) or as compute in FLOPs (--compute), "
+                         "one of the two")
+    if student_params <= 0 or (tokens is not None and tokens <= 0) or (compute is not None and compute <= 0):
+        raise ValueError("student parameters, tokens and compute must be positive")
+    lt = teacher.resolved_loss(law)
+    if lt <= law.supervised.E:
+        raise ValueError(f"teacher loss {lt:.4f} is below the law's irreducible loss E = {law.supervised.E:.4f}; "
+                         f"no model reaches it (check the units: cross-entropy in nats per token)")
+    params = teacher.params or 0.0
+    if compute is None:
+        compute = distillation_compute(student_params, tokens, params)
+    else:
+        tokens = student_tokens(compute, student_params, params)
+    supervised_tokens = compute / train_flops(student_params, 1)
+    result = dict(student_params=student_params, student_tokens=float(tokens), compute=float(compute),
+                  teacher_loss=lt, supervised_loss=float(law.supervised.loss(student_params, supervised_tokens)),
+                  distilled_loss=float(law.loss(student_params, tokens, lt)),
+                  gap=capacity_gap(law, student_params, tokens, lt),
+                  trained_teacher=optimal_split(law, student_params, compute))
+    if target is not None:
+        supervised_needed = law.supervised.tokens_for(student_params, target)
+        result.update(target=target, compute_supervised=train_flops(student_params, supervised_needed),
+                      compute_existing_teacher=compute_to_reach(law, student_params, target, teacher),
+                      compute_training_teacher=compute_to_reach_training_teacher(law, student_params, target)[0])
+    return Plan(**result)

@@ -1,0 +1,69 @@
+"""`distillery sweep`: grid cells become valid run configs; recorded runs become scaling-law
+points (teachers and no-KD students supervised, dense KD students distilled); the report."""
+
+import json
+import math
+
+import pytest
+from rich.console import Console
+
+from cluster.config import RunConfig
+from planning.history import collect
+from planning.sweep import capacity_gap_lines, load_sweep, run_config, write_report
+from planning.fit import fit_law
+
+SWEEP = "deploy/configs/sweep.yaml"
+
+
+def test_every_grid_cell_is_a_valid_run_with_one_dense_kd_student_per_teacher():
+    sweep = load_sweep(SWEEP)
+    cfg = RunConfig(**run_config(sweep, 1, 1024))
+    assert cfg.run.name == "sweep-s1-n1024" and cfg.run.baseline and cfg.data.student_train_samples == 1024
+    assert [t.name for t in cfg.teachers] == ["t-xs", "t-s", "t-m"]
+    assert cfg.teachers[2].model.kwargs["config"]["n_embd"] == 160
+    assert cfg.student.model.kwargs["config"]["n_embd"] == 64
+    assert {n: (m.teachers, m.dense) for n, m in cfg.distill.methods.items()} == {
+        "from-t-xs": (["t-xs"], True), "from-t-s": (["t-s"], True), "from-t-m": (["t-m"], True)}
+
+
+def test_a_held_out_budget_must_be_a_budget_and_not_all_of_them(tmp_path):
+    from cluster.errors import ConfigError
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(open(SWEEP).read().replace("held_out: [2048]", "held_out: [4096]"))
+    with pytest.raises(ConfigError, match="are not budgets of the grid"):
+        load_sweep(path)
+
+
+def _write_run(root, sweep, student, budget, teacher_ppl, losses):
+    cfg = RunConfig(**run_config(sweep, student, budget))
+    run_dir = root / cfg.run.name
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(cfg.model_dump_json())
+    phases = {f"kd-from-{t}-seed0": {"test_nll": losses[t], "parameters": 1000 * (student + 1), "tokens_seen": budget * 30}
+              for t in teacher_ppl}
+    phases["baseline-seed0"] = {"test_nll": losses["none"], "parameters": 1000 * (student + 1)}
+    (run_dir / "state.json").write_text(json.dumps({"phases": phases}))
+    rows = [{"model": f"teacher {t}", "kind": "teacher", "metric": "test_perplexity", "score_mean": ppl,
+             "parameters": 5000 * (i + 1)} for i, (t, ppl) in enumerate(teacher_ppl.items())]
+    (run_dir / "results.json").write_text(json.dumps(rows))
+
+
+def test_recorded_runs_become_points_and_a_report(tmp_path):
+    sweep = load_sweep(SWEEP)
+    ppl = {"t-xs": 300.0, "t-s": 150.0, "t-m": 90.0}
+    _write_run(tmp_path, sweep, 0, 256, ppl, {"t-xs": 6.0, "t-s": 5.6, "t-m": 5.7, "none": 6.1})
+    _write_run(tmp_path, sweep, 1, 1024, ppl, {"t-xs": 5.5, "t-s": 5.0, "t-m": 4.9, "none": 5.3})
+    history = collect([tmp_path])
+    assert len(history.distilled) == 6 and len(history.supervised) == 2 + 6  # teachers counted once per run
+    point = next(p for p in history.distilled if p.phase == "kd-from-t-m-seed0" and p.run == "sweep-s0-n256")
+    assert point.teacher_loss == pytest.approx(math.log(90.0)) and point.tokens == 256 * 30
+    baseline = next(p for p in history.supervised if p.phase == "baseline-seed0" and p.run == "sweep-s0-n256")
+    assert baseline.tokens > 0 and baseline.loss == 6.1  # no tokens_seen recorded: epochs x the subset's tokens
+    lines = capacity_gap_lines(history.distilled)
+    assert "capacity gap: the best student came from the teacher with L_T 5.011" in lines[0]
+    assert "no capacity gap" in lines[1]
+    fit = fit_law(history.supervised, history.distilled, held_out=lambda p: p.run == "sweep-s1-n1024")
+    write_report(tmp_path / "law.json", fit, history, {"sweep-s1-n1024"}, Console(file=open("/dev/null", "w")), "t")
+    assert (tmp_path / "law.png").stat().st_size > 1000 and "held out" in (tmp_path / "law.md").read_text()
+    assert len(json.loads((tmp_path / "law.points.json").read_text())) == 14
