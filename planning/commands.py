@@ -49,11 +49,15 @@ def plan_command(
                   f"({split.teacher_share:.0%} of the compute, loss {split.teacher_loss:.4f}), student on "
                   f"{split.student_tokens:.3g} tokens -> {split.student_loss:.4f}")
     gap = result.gap
-    table.add_row("capacity gap",
-                  (f"this teacher is too strong for the student: a teacher of loss {gap.best_teacher_loss:.4f} "
-                   f"gives {gap.best_student_loss:.4f}" if gap.teacher_too_strong else
-                   f"none: the best teacher for this student has loss {gap.best_teacher_loss:.4f} "
-                   f"(student {gap.best_student_loss:.4f})"))
+    if gap.teacher_too_strong:
+        verdict = (f"this teacher is too strong for the student: a teacher of loss {gap.best_teacher_loss:.4f} "
+                   f"gives {gap.best_student_loss:.4f}")
+    elif gap.no_optimum:
+        verdict = "none: a stronger teacher helps this student all the way down to the law's irreducible loss"
+    else:
+        verdict = (f"none: the best teacher for this student has loss {gap.best_teacher_loss:.4f} "
+                   f"(student {gap.best_student_loss:.4f})")
+    table.add_row("capacity gap", verdict)
     if target is not None:
         routes = {"supervised": result.compute_supervised, "distil, teacher exists": result.compute_existing_teacher,
                   "distil, teacher trained too": result.compute_training_teacher}
@@ -86,8 +90,6 @@ def fit_law_command(
 
 def sweep_command(config: str = typer.Argument(..., help="sweep config, e.g. deploy/configs/sweep.yaml")) -> None:
     """Run a grid of teacher sizes, student sizes and token budgets; fit the laws to it."""
-    from cluster.connection import connect
     from planning.sweep import run_sweep
 
-    console.print(f"connected to {connect()}")
     run_sweep(config, console)

@@ -45,6 +45,7 @@ class CapacityGap:
     best_student_loss: float
     teacher_too_strong: bool  # the given teacher is past the optimum: a weaker one does better
     student_loss: float
+    no_optimum: bool = False  # stronger teachers help this student all the way down to the law's E
 
 
 def capacity_gap(law: DistillationLaw, n_student: float, d_student: float, teacher_loss: float) -> CapacityGap:
@@ -59,7 +60,8 @@ def capacity_gap(law: DistillationLaw, n_student: float, d_student: float, teach
     i = int(np.argmin(values))
     lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
     best = minimize_scalar(student, bounds=(lo, hi), method="bounded", options={"xatol": 1e-9}).x
-    return CapacityGap(float(best), student(best), teacher_loss < best - 1e-9, student(teacher_loss))
+    return CapacityGap(float(best), student(best), teacher_loss < best - 1e-9, student(teacher_loss),
+                       no_optimum=bool(best <= floor * 1.001))
 
 
 def distillation_compute(n_student: float, d_student: float, teacher_params: float,

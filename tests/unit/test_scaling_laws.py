@@ -121,3 +121,24 @@ def test_a_fit_to_points_of_a_known_law_predicts_held_out_points():
 def test_too_few_points_to_fit_are_refused_by_name():
     with pytest.raises(ValueError, match="at least 3 points"):
         fit_law([Point(1e5, 1e6, 3.0)], [])
+
+
+def test_distillery_plan_prints_the_plan_and_names_a_missing_law(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "COLUMNS": "240"}  # one table row per line
+
+    path = tmp_path / "law.json"
+    path.write_text(LAW.to_json())
+    args = [sys.executable, "-m", "orchestration", "plan", "--student-params", "1e6", "--tokens", "2e9",
+            "--teacher-loss", "1.75", "--teacher-params", "1e9", "--target-loss", "3.0"]
+    shown = subprocess.run(args + ["--law", str(path)], capture_output=True, text=True, timeout=120, env=env)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    out = shown.stdout
+    assert "distilled student loss" in out and "this teacher is too strong for the student" in out
+    assert "cheapest" in out
+    missing = subprocess.run(args + ["--law", str(tmp_path / "none.json")], capture_output=True, text=True,
+                             timeout=120, env=env)
+    assert missing.returncode == 2 and "no scaling-law file" in missing.stdout
