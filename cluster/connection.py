@@ -24,8 +24,8 @@ def connect(*, start_local: bool = True) -> str:
         start_local: start an embedded cluster when `RAY_ADDRESS` is unset (the run command);
             client commands (`teacher add`, `status`) pass False and attach to the running one.
     """
-    if ray.is_initialized():
-        return "already connected"
+    if ray.is_initialized():  # a second run in the same process (a sweep)
+        return f"the same cluster ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"
     if not prepare_ray_env():
         logger.warning("ray was imported before cluster.ray_env.prepare_ray_env() ran; call it first "
                        "so that token authentication and loopback addresses apply")
