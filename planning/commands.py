@@ -88,8 +88,9 @@ def fit_law_command(
     write_report(Path(out), fit, history, held, console, f"Scaling-law fit to {', '.join(runs)}")
 
 
-def sweep_command(config: str = typer.Argument(..., help="sweep config, e.g. deploy/configs/sweep.yaml")) -> None:
+def sweep_command(config: str = typer.Argument(..., help="sweep config, e.g. deploy/configs/sweep.yaml"),
+                  refit: bool = typer.Option(False, "--refit", help="fit the cells already run, run nothing")) -> None:
     """Run a grid of teacher sizes, student sizes and token budgets; fit the laws to it."""
     from planning.sweep import run_sweep
 
-    run_sweep(config, console)
+    run_sweep(config, console, refit_only=refit)

@@ -35,7 +35,10 @@ class History:
     skipped: list[str] = field(default_factory=list)  # runs or phases left out, and why
 
     def extend(self, other: "History") -> None:
-        self.supervised += other.supervised
+        """Add another run's points; a teacher shared by several runs (cached) counts once."""
+        seen = {(p.phase, p.params, p.tokens, p.loss) for p in self.supervised if p.teacher}
+        self.supervised += [p for p in other.supervised if not p.teacher or (p.phase, p.params, p.tokens, p.loss)
+                            not in seen]
         self.distilled += other.distilled
         self.skipped += other.skipped
 

@@ -93,7 +93,8 @@ def cell_name(sweep: SweepConfig, student: int, budget: int) -> str:
     return f"{sweep.name}-s{student}-n{budget}"
 
 
-def run_sweep(path: str | Path, console: Optional[Console] = None) -> LawFit:
+def run_sweep(path: str | Path, console: Optional[Console] = None, refit_only: bool = False) -> LawFit:
+    """Run every cell not finished yet (none with `refit_only`), then fit and report."""
     from orchestration.run import run as run_job
 
     console = console or Console()
@@ -101,7 +102,7 @@ def run_sweep(path: str | Path, console: Optional[Console] = None) -> LawFit:
     folder = Path(sweep.output_dir) / sweep.name
     (folder / "configs").mkdir(parents=True, exist_ok=True)
     cells = [(s, b) for s in range(len(sweep.students)) for b in sweep.budgets]
-    for i, (student, budget) in enumerate(cells, 1):
+    for i, (student, budget) in enumerate([] if refit_only else cells, 1):
         config = folder / "configs" / f"{cell_name(sweep, student, budget)}.yaml"
         config.write_text(yaml.safe_dump(run_config(sweep, student, budget), sort_keys=False))
         console.print(f"[bold]sweep {sweep.name}: cell {i}/{len(cells)}[/bold] student {sweep.students[student]}, "
