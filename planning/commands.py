@@ -65,6 +65,9 @@ def plan_command(
         for name, value in routes.items():
             table.add_row(f"reach {target:.4f}: {name}", _flops(value) + ("  <- cheapest" if name == cheapest
                                                                             and math.isfinite(value) else ""))
+    for warning in law.outside_fitted_range(params=student_params, tokens=result.student_tokens,
+                                            teacher_loss=result.teacher_loss):
+        table.add_row("[yellow]extrapolating[/yellow]", warning)
     console.print(table)
 
 

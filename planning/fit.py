@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -149,5 +149,12 @@ def fit_law(supervised: Sequence[Point], distilled: Sequence[Point],
                               else float(sup_law.loss(p.params, p.tokens)) for p in points])
         return FitError.of(predicted, np.array([p.loss for p in points]))
 
+    def span(values: list[float]) -> list[float]:
+        return [min(values), max(values)]
+
+    fitted = sup_train + dist_train
+    law = replace(law, fitted_range={"params": span([p.params for p in fitted]),
+                                     "tokens": span([p.tokens for p in fitted]),
+                                     "teacher_loss": span([p.teacher_loss for p in dist_train])})
     return LawFit(law, error(sup_train, False), error(sup_test, False), error(dist_train, True),
                   error(dist_test, True), gamma_fitted)

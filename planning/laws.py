@@ -73,6 +73,17 @@ class DistillationLaw:
     beta: Optional[float] = None
     gamma: Optional[float] = None
     source: str = field(default="", compare=False)  # where the coefficients come from
+    # {"params": [lo, hi], "tokens": [lo, hi], "teacher_loss": [lo, hi]} of the points fitted on
+    fitted_range: Optional[dict] = field(default=None, compare=False)
+
+    def outside_fitted_range(self, **values: Optional[float]) -> list[str]:
+        """The given quantities that fall outside the range the law was fitted on."""
+        out = []
+        for name, value in values.items():
+            lo_hi = (self.fitted_range or {}).get(name)
+            if value is not None and lo_hi and not lo_hi[0] <= value <= lo_hi[1]:
+                out.append(f"{name} {value:.3g} outside the fitted {lo_hi[0]:.3g}..{lo_hi[1]:.3g}")
+        return out
 
     def _own(self, name: str) -> float:
         value = getattr(self, name)

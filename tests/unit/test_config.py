@@ -30,10 +30,16 @@ def test_shipped_configs_load():
     for path in (QUICKSTART.parent / "teachers").glob("*.yaml"):
         load_yaml_model(TeacherConfig, path)
     tests = Path(__file__).parents[1] / "integration" / "configs"
-    runs = [*QUICKSTART.parent.glob("*.yaml"), *tests.glob("*.yaml"), *(QUICKSTART.parents[2] / "benchmarks" / "configs").glob("*.yaml")]
-    assert len(runs) >= 15
-    for path in runs:
-        checked_terms(load_run_config(path))  # every run config a test, benchmark or README names
+    from planning.sweep import load_sweep
+
+    configs = [*QUICKSTART.parent.glob("*.yaml"), *tests.glob("*.yaml"), *(QUICKSTART.parents[2] / "benchmarks" / "configs").glob("*.yaml")]
+    sweeps = [p for p in configs if p.name == "sweep.yaml"]
+    assert len(configs) >= 15 and sweeps
+    for path in configs:
+        if path in sweeps:
+            load_run_config(load_sweep(path).base)  # a sweep config and the run config it varies
+        else:
+            checked_terms(load_run_config(path))  # every run config a test, benchmark or README names
 
 
 def test_unknown_key_is_refused_with_its_path(tmp_path):
