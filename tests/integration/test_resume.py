@@ -1,8 +1,8 @@
-"""A continual run (three tasks learned in order; each task's student exported, served as the
-versioned teacher of the next task and retired after it; each task's memory labelled into a
-store that later tasks replay from) whose
-driver is killed mid-task: the same command with the same run name resumes it from the last
-checkpoint, serves the earlier task's snapshot again, and finishes with the continual results."""
+"""A continual run (two tasks learned in order; the first task's student exported, served as the
+versioned teacher of the second and retired after it; its memory labelled into a store that
+the second task replays from) whose driver is killed during the second task: the same command
+with the same run name resumes it from the last checkpoint, serves the first task's snapshot
+again, and finishes with the continual results."""
 
 from __future__ import annotations
 
@@ -48,23 +48,23 @@ def test_killed_continual_run_resumes_and_hands_each_task_to_the_next(ray_cluste
     assert set(rows) == {"kd:lwf"}
     for row in rows.values():
         matrix = np.array(row["matrix"])
-        assert matrix.shape == (3, 3) and row["score_mean"] == pytest.approx(matrix[-1].mean())
+        assert matrix.shape == (2, 2) and row["score_mean"] == pytest.approx(matrix[-1].mean())
         assert matrix[0, 0] > 0.8 and matrix[0, 1] == 0.0  # task 0 learned; task 1's classes not seen yet
-        assert row["backward_transfer_mean"] == pytest.approx(np.mean([matrix[2, j] - matrix[j, j] for j in (0, 1)]))
+        assert row["backward_transfer_mean"] == pytest.approx(matrix[1, 0] - matrix[0, 0])
     assert "backward transfer" in (second.run_dir / "results.md").read_text()
 
     snapshots = sorted(p.name for p in (second.run_dir / "snapshots").glob("*.safetensors"))
-    assert snapshots == [f"kd-lwf-task{k}-seed0.safetensors" for k in (0, 1)]
+    assert snapshots == ["kd-lwf-task0-seed0.safetensors"]
     records = second.metrics()  # both drivers' records
-    added = {r["teacher"]: r["model_version"] for r in records if r.get("event") == "teacher_added"}
-    assert set(added) == {"snapshot-kd-lwf-task0-seed0", "snapshot-kd-lwf-task1-seed0"}
-    assert len(set(added.values())) == 2  # each task's teacher is a new version
+    added = [r for r in records if r.get("event") == "teacher_added"]
+    assert {r["teacher"] for r in added} == {"snapshot-kd-lwf-task0-seed0"}
+    assert len(added) >= 2 and len({r["model_version"] for r in added}) == 1  # served again after the resume
     removed = {r["teacher"] for r in records if r.get("event") == "teacher_removed"}
-    assert removed == set(added)
-    taught = [r for r in records if r.get("phase") == "kd-lwf-task2-seed0" and "loss/lwf" in r]
-    assert taught and all(r["teachers"] == ["snapshot-kd-lwf-task1-seed0"] for r in taught)
+    assert removed == {"snapshot-kd-lwf-task0-seed0"}
+    taught = [r for r in records if r.get("phase") == KILLED and "loss/lwf" in r]
+    assert taught and all(r["teachers"] == ["snapshot-kd-lwf-task0-seed0"] for r in taught)
     stored = sorted(r["phase"] for r in records if r.get("event") == "memory_stored")
-    assert stored == ["kd-lwf-task0-seed0", "kd-lwf-task1-seed0"]  # task 0's store outlived the killed driver
+    assert stored == ["kd-lwf-task0-seed0"]  # stored before the kill, replayed after it
     assert sorted(p.name for p in (second.run_dir / "replay").iterdir()) == stored
     replayed = [r["replay/stored_targets"] for r in taught if "replay/stored_targets" in r]
     assert replayed and sum(replayed) > 0
