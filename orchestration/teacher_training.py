@@ -52,7 +52,7 @@ def perplexity(module: torch.nn.Module, split: Split, chunk: int = 64) -> float:
         for start in range(0, len(split.y), chunk):
             rows = slice(start, start + chunk)
             labels = torch.from_numpy(split.labels(rows))
-            nll += float(F.cross_entropy(module(torch.from_numpy(split.x[rows])), labels, reduction="sum"))
+            nll += float(F.cross_entropy(module(torch.tensor(split.x[rows])), labels, reduction="sum"))
             tokens += len(labels)
     return float(np.exp(nll / max(tokens, 1)))
 

@@ -87,11 +87,21 @@ class TrainedTeacherSplit:
     teacher_share: float  # of the budget spent training the teacher
 
 
+def teacher_sizes(law: DistillationLaw, n_student: float) -> tuple[float, float]:
+    """The teacher sizes searched: a tenth of the student to 1000 times it, cut to the sizes the
+    law was fitted on when it records them (a law says little about models it never saw)."""
+    lo, hi = n_student * TEACHER_SIZE_RANGE[0], n_student * TEACHER_SIZE_RANGE[1]
+    fitted = (law.fitted_range or {}).get("params")
+    if fitted and max(lo, fitted[0]) < min(hi, fitted[1]):
+        lo, hi = max(lo, fitted[0]), min(hi, fitted[1])
+    return lo, hi
+
+
 def optimal_split(law: DistillationLaw, n_student: float, compute: float) -> TrainedTeacherSplit:
     """The teacher to train and the tokens of both for the lowest student loss within
     `compute` (teacher training + teacher forwards + student training): a log grid over the
     teacher's size and its share of the budget."""
-    sizes = np.geomspace(n_student * TEACHER_SIZE_RANGE[0], n_student * TEACHER_SIZE_RANGE[1], GRID)
+    sizes = np.geomspace(*teacher_sizes(law, n_student), GRID)
     shares = np.linspace(0.01, 0.99, GRID)
     nt, share = np.meshgrid(sizes, shares, indexing="ij")
     dt = share * compute / train_flops(nt, 1)

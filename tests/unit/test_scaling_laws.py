@@ -118,6 +118,8 @@ def test_a_fit_to_points_of_a_known_law_predicts_held_out_points():
     assert fit.distilled_train.rmse < 0.02
     assert fit.law.fitted_range["tokens"] == [1e6, 1e8]  # the held-out budget is outside what was fitted
     assert fit.law.outside_fitted_range(tokens=1e9, params=1e6) == ["tokens 1e+09 outside the fitted 1e+06..1e+08"]
+    split = optimal_split(fit.law, 3e5, 1e15)  # a teacher to train: searched among the sizes fitted on
+    assert 1e5 <= split.teacher_params <= 3e6
 
 
 def test_too_few_points_to_fit_are_refused_by_name():
