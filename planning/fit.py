@@ -137,10 +137,10 @@ def fit_law(supervised: Sequence[Point], distilled: Sequence[Point],
     dist_train = [p for p in distilled if not held_out(p)]
     dist_test = [p for p in distilled if held_out(p)]
     sup_law, gamma_fitted = fit_supervised(sup_train)
-    law = fit_distillation(dist_train, sup_law) if len(dist_train) >= 2 else None
-    if law is None:
+    if len(dist_train) < 2:
         raise ValueError(f"fitting the distillation law needs at least 2 distilled students outside the held-out "
                          f"points, got {len(dist_train)}")
+    law = fit_distillation(dist_train, sup_law)
 
     def error(points: Sequence[Point], distilled_points: bool) -> Optional[FitError]:
         if not points:

@@ -138,10 +138,8 @@ class StoredTargets:
         self.record = table_to_record(table, source=f"store {folder}", batch_id="")
         sample = table.column(SAMPLE_COLUMN).to_numpy()
         self._order = np.argsort(sample, kind="stable")  # rows by sample, each sample's rows in stored order
-        size = max(samples, int(sample.max()) + 1 if len(sample) else 0)
-        held = sample[self._order]
-        self._start = np.searchsorted(held, np.arange(size))
-        self._count = np.searchsorted(held, np.arange(size), side="right") - self._start
+        self._count = np.bincount(sample, minlength=samples)  # rows per sample id
+        self._start = np.cumsum(self._count) - self._count  # where a sample's rows begin in `_order`
         if manifest.output_space.startswith("tokens:"):
             return  # a sequence without target positions has no rows: every batch's row count is checked instead
         missing = np.flatnonzero(self._count[:samples] == 0)
