@@ -134,6 +134,9 @@ class StudentConfig(Strict):
     gpus_per_worker: float = Field(0.0, ge=0)
     checkpoint_every: int = Field(50, ge=1, description="steps between checkpoints")
     log_every: int = Field(10, ge=1, description="steps between progress/metric records")
+    max_failures: int = Field(
+        1, ge=-1, description="times Ray Train restarts the worker group from the last checkpoint after a "
+                              "worker fails (a killed process, a lost node, an error); -1: without limit")
 
 
 class TermConfig(Strict):
@@ -278,7 +281,20 @@ class DistillConfig(Strict):
     batches_per_request: int = Field(4, ge=1, description="batches one teacher request carries")
     top_k: int = Field(64, ge=1)
     dense_max_classes: int = Field(1024, ge=2, description="output spaces up to this size travel dense")
-    request_timeout_s: float = Field(60.0, gt=0)
+    request_timeout_s: float = Field(60.0, gt=0, description="deadline for one teacher answer")
+    request_retries: int = Field(
+        2, ge=0, description="a failed or late teacher request is sent again this many times (with backoff) "
+                             "before the teacher counts as lost")
+    slow_teacher_fallback: bool = Field(
+        True, description="a batch whose teacher misses its deadline goes on with the teachers that answered "
+                          "(their weights renormalised) instead of waiting for the retry")
+    on_teacher_lost: Literal["drop", "fail"] = Field(
+        "drop", description="a teacher that stays unreachable after its retries: drop it from the teacher set "
+                            "(with a warning; the other weights renormalise) or fail the run")
+    on_no_teacher: Literal["fail", "pause"] = Field(
+        "fail", description="when no teacher is left: fail, or pause (up to pause_timeout_s) until one is added; "
+                            "a KD student never trains on no targets")
+    pause_timeout_s: float = Field(600.0, gt=0, description="how long a paused run waits for a teacher")
     version_poll_every: int = Field(1, ge=1, description="steps between teacher-set version checks")
 
 

@@ -7,6 +7,7 @@ messages pass through it; soft targets go from Serve replicas straight to train 
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -62,6 +63,7 @@ class Orchestrator:
         self._phase: Optional[str] = None
         self.peers: Optional[PeerBoard] = None
         self._stop_requested = False
+        self._last_step = _last_logged_steps(Path(run_dir) / "metrics.jsonl")  # (trainer, phase) -> step
 
     # --- queried by train workers (cheap) ----------------------------------------------------
     def teacher_set_version(self) -> int:
@@ -90,7 +92,19 @@ class Orchestrator:
         self._latest[f"{trainer}/rank{record.get('rank', 0)}" if trainer else f"rank{record.get('rank', 0)}"] = record
         if record.get("rank", 0) == 0:
             self._phase = record.get("phase", self._phase)
+            if "step" in record:
+                key = (trainer, record.get("phase"))
+                self._last_step[key] = max(self._last_step.get(key, 0), record["step"])
         self._sink.write(record)
+
+    def resumed(self, phase: str, step: int, trainer: Optional[str] = None) -> int:
+        """A phase resumed from its checkpoint at `step`: record it and return how many steps
+        trained before the failure are trained again (a lower bound: steps are seen every
+        `student.log_every`)."""
+        replayed = max(0, self._last_step.get((trainer, phase), step) - step)
+        self._event("resumed", phase=phase, step=step, steps_replayed=replayed, **({"trainer": trainer} if trainer else {}))
+        self._last_step[(trainer, phase)] = step
+        return replayed
 
     # --- teacher management ------------------------------------------------------------------
     def add_teachers(self, teachers: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -316,14 +330,23 @@ class Orchestrator:
         return {"name": name, "weight": weight, "previous": previous,
                 "teacher_set_version": self._teacher_set.version}
 
-    def remove_teacher(self, name: str) -> dict[str, Any]:
+    def teacher_lost(self, name: str, reason: str) -> TeacherSet:
+        """A worker gave up on `name` after its retries (`distill.on_teacher_lost: drop`): drop it
+        from the teacher set (the other weights renormalise) and return the new set. Another
+        worker's report of the same loss finds it gone and changes nothing."""
+        if name in self._teacher_set.teachers:
+            logger.warning("run %s: teacher %r lost: %s; dropped from the teacher set", self.run, name, reason)
+            self.remove_teacher(name, event="teacher_lost", reason=reason)
+        return self._teacher_set
+
+    def remove_teacher(self, name: str, event: str = "teacher_removed", **details: Any) -> dict[str, Any]:
         """Drop `name` from the teacher set and start deleting its Serve app."""
         with self._lock:
             if name not in self._teacher_set.teachers:
                 raise KeyError(f"run {self.run!r} has no teacher {name!r}; "
                                f"teachers: {sorted(self._teacher_set.teachers)}")
             self._teacher_set = self._teacher_set.without_teacher(name)
-            self._event("teacher_removed", teacher=name)
+            self._event(event, teacher=name, teachers_left=sorted(self._teacher_set.teachers), **details)
             deployed = self._apps.pop(name, None) is not None
         # Workers drop the teacher at their next step boundary; requests still in flight to the
         # deleted app fail and are skipped by the TeacherClient. An external endpoint keeps running.
@@ -451,3 +474,20 @@ class Orchestrator:
         return {"name": cfg.name, "teacher_set_version": self._teacher_set.version, **info,
                 "cached": trained.cached, "train_seconds": trained.train_seconds, "pretrained": cfg.pretrained,
                 "test_score": trained.test_score}
+
+
+def _last_logged_steps(metrics: Path) -> dict[tuple[Optional[str], str], int]:
+    """The highest step rank 0 logged per (trainer, phase) in an earlier driver's metrics.jsonl."""
+    last: dict[tuple[Optional[str], str], int] = {}
+    if not metrics.is_file():
+        return last
+    with open(metrics) as lines:
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a killed driver
+                continue
+            if record.get("rank") == 0 and "step" in record and "phase" in record:
+                key = (record.get("trainer"), record["phase"])
+                last[key] = max(last.get(key, 0), record["step"])
+    return last

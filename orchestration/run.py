@@ -184,7 +184,7 @@ def train_students(jobs: list, cfg: RunConfig, run_dir: Path, reference: Optiona
         torch_config=TorchConfig(backend="nccl" if use_gpu and torch.cuda.is_available() else "gloo"),
         run_config=TrainRunConfig(name=trainer_name or f"{cfg.run.name}-students", storage_path=str(run_dir / "train"),
                                   checkpoint_config=CheckpointConfig(num_to_keep=2),
-                                  failure_config=FailureConfig(max_failures=0)),
+                                  failure_config=FailureConfig(max_failures=cfg.student.max_failures)),
     )
     return trainer.fit().metrics["phases"]
 

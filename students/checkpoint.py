@@ -17,6 +17,8 @@ from typing import Any, Optional
 import ray.train
 from ray.train import Checkpoint
 
+from students.checkpoint_files import CheckpointError, integrity_problem, refuse_unsafe_pickles, write_manifest
+
 logger = logging.getLogger(__name__)
 TAG = "student"
 PROGRESS_FILE = "progress.json"
@@ -33,13 +35,23 @@ class ClientState:
     applied_batches: int = 0
     teacher_set_version: int = 0
     samples_seen: int = 0
+    applied_ids: dict[str, int] = field(default_factory=dict)  # batch id -> times applied (the ledger)
 
-    def applied(self, batch_index: int, global_samples: int) -> None:
-        """Record that the batch at `batch_index` of the current epoch was trained on."""
+    def applied(self, batch_id: str, batch_index: int, global_samples: int) -> None:
+        """Record that the batch `batch_id`, at `batch_index` of the current epoch, was trained on."""
         self.step += 1
         self.next_batch = batch_index + 1
         self.applied_batches += 1
         self.samples_seen += global_samples
+        self.applied_ids[batch_id] = self.applied_ids.get(batch_id, 0) + 1
+
+    def ledger(self, planned: list[str]) -> dict[str, int]:
+        """Exactly-once accounting against the planned batch ids: the ledger is saved with the
+        weights, so a batch trained before a failure and again after the resume counts once."""
+        return {"batches_planned": len(planned),
+                "batches_lost": sum(1 for b in planned if b not in self.applied_ids),
+                "batches_applied_twice": sum(1 for n in self.applied_ids.values() if n > 1),
+                "batches_unplanned": len(set(self.applied_ids) - set(planned))}
 
 
 @dataclass
@@ -56,34 +68,73 @@ def save_and_report(engine: Any, state: ClientState, progress: RunProgress, metr
     what else the phase must resume with (the adversarial discriminator and its optimizer)."""
     with tempfile.TemporaryDirectory(prefix="distillery-ckpt-") as tmp:
         engine.save_checkpoint(tmp, tag=TAG, client_state={"distillery": asdict(state), "extra": extra_state or {}})
-        if ray.train.get_context().get_world_rank() == 0:
+        context = ray.train.get_context()
+        if context.get_world_rank() == 0:
             (Path(tmp) / PROGRESS_FILE).write_text(json.dumps(asdict(progress)))
+        write_manifest(Path(tmp), context.get_world_rank(), context.get_world_size())
         ray.train.report({**metrics, "phase": state.phase, "checkpoint_step": state.step},
                          checkpoint=Checkpoint.from_directory(tmp))
 
 
+_chosen: dict[str, Checkpoint] = {}  # Ray's latest checkpoint path -> the one to resume from
+
+
+def _candidates(latest: Checkpoint) -> list[Checkpoint]:
+    """Ray's latest checkpoint, then (on a local or mounted filesystem) the older ones beside it."""
+    folder = Path(latest.path)
+    if not folder.parent.is_dir():
+        return [latest]
+    older = sorted((p for p in folder.parent.glob("checkpoint_*") if p.is_dir() and p != folder), reverse=True)
+    return [latest] + [Checkpoint.from_directory(str(p)) for p in older]
+
+
+def resume_checkpoint() -> Optional[Checkpoint]:
+    """The newest complete checkpoint of this run (None on a fresh start). A checkpoint cut
+    short or corrupted is skipped with a warning; when none is complete, `CheckpointError`
+    says so; nothing is loaded from a checkpoint that fails its check."""
+    latest = ray.train.get_checkpoint()
+    if latest is None:
+        return None
+    if latest.path in _chosen:
+        return _chosen[latest.path]
+    problems = []
+    for candidate in _candidates(latest):
+        with candidate.as_directory() as path:
+            problem = integrity_problem(Path(path))
+        if problem is None:
+            if problems:
+                logger.warning("resuming from the older checkpoint %s: %s", candidate.path, "; ".join(problems))
+            _chosen[latest.path] = candidate
+            return candidate
+        problems.append(f"{candidate.path}: {problem}")
+    raise CheckpointError("no complete checkpoint to resume from: " + "; ".join(problems) +
+                          ". Delete the run's output folder (or the train/ folder in it) to start over")
+
+
 def read_progress() -> Optional[RunProgress]:
-    """The run progress stored in the last reported checkpoint, or None on a fresh start."""
-    checkpoint = ray.train.get_checkpoint()
+    """The run progress stored in the checkpoint to resume from, or None on a fresh start."""
+    checkpoint = resume_checkpoint()
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as path:
         progress_path = Path(path) / PROGRESS_FILE
         if not progress_path.is_file():
-            raise RuntimeError(f"checkpoint {checkpoint.path} has no {PROGRESS_FILE}: it was cut short or "
-                               "written by another program; delete the run's output folder to start over")
+            raise CheckpointError(f"checkpoint {checkpoint.path} has no {PROGRESS_FILE}: it was written by another "
+                                  "program; delete the run's output folder to start over")
         return RunProgress(**json.loads(progress_path.read_text()))
 
 
 def restore(engine: Any) -> tuple[ClientState, dict[str, Any]]:
-    """Load the last reported checkpoint into `engine`; return its client state and extra state."""
-    checkpoint = ray.train.get_checkpoint()
+    """Load the checkpoint to resume from into `engine` (after refusing pickles that could run
+    code); return its client state and extra state."""
+    checkpoint = resume_checkpoint()
     with checkpoint.as_directory() as path:
+        refuse_unsafe_pickles(Path(path))
         load_path, client_state = engine.load_checkpoint(path, tag=TAG)
     if load_path is None:
-        raise RuntimeError(f"checkpoint {checkpoint.path} holds no DeepSpeed checkpoint tagged {TAG!r}; "
-                           "delete the run's output folder to start over")
+        raise CheckpointError(f"checkpoint {checkpoint.path} holds no DeepSpeed checkpoint tagged {TAG!r}; "
+                              "delete the run's output folder to start over")
     state = ClientState(**client_state["distillery"])
-    logger.info("phase %s resumed from step %d (epoch %d, batch %d)", state.phase, state.step, state.epoch,
-                state.next_batch)
+    logger.info("phase %s resumed from step %d (epoch %d, batch %d) of %s", state.phase, state.step, state.epoch,
+                state.next_batch, checkpoint.path)
     return state, client_state.get("extra", {})

@@ -198,14 +198,15 @@ def _make_source(job: StudentJob, output_space: str, samples: int, planned: Call
         return StoredTeachers(job.stores, teacher_set, samples=samples, output_space=output_space,
                               temperature=job.distill.temperature)
     if job.source == "served":
-        from teachers.client import TeacherClient
+        from teachers.client import FaultPolicy, TeacherClient
         from teachers.teacher_set import snapshot_teacher_name
 
         only = {snapshot_teacher_name(job.teacher_snapshot)} if job.teacher_snapshot else job.teachers and set(job.teachers)
         return TeacherClient(job.orchestrator, output_space=output_space, temperature=job.distill.temperature,
                              prefetch=job.distill.prefetch, batches_per_request=job.distill.batches_per_request,
                              timeout_s=job.distill.request_timeout_s, top_k=job.distill.top_k,
-                             dense_max_classes=job.distill.dense_max_classes, only=only)
+                             dense_max_classes=job.distill.dense_max_classes, only=only,
+                             policy=FaultPolicy.of(job.distill))
     from teachers.local import LocalTeachers
 
     apps, teacher_set = ray.get([job.orchestrator.teacher_apps.remote(), job.orchestrator.teacher_set.remote()])
@@ -375,6 +376,7 @@ class _Progress:
             record["teachers"] = sorted(ts.teachers)
             record.update({f"teacher/{n}/weight": w for n, w in ts.weights().items()})
             record.update({f"teacher/{n}/wait_ms": ms for n, ms in client.wait_ms.items()})
+            record.update({f"faults/{k}": v for k, v in getattr(client, "faults", {}).items()})
         record.update(extra or {})
         if self.job.orchestrator is not None:
             self.job.orchestrator.record_progress.remote(record)
@@ -398,6 +400,7 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
     state, extra_state = restore(engine) if run_progress.phase == job.phase else (ClientState(phase=job.phase), {})
     run_progress.phase = job.phase
     resumed_from = state.step
+    steps_replayed = _announce_resume(job, state.step, rank) if resumed_from else 0
 
     first_epoch, first_batch = state.epoch, state.next_batch
 
@@ -433,6 +436,7 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
     stopped = False
     while state.epoch < epochs and not stopped:
         for batch in epoch_plan(state.epoch):
+            planned_id = batch.batch_id  # a speculative batch keeps the id of the batch it extends
             wait_start = time.perf_counter()
             if speculate is not None:
                 batch = speculate(batch, state.step)
@@ -446,7 +450,7 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
                 terms["replay/stored_targets"] = torch.tensor(float(replayed))
             if synthetic is not None:
                 synthetic.request(state.step + 1)  # answered while the next real batch trains
-            state.applied(batch.index, len(batch.y) * world_size)
+            state.applied(planned_id, batch.index, len(batch.y) * world_size)
             progress.add(terms, len(batch.y))
             if publisher is not None:
                 lag.observe(targets, state.step)
@@ -481,7 +485,12 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
     final = {**_evaluate(engine, job, dataset, rank, world_size, reference), **_ptq_metrics(engine, job, dataset, rank,
                                                                                         world_size, reference),
              "parameters": n_params,
-             "steps": state.step, "resumed_from_step": resumed_from, "applied_batches": state.applied_batches,
+             "steps": state.step, "resumed_from_step": resumed_from, "steps_replayed": steps_replayed,
+             "applied_batches": state.applied_batches,
+             **_ledger(state, [b.batch_id for e in range(epochs) for b in plan_epoch(
+                 train, epoch=e, seed=job.seed, shard=rank, num_shards=world_size, batch_size=cfg.micro_batch_size)],
+                 stopped, engine.device),
+             **({f"faults_{k}": v for k, v in client.faults.items()} if hasattr(client, "faults") else {}),
              "train_s": train_s, "targets_s": targets_s,
              f"{unit}_per_s": (state.samples_seen - samples_before) / max(train_s - eval_s, 1e-9),
              f"{unit}_seen": state.samples_seen,  # over the whole phase, resumed or not: a scaling-law point's D
@@ -496,6 +505,26 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
     save_and_report(engine, state, run_progress, {"step": state.step, "phases": dict(run_progress.completed)},
                     _extra_state(loss_fn, synthetic))
     return final
+
+
+def _announce_resume(job: StudentJob, step: int, rank: int) -> int:
+    """Tell the orchestrator the phase resumed at `step`; return the steps trained again."""
+    if job.orchestrator is None:
+        return 0
+    import ray
+
+    return int(ray.get(job.orchestrator.resumed.remote(job.phase, step, job.trainer))) if rank == 0 else 0
+
+
+def _ledger(state: ClientState, planned: list[str], stopped: bool, device: torch.device) -> dict[str, int]:
+    """The exactly-once counts summed over the ranks. A stopped phase planned only what it reached."""
+    if stopped:
+        planned = [b for b in planned if b in state.applied_ids]
+    counts = state.ledger(planned)
+    totals = torch.tensor(list(counts.values()), dtype=torch.float64, device=device)
+    if dist.is_initialized():
+        dist.all_reduce(totals)
+    return {key: int(value) for key, value in zip(counts, totals.tolist())}
 
 
 def _ptq_metrics(engine, job: StudentJob, dataset: Dataset, rank: int, world_size: int,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Optional, Protocol
 
 import numpy as np
@@ -20,7 +21,7 @@ import ray
 from ray import serve
 
 from teachers.targets import TeacherTargets
-from teachers.errors import TeacherUnavailableError
+from teachers.errors import NoTeacherError, SoftTargetError, TeacherAuthError, TeacherUnavailableError
 from teachers.grpc_client import GrpcTeacher
 from teachers.soft_targets import validate_soft_targets
 from teachers.teacher_set import TeacherEntry, TeacherSet
@@ -36,12 +37,36 @@ class Batch(Protocol):
     y: np.ndarray
 
 
+@dataclass(frozen=True)
+class FaultPolicy:
+    """What the client does when a teacher fails (the `distill` keys of the same names)."""
+
+    retries: int = 2
+    slow_teacher_fallback: bool = True
+    on_teacher_lost: str = "drop"  # or "fail"
+    on_no_teacher: str = "fail"  # or "pause"
+    pause_timeout_s: float = 600.0
+
+    @classmethod
+    def of(cls, distill: Any) -> "FaultPolicy":
+        return cls(distill.request_retries, distill.slow_teacher_fallback, distill.on_teacher_lost,
+                   distill.on_no_teacher, distill.pause_timeout_s)
+
+
+_LATE = object()  # a teacher missed its deadline for a batch that goes on without it
+
+
+def _backoff_s(attempt: int) -> float:
+    return min(2.0, 0.1 * 2 ** attempt)
+
+
 class _Request:
     """One request to one teacher for several consecutive batches; answered once, read per batch."""
 
-    def __init__(self, response: Any, batch_ids: list[str]):
+    def __init__(self, response: Any, batches: list[Batch]):
         self.response = response
-        self.batch_ids = batch_ids
+        self.batches = batches
+        self.batch_ids = [b.batch_id for b in batches]
         self._records: Optional[dict[str, Any]] = None
 
     def record(self, batch_id: str, timeout_s: float) -> Any:
@@ -66,11 +91,22 @@ class TeacherClient:
             its own k, or for dense targets).
         only: the teachers of the set this client uses (all when None); a born-again phase
             reads only its snapshot teacher.
+        policy: retries, fallback and what to do when a teacher is lost or none is left.
+
+    A request that fails (a replica died, Serve's queue was full, the call errored) is sent
+    again, to whichever replica Serve picks, `policy.retries` times with backoff; a rejection
+    by Serve's queue limit (back-pressure) is retried until the deadline without counting.
+    A request that misses its deadline while other teachers answered the batch is left out of
+    that batch (`fallback_batches`) when `policy.slow_teacher_fallback`; a teacher that misses
+    more than `policy.retries` deadlines in a row, or fails more than `policy.retries` times
+    for one batch, is lost: reported to the orchestrator, which drops it from the teacher set
+    (`on_teacher_lost: drop`), or the run fails. Malformed soft targets are never retried:
+    they raise `SoftTargetError` before the student sees them.
     """
 
     def __init__(self, orchestrator: Any, *, output_space: str, temperature: float, prefetch: int = 8,
                  batches_per_request: int = 4, timeout_s: float = 60.0, top_k: int = 0, dense_max_classes: int = 0,
-                 only: Optional[set[str]] = None):
+                 only: Optional[set[str]] = None, policy: FaultPolicy = FaultPolicy()):
         self._orchestrator = orchestrator
         self.output_space = output_space
         self.temperature = temperature
@@ -87,6 +123,10 @@ class TeacherClient:
         self._in_flight: dict[tuple[str, str], _Request] = {}
         self._version_ref: Optional[ray.ObjectRef] = None
         self.wait_ms: dict[str, float] = {}
+        self.policy = policy
+        self.faults = {"retries": 0, "backpressure_retries": 0, "fallback_batches": 0, "teachers_lost": 0,
+                       "paused_s": 0.0}
+        self._late_in_a_row: dict[str, int] = {}
         self.refresh(ray.get(orchestrator.teacher_set.remote()))
 
     # --- teacher set -------------------------------------------------------------------------
@@ -144,7 +184,7 @@ class TeacherClient:
     def _submit(self, batches: list[Batch], teacher: str) -> _Request:
         payload = {"batches": [{"batch_id": b.batch_id, "inputs": b.teacher_x} for b in batches],
                    "temperature": self.temperature, "top_k": self.top_k, "dense_max_classes": self.dense_max_classes}
-        request = _Request(self._handles[teacher].remote(payload), [b.batch_id for b in batches])
+        request = _Request(self._handles[teacher].remote(payload), batches)
         for batch in batches:
             self._in_flight[(batch.batch_id, teacher)] = request
         return request
@@ -186,36 +226,75 @@ class TeacherClient:
         return handle.score_proposals.remote(sequences, start, top_k, temperature, seed).result(
             timeout_s=self.timeout_s)
 
-    def targets_for(self, batch: Batch) -> Optional[TeacherTargets]:
-        """The validated, weighted records of every current teacher for `batch` (None if no teacher)."""
+    def targets_for(self, batch: Batch) -> TeacherTargets:
+        """The validated, weighted records of the current teachers for `batch`. Never empty: with
+        no teacher left the client fails or pauses (`policy.on_no_teacher`)."""
         if self._upcoming and self._upcoming[0].batch_id == batch.batch_id:
             self._upcoming.popleft()
-        records = {}
-        for name in list(self._handles):
-            key = (batch.batch_id, name)
-            if key not in self._in_flight:  # not planned, or the teacher joined after the plan was sent
-                self._submit([batch], name)
-            record = self._result(name, batch, self._in_flight.pop(key))
-            if record is not None:
-                records[name] = record
-        self._fill()
-        if not records:
-            return None
-        return TeacherTargets(records, self.teacher_set.weights())
+        while True:
+            self._wait_for_teachers(batch)
+            records, late = {}, []
+            for name in list(self._handles):
+                outcome = self._collect(name, batch, may_skip=self.policy.slow_teacher_fallback and len(self._handles) > 1)
+                if outcome is _LATE:
+                    late.append(name)
+                elif outcome is not None:
+                    records[name] = outcome
+            if late and not records:  # nobody answered in time: no fallback, wait for the retries
+                for name in late:
+                    if name in self._handles and (outcome := self._collect(name, batch, may_skip=False)) is not None:
+                        records[name] = outcome
+            elif late:
+                self.faults["fallback_batches"] += 1
+            self._fill()
+            if records:
+                return TeacherTargets(records, self.teacher_set.weights())
 
-    def _result(self, name: str, batch: Batch, request: _Request):
-        start = time.perf_counter()
-        try:
-            record = request.record(batch.batch_id, self.timeout_s)
-        except Exception as exc:  # noqa: BLE001 - a removed teacher's request fails; decide below
-            latest = ray.get(self._orchestrator.teacher_set.remote())
-            if name not in latest.teachers:
-                self.refresh(latest)
-                return None
-            raise TeacherUnavailableError(
-                f"teacher {name!r} gave no soft targets for batch {batch.batch_id!r} within "
-                f"{self.timeout_s}s: {type(exc).__name__}: {exc}") from exc
-        self.wait_ms[name] = (time.perf_counter() - start) * 1000
+    def _collect(self, name: str, batch: Batch, *, may_skip: bool):
+        """One teacher's record for `batch`, retried as the policy says; `_LATE` when it missed
+        its deadline and `may_skip`; None when the teacher left the set meanwhile."""
+        attempt, backpressure_since = 0, None
+        while True:
+            key = (batch.batch_id, name)
+            request = self._in_flight.get(key) or self._submit([batch], name)
+            start = time.perf_counter()
+            try:
+                raw = request.record(batch.batch_id, self.timeout_s)
+            except (SoftTargetError, TeacherAuthError):
+                raise  # bad payloads and refused credentials are not transient
+            except Exception as exc:  # noqa: BLE001 - a dead replica, a full queue, a missed deadline
+                if self._left_the_set(name):
+                    return None
+                if isinstance(exc, serve.exceptions.BackPressureError):
+                    backpressure_since = backpressure_since or time.monotonic()
+                    if time.monotonic() - backpressure_since < self.timeout_s:
+                        self.faults["backpressure_retries"] += 1
+                        self._resend(request, name)
+                        time.sleep(_backoff_s(0))
+                        continue
+                if isinstance(exc, TimeoutError) and may_skip:
+                    self._late_in_a_row[name] = self._late_in_a_row.get(name, 0) + 1
+                    self._resend(request, name, skip=batch.batch_id)
+                    if self._late_in_a_row[name] > self.policy.retries:
+                        self._lose(name, batch, exc)
+                        return None
+                    return _LATE
+                attempt += 1
+                if attempt > self.policy.retries:
+                    self._lose(name, batch, exc)
+                    return None
+                self.faults["retries"] += 1
+                logger.warning("teacher %r, batch %r: %s: %s; retry %d of %d", name, batch.batch_id,
+                               type(exc).__name__, exc, attempt, self.policy.retries)
+                time.sleep(_backoff_s(attempt))
+                self._resend(request, name)
+                continue
+            del self._in_flight[key]
+            self._late_in_a_row[name] = 0
+            self.wait_ms[name] = (time.perf_counter() - start) * 1000
+            return self._validated(name, batch, raw)
+
+    def _validated(self, name: str, batch: Batch, record: Any):
         entry = self.teacher_set.teachers[name]
         record = validate_soft_targets(record, batch_id=batch.batch_id, batch_size=len(batch.y),
                                        output_space=self.output_space, temperature=self.temperature,
@@ -224,6 +303,52 @@ class TeacherClient:
             raise TeacherUnavailableError(f"teacher {name!r} answered batch {batch.batch_id!r} with version "
                                           f"{record.teacher_version!r}, not a version of {entry.model_version!r}")
         return record
+
+    def _resend(self, request: _Request, teacher: str, skip: Optional[str] = None) -> None:
+        """Drop a failed request and ask again for the batches it still owed (but `skip`)."""
+        owed = [b for b in request.batches if self._in_flight.get((b.batch_id, teacher)) is request]
+        for b in owed:
+            del self._in_flight[(b.batch_id, teacher)]
+        request.cancel()
+        owed = [b for b in owed if b.batch_id != skip]
+        if owed:
+            self._submit(owed, teacher)
+
+    def _left_the_set(self, name: str) -> bool:
+        """Whether the orchestrator no longer lists `name` (removed, or lost by another worker)."""
+        latest = ray.get(self._orchestrator.teacher_set.remote())
+        if name in latest.teachers:
+            return False
+        self.refresh(latest)
+        return True
+
+    def _lose(self, name: str, batch: Batch, exc: BaseException) -> None:
+        reason = (f"teacher {name!r} gave no soft targets for batch {batch.batch_id!r} after "
+                  f"{self.policy.retries} retries (deadline {self.timeout_s}s): {type(exc).__name__}: {exc}")
+        if self.policy.on_teacher_lost == "fail":
+            raise TeacherUnavailableError(reason + "; distill.on_teacher_lost is 'fail'") from exc
+        logger.warning("%s; dropping it from the teacher set", reason)
+        self.faults["teachers_lost"] += 1
+        self.refresh(ray.get(self._orchestrator.teacher_lost.remote(name, reason)))
+
+    def _wait_for_teachers(self, batch: Batch) -> None:
+        """Return once the set has a teacher; fail, or pause until one is added (`on_no_teacher`)."""
+        if self._handles:
+            return
+        what = (f"no teacher is left for batch {batch.batch_id!r} (teacher set v{self.teacher_set.version}); "
+                f"a KD student does not train without soft targets")
+        if self.policy.on_no_teacher == "fail":
+            raise NoTeacherError(f"{what}. Add a teacher (`distillery teacher add`) and rerun the same command to "
+                                 f"resume, or set distill.on_no_teacher: pause")
+        logger.warning("%s: paused for up to %.0fs until a teacher is added", what, self.policy.pause_timeout_s)
+        start = time.monotonic()
+        while not self._handles:
+            if time.monotonic() - start > self.policy.pause_timeout_s:
+                raise NoTeacherError(f"{what}; none was added within distill.pause_timeout_s "
+                                     f"({self.policy.pause_timeout_s:g}s)")
+            time.sleep(1.0)
+            self.refresh(ray.get(self._orchestrator.teacher_set.remote()))
+        self.faults["paused_s"] += time.monotonic() - start
 
     def close(self) -> None:
         for request in set(self._in_flight.values()):

@@ -11,6 +11,10 @@ class TeacherUnavailableError(DistilleryError):
     """A teacher did not answer in time or its endpoint is gone."""
 
 
+class NoTeacherError(TeacherUnavailableError):
+    """A KD student has no teacher left to learn from (and the config says not to wait)."""
+
+
 class IncompatibleTeacherError(DistilleryError):
     """A teacher's output space does not match the student's."""
 
