@@ -18,7 +18,7 @@ import torch
 
 from benchmarks.machine import describe_machine
 from cluster.config import ModelSpec, load_run_config
-from orchestration.run import default_cache_dir
+from cluster.paths import default_cache_dir
 from orchestration.teacher_training import accuracy, train_or_load_teacher
 from students.data import load_dataset, student_subset
 from students.losses import LOSSES

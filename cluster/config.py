@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cluster.errors import ConfigError
 from cluster.factory import DEFAULT_ALLOWED_MODULES
+from cluster.paths import paths_outside_roots
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
 NAME_HINT = "lowercase letters, digits, '-' or '_', starting with a letter or digit, at most 48 chars"
@@ -673,6 +674,10 @@ def load_yaml_model(model_type: Type[M], path: str | Path) -> M:
 def load_run_config(path: str | Path, overrides: Optional[dict[str, Any]] = None) -> RunConfig:
     """Load and validate a run config. `overrides` maps dotted paths to values (CLI flags)."""
     data = read_yaml_file(path)
+    given = frozenset(k for k, v in (overrides or {}).items() if v is not None)
+    outside = paths_outside_roots(data, skip=given)
+    if outside:
+        raise ConfigError(str(path), outside)
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue

@@ -156,6 +156,7 @@ def teacher_add(teacher_yaml: Optional[str] = typer.Argument(None, help="a teach
                                                           help="Serve application, when the endpoint is Serve's gRPC ingress")) -> None:
     """Start using a new teacher in a running job: deploy one from a config, or register an endpoint."""
     from cluster.config import TeacherConfig, load_yaml_model
+    from cluster.paths import paths_outside_roots
 
     if (teacher_yaml is None) == (endpoint is None):
         raise typer.BadParameter("give either a teacher config file or --endpoint, not both")
@@ -169,6 +170,9 @@ def teacher_add(teacher_yaml: Optional[str] = typer.Argument(None, help="a teach
         info = _call(run, "add_endpoint", name, spec, weight)
     else:
         teacher = load_yaml_model(TeacherConfig, teacher_yaml)
+        outside = paths_outside_roots(teacher.model_dump(), fields=("weights",))
+        if outside:
+            raise ConfigError(teacher_yaml, outside)
         info = _call(run, "add_teacher", teacher.model_dump())
     console.print(f"teacher {info['name']} added to run {run}: teacher set v{info['teacher_set_version']}, "
                   f"model version {info['model_version']}, {info['output_space']}")

@@ -79,7 +79,7 @@ def precompute(cfg: RunConfig, dataset: Dataset, console: Console) -> dict[str, 
     """Write (or reuse) the store of every teacher in `cfg`; return their manifests by teacher."""
     import ray
 
-    from orchestration.run import default_cache_dir
+    from cluster.paths import default_cache_dir
     from orchestration.teacher_training import teacher_app_args, test_score
     from teachers.arrow_codec import fixed_size_list
     from teachers.backend import file_version
@@ -122,7 +122,7 @@ def offline_stores(cfg: RunConfig, dataset: Dataset) -> dict[str, tuple[str, Man
 
     Raises `SoftTargetStoreError` when a teacher was never trained/precomputed or its store is stale.
     """
-    from orchestration.run import default_cache_dir
+    from cluster.paths import default_cache_dir
     from teachers.backend import file_version
     from teachers.errors import SoftTargetStoreError
 

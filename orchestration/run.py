@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -19,6 +18,7 @@ from rich.console import Console
 from rich.text import Text
 
 from cluster.config import RunConfig, load_run_config
+from cluster.paths import default_cache_dir
 from orchestration.precompute import offline_stores
 from orchestration.results import METRICS, gain_lines, ptq_lines, retained_gain_lines, rich_table, summarize, write_results
 from orchestration.continual_results import continual_rows, matrix_markdown
@@ -26,10 +26,6 @@ from orchestration.online_results import online_gain_lines, online_rows
 from orchestration.phases import continual_jobs, online_jobs, student_jobs
 
 logger = logging.getLogger(__name__)
-
-
-def default_cache_dir() -> str:
-    return os.environ.get("DISTILLERY_CACHE_DIR", str(Path.home() / ".cache" / "distillery"))
 
 
 class RunState:

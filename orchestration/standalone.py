@@ -15,7 +15,7 @@ from cluster.factory import DEFAULT_ALLOWED_MODULES
 def serve_teacher(teacher_yaml: str, *, port: int, host: str, run_config: Optional[str], console: Console,
                   security_files: dict[str, Any]) -> None:
     """Load (or train and cache) the teacher, serve it until SIGINT/SIGTERM."""
-    from orchestration.run import default_cache_dir
+    from cluster.paths import default_cache_dir
     from orchestration.teacher_training import teacher_app_args, train_or_load_teacher
     from students.data import load_dataset
     from teachers.backend import resolve_model

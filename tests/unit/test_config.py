@@ -247,3 +247,31 @@ def test_a_method_asks_for_its_own_soft_target_form():
     top8 = methods["top8"].distill_of(cfg.distill)
     assert (top8.top_k, top8.dense_max_classes) == (8, 1)
     assert cfg.distill.top_k == 64 and cfg.distill.dense_max_classes == 1024  # the run's own stay as they were
+
+
+def test_paths_outside_the_allowed_roots_are_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DISTILLERY_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("DISTILLERY_ALLOWED_ROOTS", raising=False)
+    (tmp_path / "inside").mkdir()
+    (tmp_path / "inside" / "escape").symlink_to("/etc")
+    data = base()
+    data["teachers"][0]["weights"] = "/etc/passwd"
+    data["distill"]["store_dir"] = "inside/../../elsewhere"
+    data["run"]["output_dir"] = "inside/escape/runs"
+    path = write(tmp_path, data)
+    with pytest.raises(ConfigError) as err:
+        load_run_config(path)
+    message = str(err.value)
+    for field in ("teachers[0].weights: '/etc/passwd'", "distill.store_dir", "run.output_dir"):
+        assert field in message
+    assert "DISTILLERY_ALLOWED_ROOTS" in message
+
+    # what the user types on the command line is theirs; a root they add is allowed
+    load_run_config(path, {"run.output_dir": "/var/tmp/runs", "distill.store_dir": "/var/tmp/store",
+                           "teachers": [{**data["teachers"][0], "weights": None}]})
+    monkeypatch.setenv("DISTILLERY_ALLOWED_ROOTS", "/etc:/var/tmp")
+    with pytest.raises(ConfigError, match="distill.store_dir"):
+        load_run_config(path)
+    data["distill"]["store_dir"] = "/var/tmp/store"
+    load_run_config(write(tmp_path, data))
