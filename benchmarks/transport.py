@@ -276,15 +276,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def fuzz(cases: int) -> dict:
-    """Run the fuzz cases in a child process: a crash there is a finding, not the end of this run."""
-    code = ("import json, sys; from benchmarks.fuzz import run_cases; "
-            f"print(json.dumps(run_cases({cases}, seed=7)))")
+def fuzz(cases: int, timeout_s: float = 1800) -> dict:
+    """Run the fuzz cases in a child process: a crash there is a finding, not the end of this
+    run; so is a child still running after `timeout_s` (a hang). The child reports its peak
+    resident memory before and after the cases (bounded memory: the growth stays small)."""
+    code = ("import json, resource; from benchmarks.fuzz import run_cases, seed_payloads; seed_payloads(); "
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+            f"result = run_cases({cases}, seed=7); "
+            "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+            "print(json.dumps({**result, 'peak_rss_mib': after / 1024, 'rss_growth_mib': (after - before) / 1024}))")
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800,
-                          cwd=Path(__file__).resolve().parents[1])
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout_s,
+                              cwd=Path(__file__).resolve().parents[1])
+    except subprocess.TimeoutExpired:
+        return {"cases": cases, "hung": True, "crashed": False, "seconds": time.perf_counter() - start}
     result = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else {"cases": cases}
-    result.update({"child_exit_code": proc.returncode, "crashed": proc.returncode != 0,
+    result.update({"child_exit_code": proc.returncode, "crashed": proc.returncode != 0, "hung": False,
                    "seconds": time.perf_counter() - start})
     return result
 

@@ -42,7 +42,10 @@ class ResourcesConfig(Strict):
     num_cpus: float = Field(0.25, ge=0)
     num_gpus: float = Field(0.0, ge=0)
     replicas: int = Field(1, ge=1)
-    max_ongoing_requests: int = Field(16, ge=1)
+    max_ongoing_requests: int = Field(16, ge=1, description="requests one replica works on at once")
+    max_queued_requests: int = Field(
+        -1, ge=-1, description="requests a caller may queue for the app before Serve rejects more "
+                               "(back-pressure, retried by the students); -1: no limit")
 
 
 class TeacherTrainingConfig(Strict):

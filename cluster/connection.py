@@ -33,5 +33,10 @@ def connect(*, start_local: bool = True) -> str:
     if address or not start_local:
         ray.init(address=address or "auto", namespace=NAMESPACE, log_to_driver=True)
         return f"cluster at {address or 'auto'}"
-    ray.init(namespace=NAMESPACE, _node_ip_address="127.0.0.1")  # token authentication on by default
+    if os.environ.get("RAY_AUTH_MODE") != "token":
+        from cluster.errors import DistilleryError
+
+        raise DistilleryError(f"RAY_AUTH_MODE is {os.environ.get('RAY_AUTH_MODE')!r}: distillery starts Ray only with "
+                              f"token authentication on; unset RAY_AUTH_MODE (or set it to 'token')")
+    ray.init(namespace=NAMESPACE, _node_ip_address="127.0.0.1")  # token authentication on
     return f"embedded local cluster ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"

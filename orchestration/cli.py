@@ -156,6 +156,7 @@ def teacher_add(teacher_yaml: Optional[str] = typer.Argument(None, help="a teach
                                                           help="Serve application, when the endpoint is Serve's gRPC ingress")) -> None:
     """Start using a new teacher in a running job: deploy one from a config, or register an endpoint."""
     from cluster.config import TeacherConfig, load_yaml_model
+    from cluster.errors import ConfigError
     from cluster.paths import paths_outside_roots
 
     if (teacher_yaml is None) == (endpoint is None):

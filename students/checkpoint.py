@@ -22,6 +22,7 @@ from students.checkpoint_files import CheckpointError, integrity_problem, refuse
 logger = logging.getLogger(__name__)
 TAG = "student"
 PROGRESS_FILE = "progress.json"
+LEDGER_FILE = "ledger-rank{rank}.json"  # the batch ids this rank applied
 
 
 @dataclass
@@ -66,12 +67,16 @@ def save_and_report(engine: Any, state: ClientState, progress: RunProgress, metr
                     extra_state: Optional[dict[str, Any]] = None) -> None:
     """Every rank saves its part of the DeepSpeed checkpoint and reports it. `extra_state`:
     what else the phase must resume with (the adversarial discriminator and its optimizer)."""
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    loop_state = {k: v for k, v in asdict(state).items() if k != "applied_ids"}  # the same on every rank
     with tempfile.TemporaryDirectory(prefix="distillery-ckpt-") as tmp:
-        engine.save_checkpoint(tmp, tag=TAG, client_state={"distillery": asdict(state), "extra": extra_state or {}})
-        context = ray.train.get_context()
-        if context.get_world_rank() == 0:
+        # DeepSpeed keeps rank 0's client state only; each rank's ledger goes in its own file
+        engine.save_checkpoint(tmp, tag=TAG, client_state={"distillery": loop_state, "extra": extra_state or {}})
+        (Path(tmp) / LEDGER_FILE.format(rank=rank)).write_text(json.dumps(state.applied_ids))
+        if rank == 0:
             (Path(tmp) / PROGRESS_FILE).write_text(json.dumps(asdict(progress)))
-        write_manifest(Path(tmp), context.get_world_rank(), context.get_world_size())
+        write_manifest(Path(tmp), rank, context.get_world_size())
         ray.train.report({**metrics, "phase": state.phase, "checkpoint_step": state.step},
                          checkpoint=Checkpoint.from_directory(tmp))
 
@@ -84,7 +89,7 @@ def _candidates(latest: Checkpoint) -> list[Checkpoint]:
     folder = Path(latest.path)
     if not folder.parent.is_dir():
         return [latest]
-    older = sorted((p for p in folder.parent.glob("checkpoint_*") if p.is_dir() and p != folder), reverse=True)
+    older = sorted((p for p in folder.parent.glob("checkpoint_*") if p.is_dir() and p.name < folder.name), reverse=True)
     return [latest] + [Checkpoint.from_directory(str(p)) for p in older]
 
 
@@ -126,15 +131,19 @@ def read_progress() -> Optional[RunProgress]:
 
 def restore(engine: Any) -> tuple[ClientState, dict[str, Any]]:
     """Load the checkpoint to resume from into `engine` (after refusing pickles that could run
-    code); return its client state and extra state."""
+    code); return its client state, with this rank's ledger, and extra state."""
     checkpoint = resume_checkpoint()
     with checkpoint.as_directory() as path:
+        ledger = Path(path) / LEDGER_FILE.format(rank=ray.train.get_context().get_world_rank())
+        if not ledger.is_file():
+            raise CheckpointError(f"checkpoint {checkpoint.path} has no {ledger.name}: it was written by another "
+                                  f"number of workers; start the run over in a new output folder")
         refuse_unsafe_pickles(Path(path))
         load_path, client_state = engine.load_checkpoint(path, tag=TAG)
-    if load_path is None:
-        raise CheckpointError(f"checkpoint {checkpoint.path} holds no DeepSpeed checkpoint tagged {TAG!r}; "
-                              "delete the run's output folder to start over")
-    state = ClientState(**client_state["distillery"])
+        if load_path is None:
+            raise CheckpointError(f"checkpoint {checkpoint.path} holds no DeepSpeed checkpoint tagged {TAG!r}; "
+                                  "delete the run's output folder to start over")
+        state = ClientState(**client_state["distillery"], applied_ids=json.loads(ledger.read_text()))
     logger.info("phase %s resumed from step %d (epoch %d, batch %d) of %s", state.phase, state.step, state.epoch,
                 state.next_batch, checkpoint.path)
     return state, client_state.get("extra", {})

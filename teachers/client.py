@@ -125,7 +125,7 @@ class TeacherClient:
         self.wait_ms: dict[str, float] = {}
         self.policy = policy
         self.faults = {"retries": 0, "backpressure_retries": 0, "fallback_batches": 0, "teachers_lost": 0,
-                       "paused_s": 0.0}
+                       "paused_s": 0.0, "longest_recovery_s": 0.0}
         self._late_in_a_row: dict[str, int] = {}
         self.refresh(ray.get(orchestrator.teacher_set.remote()))
 
@@ -253,7 +253,7 @@ class TeacherClient:
     def _collect(self, name: str, batch: Batch, *, may_skip: bool):
         """One teacher's record for `batch`, retried as the policy says; `_LATE` when it missed
         its deadline and `may_skip`; None when the teacher left the set meanwhile."""
-        attempt, backpressure_since = 0, None
+        attempt, backpressure_since, failed_at = 0, None, None
         while True:
             key = (batch.batch_id, name)
             request = self._in_flight.get(key) or self._submit([batch], name)
@@ -263,6 +263,7 @@ class TeacherClient:
             except (SoftTargetError, TeacherAuthError):
                 raise  # bad payloads and refused credentials are not transient
             except Exception as exc:  # noqa: BLE001 - a dead replica, a full queue, a missed deadline
+                failed_at = failed_at or time.monotonic()
                 if self._left_the_set(name):
                     return None
                 if isinstance(exc, serve.exceptions.BackPressureError):
@@ -291,6 +292,8 @@ class TeacherClient:
                 continue
             del self._in_flight[key]
             self._late_in_a_row[name] = 0
+            if failed_at is not None:  # answered after retries: how long the batch waited for it
+                self.faults["longest_recovery_s"] = max(self.faults["longest_recovery_s"], time.monotonic() - failed_at)
             self.wait_ms[name] = (time.perf_counter() - start) * 1000
             return self._validated(name, batch, raw)
 

@@ -321,6 +321,7 @@ def build_teacher_app(args: TeacherAppArgs | dict) -> Application:
         name=f"teacher_{args.name}",
         num_replicas=res.replicas,
         max_ongoing_requests=res.max_ongoing_requests,
+        max_queued_requests=res.max_queued_requests,
         ray_actor_options={"num_cpus": res.num_cpus, "num_gpus": res.num_gpus},
         # Students send many small requests; a log line per request would drown the job's log.
         logging_config={"enable_access_log": False},

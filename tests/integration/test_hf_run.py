@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.hf_fixtures import HEADS, HIDDEN, tiny_bert
-from tests.integration.conftest import distillery
+from tests.conftest import distillery
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ import numpy as np
 
 import pytest
 
-from tests.integration.conftest import REPO
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ import pytest
 from teachers.arrow_codec import decode, encode_inputs
 from teachers.proto import teacher_service_pb2 as pb
 from teachers.proto import teacher_service_pb2_grpc as pb_grpc
-from tests.integration.conftest import CONFIGS, Background, RunProcess, distillery, free_port
+from tests.conftest import CONFIGS, Background, RunProcess, distillery, free_port
 
 pytestmark = pytest.mark.integration
 INGRESS_TOKEN = "ingress-token-for-tests"

@@ -22,7 +22,7 @@ from orchestration.teacher_training import perplexity
 from students.data import load_dataset
 from teachers.hf_lm import causal_lm
 from tests.hf_fixtures import MINILM
-from tests.integration.conftest import CONFIGS, distillery
+from tests.conftest import CONFIGS, distillery
 
 pytestmark = pytest.mark.integration
 CONFIG = CONFIGS / "llm.yaml"

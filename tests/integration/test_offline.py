@@ -11,7 +11,7 @@ import pytest
 
 from cluster.config import DataConfig
 from students.data import load_dataset
-from tests.integration.conftest import CONFIGS, distillery
+from tests.conftest import CONFIGS, distillery
 
 pytestmark = pytest.mark.integration
 

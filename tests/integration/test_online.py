@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from tests.integration.conftest import CONFIGS, RunProcess
+from tests.conftest import CONFIGS, RunProcess
 
 pytestmark = pytest.mark.integration
 MAX_STALENESS, STEPS = 4, 2 * (150 // 16)

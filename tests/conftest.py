@@ -6,6 +6,7 @@ processes, so the tests exercise the same code path a user's shell does.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -21,8 +23,8 @@ from cluster.ray_env import prepare_ray_env
 
 prepare_ray_env()  # before anything imports ray
 
-REPO = Path(__file__).resolve().parents[2]
-CONFIGS = Path(__file__).parent / "configs"
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = Path(__file__).parent / "integration" / "configs"
 
 
 def free_port() -> int:
@@ -36,11 +38,11 @@ def _ray(*args: str, env=None, timeout: float = 120) -> subprocess.CompletedProc
                           env=env, timeout=timeout)
 
 
-@pytest.fixture(scope="session")
-def ray_cluster(tmp_path_factory):
-    """Start a head node on free loopback ports; yield its addresses; stop it at the end."""
+@contextlib.contextmanager
+def local_cluster(cache: Path) -> Iterator[dict[str, str]]:
+    """Start a head node on free loopback ports (token authentication on), connect to it and
+    point the CLI at it; yield its addresses; stop it at the end."""
     gcs_port, dashboard_port = free_port(), free_port()
-    cache = tmp_path_factory.mktemp("cache")
     started = _ray("start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
                    "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--num-cpus=2",
                    "--disable-usage-stats", timeout=180)
@@ -56,6 +58,12 @@ def ray_cluster(tmp_path_factory):
         ray.shutdown()
         _ray("stop", "--force")
         os.environ.pop("RAY_ADDRESS", None)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    with local_cluster(tmp_path_factory.mktemp("cache")) as addresses:
+        yield addresses
 
 
 def distillery(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

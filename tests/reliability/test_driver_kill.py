@@ -13,7 +13,7 @@ import pytest
 
 from cluster.config import DataConfig
 from students.data import load_dataset
-from tests.integration.conftest import CONFIGS, RunProcess
+from tests.conftest import CONFIGS, RunProcess
 
 pytestmark = pytest.mark.integration
 EPOCHS, BATCH, WORKERS, MEMORY = 3, 16, 2, 8

@@ -1,0 +1,25 @@
+"""Teachers that fail while a KD student trains: a killed replica, a hung teacher, a deleted
+app with no teacher left. Training goes on (or pauses), and every planned batch is applied
+exactly once."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.reliability.faults import teacher_faults
+
+pytestmark = pytest.mark.integration
+
+
+def test_training_survives_teacher_faults_and_applies_every_batch_once(ray_cluster, tmp_path):
+    figures = teacher_faults(tmp_path)
+    print("teacher faults:", figures)
+    assert figures["http_routes"] == {"proxy_location": "Disabled", "teacher-mlp": None, "teacher-cnn": None}
+    assert figures["batches_lost"] == 0 and figures["batches_applied_twice"] == 0
+    assert figures["batches_planned"] == 2 * figures["steps"]  # both ranks, every step reached
+    assert figures["faults_retries"] >= 1  # the killed replica's requests were sent again
+    assert figures["faults_fallback_batches"] >= 1  # batches went on with mlp while cnn hung
+    assert figures["faults_teachers_lost"] >= 1
+    assert figures["mlp_effective_weight_after_cnn_dropped"] == pytest.approx(1.0)
+    assert figures["steps_while_no_teacher"] == 0  # paused, not trained on nothing
+    assert figures["faults_paused_s"] > 0

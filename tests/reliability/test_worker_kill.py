@@ -1,0 +1,23 @@
+"""A killed train worker, a killed driver and a checkpoint cut short, in one run: it resumes,
+the steps trained again give the same losses, and no batch is lost or applied twice."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.reliability.faults import worker_kill
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_killed_worker_and_driver_resume_with_the_same_losses(ray_cluster, tmp_path):
+    figures = worker_kill(tmp_path)
+    print("worker kill:", figures)
+    assert figures["worker_restart_resumed_from_step"] % 10 == 0
+    assert figures["worker_restart_steps_replayed"] >= 1
+    assert figures["driver_rerun_used_an_older_checkpoint"]
+    assert figures["driver_rerun_resumed_from_step"] < figures["latest_checkpoint_step"]
+    assert figures["steps_compared"] >= figures["worker_restart_steps_replayed"]
+    assert figures["max_loss_difference"] <= 1e-5
+    assert figures["batches_lost"] == 0 and figures["batches_applied_twice"] == 0
+    assert figures["batches_planned"] == 2 * figures["steps"]
