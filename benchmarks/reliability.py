@@ -56,9 +56,11 @@ def render(result: dict) -> str:
         f = result["teacher_faults"]
         lines += ["## Teacher faults during one KD run (`tests/reliability/test_teacher_faults.py`)", "",
                   "| figure | value |", "|---|---:|",
-                  f"| replica of mlp killed (SIGKILL): requests retried | {f['faults_retries']} |",
-                  f"| longest wait of a batch from its request's failure to its answer (s, rank 0) | "
-                  f"{f['faults_longest_recovery_s']:.2f} |",
+                  f"| replica of mlp killed (SIGKILL): requests retried in the next 20 steps (rank 0) | "
+                  f"{f['replica_kill_retries']} |",
+                  f"| longest wait for mlp's soft targets in those steps (ms; the other replica answered) | "
+                  f"{f['replica_kill_max_wait_ms']} |",
+                  f"| requests retried over the run (rank 0) | {f['faults_retries']} |",
                   f"| cnn hung (SIGSTOP): seconds until it was dropped | {f['hung_teacher_dropped_after_s']} |",
                   f"| batches that went on without the late teacher (fallback) | {f['faults_fallback_batches']} "
                   f"of {f['steps']} ({f['faults_fallback_batches'] / max(f['steps'], 1):.1%}) |",

@@ -93,6 +93,9 @@ def teacher_faults(output_dir: Path) -> dict[str, Any]:
         step = last_step(run)
         os.kill(victim, signal.SIGKILL)
         run.wait_for(lambda: last_step(run) >= step + 20, "20 steps after the replica kill")
+        window = [r for r in rank0_steps(run) if step <= r["step"] <= step + 20]
+        figures["replica_kill_retries"] = window[-1].get("faults/retries", 0) - window[0].get("faults/retries", 0)
+        figures["replica_kill_max_wait_ms"] = round(max(r.get("teacher/mlp/wait_ms", 0.0) for r in window), 1)
 
         stopped_pid = replica_pids("teacher-cnn")[0]
         hung_at, step = time.time(), last_step(run)

@@ -17,7 +17,8 @@ def test_training_survives_teacher_faults_and_applies_every_batch_once(ray_clust
     assert figures["http_routes"] == {"proxy_location": "Disabled", "teacher-mlp": None, "teacher-cnn": None}
     assert figures["batches_lost"] == 0 and figures["batches_applied_twice"] == 0
     assert figures["batches_planned"] == 2 * figures["steps"]  # both ranks, every step reached
-    assert figures["faults_retries"] >= 1  # the killed replica's requests were sent again
+    assert figures["replica_kill_max_wait_ms"] < 2000  # the other replica answered within the deadline
+    assert figures["faults_retries"] >= 1  # the deleted app's requests were sent again before it was lost
     assert figures["faults_fallback_batches"] >= 1  # batches went on with mlp while cnn hung
     assert figures["faults_teachers_lost"] >= 1
     assert figures["mlp_effective_weight_after_cnn_dropped"] == pytest.approx(1.0)
