@@ -43,7 +43,8 @@ def run(only: tuple[str, ...], fuzz_cases: int) -> dict:
             for name in cluster_scenarios:
                 print(f"{name}...", flush=True)
                 start = time.perf_counter()
-                result[name] = getattr(faults, name)(Path(tmp) / name)
+                options = {"reference": True} if name == "worker_kill" else {}
+                result[name] = getattr(faults, name)(Path(tmp) / name, **options)
                 print(f"{name}: {time.perf_counter() - start:.0f}s {json.dumps(result[name])}", flush=True)
     return result
 
@@ -76,15 +77,19 @@ def render(result: dict) -> str:
                   f"| worker killed after step | {w['worker_killed_after_step']} |",
                   f"| worker group resumed from step (steps replayed) | {w['worker_restart_resumed_from_step']} "
                   f"({w['worker_restart_steps_replayed']}) |",
-                  f"| seconds from the kill to the next logged step | {w['worker_restart_recovery_s']} |",
-                  f"| driver rerun: newest checkpoint (step {w['newest_checkpoint_step']}) cut short, resumed from step "
-                  f"| {w['driver_rerun_resumed_from_step']} |",
+                  f"| seconds from the kill to the restarted group's first logged step | {w['worker_restart_recovery_s']} |",
+                  f"| driver killed; Ray's latest checkpoint (step {w['latest_checkpoint_step']}) cut short: the rerun "
+                  f"resumed from step (an older checkpoint: {w['driver_rerun_used_an_older_checkpoint']}) | "
+                  f"{w['driver_rerun_resumed_from_step']} |",
                   f"| steps trained twice and compared / max loss difference | {w['steps_compared']} / "
                   f"{w['max_loss_difference']:.2e} |",
+                  f"| the whole loss curve against an uninterrupted run (steps / max difference) | "
+                  f"{w.get('uninterrupted_steps_compared')} / {w.get('uninterrupted_max_loss_difference', float('nan')):.2e} |",
                   f"| batches planned / lost / applied twice | {w['batches_planned']} / {w['batches_lost']} / "
                   f"{w['batches_applied_twice']} |", ""]
     if "load" in result:
-        lines += ["## Students on one teacher (1 request at a time per replica, at most 2 queued)", "",
+        lines += ["## Students on one teacher (1 replica: 1 request at a time, at most 2 queued per caller; each "
+                  "student keeps 8 requests in flight)", "",
                   "| students | batches | batches/s | p50 wait (ms) | p99 wait (ms) | back-pressure retries | "
                   "other retries | lost |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
         lines += [f"| {r['students']} | {r['batches']} | {r['batches_per_s']} | {r['p50_ms']} | {r['p99_ms']} | "

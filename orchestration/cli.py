@@ -77,6 +77,43 @@ def warmup() -> None:
 
 
 @app.command()
+def report(run: str = RUN_OPTION,
+           output_dir: str = typer.Option("runs", "--output-dir", help="the folder that holds the run's folder")) -> None:
+    """Write (again) `<output-dir>/<run>/report.md` with its PNG plots, from the run's metrics and
+    results: a finished run has one already; this draws one for a run still going or cut short."""
+    from pathlib import Path
+
+    from orchestration.report import write_report
+
+    run_dir = Path(output_dir) / run
+    if not (run_dir / "metrics.jsonl").is_file():
+        raise typer.BadParameter(f"{run_dir} has no metrics.jsonl: pass the run's --output-dir")
+    console.print(f"report: {write_report(run_dir)}")
+
+
+@app.command()
+def export(run: str = RUN_OPTION,
+           output_dir: str = typer.Option("runs", "--output-dir", help="the folder that holds the run's folder"),
+           to: Optional[str] = typer.Option(None, "--to", help="where to write (default <run>/export/<phase>)")) -> None:
+    """Gather the student of the run's newest complete checkpoint (any ZeRO stage) into
+    safetensors (and a Hugging Face folder for HF language models), then score it on the test
+    split against the metric the run recorded."""
+    from pathlib import Path
+
+    from orchestration.export import export_run
+
+    run_dir = Path(output_dir) / run
+    if not (run_dir / "config.json").is_file():
+        raise typer.BadParameter(f"{run_dir} has no config.json: pass the run's --output-dir")
+    with console.status(f"gathering the student of run {run} from its checkpoint..."):
+        out = export_run(run_dir, Path(to) if to else None)
+    recorded = f"{out['recorded']:.4f}" if out["recorded"] is not None else "not recorded (phase unfinished)"
+    console.print(f"phase {out['phase']} (step {out['step']}, {out['parameters']:,} parameters) -> {out['folder']}"
+                  f"{' and ' + out['hf_folder'] if 'hf_folder' in out else ''}\n"
+                  f"{out['metric']}: {out['reproduced']:.4f} from the export, {recorded} recorded by the run")
+
+
+@app.command()
 def stop(run: str = RUN_OPTION) -> None:
     """End a running job early: the phase in training stops at its next check (every
     student.log_every steps), is evaluated and written to the results; phases not started are

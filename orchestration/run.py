@@ -20,6 +20,7 @@ from rich.text import Text
 from cluster.config import RunConfig, load_run_config
 from cluster.paths import default_cache_dir
 from orchestration.precompute import offline_stores
+from orchestration.report import write_report
 from orchestration.results import METRICS, gain_lines, ptq_lines, retained_gain_lines, rich_table, summarize, write_results
 from orchestration.continual_results import continual_rows, matrix_markdown
 from orchestration.online_results import online_gain_lines, online_rows
@@ -298,7 +299,8 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
             console.print(extra, highlight=False)
         for line in gain_lines(rows):
             console.print(line)
-        console.print(f"results: {run_dir / 'results.md'}; metrics: {run_dir / 'metrics.jsonl'}")
+        console.print(f"results: {run_dir / 'results.md'}; metrics: {run_dir / 'metrics.jsonl'}; "
+                      f"report with plots: {write_report(run_dir)}")
         return rows
     finally:
         _shutdown(orchestrator)

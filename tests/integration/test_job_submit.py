@@ -34,6 +34,9 @@ def test_job_submit_runs_the_same_job(ray_cluster, tmp_path):
     assert "succeeded" in result.stdout + result.stderr
     assert "student (KD: born_again) over the no-KD baseline" in result.stdout
     rows = json.loads((tmp_path / "submitted" / "results.json").read_text())
+    report = (tmp_path / "submitted" / "report.md").read_text()  # the job's report, with its plots
+    for plot in ("loss", "eval", "teacher_weights", "teacher_latency"):
+        assert f"(report/{plot}.png)" in report and (tmp_path / "submitted" / "report" / f"{plot}.png").stat().st_size
     assert {r["kind"] for r in rows} == {"teacher", "ensemble", "kd:families", "kd:born_again", "kd:gating", "kd:route",
                                          "baseline"}
     records = [json.loads(line) for line in (tmp_path / "submitted" / "metrics.jsonl").read_text().splitlines()]

@@ -135,7 +135,18 @@ def teacher_faults(output_dir: Path) -> dict[str, Any]:
     return figures
 
 
-def worker_kill(output_dir: Path, kill_worker_after: int = 25, kill_driver_after: int = 45) -> dict[str, Any]:
+def losses(run: RunProcess, phase: str = "kd-seed0") -> dict[int, list[float]]:
+    """Rank 0's loss at every logged step, in the order logged (a step trained again after a
+    resume appears twice)."""
+    out: dict[int, list[float]] = {}
+    for r in rank0_steps(run, phase):
+        if "loss/total" in r:
+            out.setdefault(r["step"], []).append(r["loss/total"])
+    return out
+
+
+def worker_kill(output_dir: Path, kill_worker_after: int = 25, kill_driver_after: int = 45,
+                reference: bool = False) -> dict[str, Any]:
     """Two failures of one run, then a damaged checkpoint:
     1. a train worker is killed (SIGKILL) after step `kill_worker_after`: Ray Train restarts the
        worker group from the last checkpoint (every 10 steps) and the run goes on;
@@ -161,11 +172,8 @@ def worker_kill(output_dir: Path, kill_worker_after: int = 25, kill_driver_after
 
     rerun = RunProcess(CONFIGS / "worker_kill.yaml", "worker-kill", output_dir)
     assert rerun.finish(timeout=400) == 0, rerun.log()[-4000:]
-    first, again = {}, {}
-    for r in rank0_steps(rerun, "kd-seed0"):  # both drivers' records, in the order they were logged
-        if "loss/total" in r:
-            (again if r["step"] in first else first).setdefault(r["step"], []).append(r["loss/total"])
-    repeated = {s: [first[s][0], *again[s]] for s in again}
+    curve = losses(rerun)  # both drivers' records
+    repeated = {s: v for s, v in curve.items() if len(v) > 1}
     resumes = events(rerun, "resumed")
     final = phase_final(rerun, "kd-seed0")
     resumed_event = next(e for e in events(run, "resumed") if e["time"] > killed_at)
@@ -182,7 +190,20 @@ def worker_kill(output_dir: Path, kill_worker_after: int = 25, kill_driver_after
             "max_loss_difference": max((abs(v - runs[0]) for runs in repeated.values() for v in runs[1:]),
                                        default=float("nan")),
             **{k: final[k] for k in ("batches_planned", "batches_lost", "batches_applied_twice", "steps")},
+            **(_against_uninterrupted(output_dir, curve) if reference else {}),
             "log": str(rerun.log_path)}
+
+
+def _against_uninterrupted(output_dir: Path, curve: dict[int, list[float]]) -> dict[str, Any]:
+    """The same config and seed run again without faults: the interrupted run's loss at every
+    step (as last trained) against it."""
+    clean = RunProcess(CONFIGS / "worker_kill.yaml", "worker-kill-uninterrupted", output_dir)
+    assert clean.finish(timeout=400) == 0, clean.log()[-4000:]
+    reference = losses(clean)
+    common = sorted(set(reference) & set(curve))
+    return {"uninterrupted_steps_compared": len(common),
+            "uninterrupted_max_loss_difference": max((abs(curve[s][-1] - reference[s][0]) for s in common),
+                                                     default=float("nan"))}
 
 
 class _LoadBatch:
