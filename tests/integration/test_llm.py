@@ -100,6 +100,13 @@ def test_a_zero3_student_learns_from_the_offline_token_store_and_is_gathered_for
     assert sum(p.numel() for p in student.parameters()) == row["parameters"]
     assert perplexity(student, data.test) == pytest.approx(row["score_mean"], rel=1e-3)  # the whole student
 
+    export = distillery("export", "--run", "llm-zero3", "--output-dir", str(tmp_path), timeout=300)
+    assert export.returncode == 0, export.stdout[-3000:] + export.stderr[-3000:]
+    hf_folder = tmp_path / "llm-zero3" / "export" / "kd-top8-seed0" / "hf"
+    regathered = causal_lm(32, 1024, str(hf_folder), path=str(hf_folder))  # from the DeepSpeed checkpoint, offline
+    assert perplexity(regathered, data.test) == pytest.approx(row["score_mean"], rel=1e-3)
+    assert f"{row['score_mean']:.4f} recorded by the run" in export.stdout
+
 
 def test_a_teacher_with_another_tokenizer_is_refused_when_added(ray_cluster, tmp_path):
     from orchestration.run import _shutdown, start_orchestrator
