@@ -430,6 +430,10 @@ class RunSection(Strict):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     baseline: bool = True
     allowed_factory_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_ALLOWED_MODULES))
+    mlflow_tracking_uri: Optional[str] = Field(
+        None, description="also log metrics to this MLflow tracking server or store (e.g. http://mlflow:5000, "
+                          "file:///shared/mlruns); needs `pip install mlflow-skinny`")
+    mlflow_experiment: str = Field("distillery", description="the MLflow experiment the run's phases log to")
 
     _name = field_validator("name")(check_name)
 

@@ -1,4 +1,5 @@
-"""Metric sinks: a JSONL log and TensorBoard event files under the run's output folder."""
+"""Metric sinks: a JSONL log and TensorBoard event files under the run's output folder, and
+MLflow when the config names a tracking server (`run.mlflow_tracking_uri`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,39 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
+
+
+class MlflowSink:
+    """One MLflow run per phase (`<run>/<phase>`, tagged `distillery.run`) in the experiment
+    `experiment`; rank 0's numeric `group/name` fields are logged at their step. A `file:` store
+    is MLflow's filesystem backend, which it keeps for local use behind an opt-in."""
+
+    def __init__(self, tracking_uri: str, experiment: str, run: str):
+        import os
+
+        if tracking_uri.startswith("file:"):
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        from mlflow import MlflowClient
+
+        self.client, self.run = MlflowClient(tracking_uri=tracking_uri), run
+        found = self.client.get_experiment_by_name(experiment)
+        self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+        self._runs: dict[str, str] = {}
+
+    def log(self, phase: str, step: int, values: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        if phase not in self._runs:
+            created = self.client.create_run(self.experiment_id, run_name=f"{self.run}/{phase}",
+                                             tags={"distillery.run": self.run, "distillery.phase": phase})
+            self._runs[phase] = created.info.run_id
+        now = int(time.time() * 1000)
+        self.client.log_batch(self._runs[phase], metrics=[Metric(k, float(v), now, step) for k, v in values.items()])
+
+    def close(self) -> None:
+        for run_id in self._runs.values():
+            self.client.set_terminated(run_id)
 
 
 class MetricsSink:
@@ -17,11 +50,12 @@ class MetricsSink:
     several trainers at once.
     """
 
-    def __init__(self, run_dir: str | Path):
+    def __init__(self, run_dir: str | Path, mlflow: Optional[MlflowSink] = None):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._jsonl = open(self.run_dir / "metrics.jsonl", "a", buffering=1)
         self._writers: dict[str, Any] = {}
+        self._mlflow = mlflow
         self._lock = threading.Lock()
 
     def _writer(self, phase: str):
@@ -40,10 +74,14 @@ class MetricsSink:
         step = record.get("step")
         if step is None or record.get("rank", 0) != 0:
             return
-        writer = self._writer(str(record.get("phase", "run")))
-        for key, value in record.items():
-            if "/" in key and isinstance(value, (int, float)) and not isinstance(value, bool):
-                writer.add_scalar(key, value, step)
+        phase = str(record.get("phase", "run"))
+        scalars = {k: v for k, v in record.items()
+                   if "/" in k and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        writer = self._writer(phase)
+        for key, value in scalars.items():
+            writer.add_scalar(key, value, step)
+        if self._mlflow is not None and scalars:
+            self._mlflow.log(phase, step, scalars)
 
     def close(self) -> None:
         with self._lock:
@@ -52,4 +90,6 @@ class MetricsSink:
     def _close(self) -> None:
         for writer in self._writers.values():
             writer.close()
+        if self._mlflow is not None:
+            self._mlflow.close()
         self._jsonl.close()

@@ -269,16 +269,41 @@ def teacher_list(run: str = RUN_OPTION, as_json: bool = typer.Option(False, "--j
 
 
 @app.command()
-def status(run: str = RUN_OPTION, as_json: bool = typer.Option(False, "--json")) -> None:
+def status(run: str = RUN_OPTION, as_json: bool = typer.Option(False, "--json"),
+           watch: bool = typer.Option(False, "--watch", help="a live view, refreshed until the run ends (Ctrl-C quits)"),
+           interval: float = typer.Option(1.0, "--interval", help="seconds between refreshes with --watch")) -> None:
     """Show a running job: phase, step, loss, throughput and teachers."""
-    from orchestration.progress import progress_line, status_table
+    from orchestration.progress import dashboard, progress_line, status_table
 
+    if watch:
+        _watch(run, interval, dashboard)
+        return
     info = _call(run, "status")
     if as_json:
         print(json.dumps(info, default=str))
         return
     console.print(status_table(info))
     console.print(progress_line(info) if info["phase"] else "no phase running yet", highlight=False)
+
+
+def _watch(run: str, interval: float, render) -> None:
+    import time
+
+    from rich.live import Live
+
+    info = _call(run, "status")
+    with Live(render(info), console=console, refresh_per_second=4, screen=False) as live:
+        try:
+            while True:
+                time.sleep(interval)
+                try:
+                    info = _call(run, "status")
+                except Exception:  # noqa: BLE001 - the orchestrator is gone: the run ended
+                    break
+                live.update(render(info))
+        except KeyboardInterrupt:
+            return
+    console.print(f"run {run} ended")
 
 
 app.command("plan")(plan_command)

@@ -19,7 +19,7 @@ import ray
 from ray import serve
 
 from cluster.config import ResourcesConfig, TeacherConfig, check_name, validate_model
-from cluster.metrics import MetricsSink
+from cluster.metrics import MetricsSink, MlflowSink
 from teachers.backend import resolve_model
 from teachers.deployment import TeacherAppArgs, build_teacher_app
 from teachers.errors import IncompatibleTeacherError
@@ -56,7 +56,9 @@ class Orchestrator:
         self._teacher_set = TeacherSet()
         self._apps: dict[str, TeacherAppArgs] = {}
         self._lock = threading.Lock()
-        self._sink = MetricsSink(run_dir)
+        mlflow = (MlflowSink(self.config.run.mlflow_tracking_uri, self.config.run.mlflow_experiment, run)
+                  if self.config.run.mlflow_tracking_uri else None)
+        self._sink = MetricsSink(run_dir, mlflow)
         self._snapshot_dir = Path(run_dir) / "snapshots"
         self._latest: dict[int, dict[str, Any]] = {}
         self._events: list[dict[str, Any]] = []

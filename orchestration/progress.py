@@ -8,7 +8,7 @@ import time
 from typing import Any, Callable
 
 import ray
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -70,6 +70,41 @@ def status_table(status: dict[str, Any]) -> Table:
         table.add_row(name, f"{info['weight']:.3g}", _share(latest, name).lstrip(", ") or "-", info["output_space"],
                       info["model_version"], info.get("endpoint", ""))
     return table
+
+
+def dashboard(status: dict[str, Any]) -> Group:
+    """`distillery status --watch`: every trainer's step, throughput, losses and last
+    checkpoint; the teachers with their weights, share, wait and requests in flight; the
+    fault counters and the latest events."""
+    students = Table(title=f"run {status['run']}: students", expand=True)
+    for column in ("phase", "epoch", "step", "throughput", "losses", "eval", "last checkpoint"):
+        students.add_column(column)
+    records = _rank0_records(status)
+    for rec in records:
+        unit = next((u for u in ("samples", "tokens") if f"throughput/{u}_per_s" in rec), None)
+        losses = " ".join(f"{k.removeprefix('loss/')} {v:.4f}" for k, v in sorted(rec.items()) if k.startswith("loss/"))
+        evals = " ".join(f"{k.split('/', 1)[1]} {v:.4f}" for k, v in sorted(rec.items())
+                         if k.startswith("eval/test_") and k.count("/") == 1)
+        students.add_row(rec.get("phase", "?"), str(rec.get("epoch", "")), str(rec.get("step", "")),
+                         f"{rec[f'throughput/{unit}_per_s']:.0f} {unit}/s" if unit else "-", losses or "-", evals or "-",
+                         str(rec.get("checkpoint/last_step", "-")))
+    if not records:
+        students.add_row("starting workers...", "", "", "", "", "", "")
+    latest = records[0] if records else {}
+    teachers = Table(title=f"teachers (teacher set v{status['teacher_set_version']})", expand=True)
+    for column in ("teacher", "weight", "share", "wait (ms)", "in flight", "model version", "served by"):
+        teachers.add_column(column)
+    for name, info in status["teachers"].items():
+        wait, flight = latest.get(f"teacher/{name}/wait_ms"), latest.get(f"teacher/{name}/in_flight")
+        teachers.add_row(name, f"{info['weight']:.3g}", _share(latest, name).lstrip(", ") or "-",
+                         "-" if wait is None else f"{wait:.1f}", "-" if flight is None else str(flight),
+                         info["model_version"], info.get("endpoint", ""))
+    faults = " | ".join(f"{k.removeprefix('faults/').replace('_', ' ')} {v:.4g}" for k, v in sorted(latest.items())
+                        if k.startswith("faults/"))
+    events = [f"{e['event']}: " + ", ".join(f"{k}={v}" for k, v in e.items() if k not in ("event", "time"))
+              for e in status.get("events", [])[-5:]]
+    return Group(students, teachers, Text(f"faults (rank 0): {faults or 'none'}"),
+                 Text("latest events:\n  " + "\n  ".join(events) if events else "latest events: none"))
 
 
 def follow(orchestrator: Any, work: Callable[[], Any], console: Console, interval_s: float = 1.0,

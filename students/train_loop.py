@@ -349,6 +349,7 @@ class _Progress:
         self.sums: dict[str, float] = {}
         self.counts: dict[str, int] = {}
         self.count = 0
+        self.last_checkpoint: Optional[int] = None
 
     def add(self, terms: dict[str, torch.Tensor], batch_size: int) -> None:
         for key, value in terms.items():
@@ -376,7 +377,11 @@ class _Progress:
             record["teachers"] = sorted(ts.teachers)
             record.update({f"teacher/{n}/weight": w for n, w in ts.weights().items()})
             record.update({f"teacher/{n}/wait_ms": ms for n, ms in client.wait_ms.items()})
+            if hasattr(client, "in_flight"):
+                record.update({f"teacher/{n}/in_flight": count for n, count in client.in_flight().items()})
             record.update({f"faults/{k}": v for k, v in getattr(client, "faults", {}).items()})
+        if self.last_checkpoint is not None:
+            record["checkpoint/last_step"] = self.last_checkpoint
         record.update(extra or {})
         if self.job.orchestrator is not None:
             self.job.orchestrator.record_progress.remote(record)
@@ -426,6 +431,7 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
         loss_fn.adversary.load_state_dict(extra_state["adversary"])
     synthetic = _synthetic_stream(job, client, train, engine.device, rank, extra_state)
     progress = _Progress(job, rank, world_size)
+    progress.last_checkpoint = resumed_from or None
     memory = _memory_targets(job)
     start = time.perf_counter()
     eval_s = 0.0  # evaluation time, left out of the training throughput
@@ -464,6 +470,7 @@ def _train_phase(job: StudentJob, dataset: Dataset, run_progress: RunProgress, r
             if state.step % cfg.checkpoint_every == 0:
                 save_and_report(engine, state, run_progress, {"step": state.step, "epoch": state.epoch},
                                 _extra_state(loss_fn, synthetic))
+                progress.last_checkpoint = state.step
             if stop_requested(state.step):
                 stopped = True
                 break

@@ -357,6 +357,10 @@ class TeacherClient:
             self.refresh(ray.get(self._orchestrator.teacher_set.remote()))
         self.faults["paused_s"] += time.monotonic() - start
 
+    def in_flight(self) -> dict[str, int]:
+        """Requests sent to each teacher and not yet read."""
+        return {name: len({id(r) for (_, t), r in self._in_flight.items() if t == name}) for name in self._handles}
+
     def close(self) -> None:
         for request in set(self._in_flight.values()):
             request.cancel()

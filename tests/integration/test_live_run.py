@@ -12,7 +12,10 @@ order on one run.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 
 import grpc
 import numpy as np
@@ -21,7 +24,7 @@ import pytest
 from teachers.arrow_codec import decode, encode_inputs
 from teachers.proto import teacher_service_pb2 as pb
 from teachers.proto import teacher_service_pb2_grpc as pb_grpc
-from tests.conftest import CONFIGS, Background, RunProcess, distillery, free_port
+from tests.conftest import CONFIGS, REPO, Background, RunProcess, distillery, free_port
 
 pytestmark = pytest.mark.integration
 INGRESS_TOKEN = "ingress-token-for-tests"
@@ -63,6 +66,33 @@ def test_status_and_teacher_list(live):
     assert set(info["teachers"]) == {"mlp", "cnn"} and info["teacher_set_version"] == 2
     listed = distillery("teacher", "list", "--run", "live", "--json")
     assert json.loads(listed.stdout)["teachers"]["cnn"]["output_space"] == "classes:10"
+
+
+def test_status_watch_draws_a_live_view_in_a_real_terminal(live, tmp_path):
+    """`distillery status --watch` in a tmux pane: the screen shows the students, the teachers
+    with their wait and requests in flight, and refreshes as the steps advance."""
+    session = f"watch-{os.getpid()}"
+    command = f"{sys.executable} -m orchestration status --run live --watch --interval 0.5"
+    env = ["-e", f"RAY_ADDRESS={os.environ['RAY_ADDRESS']}", "-e", "RAY_AUTH_MODE=token"]
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "180", "-y", "50", "-c", str(REPO), *env,
+                    command], check=True)
+
+    def screen() -> str:
+        return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+
+    def step_shown(text: str):
+        row = next((line for line in text.splitlines() if "kd-seed0" in line and "samples/s" in line), None)
+        return int(re.split(r"[│|]", row)[3]) if row else None
+
+    try:
+        first = live.wait_for(lambda: step_shown(screen()), "the watch view's first frame", timeout=60)
+        text = screen()
+        for expected in ("run live: students", "teachers (teacher set v", "wait (ms)", "in flight", "mlp", "cnn",
+                         "faults (rank 0)", "latest events"):
+            assert expected in text, text
+        live.wait_for(lambda: (step_shown(screen()) or 0) > first, "the view refreshed with a later step", timeout=60)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
 
 
 def ingress_call(port: int, token: str, x: np.ndarray):

@@ -25,3 +25,24 @@ def test_status_table_has_a_share_column():
     quiet = Console(width=160, record=True)
     quiet.print(status_table({**STATUS, "progress": {}}))  # no training record yet: no share
     assert "%" not in quiet.export_text()
+
+
+def test_the_watch_dashboard_shows_students_teachers_faults_and_events():
+    from orchestration.progress import dashboard
+
+    record = {**RECORD, "loss/kd": 0.7, "throughput/samples_per_s": 812.0, "eval/test_accuracy": 0.91,
+              "checkpoint/last_step": 30, "teacher/cnn/wait_ms": 4.25, "teacher/cnn/in_flight": 2,
+              "faults/retries": 1, "faults/fallback_batches": 3}
+    status = {**STATUS, "progress": {"rank0": record},
+              "events": [{"event": "teacher_lost", "teacher": "old", "time": 1.0, "reason": "hung"}]}
+    console = Console(width=160, record=True)
+    console.print(dashboard(status))
+    text = console.export_text()
+    for expected in ("kd-seed0", "812 samples/s", "kd 0.7000", "total 1.5000", "test_accuracy 0.9100", "62%",
+                     "4.2", "retries 1", "fallback batches 3", "teacher_lost: teacher=old, reason=hung"):
+        assert expected in text, expected
+    row = next(line for line in text.splitlines() if "kd-seed0" in line)
+    assert row.split("│")[-2].strip() == "30"  # last checkpoint
+    starting = Console(width=160, record=True)
+    starting.print(dashboard({**STATUS, "progress": {}}))
+    assert "starting workers" in starting.export_text()
