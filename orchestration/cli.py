@@ -76,6 +76,24 @@ def warmup() -> None:
                   f"({time.perf_counter() - start:.1f}s)")
 
 
+@app.command("serve-config")
+def serve_config_command(config: str = typer.Argument(..., help="a run config whose teachers form the pool"),
+                         output: str = typer.Option(..., "-o", "--output", help="the Serve config to write"),
+                         overrides: Optional[list[str]] = typer.Option(None, "--set", help="override any field")) -> None:
+    """Write a Serve config (`serve deploy`) that runs the config's teachers as a standing pool
+    (training uncached teachers first); jobs use them with `teacher add --serve-app`."""
+    from pathlib import Path
+
+    from cluster.config import load_run_config
+    from orchestration.serve_pool import write_serve_config
+
+    with console.status("training or loading the teachers..."):
+        written = write_serve_config(load_run_config(config, _parse_sets(overrides)), Path(output))
+    apps = ", ".join(a["name"] for a in written["applications"])
+    console.print(f"{output}: {apps}. Start them with `serve deploy {output}`; a job uses one with "
+                  f"`distillery teacher add --run <run> --serve-app <app>`")
+
+
 @app.command()
 def report(run: str = RUN_OPTION,
            output_dir: str = typer.Option("runs", "--output-dir", help="the folder that holds the run's folder")) -> None:
@@ -184,21 +202,26 @@ def teacher_add(teacher_yaml: Optional[str] = typer.Argument(None, help="a teach
                 endpoint: Optional[str] = typer.Option(None, "--endpoint", help="an external TeacherService: "
                                                        "grpc://host:port (plaintext, loopback) or grpcs://host:port"),
                 name: Optional[str] = typer.Option(None, "--name", help="name in the run (default: the endpoint's)"),
-                weight: float = typer.Option(1.0, "--weight", help="the endpoint teacher's weight"),
+                weight: float = typer.Option(1.0, "--weight", help="the weight of the endpoint or Serve app teacher"),
                 token_file: Optional[str] = typer.Option(None, "--token-file", help="bearer token the endpoint requires"),
                 ca_file: Optional[str] = typer.Option(None, "--ca-file", help="CA certificate of the endpoint (TLS)"),
                 cert_file: Optional[str] = typer.Option(None, "--cert-file", help="client certificate (mutual TLS)"),
                 key_file: Optional[str] = typer.Option(None, "--key-file", help="client key (mutual TLS)"),
                 application: Optional[str] = typer.Option(None, "--application",
-                                                          help="Serve application, when the endpoint is Serve's gRPC ingress")) -> None:
-    """Start using a new teacher in a running job: deploy one from a config, or register an endpoint."""
+                                                          help="Serve application, when the endpoint is Serve's gRPC ingress"),
+                serve_app: Optional[str] = typer.Option(None, "--serve-app", help="a standing Serve application of "
+                                                        "this cluster (teacher-<name>, from `serve deploy`)")) -> None:
+    """Start using a new teacher in a running job: deploy one from a config, register an
+    endpoint, or use a standing Serve application."""
     from cluster.config import TeacherConfig, load_yaml_model
     from cluster.errors import ConfigError
     from cluster.paths import paths_outside_roots
 
-    if (teacher_yaml is None) == (endpoint is None):
-        raise typer.BadParameter("give either a teacher config file or --endpoint, not both")
-    if endpoint is not None:
+    if sum(x is not None for x in (teacher_yaml, endpoint, serve_app)) != 1:
+        raise typer.BadParameter("give one of: a teacher config file, --endpoint, --serve-app")
+    if serve_app is not None:
+        info = _call(run, "add_serve_app", serve_app, weight)
+    elif endpoint is not None:
         from teachers.grpc_client import EndpointSpec, parse_endpoint_url
 
         parse_endpoint_url(endpoint)

@@ -128,6 +128,33 @@ class Orchestrator:
     def add_teacher(self, teacher: dict[str, Any]) -> dict[str, Any]:
         return self.add_teachers([teacher])[0]
 
+    def add_serve_app(self, app: str, weight: float = 1.0) -> dict[str, Any]:
+        """Use a Serve application that runs on its own (a standing pool from `serve deploy`):
+        checked like a deployed teacher, never deleted by this run."""
+        if weight <= 0:
+            raise ValueError(f"teacher weight must be > 0, got {weight}")
+        if not app.startswith("teacher-"):
+            raise ValueError(f"Serve application {app!r}: teacher applications are named teacher-<name> "
+                             f"(`distillery serve-config` writes them so)")
+        name = app.removeprefix("teacher-")
+        check_name(name)
+        if name in self._teacher_set.teachers:
+            raise ValueError(f"teacher {name!r} is already in run {self.run!r}")
+        if app not in serve.status().applications:
+            raise ValueError(f"no Serve application {app!r} runs on this cluster; deploy the pool first "
+                             f"(serve deploy <config>), running: {sorted(serve.status().applications)}")
+        info = serve.get_app_handle(app).describe.remote().result(timeout_s=120)
+        self._check_tokenizer(name, info["tokenizer_hash"], info["num_classes"], on_refusal=lambda: None)
+        if info["output_space"] != self.output_space:
+            self._refuse_output_space(name, info["output_space"])
+        entry = TeacherEntry(name, weight, info["output_space"], info["num_classes"], info["model_version"],
+                             info["parameters"], feature_shapes=info["feature_shapes"])
+        with self._lock:
+            self._teacher_set = self._teacher_set.with_teacher(entry)
+            self._event("teacher_added", teacher=name, model_version=entry.model_version, weight=weight,
+                        serve_app=app)
+        return {"name": name, "teacher_set_version": self._teacher_set.version, **info}
+
     def add_endpoint(self, name: Optional[str], spec: EndpointSpec, weight: float = 1.0) -> dict[str, Any]:
         """Register an external TeacherService endpoint (`distillery teacher serve`, or another
         cluster's Serve gRPC ingress) after checking it answers and fits the student."""

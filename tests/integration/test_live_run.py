@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import grpc
 import numpy as np
@@ -195,6 +196,36 @@ def test_standalone_grpc_teacher_joins_and_leaves_the_run(live, tmp_path):
                       "both ranks without the gRPC teacher")
     finally:
         assert server.stop() == 0
+
+
+def test_a_standing_serve_teacher_is_used_and_left_running(live, ray_cluster, tmp_path):
+    """`distillery serve-config` + `serve deploy` start a teacher that outlives jobs; the run
+    uses it with `teacher add --serve-app` and leaves it running when it drops it."""
+    import ray.serve
+
+    pool = tmp_path / "pool.yaml"
+    written = distillery("serve-config", str(CONFIGS / "pool.yaml"), "-o", str(pool))
+    assert written.returncode == 0, written.stdout + written.stderr
+    deploy = subprocess.run([sys.executable, "-m", "ray.serve.scripts", "deploy", str(pool), "--address",
+                             ray_cluster["dashboard"]], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    try:
+        live.wait_for(lambda: ray.serve.status().applications.get("teacher-pool-mlp") is not None and
+                      str(ray.serve.status().applications["teacher-pool-mlp"].status).endswith("RUNNING"),
+                      "the pool's teacher running", timeout=120)
+        version = json.loads(distillery("status", "--run", "live", "--json").stdout)["teacher_set_version"]
+        added = distillery("teacher", "add", "--run", "live", "--serve-app", "teacher-pool-mlp", "--weight", "0.5")
+        assert added.returncode == 0, added.stdout + added.stderr
+        live.wait_for(lambda: all("pool-mlp" in r["teachers"] and r["teacher_set/version"] == version + 1
+                                  for r in latest_by_rank(live).values()), "both ranks using the pool's teacher")
+        removed = distillery("teacher", "remove", "--run", "live", "pool-mlp")
+        assert removed.returncode == 0, removed.stdout + removed.stderr
+        live.wait_for(lambda: all("pool-mlp" not in r["teachers"] for r in latest_by_rank(live).values()),
+                      "both ranks without it")
+        time.sleep(2)
+        assert "teacher-pool-mlp" in ray.serve.status().applications  # not the run's to delete
+    finally:
+        ray.serve.delete("teacher-pool-mlp")
 
 
 def test_stopped_run_finishes_with_results_metrics_and_no_apps_left(live):
