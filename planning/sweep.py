@@ -12,6 +12,7 @@ gap), `law.points.json` and `law.png` (measured against predicted).
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
@@ -102,11 +103,14 @@ def run_sweep(path: str | Path, console: Optional[Console] = None, refit_only: b
     folder = Path(sweep.output_dir) / sweep.name
     (folder / "configs").mkdir(parents=True, exist_ok=True)
     cells = [(s, b) for s in range(len(sweep.students)) for b in sweep.budgets]
+    start = time.monotonic()
     for i, (student, budget) in enumerate([] if refit_only else cells, 1):
         config = folder / "configs" / f"{cell_name(sweep, student, budget)}.yaml"
         config.write_text(yaml.safe_dump(run_config(sweep, student, budget), sort_keys=False))
+        elapsed = time.monotonic() - start
+        eta = f", about {elapsed / (i - 1) * (len(cells) - i + 1) / 60:.0f} min left" if i > 1 else ""
         console.print(f"[bold]sweep {sweep.name}: cell {i}/{len(cells)}[/bold] student {sweep.students[student]}, "
-                      f"{budget} training sequences")
+                      f"{budget} training sequences ({elapsed / 60:.0f} min so far{eta})")
         run_job(str(config), console=console)  # a finished cell is skipped, a cut-short one resumes
     history = collect([Path(sweep.output_dir) / cell_name(sweep, s, b) for s, b in cells])
     held = {cell_name(sweep, s, b) for s, b in cells if b in sweep.held_out}
