@@ -38,10 +38,19 @@ def newest_complete_checkpoint(train_dir: Path) -> Path:
                           "; has the run trained a checkpoint yet (student.checkpoint_every)?"))
 
 
+def model_states_file(folder: Path) -> Path:
+    """The file with the loop's client state: `mp_rank_00_model_states.pt`, or under ZeRO-3
+    (where every rank holds a part of the model) rank 0's `zero_pp_rank_0_mp_rank_00_model_states.pt`."""
+    for name in ("mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_model_states.pt"):
+        if (folder / TAG / name).is_file():
+            return folder / TAG / name
+    raise CheckpointError(f"{folder} holds no student checkpoint (no {TAG}/*model_states.pt)")
+
+
 def _student_weights(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The student model's full fp32 weights and the loop's client state in `folder`."""
     refuse_unsafe_pickles(folder)
-    states = torch.load(folder / TAG / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=True)
+    states = torch.load(model_states_file(folder), map_location="cpu", weights_only=True)
     if states.get("ds_config", {}).get("zero_optimization", {}).get("stage", 0) > 0:  # fp32 weights from the partitions
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
@@ -65,8 +74,6 @@ def export_run(run_dir: Path, to: Optional[Path] = None) -> dict[str, Any]:
     cfg = RunConfig.model_validate_json((run_dir / "config.json").read_text())
     train_dir = run_dir / "train" / f"{cfg.run.name}-students"
     folder = newest_complete_checkpoint(train_dir)
-    if not (folder / TAG / "mp_rank_00_model_states.pt").is_file():
-        raise CheckpointError(f"{folder} holds no student checkpoint ({TAG}/mp_rank_00_model_states.pt)")
     weights, client = _student_weights(folder)
     phase = client["phase"]
     dataset = load_dataset(cfg.data)

@@ -63,7 +63,9 @@ def checkpoint_step(folder: Path) -> int:
     """The step a checkpoint folder was saved at (its client state, read with weights_only)."""
     import torch
 
-    state = torch.load(folder / "student" / "mp_rank_00_model_states.pt", weights_only=True, map_location="cpu")
+    from orchestration.export import model_states_file
+
+    state = torch.load(model_states_file(folder), weights_only=True, map_location="cpu")
     return state["distillery"]["step"]
 
 
