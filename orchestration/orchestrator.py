@@ -91,7 +91,11 @@ class Orchestrator:
     def record_progress(self, record: dict[str, Any]) -> None:
         """A train worker's metric record: kept as that rank's latest (per trainer) and written to the sinks."""
         trainer = record.get("trainer")
-        self._latest[f"{trainer}/rank{record.get('rank', 0)}" if trainer else f"rank{record.get('rank', 0)}"] = record
+        key = f"{trainer}/rank{record.get('rank', 0)}" if trainer else f"rank{record.get('rank', 0)}"
+        earlier = self._latest.get(key, {})
+        # a record carries what its window saw (an evaluation record has no loss): keep the last
+        # known value of every metric of the phase, so a status shows them all
+        self._latest[key] = {**earlier, **record} if earlier.get("phase") == record.get("phase") else record
         if record.get("rank", 0) == 0:
             self._phase = record.get("phase", self._phase)
             if "step" in record:

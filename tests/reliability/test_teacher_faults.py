@@ -14,7 +14,9 @@ pytestmark = pytest.mark.integration
 def test_training_survives_teacher_faults_and_applies_every_batch_once(ray_cluster, tmp_path):
     figures = teacher_faults(tmp_path)
     print("teacher faults:", figures)
-    assert figures["http_routes"] == {"proxy_location": "Disabled", "teacher-mlp": None, "teacher-cnn": None}
+    routes = {app: route for app, route in figures["http_routes"].items() if app.startswith("teacher-")}
+    assert routes == {"teacher-mlp": None, "teacher-cnn": None}  # no HTTP route (Serve's proxy is set by whoever
+    # started Serve on the cluster: disabled by a run's default config, head-only after a run with gRPC ingress)
     assert figures["batches_lost"] == 0 and figures["batches_applied_twice"] == 0
     assert figures["batches_planned"] == 2 * figures["steps"]  # both ranks, every step reached
     assert figures["replica_kill_max_wait_ms"] < 2000  # the other replica answered within the deadline
