@@ -64,7 +64,7 @@ def _student_weights(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, A
 def export_run(run_dir: Path, to: Optional[Path] = None) -> dict[str, Any]:
     """Export the student of the run's newest complete checkpoint; return what was written and
     the recorded against the reproduced metric."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_model
 
     from cluster.config import RunConfig
     from orchestration.teacher_training import accuracy, perplexity
@@ -85,10 +85,11 @@ def export_run(run_dir: Path, to: Optional[Path] = None) -> dict[str, Any]:
                               f" (missing {missing[:5]}, unexpected {unexpected[:5]})")
     target = Path(to) if to else run_dir / "export" / phase
     target.mkdir(parents=True, exist_ok=True)
-    save_file(weights, str(target / "model.safetensors"), metadata={"run": cfg.run.name, "phase": phase,
-                                                                  "step": str(client["step"])})
+    # save_model stores tied weights (a language model's embedding and head) once
+    save_model(model, str(target / "model.safetensors"), metadata={"run": cfg.run.name, "phase": phase,
+                                                                   "step": str(client["step"])})
     out: dict[str, Any] = {"phase": phase, "step": client["step"], "checkpoint": str(folder), "folder": str(target),
-                           "parameters": sum(v.numel() for v in weights.values())}
+                           "parameters": sum(p.numel() for p in model.parameters())}
     model.eval()
     if hasattr(model, "lm"):  # a Hugging Face causal LM: its own folder, with the run's tokenizer
         from teachers.hf import load_tokenizer
