@@ -367,9 +367,11 @@ class Orchestrator:
         """A worker gave up on `name` after its retries (`distill.on_teacher_lost: drop`): drop it
         from the teacher set (the other weights renormalise) and return the new set. Another
         worker's report of the same loss finds it gone and changes nothing."""
-        if name in self._teacher_set.teachers:
-            logger.warning("run %s: teacher %r lost: %s; dropped from the teacher set", self.run, name, reason)
+        try:  # workers report at once from their own threads: the first removes it, the others find it gone
             self.remove_teacher(name, event="teacher_lost", reason=reason)
+            logger.warning("run %s: teacher %r lost: %s; dropped from the teacher set", self.run, name, reason)
+        except KeyError:
+            pass
         return self._teacher_set
 
     def remove_teacher(self, name: str, event: str = "teacher_removed", **details: Any) -> dict[str, Any]:
