@@ -1,9 +1,14 @@
 """The KubeRay manifests: token authentication on, GPU worker groups, an entrypoint that is a
-valid `distillery run` of a shipped config, and a Serve config whose teachers build."""
+valid `distillery run` of a shipped config, a Serve config whose teachers build, and every
+Kubernetes object in them (pod templates, the volume claim) valid against Kubernetes' own
+OpenAPI schema in strict mode (unknown fields refused). KubeRay's CRD schema itself is not
+available offline, so the RayJob and RayService fields are checked by the tests below."""
 
+import re
 import shlex
 from pathlib import Path
 
+import pytest
 import ray
 import yaml
 
@@ -15,6 +20,14 @@ REPO = Path(__file__).parents[2]
 KUBERAY = REPO / "deploy" / "kuberay"
 
 
+def _manifests() -> dict[str, dict]:
+    return {p.name: yaml.safe_load(p.read_text()) for p in sorted(KUBERAY.glob("*.yaml"))}
+
+
+def _ray_manifests() -> dict[str, dict]:
+    return {name: m for name, m in _manifests().items() if m["apiVersion"] == "ray.io/v1"}
+
+
 def _cluster_specs(manifest: dict) -> dict:
     return manifest["spec"].get("rayClusterSpec") or manifest["spec"]["rayClusterConfig"]
 
@@ -24,8 +37,8 @@ def _containers(group: dict) -> list[dict]:
 
 
 def test_every_manifest_turns_token_auth_on_and_gives_workers_gpus():
-    for path in KUBERAY.glob("*.yaml"):
-        manifest = yaml.safe_load(path.read_text())
+    assert set(_ray_manifests()) == {"rayjob.yaml", "rayservice.yaml"}
+    for path, manifest in _ray_manifests().items():
         assert manifest["apiVersion"] == "ray.io/v1" and manifest["kind"] in ("RayJob", "RayService"), path
         spec = _cluster_specs(manifest)
         assert spec["rayVersion"] == ray.__version__ and spec["authOptions"] == {"mode": "token"}, path
@@ -66,3 +79,69 @@ def test_the_rayservice_serves_the_quickstart_teacher_with_no_http_route():
         model = resolve_model(teacher.model, in_features=args.in_features, num_classes=10)
         assert (args.factory, args.kwargs) == (model.factory, model.kwargs) and app["name"] == f"teacher-{args.name}"
         model.build()  # the factory and kwargs build the teacher's module
+
+
+def _groups(spec: dict) -> list[dict]:
+    return [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
+
+
+def test_every_pod_template_and_the_volume_claim_pass_the_kubernetes_schema_strictly():
+    import kubernetes_validate
+    from kubernetes_validate.utils import latest_version
+
+    version = latest_version()
+    checked = []
+    for path, manifest in _manifests().items():
+        if manifest["apiVersion"] != "ray.io/v1":
+            kubernetes_validate.validate(manifest, version, strict=True)
+            checked.append(f"{path}:{manifest['kind']}")
+            continue
+        for i, group in enumerate(_groups(_cluster_specs(manifest))):
+            pod_template = {"apiVersion": "v1", "kind": "PodTemplate",
+                            "metadata": {"name": f"group-{i}"}, "template": group["template"]}
+            try:
+                kubernetes_validate.validate(pod_template, version, strict=True)
+            except kubernetes_validate.ValidationError as e:
+                raise AssertionError(f"{path} group {i}: {e.message} at {list(e.absolute_path)}") from e
+            checked.append(f"{path}:group-{i}")
+    assert "volume.yaml:PersistentVolumeClaim" in checked and len(checked) == 5
+
+
+def test_the_schema_check_refuses_a_misspelt_container_field():
+    import kubernetes_validate
+    from kubernetes_validate.utils import latest_version
+
+    template = _cluster_specs(_manifests()["rayjob.yaml"])["headGroupSpec"]["template"]
+    template["spec"]["containers"][0]["resource"] = template["spec"]["containers"][0].pop("resources")
+    with pytest.raises(kubernetes_validate.ValidationError, match="resource"):
+        kubernetes_validate.validate({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "x"},
+                                      "template": template}, latest_version(), strict=True)
+
+
+def test_the_ray_fields_have_the_types_kuberay_requires():
+    dns_label = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    claim = _manifests()["volume.yaml"]
+    for path, manifest in _ray_manifests().items():
+        assert dns_label.match(manifest["metadata"]["name"]), path
+        spec = _cluster_specs(manifest)
+        assert isinstance(spec["rayVersion"], str), path
+        for group in _groups(spec):
+            # rayStartParams is a map of strings in KubeRay's API: a bare YAML number is refused
+            assert all(isinstance(v, str) for v in group["rayStartParams"].values()), path
+            claims = {v["persistentVolumeClaim"]["claimName"] for v in group["template"]["spec"]["volumes"]}
+            assert claims == {claim["metadata"]["name"]}, path
+        for group in spec["workerGroupSpecs"]:
+            assert dns_label.match(group["groupName"]), path
+            assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"], path
+    assert "ReadWriteMany" in claim["spec"]["accessModes"]
+
+
+def test_the_image_copies_every_package_the_project_installs():
+    import tomllib
+
+    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    dockerfile = (REPO / "deploy" / "Dockerfile").read_text()
+    copied = {line.split()[-1] for line in dockerfile.splitlines() if line.startswith("COPY")}
+    assert {p.split(".")[0] for p in packages} <= copied
+    for source in {s for line in dockerfile.splitlines() if line.startswith("COPY") for s in line.split()[2:-1]}:
+        assert (REPO / source).exists(), source
