@@ -92,12 +92,15 @@ def dashboard(status: dict[str, Any]) -> Group:
         students.add_row("starting workers...", "", "", "", "", "", "")
     latest = records[0] if records else {}
     teachers = Table(title=f"teachers (teacher set v{status['teacher_set_version']})", expand=True)
-    for column in ("teacher", "weight", "share", "wait (ms)", "in flight", "model version", "served by"):
+    for column in ("teacher", "weight", "share", "latency (ms)", "wait (ms)", "in flight", "model version",
+                   "served by"):
         teachers.add_column(column)
     for name, info in status["teachers"].items():
-        wait, flight = latest.get(f"teacher/{name}/wait_ms"), latest.get(f"teacher/{name}/in_flight")
+        latency, wait = latest.get(f"teacher/{name}/latency_ms"), latest.get(f"teacher/{name}/wait_ms")
+        flight = latest.get(f"teacher/{name}/in_flight")
         teachers.add_row(name, f"{info['weight']:.3g}", _share(latest, name).lstrip(", ") or "-",
-                         "-" if wait is None else f"{wait:.1f}", "-" if flight is None else str(flight),
+                         "-" if latency is None else f"{latency:.1f}", "-" if wait is None else f"{wait:.1f}",
+                         "-" if flight is None else str(flight),
                          info["model_version"], info.get("endpoint", ""))
     faults = " | ".join(f"{k.removeprefix('faults/').replace('_', ' ')} {v:.4g}" for k, v in sorted(latest.items())
                         if k.startswith("faults/"))

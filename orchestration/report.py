@@ -2,8 +2,8 @@
 
 Plots (rank 0's records): the loss terms of every phase over steps; the evaluation metric
 over steps for every student phase, with the teachers' scores as horizontal lines; each
-teacher's weight (static and effective) over steps; each teacher's latency (the worker's wait
-for its soft targets). Events (teachers added, removed or lost, resumes, stops) are listed.
+teacher's weight (static and effective) over steps; each teacher's latency (the round trip of its requests, and the
+worker's wait for its soft targets). Events (teachers added, removed or lost, resumes, stops) are listed.
 """
 
 from __future__ import annotations
@@ -96,15 +96,16 @@ def write_report(run_dir: Path) -> Path:
     eval_keys = sorted({k for r in steps for k in r if k.startswith("eval/test_") and k.count("/") == 1})
     weights = _series(steps, lambda k: k.removeprefix("teacher/") if k.startswith("teacher/") and
                       k.endswith(("/weight", "/effective_weight")) else None)
-    latency = _series(steps, lambda k: k.removeprefix("teacher/").removesuffix("/wait_ms")
-                      if k.startswith("teacher/") and k.endswith("/wait_ms") else None)
+    latency = _series(steps, lambda k: k.removeprefix("teacher/").replace("/latency_ms", " round trip")
+                      .replace("/wait_ms", " wait") if k.startswith("teacher/") and
+                      k.endswith(("/latency_ms", "/wait_ms")) else None)
     metric = eval_keys[0].removeprefix("eval/") if eval_keys else "metric"
     drawn = {
         "loss": _plot(plots_dir / "loss.png", "Loss terms", "loss", flat(losses), logy=True),
         "eval": _plot(plots_dir / "eval.png", f"Held-out {metric} (teachers dashed)", metric, flat(evals),
                       _teacher_scores(run_dir) if "accuracy" in metric else None),
         "teacher_weights": _plot(plots_dir / "teacher_weights.png", "Teacher weights", "weight", flat(weights)),
-        "teacher_latency": _plot(plots_dir / "teacher_latency.png", "Wait for each teacher's soft targets",
+        "teacher_latency": _plot(plots_dir / "teacher_latency.png", "Teacher round trip and wait",
                                  "ms", flat(latency), logy=True),
     }
     lines = [f"# Run {run_dir.name}", ""]
@@ -114,7 +115,9 @@ def write_report(run_dir: Path) -> Path:
     captions = {"loss": "Loss terms per phase (rank 0, averaged over each logging window).",
                 "eval": f"Held-out {metric} at the end of each epoch, per phase; dashed: the teachers.",
                 "teacher_weights": "Each teacher's static weight and its effective share of the merged targets.",
-                "teacher_latency": "How long the worker waited for each teacher's soft targets."}
+                "teacher_latency": "Each teacher's latency, the round trip of its requests (median of the "
+                                   "last 16, from send to answer), and how long the worker waited for its "
+                                   "soft targets (short when requests run ahead of training)."}
     for name in PLOTS:
         if drawn[name]:
             lines += [f"## {captions[name].split(' (')[0].split(',')[0].rstrip('.')}", "", f"![{name}](report/{name}.png)",

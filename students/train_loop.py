@@ -377,6 +377,7 @@ class _Progress:
             record["teachers"] = sorted(ts.teachers)
             record.update({f"teacher/{n}/weight": w for n, w in ts.weights().items()})
             record.update({f"teacher/{n}/wait_ms": ms for n, ms in client.wait_ms.items()})
+            record.update({f"teacher/{n}/latency_ms": ms for n, ms in getattr(client, "latency_ms", {}).items()})
             if hasattr(client, "in_flight"):
                 record.update({f"teacher/{n}/in_flight": count for n, count in client.in_flight().items()})
             record.update({f"faults/{k}": v for k, v in getattr(client, "faults", {}).items()})

@@ -53,6 +53,7 @@ class FaultPolicy:
                    distill.on_no_teacher, distill.pause_timeout_s)
 
 
+LATENCY_WINDOW = 16  # requests per teacher behind `latency_ms`
 _LATE = object()  # a teacher missed its deadline for a batch that goes on without it
 
 
@@ -61,17 +62,37 @@ def _backoff_s(attempt: int) -> float:
 
 
 class _Request:
-    """One request to one teacher for several consecutive batches; answered once, read per batch."""
+    """One request to one teacher for several consecutive batches; answered once, read per batch.
+
+    `latency_s` is the round trip: from the send to the first moment the client saw the answer,
+    which `poll()` (called at every batch) or a blocking `record()` notices."""
 
     def __init__(self, response: Any, batches: list[Batch]):
         self.response = response
         self.batches = batches
         self.batch_ids = [b.batch_id for b in batches]
         self._records: Optional[dict[str, Any]] = None
+        self._sent_at = time.perf_counter()
+        self.latency_s: Optional[float] = None
+        self.latency_noted = False
+
+    def _answered(self, records: list[Any]) -> None:
+        self._records = dict(zip(self.batch_ids, records))
+        self.latency_s = time.perf_counter() - self._sent_at
+
+    def poll(self) -> bool:
+        """Take the answer if it has arrived, without waiting; True the first time it has."""
+        if self._records is not None:
+            return False
+        try:
+            self._answered(self.response.result(timeout_s=0))
+        except Exception:  # noqa: BLE001 - not there yet, or failed: `record()` raises it in turn
+            return False
+        return True
 
     def record(self, batch_id: str, timeout_s: float) -> Any:
         if self._records is None:
-            self._records = dict(zip(self.batch_ids, self.response.result(timeout_s=timeout_s)))
+            self._answered(self.response.result(timeout_s=timeout_s))
         return self._records[batch_id]
 
     def cancel(self) -> None:
@@ -127,6 +148,7 @@ class TeacherClient:
         self._in_flight: dict[tuple[str, str], _Request] = {}
         self._version_ref: Optional[ray.ObjectRef] = None
         self.wait_ms: dict[str, float] = {}
+        self._latencies: dict[str, deque[float]] = {}
         self.policy = policy
         self.faults = {"retries": 0, "backpressure_retries": 0, "fallback_batches": 0, "teachers_lost": 0,
                        "paused_s": 0.0, "longest_recovery_s": 0.0}
@@ -235,6 +257,7 @@ class TeacherClient:
         no teacher left the client fails or pauses (`policy.on_no_teacher`)."""
         if self._upcoming and self._upcoming[0].batch_id == batch.batch_id:
             self._upcoming.popleft()
+        self._poll()
         while True:
             self._wait_for_teachers(batch)
             records, late = {}, []
@@ -295,6 +318,7 @@ class TeacherClient:
                 self._resend(request, name)
                 continue
             del self._in_flight[key]
+            self._note_latency(name, request)
             self._late_in_a_row[name] = 0
             if failed_at is not None:  # answered after retries: how long the batch waited for it
                 self.faults["longest_recovery_s"] = max(self.faults["longest_recovery_s"], time.monotonic() - failed_at)
@@ -356,6 +380,23 @@ class TeacherClient:
             time.sleep(1.0)
             self.refresh(ray.get(self._orchestrator.teacher_set.remote()))
         self.faults["paused_s"] += time.monotonic() - start
+
+    def _poll(self) -> None:
+        """Notice answers that arrived while the student trained, so their round trip is exact
+        to a step rather than stretched to when the batch is read."""
+        for (_, name), request in list(self._in_flight.items()):
+            if request.poll():
+                self._note_latency(name, request)
+
+    def _note_latency(self, name: str, request: _Request) -> None:
+        if request.latency_s is not None and not request.latency_noted:
+            request.latency_noted = True
+            self._latencies.setdefault(name, deque(maxlen=LATENCY_WINDOW)).append(request.latency_s * 1000)
+
+    @property
+    def latency_ms(self) -> dict[str, float]:
+        """Median round trip of each teacher's last `LATENCY_WINDOW` answered requests."""
+        return {name: float(np.median(ms)) for name, ms in self._latencies.items() if name in self._handles and ms}
 
     def in_flight(self) -> dict[str, int]:
         """Requests sent to each teacher and not yet read."""

@@ -189,7 +189,7 @@ def test_standalone_grpc_teacher_joins_and_leaves_the_run(live, tmp_path):
                            "--token-file", str(token_file))
         assert added.returncode == 0, added.stdout + added.stderr
         assert "teacher ext added" in added.stdout and "teacher set v6" in added.stdout
-        live.wait_for(lambda: all("ext" in r["teachers"] and "teacher/ext/wait_ms" in r
+        live.wait_for(lambda: all("ext" in r["teachers"] and "teacher/ext/latency_ms" in r
                                   for r in latest_by_rank(live).values()), "both ranks using the gRPC teacher")
         listed = json.loads(distillery("teacher", "list", "--run", "live", "--json").stdout)
         assert listed["teachers"]["ext"]["endpoint"] == url

@@ -31,7 +31,8 @@ def test_the_watch_dashboard_shows_students_teachers_faults_and_events():
     from orchestration.progress import dashboard
 
     record = {**RECORD, "loss/kd": 0.7, "throughput/samples_per_s": 812.0, "eval/test_accuracy": 0.91,
-              "checkpoint/last_step": 30, "teacher/cnn/wait_ms": 4.25, "teacher/cnn/in_flight": 2,
+              "checkpoint/last_step": 30, "teacher/cnn/wait_ms": 4.25, "teacher/cnn/latency_ms": 37.5,
+              "teacher/cnn/in_flight": 2,
               "faults/retries": 1, "faults/fallback_batches": 3}
     status = {**STATUS, "progress": {"rank0": record},
               "events": [{"event": "teacher_lost", "teacher": "old", "time": 1.0, "reason": "hung"}]}
@@ -39,7 +40,7 @@ def test_the_watch_dashboard_shows_students_teachers_faults_and_events():
     console.print(dashboard(status))
     text = console.export_text()
     for expected in ("kd-seed0", "812 samples/s", "kd 0.7000", "total 1.5000", "test_accuracy 0.9100", "62%",
-                     "4.2", "retries 1", "fallback batches 3", "teacher_lost: teacher=old, reason=hung"):
+                     "4.2", "37.5", "latency (ms)", "retries 1", "fallback batches 3", "teacher_lost: teacher=old, reason=hung"):
         assert expected in text, expected
     row = next(line for line in text.splitlines() if "kd-seed0" in line)
     assert row.split("│")[-2].strip() == "30"  # last checkpoint

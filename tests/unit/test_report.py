@@ -19,7 +19,8 @@ def _run_dir(tmp_path):
             if kd:
                 record.update({"loss/kd": 0.5 / step ** 0.5, "teacher/mlp/weight": 1.0,
                                "teacher/mlp/effective_weight": 1.0 if step < 20 else 0.6,
-                               "teacher/mlp/wait_ms": 5.0 + step % 3, "teachers": ["mlp"]})
+                               "teacher/mlp/wait_ms": 5.0 + step % 3,
+                               "teacher/mlp/latency_ms": 40.0 + step, "teachers": ["mlp"]})
             if step % 10 == 0:
                 record["eval/test_accuracy"] = 0.5 + step / 100 - (0 if kd else 0.05)
             records.append(record)
