@@ -22,20 +22,17 @@ from typing import Any, Optional
 import torch
 
 from students.checkpoint import TAG
-from students.checkpoint_files import CheckpointError, integrity_problem, refuse_unsafe_pickles
+from students.checkpoint_files import CheckpointError, first_complete, integrity_problem, refuse_unsafe_pickles
 
 
 def newest_complete_checkpoint(train_dir: Path) -> Path:
     """The newest checkpoint folder of a Ray Train run that passes its integrity check."""
     folders = sorted((p for p in train_dir.glob("checkpoint_*") if p.is_dir()), reverse=True)
-    problems = []
-    for folder in folders:
-        problem = integrity_problem(folder)
-        if problem is None:
-            return folder
-        problems.append(f"{folder.name}: {problem}")
-    raise CheckpointError(f"no complete checkpoint under {train_dir}" + (": " + "; ".join(problems) if problems else
-                          "; has the run trained a checkpoint yet (student.checkpoint_every)?"))
+    folder, problems = first_complete(folders, integrity_problem, lambda f: f.name)
+    if folder is None:
+        raise CheckpointError(f"no complete checkpoint under {train_dir}" + (": " + "; ".join(problems) if problems else
+                              "; has the run trained a checkpoint yet (student.checkpoint_every)?"))
+    return folder
 
 
 def model_states_file(folder: Path) -> Path:

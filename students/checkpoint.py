@@ -17,7 +17,8 @@ from typing import Any, Optional
 import ray.train
 from ray.train import Checkpoint
 
-from students.checkpoint_files import CheckpointError, integrity_problem, refuse_unsafe_pickles, write_manifest
+from students.checkpoint_files import (CheckpointError, first_complete, integrity_problem, refuse_unsafe_pickles,
+                                       write_manifest)
 
 logger = logging.getLogger(__name__)
 TAG = "student"
@@ -102,18 +103,19 @@ def resume_checkpoint() -> Optional[Checkpoint]:
         return None
     if latest.path in _chosen:
         return _chosen[latest.path]
-    problems = []
-    for candidate in _candidates(latest):
-        with candidate.as_directory() as path:
-            problem = integrity_problem(Path(path))
-        if problem is None:
-            if problems:
-                logger.warning("resuming from the older checkpoint %s: %s", candidate.path, "; ".join(problems))
-            _chosen[latest.path] = candidate
-            return candidate
-        problems.append(f"{candidate.path}: {problem}")
-    raise CheckpointError("no complete checkpoint to resume from: " + "; ".join(problems) +
-                          ". Delete the run's output folder (or the train/ folder in it) to start over")
+    chosen, problems = first_complete(_candidates(latest), _problem_of, lambda c: c.path)
+    if chosen is None:
+        raise CheckpointError("no complete checkpoint to resume from: " + "; ".join(problems) +
+                              ". Delete the run's output folder (or the train/ folder in it) to start over")
+    if problems:
+        logger.warning("resuming from the older checkpoint %s: %s", chosen.path, "; ".join(problems))
+    _chosen[latest.path] = chosen
+    return chosen
+
+
+def _problem_of(checkpoint: Checkpoint) -> Optional[str]:
+    with checkpoint.as_directory() as path:
+        return integrity_problem(Path(path))
 
 
 def read_progress() -> Optional[RunProgress]:

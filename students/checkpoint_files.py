@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Iterable, Optional, TypeVar
 
 from cluster.errors import DistilleryError
 
@@ -74,6 +74,22 @@ def integrity_problem(folder: Path) -> Optional[str]:
     if len(world_sizes) != 1 or len(manifests) != next(iter(world_sizes)):
         return f"{len(manifests)} rank manifests for a checkpoint written by {sorted(world_sizes)} ranks"
     return None
+
+
+Candidate = TypeVar("Candidate")
+
+
+def first_complete(candidates: Iterable[Candidate], problem_of: Callable[[Candidate], Optional[str]],
+                   label: Callable[[Candidate], str]) -> tuple[Optional[Candidate], list[str]]:
+    """The first of `candidates` (newest first) with no integrity problem, or None, and the
+    problems of the ones skipped before it, as `label: problem`."""
+    problems = []
+    for candidate in candidates:
+        problem = problem_of(candidate)
+        if problem is None:
+            return candidate, problems
+        problems.append(f"{label(candidate)}: {problem}")
+    return None, problems
 
 
 def refuse_unsafe_pickles(folder: Path) -> None:

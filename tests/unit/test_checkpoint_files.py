@@ -88,3 +88,18 @@ def test_the_ledger_counts_lost_replayed_and_unplanned_batches():
     state.applied("x", 3, 8)
     assert state.ledger(["e0-b0", "e0-b1", "e0-b2", "e0-b3"]) == {
         "batches_planned": 4, "batches_lost": 1, "batches_applied_twice": 1, "batches_unplanned": 1}
+
+
+def test_export_takes_the_newest_complete_checkpoint_and_names_what_it_skipped(tmp_path):
+    from orchestration.export import newest_complete_checkpoint
+
+    train = tmp_path / "train"
+    train.mkdir()
+    for step in (1, 2, 3):
+        _two_rank_checkpoint(tmp_path / f"build{step}").rename(train / f"checkpoint_00000{step}")
+    (train / "checkpoint_000003" / "integrity" / "rank1.json").unlink()  # the newest was cut short
+    assert newest_complete_checkpoint(train).name == "checkpoint_000002"
+    for step in (1, 2):
+        (train / f"checkpoint_00000{step}" / "integrity" / "rank0.json").unlink()
+    with pytest.raises(CheckpointError, match="checkpoint_000003: 1 rank manifests.*checkpoint_000001"):
+        newest_complete_checkpoint(train)
