@@ -118,13 +118,14 @@ def export(run: str = RUN_OPTION,
     split against the metric the run recorded."""
     from pathlib import Path
 
-    from orchestration.export import export_run
+    from orchestration.export import STAGES, export_run
+    from orchestration.progress import StageBar
 
     run_dir = Path(output_dir) / run
     if not (run_dir / "config.json").is_file():
         raise typer.BadParameter(f"{run_dir} has no config.json: pass the run's --output-dir")
-    with console.status(f"gathering the student of run {run} from its checkpoint..."):
-        out = export_run(run_dir, Path(to) if to else None)
+    with StageBar(console, f"export {run}", STAGES) as stage:
+        out = export_run(run_dir, Path(to) if to else None, on_stage=stage)
     recorded = f"{out['recorded']:.4f}" if out["recorded"] is not None else "not recorded (phase unfinished)"
     console.print(f"phase {out['phase']} (step {out['step']}, {out['parameters']:,} parameters) -> {out['folder']}"
                   f"{' and ' + out['hf_folder'] if 'hf_folder' in out else ''}\n"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -58,9 +58,14 @@ def _student_weights(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     return model, states["distillery"]
 
 
-def export_run(run_dir: Path, to: Optional[Path] = None) -> dict[str, Any]:
+STAGES = ("checking the checkpoints' integrity", "gathering the student's weights from the ZeRO partitions",
+          "writing the export", "scoring the export on the test split")
+
+
+def export_run(run_dir: Path, to: Optional[Path] = None,
+               on_stage: Callable[[str], None] = lambda stage: None) -> dict[str, Any]:
     """Export the student of the run's newest complete checkpoint; return what was written and
-    the recorded against the reproduced metric."""
+    the recorded against the reproduced metric. `on_stage` is called as each of `STAGES` starts."""
     from safetensors.torch import save_model
 
     from cluster.config import RunConfig
@@ -70,7 +75,9 @@ def export_run(run_dir: Path, to: Optional[Path] = None) -> dict[str, Any]:
 
     cfg = RunConfig.model_validate_json((run_dir / "config.json").read_text())
     train_dir = run_dir / "train" / f"{cfg.run.name}-students"
+    on_stage(STAGES[0])
     folder = newest_complete_checkpoint(train_dir)
+    on_stage(STAGES[1])
     weights, client = _student_weights(folder)
     phase = client["phase"]
     dataset = load_dataset(cfg.data)
@@ -80,6 +87,7 @@ def export_run(run_dir: Path, to: Optional[Path] = None) -> dict[str, Any]:
     if missing or unexpected:
         raise CheckpointError(f"{folder}: the checkpoint's student does not fit student.model of {run_dir / 'config.json'}"
                               f" (missing {missing[:5]}, unexpected {unexpected[:5]})")
+    on_stage(STAGES[2])
     target = Path(to) if to else run_dir / "export" / phase
     target.mkdir(parents=True, exist_ok=True)
     # save_model stores tied weights (a language model's embedding and head) once
@@ -94,6 +102,8 @@ def export_run(run_dir: Path, to: Optional[Path] = None) -> dict[str, Any]:
         model.lm.save_pretrained(str(target / "hf"), safe_serialization=True)
         load_tokenizer(str(cfg.data.tokenizer)).save_pretrained(str(target / "hf"))
         out["hf_folder"] = str(target / "hf")
+    on_stage(STAGES[3])
+    if hasattr(model, "lm"):
         out.update(metric="test_perplexity", reproduced=perplexity(model, dataset.test))
     else:
         out.update(metric="test_accuracy", reproduced=accuracy(model, dataset.test.x, dataset.test.y))

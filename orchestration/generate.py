@@ -24,6 +24,7 @@ import pyarrow as pa
 from rich.console import Console
 
 from cluster.config import RunConfig
+from orchestration.progress import progress_blocks
 from students.data import Dataset, student_subset
 from students.lm_data import GENERATED_MANIFEST as MANIFEST
 
@@ -120,7 +121,7 @@ def generate(cfg: RunConfig, dataset: Dataset, teacher_versions: dict[str, str],
     sampling = {"max_new_tokens": gen.max_new_tokens, "temperature": gen.temperature, "top_p": gen.top_p,
                 "top_k": gen.top_k, "seed": gen.seed}
     ids = (specials.pad, int(tokenizer.bos_token_id), specials.sep, int(tokenizer.eos_token_id))
-    (ray.data.from_arrow(items)
+    (ray.data.from_arrow(progress_blocks(items, gen.batch_size))
      .map_batches(CompleteWithTeacher, batch_size=gen.batch_size, batch_format="pyarrow", concurrency=2,
                   num_cpus=0.05, fn_constructor_kwargs={"app": app_name(teacher), "sampling": sampling,
                                                         "tokenizer": cfg.data.tokenizer, "specials": ids})

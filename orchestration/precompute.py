@@ -19,6 +19,7 @@ import pyarrow as pa
 from rich.console import Console
 
 from cluster.config import RunConfig, TeacherConfig
+from orchestration.progress import progress_blocks
 from students.data import Dataset
 from teachers.store import Manifest, StoreKey, dataset_fingerprint, find_store, write_manifest
 
@@ -103,7 +104,7 @@ def precompute(cfg: RunConfig, dataset: Dataset, console: Console) -> dict[str, 
         partial = folder.with_name(folder.name + f".partial-{os.getpid()}")
         shutil.rmtree(partial, ignore_errors=True)
         console.print(f"teacher {teacher.name}: scoring {len(x)} samples with Ray Data -> {folder}")
-        (ray.data.from_arrow(rows)
+        (ray.data.from_arrow(progress_blocks(rows, 512))
          .map_batches(StoreScorer, fn_constructor_kwargs={"args": args, "top_k": key.top_k}, batch_size=512,
                       batch_format="pyarrow", concurrency=1, num_cpus=teacher.resources.num_cpus or 0.25,
                       num_gpus=teacher.resources.num_gpus or None)

@@ -10,8 +10,21 @@ from typing import Any, Callable
 import ray
 from rich.console import Console, Group
 from rich.live import Live
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
+
+
+PROGRESS_BLOCKS = 32  # at most this many input blocks for a Ray Data job: its bar's granularity
+
+
+def progress_blocks(table: Any, batch_size: int, max_blocks: int = PROGRESS_BLOCKS) -> list[Any]:
+    """`table` (pyarrow) cut into whole batches of up to `max_blocks` blocks, so the Ray Data
+    progress bar of a long job (`precompute`, `generate`) moves block by block instead of
+    jumping from 0 to done on a single block. Row order does not matter to the readers."""
+    batches = max(1, -(-table.num_rows // batch_size))
+    per_block = -(-batches // min(batches, max_blocks)) * batch_size
+    return [table.slice(start, per_block) for start in range(0, max(table.num_rows, 1), per_block)]
 
 
 def progress_line(status: dict[str, Any]) -> str:
@@ -146,3 +159,28 @@ def follow(orchestrator: Any, work: Callable[[], Any], console: Console, interva
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
+
+
+class StageBar:
+    """A progress bar over the named stages of a long command (`export`): call the instance
+    with each stage's name as it starts; the bar completes when the block ends."""
+
+    def __init__(self, console: Console, title: str, stages: tuple[str, ...]):
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                                  TimeElapsedColumn(), console=console, transient=False)
+        self._task = self._progress.add_task(title, total=len(stages))
+        self._title, self._stages = title, stages
+
+    def __enter__(self) -> "StageBar":
+        self._progress.start()
+        return self
+
+    def __call__(self, stage: str) -> None:
+        self._progress.update(self._task, completed=self._stages.index(stage), description=f"{self._title}: {stage}")
+        if not self._progress.console.is_terminal:  # in a log, one line per stage
+            self._progress.console.print(f"{self._title}: {stage}")
+
+    def __exit__(self, *exc: Any) -> None:
+        if exc[0] is None:
+            self._progress.update(self._task, completed=len(self._stages), description=f"{self._title}: done")
+        self._progress.stop()

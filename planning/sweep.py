@@ -20,6 +20,9 @@ from typing import Any, Optional
 import yaml
 from pydantic import Field, model_validator
 from rich.console import Console
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
 
 from cluster.config import Strict, check_name, read_yaml_file, validate_model
 from planning.fit import FitError, LawFit, Point, fit_law
@@ -109,14 +112,23 @@ def run_sweep(path: str | Path, console: Optional[Console] = None, refit_only: b
         config.write_text(yaml.safe_dump(run_config(sweep, student, budget), sort_keys=False))
         elapsed = time.monotonic() - start
         eta = f", about {elapsed / (i - 1) * (len(cells) - i + 1) / 60:.0f} min left" if i > 1 else ""
-        console.print(f"[bold]sweep {sweep.name}: cell {i}/{len(cells)}[/bold] student {sweep.students[student]}, "
-                      f"{budget} training sequences ({elapsed / 60:.0f} min so far{eta})")
+        console.print(cell_header(f"sweep {sweep.name}: cell {i}/{len(cells)}", i - 1, len(cells),
+                                  f"student {sweep.students[student]}, {budget} training sequences "
+                                  f"({elapsed / 60:.0f} min so far{eta})"))
         run_job(str(config), console=console)  # a finished cell is skipped, a cut-short one resumes
     history = collect([Path(sweep.output_dir) / cell_name(sweep, s, b) for s, b in cells])
     held = {cell_name(sweep, s, b) for s, b in cells if b in sweep.held_out}
     fit = fit_law(history.supervised, history.distilled, held_out=lambda p: p.run in held)
     write_report(folder / "law.json", fit, history, held, console, f"Scaling-law sweep {sweep.name}")
     return fit
+
+
+def cell_header(title: str, done: int, total: int, details: str) -> Table:
+    """`title [bar] details`: the sweep's progress bar, printed above each cell's own run output
+    (a cell's run draws its own live view, so the bar is not a live one)."""
+    line = Table.grid(padding=(0, 1))
+    line.add_row(Text(title, style="bold"), ProgressBar(total=total, completed=done, width=24), Text(details))
+    return line
 
 
 def _error_line(label: str, error: Optional[FitError]) -> str:

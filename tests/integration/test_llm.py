@@ -106,6 +106,9 @@ def test_a_zero3_student_learns_from_the_offline_token_store_and_is_gathered_for
     regathered = causal_lm(32, 1024, str(hf_folder), path=str(hf_folder))  # from the DeepSpeed checkpoint, offline
     assert perplexity(regathered, data.test) == pytest.approx(row["score_mean"], rel=1e-3)
     assert f"{row['score_mean']:.4f} recorded by the run" in export.stdout
+    from orchestration.export import STAGES
+
+    assert all(f"export llm-zero3: {stage}" in export.stdout for stage in STAGES)  # its progress, in a log
 
 
 def test_a_teacher_with_another_tokenizer_is_refused_when_added(ray_cluster, tmp_path):

@@ -47,3 +47,40 @@ def test_the_watch_dashboard_shows_students_teachers_faults_and_events():
     starting = Console(width=160, record=True)
     starting.print(dashboard({**STATUS, "progress": {}}))
     assert "starting workers" in starting.export_text()
+
+
+def test_a_stage_bar_completes_and_prints_each_stage_in_a_log():
+    from orchestration.progress import StageBar
+
+    console = Console(width=120, record=True)  # not a terminal: what `ray job submit` logs show
+    with StageBar(console, "export demo", ("reading", "writing")) as stage:
+        stage("reading")
+        stage("writing")
+    text = console.export_text()
+    assert "export demo: reading" in text and "export demo: writing" in text
+    assert "export demo: done" in text and "2/2" in text
+
+
+def test_the_sweep_header_draws_a_bar_of_the_cells_done():
+    from planning.sweep import cell_header
+
+    console = Console(width=120, record=True)
+    console.print(cell_header("sweep demo: cell 3/4", 2, 4, "student 2k, 256 training sequences"))
+    line = console.export_text().splitlines()[0]
+    assert line.startswith("sweep demo: cell 3/4") and "student 2k" in line
+    bar = line.removeprefix("sweep demo: cell 3/4 ").split("student")[0]
+    assert len(bar) == 24 + 1 and bar.count("━") == 12  # half of a 24-wide bar (the rest is drawn in colour only)
+
+
+def test_progress_blocks_cut_whole_batches_and_keep_every_row():
+    import pyarrow as pa
+
+    from orchestration.progress import progress_blocks
+
+    table = pa.table({"row": list(range(1000))})
+    blocks = progress_blocks(table, 64)  # 16 batches: one block each
+    assert [b.num_rows for b in blocks] == [64] * 15 + [40]
+    many = progress_blocks(pa.table({"row": list(range(10_000))}), 64, max_blocks=32)  # 157 batches in 32 blocks
+    assert len(many) == 32 and all(b.num_rows % 64 == 0 for b in many[:-1])
+    assert pa.concat_tables(many).column("row").to_pylist() == list(range(10_000))
+    assert [b.num_rows for b in progress_blocks(pa.table({"row": [1, 2]}), 512)] == [2]
