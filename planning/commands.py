@@ -11,6 +11,8 @@ from rich.table import Table
 
 console = Console()
 DEFAULT_LAW = "runs/law.json"
+PARAMS_OPTION = typer.Option("non_embedding", "--params",
+                             help="how N counts parameters: non_embedding (the paper's convention) or all")
 
 
 def _flops(value: float) -> str:
@@ -18,7 +20,8 @@ def _flops(value: float) -> str:
 
 
 def plan_command(
-        student_params: float = typer.Option(..., "--student-params", help="student parameters, e.g. 1e8"),
+        student_params: float = typer.Option(..., "--student-params", help="student parameters, e.g. 1e8, counted as the law's "
+                                                                                  "parameter_count says (non-embedding by default)"),
         tokens: Optional[float] = typer.Option(None, "--tokens", help="distillation tokens for the student"),
         compute: Optional[float] = typer.Option(None, "--compute", help="or a compute budget in FLOPs"),
         teacher_loss: Optional[float] = typer.Option(None, "--teacher-loss", help="teacher cross-entropy (nats)"),
@@ -34,6 +37,7 @@ def plan_command(
     from planning.plan import Teacher, plan
 
     law = load_law(law_path)
+    console.print(f"parameters are counted as the law was fitted: {law.parameter_count.replace('_', '-')}")
     result = plan(law, student_params=student_params, tokens=tokens, compute=compute, target=target,
                   teacher=Teacher(loss=teacher_loss, params=teacher_params, tokens=teacher_tokens))
     table = Table(title=f"distillation plan (law: {law.source})", show_header=False)
@@ -75,7 +79,8 @@ def fit_law_command(
         runs: list[str] = typer.Argument(..., help="run folders (runs/<name>) or folders of runs"),
         out: str = typer.Option(DEFAULT_LAW, "--out", help="where to write the coefficients"),
         held_out: Optional[list[str]] = typer.Option(None, "--held-out", help="run names left out of the fit "
-                                                                               "(their error is reported)")) -> None:
+                                                                               "(their error is reported)"),
+        params: str = PARAMS_OPTION) -> None:
     """Fit the scaling laws to the runs the system recorded; report the fit's error."""
     from pathlib import Path
 
@@ -83,17 +88,18 @@ def fit_law_command(
     from planning.fit import fit_law
     from planning.sweep import write_report
 
-    history = collect(runs)
+    history = collect(runs, params)
     for line in history.skipped:
         console.print(f"[dim]left out: {line}[/dim]", highlight=False)
     held = set(held_out or [])
-    fit = fit_law(history.supervised, history.distilled, held_out=lambda p: p.run in held)
+    fit = fit_law(history.supervised, history.distilled, held_out=lambda p: p.run in held, parameter_count=params)
     write_report(Path(out), fit, history, held, console, f"Scaling-law fit to {', '.join(runs)}")
 
 
 def sweep_command(config: str = typer.Argument(..., help="sweep config, e.g. deploy/configs/sweep.yaml"),
-                  refit: bool = typer.Option(False, "--refit", help="fit the cells already run, run nothing")) -> None:
+                  refit: bool = typer.Option(False, "--refit", help="fit the cells already run, run nothing"),
+                  params: str = PARAMS_OPTION) -> None:
     """Run a grid of teacher sizes, student sizes and token budgets; fit the laws to it."""
     from planning.sweep import run_sweep
 
-    run_sweep(config, console, refit_only=refit)
+    run_sweep(config, console, refit_only=refit, parameter_count=params)

@@ -130,8 +130,9 @@ def fit_distillation(points: Sequence[Point], supervised: SupervisedLaw) -> Dist
 
 
 def fit_law(supervised: Sequence[Point], distilled: Sequence[Point],
-            held_out: Callable[[Point], bool] = lambda p: False) -> LawFit:
-    """Fit on the points not `held_out`; report the error on both sets."""
+            held_out: Callable[[Point], bool] = lambda p: False, parameter_count: str = "non_embedding") -> LawFit:
+    """Fit on the points not `held_out`; report the error on both sets. `parameter_count` says
+    how the points count parameters, and is recorded with the law."""
     sup_train = [p for p in supervised if not held_out(p)]
     sup_test = [p for p in supervised if held_out(p)]
     dist_train = [p for p in distilled if not held_out(p)]
@@ -153,7 +154,7 @@ def fit_law(supervised: Sequence[Point], distilled: Sequence[Point],
         return [min(values), max(values)]
 
     fitted = sup_train + dist_train
-    law = replace(law, fitted_range={"params": span([p.params for p in fitted]),
+    law = replace(law, parameter_count=parameter_count, fitted_range={"params": span([p.params for p in fitted]),
                                      "tokens": span([p.tokens for p in fitted]),
                                      "teacher_loss": span([p.teacher_loss for p in dist_train])})
     return LawFit(law, error(sup_train, False), error(sup_test, False), error(dist_train, True),

@@ -9,9 +9,11 @@ A language-model run gives:
   distributions on the real data (`dense: true`, a `kd` term, no quantization, speculative
   or generated data), with that teacher's cross-entropy.
 
-Parameters are all of a model's parameters (the paper counts non-embedding ones: in tiny
-models the embedding is a large share, so fitted coefficients are not comparable to the
-paper's).
+Parameters are counted as the paper counts them, without the embeddings (`non_embedding`,
+the default: every `nn.Embedding`, so token and position embeddings and a head tied to the
+token embedding), or all of them (`all`: what the run recorded). The non-embedding count is
+taken from the model the run's config builds. In tiny models the embeddings are most of the
+parameters, so the two counts give very different coefficients.
 """
 
 from __future__ import annotations
@@ -59,6 +61,35 @@ def _distilling_teacher(cfg: RunConfig, method: str) -> Optional[str]:
     return teachers[0] if len(teachers) == 1 else None
 
 
+PARAMETER_COUNTS = ("non_embedding", "all")
+
+
+@functools.lru_cache(maxsize=64)
+def _non_embedding_parameters(model_json: str, data_json: str, allowed: tuple[str, ...]) -> int:
+    """Parameters of the model a config builds, less those of its `nn.Embedding` modules."""
+    import torch
+
+    from cluster.config import DataConfig, ModelSpec
+    from students.data import load_dataset
+    from teachers.backend import resolve_model
+
+    dataset = load_dataset(DataConfig.model_validate_json(data_json))
+    model = resolve_model(ModelSpec.model_validate_json(model_json), in_features=dataset.in_features,
+                          num_classes=dataset.num_classes, allowed_modules=allowed).build()
+    embedding = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    return sum(p.numel() for p in model.parameters() if id(p) not in embedding)
+
+
+def _counter(cfg: RunConfig, count: str):
+    """params(recorded, model config) -> the count the fit uses."""
+    if count not in PARAMETER_COUNTS:
+        raise ValueError(f"parameter count {count!r}: expected one of {PARAMETER_COUNTS}")
+    if count == "all":
+        return lambda recorded, model: float(recorded)
+    data, allowed = cfg.data.model_dump_json(), tuple(cfg.run.allowed_factory_modules)
+    return lambda recorded, model: float(_non_embedding_parameters(model.model_dump_json(), data, allowed))
+
+
 @functools.lru_cache(maxsize=8)
 def _token_counts(data_json: str) -> tuple[int, int]:
     """Target tokens of the training split and of the students' subset of it."""
@@ -70,8 +101,9 @@ def _token_counts(data_json: str) -> tuple[int, int]:
     return len(train.labels(slice(None))), len(student_subset(train, data.student_train_samples).labels(slice(None)))
 
 
-def run_history(run_dir: str | Path) -> History:
-    """The points of one finished (or partly finished) run."""
+def run_history(run_dir: str | Path, count: str = "non_embedding") -> History:
+    """The points of one finished (or partly finished) run, with parameters counted as `count`
+    says (one of `PARAMETER_COUNTS`)."""
     run_dir = Path(run_dir)
     history = History()
     try:
@@ -85,6 +117,7 @@ def run_history(run_dir: str | Path) -> History:
         return history
     results = _read(run_dir / "results.json") if (run_dir / "results.json").is_file() else []
     split_tokens, student_tokens = _token_counts(cfg.data.model_dump_json())
+    params = _counter(cfg, count)
     teacher_loss = {}
     for row in results:
         if row["kind"] == "teacher" and row.get("metric") == "test_perplexity":
@@ -92,7 +125,7 @@ def run_history(run_dir: str | Path) -> History:
             teacher_cfg = next((t for t in cfg.teachers if t.name == name), None)
             teacher_loss[name] = math.log(row["score_mean"])
             if teacher_cfg is not None and teacher_cfg.weights is None and not teacher_cfg.pretrained:
-                history.supervised.append(Point(float(row["parameters"]), float(teacher_cfg.training.epochs * split_tokens),
+                history.supervised.append(Point(params(row["parameters"], teacher_cfg.model), float(teacher_cfg.training.epochs * split_tokens),
                                                 teacher_loss[name], run=run_dir.name, phase=f"teacher {name}",
                                                 teacher=name))
     for phase, metrics in sorted(phases.items()):
@@ -101,7 +134,7 @@ def run_history(run_dir: str | Path) -> History:
             continue
         tokens = float(metrics.get("tokens_seen", cfg.student.epochs * student_tokens))
         kind = _kind(phase)
-        point = dict(params=float(metrics["parameters"]), tokens=tokens, loss=float(metrics["test_nll"]),
+        point = dict(params=params(metrics["parameters"], cfg.student.model), tokens=tokens, loss=float(metrics["test_nll"]),
                      run=run_dir.name, phase=phase)
         if kind == "baseline":
             history.supervised.append(Point(**point))
@@ -114,13 +147,14 @@ def run_history(run_dir: str | Path) -> History:
     return history
 
 
-def collect(run_dirs: list[str | Path]) -> History:
-    """Points of every run folder given (a folder holding run folders counts as all of them)."""
+def collect(run_dirs: list[str | Path], count: str = "non_embedding") -> History:
+    """Points of every run folder given (a folder holding run folders counts as all of them),
+    with parameters counted as `count` says."""
     history = History()
     for path in map(Path, run_dirs):
         if not path.is_dir():
             raise ValueError(f"{path} is not a folder; give run folders (runs/<name>) or a folder of them")
         runs = [path] if (path / "config.json").is_file() else sorted(p for p in path.iterdir() if p.is_dir())
         for run_dir in runs:
-            history.extend(run_history(run_dir))
+            history.extend(run_history(run_dir, count))
     return history

@@ -73,6 +73,8 @@ class DistillationLaw:
     beta: Optional[float] = None
     gamma: Optional[float] = None
     source: str = field(default="", compare=False)  # where the coefficients come from
+    # how N counts parameters: "non_embedding" (the paper's convention) or "all"
+    parameter_count: str = field(default="all", compare=False)
     # {"params": [lo, hi], "tokens": [lo, hi], "teacher_loss": [lo, hi]} of the points fitted on
     fitted_range: Optional[dict] = field(default=None, compare=False)
 

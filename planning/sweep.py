@@ -97,8 +97,10 @@ def cell_name(sweep: SweepConfig, student: int, budget: int) -> str:
     return f"{sweep.name}-s{student}-n{budget}"
 
 
-def run_sweep(path: str | Path, console: Optional[Console] = None, refit_only: bool = False) -> LawFit:
-    """Run every cell not finished yet (none with `refit_only`), then fit and report."""
+def run_sweep(path: str | Path, console: Optional[Console] = None, refit_only: bool = False,
+              parameter_count: str = "non_embedding") -> LawFit:
+    """Run every cell not finished yet (none with `refit_only`), then fit (parameters counted
+    as `parameter_count` says) and report."""
     from orchestration.run import run as run_job
 
     console = console or Console()
@@ -116,9 +118,10 @@ def run_sweep(path: str | Path, console: Optional[Console] = None, refit_only: b
                                   f"student {sweep.students[student]}, {budget} training sequences "
                                   f"({elapsed / 60:.0f} min so far{eta})"))
         run_job(str(config), console=console)  # a finished cell is skipped, a cut-short one resumes
-    history = collect([Path(sweep.output_dir) / cell_name(sweep, s, b) for s, b in cells])
+    history = collect([Path(sweep.output_dir) / cell_name(sweep, s, b) for s, b in cells], parameter_count)
     held = {cell_name(sweep, s, b) for s, b in cells if b in sweep.held_out}
-    fit = fit_law(history.supervised, history.distilled, held_out=lambda p: p.run in held)
+    fit = fit_law(history.supervised, history.distilled, held_out=lambda p: p.run in held,
+                  parameter_count=parameter_count)
     write_report(folder / "law.json", fit, history, held, console, f"Scaling-law sweep {sweep.name}")
     return fit
 
@@ -151,7 +154,7 @@ def capacity_gap_lines(distilled: list[Point]) -> list[str]:
         pairs = ", ".join(f"L_T {lt:.3f} -> L_S {ls:.3f}" for lt, ls in ordered)
         verdict = (f"capacity gap: the best student came from the teacher with L_T {best[0]:.3f}, not the strongest"
                    if gap else "no capacity gap: the strongest teacher gave the best student")
-        lines.append(f"- {run} ({params:,.0f} parameters): {pairs}; {verdict}")
+        lines.append(f"- {run} (N = {params:,.0f}): {pairs}; {verdict}")
     return lines
 
 
@@ -174,7 +177,8 @@ def write_report(law_path: Path, fit: LawFit, history: History, held: set[str], 
     lines = [f"# {title}", "",
              f"Fitted on {fit.supervised_train.points} supervised and "
              f"{fit.distilled_train.points if fit.distilled_train else 0} distilled points; the held-out runs' "
-             f"points were left out of the fit. Losses are held-out cross-entropies (nats per completion token).", "",
+             f"points were left out of the fit. Losses are held-out cross-entropies (nats per completion token); "
+             f"N counts {law.parameter_count.replace('_', '-')} parameters.", "",
              f"Supervised: E {s.E:.4f}, A {s.A:.4g}, B {s.B:.4g}, alpha {s.alpha:.4f}, beta {s.beta:.4f}, "
              f"gamma {s.gamma:.4f}{'' if fit.gamma_fitted else ' (fixed: too few points to fit it)'}.",
              f"Distillation: c0 {law.c0:.4f}, c1 {law.c1:.4f}, d1 {law.d1:.4f}, f1 {law.f1:.4f}.", "",

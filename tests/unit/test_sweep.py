@@ -54,7 +54,7 @@ def test_recorded_runs_become_points_and_a_report(tmp_path):
     ppl = {"t-xs": 300.0, "t-s": 150.0, "t-m": 90.0}
     _write_run(tmp_path, sweep, 0, 256, ppl, {"t-xs": 6.0, "t-s": 5.6, "t-m": 5.7, "none": 6.1})
     _write_run(tmp_path, sweep, 1, 1024, ppl, {"t-xs": 5.5, "t-s": 5.0, "t-m": 4.9, "none": 5.3})
-    history = collect([tmp_path])
+    history = collect([tmp_path], "all")
     assert len(history.distilled) == 6 and len(history.supervised) == 2 + 3  # a shared teacher counts once
     point = next(p for p in history.distilled if p.phase == "kd-from-t-m-seed0" and p.run == "sweep-s0-n256")
     assert point.teacher_loss == pytest.approx(math.log(90.0)) and point.tokens == 256 * 30
@@ -67,3 +67,35 @@ def test_recorded_runs_become_points_and_a_report(tmp_path):
     write_report(tmp_path / "law.json", fit, history, {"sweep-s1-n1024"}, Console(file=open("/dev/null", "w")), "t")
     assert (tmp_path / "law.png").stat().st_size > 1000 and "held out" in (tmp_path / "law.md").read_text()
     assert len(json.loads((tmp_path / "law.points.json").read_text())) == 11
+
+
+def test_non_embedding_counts_leave_out_the_token_and_position_embeddings(tmp_path):
+    import torch
+
+    from students.data import load_dataset
+    from teachers.backend import resolve_model
+
+    sweep = load_sweep(SWEEP)
+    ppl = {"t-xs": 300.0, "t-s": 150.0, "t-m": 90.0}
+    _write_run(tmp_path, sweep, 1, 256, ppl, {"t-xs": 6.0, "t-s": 5.6, "t-m": 5.7, "none": 6.1})
+    history = collect([tmp_path])  # the paper's convention is the default
+    cfg = RunConfig(**run_config(sweep, 1, 256))
+    data = load_dataset(cfg.data)
+
+    def counts(spec):
+        model = resolve_model(spec, in_features=data.in_features, num_classes=data.num_classes).build()
+        embeddings = [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+        assert len(embeddings) == 2  # token and position
+        total = sum(p.numel() for p in model.parameters())
+        return total, total - sum(m.weight.numel() for m in embeddings)
+
+    student_total, student_non_embedding = counts(cfg.student.model)
+    assert 0 < student_non_embedding < student_total
+    assert {p.params for p in history.distilled} == {student_non_embedding}
+    teachers = {p.teacher: p.params for p in history.supervised if p.teacher}
+    assert teachers["t-m"] == counts(next(t for t in cfg.teachers if t.name == "t-m").model)[1]
+    assert teachers["t-xs"] < teachers["t-s"] < teachers["t-m"]
+    fit = fit_law(history.supervised, history.distilled)
+    assert fit.law.parameter_count == "non_embedding"
+    with pytest.raises(ValueError, match="parameter count 'some'"):
+        collect([tmp_path], "some")
