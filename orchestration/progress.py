@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 
+ONE_LINE = ("teacher", "weight", "share", "latency (ms)", "wait (ms)", "in flight")  # versions give way
 PROGRESS_BLOCKS = 32  # at most this many input blocks for a Ray Data job: its bar's granularity
 
 
@@ -107,7 +108,7 @@ def dashboard(status: dict[str, Any]) -> Group:
     teachers = Table(title=f"teachers (teacher set v{status['teacher_set_version']})", expand=True)
     for column in ("teacher", "weight", "share", "latency (ms)", "wait (ms)", "in flight", "model version",
                    "served by"):
-        teachers.add_column(column)
+        teachers.add_column(column, no_wrap=column in ONE_LINE)
     for name, info in status["teachers"].items():
         latency, wait = latest.get(f"teacher/{name}/latency_ms"), latest.get(f"teacher/{name}/wait_ms")
         flight = latest.get(f"teacher/{name}/in_flight")

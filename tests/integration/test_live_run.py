@@ -91,8 +91,8 @@ def test_status_watch_draws_a_live_view_in_a_real_terminal(live, tmp_path):
         except AssertionError:
             raise AssertionError(f"the watch view never showed kd-seed0; the screen:\n{screen()}") from None
         text = screen()
-        for expected in ("run live: students", "samples/s", "teachers (teacher set v", "wait (ms)", "in flight", "mlp",
-                         "cnn", "faults (rank 0)", "latest events"):
+        for expected in ("run live: students", "samples/s", "teachers (teacher set v", "latency (ms)", "wait (ms)",
+                         "in flight", "mlp", "cnn", "faults (rank 0)", "latest events"):
             assert expected in text, text
         live.wait_for(lambda: (step_shown(screen()) or 0) > first, "the view refreshed with a later step", timeout=60)
     finally:
