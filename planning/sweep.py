@@ -12,6 +12,7 @@ gap), `law.points.json` and `law.png` (measured against predicted).
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -158,6 +159,36 @@ def capacity_gap_lines(distilled: list[Point]) -> list[str]:
     return lines
 
 
+def seed_table_lines(history: History) -> list[str]:
+    """Held-out perplexity of every student of every run: mean and spread (std) over seeds,
+    without KD and from each teacher (teacher perplexity in the header)."""
+    import statistics
+
+    cells: dict[str, dict[str, list[float]]] = {}
+    teacher_ppl: dict[str, float] = {}
+    for p in history.supervised:
+        if p.teacher:
+            teacher_ppl[p.teacher] = math.exp(p.loss)
+        elif p.phase.startswith("baseline-"):
+            cells.setdefault(p.run, {}).setdefault("", []).append(math.exp(p.loss))
+    for p in history.distilled:
+        teacher_ppl.setdefault(p.teacher, math.exp(p.teacher_loss))
+        cells.setdefault(p.run, {}).setdefault(p.teacher, []).append(math.exp(p.loss))
+    teachers = sorted(teacher_ppl, key=teacher_ppl.get, reverse=True)
+
+    def cell(values: list[float]) -> str:
+        if not values:
+            return ""
+        spread = f" ± {statistics.stdev(values):.1f}" if len(values) > 1 else ""
+        return f"{statistics.fmean(values):.1f}{spread} ({len(values)})"
+
+    lines = ["| run | no KD | " + " | ".join(f"from {t} ({teacher_ppl[t]:.1f})" for t in teachers) + " |",
+             "|---|---|" + "---|" * len(teachers)]
+    for run, by in sorted(cells.items()):
+        lines.append(f"| {run} | {cell(by.get('', []))} | " + " | ".join(cell(by.get(t, [])) for t in teachers) + " |")
+    return lines
+
+
 def write_report(law_path: Path, fit: LawFit, history: History, held: set[str], console: Console, title: str) -> None:
     """The law at `law_path`; beside it `<stem>.md`, `<stem>.points.json` and `<stem>.png`."""
     law_path = Path(law_path)
@@ -189,6 +220,8 @@ def write_report(law_path: Path, fit: LawFit, history: History, held: set[str], 
              _error_line("distilled, held out", fit.distilled_heldout), "",
              "Measured capacity gap (student loss by teacher loss, strongest teacher first):", "",
              *capacity_gap_lines(history.distilled), "",
+             "Held-out perplexity of the students: mean ± std over seeds (seeds); teachers' perplexity in the header:",
+             "", *seed_table_lines(history), "",
              f"![measured against predicted]({stem.with_suffix('.png').name})", ""]
     stem.with_suffix(".md").write_text("\n".join(lines))
     console.print("\n".join(lines[:14]), highlight=False)

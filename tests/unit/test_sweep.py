@@ -99,3 +99,19 @@ def test_non_embedding_counts_leave_out_the_token_and_position_embeddings(tmp_pa
     assert fit.law.parameter_count == "non_embedding"
     with pytest.raises(ValueError, match="parameter count 'some'"):
         collect([tmp_path], "some")
+
+
+def test_the_report_tabulates_mean_and_spread_over_seeds():
+    from planning.fit import Point
+    from planning.history import History
+    from planning.sweep import seed_table_lines
+
+    history = History(
+        supervised=[Point(5e3, 1e6, math.log(90.0), run="c", phase="teacher t-m", teacher="t-m"),
+                    Point(1e3, 1e4, math.log(400.0), run="c", phase="baseline-seed0"),
+                    Point(1e3, 1e4, math.log(420.0), run="c", phase="baseline-seed1")],
+        distilled=[Point(1e3, 1e4, math.log(v), teacher_loss=math.log(90.0), run="c", phase=f"kd-from-t-m-seed{i}",
+                         teacher="t-m") for i, v in enumerate((300.0, 310.0, 320.0))])
+    lines = seed_table_lines(history)
+    assert lines[0] == "| run | no KD | from t-m (90.0) |"
+    assert lines[2] == "| c | 410.0 ± 14.1 (2) | 310.0 ± 10.0 (3) |"
