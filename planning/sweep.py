@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -141,20 +142,35 @@ def _error_line(label: str, error: Optional[FitError]) -> str:
     return f"| {label} | {error.points} | {error.rmse:.4f} | {error.mean_abs_pct:.2f} | {error.max_abs_pct:.2f} |"
 
 
+def _natural(run: str) -> list:
+    """Sort key that puts sweep-s0-n256 before sweep-s0-n1024."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", run)]
+
+
 def capacity_gap_lines(distilled: list[Point]) -> list[str]:
-    """Per (student, budget): student loss by teacher loss, and whether a stronger teacher gave a
-    worse student (the capacity gap, measured)."""
+    """Per (student, budget): student loss by teacher loss (mean over seeds), and whether a
+    stronger teacher gave a worse student (the capacity gap, measured). With several seeds, a
+    gap smaller than the two students' spreads (std) added is called within the seeds' spread."""
+    import statistics
+
     lines = []
     cells: dict[tuple[str, float], dict[float, list[float]]] = {}
     for p in distilled:
         cells.setdefault((p.run, p.params), {}).setdefault(p.teacher_loss, []).append(p.loss)
-    for (run, params), by_teacher in sorted(cells.items()):
-        ordered = sorted((lt, sum(v) / len(v)) for lt, v in by_teacher.items())  # strongest teacher first
+    for (run, params), by_teacher in sorted(cells.items(), key=lambda item: _natural(item[0][0])):
+        ordered = sorted((lt, statistics.fmean(v)) for lt, v in by_teacher.items())  # strongest teacher first
         best = min(ordered, key=lambda item: item[1])
-        gap = best is not ordered[0]
         pairs = ", ".join(f"L_T {lt:.3f} -> L_S {ls:.3f}" for lt, ls in ordered)
-        verdict = (f"capacity gap: the best student came from the teacher with L_T {best[0]:.3f}, not the strongest"
-                   if gap else "no capacity gap: the strongest teacher gave the best student")
+        if best is ordered[0]:
+            verdict = "no capacity gap: the strongest teacher gave the best student"
+        else:
+            spread = sum(statistics.stdev(by_teacher[lt]) if len(by_teacher[lt]) > 1 else 0.0
+                         for lt in (best[0], ordered[0][0]))
+            margin = ordered[0][1] - best[1]
+            verdict = (f"capacity gap: the best student came from the teacher with L_T {best[0]:.3f}, not the "
+                       f"strongest, by {margin:.3f} nats")
+            if margin <= spread:
+                verdict += f", within the seeds' spread ({spread:.3f}): not a clear gap"
         lines.append(f"- {run} (N = {params:,.0f}): {pairs}; {verdict}")
     return lines
 
@@ -184,7 +200,7 @@ def seed_table_lines(history: History) -> list[str]:
 
     lines = ["| run | no KD | " + " | ".join(f"from {t} ({teacher_ppl[t]:.1f})" for t in teachers) + " |",
              "|---|---|" + "---|" * len(teachers)]
-    for run, by in sorted(cells.items()):
+    for run, by in sorted(cells.items(), key=lambda item: _natural(item[0])):
         lines.append(f"| {run} | {cell(by.get('', []))} | " + " | ".join(cell(by.get(t, [])) for t in teachers) + " |")
     return lines
 

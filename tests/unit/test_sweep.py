@@ -115,3 +115,17 @@ def test_the_report_tabulates_mean_and_spread_over_seeds():
     lines = seed_table_lines(history)
     assert lines[0] == "| run | no KD | from t-m (90.0) |"
     assert lines[2] == "| c | 410.0 ± 14.1 (2) | 310.0 ± 10.0 (3) |"
+
+
+def test_a_gap_within_the_seeds_spread_is_not_called_clear():
+    from planning.fit import Point
+
+    def points(run, teacher_loss, losses):
+        return [Point(1e3, 1e4, loss, teacher_loss=teacher_loss, run=run, phase=f"kd-seed{i}", teacher=str(teacher_loss))
+                for i, loss in enumerate(losses)]
+
+    noisy = points("c-n256", 4.3, [5.0, 5.2, 5.4]) + points("c-n256", 4.5, [5.05, 5.1, 5.15])
+    clear = points("c-n1024", 4.3, [5.0, 5.01, 5.02]) + points("c-n1024", 4.5, [4.8, 4.81, 4.82])
+    first, second = capacity_gap_lines(noisy + clear)
+    assert first.startswith("- c-n256") and "not a clear gap" in first  # natural order: 256 before 1024
+    assert "capacity gap" in second and "by 0.200 nats" in second and "not a clear gap" not in second
