@@ -69,11 +69,10 @@ def _non_embedding_parameters(model_json: str, data_json: str, allowed: tuple[st
     """Parameters of the model a config builds, less those of its `nn.Embedding` modules."""
     import torch
 
-    from cluster.config import DataConfig, ModelSpec
-    from students.data import load_dataset
+    from cluster.config import ModelSpec
     from teachers.backend import resolve_model
 
-    dataset = load_dataset(DataConfig.model_validate_json(data_json))
+    dataset = _dataset(data_json)
     model = resolve_model(ModelSpec.model_validate_json(model_json), in_features=dataset.in_features,
                           num_classes=dataset.num_classes, allowed_modules=allowed).build()
     embedding = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
@@ -90,14 +89,23 @@ def _counter(cfg: RunConfig, count: str):
     return lambda recorded, model: float(_non_embedding_parameters(model.model_dump_json(), data, allowed))
 
 
+@functools.lru_cache(maxsize=2)
+def _dataset(data_json: str):
+    """The runs' dataset, loaded (and tokenized) once for every count taken from it."""
+    from cluster.config import DataConfig
+    from students.data import load_dataset
+
+    return load_dataset(DataConfig.model_validate_json(data_json))
+
+
 @functools.lru_cache(maxsize=8)
 def _token_counts(data_json: str) -> tuple[int, int]:
     """Target tokens of the training split and of the students' subset of it."""
     from cluster.config import DataConfig
-    from students.data import load_dataset, student_subset
+    from students.data import student_subset
 
     data = DataConfig.model_validate_json(data_json)
-    train = load_dataset(data).train
+    train = _dataset(data_json).train
     return len(train.labels(slice(None))), len(student_subset(train, data.student_train_samples).labels(slice(None)))
 
 

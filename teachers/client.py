@@ -13,7 +13,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Optional, Protocol
+from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
 
 import numpy as np
 
@@ -65,20 +65,22 @@ class _Request:
     """One request to one teacher for several consecutive batches; answered once, read per batch.
 
     `latency_s` is the round trip: from the send to the first moment the client saw the answer,
-    which `poll()` (called at every batch) or a blocking `record()` notices."""
+    which `poll()` (called at every batch) or a blocking `record()` notices; `on_answer` gets it
+    then, once."""
 
-    def __init__(self, response: Any, batches: list[Batch]):
+    def __init__(self, response: Any, batches: list[Batch], on_answer: Callable[[float], None] = lambda s: None):
         self.response = response
         self.batches = batches
         self.batch_ids = [b.batch_id for b in batches]
         self._records: Optional[dict[str, Any]] = None
         self._sent_at = time.perf_counter()
+        self._on_answer = on_answer
         self.latency_s: Optional[float] = None
-        self.latency_noted = False
 
     def _answered(self, records: list[Any]) -> None:
         self._records = dict(zip(self.batch_ids, records))
         self.latency_s = time.perf_counter() - self._sent_at
+        self._on_answer(self.latency_s)
 
     def poll(self) -> bool:
         """Take the answer if it has arrived, without waiting; True the first time it has."""
@@ -210,7 +212,8 @@ class TeacherClient:
     def _submit(self, batches: list[Batch], teacher: str) -> _Request:
         payload = {"batches": [{"batch_id": b.batch_id, "inputs": b.teacher_x} for b in batches],
                    "temperature": self.temperature, "top_k": self.top_k, "dense_max_classes": self.dense_max_classes}
-        request = _Request(self._handles[teacher].remote(payload), batches)
+        request = _Request(self._handles[teacher].remote(payload), batches,
+                           on_answer=lambda latency_s: self._note_latency(teacher, latency_s))
         for batch in batches:
             self._in_flight[(batch.batch_id, teacher)] = request
         return request
@@ -318,7 +321,6 @@ class TeacherClient:
                 self._resend(request, name)
                 continue
             del self._in_flight[key]
-            self._note_latency(name, request)
             self._late_in_a_row[name] = 0
             if failed_at is not None:  # answered after retries: how long the batch waited for it
                 self.faults["longest_recovery_s"] = max(self.faults["longest_recovery_s"], time.monotonic() - failed_at)
@@ -384,14 +386,11 @@ class TeacherClient:
     def _poll(self) -> None:
         """Notice answers that arrived while the student trained, so their round trip is exact
         to a step rather than stretched to when the batch is read."""
-        for (_, name), request in list(self._in_flight.items()):
-            if request.poll():
-                self._note_latency(name, request)
+        for request in set(self._in_flight.values()):
+            request.poll()
 
-    def _note_latency(self, name: str, request: _Request) -> None:
-        if request.latency_s is not None and not request.latency_noted:
-            request.latency_noted = True
-            self._latencies.setdefault(name, deque(maxlen=LATENCY_WINDOW)).append(request.latency_s * 1000)
+    def _note_latency(self, name: str, latency_s: float) -> None:
+        self._latencies.setdefault(name, deque(maxlen=LATENCY_WINDOW)).append(latency_s * 1000)
 
     @property
     def latency_ms(self) -> dict[str, float]:
