@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None, *, config: str = "benchmarks/configs/pip
     from orchestration.precompute import precompute
     from orchestration.run import start_orchestrator, start_serve, train_students
     from students.data import load_dataset
+    from orchestration.run_control import RayRunControl
     from students.job import StudentJob
     from students.losses import distill_terms
     from teachers.backend import resolve_model
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None, *, config: str = "benchmarks/configs/pip
             model = resolve_model(cfg.student.model, in_features=dataset.in_features,
                                   num_classes=dataset.num_classes, allowed_modules=cfg.run.allowed_factory_modules)
             jobs = [StudentJob(phase=f"{label}-r{r}", seed=r, terms=distill_terms(cfg.distill), use_teachers=True, model=model,
-                               student=cfg.student, data=cfg.data, orchestrator=orchestrator, source=source,
+                               student=cfg.student, data=cfg.data, control=RayRunControl(orchestrator), source=source,
                                stores=stores,
                                distill=cfg.distill.model_copy(update={"batches_per_request": per_request}
                                                               if per_request else {}))

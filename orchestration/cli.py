@@ -65,9 +65,9 @@ def warmup() -> None:
     memory op on CPU, about 40 s on 2 cores); otherwise the first run's workers build it."""
     import time
 
-    from students.train_loop import _import_deepspeed
+    from students.engine import import_deepspeed
 
-    _import_deepspeed()
+    import_deepspeed()
     from deepspeed.comm.torch import build_shm_op
 
     start = time.perf_counter()

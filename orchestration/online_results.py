@@ -7,7 +7,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from orchestration.phases import online_phase
+from orchestration.regimes.co_training import online_phase
 from orchestration.results import mean_std
 
 MODES = {True: "mutual", False: "alone"}

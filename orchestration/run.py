@@ -24,7 +24,10 @@ from orchestration.report import write_report
 from orchestration.results import METRICS, gain_lines, ptq_lines, retained_gain_lines, rich_table, summarize, write_results
 from orchestration.continual_results import continual_rows, matrix_markdown
 from orchestration.online_results import online_gain_lines, online_rows
-from orchestration.phases import continual_jobs, online_jobs, student_jobs
+from orchestration.phases import student_jobs
+from orchestration.regimes.co_training import online_jobs
+from orchestration.regimes.continual import continual_jobs
+from orchestration.run_control import RayRunControl
 
 logger = logging.getLogger(__name__)
 
@@ -260,8 +263,9 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
             planned_by_peer = _start_online(cfg, orchestrator, dataset, methods[""], state, console)
         else:
             generated = _generated_for(cfg, dataset, teachers, state, console)
-            planned_by_peer = {"": continual_jobs(cfg, methods, student_model, dataset, orchestrator) if cfg.continual
-                               else student_jobs(cfg, methods, student_model, dataset.kind, orchestrator,
+            control = RayRunControl(orchestrator)
+            planned_by_peer = {"": continual_jobs(cfg, methods, student_model, dataset, control) if cfg.continual
+                               else student_jobs(cfg, methods, student_model, dataset.kind, control,
                                                  {name: folder for name, (folder, _) in stores.items()}, generated)}
         by_peer = {peer: [job for job in planned if job.phase not in state.phases]
                    for peer, planned in planned_by_peer.items()}
@@ -360,6 +364,7 @@ def _start_online(cfg: RunConfig, orchestrator, dataset, terms: list, state: Run
     that finished before a restart are announced, so that peers do not wait for them."""
     import ray
 
+    from orchestration.regimes.co_training import CoTraining
     from teachers.backend import resolve_model
 
     online = cfg.online
@@ -371,9 +376,9 @@ def _start_online(cfg: RunConfig, orchestrator, dataset, terms: list, state: Run
                                                           for name in taught]))
     models = {name: resolve_model(spec, in_features=dataset.in_features, num_classes=dataset.num_classes,
                                   allowed_modules=cfg.run.allowed_factory_modules) for name, spec in specs.items()}
-    planned = online_jobs(cfg, terms, models, orchestrator)
-    ray.get([orchestrator.finish_round.remote(job.online.peer, job.online.round)
-             for jobs in planned.values() for job in jobs if job.online and job.phase in state.phases])
+    planned = online_jobs(cfg, terms, models, RayRunControl(orchestrator))
+    ray.get([orchestrator.finish_round.remote(job.hook(CoTraining).role.peer, job.hook(CoTraining).role.round)
+             for jobs in planned.values() for job in jobs if job.hook(CoTraining) and job.phase in state.phases])
     return planned
 
 

@@ -12,6 +12,7 @@ from typing import Optional
 import numpy as np
 
 from cluster.config import DataConfig
+from teachers.batch import Batch
 from teachers.token_targets import TokenSpecials, target_labels
 
 
@@ -72,18 +73,6 @@ class Dataset:
             return self
         view = lambda split: Split(split.teacher_x, split.y, split.columns)  # noqa: E731
         return replace(self, train=view(self.train), test=view(self.test))
-
-
-@dataclass(frozen=True)
-class Batch:
-    batch_id: str  # "e{epoch}-s{shard}-b{index}"
-    epoch: int
-    index: int
-    x: np.ndarray  # the student's inputs
-    y: np.ndarray  # labels: one per sample, or per target position of token sequences
-    samples: np.ndarray  # rows of the split: the key of the offline soft-target store
-    teacher_x: np.ndarray  # the teachers' inputs: `x`, or the other modality of cross-modal pairs
-    columns: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def load_dataset(cfg: DataConfig) -> Dataset:

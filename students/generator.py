@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from students.adversarial import average_gradients
+from teachers.batch import Batch
 
 
 class Generator(nn.Module):
@@ -105,14 +106,6 @@ def frozen_forward(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     return forward
 
 
-class SyntheticBatch:
-    """A batch of generated inputs, shaped like a planned batch for the teacher client."""
-
-    def __init__(self, batch_id: str, x: np.ndarray):
-        self.batch_id, self.x, self.teacher_x = batch_id, x, x
-        self.y = np.zeros(len(x), dtype=np.int64)  # only its length is read: the batch size
-
-
 class SyntheticStream:
     """Keeps one batch of generated inputs in flight to the teachers and hands the answered one
     to the next training step, so the teachers' latency hides behind a student step.
@@ -127,12 +120,12 @@ class SyntheticStream:
 
     def __init__(self, inputs: SyntheticInputs, client: Any, temperature: float, weight: float, name: str):
         self.inputs, self.client, self.temperature, self.weight, self.name = inputs, client, temperature, weight, name
-        self._pending: tuple[torch.Tensor, SyntheticBatch] | None = None
+        self._pending: tuple[torch.Tensor, Batch] | None = None
         self._answered: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def request(self, step: int) -> None:
         z, x = self.inputs.sample()
-        batch = SyntheticBatch(f"{self.name}-syn{step}", x)
+        batch = Batch.of_inputs(f"{self.name}-syn{step}", x)
         self.client.request(batch)
         self._pending = (z, batch)
 

@@ -1,8 +1,8 @@
 """A peer trainer's side of online co-training (runs inside a Ray Train worker).
 
-Rank 0 publishes the student's weights every `refresh_every` steps as an object-store
-reference (the orchestrator passes on the reference only; the peer's endpoint replicas
-fetch the weights themselves). It keeps its trainer at most `max_staleness` steps ahead of
+Rank 0 publishes the student's weights every `refresh_every` steps through the run control
+(on Ray an object-store reference: the orchestrator passes on the reference only; the peer's
+endpoint replicas fetch the weights themselves). It keeps its trainer at most `max_staleness` steps ahead of
 the weights its endpoint serves, waiting when further ahead, and reports the staleness it
 saw and the time it waited. Other ranks follow rank 0 through DeepSpeed's collectives.
 """
@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from students.run_control import RunControl
 from teachers.teacher_set import live_step
 
 
@@ -42,10 +43,9 @@ class OnlineRole:
 class WeightPublisher:
     """Rank 0's publication of the student's weights, and the staleness bound."""
 
-    def __init__(self, role: OnlineRole, orchestrator: Any, rank: int):
-        self.role, self.orchestrator, self.rank = role, orchestrator, rank
+    def __init__(self, role: OnlineRole, control: RunControl, rank: int):
+        self.role, self.control, self.rank = role, control, rank
         self.served_step: Optional[int] = None
-        self._served_ref = None
         self.window_staleness = 0
         self.max_staleness_seen = 0
         self.blocked_s = 0.0
@@ -62,20 +62,16 @@ class WeightPublisher:
         then wait until the peers this one learns from serve this round."""
         if not self.active:
             return
-        import ray
-
         role = self.role
         self.start_step = step
-        ray.get(self.orchestrator.wait_round.remote(role.peer, role.round, [], role.timeout_s))
+        self.control.wait_round(role.peer, role.round, [], role.timeout_s)
         self._publish(module, step)
-        ray.get(self.orchestrator.wait_round.remote(role.peer, role.round, list(role.learns_from), role.timeout_s))
+        self.control.wait_round(role.peer, role.round, list(role.learns_from), role.timeout_s)
 
     def after_step(self, module, step: int) -> None:
         """Publish on schedule; wait while the endpoint lags more than `max_staleness` steps."""
         if not (self.active and self.role.publishes):
             return
-        import ray
-
         role = self.role
         if step % role.refresh_every == 0:
             self._publish(module, step)
@@ -83,8 +79,7 @@ class WeightPublisher:
         staleness = step - (self.served_step if self.served_step is not None else self.start_step)
         if staleness > role.max_staleness:
             wait_start = time.perf_counter()
-            served = ray.get(self.orchestrator.wait_served.remote(
-                role.peer, (role.round, step - role.max_staleness), role.timeout_s))
+            served = self.control.wait_served(role.peer, (role.round, step - role.max_staleness), role.timeout_s)
             self.blocked_s += time.perf_counter() - wait_start
             self.served_step = served[1]
             staleness = step - self.served_step
@@ -95,11 +90,9 @@ class WeightPublisher:
         """Publish the final weights (peers still training learn from them) and end the round."""
         if not self.active:
             return
-        import ray
-
         if self.role.publishes and self.published_step != step:
             self._publish(module, step)
-        ray.get(self.orchestrator.finish_round.remote(self.role.peer, self.role.round))
+        self.control.finish_round(self.role.peer, self.role.round)
 
     def metrics(self) -> dict[str, Any]:
         """`online/staleness_steps`: the most steps the trainer was ahead of its endpoint since
@@ -119,27 +112,18 @@ class WeightPublisher:
                 "online_publications": self.publications}
 
     def _publish(self, module, step: int) -> None:
-        import ray
-
         if not self.role.publishes:
             return
         weights = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-        self.orchestrator.publish_weights.remote(self.role.peer, (self.role.round, step), [ray.put(weights)])
+        self.control.publish_weights(self.role.peer, (self.role.round, step), weights)
         self.published_step = step
         self.publications += 1
 
     def _poll_served(self) -> None:
         """Non-blocking: adopt the endpoint's served key when the last query has answered."""
-        import ray
-
-        if self._served_ref is not None:
-            ready, _ = ray.wait([self._served_ref], timeout=0)
-            if not ready:
-                return
-            key = ray.get(self._served_ref)
-            if key is not None and key[0] == self.role.round:
-                self.served_step = key[1]
-        self._served_ref = self.orchestrator.served_key.remote(self.role.peer)
+        answered, key = self.control.served_key_nowait(self.role.peer)
+        if answered and key is not None and key[0] == self.role.round:
+            self.served_step = key[1]
 
 
 class TargetLag:

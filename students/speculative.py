@@ -95,7 +95,6 @@ class SpeculativeBatches:
         self.totals = {"proposed": 0, "accepted": 0, "replaced": 0, "rounds": 0, "batches": 0}
 
     def __call__(self, batch: Any, step: int) -> Any:
-        from students.data import Batch
         from teachers.token_targets import target_labels
 
         model = self.student

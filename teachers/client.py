@@ -2,9 +2,11 @@
 
 The client keeps the next `prefetch` batches requested from every teacher, `batches_per_request`
 batches to a request, so teacher latency hides behind student compute and the fixed cost of a
-Serve call is spread over several batches. It learns the teacher set from the run's orchestrator (an actor
-handle passed in by the caller) with a non-blocking version poll at step boundaries: a new
-or removed teacher takes effect at the first boundary after the orchestrator's bump arrives.
+Serve call is spread over several batches. It learns the teacher set from the run (a
+`TeacherSetSource` passed in by the caller: the worker's run control) with a non-blocking
+version poll at step boundaries: a new or removed teacher takes effect at the first boundary
+after the orchestrator's bump arrives. It is the served implementation of
+`teachers.source.SoftTargetSource`.
 """
 
 from __future__ import annotations
@@ -13,28 +15,20 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
-import ray
 from ray import serve
 
+from teachers.batch import Batch
+from teachers.source import RecordSource, TeacherSetSource
 from teachers.targets import TeacherTargets
 from teachers.errors import NoTeacherError, SoftTargetError, TeacherAuthError, TeacherUnavailableError
 from teachers.grpc_client import GrpcTeacher
-from teachers.soft_targets import validate_soft_targets
 from teachers.teacher_set import TeacherEntry, TeacherSet
 
 logger = logging.getLogger(__name__)
-
-
-class Batch(Protocol):
-    """What the client needs of a batch: a stable id, inputs and labels."""
-
-    batch_id: str
-    teacher_x: np.ndarray  # what the teachers read (the student's x, or the paired modality)
-    y: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -106,9 +100,10 @@ class _Request:
                 pass
 
 
-class TeacherClient:
+class TeacherClient(RecordSource):
     """Args:
-        orchestrator: actor handle with `teacher_set_version()` and `teacher_set()`.
+        control: the run's teacher set (`teacher_set()`, `teacher_set_version_nowait()`,
+            `teacher_lost()`).
         output_space: the student's output space id; records must match it.
         temperature: the run's KD temperature; records must carry it.
         prefetch: batches requested ahead of the one being trained on, per teacher.
@@ -131,31 +126,27 @@ class TeacherClient:
     they raise `SoftTargetError` before the student sees them.
     """
 
-    def __init__(self, orchestrator: Any, *, output_space: str, temperature: float, prefetch: int = 8,
+    def __init__(self, control: TeacherSetSource, *, output_space: str, temperature: float, prefetch: int = 8,
                  batches_per_request: int = 4, timeout_s: float = 60.0, top_k: int = 0, dense_max_classes: int = 0,
                  only: Optional[set[str]] = None, policy: FaultPolicy = FaultPolicy()):
-        self._orchestrator = orchestrator
-        self.output_space = output_space
-        self.temperature = temperature
+        super().__init__(TeacherSet(), output_space=output_space, temperature=temperature)
+        self._control = control
         self.prefetch = max(prefetch, batches_per_request)
         self.batches_per_request = batches_per_request
         self.timeout_s = timeout_s
         self.top_k, self.dense_max_classes = top_k, dense_max_classes
         self.only = only
-        self.teacher_set = TeacherSet()
         self._handles: dict[str, Any] = {}
         self._plan: Iterator[Batch] = iter(())
         self._plan_done = True
         self._upcoming: deque[Batch] = deque()  # the prefetch window, oldest first
         self._in_flight: dict[tuple[str, str], _Request] = {}
-        self._version_ref: Optional[ray.ObjectRef] = None
-        self.wait_ms: dict[str, float] = {}
         self._latencies: dict[str, deque[float]] = {}
         self.policy = policy
         self.faults = {"retries": 0, "backpressure_retries": 0, "fallback_batches": 0, "teachers_lost": 0,
                        "paused_s": 0.0, "longest_recovery_s": 0.0}
         self._late_in_a_row: dict[str, int] = {}
-        self.refresh(ray.get(orchestrator.teacher_set.remote()))
+        self.refresh(control.teacher_set())
 
     # --- teacher set -------------------------------------------------------------------------
     def refresh(self, teacher_set: TeacherSet) -> bool:
@@ -189,17 +180,10 @@ class TeacherClient:
 
     def at_step_boundary(self) -> bool:
         """Cheap check for a new teacher-set version (never blocks on the orchestrator)."""
-        if self._version_ref is None:
-            self._version_ref = self._orchestrator.teacher_set_version.remote()
+        version = self._control.teacher_set_version_nowait()
+        if version is None or version == self.teacher_set.version:
             return False
-        ready, _ = ray.wait([self._version_ref], timeout=0)
-        if not ready:
-            return False
-        version = ray.get(self._version_ref)
-        self._version_ref = self._orchestrator.teacher_set_version.remote()
-        if version == self.teacher_set.version:
-            return False
-        return self.refresh(ray.get(self._orchestrator.teacher_set.remote()))
+        return self.refresh(self._control.teacher_set())
 
     # --- batches -----------------------------------------------------------------------------
     def plan(self, batches: Iterable[Batch]) -> None:
@@ -210,7 +194,7 @@ class TeacherClient:
         self._fill()
 
     def _submit(self, batches: list[Batch], teacher: str) -> _Request:
-        payload = {"batches": [{"batch_id": b.batch_id, "inputs": b.teacher_x} for b in batches],
+        payload = {"batches": [b.payload() for b in batches],
                    "temperature": self.temperature, "top_k": self.top_k, "dense_max_classes": self.dense_max_classes}
         request = _Request(self._handles[teacher].remote(payload), batches,
                            on_answer=lambda latency_s: self._note_latency(teacher, latency_s))
@@ -329,9 +313,7 @@ class TeacherClient:
 
     def _validated(self, name: str, batch: Batch, record: Any):
         entry = self.teacher_set.teachers[name]
-        record = validate_soft_targets(record, batch_id=batch.batch_id, batch_size=len(batch.y),
-                                       output_space=self.output_space, temperature=self.temperature,
-                                       teacher_version=None if entry.live else entry.model_version)
+        record = self.checked(record, batch, None if entry.live else entry.model_version)
         if entry.live and not record.teacher_version.startswith(f"{entry.model_version}@"):
             raise TeacherUnavailableError(f"teacher {name!r} answered batch {batch.batch_id!r} with version "
                                           f"{record.teacher_version!r}, not a version of {entry.model_version!r}")
@@ -349,7 +331,7 @@ class TeacherClient:
 
     def _left_the_set(self, name: str) -> bool:
         """Whether the orchestrator no longer lists `name` (removed, or lost by another worker)."""
-        latest = ray.get(self._orchestrator.teacher_set.remote())
+        latest = self._control.teacher_set()
         if name in latest.teachers:
             return False
         self.refresh(latest)
@@ -362,7 +344,7 @@ class TeacherClient:
             raise TeacherUnavailableError(reason + "; distill.on_teacher_lost is 'fail'") from exc
         logger.warning("%s; dropping it from the teacher set", reason)
         self.faults["teachers_lost"] += 1
-        self.refresh(ray.get(self._orchestrator.teacher_lost.remote(name, reason)))
+        self.refresh(self._control.teacher_lost(name, reason))
 
     def _wait_for_teachers(self, batch: Batch) -> None:
         """Return once the set has a teacher; fail, or pause until one is added (`on_no_teacher`)."""
@@ -380,7 +362,7 @@ class TeacherClient:
                 raise NoTeacherError(f"{what}; none was added within distill.pause_timeout_s "
                                      f"({self.policy.pause_timeout_s:g}s)")
             time.sleep(1.0)
-            self.refresh(ray.get(self._orchestrator.teacher_set.remote()))
+            self.refresh(self._control.teacher_set())
         self.faults["paused_s"] += time.monotonic() - start
 
     def _poll(self) -> None:
@@ -400,6 +382,12 @@ class TeacherClient:
     def in_flight(self) -> dict[str, int]:
         """Requests sent to each teacher and not yet read."""
         return {name: len({id(r) for (_, t), r in self._in_flight.items() if t == name}) for name in self._handles}
+
+    def metrics(self) -> dict[str, Any]:
+        """Each teacher's wait, round trip and requests in flight, and the fault counters."""
+        return {**super().metrics(), **{f"teacher/{n}/latency_ms": ms for n, ms in self.latency_ms.items()},
+                **{f"teacher/{n}/in_flight": count for n, count in self.in_flight().items()},
+                **{f"faults/{k}": v for k, v in self.faults.items()}}
 
     def close(self) -> None:
         for request in set(self._in_flight.values()):

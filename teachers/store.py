@@ -15,7 +15,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Optional
 
 import numpy as np
 import pyarrow as pa
@@ -23,7 +23,8 @@ import pyarrow.parquet as pq
 
 from teachers.arrow_codec import SAMPLE_COLUMN, table_to_record
 from teachers.errors import SoftTargetDecodeError, SoftTargetStoreError
-from teachers.soft_targets import SCHEMA_VERSION, SoftTargets, validate_soft_targets
+from teachers.soft_targets import SCHEMA_VERSION, SoftTargets
+from teachers.source import RecordSource
 from teachers.targets import TeacherTargets
 from teachers.teacher_set import TeacherSet
 
@@ -171,22 +172,16 @@ class StoredTargets:
                            features={n: v[rows] for n, v in rec.features.items()})
 
 
-class StoredTeachers:
-    """The TeacherClient's interface over offline stores: no teacher runs while the student trains."""
+class StoredTeachers(RecordSource):
+    """The soft-target source over offline stores: no teacher runs while the student trains."""
 
     def __init__(self, stores: dict[str, str], teacher_set: TeacherSet, *, samples: int, output_space: str,
                  temperature: float):
-        self.teacher_set = teacher_set
-        self.output_space = output_space
-        self.temperature = temperature
-        self.wait_ms: dict[str, float] = {}
+        super().__init__(teacher_set, output_space=output_space, temperature=temperature)
         self._stores = {}
         for name, folder in stores.items():
             folder = Path(folder)
             self._stores[name] = StoredTargets(folder, Manifest.read(folder), samples)
-
-    def plan(self, batches: Iterable) -> None:
-        """Nothing to request ahead: every record is already in memory."""
 
     def targets_for(self, batch) -> Optional[TeacherTargets]:
         records = {}
@@ -196,13 +191,8 @@ class StoredTeachers:
             except IndexError:
                 raise SoftTargetDecodeError(f"store of teacher {name!r} has no row for a sample of batch "
                                             f"{batch.batch_id!r}") from None
-            records[name] = validate_soft_targets(record, batch_id=batch.batch_id, batch_size=len(batch.y),
-                                                  output_space=self.output_space, temperature=self.temperature,
-                                                  teacher_version=self.teacher_set.teachers[name].model_version)
-        return TeacherTargets(records, self.teacher_set.weights()) if records else None
-
-    def at_step_boundary(self) -> bool:
-        return False
+            records[name] = self.checked(record, batch, self.teacher_set.teachers[name].model_version)
+        return self.merged(records)
 
     def close(self) -> None:
         self._stores.clear()

@@ -208,11 +208,6 @@ def _against_uninterrupted(output_dir: Path, curve: dict[int, list[float]]) -> d
                                                      default=float("nan"))}
 
 
-class _LoadBatch:
-    def __init__(self, batch_id: str, teacher_x, y):
-        self.batch_id, self.teacher_x, self.y = batch_id, teacher_x, y
-
-
 def _load_student(orchestrator: Any, student: int, batches: int, batch_size: int, output_space: str,
                   in_features: int) -> dict[str, Any]:
     """One student's teacher client asking for `batches` batches, one batch to a request and
@@ -221,13 +216,15 @@ def _load_student(orchestrator: Any, student: int, batches: int, batch_size: int
     import numpy as np
 
     from cluster.config import DistillConfig
+    from orchestration.run_control import RayRunControl
+    from teachers.batch import Batch
     from teachers.client import FaultPolicy, TeacherClient
 
     distill = DistillConfig(request_timeout_s=30)
     rng = np.random.default_rng(student)
-    plan = [_LoadBatch(f"student{student}-b{i}", rng.random((batch_size, in_features), dtype=np.float32),
-                       np.zeros(batch_size, dtype=np.int64)) for i in range(batches)]
-    client = TeacherClient(orchestrator, output_space=output_space, temperature=distill.temperature, prefetch=8,
+    plan = [Batch.of_inputs(f"student{student}-b{i}", rng.random((batch_size, in_features), dtype=np.float32))
+            for i in range(batches)]
+    client = TeacherClient(RayRunControl(orchestrator), output_space=output_space, temperature=distill.temperature, prefetch=8,
                            batches_per_request=1, timeout_s=distill.request_timeout_s,
                            dense_max_classes=distill.dense_max_classes, policy=FaultPolicy.of(distill))
     client.plan(plan)

@@ -11,7 +11,8 @@ from cluster.config import load_run_config
 from cluster.errors import ConfigError
 from orchestration.online_results import online_gain_lines, online_rows
 from orchestration.peer_board import PeerBoard, PeerTimeoutError
-from orchestration.phases import INIT_SEED_STRIDE, online_jobs
+from orchestration.regimes.born_again import INIT_SEED_STRIDE
+from orchestration.regimes.co_training import CoTraining, online_jobs
 from orchestration.progress import progress_line
 from students.online import TargetLag
 from teachers.backend import ResolvedModel
@@ -95,17 +96,23 @@ def test_online_configs_that_cannot_work_are_refused(tmp_path, online, sections,
         online_config(tmp_path, online, **sections)
 
 
+def role(job):
+    """The phase's part in co-training (None for a phase outside it)."""
+    hook = job.hook(CoTraining)
+    return hook.role if hook is not None else None
+
+
 def test_each_peer_trains_its_rounds_then_alone(tmp_path):
     cfg = online_config(tmp_path, {"peers": [{"name": "big", "learns_from": []}, {"name": "a"}, {"name": "b"}]},
                         distill={"terms": [{"name": "ce"}, {"name": "kd"}]})
     jobs = online_jobs(cfg, [], {p: MODEL for p in ("big", "a", "b")}, None)
     assert [j.phase for j in jobs["a"]] == ["mutual-a-seed0", "mutual-a-seed1", "alone-a-seed0", "alone-a-seed1"]
     a0, alone_a0 = jobs["a"][0], jobs["a"][2]
-    assert a0.teachers == ["peer-big", "peer-b"] and a0.use_teachers and a0.online.learns_from == ("big", "b")
-    assert a0.online.round == 0 and jobs["a"][1].online.round == 1 and alone_a0.online is None
+    assert a0.teachers == ["peer-big", "peer-b"] and a0.use_teachers and role(a0).learns_from == ("big", "b")
+    assert role(a0).round == 0 and role(jobs["a"][1]).round == 1 and role(alone_a0) is None
     assert a0.init_seed == alone_a0.init_seed == INIT_SEED_STRIDE  # the same start with peers and alone
     big0 = jobs["big"][0]
-    assert not big0.use_teachers and [t.name for t in big0.terms] == ["ce"] and big0.online.publishes
+    assert not big0.use_teachers and [t.name for t in big0.terms] == ["ce"] and role(big0).publishes
     assert all(j.trainer == "a" for j in jobs["a"])
 
 

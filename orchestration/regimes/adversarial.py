@@ -1,0 +1,55 @@
+"""Adversarial data-free augmentation: a generator proposes inputs where the teachers and the
+student disagree most; the student also learns the teachers' targets on them.
+
+Config: `distill.generator` (or a method's own `generator`). Phases: every KD phase with
+teachers gets `SyntheticTraining`; one batch of generated inputs stays in flight to the
+teachers while the next real batch trains (`students.generator`). The generator's state is
+checkpointed with the student. The adversarial discriminator of the `adversarial` loss term
+is part of the loss (`students.losses`), not of this regime.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+
+from students.generator import SyntheticInputs, SyntheticStream, frozen_forward
+from students.hooks import Phase, PhaseHook
+
+
+class SyntheticTraining(PhaseHook):
+    def __init__(self, cfg: Any, seed: int):
+        self.cfg, self.seed = cfg, seed
+        self.stream: Optional[SyntheticStream] = None
+
+    def start(self, phase: Phase, extra_state: dict[str, Any]) -> None:
+        if phase.source is None:
+            return
+        cfg, train = self.cfg, phase.train
+        inputs = SyntheticInputs(train.x.min(0), train.x.max(0), samples=cfg.samples, z_dim=cfg.z_dim,
+                                 hidden=cfg.hidden, lr=cfg.lr, device=phase.engine.device, seed=self.seed,
+                                 rank=phase.rank)
+        if "generator" in extra_state:
+            inputs.load_state_dict(extra_state["generator"])
+        self.stream = SyntheticStream(inputs, phase.source, phase.temperature, cfg.weight, f"{phase.name}-r{phase.rank}")
+
+    def extra_loss(self, engine: Any) -> Optional[dict[str, Any]]:
+        """A second forward, after the terms read the real batch's features."""
+        extra = self.stream.loss(engine, engine.device) if self.stream is not None else None
+        if not extra:
+            return None
+        return {"terms": {"synthetic_kd": extra["synthetic_kd"]}, "weighted": extra["weighted"]}
+
+    def after_optimizer_step(self, engine: Any) -> dict[str, torch.Tensor]:
+        if self.stream is None:
+            return {}
+        return self.stream.step_generator(frozen_forward(engine.module.model))
+
+    def after_step(self, phase: Phase, step: int, targets) -> dict[str, torch.Tensor]:
+        if self.stream is not None:
+            self.stream.request(step)  # answered while the next real batch trains
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.stream.inputs.state_dict()} if self.stream is not None else {}

@@ -1,0 +1,198 @@
+"""Lifelong (continual) distillation: a sequence of tasks; after each task the student's
+snapshot becomes the teacher of the next, so old knowledge is kept while new is learned.
+
+Config: `continual` (`cluster.config.ContinualConfig`: the task column, the tasks in order,
+replay samples and whether replayed samples learn stored targets). Phases
+(`continual_jobs`): per seed and method, then the naive fine-tuning baseline, one phase per
+task. Worker hooks: `TaskRows` (the task's samples and the replayed memory), `InitFrom` (the
+previous task's student), `TaskEvaluation` (accuracy per task), `MemoryReplay` and
+`StoreMemory` (replay with stored targets); the teacher is the previous task's snapshot
+(`orchestration.regimes.born_again`). Results: `orchestration.continual_results`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from orchestration.regimes.born_again import SnapshotExport, SnapshotTeacher
+from students.data import Split
+from students.evaluation import accuracy
+from students.hooks import Phase, PhaseHook
+from students.job import StudentJob
+from students.losses import Term, needs_teacher, preset_terms
+from students.replay import MemoryTargets
+from students.run_control import RunControl
+from teachers.backend import ResolvedModel
+from teachers.batch import Batch
+from teachers.targets import TeacherTargets
+
+
+def task_rows(train: Split, train_on: tuple[str, tuple[int, ...]],
+              replay: Optional[tuple[str, tuple[int, ...], int]]) -> np.ndarray:
+    """The rows of a continual phase: its task's samples and, with replay, the first samples of
+    each earlier task (the same ones for every later task: the memory)."""
+    column, values = train_on
+    rows = np.flatnonzero(np.isin(train.columns[column], values))
+    if replay:
+        column, earlier, samples = replay
+        memory = [np.flatnonzero(train.columns[column] == value)[:samples] for value in earlier]
+        rows = np.sort(np.concatenate([rows, *memory]))
+    return rows
+
+
+class TaskRows(PhaseHook):
+    """Args:
+        train_on: (data column, values): train only on the samples whose column holds one of them.
+        replay: (data column, earlier values, samples per value): the first samples of each
+            earlier task, trained on again with this one.
+    """
+
+    def __init__(self, train_on: tuple[str, tuple[int, ...]], replay: Optional[tuple[str, tuple[int, ...], int]]):
+        self.train_on, self.replay = train_on, replay
+
+    def training_rows(self, train: Split) -> Split:
+        # `row` keeps each sample's row of the training split (the key of stored memory targets)
+        train = replace(train, columns={**train.columns, "row": np.arange(len(train.y))})
+        return train.rows(task_rows(train, self.train_on, self.replay))
+
+
+class InitFrom(PhaseHook):
+    """The phase starts from the student the phase `previous` exported (the task before)."""
+
+    def __init__(self, previous: str):
+        self.previous = previous
+
+    def prepare_model(self, model: torch.nn.Module, control: RunControl) -> None:
+        model.load_state_dict(control.snapshot_weights(self.previous))
+
+
+class TaskEvaluation(PhaseHook):
+    """Per task: accuracy over all classes, and over the task's own classes (the task given)."""
+
+    def __init__(self, column: str, values: tuple[int, ...]):
+        self.column, self.values = column, values
+
+    def evaluation_metrics(self, outputs: np.ndarray, test: Split) -> dict[str, float]:
+        metrics = {}
+        for value in self.values:
+            rows = test.columns[self.column] == value
+            own = np.full(outputs.shape[1], -np.inf)
+            own[np.unique(test.y[rows])] = 0.0
+            metrics[f"test_accuracy/{self.column}{value}"] = accuracy(outputs[rows], test.y[rows])
+            metrics[f"task_given_accuracy/{self.column}{value}"] = accuracy(outputs[rows] + own, test.y[rows])
+        return metrics
+
+
+class MemoryReplay(PhaseHook):
+    """Replayed samples learn the targets the earlier tasks' students stored on them
+    (`students.replay`); `replay/stored_targets` counts them per step."""
+
+    def __init__(self, memory_from: tuple[str, ...]):
+        self.memory_from = memory_from
+        self.memory: Optional[MemoryTargets] = None
+        self.replayed = 0
+
+    def start(self, phase: Phase, extra_state: dict[str, Any]) -> None:
+        self.memory = MemoryTargets([phase.control.memory_store(p) for p in self.memory_from], phase.temperature)
+
+    def patch_targets(self, targets: Optional[TeacherTargets], batch: Batch) -> Optional[TeacherTargets]:
+        targets, self.replayed = self.memory.patch(targets, batch.columns["row"])
+        return targets
+
+    def after_step(self, phase: Phase, step: int, targets) -> dict[str, torch.Tensor]:
+        return {"replay/stored_targets": torch.tensor(float(self.replayed))}
+
+
+class StoreMemory(PhaseHook):
+    """At the end of the phase the orchestrator stores this student's soft targets on the first
+    `samples` training samples of its task (needs the phase's snapshot: after `SnapshotExport`)."""
+
+    def __init__(self, column: str, task: int, samples: int):
+        self.column, self.task, self.samples = column, task, samples
+
+    def after_phase(self, phase: Phase) -> None:
+        if phase.rank == 0:
+            phase.control.store_memory_targets(phase.name, self.column, self.task, self.samples)
+
+
+# --- phases -------------------------------------------------------------------------------------
+def continual_phase(method: Optional[str], task_index: int, seed: int) -> str:
+    """`kd-lwf-task2-seed0`, or `baseline-task2-seed0` for naive fine-tuning."""
+    stem = "baseline" if method is None else f"kd-{method}" if method else "kd"
+    return f"{stem}-task{task_index}-seed{seed}"
+
+
+def continual_jobs(cfg: Any, methods: dict[str, list[Term]], model: ResolvedModel, dataset: Any,
+                   control: Optional[RunControl]) -> list[StudentJob]:
+    """A continual run: per seed and method (then the naive fine-tuning baseline), one phase per
+    task in order. Task k trains on that task's samples only, starts from the student of task
+    k - 1, and, when its terms need a teacher, is taught by that student's served snapshot;
+    `lwf` terms match it on the classes of the earlier tasks."""
+    continual = cfg.continual
+    column = continual.column
+    if column not in dataset.train.columns:
+        raise ValueError(f"continual.column: the dataset {dataset.name!r} has no column {column!r}; "
+                         f"its columns: {sorted(dataset.train.columns)}")
+    values = dataset.train.columns[column]
+    missing = sorted(set(continual.tasks) - set(values.tolist()))
+    if missing:
+        raise ValueError(f"continual.tasks: no training sample has {column} in {missing}; "
+                         f"present: {sorted(set(values.tolist()))}")
+    classes = {task: sorted(set(dataset.train.y[values == task].tolist())) for task in continual.tasks}
+    order = tuple(continual.tasks)
+    kinds = list(methods) + ([None] if cfg.run.baseline else [])
+    jobs = []
+    for seed in cfg.run.seeds:
+        for method in kinds:
+            terms = preset_terms("ce", 1.0) if method is None else methods[method]
+            for k, task in enumerate(order):
+                earlier = sorted(c for t in order[:k] for c in classes[t])
+                previous = continual_phase(method, k - 1, seed) if k else None
+                learns_from_previous = previous is not None and needs_teacher(terms)
+                jobs.append(StudentJob(
+                    phase=continual_phase(method, k, seed), seed=seed, terms=_with_old_classes(terms, earlier),
+                    model=model, student=cfg.student, distill=cfg.distill, data=cfg.data, control=control,
+                    use_teachers=learns_from_previous,
+                    hooks=_task_hooks(continual, column, order, k, previous if learns_from_previous else None,
+                                      previous, _stored_replay(continual, method, terms, seed, k))))
+    return jobs
+
+
+def _task_hooks(continual: Any, column: str, order: tuple[int, ...], k: int, teacher: Optional[str],
+                previous: Optional[str], stored: dict[str, Any]) -> tuple[PhaseHook, ...]:
+    """Task k's hooks, in hand-over order: export this student, store its memory targets (they
+    read the export), then retire the snapshot it learned from."""
+    replay = (column, order[:k], continual.replay_samples) if k and continual.replay_samples else None
+    hooks: list[PhaseHook] = [TaskRows((column, (order[k],)), replay)]
+    if previous is not None:
+        hooks.append(InitFrom(previous))
+    hooks.append(TaskEvaluation(column, order))
+    if stored.get("memory_from"):
+        hooks.append(MemoryReplay(stored["memory_from"]))
+    if k < len(order) - 1:
+        hooks.append(SnapshotExport())
+        if stored.get("store_memory"):
+            hooks.append(StoreMemory(column, order[k], stored["store_memory"]))
+    if teacher is not None:
+        hooks.append(SnapshotTeacher(teacher))
+    return tuple(hooks)
+
+
+def _stored_replay(continual: Any, method: Optional[str], terms: list[Term], seed: int, k: int) -> dict[str, Any]:
+    """Replay with stored targets: each task but the last stores its student's targets on its
+    memory; every later task learns its replayed samples from those."""
+    if continual.replay_targets != "stored" or not needs_teacher(terms):
+        return {}
+    last = len(continual.tasks) - 1
+    return {"store_memory": continual.replay_samples if k < last else None,
+            "memory_from": tuple(continual_phase(method, j, seed) for j in range(k))}
+
+
+def _with_old_classes(terms: list[Term], classes: list[int]) -> list[Term]:
+    """`lwf` terms without their own `classes` get those of the earlier tasks."""
+    return [Term(t.name, t.weight, {**t.params, "classes": classes})
+            if t.name == "lwf" and "classes" not in t.params else t for t in terms]

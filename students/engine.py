@@ -1,0 +1,65 @@
+"""The student module and its DeepSpeed engine (built the same way on every rank)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
+
+import torch
+
+from students.deepspeed_config import deepspeed_config
+from students.hooks import each
+from students.job import StudentJob
+from students.losses import feature_refs, self_distillation_exits
+from students.run_control import RunControl
+from students.student_module import DistillationStudent
+from teachers.zoo import count_parameters
+
+
+def import_deepspeed():
+    # DeepSpeed picks its accelerator at import time; without CUDA it must be told "cpu".
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    import deepspeed
+
+    return deepspeed
+
+
+def student_module(job: StudentJob, control: RunControl, in_features: int) -> DistillationStudent:
+    """The student with the hooks, FitNets projectors and self-distillation exits its terms need."""
+    layers, _ = feature_refs(job.terms)
+    hints = [t for t in job.terms if t.name == "fitnet"]
+    projections, matched = [], []
+    if hints:
+        teachers = control.teacher_set().teachers
+        for term in hints:
+            teacher, _, layer = term.params["teacher"].partition("/")
+            shapes = teachers[teacher].feature_shapes if teacher in teachers else {}
+            if layer not in shapes:
+                raise ValueError(f"fitnet: teacher {teacher!r} sends no feature {layer!r} (it sends {sorted(shapes)})")
+            hint = (term.params["student"], term.params["teacher"], shapes[layer])
+            (projections if term.params.get("projector", True) else matched).append(hint)
+    exits, exit_hints = self_distillation_exits(job.terms)
+    return DistillationStudent(job.model.build(), layers, projections, in_features, exits, exit_hints, matched,
+                               job.weighting.gate_teachers, job.weighting.gate_hidden)
+
+
+def build_engine(job: StudentJob, control: RunControl, world_size: int, in_features: int) -> tuple[Any, int]:
+    """The DeepSpeed engine of the phase's student, and the student's parameter count."""
+    deepspeed = import_deepspeed()
+    torch.manual_seed(job.init_seed if job.init_seed is not None else job.seed)  # the same weights on every rank
+    module = student_module(job, control, in_features)
+    each(job.hooks, "prepare_model", module.model, control)
+    parameters = count_parameters(module.model)  # before ZeRO-3 partitions them away
+    engine, *_ = deepspeed.initialize(model=module, model_parameters=module.parameters(),
+                                      config=deepspeed_config(job.student, world_size))
+    return engine, parameters
+
+
+def mixed_precision(engine: Any, precision: str):
+    """bf16/fp16 students: autocast casts float32 inputs and teacher targets for the module's
+    matmuls and keeps losses and reductions in float32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=engine.device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)

@@ -1,0 +1,77 @@
+"""What a worker tells the run while it trains: rolling metric records, and whether to stop."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Optional
+
+import torch
+import torch.distributed as dist
+
+from students.checkpoint import ClientState
+from students.run_control import RunControl
+from teachers.source import SoftTargetSource
+
+
+class StopCheck:
+    """Whether the run was asked to stop (`distillery stop`), the same answer on every rank: every
+    `every` steps each rank reads the run control's non-blocking answer and the ranks
+    all-reduce what they saw, so that all of them leave the loop after the same step."""
+
+    def __init__(self, control: RunControl, every: int, device: torch.device):
+        self.control, self.every, self.device = control, every, device
+
+    def __call__(self, step: int) -> bool:
+        if step % self.every:
+            return False
+        flag = torch.tensor([float(self.control.stop_requested_nowait())], device=self.device)
+        if dist.is_initialized():
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+
+class ProgressReporter:
+    """Rolling throughput, loss and teacher-weight averages, reported as metric records
+    (`loss/<term>`; `teacher/<name>/effective_weight`: the teacher's mean per-sample weight in
+    the merged target over the steps it answered; keys that already name a group, like
+    `replay/stored_targets`, as they are)."""
+
+    def __init__(self, control: RunControl, phase: str, trainer: Optional[str], unit: str, rank: int,
+                 world_size: int):
+        self.control, self.phase, self.trainer, self.unit = control, phase, trainer, unit
+        self.rank, self.world_size = rank, world_size
+        self.window_start, self.window_samples = time.perf_counter(), 0
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.count = 0
+        self.last_checkpoint: Optional[int] = None
+
+    def add(self, terms: dict[str, torch.Tensor], batch_size: int) -> None:
+        for key, value in terms.items():
+            weight_of = key.removeprefix("teacher_weight/")
+            key = (f"teacher/{weight_of}/effective_weight" if weight_of != key else key if "/" in key
+                   else f"loss/{key}")
+            self.sums[key] = self.sums.get(key, 0.0) + float(value.detach())
+            self.counts[key] = self.counts.get(key, 0) + 1
+        self.count += 1
+        self.window_samples += batch_size * self.world_size
+
+    def flush(self, state: ClientState, source: Optional[SoftTargetSource], extra: Optional[dict[str, Any]] = None) -> None:
+        now = time.perf_counter()
+        record: dict[str, Any] = {"phase": self.phase, "rank": self.rank, "step": state.step, "epoch": state.epoch}
+        if self.trainer:
+            record["trainer"] = self.trainer
+        if self.count:
+            record[f"throughput/{self.unit}_per_s"] = self.window_samples / max(now - self.window_start, 1e-9)
+            record.update({k: v / self.counts[k] for k, v in self.sums.items()})
+        if source is not None:
+            ts = source.teacher_set
+            record["teacher_set/version"] = ts.version
+            record["teachers"] = sorted(ts.teachers)
+            record.update({f"teacher/{n}/weight": w for n, w in ts.weights().items()})
+            record.update(source.metrics())
+        if self.last_checkpoint is not None:
+            record["checkpoint/last_step"] = self.last_checkpoint
+        record.update(extra or {})
+        self.control.report(record)
+        self.window_start, self.window_samples, self.sums, self.counts, self.count = now, 0, {}, {}, 0

@@ -1,0 +1,37 @@
+"""The soft-target source of a phase (`teachers.source.SoftTargetSource`), chosen by its job."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Optional
+
+from students.job import StudentJob
+from students.run_control import RunControl
+from teachers.source import SoftTargetSource
+
+
+def soft_target_source(job: StudentJob, control: RunControl, output_space: str, samples: int,
+                       planned: Callable[[], Iterable], only: Optional[set[str]]) -> Optional[SoftTargetSource]:
+    """The job's source (None for a phase without teachers); `planned()` lists every batch left
+    to train, `only` the teachers of the set the phase reads (all when None)."""
+    if not job.use_teachers:
+        return None
+    if job.source == "offline":
+        from teachers.store import StoredTeachers
+
+        return StoredTeachers(job.stores, control.teacher_set(), samples=samples, output_space=output_space,
+                              temperature=job.distill.temperature)
+    if job.source == "served":
+        from teachers.client import FaultPolicy, TeacherClient
+
+        return TeacherClient(control, output_space=output_space, temperature=job.distill.temperature,
+                             prefetch=job.distill.prefetch, batches_per_request=job.distill.batches_per_request,
+                             timeout_s=job.distill.request_timeout_s, top_k=job.distill.top_k,
+                             dense_max_classes=job.distill.dense_max_classes, only=only,
+                             policy=FaultPolicy.of(job.distill))
+    from teachers.local import LocalTeachers
+
+    local = LocalTeachers(control.teacher_apps(), control.teacher_set(), output_space=output_space,
+                          temperature=job.distill.temperature)
+    if job.source == "precomputed":
+        local.precompute(planned())
+    return local
