@@ -228,7 +228,8 @@ def round_trips(repeats: int, folder: Path) -> dict:
 
     from orchestration.run import GRPC_SERVICER
     from teachers.backend import ResolvedModel
-    from teachers.deployment import LoadedTeacher, TeacherAppArgs, build_teacher_app
+    from teachers.loaded import LoadedTeacher, TeacherAppArgs
+    from teachers.deployment import build_teacher_app
     from teachers.grpc_client import EndpointSpec, GrpcTeacher
     from teachers.grpc_service import ServerSecurity, start_teacher_server, token_digest
 

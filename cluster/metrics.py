@@ -7,7 +7,23 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def read_metrics(run_dir: str | Path) -> Iterator[dict[str, Any]]:
+    """The records of a run's `metrics.jsonl` in the order they were written (none when the
+    file is missing); a line cut short by a killed driver is skipped."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return
+    with open(path) as lines:
+        for line in lines:
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
 
 
 class MlflowSink:
@@ -53,7 +69,7 @@ class MetricsSink:
     def __init__(self, run_dir: str | Path, mlflow: Optional[MlflowSink] = None):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._jsonl = open(self.run_dir / "metrics.jsonl", "a", buffering=1)
+        self._jsonl = open(self.run_dir / METRICS_FILE, "a", buffering=1)
         self._writers: dict[str, Any] = {}
         self._mlflow = mlflow
         self._lock = threading.Lock()

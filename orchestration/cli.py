@@ -330,9 +330,15 @@ def _watch(run: str, interval: float, render) -> None:
     console.print(f"run {run} ended")
 
 
+def _run_sweep_cell(config: str, console: Console) -> None:
+    from orchestration.run import run
+
+    run(config, console=console)
+
+
 app.command("plan")(plan_command)
 app.command("fit-law")(fit_law_command)
-app.command("sweep")(sweep_command)
+app.command("sweep")(sweep_command(_run_sweep_cell))
 
 
 def main() -> None:

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from orchestration.results import mean_std, method_kind, student_label
+from cluster.naming import method_kind
+from orchestration.results import mean_std, student_label
 
 PHASE = re.compile(r"^(?P<kind>.+)-task(?P<k>\d+)-seed(?P<seed>-?\d+)$")
 METRIC = "average_accuracy"  # the headline of a continual run's rows (orchestration.results.METRICS)

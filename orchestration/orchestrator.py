@@ -7,7 +7,6 @@ messages pass through it; soft targets go from Serve replicas straight to train 
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -19,9 +18,10 @@ import ray
 from ray import serve
 
 from cluster.config import ResourcesConfig, TeacherConfig, check_name, validate_model
-from cluster.metrics import MetricsSink, MlflowSink
+from cluster.metrics import MetricsSink, MlflowSink, read_metrics
 from teachers.backend import resolve_model
-from teachers.deployment import TeacherAppArgs, build_teacher_app
+from teachers.loaded import TeacherAppArgs
+from teachers.deployment import build_teacher_app
 from teachers.errors import IncompatibleTeacherError
 from teachers.grpc_client import EndpointSpec, GrpcTeacher
 from teachers.soft_targets import SCHEMA_VERSION
@@ -65,7 +65,7 @@ class Orchestrator:
         self._phase: Optional[str] = None
         self.peers: Optional[PeerBoard] = None
         self._stop_requested = False
-        self._last_step = _last_logged_steps(Path(run_dir) / "metrics.jsonl")  # (trainer, phase) -> step
+        self._last_step = _last_logged_steps(run_dir)  # (trainer, phase) -> step
 
     # --- queried by train workers (cheap) ----------------------------------------------------
     def teacher_set_version(self) -> int:
@@ -239,7 +239,7 @@ class Orchestrator:
         from students.data import student_subset
         from teachers.arrow_codec import to_table
         from teachers.backend import file_version
-        from teachers.deployment import LoadedTeacher
+        from teachers.loaded import LoadedTeacher
         from teachers.store import write_manifest
 
         folder = self._memory_path(phase)
@@ -511,18 +511,11 @@ class Orchestrator:
                 "test_score": trained.test_score}
 
 
-def _last_logged_steps(metrics: Path) -> dict[tuple[Optional[str], str], int]:
-    """The highest step rank 0 logged per (trainer, phase) in an earlier driver's metrics.jsonl."""
+def _last_logged_steps(run_dir: str) -> dict[tuple[Optional[str], str], int]:
+    """The highest step rank 0 logged per (trainer, phase) in an earlier driver's metrics."""
     last: dict[tuple[Optional[str], str], int] = {}
-    if not metrics.is_file():
-        return last
-    with open(metrics) as lines:
-        for line in lines:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:  # a line cut short by a killed driver
-                continue
-            if record.get("rank") == 0 and "step" in record and "phase" in record:
-                key = (record.get("trainer"), record["phase"])
-                last[key] = max(last.get(key, 0), record["step"])
+    for record in read_metrics(run_dir):
+        if record.get("rank") == 0 and "step" in record and "phase" in record:
+            key = (record.get("trainer"), record["phase"])
+            last[key] = max(last.get(key, 0), record["step"])
     return last

@@ -32,7 +32,7 @@ class StoreScorer:
     def __init__(self, args: Any, top_k: int):
         import torch
 
-        from teachers.deployment import LoadedTeacher
+        from teachers.loaded import LoadedTeacher
 
         torch.set_num_threads(1)
         self.teacher = LoadedTeacher.load(args)
@@ -84,7 +84,7 @@ def precompute(cfg: RunConfig, dataset: Dataset, console: Console) -> dict[str, 
     from orchestration.teacher_training import teacher_app_args, test_score
     from teachers.arrow_codec import fixed_size_list
     from teachers.backend import file_version
-    from teachers.deployment import LoadedTeacher
+    from teachers.loaded import LoadedTeacher
 
     root = Path(cfg.distill.store_dir).resolve()
     cache_dir = default_cache_dir()

@@ -13,18 +13,15 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Optional
 
+from cluster.metrics import read_metrics
+
 PLOTS = ("loss", "eval", "teacher_weights", "teacher_latency")
 
 
 def _records(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Rank 0's step records and the run's events, in the order they were written."""
     steps, events = [], []
-    path = run_dir / "metrics.jsonl"
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by a killed driver
-            continue
+    for record in read_metrics(run_dir):
         if "event" in record:
             events.append(record)
         elif record.get("rank", 0) == 0 and "step" in record and "phase" in record:

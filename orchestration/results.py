@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.table import Table
+from cluster.naming import phase_kind
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -38,7 +39,7 @@ def metric_of(phases: dict[str, dict[str, Any]]) -> str:
 def ptq_lines(phases: dict[str, dict[str, Any]], metric: str) -> list[str]:
     """The no-KD baseline after post-training quantization (`<metric>_ptq_int<bits>`), mean ±
     std over seeds: what quantized distillation is compared with."""
-    baselines = [p for name, p in sorted(phases.items()) if _kind(name) == "baseline"]
+    baselines = [p for name, p in sorted(phases.items()) if phase_kind(name) == "baseline"]
     lines = []
     for bits in (8, 4):
         key = f"{metric}_ptq_int{bits}"
@@ -61,16 +62,6 @@ def retained_gain_lines(rows: list[dict[str, Any]], reference: str, compared: li
             f"({gains[f'kd:{method}']:+.4f} of {full:+.4f})" for method in compared if f"kd:{method}" in gains]
 
 
-def _kind(phase: str) -> str:
-    """`kd-seed0` -> "kd", `kd-dkd-seed0` -> "kd:dkd", `baseline-seed0` -> "baseline"."""
-    return method_kind(phase.rsplit("-seed", 1)[0])
-
-
-def method_kind(stem: str) -> str:
-    """A phase name's method part as a results kind: `kd-dkd` -> "kd:dkd" ("kd", "baseline" stay)."""
-    return "kd:" + stem[3:] if stem.startswith("kd-") else stem
-
-
 def student_label(kind: str, metric: str) -> str:
     """The results table's name of a student kind; the baseline's depends on the run's metric."""
     if kind == "baseline":
@@ -86,9 +77,9 @@ def summarize(teachers: dict[str, dict[str, Any]], phases: dict[str, dict[str, A
              "wall_s": t["train_seconds"],
              "note": t.get("note") or ("pretrained" if t.get("pretrained") else "cached" if t.get("cached") else "trained")}
             for name, t in teachers.items()]
-    kinds = sorted(dict.fromkeys(_kind(name) for name in phases), key=lambda k: k == "baseline")  # trained order
+    kinds = sorted(dict.fromkeys(phase_kind(name) for name in phases), key=lambda k: k == "baseline")  # trained order
     for kind in kinds:
-        runs = [p for name, p in sorted(phases.items()) if _kind(name) == kind]
+        runs = [p for name, p in sorted(phases.items()) if phase_kind(name) == kind]
         mean, std = mean_std([r[metric] for r in runs])
         row = {"model": student_label(kind, metric), "kind": kind, "metric": metric, "score_mean": mean, "score_std": std,
                "seeds": len(runs), "parameters": runs[0]["parameters"],

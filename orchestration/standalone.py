@@ -19,7 +19,7 @@ def serve_teacher(teacher_yaml: str, *, port: int, host: str, run_config: Option
     from orchestration.teacher_training import teacher_app_args, train_or_load_teacher
     from students.data import load_dataset
     from teachers.backend import resolve_model
-    from teachers.deployment import LoadedTeacher
+    from teachers.loaded import LoadedTeacher
     from teachers.grpc_service import ServerSecurity, start_teacher_server
 
     teacher = load_yaml_model(TeacherConfig, teacher_yaml)

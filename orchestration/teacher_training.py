@@ -18,7 +18,7 @@ from cluster.config import DataConfig, DistillConfig, TeacherConfig, TeacherTrai
 from students import evaluation
 from students.data import Dataset, Split
 from teachers.backend import ResolvedModel, load_teacher, resolve_model
-from teachers.deployment import TeacherAppArgs
+from teachers.loaded import TeacherAppArgs
 from teachers.zoo import count_parameters
 
 

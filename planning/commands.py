@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
@@ -96,10 +96,15 @@ def fit_law_command(
     write_report(Path(out), fit, history, held, console, f"Scaling-law fit to {', '.join(runs)}")
 
 
-def sweep_command(config: str = typer.Argument(..., help="sweep config, e.g. deploy/configs/sweep.yaml"),
-                  refit: bool = typer.Option(False, "--refit", help="fit the cells already run, run nothing"),
-                  params: str = PARAMS_OPTION) -> None:
-    """Run a grid of teacher sizes, student sizes and token budgets; fit the laws to it."""
-    from planning.sweep import run_sweep
+def sweep_command(run_job: Callable[[str, Console], Any]):
+    """The `sweep` command, running each cell with `run_job(config_path, console)`."""
 
-    run_sweep(config, console, refit_only=refit, parameter_count=params)
+    def sweep(config: str = typer.Argument(..., help="sweep config, e.g. deploy/configs/sweep.yaml"),
+              refit: bool = typer.Option(False, "--refit", help="fit the cells already run, run nothing"),
+              params: str = PARAMS_OPTION) -> None:
+        """Run a grid of teacher sizes, student sizes and token budgets; fit the laws to it."""
+        from planning.sweep import run_sweep
+
+        run_sweep(config, run_job, console, refit_only=refit, parameter_count=params)
+
+    return sweep

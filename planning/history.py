@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from cluster.config import RunConfig
-from orchestration.results import _kind
+from cluster.naming import phase_kind
 from planning.fit import Point
 
 
@@ -141,7 +141,7 @@ def run_history(run_dir: str | Path, count: str = "non_embedding") -> History:
             history.skipped.append(f"{run_dir.name}/{phase}: no held-out cross-entropy")
             continue
         tokens = float(metrics.get("tokens_seen", cfg.student.epochs * student_tokens))
-        kind = _kind(phase)
+        kind = phase_kind(phase)
         point = dict(params=params(metrics["parameters"], cfg.student.model), tokens=tokens, loss=float(metrics["test_nll"]),
                      run=run_dir.name, phase=phase)
         if kind == "baseline":

@@ -17,7 +17,7 @@ import re
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import yaml
 from pydantic import Field, model_validator
@@ -99,12 +99,11 @@ def cell_name(sweep: SweepConfig, student: int, budget: int) -> str:
     return f"{sweep.name}-s{student}-n{budget}"
 
 
-def run_sweep(path: str | Path, console: Optional[Console] = None, refit_only: bool = False,
-              parameter_count: str = "non_embedding") -> LawFit:
-    """Run every cell not finished yet (none with `refit_only`), then fit (parameters counted
-    as `parameter_count` says) and report."""
-    from orchestration.run import run as run_job
-
+def run_sweep(path: str | Path, run_job: Callable[[str, Console], Any], console: Optional[Console] = None,
+              refit_only: bool = False, parameter_count: str = "non_embedding") -> LawFit:
+    """Run every cell not finished yet (none with `refit_only`) with `run_job(config_path,
+    console)` (the caller's run command: a finished cell is skipped, a cut-short one resumes),
+    then fit (parameters counted as `parameter_count` says) and report."""
     console = console or Console()
     sweep = load_sweep(path)
     folder = Path(sweep.output_dir) / sweep.name
@@ -119,7 +118,7 @@ def run_sweep(path: str | Path, console: Optional[Console] = None, refit_only: b
         console.print(cell_header(f"sweep {sweep.name}: cell {i}/{len(cells)}", i - 1, len(cells),
                                   f"student {sweep.students[student]}, {budget} training sequences "
                                   f"({elapsed / 60:.0f} min so far{eta})"))
-        run_job(str(config), console=console)  # a finished cell is skipped, a cut-short one resumes
+        run_job(str(config), console)
     history = collect([Path(sweep.output_dir) / cell_name(sweep, s, b) for s, b in cells], parameter_count)
     held = {cell_name(sweep, s, b) for s, b in cells if b in sweep.held_out}
     fit = fit_law(history.supervised, history.distilled, held_out=lambda p: p.run in held,

@@ -82,8 +82,6 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     if cfg.dataset == "stdlib_functions":
         return load_functions(cfg)
     if cfg.dataset == "digits_views":
-        from students.paired_data import load_digit_views
-
         return load_digit_views(cfg)
     if cfg.dataset != "digits":
         raise ValueError(f"data.dataset: unknown dataset {cfg.dataset!r}; expected 'digits', 'digits_views' "
@@ -107,6 +105,29 @@ def digit_columns(y: np.ndarray) -> dict[str, np.ndarray]:
     """Data columns of the digits: `task`, the split-digits task of the sample (0 for digits 0
     and 1, ..., 4 for 8 and 9), which `route` weighting and task sequences read."""
     return {"task": y // 2}
+
+
+def load_digit_views(cfg: DataConfig):
+    """The digits as pairs (teacher view, student view), split stratified by class."""
+    from students.paired_data import digit_view, join_pairs, sensor_table
+
+    pixels, labels = digit_images()
+    pair_ids = np.arange(len(labels), dtype=np.int64)
+    teacher_ids, teacher_values = sensor_table(pair_ids, digit_view(pixels, cfg.teacher_column), seed=1)
+    student_ids, student_values = sensor_table(pair_ids, digit_view(pixels, cfg.student_column), seed=2)
+    label_ids, label_values = sensor_table(pair_ids, labels, seed=3)
+    t_rows, s_rows = join_pairs(teacher_ids, student_ids)
+    paired, l_rows = join_pairs(teacher_ids[t_rows], label_ids)
+    ids, y = teacher_ids[t_rows][paired], label_values[l_rows]
+    x_teacher, x_student = teacher_values[t_rows][paired], student_values[s_rows][paired]
+    same_view = cfg.teacher_column == cfg.student_column
+    train_idx, test_idx = stratified_split(y, cfg.test_fraction, cfg.split_seed)
+
+    def split(rows: np.ndarray) -> Split:
+        return Split(x_student[rows], y[rows], {**digit_columns(y[rows]), "pair_id": ids[rows]},
+                     None if same_view else x_teacher[rows])
+
+    return Dataset("digits_views", split(train_idx), split(test_idx), num_classes=int(y.max()) + 1)
 
 
 def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -6,14 +6,13 @@ table (pair id, values) in its own order, as two sensors would log them:
   profile  the 8 row sums and 8 column sums of ink (a line-scan sensor: 16 values);
   lowres   the 4x4 image of 2x2 averages (a low-resolution camera: 16 values).
 `data.teacher_column` names the view the teachers read, `data.student_column` the student's;
-`join_pairs` joins the two tables by pair id (an inner join: ids missing on either side drop).
+`join_pairs` joins the two tables by pair id (an inner join: ids missing on either side drop);
+`students.data.load_digit_views` builds the dataset from them.
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-from cluster.config import DataConfig
 
 VIEWS = ("image", "profile", "lowres")
 
@@ -48,26 +47,3 @@ def join_pairs(left_ids: np.ndarray, right_ids: np.ndarray) -> tuple[np.ndarray,
                              f"each pair id must name one sample")
     common, left_rows, right_rows = np.intersect1d(left_ids, right_ids, assume_unique=True, return_indices=True)
     return left_rows, right_rows
-
-
-def load_digit_views(cfg: DataConfig):
-    """The digits as pairs (teacher view, student view), split stratified by class."""
-    from students.data import Dataset, Split, digit_columns, digit_images, stratified_split
-
-    pixels, labels = digit_images()
-    pair_ids = np.arange(len(labels), dtype=np.int64)
-    teacher_ids, teacher_values = sensor_table(pair_ids, digit_view(pixels, cfg.teacher_column), seed=1)
-    student_ids, student_values = sensor_table(pair_ids, digit_view(pixels, cfg.student_column), seed=2)
-    label_ids, label_values = sensor_table(pair_ids, labels, seed=3)
-    t_rows, s_rows = join_pairs(teacher_ids, student_ids)
-    paired, l_rows = join_pairs(teacher_ids[t_rows], label_ids)
-    ids, y = teacher_ids[t_rows][paired], label_values[l_rows]
-    x_teacher, x_student = teacher_values[t_rows][paired], student_values[s_rows][paired]
-    same_view = cfg.teacher_column == cfg.student_column
-    train_idx, test_idx = stratified_split(y, cfg.test_fraction, cfg.split_seed)
-
-    def split(rows: np.ndarray) -> Split:
-        return Split(x_student[rows], y[rows], {**digit_columns(y[rows]), "pair_id": ids[rows]},
-                     None if same_view else x_teacher[rows])
-
-    return Dataset("digits_views", split(train_idx), split(test_idx), num_classes=int(y.max()) + 1)

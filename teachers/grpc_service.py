@@ -20,7 +20,7 @@ from typing import Iterable, Iterator, Optional, Sequence
 import grpc
 
 from teachers.arrow_codec import MAX_PAYLOAD_BYTES, chunks, decode_inputs, encode
-from teachers.deployment import LoadedTeacher
+from teachers.loaded import LoadedTeacher
 from teachers.errors import SoftTargetDecodeError
 from teachers.proto import teacher_service_pb2 as pb
 from teachers.proto import teacher_service_pb2_grpc as pb_grpc

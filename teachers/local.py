@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from teachers.batch import Batch
-from teachers.deployment import LoadedTeacher, TeacherAppArgs
+from teachers.loaded import LoadedTeacher, TeacherAppArgs
 from teachers.soft_targets import SoftTargets
 from teachers.source import RecordSource
 from teachers.targets import TeacherTargets

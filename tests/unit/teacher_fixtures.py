@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from teachers.backend import ResolvedModel
-from teachers.deployment import LoadedTeacher, TeacherAppArgs
+from teachers.loaded import LoadedTeacher, TeacherAppArgs
 
 IN_FEATURES, CLASSES = 64, 10
 

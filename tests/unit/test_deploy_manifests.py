@@ -14,7 +14,7 @@ import yaml
 
 from cluster.config import load_run_config
 from teachers.backend import resolve_model
-from teachers.deployment import TeacherAppArgs
+from teachers.loaded import TeacherAppArgs
 
 REPO = Path(__file__).parents[2]
 KUBERAY = REPO / "deploy" / "kuberay"

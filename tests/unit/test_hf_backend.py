@@ -8,7 +8,7 @@ from scipy.stats import spearmanr
 from students.evaluation import embedding_agreement
 from students.text_data import token_windows
 from teachers.arrow_codec import decode_inputs, encode_inputs
-from teachers.deployment import LoadedTeacher, TeacherAppArgs
+from teachers.loaded import LoadedTeacher, TeacherAppArgs
 from teachers.errors import IncompatibleTeacherError, SoftTargetDecodeError
 from teachers.hf import check_tokenizer, load_tokenizer, resolve_model_dir, sentence_encoder, tokenizer_hash
 from tests.hf_fixtures import HIDDEN, MINILM, other_vocabulary, tiny_bert

@@ -6,7 +6,7 @@ import yaml
 
 from cluster.config import load_run_config
 from orchestration.serve_pool import IMPORT_PATH, write_serve_config
-from teachers.deployment import TeacherAppArgs
+from teachers.loaded import TeacherAppArgs
 
 POOL = Path(__file__).parents[1] / "integration" / "configs" / "pool.yaml"
 

@@ -9,7 +9,7 @@ from students.kd_terms import exit_key
 from students.losses import CompositeLoss, Term, self_distillation_exits
 from students.student_module import DistillationStudent, make_projector
 from teachers.backend import ResolvedModel
-from teachers.deployment import LoadedTeacher, TeacherAppArgs
+from teachers.loaded import LoadedTeacher, TeacherAppArgs
 from teachers.targets import TeacherTargets
 
 

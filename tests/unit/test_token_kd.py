@@ -11,7 +11,7 @@ from cluster.config import DataConfig
 from students.data import load_functions, plan_epoch
 from students.lm_data import DEFAULT_TOKENIZER, encode_examples, prompt_ids
 from students.losses import CompositeLoss, Term
-from teachers.deployment import LoadedTeacher, TeacherAppArgs
+from teachers.loaded import LoadedTeacher, TeacherAppArgs
 from teachers.errors import IncompatibleTeacherError
 from teachers.hf import check_tokenizer, load_tokenizer, tokenizer_hash
 from teachers.hf_lm import causal_lm

@@ -1,0 +1,185 @@
+"""A teacher model loaded for answering batches, wherever it runs: a Serve replica
+(`teachers.deployment`), the standalone gRPC server (`teachers.grpc_service`), precompute,
+the in-worker baselines (`teachers.local`).
+
+`TeacherAppArgs` says how to build one (paths and kwargs, no tensors): it is the argument
+model of the Serve application builder `teachers.deployment.build_teacher_app`.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from cluster.config import ResourcesConfig
+from teachers.arrow_codec import model_inputs
+from teachers.backend import FeatureHooks, ResolvedModel, load_teacher, model_version, output_space_of
+from teachers.soft_targets import SoftTargets, concat_rows, pack_soft_targets
+
+
+class TeacherAppArgs(BaseModel):
+    """Everything a teacher replica needs; plain data so it travels in a Serve config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    factory: str
+    kwargs: dict[str, Any]
+    allowed_modules: list[str]
+    weights_path: Optional[str]  # None: the factory loads pretrained weights itself (teachers.hf)
+    in_features: int
+    temperature: float
+    dense_max_classes: int = 1024
+    top_k: int = 64
+    resources: ResourcesConfig = ResourcesConfig()
+    ingress_token_sha256: Optional[str] = None  # callers through Serve's gRPC ingress must send its token
+    features: list[str] = []  # module names whose outputs travel in every record (feature-based KD)
+    live_run: Optional[str] = None  # a peer of this run's online co-training: weights come from its trainer
+
+
+@dataclass
+class LoadedTeacher:
+    """A teacher's module on its device, with what its records carry: version and output space."""
+
+    args: TeacherAppArgs
+    module: torch.nn.Module
+    device: torch.device
+    version: str
+    output_space: str
+    num_classes: int
+    hooks: FeatureHooks
+    lock: threading.Lock = field(default_factory=threading.Lock)  # a weight refresh never meets a forward
+
+    @classmethod
+    def load(cls, args: TeacherAppArgs, device: str | torch.device = "cpu") -> "LoadedTeacher":
+        module = load_teacher(ResolvedModel(args.factory, args.kwargs, tuple(args.allowed_modules)), args.weights_path)
+        hooks = FeatureHooks(module, args.features, f"teacher {args.name!r}")
+        output_space, num_classes = output_space_of(module, args.in_features)
+        device = torch.device(device)
+        return cls(args, module.to(device), device, model_version(module, args.weights_path), output_space,
+                   num_classes, hooks)
+
+    @property
+    def vocab_size(self) -> Optional[int]:
+        """The number of token ids a token-input teacher accepts (None for feature inputs)."""
+        size = getattr(self.module, "vocab_size", None)
+        return int(size) if size is not None else None
+
+    @property
+    def tokenizer_hash(self) -> str:
+        """The vocabulary hash of a token-input teacher ("" for feature inputs)."""
+        return str(getattr(self.module, "tokenizer_hash", ""))
+
+    def feature_shapes(self) -> dict[str, list[int]]:
+        """Per-sample shape of each hooked feature (from a dummy forward)."""
+        with self.lock, torch.inference_mode():
+            self.module(torch.zeros(1, self.args.in_features, device=self.device))
+        return {name: list(value.shape[1:]) for name, value in self.hooks.take().items()}
+
+    def records(self, batches: list[tuple[str, np.ndarray]], *, temperature: float | None = None,
+                top_k: int | None = None, dense_max_classes: int | None = None) -> list[SoftTargets]:
+        """One record per `(batch_id, inputs)`, from a single forward over all the inputs.
+
+        `temperature`, `top_k` and `dense_max_classes` default to the teacher's own settings;
+        students and gRPC clients send their run's (or KD method's) values.
+        """
+        inputs = model_inputs(np.concatenate([np.asarray(x) for _, x in batches]))
+        pack = dict(temperature=temperature or self.args.temperature, output_space=self.output_space,
+                    dense_max_classes=dense_max_classes or self.args.dense_max_classes,
+                    top_k=top_k or self.args.top_k)
+        if self.output_space.startswith("embedding:"):
+            pack["dense_max_classes"] = max(pack["dense_max_classes"], self.num_classes)  # never top-k
+        if self.output_space.startswith("tokens:"):
+            return self._token_records(batches, torch.tensor(inputs, device=self.device), pack)
+        with self.lock, torch.inference_mode():
+            logits = self.module(torch.tensor(inputs, device=self.device)).float().cpu().numpy()
+            version = self.version
+        bounds = np.cumsum([len(x) for _, x in batches])[:-1]
+        features = {name: np.split(value.to(torch.float16).cpu().numpy(), bounds)
+                    for name, value in self.hooks.take().items()}
+        records = []
+        for i, ((batch_id, _), part) in enumerate(zip(batches, np.split(logits, bounds))):
+            record = pack_soft_targets(part, batch_id=batch_id, teacher=self.args.name, teacher_version=version,
+                                       **pack)
+            record.features = {name: parts[i] for name, parts in features.items()}
+            records.append(record)
+        return records
+
+    def _token_records(self, batches: list[tuple[str, np.ndarray]], ids: torch.Tensor,
+                       pack: dict[str, Any]) -> list[SoftTargets]:
+        """A causal LM's records: one row per target position; the head runs (and top-k packs)
+        `head_chunk` rows at a time, so no [L, V] logits of a long sequence exist at once."""
+        module = self.module
+        with self.lock, torch.inference_mode():
+            hidden = module.target_hidden(ids)
+            per_sequence = module.targets_per_sequence(ids).cpu().numpy()
+            version = self.version
+            sequence_bounds = np.cumsum([0] + [len(x) for _, x in batches])
+            row_bounds = np.concatenate([[0], np.cumsum(per_sequence)])[sequence_bounds]
+            records = []
+            for (batch_id, _), start, end in zip(batches, row_bounds[:-1], row_bounds[1:]):
+                chunks = [pack_soft_targets(logits.float().cpu().numpy(), batch_id=batch_id, teacher=self.args.name,
+                                            teacher_version=version, **pack)
+                          for logits in module.head_chunks(hidden[start:end])]
+                records.append(concat_rows(chunks) if chunks else pack_soft_targets(
+                    np.zeros((0, self.num_classes), np.float32), batch_id=batch_id, teacher=self.args.name,
+                    teacher_version=version, **pack))
+        return records
+
+    def perplexity(self, inputs: np.ndarray) -> dict[str, float]:
+        """A causal LM's summed negative log-likelihood (at temperature 1) of the target tokens of
+        `inputs`, and their number: held-out perplexity is exp(nll / tokens)."""
+        from teachers.token_targets import target_labels
+
+        ids = torch.tensor(model_inputs(inputs), device=self.device)
+        labels = target_labels(ids, self.module.specials)
+        nll, start = 0.0, 0
+        with self.lock, torch.inference_mode():
+            for logits in self.module.head_chunks(self.module.target_hidden(ids)):
+                part = labels[start:start + len(logits)]
+                nll += float(torch.nn.functional.cross_entropy(logits.float(), part, reduction="sum"))
+                start += len(logits)
+        return {"nll": nll, "tokens": int(len(labels))}
+
+    def generate(self, prompts: np.ndarray, sampling: dict[str, Any]) -> dict[str, Any]:
+        """A causal LM's sampled completions of right-padded prompts (`CausalLM.generate`) and the
+        version of the weights that wrote them."""
+        if not hasattr(self.module, "generate") or not self.output_space.startswith("tokens:"):
+            raise TypeError(f"teacher {self.args.name!r} ({self.output_space}) is not a language model; it cannot "
+                            f"generate")
+        ids = torch.tensor(model_inputs(prompts), device=self.device)
+        with self.lock, torch.inference_mode():
+            out = self.module.generate(ids, eos=self.module.eos, **sampling)
+            return {"completions": out.cpu().numpy(), "version": self.version}
+
+    def score_proposals(self, sequences: np.ndarray, start: np.ndarray, top_k: int, temperature: float,
+                        seed: int) -> dict[str, Any]:
+        """Speculative KD's scoring call: for each sequence, the first position at or after
+        `start` whose (student-proposed) token is outside this teacher's top-`top_k`, -1 if none,
+        and a replacement token sampled from this teacher (`students.speculative`)."""
+        from teachers.speculative_scoring import teacher_verdict
+
+        if not self.output_space.startswith("tokens:"):
+            raise TypeError(f"teacher {self.args.name!r} ({self.output_space}) is not a language model; it cannot "
+                            f"score proposed tokens")
+        ids = torch.tensor(model_inputs(sequences), device=self.device)
+        module = self.module
+        with self.lock, torch.inference_mode():
+            logits = module.position_logits(ids)
+            first, replacement = teacher_verdict(
+                logits, ids, torch.as_tensor(start, device=self.device), top_k=top_k, temperature=temperature,
+                pad=module.specials.pad, generator=torch.Generator(device=self.device).manual_seed(seed),
+                never=module.layout_tokens)
+            return {"first_rejected": first.cpu().numpy(), "replacement": replacement.cpu().numpy(),
+                    "version": self.version}
+
+    def replace_weights(self, state: dict[str, torch.Tensor], version: str) -> None:
+        """Load a live teacher's new weights (between two forwards)."""
+        with self.lock:
+            self.module.load_state_dict({k: v.to(self.device) for k, v in state.items()})
+            self.version = version

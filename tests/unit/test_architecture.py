@@ -1,0 +1,102 @@
+"""The layering of `docs/architecture.md`, checked from the sources: no import cycles between
+files or packages, dependencies pointing one way, and other packages using only a package's
+public surface (its `__init__.py`'s `__all__`)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("cluster", "teachers", "students", "orchestration", "planning")
+LAYER = {"cluster": 0, "teachers": 1, "students": 2, "planning": 3, "orchestration": 4}
+GENERATED = ("teachers/proto/",)
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _imports(path: Path) -> set[tuple[str, tuple[str, ...]]]:
+    """(module, names) of every project import in the file, at any depth (lazy ones too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {(alias.name, ()) for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add((node.module, tuple(alias.name for alias in node.names)))
+    return {(m, names) for m, names in found if m.split(".")[0] in PACKAGES}
+
+
+def _graph() -> dict[str, set[str]]:
+    graph = {}
+    for module, path in MODULES.items():
+        targets = set()
+        for target, names in _imports(path):
+            for name in names or ("",):  # `from package import module` names a module
+                target_module = f"{target}.{name}" if f"{target}.{name}" in MODULES else target
+                if target_module in MODULES and target_module != module:
+                    targets.add(target_module)
+        graph[module] = targets
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One cycle of the graph, or []."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return []
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return []
+
+
+def test_no_import_cycle_between_files():
+    graph = {m: {t for t in targets if not MODULES[t].name == "__init__.py"} for m, targets in _graph().items()
+             if not any(str(MODULES[m]).endswith(g) or g in str(MODULES[m]) for g in GENERATED)}
+    assert _cycle(graph) == []
+
+
+def test_packages_depend_one_way():
+    """cluster <- teachers <- students <- planning <- orchestration: planning imports no
+    orchestration module (it is handed what it runs)."""
+    wrong = sorted(f"{m} imports {t}" for m, targets in _graph().items() for t in targets
+                   if LAYER[t.split(".")[0]] > LAYER[m.split(".")[0]])
+    assert wrong == []
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_other_packages_import_only_the_public_surface(package):
+    init = ROOT / package / "__init__.py"
+    public = set()
+    for node in ast.parse(init.read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "__all__" for t in node.targets):
+            public = set(ast.literal_eval(node.value))
+    assert public, f"{package}/__init__.py names no public surface (__all__)"
+    private = sorted(f"{m} uses {target}.{name}" for m, path in MODULES.items() if not m.startswith(package)
+                     for target, names in _imports(path) if target.split(".")[0] == package
+                     for name in (names or ("",)) if target != package or name not in public)
+    assert private == []
