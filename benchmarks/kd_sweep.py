@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from benchmarks.machine import describe_machine
-from cluster.config import ModelSpec, load_run_config
+from cluster.config import ModelSpec
+from orchestration.config import load_run_config
 from cluster.paths import default_cache_dir
 from orchestration.teacher_training import accuracy, train_or_load_teacher
 from students.data import load_dataset, student_subset

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None, *, config: str = "benchmarks/configs/pip
     from rich.console import Console
 
     from benchmarks.machine import describe_machine
-    from cluster.config import load_run_config
+    from orchestration.config import load_run_config
     from cluster.connection import connect
     from orchestration.precompute import precompute
     from orchestration.run import start_orchestrator, start_serve, train_students

@@ -84,7 +84,7 @@ def serve_config_command(config: str = typer.Argument(..., help="a run config wh
     (training uncached teachers first); jobs use them with `teacher add --serve-app`."""
     from pathlib import Path
 
-    from cluster.config import load_run_config
+    from orchestration.config import load_run_config
     from orchestration.serve_pool import write_serve_config
 
     with console.status("training or loading the teachers..."):
@@ -162,7 +162,7 @@ def generate(config: str = typer.Argument(..., help="experiment config whose tea
 def precompute(config: str = typer.Argument(..., help="experiment config whose teachers to run"),
                overrides: Optional[list[str]] = typer.Option(None, "--set", help="override any field (YAML value)")) -> None:
     """Run the teachers over the training set with Ray Data and write top-k soft targets to the offline store."""
-    from cluster.config import load_run_config
+    from orchestration.config import load_run_config
     from cluster.connection import connect
     from orchestration.precompute import precompute as run_precompute
     from students.data import load_dataset
@@ -214,7 +214,8 @@ def teacher_add(teacher_yaml: Optional[str] = typer.Argument(None, help="a teach
                                                         "this cluster (teacher-<name>, from `serve deploy`)")) -> None:
     """Start using a new teacher in a running job: deploy one from a config, register an
     endpoint, or use a standing Serve application."""
-    from cluster.config import TeacherConfig, load_yaml_model
+    from teachers.config import TeacherConfig
+    from cluster.config import load_yaml_model
     from cluster.errors import ConfigError
     from cluster.paths import paths_outside_roots
 

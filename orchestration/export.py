@@ -68,7 +68,7 @@ def export_run(run_dir: Path, to: Optional[Path] = None,
     the recorded against the reproduced metric. `on_stage` is called as each of `STAGES` starts."""
     from safetensors.torch import save_model
 
-    from cluster.config import RunConfig
+    from orchestration.config import RunConfig
     from orchestration.teacher_training import accuracy, perplexity
     from students.data import load_dataset
     from teachers.backend import resolve_model

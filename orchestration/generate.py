@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 from rich.console import Console
 
-from cluster.config import RunConfig
+from orchestration.config import RunConfig
 from orchestration.progress import progress_blocks
 from students.data import Dataset, student_subset
 from students.lm_data import GENERATED_MANIFEST as MANIFEST

@@ -17,7 +17,8 @@ import numpy as np
 import ray
 from ray import serve
 
-from cluster.config import ResourcesConfig, TeacherConfig, check_name, validate_model
+from cluster.config import ResourcesConfig, check_name, validate_model
+from teachers.config import TeacherConfig
 from cluster.metrics import MetricsSink, MlflowSink, read_metrics
 from teachers.backend import resolve_model
 from teachers.loaded import TeacherAppArgs
@@ -44,7 +45,7 @@ class Orchestrator:
 
     def __init__(self, run: str, run_config: dict[str, Any], run_dir: str, cache_dir: str,
                  ingress_token_sha256: Optional[str] = None):
-        from cluster.config import RunConfig
+        from orchestration.config import RunConfig
         from students.data import load_dataset
 
         self.run = run

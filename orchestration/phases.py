@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from cluster.config import RunConfig
+from orchestration.config import RunConfig
 from orchestration.regimes.adversarial import SyntheticTraining
 from orchestration.regimes.born_again import INIT_SEED_STRIDE, SnapshotExport, SnapshotTeacher, generation, method_snapshots
 from orchestration.regimes.quantized import PostTrainingQuantization, QuantizedTraining

@@ -18,7 +18,8 @@ import numpy as np
 import pyarrow as pa
 from rich.console import Console
 
-from cluster.config import RunConfig, TeacherConfig
+from orchestration.config import RunConfig
+from teachers.config import TeacherConfig
 from orchestration.progress import progress_blocks
 from students.data import Dataset
 from teachers.store import Manifest, StoreKey, dataset_fingerprint, find_store, write_manifest

@@ -17,7 +17,7 @@ import numpy as np
 from rich.console import Console
 from rich.text import Text
 
-from cluster.config import RunConfig, load_run_config
+from orchestration.config import RunConfig, load_run_config
 from cluster.paths import default_cache_dir
 from orchestration.precompute import offline_stores
 from orchestration.report import write_report

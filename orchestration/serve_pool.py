@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from cluster.config import RunConfig
+from orchestration.config import RunConfig
 from cluster.paths import default_cache_dir
 
 IMPORT_PATH = "teachers.deployment:build_teacher_app"

@@ -8,7 +8,10 @@ from typing import Any, Optional
 
 from rich.console import Console
 
-from cluster.config import DataConfig, DistillConfig, TeacherConfig, load_run_config, load_yaml_model
+from students.config import DataConfig, DistillConfig
+from teachers.config import TeacherConfig
+from orchestration.config import load_run_config
+from cluster.config import load_yaml_model
 from cluster.factory import DEFAULT_ALLOWED_MODULES
 
 

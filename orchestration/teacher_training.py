@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_model
 
-from cluster.config import DataConfig, DistillConfig, TeacherConfig, TeacherTrainingConfig
+from students.config import DataConfig, DistillConfig
+from teachers.config import TeacherConfig, TeacherTrainingConfig
 from students import evaluation
 from students.data import Dataset, Split
 from teachers.backend import ResolvedModel, load_teacher, resolve_model

@@ -25,9 +25,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from cluster.config import RunConfig
+from cluster.factory import DEFAULT_ALLOWED_MODULES
+from students.config import DataConfig, DistillConfig, StudentConfig
+from teachers.config import TeacherConfig
 from cluster.naming import phase_kind
 from planning.fit import Point
+
+
+@dataclass
+class RunSections:
+    """The sections of a run's `config.json` the history reads (each validated by its owner)."""
+
+    data: DataConfig
+    student: StudentConfig
+    distill: DistillConfig
+    teachers: list[TeacherConfig]
+    allowed_factory_modules: tuple[str, ...]
+
+    @classmethod
+    def read(cls, raw: dict[str, Any]) -> "RunSections":
+        return cls(DataConfig(**raw.get("data", {})), StudentConfig(**raw["student"]),
+                   DistillConfig(**raw.get("distill", {})), [TeacherConfig(**t) for t in raw.get("teachers", [])],
+                   tuple(raw.get("run", {}).get("allowed_factory_modules", DEFAULT_ALLOWED_MODULES)))
 
 
 @dataclass
@@ -49,7 +68,7 @@ def _read(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
-def _distilling_teacher(cfg: RunConfig, method: str) -> Optional[str]:
+def _distilling_teacher(cfg: RunSections, method: str) -> Optional[str]:
     """The one teacher whose dense distributions `method` learns, or None if it is not a
     plain token-level KD method."""
     m = (cfg.distill.methods or {}).get(method)
@@ -79,20 +98,19 @@ def _non_embedding_parameters(model_json: str, data_json: str, allowed: tuple[st
     return sum(p.numel() for p in model.parameters() if id(p) not in embedding)
 
 
-def _counter(cfg: RunConfig, count: str):
+def _counter(cfg: RunSections, count: str):
     """params(recorded, model config) -> the count the fit uses."""
     if count not in PARAMETER_COUNTS:
         raise ValueError(f"parameter count {count!r}: expected one of {PARAMETER_COUNTS}")
     if count == "all":
         return lambda recorded, model: float(recorded)
-    data, allowed = cfg.data.model_dump_json(), tuple(cfg.run.allowed_factory_modules)
+    data, allowed = cfg.data.model_dump_json(), cfg.allowed_factory_modules
     return lambda recorded, model: float(_non_embedding_parameters(model.model_dump_json(), data, allowed))
 
 
 @functools.lru_cache(maxsize=2)
 def _dataset(data_json: str):
     """The runs' dataset, loaded (and tokenized) once for every count taken from it."""
-    from cluster.config import DataConfig
     from students.data import load_dataset
 
     return load_dataset(DataConfig.model_validate_json(data_json))
@@ -101,7 +119,6 @@ def _dataset(data_json: str):
 @functools.lru_cache(maxsize=8)
 def _token_counts(data_json: str) -> tuple[int, int]:
     """Target tokens of the training split and of the students' subset of it."""
-    from cluster.config import DataConfig
     from students.data import student_subset
 
     data = DataConfig.model_validate_json(data_json)
@@ -115,7 +132,7 @@ def run_history(run_dir: str | Path, count: str = "non_embedding") -> History:
     run_dir = Path(run_dir)
     history = History()
     try:
-        cfg = RunConfig(**_read(run_dir / "config.json"))
+        cfg = RunSections.read(_read(run_dir / "config.json"))
         phases = _read(run_dir / "state.json")["phases"]
     except FileNotFoundError as exc:
         history.skipped.append(f"{run_dir}: not a run folder ({exc.filename} missing)")

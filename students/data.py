@@ -11,7 +11,7 @@ from typing import Optional
 
 import numpy as np
 
-from cluster.config import DataConfig
+from students.config import DataConfig
 from teachers.batch import Batch
 from teachers.token_targets import TokenSpecials, target_labels
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cluster.config import StudentConfig
+from students.config import StudentConfig
 
 
 def deepspeed_config(cfg: StudentConfig, world_size: int) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Type, TypeVar
 
-from cluster.config import DataConfig, DistillConfig, StudentConfig
+from students.config import DataConfig, DistillConfig, StudentConfig
 from students.hooks import PhaseHook
 from students.losses import Term
 from students.run_control import RunControl

@@ -29,7 +29,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from cluster.config import STRATEGIES
+from students.config import STRATEGIES
 
 
 @dataclass(frozen=True)

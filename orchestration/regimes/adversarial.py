@@ -1,7 +1,8 @@
 """Adversarial data-free augmentation: a generator proposes inputs where the teachers and the
 student disagree most; the student also learns the teachers' targets on them.
 
-Config: `distill.generator` (or a method's own `generator`). Phases: every KD phase with
+Config: `distill.generator` (or a method's own `generator`; `students.config.GeneratorConfig`),
+checked by `check_generator`. Phases: every KD phase with
 teachers gets `SyntheticTraining`; one batch of generated inputs stays in flight to the
 teachers while the next real batch trains (`students.generator`). The generator's state is
 checkpointed with the student. The adversarial discriminator of the `adversarial` loss term
@@ -14,6 +15,7 @@ from typing import Any, Optional
 
 import torch
 
+from students.config import refuse_zero3
 from students.generator import SyntheticInputs, SyntheticStream, frozen_forward
 from students.hooks import Phase, PhaseHook
 
@@ -53,3 +55,18 @@ class SyntheticTraining(PhaseHook):
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.stream.inputs.state_dict()} if self.stream is not None else {}
+
+
+def check_generator(cfg: Any) -> None:
+    methods = cfg.distill.methods or {}
+    users = [(f"distill.methods.{n}", m) for n, m in methods.items() if m.generator or cfg.distill.generator]
+    if not methods and cfg.distill.generator:
+        users = [("distill.generator", None)]
+    for where, method in users:
+        if not cfg.teachers or (method is not None and method.teacher_snapshot):
+            raise ValueError(f"{where}: the generator's samples are labelled by the run's served teachers; "
+                             f"give teachers (a snapshot teacher is not one)")
+        if cfg.distill.mode == "offline" or cfg.data.dataset != "digits" or cfg.online or cfg.continual:
+            raise ValueError(f"{where}: synthetic inputs are labelled live: use distill.mode online on the "
+                             f"digits dataset, without online or continual sections")
+        refuse_zero3(cfg, f"{where}: the generator's step runs the student with rank 0's full weights")

@@ -1,6 +1,7 @@
 """Born-again networks: a method taught only by an earlier method's trained student.
 
-Config: `distill.methods.<name>.teacher_snapshot: <earlier method>`. Phases: the snapshot's
+Config: `distill.methods.<name>.teacher_snapshot: <earlier method>` (checked by
+`check_born_again`). Phases: the snapshot's
 method exports its student when it finishes (`SnapshotExport`); the born-again method of the
 same seed has the orchestrator serve that student as teacher `snapshot-<phase>` for its
 phase and reads only it (`SnapshotTeacher`), starting from weights of its own
@@ -9,10 +10,11 @@ phase and reads only it (`SnapshotTeacher`), starting from weights of its own
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch.distributed as dist
 
+from students.config import refuse_zero3, snapshot_methods
 from students.hooks import Phase, PhaseHook
 from teachers.teacher_set import snapshot_teacher_name
 
@@ -58,3 +60,19 @@ def generation(snapshots: dict[str, str], method: Optional[str]) -> int:
 def method_snapshots(methods: dict) -> dict[str, str]:
     """{born-again method: the method whose student (same seed) is its teacher}."""
     return {name: m.teacher_snapshot for name, m in (methods or {}).items() if m.teacher_snapshot}
+
+
+def check_born_again(cfg: Any) -> None:
+    """A snapshot teacher is served live, reads the student's view and is exported whole."""
+    snapshots = snapshot_methods(cfg)
+    if not snapshots:
+        return
+    if cfg.distill.mode == "offline":
+        raise ValueError(f"distill.methods ({', '.join(snapshots)}): teacher_snapshot serves a trained student "
+                         f"with Ray Serve; it needs distill.mode online")
+    if cfg.data.dataset == "digits_views" and cfg.data.teacher_column != cfg.data.student_column:
+        raise ValueError(f"distill.methods ({', '.join(snapshots)}): a snapshot teacher is a student, which reads "
+                         f"{cfg.data.student_column}, but teachers are sent {cfg.data.teacher_column}; "
+                         f"use teacher_snapshot with one view")
+    refuse_zero3(cfg, f"distill.methods ({', '.join(snapshots)}): teacher_snapshot exports the student's "
+                      f"weights from rank 0")

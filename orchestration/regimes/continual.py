@@ -1,7 +1,7 @@
 """Lifelong (continual) distillation: a sequence of tasks; after each task the student's
 snapshot becomes the teacher of the next, so old knowledge is kept while new is learned.
 
-Config: `continual` (`cluster.config.ContinualConfig`: the task column, the tasks in order,
+Config: `continual` (`ContinualConfig`, checked by `check_continual`: the task column, the tasks in order,
 replay samples and whether replayed samples learn stored targets). Phases
 (`continual_jobs`): per seed and method, then the naive fine-tuning baseline, one phase per
 task. Worker hooks: `TaskRows` (the task's samples and the replayed memory), `InitFrom` (the
@@ -13,12 +13,16 @@ previous task's student), `TaskEvaluation` (accuracy per task), `MemoryReplay` a
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import numpy as np
 import torch
+from pydantic import Field, field_validator, model_validator
+
+from cluster.config import Strict
 
 from orchestration.regimes.born_again import SnapshotExport, SnapshotTeacher
+from students.config import refuse_zero3, snapshot_methods
 from students.data import Split
 from students.evaluation import accuracy
 from students.hooks import Phase, PhaseHook
@@ -29,6 +33,51 @@ from students.run_control import RunControl
 from teachers.backend import ResolvedModel
 from teachers.batch import Batch
 from teachers.targets import TeacherTargets
+
+
+class ContinualConfig(Strict):
+    """Lifelong continual distillation: the students learn a sequence of tasks, one phase per
+    task, each phase starting from the student of the previous task. After each task that
+    student's snapshot is served as a versioned teacher for the next task (learning without
+    forgetting: use the `lwf` term). The baseline (`run.baseline`) is naive fine-tuning on the
+    same sequence."""
+
+    column: str = Field("task", description="the data column that names each sample's task")
+    tasks: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=2,
+                             description="the task values of `column`, in the order they are learned")
+    replay_samples: int = Field(0, ge=0, description="training samples of each earlier task kept in memory and "
+                                                     "trained on again with every later task (every method and "
+                                                     "the baseline alike); 0: none")
+    replay_targets: Literal["snapshot", "stored"] = Field(
+        "snapshot", description="the soft targets of replayed samples in KD methods: snapshot: the previous task's "
+                                "served student labels them again; stored: the student that had just learned their "
+                                "task labelled them once, into the run's offline store (dark experience replay)")
+
+    @model_validator(mode="after")
+    def _stored_needs_replay(self) -> "ContinualConfig":
+        if self.replay_targets == "stored" and not self.replay_samples:
+            raise ValueError("replay_targets: stored keeps soft targets of replayed samples; set replay_samples > 0")
+        return self
+
+    @field_validator("tasks")
+    @classmethod
+    def _distinct(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"tasks repeat a task: {value}")
+        return value
+
+
+def check_continual(cfg: Any) -> None:
+    if cfg.continual is None:
+        return
+    where = "continual"
+    if cfg.teachers or snapshot_methods(cfg):
+        raise ValueError(f"{where}: each task's teacher is the student of the task before; drop teachers and "
+                         f"distill.methods.*.teacher_snapshot")
+    if cfg.distill.mode == "offline" or cfg.data.dataset != "digits":
+        raise ValueError(f"{where}: task sequences run online on the digits dataset (its task column); "
+                         f"got distill.mode {cfg.distill.mode}, data.dataset {cfg.data.dataset}")
+    refuse_zero3(cfg, f"{where}: each task hands the student's weights to the next from rank 0")
 
 
 def task_rows(train: Split, train_on: tuple[str, tuple[int, ...]],

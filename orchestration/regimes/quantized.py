@@ -2,7 +2,7 @@
 (fake quantization, Polino et al. 2018) and exports the integers; its baseline is the
 full-precision student rounded after training (post-training quantization).
 
-Config: `distill.methods.<name>.quantize: <bits>`. Phases: the method's phase gets
+Config: `distill.methods.<name>.quantize: <bits>` (checked by `check_quantized`). Phases: the method's phase gets
 `QuantizedTraining`; the no-KD baseline of each seed gets `PostTrainingQuantization` over
 every width a method asks for. The results lines are `orchestration.results.ptq_lines`.
 """
@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from students.config import refuse_zero3
 from students.export import quantization_target
 from students.hooks import Phase, PhaseHook
 from students.quantize import fake_quantize_model, post_training_quantized
@@ -45,3 +46,10 @@ class PostTrainingQuantization(PhaseHook):
             scores = evaluate(copy)
             metrics.update({f"{key}_ptq_int{bits}": value for key, value in scores.items() if key.startswith("test_")})
         return metrics
+
+
+def check_quantized(cfg: Any) -> None:
+    quantized = sorted(n for n, m in (cfg.distill.methods or {}).items() if m.quantize)
+    if quantized:
+        refuse_zero3(cfg, f"distill.methods ({', '.join(quantized)}): quantized distillation parametrizes each "
+                          f"layer's whole weight, which ZeRO-3 would shard (training hangs)")

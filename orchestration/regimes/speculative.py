@@ -2,7 +2,8 @@
 the teacher keeps what it would have sampled and replaces the first token it rejects; the
 student learns on the interleaved sequences.
 
-Config: `distill.methods.<name>.speculative` (`students.speculative` has the algorithm).
+Config: `distill.methods.<name>.speculative` (`students.config.SpeculativeConfig`, checked by
+`check_speculative`; `students.speculative` has the algorithm).
 Phases: the method's phase gets `SpeculativeBatches`, which needs served teachers: a
 speculative batch is made (and asked for) one at a time. Its metrics `speculative/*` are in
 every record and in the final metrics (`speculative_acceptance`, ...).
@@ -14,6 +15,7 @@ from typing import Any
 
 import torch
 
+from students.config import refuse_zero3
 from students.hooks import Phase, PhaseHook
 from students.speculative import SpeculativeBatches
 from teachers.batch import Batch
@@ -51,3 +53,23 @@ class SpeculativeTraining(PhaseHook):
 
     def final_metrics(self, phase: Phase, evaluate) -> dict[str, Any]:
         return {k.replace("/", "_"): v for k, v in self.log_metrics().items()}
+
+
+def check_speculative(cfg: Any) -> None:
+    methods = cfg.distill.methods or {}
+    speculative = sorted(n for n, m in methods.items() if m.speculative)
+    teachers = [t.name for t in cfg.teachers]
+    for name in speculative:
+        method = methods[name]
+        if cfg.data.dataset != "stdlib_functions" or method.train_data == "generated" or not cfg.teachers:
+            raise ValueError(f"distill.methods.{name}.speculative: speculative KD completes the prompts of "
+                             f"stdlib_functions with the student and the run's teachers (train_data: real)")
+        if method.speculative.teacher and method.speculative.teacher not in teachers:
+            raise ValueError(f"distill.methods.{name}.speculative.teacher: {method.speculative.teacher!r} is not "
+                             f"a teacher of the run")
+        if not any(t.name not in ("ce", "byot") for t in method.terms):
+            raise ValueError(f"distill.methods.{name}.terms: speculative KD learns the interleaved text from the "
+                             f"teacher; give a KD term (kd, reverse_kl, jsd)")
+    if speculative:
+        refuse_zero3(cfg, f"distill.methods ({', '.join(speculative)}): the student proposes tokens with its "
+                          f"full weights on every rank")

@@ -17,7 +17,7 @@ import ray
 import yaml
 from safetensors.torch import load_file
 
-from cluster.config import load_run_config
+from orchestration.config import load_run_config
 from orchestration.teacher_training import perplexity
 from students.data import load_dataset
 from teachers.hf_lm import causal_lm

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from cluster.config import DataConfig
+from students.config import DataConfig
 from students.data import load_dataset
 from tests.conftest import CONFIGS, distillery
 

@@ -215,7 +215,7 @@ def _load_student(orchestrator: Any, student: int, batches: int, batch_size: int
     from one student are rejected and retried)."""
     import numpy as np
 
-    from cluster.config import DistillConfig
+    from students.config import DistillConfig
     from orchestration.run_control import RayRunControl
     from teachers.batch import Batch
     from teachers.client import FaultPolicy, TeacherClient
@@ -249,7 +249,7 @@ def load(output_dir: Path, students: tuple[int, ...] = (1, 2, 4, 8), batches: in
     import numpy as np
     import ray
 
-    from cluster.config import load_run_config
+    from orchestration.config import load_run_config
     from orchestration.run import start_orchestrator, start_serve
     from students.data import load_dataset
 

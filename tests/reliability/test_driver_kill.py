@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 
-from cluster.config import DataConfig
+from students.config import DataConfig
 from students.data import load_dataset
 from tests.conftest import CONFIGS, RunProcess
 

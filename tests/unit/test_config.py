@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cluster.config import RunConfig, TeacherConfig, load_run_config, load_yaml_model
+from orchestration.config import RunConfig, load_run_config
+from teachers.config import TeacherConfig
+from cluster.config import load_yaml_model
 from cluster.errors import ConfigError, FactoryError
 from cluster.factory import build_module, resolve_factory
 

@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from cluster.config import DataConfig, StudentConfig, ModelSpec
+from students.config import DataConfig, StudentConfig
+from cluster.config import ModelSpec
 from students.data import load_dataset, plan_epoch, student_subset
 from students.deepspeed_config import deepspeed_config
 

@@ -12,7 +12,7 @@ import pytest
 import ray
 import yaml
 
-from cluster.config import load_run_config
+from orchestration.config import load_run_config
 from teachers.backend import resolve_model
 from teachers.loaded import TeacherAppArgs
 

@@ -52,7 +52,7 @@ def test_generator_configs_that_cannot_work_are_refused(tmp_path):
     import pytest
     import yaml
 
-    from cluster.config import load_run_config
+    from orchestration.config import load_run_config
     from cluster.errors import ConfigError
 
     def load(**changes):

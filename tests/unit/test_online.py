@@ -7,7 +7,7 @@ import time
 import pytest
 import yaml
 
-from cluster.config import load_run_config
+from orchestration.config import load_run_config
 from cluster.errors import ConfigError
 from orchestration.online_results import online_gain_lines, online_rows
 from orchestration.peer_board import PeerBoard, PeerTimeoutError

@@ -2,7 +2,7 @@
 
 import yaml
 
-from cluster.config import load_run_config
+from orchestration.config import load_run_config
 from orchestration.phases import student_jobs
 from orchestration.regimes.born_again import INIT_SEED_STRIDE, SnapshotExport, SnapshotTeacher
 from orchestration.regimes.continual import InitFrom, MemoryReplay, StoreMemory, TaskEvaluation, TaskRows
@@ -121,7 +121,7 @@ def test_phases_carry_method_teachers_and_weighting(tmp_path):
 def test_replay_keeps_the_same_memory_of_each_earlier_task():
     import numpy as np
 
-    from cluster.config import DataConfig
+    from students.config import DataConfig
     from students.data import load_dataset
     from orchestration.regimes.continual import task_rows
 

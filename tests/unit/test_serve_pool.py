@@ -4,7 +4,7 @@ from pathlib import Path
 
 import yaml
 
-from cluster.config import load_run_config
+from orchestration.config import load_run_config
 from orchestration.serve_pool import IMPORT_PATH, write_serve_config
 from teachers.loaded import TeacherAppArgs
 

@@ -7,7 +7,7 @@ import math
 import pytest
 from rich.console import Console
 
-from cluster.config import RunConfig
+from orchestration.config import RunConfig
 from planning.history import collect
 from planning.sweep import capacity_gap_lines, load_sweep, run_config, write_report
 from planning.fit import fit_law

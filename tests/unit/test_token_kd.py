@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cluster.config import DataConfig
+from students.config import DataConfig
 from students.data import load_functions, plan_epoch
 from students.lm_data import DEFAULT_TOKENIZER, encode_examples, prompt_ids
 from students.losses import CompositeLoss, Term

@@ -1,0 +1,334 @@
+"""The students' sections of a run config: the data (`data:`), the student and its training
+(`student:`), and the KD loss, methods and teacher weighting (`distill:`), with the rules
+between them."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import Field, field_validator, model_validator
+
+from cluster.config import ModelSpec, Strict, check_name
+
+
+class DataConfig(Strict):
+    """digits: scikit-learn's 8x8 digits (classification). digits_views: the same digits as
+    cross-modal pairs of sensor views (students/paired_data.py). stdlib_docstrings: windows of
+    tokens from the docstrings of Python's standard library (sentence-embedding distillation).
+    stdlib_functions: the standard library's functions as prompt (signature) and completion
+    (docstring) token sequences for causal language models (students/lm_data.py)."""
+
+    dataset: Literal["digits", "digits_views", "stdlib_docstrings", "stdlib_functions"] = "digits"
+    teacher_column: Optional[Literal["image", "profile", "lowres"]] = Field(
+        None, description="digits_views: the view the teachers read")
+    student_column: Optional[Literal["image", "profile", "lowres"]] = Field(
+        None, description="digits_views: the view the students read")
+    test_fraction: float = Field(0.25, gt=0, lt=1, description="digits: share of the test split")
+    split_seed: int = 0
+    student_train_samples: Optional[int] = Field(
+        None, ge=10, description="labelled samples the students see (the transfer set); all if omitted"
+    )
+    tokenizer: Optional[str] = Field(
+        None, description="text: the tokenizer's model folder, pkg:<package>/<folder> or hub id")
+    sequence_length: int = Field(32, ge=8, le=8192, description="text: tokens per window or sequence")
+    train_windows: int = Field(2048, ge=16, description="text: training windows (stdlib_functions: sequences)")
+    test_windows: int = Field(256, ge=16, description="text: held-out windows (stdlib_functions: sequences)")
+    embedding_dim: int = Field(384, ge=1, description="text: width of the sentence embeddings")
+    generated: Optional[str] = Field(
+        None, description="stdlib_functions: a Parquet folder written by `distillery generate`; the students "
+                          "train on its teacher-written completions instead of the training split")
+
+    @model_validator(mode="after")
+    def _dataset_fields(self) -> "DataConfig":
+        if self.dataset in TEXT_DATASETS and not self.tokenizer:
+            raise ValueError(f"tokenizer: {self.dataset} needs data.tokenizer (the teacher's model folder; for "
+                             f"stdlib_functions the shipped pkg:students/tokenizers/stdlib-bpe-1024 works)")
+        views = (self.teacher_column, self.student_column)
+        if self.dataset == "digits_views" and None in views:
+            raise ValueError("digits_views needs data.teacher_column and data.student_column (image, profile or "
+                             "lowres): the view each side reads")
+        if self.dataset != "digits_views" and views != (None, None):
+            raise ValueError(f"teacher_column/student_column: only the paired dataset digits_views has views; "
+                             f"{self.dataset} has one input")
+        return self
+
+
+TEXT_DATASETS = ("stdlib_docstrings", "stdlib_functions")
+
+
+class StudentConfig(Strict):
+    model: ModelSpec
+    epochs: int = Field(30, ge=1)
+    micro_batch_size: int = Field(16, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    lr: float = Field(1e-2, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    zero_stage: int = Field(2, ge=0, le=3)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    num_workers: int = Field(2, ge=1)
+    cpus_per_worker: float = Field(0.5, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
+    checkpoint_every: int = Field(50, ge=1, description="steps between checkpoints")
+    log_every: int = Field(10, ge=1, description="steps between progress/metric records")
+    max_failures: int = Field(
+        1, ge=-1, description="times Ray Train restarts the worker group from the last checkpoint after a "
+                              "worker fails (a killed process, a lost node, an error); -1: without limit")
+
+
+class TermConfig(Strict):
+    """One weighted loss term of `distill.terms` (names and params: students/kd_terms.py)."""
+
+    name: str
+    weight: float = Field(1.0, ge=0)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+STRATEGIES = ("static", "confidence", "entropy", "label_agreement", "gating", "route")
+
+
+class WeightingConfig(Strict):
+    """How the teachers' soft targets merge, per sample (students/weighting.py): static teacher
+    weights, or weights that also follow each teacher's confidence, entropy, agreement with the
+    label, a learned gate, or a data column that routes each sample to one teacher."""
+
+    strategy: Literal[STRATEGIES] = "static"
+    sharpness: float = Field(1.0, gt=0, description="confidence/entropy/label_agreement: divides the score "
+                                                    "before the softmax over teachers (smaller: sharper)")
+    gate_hidden: int = Field(32, ge=1, description="gating: hidden width of the gate network")
+    gate_loss_weight: float = Field(1.0, ge=0, description="gating: weight of the gate's label loss")
+    column: Optional[str] = Field(None, description="route: the data column that picks the teacher")
+    routes: dict[str, str] = Field(default_factory=dict, description="route: column value -> teacher name")
+
+    @model_validator(mode="after")
+    def _route_fields(self) -> "WeightingConfig":
+        if self.strategy == "route" and (not self.column or not self.routes):
+            raise ValueError("route needs column (a data column, e.g. task) and routes ({value: teacher})")
+        if self.strategy != "route" and (self.column or self.routes):
+            raise ValueError(f"column/routes belong to strategy route, not {self.strategy}")
+        return self
+
+
+class GeneratorConfig(Strict):
+    """Synthetic inputs where teachers and student disagree, labelled by the served teachers and
+    learned from with the real data (students.generator)."""
+
+    samples: int = Field(16, ge=2, description="synthetic samples per step and worker")
+    weight: float = Field(1.0, ge=0, description="weight of the KD term on the synthetic samples")
+    z_dim: int = Field(32, ge=1, description="the generator's noise width")
+    hidden: int = Field(128, ge=1, description="the generator's hidden width")
+    lr: float = Field(1e-3, gt=0, description="the generator's Adam learning rate")
+
+
+class SpeculativeConfig(Strict):
+    """Speculative KD (students/speculative.py): the student completes each training prompt,
+    the teacher keeps the proposed tokens inside its top-k and replaces the first one outside
+    it with its own sample, and the student learns the interleaved text with the method's
+    token-level terms."""
+
+    top_k: int = Field(25, ge=1, description="a proposed token is kept when it is among the teacher's k likeliest")
+    temperature: float = Field(1.0, ge=0, description="sampling temperature of student proposals and teacher "
+                                                      "replacements; 0: greedy")
+    max_rounds: int = Field(8, ge=1, description="teacher scoring calls per batch at most (each keeps a block of "
+                                                 "proposals up to its first rejection)")
+    teacher: Optional[str] = Field(None, description="the teacher that scores proposals (default: the first)")
+
+
+class MethodConfig(Strict):
+    """One KD method of `distill.methods`. A bare list of terms is read as `{terms: [...]}`."""
+
+    terms: list[TermConfig] = Field(min_length=1)
+    teachers: Optional[list[str]] = Field(
+        None, description="the run's teachers this method learns from (all when omitted)")
+    weighting: Optional[WeightingConfig] = Field(None, description="overrides distill.weighting")
+    teacher_snapshot: Optional[str] = Field(
+        None, description="a method listed before this one: its trained student of the same seed, frozen and "
+                          "served, is this method's only teacher (born-again networks)")
+    generator: Optional[GeneratorConfig] = Field(None, description="overrides distill.generator")
+    train_data: Literal["real", "generated"] = Field(
+        "real", description="generated: fine-tune on the teachers' completions of the prompts (sequence-level KD; "
+                            "the `generate` section says how they are sampled)")
+    speculative: Optional[SpeculativeConfig] = Field(
+        None, description="learn on the student's own completions of the prompts, corrected by the teacher")
+    quantize: Optional[Literal[8, 4]] = Field(
+        None, description="quantized distillation: train with linear weights fake-quantized to 8 or 4 bits per "
+                          "channel and export the integers; the baseline is also scored after post-training "
+                          "quantization to the same bits")
+    top_k: Optional[int] = Field(None, ge=1, description="overrides distill.top_k: the teachers send this "
+                                                         "method top-k soft targets")
+    dense: Optional[bool] = Field(None, description="true: the teachers send this method dense logits; "
+                                                    "false: always top-k")
+
+    @model_validator(mode="after")
+    def _one_target_form(self) -> "MethodConfig":
+        if self.dense and self.top_k is not None:
+            raise ValueError("top_k: a method with dense: true gets whole distributions; drop top_k or dense")
+        return self
+
+    def distill_of(self, distill: "DistillConfig") -> "DistillConfig":
+        """The run's distill section with this method's soft-target form."""
+        update: dict[str, Any] = {}
+        if self.top_k is not None or self.dense is False:
+            update = {"top_k": self.top_k or distill.top_k, "dense_max_classes": 1}
+        if self.dense:
+            update = {"dense_max_classes": 1 << 30}
+        return distill.model_copy(update=update)
+
+
+class DistillConfig(Strict):
+    mode: Literal["online", "offline"] = Field(
+        "online", description="online: live Serve teachers; offline: the store `distillery precompute` wrote")
+    store_dir: str = Field("soft_targets", description="root of the offline soft-target store")
+    loss: Literal["hinton_kd", "logit_mse"] = "hinton_kd"
+    terms: Optional[list[TermConfig]] = Field(
+        None, description="weighted loss terms; when given, replaces `loss` and `alpha`")
+    methods: Optional[dict[str, MethodConfig]] = Field(
+        None, description="named KD methods to compare in one run: a KD student per method and seed")
+    weighting: WeightingConfig = Field(default_factory=WeightingConfig)
+    generator: Optional[GeneratorConfig] = Field(
+        None, description="also learn on synthetic inputs where teachers and student disagree")
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _terms_only_methods(cls, value):
+        if isinstance(value, dict):
+            return {name: {"terms": method} if isinstance(method, list) else method for name, method in value.items()}
+        return value
+
+    @field_validator("methods")
+    @classmethod
+    def _method_names(cls, value):
+        earlier: list[str] = []
+        for name, method in (value or {}).items():
+            check_name(name)
+            if method.teacher_snapshot is not None and method.teacher_snapshot not in earlier:
+                raise ValueError(f"{name}.teacher_snapshot: {method.teacher_snapshot!r} is not a method listed "
+                                 f"before {name!r} (listed before it: {earlier}); the snapshot's student must "
+                                 f"train first")
+            if method.teacher_snapshot is not None and any("teacher" in t.params for t in method.terms):
+                raise ValueError(f"{name}.terms: a snapshot teacher sends no features; use response terms "
+                                 f"(ce, kd, dkd, ...) with teacher_snapshot")
+            if method.teacher_snapshot is not None and (method.teachers or method.weighting):
+                raise ValueError(f"{name}: teacher_snapshot is the method's one teacher; drop teachers/weighting")
+            earlier.append(name)
+        return value
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the hard-label CE term")
+    temperature: float = Field(4.0, gt=0)
+    prefetch: int = Field(8, ge=1, description="batches requested ahead per teacher")
+    batches_per_request: int = Field(4, ge=1, description="batches one teacher request carries")
+    top_k: int = Field(64, ge=1)
+    dense_max_classes: int = Field(1024, ge=2, description="output spaces up to this size travel dense")
+    request_timeout_s: float = Field(60.0, gt=0, description="deadline for one teacher answer")
+    request_retries: int = Field(
+        2, ge=0, description="a failed or late teacher request is sent again this many times (with backoff) "
+                             "before the teacher counts as lost")
+    slow_teacher_fallback: bool = Field(
+        True, description="a batch whose teacher misses its deadline goes on with the teachers that answered "
+                          "(their weights renormalised) instead of waiting for the retry")
+    on_teacher_lost: Literal["drop", "fail"] = Field(
+        "drop", description="a teacher that stays unreachable after its retries: drop it from the teacher set "
+                            "(with a warning; the other weights renormalise) or fail the run")
+    on_no_teacher: Literal["fail", "pause"] = Field(
+        "fail", description="when no teacher is left: fail, or pause (up to pause_timeout_s) until one is added; "
+                            "a KD student never trains on no targets")
+    pause_timeout_s: float = Field(600.0, gt=0, description="how long a paused run waits for a teacher")
+    version_poll_every: int = Field(1, ge=1, description="steps between teacher-set version checks")
+
+
+
+
+# --- rules between sections (orchestration.config.RunConfig runs them in order) ----------------
+def refuse_zero3(cfg: Any, what_needs_full_weights: str) -> None:
+    """Features that read the whole student on one rank cannot run on ZeRO-3's shards."""
+    if cfg.student.zero_stage == 3:
+        raise ValueError(f"{what_needs_full_weights}, which ZeRO-3 shards; use student.zero_stage 0, 1 or 2")
+
+
+def all_terms(cfg: Any) -> list[TermConfig]:
+    """Every term of the run: its methods' and `distill.terms`."""
+    return [t for method in (cfg.distill.methods or {}).values() for t in method.terms] + (cfg.distill.terms or [])
+
+
+def snapshot_methods(cfg: Any) -> list[str]:
+    """The born-again methods (`teacher_snapshot`), sorted."""
+    return sorted(n for n, m in (cfg.distill.methods or {}).items() if m.teacher_snapshot)
+
+
+def check_distill(cfg: Any) -> None:
+    """One KD student or several methods; what the offline store can feed."""
+    distill = cfg.distill
+    if distill.terms and distill.methods:
+        raise ValueError("distill: give either terms (one KD student) or methods (several), not both")
+    terms = all_terms(cfg)
+    names = {t.name for t in terms} if terms else {distill.loss}
+    if distill.mode != "offline":
+        return
+    if "logit_mse" in names:
+        raise ValueError("distill.loss: logit_mse needs dense logits, the offline store holds top-k "
+                         "log-probabilities; use hinton_kd with distill.mode offline")
+    if any("teacher" in t.params for t in terms):
+        raise ValueError("distill.terms: the offline store holds no teacher features; feature and "
+                         "attention terms need distill.mode online")
+    if cfg.data.dataset == "stdlib_docstrings":
+        raise ValueError("distill.mode: the offline store holds top-k class or token records, not sentence "
+                         "embeddings; use distill.mode online for stdlib_docstrings")
+    for name, method in (distill.methods or {}).items():
+        where = f"distill.methods.{name}"
+        if method.dense or (method.top_k is not None and method.top_k != distill.top_k):
+            raise ValueError(f"{where}: the offline store holds top-{distill.top_k} targets (distill.top_k); "
+                             f"a method asking for {'dense targets' if method.dense else f'top-{method.top_k}'} "
+                             f"needs distill.mode online or a store precomputed with that top_k")
+        if method.speculative or method.train_data == "generated":
+            raise ValueError(f"{where}: {'speculative KD' if method.speculative else 'train_data: generated'} "
+                             f"asks the teachers for new text while it trains; use distill.mode online")
+
+
+def check_weighting(cfg: Any) -> None:
+    """Method teacher lists and routes name teachers of the run; per-sample strategies need classes."""
+    teachers = [t.name for t in cfg.teachers]
+    methods = cfg.distill.methods or {}
+    for where, subset, weighting, terms in [("distill", None, cfg.distill.weighting, [])] + [
+            (f"distill.methods.{n}", m.teachers, m.weighting, m.terms) for n, m in methods.items()]:
+        unknown = sorted(set(subset or []) - set(teachers))
+        if unknown:
+            raise ValueError(f"{where}.teachers: {unknown} are not teachers of the run ({teachers})")
+        asked = {str(ref).partition("/")[0] for t in terms for ref in _refs(t.params.get("teacher"))}
+        if subset and asked - set(subset):
+            raise ValueError(f"{where}.terms: features of teachers {sorted(asked - set(subset))} are asked for, "
+                             f"but the method learns from {subset} only")
+        if weighting is None:
+            continue
+        routed = sorted(set(weighting.routes.values()) - set(subset or teachers))
+        if routed:
+            raise ValueError(f"{where}.weighting.routes: {routed} are not teachers of this method "
+                             f"({subset or teachers})")
+        if weighting.strategy != "static" and cfg.data.dataset == "stdlib_docstrings":
+            raise ValueError(f"{where}.weighting.strategy: {weighting.strategy} weighs class distributions; "
+                             f"sentence-embedding teachers merge with static weights")
+
+
+def check_language_model(cfg: Any) -> None:
+    """Token-level KD teaches per target position; what needs whole samples is refused."""
+    if cfg.data.dataset != "stdlib_functions":
+        return
+    where = "data.dataset (stdlib_functions)"
+    student_tokenizer = cfg.student.model.kwargs.get("tokenizer")
+    if student_tokenizer is not None and student_tokenizer != cfg.data.tokenizer:
+        raise ValueError(f"student.model.kwargs.tokenizer: {student_tokenizer!r} is not the run's data.tokenizer "
+                         f"{cfg.data.tokenizer!r}; the student reads and predicts the run's token ids")
+    snapshots = snapshot_methods(cfg)
+    if snapshots:
+        raise ValueError(f"{where}: teacher_snapshot ({', '.join(snapshots)}) serves classifier students; "
+                         f"language-model students learn from the run's teachers")
+    terms = all_terms(cfg)
+    if any("teacher" in t.params for t in terms) or any(t.name == "byot" for t in terms):
+        raise ValueError(f"{where}: token-level KD uses response terms (ce, kd, reverse_kl, jsd, ...); "
+                         f"feature, attention and self-distillation terms read whole samples")
+    strategies = [cfg.distill.weighting] + [m.weighting for m in (cfg.distill.methods or {}).values() if m.weighting]
+    if any(w.strategy in ("gating", "route") for w in strategies):
+        raise ValueError(f"{where}: gating and route weigh whole samples; token-level KD merges teachers per "
+                         f"token with static, confidence, entropy or label_agreement")
+
+
+def _refs(value: Any) -> list[Any]:
+    """A term's `teacher` param: one feature reference or a list of them."""
+    return [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
