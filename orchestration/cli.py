@@ -11,9 +11,9 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from cluster.errors import DistilleryError
-from cluster.ray_env import prepare_ray_env
-from planning.commands import fit_law_command, plan_command, sweep_command
+from cluster import DistilleryError
+from cluster import prepare_ray_env
+from planning import fit_law_command, plan_command, sweep_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Distributed knowledge distillation on Ray: Serve teachers, Train + DeepSpeed students.")
@@ -26,8 +26,8 @@ RUN_OPTION = typer.Option(..., "--run", help="name of the running job (run.name 
 def _orchestrator(run: str):
     import ray
 
-    from cluster.connection import NAMESPACE, connect, orchestrator_name
-    from cluster.errors import RunNotFoundError
+    from cluster import NAMESPACE, connect, orchestrator_name
+    from cluster import RunNotFoundError
 
     try:
         connect(start_local=False)
@@ -65,7 +65,7 @@ def warmup() -> None:
     memory op on CPU, about 40 s on 2 cores); otherwise the first run's workers build it."""
     import time
 
-    from students.engine import import_deepspeed
+    from students import import_deepspeed
 
     import_deepspeed()
     from deepspeed.comm.torch import build_shm_op
@@ -163,9 +163,9 @@ def precompute(config: str = typer.Argument(..., help="experiment config whose t
                overrides: Optional[list[str]] = typer.Option(None, "--set", help="override any field (YAML value)")) -> None:
     """Run the teachers over the training set with Ray Data and write top-k soft targets to the offline store."""
     from orchestration.config import load_run_config
-    from cluster.connection import connect
+    from cluster import connect
     from orchestration.precompute import precompute as run_precompute
-    from students.data import load_dataset
+    from students import load_dataset
 
     cfg = load_run_config(config, _parse_sets(overrides))
     dataset = load_dataset(cfg.data).teacher_view()
@@ -175,7 +175,7 @@ def precompute(config: str = typer.Argument(..., help="experiment config whose t
 
 
 def _parse_sets(items: Optional[list[str]]) -> dict[str, Any]:
-    from cluster.config import parse_yaml
+    from cluster import parse_yaml
 
     out = {}
     for item in items or []:
@@ -187,7 +187,7 @@ def _parse_sets(items: Optional[list[str]]) -> dict[str, Any]:
 
 
 def _read(path: Optional[str]) -> Optional[bytes]:
-    from cluster.errors import ConfigError
+    from cluster import ConfigError
 
     if path is None:
         return None
@@ -214,17 +214,17 @@ def teacher_add(teacher_yaml: Optional[str] = typer.Argument(None, help="a teach
                                                         "this cluster (teacher-<name>, from `serve deploy`)")) -> None:
     """Start using a new teacher in a running job: deploy one from a config, register an
     endpoint, or use a standing Serve application."""
-    from teachers.config import TeacherConfig
-    from cluster.config import load_yaml_model
-    from cluster.errors import ConfigError
-    from cluster.paths import paths_outside_roots
+    from teachers import TeacherConfig
+    from cluster import load_yaml_model
+    from cluster import ConfigError
+    from cluster import paths_outside_roots
 
     if sum(x is not None for x in (teacher_yaml, endpoint, serve_app)) != 1:
         raise typer.BadParameter("give one of: a teacher config file, --endpoint, --serve-app")
     if serve_app is not None:
         info = _call(run, "add_serve_app", serve_app, weight)
     elif endpoint is not None:
-        from teachers.grpc_client import EndpointSpec, parse_endpoint_url
+        from teachers import EndpointSpec, parse_endpoint_url
 
         parse_endpoint_url(endpoint)
         token = _read(token_file)

@@ -20,8 +20,8 @@ from typing import Any, Callable, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from cluster.config import Strict, check_name, load_with_overrides
-from cluster.factory import DEFAULT_ALLOWED_MODULES
+from cluster import Strict, check_name, load_with_overrides
+from cluster import DEFAULT_ALLOWED_MODULES
 from orchestration.regimes.adversarial import check_generator
 from orchestration.regimes.born_again import check_born_again
 from orchestration.regimes.co_training import OnlineConfig, check_online
@@ -29,9 +29,9 @@ from orchestration.regimes.continual import ContinualConfig, check_continual
 from orchestration.regimes.quantized import check_quantized
 from orchestration.regimes.sequence_level import GenerateConfig, check_sequence_level
 from orchestration.regimes.speculative import check_speculative
-from students.config import (DataConfig, DistillConfig, StudentConfig, check_distill, check_language_model,
-                             check_weighting)
-from teachers.config import ServeConfig, TeacherConfig, check_teachers
+from students import (DataConfig, DistillConfig, StudentConfig, check_distill, check_language_model,
+                      check_weighting)
+from teachers import ServeConfig, TeacherConfig, check_teachers
 
 
 class RunSection(Strict):

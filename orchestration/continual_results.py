@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from cluster.naming import method_kind
+from cluster import method_kind
 from orchestration.results import mean_std, student_label
 
 PHASE = re.compile(r"^(?P<kind>.+)-task(?P<k>\d+)-seed(?P<seed>-?\d+)$")

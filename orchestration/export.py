@@ -21,8 +21,8 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from students.checkpoint import TAG
-from students.checkpoint_files import CheckpointError, first_complete, integrity_problem, refuse_unsafe_pickles
+from students import TAG
+from students import CheckpointError, first_complete, integrity_problem, refuse_unsafe_pickles
 
 
 def newest_complete_checkpoint(train_dir: Path) -> Path:
@@ -70,8 +70,8 @@ def export_run(run_dir: Path, to: Optional[Path] = None,
 
     from orchestration.config import RunConfig
     from orchestration.teacher_training import accuracy, perplexity
-    from students.data import load_dataset
-    from teachers.backend import resolve_model
+    from students import load_dataset
+    from teachers import resolve_model
 
     cfg = RunConfig.model_validate_json((run_dir / "config.json").read_text())
     train_dir = run_dir / "train" / f"{cfg.run.name}-students"
@@ -97,7 +97,7 @@ def export_run(run_dir: Path, to: Optional[Path] = None,
                            "parameters": sum(p.numel() for p in model.parameters())}
     model.eval()
     if hasattr(model, "lm"):  # a Hugging Face causal LM: its own folder, with the run's tokenizer
-        from teachers.hf import load_tokenizer
+        from teachers import load_tokenizer
 
         model.lm.save_pretrained(str(target / "hf"), safe_serialization=True)
         load_tokenizer(str(cfg.data.tokenizer)).save_pretrained(str(target / "hf"))

@@ -25,8 +25,8 @@ from rich.console import Console
 
 from orchestration.config import RunConfig
 from orchestration.progress import progress_blocks
-from students.data import Dataset, student_subset
-from students.lm_data import GENERATED_MANIFEST as MANIFEST
+from students import Dataset, student_subset
+from students import GENERATED_MANIFEST as MANIFEST
 
 
 def prompt_part(sequences: np.ndarray, sep: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
@@ -52,7 +52,7 @@ def generation_key(cfg: RunConfig, teacher: str, version: str, prompts: np.ndarr
 
 @lru_cache(maxsize=4)
 def _tokenizer(path: str):
-    from teachers.hf import load_tokenizer
+    from teachers import load_tokenizer
 
     return load_tokenizer(path)
 
@@ -93,9 +93,9 @@ def generate(cfg: RunConfig, dataset: Dataset, teacher_versions: dict[str, str],
     """Write (or reuse) the generated dataset of `cfg`; the teachers must be deployed (Serve)."""
     import ray
 
-    from teachers.hf import load_tokenizer
-    from teachers.teacher_set import app_name
-    from teachers.token_targets import specials_of
+    from teachers import load_tokenizer
+    from teachers import app_name
+    from teachers import specials_of
 
     gen = cfg.generate
     teacher = gen.teacher or cfg.teachers[0].name

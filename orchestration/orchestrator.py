@@ -17,19 +17,19 @@ import numpy as np
 import ray
 from ray import serve
 
-from cluster.config import ResourcesConfig, check_name, validate_model
-from teachers.config import TeacherConfig
-from cluster.metrics import MetricsSink, MlflowSink, read_metrics
-from teachers.backend import resolve_model
-from teachers.loaded import TeacherAppArgs
-from teachers.deployment import build_teacher_app
-from teachers.errors import IncompatibleTeacherError
-from teachers.grpc_client import EndpointSpec, GrpcTeacher
-from teachers.soft_targets import SCHEMA_VERSION
-from teachers.teacher_set import TeacherEntry, TeacherSet, app_name, peer_teacher_name, snapshot_teacher_name
+from cluster import ResourcesConfig, check_name, validate_model
+from teachers import TeacherConfig
+from cluster import MetricsSink, MlflowSink, read_metrics
+from teachers import resolve_model
+from teachers import TeacherAppArgs
+from teachers import build_teacher_app
+from teachers import IncompatibleTeacherError
+from teachers import EndpointSpec, GrpcTeacher
+from teachers import SCHEMA_VERSION
+from teachers import TeacherEntry, TeacherSet, app_name, peer_teacher_name, snapshot_teacher_name
 from orchestration.peer_board import Key, PeerBoard
 from orchestration.teacher_training import TrainedTeacher, teacher_app_args
-from students.losses import teacher_feature_layers
+from students import teacher_feature_layers
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class Orchestrator:
     def __init__(self, run: str, run_config: dict[str, Any], run_dir: str, cache_dir: str,
                  ingress_token_sha256: Optional[str] = None):
         from orchestration.config import RunConfig
-        from students.data import load_dataset
+        from students import load_dataset
 
         self.run = run
         self.config = RunConfig.model_validate(run_config)
@@ -237,11 +237,11 @@ class Orchestrator:
         import pyarrow.parquet as pq
 
         from orchestration.precompute import store_key
-        from students.data import student_subset
-        from teachers.arrow_codec import to_table
-        from teachers.backend import file_version
-        from teachers.loaded import LoadedTeacher
-        from teachers.store import write_manifest
+        from students import student_subset
+        from teachers import to_table
+        from teachers import file_version
+        from teachers import LoadedTeacher
+        from teachers import write_manifest
 
         folder = self._memory_path(phase)
         if (folder / "manifest.json").is_file():
@@ -427,7 +427,7 @@ class Orchestrator:
 
     def _check_tokenizer(self, name: str, teacher_hash: str, teacher_vocab: Optional[int], on_refusal) -> None:
         """A token-input teacher must split text exactly as the run's tokenizer (data.tokenizer)."""
-        from teachers.hf import check_tokenizer
+        from teachers import check_tokenizer
 
         try:
             check_tokenizer(name, teacher_hash, self.dataset.tokenizer_hash, str(self.config.data.tokenizer),
@@ -459,7 +459,7 @@ class Orchestrator:
         deploying them (the deployed teacher is checked again through its description)."""
         if self.dataset.kind != "lm":
             return
-        from teachers.hf import load_tokenizer, tokenizer_hash
+        from teachers import load_tokenizer, tokenizer_hash
 
         for cfg in configs:
             path = cfg.model.kwargs.get("tokenizer")

@@ -15,12 +15,12 @@ from orchestration.regimes.adversarial import SyntheticTraining
 from orchestration.regimes.born_again import INIT_SEED_STRIDE, SnapshotExport, SnapshotTeacher, generation, method_snapshots
 from orchestration.regimes.quantized import PostTrainingQuantization, QuantizedTraining
 from orchestration.regimes.speculative import SpeculativeTraining
-from students.hooks import PhaseHook
-from students.job import StudentJob
-from students.losses import Term, needs_teacher, preset_terms
-from students.run_control import RunControl
-from students.weighting import Weighting
-from teachers.backend import ResolvedModel
+from students import PhaseHook
+from students import StudentJob
+from students import Term, needs_teacher, preset_terms
+from students import RunControl
+from students import Weighting
+from teachers import ResolvedModel
 
 
 def phase_names(cfg: RunConfig) -> list[tuple[str, int, Optional[str]]]:

@@ -19,10 +19,10 @@ import pyarrow as pa
 from rich.console import Console
 
 from orchestration.config import RunConfig
-from teachers.config import TeacherConfig
+from teachers import TeacherConfig
 from orchestration.progress import progress_blocks
-from students.data import Dataset
-from teachers.store import Manifest, StoreKey, dataset_fingerprint, find_store, write_manifest
+from students import Dataset
+from teachers import Manifest, StoreKey, dataset_fingerprint, find_store, write_manifest
 
 INPUTS = "inputs"
 
@@ -33,14 +33,14 @@ class StoreScorer:
     def __init__(self, args: Any, top_k: int):
         import torch
 
-        from teachers.loaded import LoadedTeacher
+        from teachers import LoadedTeacher
 
         torch.set_num_threads(1)
         self.teacher = LoadedTeacher.load(args)
         self.top_k = top_k
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from teachers.arrow_codec import to_table
+        from teachers import to_table
 
         column = batch.column(INPUTS).combine_chunks()
         x = column.flatten().to_numpy().reshape(len(column), -1)
@@ -65,7 +65,7 @@ def _weights(cfg: RunConfig, teacher: TeacherConfig, dataset: Dataset, train: bo
     """The teacher's weights file: given in the config, cached in `cache_dir` (the driver's: a
     Ray worker may not share its environment), or (with `train`) trained now."""
     from orchestration.teacher_training import cached_teacher, train_or_load_teacher
-    from teachers.backend import resolve_model
+    from teachers import resolve_model
 
     if teacher.weights:
         return teacher.weights
@@ -81,11 +81,11 @@ def precompute(cfg: RunConfig, dataset: Dataset, console: Console) -> dict[str, 
     """Write (or reuse) the store of every teacher in `cfg`; return their manifests by teacher."""
     import ray
 
-    from cluster.paths import default_cache_dir
+    from cluster import default_cache_dir
     from orchestration.teacher_training import teacher_app_args, test_score
-    from teachers.arrow_codec import fixed_size_list
-    from teachers.backend import file_version
-    from teachers.loaded import LoadedTeacher
+    from teachers import fixed_size_list
+    from teachers import file_version
+    from teachers import LoadedTeacher
 
     root = Path(cfg.distill.store_dir).resolve()
     cache_dir = default_cache_dir()
@@ -124,9 +124,9 @@ def offline_stores(cfg: RunConfig, dataset: Dataset) -> dict[str, tuple[str, Man
 
     Raises `SoftTargetStoreError` when a teacher was never trained/precomputed or its store is stale.
     """
-    from cluster.paths import default_cache_dir
-    from teachers.backend import file_version
-    from teachers.errors import SoftTargetStoreError
+    from cluster import default_cache_dir
+    from teachers import file_version
+    from teachers import SoftTargetStoreError
 
     root = Path(cfg.distill.store_dir).resolve()
     cache_dir = default_cache_dir()

@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Optional
 
-from cluster.metrics import read_metrics
+from cluster import read_metrics
 
 PLOTS = ("loss", "eval", "teacher_weights", "teacher_latency")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.table import Table
-from cluster.naming import phase_kind
+from cluster import phase_kind
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.text import Text
 
 from orchestration.config import RunConfig, load_run_config
-from cluster.paths import default_cache_dir
+from cluster import default_cache_dir
 from orchestration.precompute import offline_stores
 from orchestration.report import write_report
 from orchestration.results import METRICS, gain_lines, ptq_lines, retained_gain_lines, rich_table, summarize, write_results
@@ -50,7 +50,7 @@ class RunState:
 def start_orchestrator(cfg: RunConfig, run_dir: Path, ingress_token_sha256: Optional[str] = None):
     import ray
 
-    from cluster.connection import NAMESPACE, orchestrator_name
+    from cluster import NAMESPACE, orchestrator_name
     from orchestration.orchestrator import Orchestrator
 
     name = orchestrator_name(cfg.run.name)
@@ -87,7 +87,7 @@ def _check_grpc_ingress(port: int) -> None:
 
     running = _get_global_client().get_serve_details().get("grpc_options") or {}
     if running.get("port") != port or GRPC_SERVICER not in (running.get("grpc_servicer_functions") or []):
-        from cluster.errors import ConfigError
+        from cluster import ConfigError
 
         raise ConfigError("<running Serve instance>", [
             f"serve.grpc_port: Serve is already running on this cluster with gRPC options {running}, so the "
@@ -100,8 +100,8 @@ GRPC_SERVICER = "teachers.proto.teacher_service_pb2_grpc.add_TeacherServiceServi
 
 def ingress_token_digest(cfg: RunConfig) -> Optional[str]:
     """sha256 of the Serve gRPC ingress token (replicas compare digests, never see the token)."""
-    from cluster.errors import ConfigError
-    from teachers.grpc_service import token_digest
+    from cluster import ConfigError
+    from teachers import token_digest
 
     if cfg.serve.grpc_token_file is None:
         return None
@@ -116,7 +116,7 @@ def _teacher_test_outputs(name: str, x: np.ndarray) -> Any:
     """A served teacher's record for the test split, through its own Serve app."""
     from ray import serve
 
-    from teachers.teacher_set import app_name
+    from teachers import app_name
 
     request = {"batches": [{"batch_id": "eval", "inputs": x}]}
     return serve.get_app_handle(app_name(name)).remote(request).result(timeout_s=300)[0]
@@ -125,7 +125,7 @@ def _teacher_test_outputs(name: str, x: np.ndarray) -> Any:
 def _teacher_scores(cfg: RunConfig, dataset, names: list[str]) -> tuple[dict[str, float], Optional[np.ndarray]]:
     """Each teacher's headline test metric, and for encoders the reference the students are
     scored against: the teachers' test embeddings averaged with the teachers' weights."""
-    from students.evaluation import accuracy, embedding_agreement
+    from students import accuracy, embedding_agreement
 
     if dataset.kind == "lm":
         return {name: _teacher_perplexity(name, dataset.test.x) for name in names}, None
@@ -146,7 +146,7 @@ def _teacher_perplexity(name: str, x: np.ndarray) -> float:
     """A served language-model teacher's held-out perplexity, through its own Serve app."""
     from ray import serve
 
-    from teachers.teacher_set import app_name
+    from teachers import app_name
 
     parts = serve.get_app_handle(app_name(name)).perplexity.remote(x).result(timeout_s=600)
     return float(np.exp(parts["nll"] / max(parts["tokens"], 1)))
@@ -170,7 +170,7 @@ def train_students(jobs: list, cfg: RunConfig, run_dir: Path, reference: Optiona
     from ray.train import CheckpointConfig, FailureConfig, RunConfig as TrainRunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from students.train_loop import train_student
+    from students import train_student
 
     use_gpu = cfg.student.gpus_per_worker > 0
     resources = {"CPU": cfg.student.cpus_per_worker}
@@ -194,7 +194,7 @@ def train_peers(jobs: dict[str, list], cfg: RunConfig, run_dir: Path) -> dict[st
     Ray task); the first that fails stops the others."""
     import ray
 
-    from cluster.errors import ConfigError
+    from cluster import ConfigError
 
     trainers = {peer: peer_jobs for peer, peer_jobs in jobs.items() if peer_jobs}
     needed = len(trainers) * cfg.student.num_workers * cfg.student.cpus_per_worker
@@ -232,10 +232,10 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
 
-    from cluster.connection import connect
+    from cluster import connect
     from orchestration.progress import follow
-    from students.data import load_dataset
-    from teachers.backend import resolve_model
+    from students import load_dataset
+    from teachers import resolve_model
 
     console.print(f"run [bold]{cfg.run.name}[/bold] -> {run_dir}")
     dataset = load_dataset(cfg.data)
@@ -312,10 +312,10 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
 
 def generate_only(config_path: str, console: Console, overrides: Optional[dict[str, Any]] = None) -> Path:
     """`distillery generate`: deploy the config's teachers, write the generated dataset, shut down."""
-    from cluster.connection import connect
-    from cluster.errors import ConfigError
+    from cluster import connect
+    from cluster import ConfigError
     from orchestration.generate import generate
-    from students.data import load_dataset
+    from students import load_dataset
 
     cfg = load_run_config(config_path, overrides)
     if cfg.data.dataset != "stdlib_functions" or not cfg.teachers:
@@ -365,7 +365,7 @@ def _start_online(cfg: RunConfig, orchestrator, dataset, terms: list, state: Run
     import ray
 
     from orchestration.regimes.co_training import CoTraining
-    from teachers.backend import resolve_model
+    from teachers import resolve_model
 
     online = cfg.online
     specs = {p.name: (p.model or cfg.student.model) for p in online.peers}
@@ -413,8 +413,8 @@ def _deploy_teachers(cfg: RunConfig, orchestrator, dataset,
 
 def checked_terms(cfg: RunConfig) -> dict[str, list]:
     """The terms of every KD method of the run, checked against the registry and the teachers."""
-    from cluster.errors import ConfigError
-    from students.losses import check_terms, feature_refs, method_terms, self_distillation_exits
+    from cluster import ConfigError
+    from students import check_terms, feature_refs, method_terms, self_distillation_exits
 
     methods = method_terms(cfg.distill)
     for method, terms in methods.items():
@@ -436,7 +436,7 @@ def _use_stores(cfg: RunConfig, orchestrator, stores: dict, console: Console) ->
     """Offline mode: register each teacher's store as its entry in the teacher set."""
     import ray
 
-    from teachers.teacher_set import TeacherEntry
+    from teachers import TeacherEntry
 
     weights = {t.name: t.weight for t in cfg.teachers}
     entries = [TeacherEntry(name, weights[name], m.output_space, m.num_classes, m.key.teacher_version)

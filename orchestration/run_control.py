@@ -12,8 +12,8 @@ from typing import Any, Optional
 
 import ray
 
-from students.run_control import Key
-from teachers.teacher_set import TeacherSet
+from students import Key
+from teachers import TeacherSet
 
 _UNANSWERED = object()
 

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from orchestration.config import RunConfig
-from cluster.paths import default_cache_dir
+from cluster import default_cache_dir
 
 IMPORT_PATH = "teachers.deployment:build_teacher_app"
 
@@ -24,9 +24,9 @@ IMPORT_PATH = "teachers.deployment:build_teacher_app"
 def serve_config(cfg: RunConfig) -> dict[str, Any]:
     """The Serve config (ServeDeploySchema) of `cfg`'s teachers; trains uncached teachers here."""
     from orchestration.teacher_training import teacher_app_args, train_or_load_teacher
-    from students.data import load_dataset
-    from teachers.backend import resolve_model
-    from teachers.teacher_set import app_name
+    from students import load_dataset
+    from teachers import resolve_model
+    from teachers import app_name
 
     dataset = load_dataset(cfg.data).teacher_view()
     applications = []

@@ -8,22 +8,22 @@ from typing import Any, Optional
 
 from rich.console import Console
 
-from students.config import DataConfig, DistillConfig
-from teachers.config import TeacherConfig
+from students import DataConfig, DistillConfig
+from teachers import TeacherConfig
 from orchestration.config import load_run_config
-from cluster.config import load_yaml_model
-from cluster.factory import DEFAULT_ALLOWED_MODULES
+from cluster import load_yaml_model
+from cluster import DEFAULT_ALLOWED_MODULES
 
 
 def serve_teacher(teacher_yaml: str, *, port: int, host: str, run_config: Optional[str], console: Console,
                   security_files: dict[str, Any]) -> None:
     """Load (or train and cache) the teacher, serve it until SIGINT/SIGTERM."""
-    from cluster.paths import default_cache_dir
+    from cluster import default_cache_dir
     from orchestration.teacher_training import teacher_app_args, train_or_load_teacher
-    from students.data import load_dataset
-    from teachers.backend import resolve_model
-    from teachers.loaded import LoadedTeacher
-    from teachers.grpc_service import ServerSecurity, start_teacher_server
+    from students import load_dataset
+    from teachers import resolve_model
+    from teachers import LoadedTeacher
+    from teachers import ServerSecurity, start_teacher_server
 
     teacher = load_yaml_model(TeacherConfig, teacher_yaml)
     if run_config:

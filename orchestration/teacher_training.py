@@ -14,13 +14,13 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_model
 
-from students.config import DataConfig, DistillConfig
-from teachers.config import TeacherConfig, TeacherTrainingConfig
-from students import evaluation
-from students.data import Dataset, Split
-from teachers.backend import ResolvedModel, load_teacher, resolve_model
-from teachers.loaded import TeacherAppArgs
-from teachers.zoo import count_parameters
+from students import DataConfig, DistillConfig
+from teachers import TeacherConfig, TeacherTrainingConfig
+from students import accuracy as logits_accuracy
+from students import Dataset, Split
+from teachers import ResolvedModel, load_teacher, resolve_model
+from teachers import TeacherAppArgs
+from teachers import count_parameters
 
 
 @dataclass
@@ -42,7 +42,7 @@ def cache_key(model: ResolvedModel, training: TeacherTrainingConfig, data: DataC
 def accuracy(module: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     module.eval()
     with torch.no_grad():
-        return evaluation.accuracy(module(torch.from_numpy(x)).numpy(), y)
+        return logits_accuracy(module(torch.from_numpy(x)).numpy(), y)
 
 
 def perplexity(module: torch.nn.Module, split: Split, chunk: int = 64) -> float:

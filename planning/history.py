@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from cluster.factory import DEFAULT_ALLOWED_MODULES
-from students.config import DataConfig, DistillConfig, StudentConfig
-from teachers.config import TeacherConfig
-from cluster.naming import phase_kind
+from cluster import DEFAULT_ALLOWED_MODULES
+from students import DataConfig, DistillConfig, StudentConfig
+from teachers import TeacherConfig
+from cluster import phase_kind
 from planning.fit import Point
 
 
@@ -88,8 +88,8 @@ def _non_embedding_parameters(model_json: str, data_json: str, allowed: tuple[st
     """Parameters of the model a config builds, less those of its `nn.Embedding` modules."""
     import torch
 
-    from cluster.config import ModelSpec
-    from teachers.backend import resolve_model
+    from cluster import ModelSpec
+    from teachers import resolve_model
 
     dataset = _dataset(data_json)
     model = resolve_model(ModelSpec.model_validate_json(model_json), in_features=dataset.in_features,
@@ -111,7 +111,7 @@ def _counter(cfg: RunSections, count: str):
 @functools.lru_cache(maxsize=2)
 def _dataset(data_json: str):
     """The runs' dataset, loaded (and tokenized) once for every count taken from it."""
-    from students.data import load_dataset
+    from students import load_dataset
 
     return load_dataset(DataConfig.model_validate_json(data_json))
 
@@ -119,7 +119,7 @@ def _dataset(data_json: str):
 @functools.lru_cache(maxsize=8)
 def _token_counts(data_json: str) -> tuple[int, int]:
     """Target tokens of the training split and of the students' subset of it."""
-    from students.data import student_subset
+    from students import student_subset
 
     data = DataConfig.model_validate_json(data_json)
     train = _dataset(data_json).train

@@ -26,7 +26,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from cluster.config import Strict, check_name, read_yaml_file, validate_model
+from cluster import Strict, check_name, read_yaml_file, validate_model
 from planning.fit import FitError, LawFit, Point, fit_law
 from planning.history import History, collect
 

@@ -1,0 +1,82 @@
+"""Student models, KD terms, weighting, the run-control interface, the regime hooks and the
+Ray Train loop that runs one phase after another.
+
+The names below are what other packages use; the rest is private to the package. Each name is
+imported from its module on first use, so importing the package stays cheap.
+"""
+
+from importlib import import_module
+
+_EXPORTS = {
+    "CheckpointError": "checkpoint_files",
+    "DataConfig": "config",
+    "Dataset": "data",
+    "DistillConfig": "config",
+    "GENERATED_MANIFEST": "lm_data",
+    "Key": "run_control",
+    "MemoryTargets": "replay",
+    "OnlineRole": "online",
+    "Phase": "hooks",
+    "PhaseHook": "hooks",
+    "RunControl": "run_control",
+    "SpeculativeBatches": "speculative",
+    "Split": "data",
+    "StudentConfig": "config",
+    "StudentJob": "job",
+    "SyntheticInputs": "generator",
+    "SyntheticStream": "generator",
+    "TAG": "checkpoint",
+    "TEXT_DATASETS": "config",
+    "TargetLag": "online",
+    "Term": "losses",
+    "WeightPublisher": "online",
+    "Weighting": "weighting",
+    "accuracy": "evaluation",
+    "check_distill": "config",
+    "check_language_model": "config",
+    "check_terms": "losses",
+    "check_weighting": "config",
+    "embedding_agreement": "evaluation",
+    "fake_quantize_model": "quantize",
+    "feature_refs": "losses",
+    "first_complete": "checkpoint_files",
+    "frozen_forward": "generator",
+    "import_deepspeed": "engine",
+    "integrity_problem": "checkpoint_files",
+    "load_dataset": "data",
+    "method_terms": "losses",
+    "needs_teacher": "losses",
+    "post_training_quantized": "quantize",
+    "preset_terms": "losses",
+    "quantization_target": "export",
+    "refuse_unsafe_pickles": "checkpoint_files",
+    "refuse_zero3": "config",
+    "self_distillation_exits": "losses",
+    "snapshot_methods": "config",
+    "student_subset": "data",
+    "teacher_feature_layers": "losses",
+    "train_student": "train_loop",
+}
+
+__all__ = ["CheckpointError", "DataConfig", "Dataset", "DistillConfig", "GENERATED_MANIFEST", "Key",
+           "MemoryTargets", "OnlineRole", "Phase", "PhaseHook", "RunControl", "SpeculativeBatches", "Split",
+           "StudentConfig", "StudentJob", "SyntheticInputs", "SyntheticStream", "TAG", "TEXT_DATASETS",
+           "TargetLag", "Term", "WeightPublisher", "Weighting", "accuracy", "check_distill",
+           "check_language_model", "check_terms", "check_weighting", "embedding_agreement",
+           "fake_quantize_model", "feature_refs", "first_complete", "frozen_forward", "import_deepspeed",
+           "integrity_problem", "load_dataset", "method_terms", "needs_teacher", "post_training_quantized",
+           "preset_terms", "quantization_target", "refuse_unsafe_pickles", "refuse_zero3",
+           "self_distillation_exits", "snapshot_methods", "student_subset", "teacher_feature_layers",
+           "train_student"]
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Callable, Iterable, Optional, TypeVar
 
-from cluster.errors import DistilleryError
+from cluster import DistilleryError
 
 MANIFEST_DIR = "integrity"
 # What DeepSpeed's ZeRO checkpoints hold besides tensors and containers (torch's safe set).

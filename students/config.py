@@ -8,7 +8,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from cluster.config import ModelSpec, Strict, check_name
+from cluster import ModelSpec, Strict, check_name
 
 
 class DataConfig(Strict):

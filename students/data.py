@@ -12,8 +12,8 @@ from typing import Optional
 import numpy as np
 
 from students.config import DataConfig
-from teachers.batch import Batch
-from teachers.token_targets import TokenSpecials, target_labels
+from teachers import Batch
+from teachers import TokenSpecials, target_labels
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np
 
 def _load_text(cfg: DataConfig) -> Dataset:
     from students.text_data import token_windows
-    from teachers.hf import load_tokenizer, tokenizer_hash
+    from teachers import load_tokenizer, tokenizer_hash
 
     tokenizer = load_tokenizer(cfg.tokenizer)
     train, test = token_windows(tokenizer, cfg.sequence_length, cfg.train_windows, cfg.test_windows)
@@ -158,8 +158,8 @@ def load_functions(cfg: DataConfig) -> Dataset:
     """The standard library's functions as prompt (signature) / completion (docstring) token
     sequences for causal language models (students.lm_data)."""
     from students.lm_data import lm_splits
-    from teachers.hf import load_tokenizer, tokenizer_hash
-    from teachers.token_targets import specials_of
+    from teachers import load_tokenizer, tokenizer_hash
+    from teachers import specials_of
 
     tokenizer = load_tokenizer(cfg.tokenizer)
     specials = specials_of(tokenizer)

@@ -14,7 +14,7 @@ from students.job import StudentJob
 from students.losses import feature_refs, self_distillation_exits
 from students.run_control import RunControl
 from students.student_module import DistillationStudent
-from teachers.zoo import count_parameters
+from teachers import count_parameters
 
 
 def import_deepspeed():

@@ -52,7 +52,7 @@ def export_student(engine: Any, zero_stage: int, folder: Optional[str], tokenize
         packed = quantized_state(model.lm, quantize_bits) if quantize_bits and rank == 0 else None
     if rank != 0:
         return {}
-    from teachers.hf import load_tokenizer
+    from teachers import load_tokenizer
 
     target = Path(folder)
     target.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from students.adversarial import average_gradients
-from teachers.batch import Batch
+from teachers import Batch
 
 
 class Generator(nn.Module):

@@ -22,9 +22,9 @@ import torch
 
 from students.data import Split
 from students.run_control import RunControl
-from teachers.batch import Batch
-from teachers.source import SoftTargetSource
-from teachers.targets import TeacherTargets
+from teachers import Batch
+from teachers import SoftTargetSource
+from teachers import TeacherTargets
 
 
 @dataclass

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Type, TypeVar
+from typing import Literal, Optional, Type, TypeVar
 
 from students.config import DataConfig, DistillConfig, StudentConfig
 from students.hooks import PhaseHook
 from students.losses import Term
 from students.run_control import RunControl
 from students.weighting import Weighting
-from teachers.backend import ResolvedModel
+from teachers import ResolvedModel
 
 H = TypeVar("H", bound=PhaseHook)
 

@@ -18,7 +18,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from cluster.registry import Registry
+from cluster import Registry
 
 TermFn = Callable[..., torch.Tensor]
 TERMS: Registry[TermFn] = Registry("distillation term")

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from students.text_data import HELD_OUT_EVERY, stdlib_files
-from teachers.token_targets import specials_of
+from teachers import specials_of
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<bos>", "sep_token": "<sep>", "eos_token": "<eos>"}
 DEFAULT_TOKENIZER = "pkg:students/tokenizers/stdlib-bpe-1024"

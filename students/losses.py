@@ -13,11 +13,11 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from cluster.registry import Registry
+from cluster import Registry
 from students.kd_terms import TERMS, TermInputs
 from students.adversarial import Adversary
 from students.weighting import Weighting, merge_teachers
-from teachers.targets import TeacherTargets
+from teachers import TeacherTargets
 
 LossFn = Callable[..., dict[str, torch.Tensor]]
 LOSSES: Registry[LossFn] = Registry("loss")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from students.run_control import RunControl
-from teachers.teacher_set import live_step
+from teachers import live_step
 
 
 @dataclass(frozen=True)

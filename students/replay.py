@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from teachers.store import Manifest, StoredTargets
-from teachers.targets import TeacherTargets, record_logprob
+from teachers import Manifest, StoredTargets
+from teachers import TeacherTargets, record_logprob
 
 
 class MemoryTargets:

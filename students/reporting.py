@@ -10,7 +10,7 @@ import torch.distributed as dist
 
 from students.checkpoint import ClientState
 from students.run_control import RunControl
-from teachers.source import SoftTargetSource
+from teachers import SoftTargetSource
 
 
 class StopCheck:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Optional, Protocol
 
-from teachers.source import TeacherSetSource
-from teachers.teacher_set import TeacherSet
+from teachers import TeacherSetSource
+from teachers import TeacherSet
 
 Key = tuple[int, int]  # (round, step) of a co-training publication
 

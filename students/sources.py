@@ -6,7 +6,7 @@ from typing import Callable, Iterable, Optional
 
 from students.job import StudentJob
 from students.run_control import RunControl
-from teachers.source import SoftTargetSource
+from teachers import SoftTargetSource
 
 
 def soft_target_source(job: StudentJob, control: RunControl, output_space: str, samples: int,
@@ -16,19 +16,19 @@ def soft_target_source(job: StudentJob, control: RunControl, output_space: str, 
     if not job.use_teachers:
         return None
     if job.source == "offline":
-        from teachers.store import StoredTeachers
+        from teachers import StoredTeachers
 
         return StoredTeachers(job.stores, control.teacher_set(), samples=samples, output_space=output_space,
                               temperature=job.distill.temperature)
     if job.source == "served":
-        from teachers.client import FaultPolicy, TeacherClient
+        from teachers import FaultPolicy, TeacherClient
 
         return TeacherClient(control, output_space=output_space, temperature=job.distill.temperature,
                              prefetch=job.distill.prefetch, batches_per_request=job.distill.batches_per_request,
                              timeout_s=job.distill.request_timeout_s, top_k=job.distill.top_k,
                              dense_max_classes=job.distill.dense_max_classes, only=only,
                              policy=FaultPolicy.of(job.distill))
-    from teachers.local import LocalTeachers
+    from teachers import LocalTeachers
 
     local = LocalTeachers(control.teacher_apps(), control.teacher_set(), output_space=output_space,
                           temperature=job.distill.temperature)

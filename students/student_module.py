@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from students.kd_terms import exit_key, projector_key
-from teachers.backend import FeatureHooks
+from teachers import FeatureHooks
 
 
 def make_projector(student_shape: list[int], teacher_shape: list[int], where: str) -> nn.Module:

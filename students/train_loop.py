@@ -27,8 +27,8 @@ from students.reporting import ProgressReporter, StopCheck
 from students.run_control import LocalRunControl, RunControl
 from students.scoring import evaluate
 from students.sources import soft_target_source
-from teachers.batch import Batch
-from teachers.source import SoftTargetSource
+from teachers import Batch
+from teachers import SoftTargetSource
 
 
 def train_step(engine, loss_fn: CompositeLoss, batch: Batch, targets, precision: str,

@@ -1,0 +1,85 @@
+"""Teacher backends, the Serve deployment, the soft-target schema and its codecs, and the
+soft-target sources a train worker reads (served, offline store, in-worker).
+
+The names below are what other packages use; the rest is private to the package. Each name is
+imported from its module on first use, so importing the package stays cheap.
+"""
+
+from importlib import import_module
+
+_EXPORTS = {
+    "Batch": "batch",
+    "EndpointSpec": "grpc_client",
+    "FaultPolicy": "client",
+    "FeatureHooks": "backend",
+    "GrpcTeacher": "grpc_client",
+    "IncompatibleTeacherError": "errors",
+    "LoadedTeacher": "loaded",
+    "LocalTeachers": "local",
+    "Manifest": "store",
+    "ResolvedModel": "backend",
+    "SCHEMA_VERSION": "soft_targets",
+    "ServeConfig": "config",
+    "ServerSecurity": "grpc_service",
+    "SoftTargetSource": "source",
+    "SoftTargetStoreError": "errors",
+    "StoreKey": "store",
+    "StoredTargets": "store",
+    "StoredTeachers": "store",
+    "TeacherAppArgs": "loaded",
+    "TeacherClient": "client",
+    "TeacherConfig": "config",
+    "TeacherEntry": "teacher_set",
+    "TeacherSet": "teacher_set",
+    "TeacherSetSource": "source",
+    "TeacherTargets": "targets",
+    "TeacherTrainingConfig": "config",
+    "TokenSpecials": "token_targets",
+    "app_name": "teacher_set",
+    "build_teacher_app": "deployment",
+    "check_teachers": "config",
+    "check_tokenizer": "hf",
+    "count_parameters": "zoo",
+    "dataset_fingerprint": "store",
+    "file_version": "backend",
+    "find_store": "store",
+    "fixed_size_list": "arrow_codec",
+    "live_step": "teacher_set",
+    "load_teacher": "backend",
+    "load_tokenizer": "hf",
+    "parse_endpoint_url": "grpc_client",
+    "peer_teacher_name": "teacher_set",
+    "record_logprob": "targets",
+    "resolve_model": "backend",
+    "snapshot_teacher_name": "teacher_set",
+    "specials_of": "token_targets",
+    "start_teacher_server": "grpc_service",
+    "target_labels": "token_targets",
+    "to_table": "arrow_codec",
+    "token_digest": "grpc_service",
+    "tokenizer_hash": "hf",
+    "write_manifest": "store",
+}
+
+__all__ = ["Batch", "EndpointSpec", "FaultPolicy", "FeatureHooks", "GrpcTeacher", "IncompatibleTeacherError",
+           "LoadedTeacher", "LocalTeachers", "Manifest", "ResolvedModel", "SCHEMA_VERSION", "ServeConfig",
+           "ServerSecurity", "SoftTargetSource", "SoftTargetStoreError", "StoreKey", "StoredTargets",
+           "StoredTeachers", "TeacherAppArgs", "TeacherClient", "TeacherConfig", "TeacherEntry", "TeacherSet",
+           "TeacherSetSource", "TeacherTargets", "TeacherTrainingConfig", "TokenSpecials", "app_name",
+           "build_teacher_app", "check_teachers", "check_tokenizer", "count_parameters", "dataset_fingerprint",
+           "file_version", "find_store", "fixed_size_list", "live_step", "load_teacher", "load_tokenizer",
+           "parse_endpoint_url", "peer_teacher_name", "record_logprob", "resolve_model",
+           "snapshot_teacher_name", "specials_of", "start_teacher_server", "target_labels", "to_table",
+           "token_digest", "tokenizer_hash", "write_manifest"]
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

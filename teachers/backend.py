@@ -11,8 +11,8 @@ from typing import Any, Iterable
 import torch
 from safetensors.torch import load_model
 
-from cluster.factory import DEFAULT_ALLOWED_MODULES, build_module
-from cluster.config import ModelSpec
+from cluster import DEFAULT_ALLOWED_MODULES, build_module
+from cluster import ModelSpec
 
 
 @dataclass(frozen=True)

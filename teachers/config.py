@@ -6,7 +6,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from cluster.config import ModelSpec, ResourcesConfig, Strict, check_name
+from cluster import ModelSpec, ResourcesConfig, Strict, check_name
 
 
 class TeacherTrainingConfig(Strict):

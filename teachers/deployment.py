@@ -31,7 +31,7 @@ class LiveWeights:
     def __init__(self, teacher: LoadedTeacher, run: str, replica: str):
         import ray
 
-        from cluster.connection import NAMESPACE, orchestrator_name
+        from cluster import NAMESPACE, orchestrator_name
 
         self.teacher, self.replica = teacher, replica
         self.peer = teacher.args.name.removeprefix(PEER_PREFIX)

@@ -1,6 +1,6 @@
 """Errors raised by teacher backends, deployments and the TeacherClient."""
 
-from cluster.errors import DistilleryError
+from cluster import DistilleryError
 
 
 class SoftTargetError(DistilleryError):

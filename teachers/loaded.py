@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from cluster.config import ResourcesConfig
+from cluster import ResourcesConfig
 from teachers.arrow_codec import model_inputs
 from teachers.backend import FeatureHooks, ResolvedModel, load_teacher, model_version, output_space_of
 from teachers.soft_targets import SoftTargets, concat_rows, pack_soft_targets

@@ -15,9 +15,9 @@ from typing import Any, Optional
 
 import torch
 
-from students.config import refuse_zero3
-from students.generator import SyntheticInputs, SyntheticStream, frozen_forward
-from students.hooks import Phase, PhaseHook
+from students import refuse_zero3
+from students import SyntheticInputs, SyntheticStream, frozen_forward
+from students import Phase, PhaseHook
 
 
 class SyntheticTraining(PhaseHook):

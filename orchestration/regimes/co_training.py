@@ -16,18 +16,18 @@ from typing import Any, Optional
 import torch.distributed as dist
 from pydantic import Field, field_validator, model_validator
 
-from cluster.config import ModelSpec, Strict, check_name
+from cluster import ModelSpec, Strict, check_name
 
 from orchestration.regimes.born_again import INIT_SEED_STRIDE
-from students.config import TEXT_DATASETS, refuse_zero3
-from students.hooks import Phase, PhaseHook
-from students.job import StudentJob
-from students.losses import Term, preset_terms
-from students.online import OnlineRole, TargetLag, WeightPublisher
-from students.run_control import RunControl
-from students.weighting import Weighting
-from teachers.backend import ResolvedModel
-from teachers.teacher_set import peer_teacher_name
+from students import TEXT_DATASETS, refuse_zero3
+from students import Phase, PhaseHook
+from students import StudentJob
+from students import Term, preset_terms
+from students import OnlineRole, TargetLag, WeightPublisher
+from students import RunControl
+from students import Weighting
+from teachers import ResolvedModel
+from teachers import peer_teacher_name
 
 
 class PeerConfig(Strict):

@@ -19,20 +19,20 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator, model_validator
 
-from cluster.config import Strict
+from cluster import Strict
 
 from orchestration.regimes.born_again import SnapshotExport, SnapshotTeacher
-from students.config import refuse_zero3, snapshot_methods
-from students.data import Split
-from students.evaluation import accuracy
-from students.hooks import Phase, PhaseHook
-from students.job import StudentJob
-from students.losses import Term, needs_teacher, preset_terms
-from students.replay import MemoryTargets
-from students.run_control import RunControl
-from teachers.backend import ResolvedModel
-from teachers.batch import Batch
-from teachers.targets import TeacherTargets
+from students import refuse_zero3, snapshot_methods
+from students import Split
+from students import accuracy
+from students import Phase, PhaseHook
+from students import StudentJob
+from students import Term, needs_teacher, preset_terms
+from students import MemoryTargets
+from students import RunControl
+from teachers import ResolvedModel
+from teachers import Batch
+from teachers import TeacherTargets
 
 
 class ContinualConfig(Strict):

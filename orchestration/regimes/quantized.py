@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 
-from students.config import refuse_zero3
-from students.export import quantization_target
-from students.hooks import Phase, PhaseHook
-from students.quantize import fake_quantize_model, post_training_quantized
-from students.run_control import RunControl
+from students import refuse_zero3
+from students import quantization_target
+from students import Phase, PhaseHook
+from students import fake_quantize_model, post_training_quantized
+from students import RunControl
 
 
 class QuantizedTraining(PhaseHook):

@@ -15,7 +15,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field
 
-from cluster.config import Strict
+from cluster import Strict
 
 
 class GenerateConfig(Strict):

@@ -15,11 +15,11 @@ from typing import Any
 
 import torch
 
-from students.config import refuse_zero3
-from students.hooks import Phase, PhaseHook
-from students.speculative import SpeculativeBatches
-from teachers.batch import Batch
-from teachers.client import TeacherClient
+from students import refuse_zero3
+from students import Phase, PhaseHook
+from students import SpeculativeBatches
+from teachers import Batch
+from teachers import TeacherClient
 
 
 class SpeculativeTraining(PhaseHook):
