@@ -13,7 +13,7 @@ worker's run control (`students.run_control.RunControl`) is one.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional, Protocol, runtime_checkable
+from typing import Any, Iterable, Optional, Protocol
 
 from teachers.batch import Batch
 from teachers.soft_targets import SoftTargets, validate_soft_targets
@@ -35,7 +35,6 @@ class TeacherSetSource(Protocol):
         """Report that `name` gave no targets after its retries; return the set without it."""
 
 
-@runtime_checkable
 class SoftTargetSource(Protocol):
     """The train loop's view of its teachers.
 

@@ -100,3 +100,11 @@ def test_other_packages_import_only_the_public_surface(package):
                      for target, names in _imports(path) if target.split(".")[0] == package
                      for name in (names or ("",)) if target != package or name not in public)
     assert private == []
+
+
+def test_students_reach_the_run_only_through_the_run_control():
+    """No actor calls in students/: the Ray adapter of the run control lives in orchestration/."""
+    calls = sorted(f"{path.relative_to(ROOT)}:{n}" for path in (ROOT / "students").rglob("*.py")
+                   for n, line in enumerate(path.read_text().splitlines(), 1)
+                   if ".remote(" in line or "get_actor(" in line or "ray.get(" in line)
+    assert calls == []
