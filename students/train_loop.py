@@ -10,6 +10,7 @@ the end. Regimes add their behaviour through the job's hooks (`students.hooks`).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -102,13 +103,48 @@ def _extra_state(loss_fn: CompositeLoss, job: StudentJob) -> dict[str, Any]:
     return state
 
 
-def _train_phase(job: StudentJob, control: RunControl, dataset: Dataset, run_progress: RunProgress, rank: int,
-                 world_size: int, reference: Optional[np.ndarray] = None) -> dict[str, Any]:
-    """Train one student from scratch or from the checkpoint of this phase; return its final metrics."""
-    cfg = job.student
-    epochs = cfg.epochs if job.train else 0
+@dataclass
+class _PhaseRun:
+    """What one phase holds while it trains."""
+
+    job: StudentJob
+    dataset: Dataset
+    phase: Phase
+    state: ClientState
+    batches: _Batches
+    loss_fn: CompositeLoss
+    progress: ProgressReporter
+    run_progress: RunProgress
+    reference: Optional[np.ndarray]
+    parameters: int
+    resumed_from: int
+    steps_replayed: int
+    stopped: bool = False
+    train_s: float = 0.0
+    eval_s: float = 0.0  # evaluation time, left out of the training throughput
+    targets_s: float = 0.0  # time the loop spent getting soft targets
+
+    @property
+    def engine(self) -> Any:
+        return self.phase.engine
+
+    def evaluate(self, model: Optional[torch.nn.Module] = None) -> dict[str, float]:
+        return evaluate(self.engine, self.dataset, self.job.student.precision, self.phase.rank, self.phase.world_size,
+                        self.reference, self.job.hooks, model=model)
+
+    def log_metrics(self) -> dict[str, Any]:
+        return {k: v for part in each(self.job.hooks, "log_metrics") for k, v in part.items()}
+
+    def checkpoint(self, metrics: dict[str, Any]) -> None:
+        save_and_report(self.engine, self.state, self.run_progress, metrics, _extra_state(self.loss_fn, self.job))
+
+
+def _start_phase(job: StudentJob, control: RunControl, dataset: Dataset, run_progress: RunProgress, rank: int,
+                 world_size: int, reference: Optional[np.ndarray]) -> _PhaseRun:
+    """Build the engine, resume from this phase's checkpoint if there is one, open the source."""
+    epochs = job.student.epochs if job.train else 0
     train = _training_rows(job, dataset, world_size, epochs)
-    engine, n_params = build_engine(job, control, world_size, dataset.in_features)
+    engine, parameters = build_engine(job, control, world_size, dataset.in_features)
     state, extra_state = restore(engine) if run_progress.phase == job.phase else (ClientState(phase=job.phase), {})
     run_progress.phase = job.phase
     resumed_from = state.step
@@ -117,80 +153,101 @@ def _train_phase(job: StudentJob, control: RunControl, dataset: Dataset, run_pro
     phase = Phase(job.phase, job.seed, control, rank, world_size, engine, train, job.distill.temperature,
                   step=state.step)
     each(job.hooks, "before_phase", phase)
-    phase.source = source = _open_source(job, phase, dataset, batches)
+    phase.source = _open_source(job, phase, dataset, batches)
     loss_fn = CompositeLoss(job.terms, job.distill.temperature, job.weighting, dataset.num_classes, engine.device,
                             seed=job.seed)  # an adversarial discriminator starts alike on every rank
     if loss_fn.adversary is not None and "adversary" in extra_state:
         loss_fn.adversary.load_state_dict(extra_state["adversary"])
     each(job.hooks, "start", phase, extra_state)
-    unit = "tokens" if dataset.kind == "lm" else "samples"  # a language model's rows are its target tokens
-    progress = ProgressReporter(control, job.phase, job.trainer, unit, rank, world_size)
+    progress = ProgressReporter(control, job.phase, job.trainer, _unit(dataset), rank, world_size)
     progress.last_checkpoint = resumed_from or None
-    stop_requested = StopCheck(control, cfg.log_every, engine.device)
-    log_metrics = lambda: {k: v for part in each(job.hooks, "log_metrics") for k, v in part.items()}  # noqa: E731
-    start, eval_s, targets_s, samples_before = time.perf_counter(), 0.0, 0.0, state.samples_seen
-    stopped = False
-    while state.epoch < epochs and not stopped:
-        for batch in batches.epoch(state.epoch):
-            planned_id = batch.batch_id  # a batch a hook makes in its place keeps the planned id in the ledger
-            wait_start = time.perf_counter()
-            for hook in job.hooks:
-                batch = hook.next_batch(batch, state.step)
-            targets = source.targets_for(batch) if source is not None else None
-            for hook in job.hooks:
-                targets = hook.patch_targets(targets, batch)
-            targets_s += time.perf_counter() - wait_start
-            terms = train_step(engine, loss_fn, batch, targets, cfg.precision, job.hooks)
-            state.applied(planned_id, batch.index, len(batch.y) * world_size)
-            for extra in each(job.hooks, "after_step", phase, state.step, targets):
-                terms.update(extra)
-            progress.add(terms, len(batch.y))
+    return _PhaseRun(job, dataset, phase, state, batches, loss_fn, progress, run_progress, reference, parameters,
+                     resumed_from, steps_replayed)
+
+
+def _unit(dataset: Dataset) -> str:
+    return "tokens" if dataset.kind == "lm" else "samples"  # a language model's rows are its target tokens
+
+
+def _train_batch(run: _PhaseRun, batch: Batch) -> dict[str, torch.Tensor]:
+    """Soft targets, loss, step and the hooks for one batch; the batch is recorded as applied."""
+    job, source, state = run.job, run.phase.source, run.state
+    planned_id = batch.batch_id  # a batch a hook makes in its place keeps the planned id in the ledger
+    wait_start = time.perf_counter()
+    for hook in job.hooks:
+        batch = hook.next_batch(batch, state.step)
+    targets = source.targets_for(batch) if source is not None else None
+    for hook in job.hooks:
+        targets = hook.patch_targets(targets, batch)
+    run.targets_s += time.perf_counter() - wait_start
+    terms = train_step(run.engine, run.loss_fn, batch, targets, job.student.precision, job.hooks)
+    state.applied(planned_id, batch.index, len(batch.y) * run.phase.world_size)
+    for extra in each(job.hooks, "after_step", run.phase, state.step, targets):
+        terms.update(extra)
+    return terms
+
+
+def _train_epochs(run: _PhaseRun) -> None:
+    """Every epoch left: train its batches (reporting, checkpointing, polling the teacher set
+    and the stop request as configured), then evaluate."""
+    job, cfg, state, source = run.job, run.job.student, run.state, run.phase.source
+    stop_requested = StopCheck(run.phase.control, cfg.log_every, run.engine.device)
+    while state.epoch < run.batches.epochs:
+        for batch in run.batches.epoch(state.epoch):
+            run.progress.add(_train_batch(run, batch), len(batch.y))
             if source is not None and state.step % job.distill.version_poll_every == 0:
                 source.at_step_boundary()
                 state.teacher_set_version = source.teacher_set.version
             if state.step % cfg.log_every == 0:
-                progress.flush(state, source, log_metrics())
+                run.progress.flush(state, source, run.log_metrics())
             if state.step % cfg.checkpoint_every == 0:
-                save_and_report(engine, state, run_progress, {"step": state.step, "epoch": state.epoch},
-                                _extra_state(loss_fn, job))
-                progress.last_checkpoint = state.step
+                run.checkpoint({"step": state.step, "epoch": state.epoch})
+                run.progress.last_checkpoint = state.step
             if stop_requested(state.step):
-                stopped = True
-                break
-        if stopped:
-            break
+                run.stopped = True
+                return
         state.epoch += 1
         state.next_batch = 0
         eval_start = time.perf_counter()
-        metrics = evaluate(engine, dataset, cfg.precision, rank, world_size, reference, job.hooks)
-        progress.flush(state, source, {**log_metrics(), **{f"eval/{k}": v for k, v in metrics.items()}})
-        eval_s += time.perf_counter() - eval_start
+        metrics = run.evaluate()
+        run.progress.flush(state, source, {**run.log_metrics(), **{f"eval/{k}": v for k, v in metrics.items()}})
+        run.eval_s += time.perf_counter() - eval_start
 
-    train_s = time.perf_counter() - start
-    if source is not None:
-        source.close()
-    phase.step = state.step
-    each(job.hooks, "after_training", phase)
-    score = lambda model: evaluate(engine, dataset, cfg.precision, rank, world_size, reference, job.hooks,  # noqa: E731
-                                   model=model)
-    final = {**evaluate(engine, dataset, cfg.precision, rank, world_size, reference, job.hooks),
-             "parameters": n_params, "steps": state.step, "resumed_from_step": resumed_from,
-             "steps_replayed": steps_replayed, "applied_batches": state.applied_batches,
-             **_ledger(state, batches.planned_ids(), stopped, engine.device),
-             **({k.replace("faults/", "faults_"): v for k, v in source.metrics().items() if k.startswith("faults/")}
-                if source is not None else {}),
-             "train_s": train_s, "targets_s": targets_s,
-             f"{unit}_per_s": (state.samples_seen - samples_before) / max(train_s - eval_s, 1e-9),
-             f"{unit}_seen": state.samples_seen,  # over the whole phase, resumed or not: a scaling-law point's D
-             **{k: v for part in each(job.hooks, "final_metrics", phase, score) for k, v in part.items()},
-             **({"stopped_at_step": state.step} if stopped else {})}
-    each(job.hooks, "after_phase", phase)
+
+def _final_metrics(run: _PhaseRun, samples_before: int) -> dict[str, Any]:
+    state, source, unit = run.state, run.phase.source, _unit(run.dataset)
+    faults = {k.replace("faults/", "faults_"): v for k, v in (source.metrics() if source is not None else {}).items()
+              if k.startswith("faults/")}
+    return {**run.evaluate(), "parameters": run.parameters, "steps": state.step,
+            "resumed_from_step": run.resumed_from, "steps_replayed": run.steps_replayed,
+            "applied_batches": state.applied_batches,
+            **_ledger(state, run.batches.planned_ids(), run.stopped, run.engine.device), **faults,
+            "train_s": run.train_s, "targets_s": run.targets_s,
+            f"{unit}_per_s": (state.samples_seen - samples_before) / max(run.train_s - run.eval_s, 1e-9),
+            f"{unit}_seen": state.samples_seen,  # over the whole phase, resumed or not: a scaling-law point's D
+            **{k: v for part in each(run.job.hooks, "final_metrics", run.phase, run.evaluate) for k, v in part.items()},
+            **({"stopped_at_step": state.step} if run.stopped else {})}
+
+
+def _train_phase(job: StudentJob, control: RunControl, dataset: Dataset, run_progress: RunProgress, rank: int,
+                 world_size: int, reference: Optional[np.ndarray] = None) -> dict[str, Any]:
+    """Train one student from scratch or from the checkpoint of this phase; return its final metrics."""
+    run = _start_phase(job, control, dataset, run_progress, rank, world_size, reference)
+    start, samples_before = time.perf_counter(), run.state.samples_seen
+    _train_epochs(run)
+    run.train_s = time.perf_counter() - start
+    if run.phase.source is not None:
+        run.phase.source.close()
+    run.phase.step = run.state.step
+    each(job.hooks, "after_training", run.phase)
+    final = _final_metrics(run, samples_before)
+    each(job.hooks, "after_phase", run.phase)
     export = {k: v for part in each(job.hooks, "export_options") for k, v in part.items()}
-    final.update(export_student(engine, cfg.zero_stage, job.export_dir, str(job.data.tokenizer), rank, **export))
+    final.update(export_student(run.engine, job.student.zero_stage, job.export_dir, str(job.data.tokenizer), rank,
+                                **export))
     run_progress.completed[job.phase] = final
-    progress.flush(state, source, {"phase_done": True, **{f"final/{k}": v for k, v in final.items()}})
-    save_and_report(engine, state, run_progress, {"step": state.step, "phases": dict(run_progress.completed)},
-                    _extra_state(loss_fn, job))
+    run.progress.flush(run.state, run.phase.source, {"phase_done": True, **{f"final/{k}": v for k, v in final.items()}})
+    run.checkpoint({"step": run.state.step, "phases": dict(run_progress.completed)})
     return final
 
 
