@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None, *, config: str = "benchmarks/configs/pip
     from orchestration.config import load_run_config
     from cluster.connection import connect
     from orchestration.precompute import precompute
-    from orchestration.run import start_orchestrator, start_serve, train_students
+    from orchestration.services import start_orchestrator, start_serve
+    from orchestration.training import train_students
     from students.data import load_dataset
     from orchestration.run_control import RayRunControl
     from students.job import StudentJob

@@ -226,7 +226,7 @@ def round_trips(repeats: int, folder: Path) -> dict:
     from ray.serve.config import ProxyLocation, gRPCOptions
     from safetensors.torch import save_file
 
-    from orchestration.run import GRPC_SERVICER
+    from orchestration.services import GRPC_SERVICER
     from teachers.backend import ResolvedModel
     from teachers.loaded import LoadedTeacher, TeacherAppArgs
     from teachers.deployment import build_teacher_app

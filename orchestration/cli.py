@@ -11,8 +11,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from cluster import DistilleryError
-from cluster import prepare_ray_env
+from cluster import DistilleryError, prepare_ray_env
 from planning import fit_law_command, plan_command, sweep_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,

@@ -20,8 +20,7 @@ from typing import Any, Callable, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from cluster import Strict, check_name, load_with_overrides
-from cluster import DEFAULT_ALLOWED_MODULES
+from cluster import Strict, check_name, DEFAULT_ALLOWED_MODULES, load_with_overrides
 from orchestration.regimes.adversarial import check_generator
 from orchestration.regimes.born_again import check_born_again
 from orchestration.regimes.co_training import OnlineConfig, check_online

@@ -21,8 +21,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from students import TAG
-from students import CheckpointError, first_complete, integrity_problem, refuse_unsafe_pickles
+from students import CheckpointError, first_complete, integrity_problem, refuse_unsafe_pickles, TAG
 
 
 def newest_complete_checkpoint(train_dir: Path) -> Path:

@@ -25,8 +25,7 @@ from rich.console import Console
 
 from orchestration.config import RunConfig
 from orchestration.progress import progress_blocks
-from students import Dataset, student_subset
-from students import GENERATED_MANIFEST as MANIFEST
+from students import Dataset, GENERATED_MANIFEST as MANIFEST, student_subset
 
 
 def prompt_part(sequences: np.ndarray, sep: int, pad: int) -> tuple[np.ndarray, np.ndarray]:

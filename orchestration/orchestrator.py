@@ -10,25 +10,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-import ray
 from ray import serve
 
-from cluster import ResourcesConfig, check_name, validate_model
-from teachers import TeacherConfig
-from cluster import MetricsSink, MlflowSink, read_metrics
-from teachers import resolve_model
-from teachers import TeacherAppArgs
-from teachers import build_teacher_app
-from teachers import IncompatibleTeacherError
-from teachers import EndpointSpec, GrpcTeacher
-from teachers import SCHEMA_VERSION
-from teachers import TeacherEntry, TeacherSet, app_name, peer_teacher_name, snapshot_teacher_name
+from cluster import MetricsSink, MlflowSink, ResourcesConfig, check_name, read_metrics, validate_model
+from teachers import (EndpointSpec, GrpcTeacher, IncompatibleTeacherError, TeacherAppArgs, TeacherConfig, TeacherEntry,
+                      TeacherSet, app_name, build_teacher_app, peer_teacher_name, resolve_model, SCHEMA_VERSION,
+                      snapshot_teacher_name)
 from orchestration.peer_board import Key, PeerBoard
-from orchestration.teacher_training import TrainedTeacher, teacher_app_args
+from orchestration.admission import TeacherAdmission
+from orchestration.snapshots import SnapshotFolder
+from orchestration.teacher_training import TrainedTeacher, teacher_app_args, trained_weights
 from students import teacher_feature_layers
 
 logger = logging.getLogger(__name__)
@@ -54,13 +48,14 @@ class Orchestrator:
         self.ingress_token_sha256 = ingress_token_sha256
         self.dataset = load_dataset(self.config.data).teacher_view()  # teachers read their own modality
         self.output_space = self.dataset.output_space
+        self._admission = TeacherAdmission(run, self.dataset, self.config.data.tokenizer, self._event)
         self._teacher_set = TeacherSet()
         self._apps: dict[str, TeacherAppArgs] = {}
         self._lock = threading.Lock()
         mlflow = (MlflowSink(self.config.run.mlflow_tracking_uri, self.config.run.mlflow_experiment, run)
                   if self.config.run.mlflow_tracking_uri else None)
         self._sink = MetricsSink(run_dir, mlflow)
-        self._snapshot_dir = Path(run_dir) / "snapshots"
+        self._snapshots = SnapshotFolder(run_dir)
         self._latest: dict[int, dict[str, Any]] = {}
         self._events: list[dict[str, Any]] = []
         self._phase: Optional[str] = None
@@ -125,9 +120,9 @@ class Orchestrator:
             if cfg.name in self._teacher_set.teachers:
                 raise ValueError(f"teacher {cfg.name!r} is already in run {self.run!r}; remove it first "
                                  f"or choose another name")
-        self._check_model_tokenizers(configs)
-        self._check_declared_classes(configs)
-        trained = self._weights_for(configs)
+        self._admission.check_model_tokenizers(configs)
+        self._admission.check_declared_classes(configs)
+        trained = trained_weights(configs, self._resolved, self.config.data, self.dataset, self.cache_dir)
         return [self._deploy(cfg, trained[cfg.name]) for cfg in configs]
 
     def add_teacher(self, teacher: dict[str, Any]) -> dict[str, Any]:
@@ -149,9 +144,9 @@ class Orchestrator:
             raise ValueError(f"no Serve application {app!r} runs on this cluster; deploy the pool first "
                              f"(serve deploy <config>), running: {sorted(serve.status().applications)}")
         info = serve.get_app_handle(app).describe.remote().result(timeout_s=120)
-        self._check_tokenizer(name, info["tokenizer_hash"], info["num_classes"], on_refusal=lambda: None)
+        self._admission.check_tokenizer(name, info["tokenizer_hash"], info["num_classes"], on_refusal=lambda: None)
         if info["output_space"] != self.output_space:
-            self._refuse_output_space(name, info["output_space"])
+            self._admission.refuse_output_space(name, info["output_space"])
         entry = TeacherEntry(name, weight, info["output_space"], info["num_classes"], info["model_version"],
                              info["parameters"], feature_shapes=info["feature_shapes"])
         with self._lock:
@@ -179,7 +174,7 @@ class Orchestrator:
             raise IncompatibleTeacherError(
                 f"endpoint {spec.url} speaks soft-target schema v{info['schema_version']}, this run reads "
                 f"v{SCHEMA_VERSION}; run the same Distillery version on both sides")
-        self._check_tokenizer(name, info["tokenizer_hash"], info["num_classes"], on_refusal=lambda: None)
+        self._admission.check_tokenizer(name, info["tokenizer_hash"], info["num_classes"], on_refusal=lambda: None)
         if info["output_space"] != self.output_space or info["in_features"] != self.dataset.in_features:
             self._event("teacher_refused", teacher=name, output_space=info["output_space"])
             raise IncompatibleTeacherError(
@@ -208,87 +203,38 @@ class Orchestrator:
                             weight=entry.weight, store=True)
         return self._teacher_set.version
 
-    # --- born-again snapshots ---------------------------------------------------------------
+    # --- born-again and continual snapshots (orchestration.snapshots) ----------------------------
     def save_snapshot(self, phase: str, weights: dict[str, Any]) -> str:
         """Keep the trained student of `phase` as `<run_dir>/snapshots/<phase>.safetensors`."""
-        from safetensors.torch import save_file
-
-        self._snapshot_dir.mkdir(parents=True, exist_ok=True)
-        path = self._snapshot_dir / f"{phase}.safetensors"
-        tmp = path.with_suffix(".tmp")
-        save_file(weights, str(tmp))
-        tmp.replace(path)  # atomic: a resumed run never serves a half-written snapshot
+        path = self._snapshots.save(phase, weights)
         self._event("snapshot_saved", phase=phase, path=str(path))
         return str(path)
 
     def snapshot_weights(self, phase: str) -> dict[str, Any]:
         """The exported student of `phase` (the initial weights of the next task of a continual run)."""
-        from safetensors.torch import load_file
-
-        return load_file(str(self._snapshot_path(phase)))
+        return self._snapshots.weights(phase)
 
     def store_memory_targets(self, phase: str, column: str, value: int, samples: int) -> str:
         """Continual replay with stored targets: the snapshot of `phase` labels the memory of its
         task (the first `samples` training samples whose `column` is `value`, as the students
         pick them) into `<run_dir>/replay/<phase>`, an offline store; kept when already there."""
-        import shutil
-        from dataclasses import replace
-
-        import pyarrow.parquet as pq
-
-        from orchestration.precompute import store_key
         from students import student_subset
-        from teachers import to_table
-        from teachers import file_version
-        from teachers import LoadedTeacher
-        from teachers import write_manifest
 
-        folder = self._memory_path(phase)
-        if (folder / "manifest.json").is_file():
-            return str(folder)
         train = student_subset(self.dataset.train, self.config.data.student_train_samples)
         rows = np.flatnonzero(train.columns[column] == value)[:samples]
-        snapshot = self._snapshot_path(phase)
-        cfg = TeacherConfig(name=f"memory-{phase}"[:48], model=self.config.student.model, weights=str(snapshot))
-        args = teacher_app_args(cfg, str(snapshot), self.dataset, self.config.distill,
-                                self.config.run.allowed_factory_modules)
-        record = LoadedTeacher.load(args).records([("", train.x[rows])], top_k=self.dataset.num_classes,
-                                                  dense_max_classes=1)[0]
-        partial = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        pq.write_table(to_table(record, sample=rows), partial / "part-00000.parquet")
-        key = replace(store_key(self.config, self.dataset, cfg.name, file_version(snapshot)),
-                      top_k=self.dataset.num_classes)  # the whole distribution of every memory sample
-        write_manifest(partial, key, None)
-        partial.replace(folder)
-        self._event("memory_stored", phase=phase, samples=len(rows), path=str(folder))
-        return str(folder)
+        if self._snapshots.store_memory(phase, rows, train.x[rows], self.config, self.dataset):
+            self._event("memory_stored", phase=phase, samples=len(rows), path=str(self._snapshots.replay / phase))
+        return str(self._snapshots.replay / phase)
 
     def memory_store(self, phase: str) -> str:
-        folder = self._memory_path(phase)
-        if not (folder / "manifest.json").is_file():
-            raise FileNotFoundError(f"no stored memory targets of phase {phase!r} at {folder}: that task must "
-                                    f"finish first in this run folder (continual.replay_targets: stored)")
-        return str(folder)
-
-    def _memory_path(self, phase: str) -> Path:
-        return self._snapshot_dir.parent / "replay" / phase
-
-    def _snapshot_path(self, phase: str) -> Path:
-        path = self._snapshot_dir / f"{phase}.safetensors"
-        if not path.is_file():
-            raise FileNotFoundError(f"no snapshot of phase {phase!r} at {path}: the phase that exports it must "
-                                    f"finish first in this run folder (born-again teacher_snapshot, or the "
-                                    f"previous task of a continual run)")
-        return path
+        return str(self._snapshots.memory(phase))
 
     def serve_snapshot(self, phase: str) -> dict[str, Any]:
         """Deploy the frozen student of `phase` as a teacher (already served after a resume: kept)."""
         name = snapshot_teacher_name(phase)
         if name in self._teacher_set.teachers:
             return {"name": name, "teacher_set_version": self._teacher_set.version}
-        path = self._snapshot_path(phase)
+        path = self._snapshots.path(phase)
         cfg = TeacherConfig(name=name, model=self.config.student.model, weights=str(path),
                             resources=ResourcesConfig(num_cpus=0.1))
         return self._deploy(cfg, TrainedTeacher(str(path), float("nan"), 0, 0.0, True))
@@ -425,67 +371,9 @@ class Orchestrator:
         self._events.append(event)
         self._sink.write(event)
 
-    def _check_tokenizer(self, name: str, teacher_hash: str, teacher_vocab: Optional[int], on_refusal) -> None:
-        """A token-input teacher must split text exactly as the run's tokenizer (data.tokenizer)."""
-        from teachers import check_tokenizer
-
-        try:
-            check_tokenizer(name, teacher_hash, self.dataset.tokenizer_hash, str(self.config.data.tokenizer),
-                            teacher_vocab, self.dataset.num_classes if self.dataset.kind == "lm" else None)
-        except IncompatibleTeacherError:
-            on_refusal()
-            self._event("teacher_refused", teacher=name, tokenizer_hash=teacher_hash)
-            raise
-
-    def _check_declared_classes(self, configs: list[TeacherConfig]) -> None:
-        """A classifier teacher that declares another number of classes (`model.kwargs.num_classes`)
-        is refused before it is trained or deployed (a deployed teacher is checked again)."""
-        if not self.output_space.startswith("classes:"):
-            return
-        for cfg in configs:
-            declared = cfg.model.kwargs.get("num_classes")
-            if declared is not None and f"classes:{declared}" != self.output_space:
-                self._refuse_output_space(cfg.name, f"classes:{declared}")
-
-    def _refuse_output_space(self, name: str, output_space: str) -> None:
-        self._event("teacher_refused", teacher=name, output_space=output_space)
-        raise IncompatibleTeacherError(
-            f"teacher {name!r} was refused: its output space is {output_space} but the student of run "
-            f"{self.run!r} predicts {self.output_space}; a teacher must score the same classes as the student "
-            f"(check model.kwargs.num_classes). The run goes on without it.")
-
-    def _check_model_tokenizers(self, configs: list[TeacherConfig]) -> None:
-        """Language-model teachers name their tokenizer: refuse a mismatch before training or
-        deploying them (the deployed teacher is checked again through its description)."""
-        if self.dataset.kind != "lm":
-            return
-        from teachers import load_tokenizer, tokenizer_hash
-
-        for cfg in configs:
-            path = cfg.model.kwargs.get("tokenizer")
-            if path:
-                tokenizer = load_tokenizer(str(path))
-                self._check_tokenizer(cfg.name, tokenizer_hash(tokenizer), len(tokenizer), on_refusal=lambda: None)
-
     def _resolved(self, cfg: TeacherConfig):
         return resolve_model(cfg.model, in_features=self.dataset.in_features, num_classes=self.dataset.num_classes,
                              allowed_modules=self.config.run.allowed_factory_modules)
-
-    def _weights_for(self, configs: list[TeacherConfig]) -> dict[str, TrainedTeacher]:
-        from orchestration.teacher_training import train_or_load_teacher
-
-        task = ray.remote(train_or_load_teacher).options(num_cpus=0.25)
-        pending = {}
-        out = {}
-        for cfg in configs:
-            if cfg.weights or cfg.pretrained:
-                out[cfg.name] = TrainedTeacher(cfg.weights, float("nan"), 0, 0.0, True)
-            else:
-                pending[cfg.name] = task.remote(cfg.name, self._resolved(cfg), cfg.training, self.config.data,
-                                                self.dataset, self.cache_dir)
-        for name, ref in pending.items():
-            out[name] = ray.get(ref)
-        return out
 
     def _deploy(self, cfg: TeacherConfig, trained: TrainedTeacher) -> dict[str, Any]:
         args = teacher_app_args(cfg, trained.weights_path, self.dataset, self.config.distill,
@@ -497,10 +385,10 @@ class Orchestrator:
         # a teacher is reached by handle only.
         serve.run(build_teacher_app(args), name=app, route_prefix=f"/{app}" if self.ingress_token_sha256 else None)
         info = serve.get_app_handle(app).describe.remote().result(timeout_s=120)
-        self._check_tokenizer(cfg.name, info["tokenizer_hash"], info["num_classes"], on_refusal=lambda: serve.delete(app))
+        self._admission.check_tokenizer(cfg.name, info["tokenizer_hash"], info["num_classes"], on_refusal=lambda: serve.delete(app))
         if info["output_space"] != self.output_space:
             serve.delete(app)
-            self._refuse_output_space(cfg.name, info["output_space"])
+            self._admission.refuse_output_space(cfg.name, info["output_space"])
         entry = TeacherEntry(cfg.name, cfg.weight, info["output_space"], info["num_classes"],
                              info["model_version"], info["parameters"], feature_shapes=info["feature_shapes"])
         with self._lock:

@@ -12,14 +12,11 @@ from typing import Any, Optional
 
 from orchestration.config import RunConfig
 from orchestration.regimes.adversarial import SyntheticTraining
-from orchestration.regimes.born_again import INIT_SEED_STRIDE, SnapshotExport, SnapshotTeacher, generation, method_snapshots
+from orchestration.regimes.born_again import (SnapshotExport, SnapshotTeacher, generation, INIT_SEED_STRIDE,
+                                              method_snapshots)
 from orchestration.regimes.quantized import PostTrainingQuantization, QuantizedTraining
 from orchestration.regimes.speculative import SpeculativeTraining
-from students import PhaseHook
-from students import StudentJob
-from students import Term, needs_teacher, preset_terms
-from students import RunControl
-from students import Weighting
+from students import PhaseHook, RunControl, StudentJob, Term, Weighting, needs_teacher, preset_terms
 from teachers import ResolvedModel
 
 

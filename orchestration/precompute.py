@@ -19,10 +19,9 @@ import pyarrow as pa
 from rich.console import Console
 
 from orchestration.config import RunConfig
-from teachers import TeacherConfig
+from teachers import Manifest, StoreKey, TeacherConfig, dataset_fingerprint, find_store, write_manifest
 from orchestration.progress import progress_blocks
 from students import Dataset
-from teachers import Manifest, StoreKey, dataset_fingerprint, find_store, write_manifest
 
 INPUTS = "inputs"
 

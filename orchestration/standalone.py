@@ -11,8 +11,7 @@ from rich.console import Console
 from students import DataConfig, DistillConfig
 from teachers import TeacherConfig
 from orchestration.config import load_run_config
-from cluster import load_yaml_model
-from cluster import DEFAULT_ALLOWED_MODULES
+from cluster import DEFAULT_ALLOWED_MODULES, load_yaml_model
 
 
 def serve_teacher(teacher_yaml: str, *, port: int, host: str, run_config: Optional[str], console: Console,

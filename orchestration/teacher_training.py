@@ -7,20 +7,16 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_model
 
-from students import DataConfig, DistillConfig
-from teachers import TeacherConfig, TeacherTrainingConfig
-from students import accuracy as logits_accuracy
-from students import Dataset, Split
-from teachers import ResolvedModel, load_teacher, resolve_model
-from teachers import TeacherAppArgs
-from teachers import count_parameters
+from students import DataConfig, Dataset, DistillConfig, Split, accuracy as logits_accuracy
+from teachers import (ResolvedModel, TeacherAppArgs, TeacherConfig, TeacherTrainingConfig, count_parameters,
+                      load_teacher, resolve_model)
 
 
 @dataclass
@@ -141,3 +137,24 @@ def teacher_app_args(cfg: TeacherConfig, weights_path: Optional[str], dataset: D
                           in_features=dataset.in_features, temperature=distill.temperature,
                           dense_max_classes=distill.dense_max_classes, top_k=distill.top_k, resources=cfg.resources,
                           features=features or [], ingress_token_sha256=ingress_token_sha256, live_run=live_run)
+
+
+def trained_weights(configs: list[TeacherConfig], resolve: Callable[[TeacherConfig], ResolvedModel], data: DataConfig,
+                    dataset: Any, cache_dir: str) -> dict[str, TrainedTeacher]:
+    """Each teacher's weights: its file (or none, pretrained), else trained now or loaded from
+    the cache, the teachers to train in parallel (one Ray task each)."""
+    import ray
+
+    task = ray.remote(train_or_load_teacher).options(num_cpus=0.25)
+    pending = {}
+    out = {}
+    for cfg in configs:
+        if cfg.weights or cfg.pretrained:
+            out[cfg.name] = TrainedTeacher(cfg.weights, float("nan"), 0, 0.0, True)
+        else:
+            pending[cfg.name] = task.remote(cfg.name, resolve(cfg), cfg.training, data,
+                                            dataset, cache_dir)
+    for name, ref in pending.items():
+        out[name] = ray.get(ref)
+    return out
+

@@ -25,10 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from cluster import DEFAULT_ALLOWED_MODULES
+from cluster import DEFAULT_ALLOWED_MODULES, phase_kind
 from students import DataConfig, DistillConfig, StudentConfig
 from teachers import TeacherConfig
-from cluster import phase_kind
 from planning.fit import Point
 
 

@@ -12,8 +12,7 @@ from typing import Optional
 import numpy as np
 
 from students.config import DataConfig
-from teachers import Batch
-from teachers import TokenSpecials, target_labels
+from teachers import Batch, TokenSpecials, target_labels
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,7 @@ import torch
 
 from students.data import Split
 from students.run_control import RunControl
-from teachers import Batch
-from teachers import SoftTargetSource
-from teachers import TeacherTargets
+from teachers import Batch, SoftTargetSource, TeacherTargets
 
 
 @dataclass

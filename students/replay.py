@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from teachers import Manifest, StoredTargets
-from teachers import TeacherTargets, record_logprob
+from teachers import Manifest, StoredTargets, TeacherTargets, record_logprob
 
 
 class MemoryTargets:

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Protocol
 
-from teachers import TeacherSetSource
-from teachers import TeacherSet
+from teachers import TeacherSet, TeacherSetSource
 
 Key = tuple[int, int]  # (round, step) of a co-training publication
 

@@ -28,8 +28,7 @@ from students.reporting import ProgressReporter, StopCheck
 from students.run_control import LocalRunControl, RunControl
 from students.scoring import evaluate
 from students.sources import soft_target_source
-from teachers import Batch
-from teachers import SoftTargetSource
+from teachers import Batch, SoftTargetSource
 
 
 def train_step(engine, loss_fn: CompositeLoss, batch: Batch, targets, precision: str,

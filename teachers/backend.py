@@ -11,8 +11,7 @@ from typing import Any, Iterable
 import torch
 from safetensors.torch import load_model
 
-from cluster import DEFAULT_ALLOWED_MODULES, build_module
-from cluster import ModelSpec
+from cluster import ModelSpec, build_module, DEFAULT_ALLOWED_MODULES
 
 
 @dataclass(frozen=True)

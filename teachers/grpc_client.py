@@ -18,11 +18,10 @@ from urllib.parse import urlparse
 import grpc
 import numpy as np
 
-from teachers.arrow_codec import MAX_PAYLOAD_BYTES, chunks, decode, encode_inputs
+from teachers.arrow_codec import chunks, decode, encode_inputs, MAX_PAYLOAD_BYTES
 from teachers.errors import SoftTargetDecodeError, SoftTargetError, TeacherAuthError, TeacherUnavailableError
 from teachers.grpc_service import DEFAULT_CHUNK_BYTES, MAX_MESSAGE_BYTES, metadata_for
-from teachers.proto import teacher_service_pb2 as pb
-from teachers.proto import teacher_service_pb2_grpc as pb_grpc
+from teachers.proto import teacher_service_pb2 as pb, teacher_service_pb2_grpc as pb_grpc
 from teachers.soft_targets import SoftTargets
 
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED}

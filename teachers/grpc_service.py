@@ -19,11 +19,10 @@ from typing import Iterable, Iterator, Optional, Sequence
 
 import grpc
 
-from teachers.arrow_codec import MAX_PAYLOAD_BYTES, chunks, decode_inputs, encode
+from teachers.arrow_codec import chunks, decode_inputs, encode, MAX_PAYLOAD_BYTES
 from teachers.loaded import LoadedTeacher
 from teachers.errors import SoftTargetDecodeError
-from teachers.proto import teacher_service_pb2 as pb
-from teachers.proto import teacher_service_pb2_grpc as pb_grpc
+from teachers.proto import teacher_service_pb2 as pb, teacher_service_pb2_grpc as pb_grpc
 from teachers.soft_targets import SCHEMA_VERSION
 
 logger = logging.getLogger(__name__)

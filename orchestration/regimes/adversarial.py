@@ -15,9 +15,7 @@ from typing import Any, Optional
 
 import torch
 
-from students import refuse_zero3
-from students import SyntheticInputs, SyntheticStream, frozen_forward
-from students import Phase, PhaseHook
+from students import Phase, PhaseHook, SyntheticInputs, SyntheticStream, frozen_forward, refuse_zero3
 
 
 class SyntheticTraining(PhaseHook):

@@ -14,8 +14,7 @@ from typing import Any, Optional
 
 import torch.distributed as dist
 
-from students import refuse_zero3, snapshot_methods
-from students import Phase, PhaseHook
+from students import Phase, PhaseHook, refuse_zero3, snapshot_methods
 from teachers import snapshot_teacher_name
 
 INIT_SEED_STRIDE = 7919  # born-again generation g of seed s starts from the weights of seed s + g * stride

@@ -19,15 +19,9 @@ from pydantic import Field, field_validator, model_validator
 from cluster import ModelSpec, Strict, check_name
 
 from orchestration.regimes.born_again import INIT_SEED_STRIDE
-from students import TEXT_DATASETS, refuse_zero3
-from students import Phase, PhaseHook
-from students import StudentJob
-from students import Term, preset_terms
-from students import OnlineRole, TargetLag, WeightPublisher
-from students import RunControl
-from students import Weighting
-from teachers import ResolvedModel
-from teachers import peer_teacher_name
+from students import (OnlineRole, Phase, PhaseHook, RunControl, StudentJob, TargetLag, Term, Weighting, WeightPublisher,
+                      preset_terms, refuse_zero3, TEXT_DATASETS)
+from teachers import ResolvedModel, peer_teacher_name
 
 
 class PeerConfig(Strict):

@@ -22,17 +22,9 @@ from pydantic import Field, field_validator, model_validator
 from cluster import Strict
 
 from orchestration.regimes.born_again import SnapshotExport, SnapshotTeacher
-from students import refuse_zero3, snapshot_methods
-from students import Split
-from students import accuracy
-from students import Phase, PhaseHook
-from students import StudentJob
-from students import Term, needs_teacher, preset_terms
-from students import MemoryTargets
-from students import RunControl
-from teachers import ResolvedModel
-from teachers import Batch
-from teachers import TeacherTargets
+from students import (MemoryTargets, Phase, PhaseHook, RunControl, Split, StudentJob, Term, accuracy, needs_teacher,
+                      preset_terms, refuse_zero3, snapshot_methods)
+from teachers import Batch, ResolvedModel, TeacherTargets
 
 
 class ContinualConfig(Strict):

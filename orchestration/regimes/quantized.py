@@ -13,11 +13,8 @@ from typing import Any
 
 import torch
 
-from students import refuse_zero3
-from students import quantization_target
-from students import Phase, PhaseHook
-from students import fake_quantize_model, post_training_quantized
-from students import RunControl
+from students import (Phase, PhaseHook, RunControl, fake_quantize_model, post_training_quantized, quantization_target,
+                      refuse_zero3)
 
 
 class QuantizedTraining(PhaseHook):

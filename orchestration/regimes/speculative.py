@@ -15,11 +15,8 @@ from typing import Any
 
 import torch
 
-from students import refuse_zero3
-from students import Phase, PhaseHook
-from students import SpeculativeBatches
-from teachers import Batch
-from teachers import TeacherClient
+from students import Phase, PhaseHook, SpeculativeBatches, refuse_zero3
+from teachers import Batch, TeacherClient
 
 
 class SpeculativeTraining(PhaseHook):

@@ -23,8 +23,7 @@ import numpy as np
 import pytest
 
 from teachers.arrow_codec import decode, encode_inputs
-from teachers.proto import teacher_service_pb2 as pb
-from teachers.proto import teacher_service_pb2_grpc as pb_grpc
+from teachers.proto import teacher_service_pb2 as pb, teacher_service_pb2_grpc as pb_grpc
 from tests.conftest import CONFIGS, REPO, Background, RunProcess, distillery, free_port
 
 pytestmark = pytest.mark.integration

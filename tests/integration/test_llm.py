@@ -112,7 +112,7 @@ def test_a_zero3_student_learns_from_the_offline_token_store_and_is_gathered_for
 
 
 def test_a_teacher_with_another_tokenizer_is_refused_when_added(ray_cluster, tmp_path):
-    from orchestration.run import _shutdown, start_orchestrator
+    from orchestration.services import shutdown_orchestrator, start_orchestrator
     from teachers.errors import IncompatibleTeacherError
 
     raw = yaml.safe_load(CONFIG.read_text())
@@ -129,4 +129,4 @@ def test_a_teacher_with_another_tokenizer_is_refused_when_added(ray_cluster, tmp
         assert "teacher 'bert-vocab' was refused" in message and "30522 tokens" in message and "1024 tokens" in message
         assert ray.get(orchestrator.teacher_set.remote()).teachers == {}
     finally:
-        _shutdown(orchestrator)
+        shutdown_orchestrator(orchestrator)

@@ -250,7 +250,7 @@ def load(output_dir: Path, students: tuple[int, ...] = (1, 2, 4, 8), batches: in
     import ray
 
     from orchestration.config import load_run_config
-    from orchestration.run import start_orchestrator, start_serve
+    from orchestration.services import start_orchestrator, start_serve
     from students.data import load_dataset
 
     cfg = load_run_config(CONFIGS / "load.yaml")

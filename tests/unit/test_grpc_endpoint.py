@@ -12,8 +12,7 @@ from teachers.arrow_codec import encode_inputs
 from teachers.errors import SoftTargetError, TeacherAuthError, TeacherUnavailableError
 from teachers.grpc_client import EndpointSpec, GrpcTeacher, parse_endpoint_url
 from teachers.grpc_service import ServerSecurity, start_teacher_server
-from teachers.proto import teacher_service_pb2 as pb
-from teachers.proto import teacher_service_pb2_grpc as pb_grpc
+from teachers.proto import teacher_service_pb2 as pb, teacher_service_pb2_grpc as pb_grpc
 from teachers.tls import write_self_signed
 from tests.unit.teacher_fixtures import IN_FEATURES, loaded_teacher
 

@@ -1,0 +1,108 @@
+"""The run's teachers on the driver: deploy them through the orchestrator (or register their
+offline stores), score them on the test split, and describe them for the results table."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+from rich.console import Console
+
+from orchestration.config import RunConfig
+from orchestration.results import METRICS
+
+
+def teacher_test_outputs(name: str, x: np.ndarray) -> Any:
+    """A served teacher's record for the test split, through its own Serve app."""
+    from ray import serve
+
+    from teachers import app_name
+
+    request = {"batches": [{"batch_id": "eval", "inputs": x}]}
+    return serve.get_app_handle(app_name(name)).remote(request).result(timeout_s=300)[0]
+
+
+def teacher_scores(cfg: RunConfig, dataset, names: list[str]) -> tuple[dict[str, float], Optional[np.ndarray]]:
+    """Each teacher's headline test metric, and for encoders the reference the students are
+    scored against: the teachers' test embeddings averaged with the teachers' weights."""
+    from students import accuracy, embedding_agreement
+
+    if dataset.kind == "lm":
+        return {name: teacher_perplexity(name, dataset.test.x) for name in names}, None
+    records = {name: teacher_test_outputs(name, dataset.teacher_view().test.x) for name in names}
+    weights = {t.name: t.weight for t in cfg.teachers}
+    if dataset.kind != "embedding":
+        scores = {name: accuracy(r.logits, dataset.test.y) if r.is_dense else float((r.topk_idx[:, 0] == dataset.test.y).mean())
+                  for name, r in records.items()}
+        if len(records) > 1 and all(r.is_dense for r in records.values()):
+            probs = sum(weights[n] * _softmax(r.logits) for n, r in records.items())
+            scores[ENSEMBLE] = accuracy(probs, dataset.test.y)
+        return scores, None
+    reference = sum(weights[n] * r.logits for n, r in records.items()) / sum(weights[n] for n in records)
+    return {n: embedding_agreement(r.logits, reference)["test_cosine"] for n, r in records.items()}, reference
+
+
+def teacher_perplexity(name: str, x: np.ndarray) -> float:
+    """A served language-model teacher's held-out perplexity, through its own Serve app."""
+    from ray import serve
+
+    from teachers import app_name
+
+    parts = serve.get_app_handle(app_name(name)).perplexity.remote(x).result(timeout_s=600)
+    return float(np.exp(parts["nll"] / max(parts["tokens"], 1)))
+
+
+ENSEMBLE = "ensemble of the teachers"  # not a valid teacher name, so it never clashes with one
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
+
+
+def deploy_teachers(cfg: RunConfig, orchestrator, dataset,
+                     console: Console) -> tuple[dict[str, dict[str, Any]], Optional[np.ndarray]]:
+    """Deploy the config's teachers; return their result rows and, for encoders, the reference embeddings."""
+    import ray
+
+    if not cfg.teachers:
+        return {}, None
+    console.print(f"teachers: training or loading {', '.join(t.name for t in cfg.teachers)}")
+    infos = ray.get(orchestrator.add_teachers.remote([t.model_dump() for t in cfg.teachers]))
+    scores, reference = teacher_scores(cfg, dataset, [info["name"] for info in infos])
+    title = METRICS["test_cosine" if reference is not None else "test_perplexity" if dataset.kind == "lm"
+                    else "test_accuracy"][0]
+    teachers = {}
+    for info in infos:
+        name = info["name"]
+        teachers[name] = {"score": scores[name], "parameters": info["parameters"],
+                          "train_seconds": info["train_seconds"], "cached": info["cached"],
+                          "pretrained": info["pretrained"], "model_version": info["model_version"]}
+        source = "pretrained" if info["pretrained"] else "cached" if info["cached"] else "trained"
+        console.print(f"teacher {name}: deployed as teacher-{name}, version {info['model_version']}, "
+                      f"{title} {scores[name]:.4f} ({source})")
+    if ENSEMBLE in scores:
+        teachers[ENSEMBLE] = {"score": scores[ENSEMBLE], "parameters": sum(t["parameters"] for t in teachers.values()),
+                              "train_seconds": sum(t["train_seconds"] for t in teachers.values()),
+                              "note": "weighted mean of the teachers' probabilities", "ensemble": True}
+        console.print(f"{ENSEMBLE}: {title} {scores[ENSEMBLE]:.4f}")
+    return teachers, reference
+
+
+def use_stores(cfg: RunConfig, orchestrator, stores: dict, console: Console) -> dict[str, dict[str, Any]]:
+    """Offline mode: register each teacher's store as its entry in the teacher set."""
+    import ray
+
+    from teachers import TeacherEntry
+
+    weights = {t.name: t.weight for t in cfg.teachers}
+    entries = [TeacherEntry(name, weights[name], m.output_space, m.num_classes, m.key.teacher_version)
+               for name, (_, m) in stores.items()]
+    ray.get(orchestrator.use_stored_teachers.remote(entries))
+    teachers = {}
+    for name, (folder, manifest) in stores.items():
+        console.print(f"teacher {name}: offline store {folder} ({manifest.rows} rows, top-{manifest.key.top_k}, "
+                      f"T={manifest.key.temperature:g}, version {manifest.key.teacher_version})", highlight=False)
+        teachers[name] = {"score": manifest.teacher_test_score, "parameters": 0,
+                          "train_seconds": 0.0, "cached": True}
+    return teachers

@@ -1,0 +1,70 @@
+"""The run's trainers: one Ray Train `TorchTrainer` over the phases of a worker group, or one
+per peer at once for online co-training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from orchestration.config import RunConfig
+
+
+def train_students(jobs: list, cfg: RunConfig, run_dir: Path, reference: Optional[np.ndarray] = None,
+                   trainer_name: Optional[str] = None) -> dict[str, dict[str, Any]]:
+    """One Ray Train run of `train_student` over `jobs`; resumes from its last checkpoint.
+
+    Returns the final metrics of every phase, keyed by phase name.
+    """
+    import torch
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig as TrainRunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from students import train_student
+
+    use_gpu = cfg.student.gpus_per_worker > 0
+    resources = {"CPU": cfg.student.cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = cfg.student.gpus_per_worker
+    trainer = TorchTrainer(
+        train_student,
+        train_loop_config={"jobs": jobs, "reference": reference},
+        scaling_config=ScalingConfig(num_workers=cfg.student.num_workers, use_gpu=use_gpu,
+                                     resources_per_worker=resources),
+        torch_config=TorchConfig(backend="nccl" if use_gpu and torch.cuda.is_available() else "gloo"),
+        run_config=TrainRunConfig(name=trainer_name or f"{cfg.run.name}-students", storage_path=str(run_dir / "train"),
+                                  checkpoint_config=CheckpointConfig(num_to_keep=2),
+                                  failure_config=FailureConfig(max_failures=cfg.student.max_failures)),
+    )
+    return trainer.fit().metrics["phases"]
+
+
+def train_peers(jobs: dict[str, list], cfg: RunConfig, run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Online co-training: one Ray Train run per peer, all at once (each launched from its own
+    Ray task); the first that fails stops the others."""
+    import ray
+
+    from cluster import ConfigError
+
+    trainers = {peer: peer_jobs for peer, peer_jobs in jobs.items() if peer_jobs}
+    needed = len(trainers) * cfg.student.num_workers * cfg.student.cpus_per_worker
+    available = ray.cluster_resources().get("CPU", 0)
+    if needed > available:
+        raise ConfigError("<cluster>", [
+            f"online: {len(trainers)} peer trainers x student.num_workers {cfg.student.num_workers} x "
+            f"student.cpus_per_worker {cfg.student.cpus_per_worker:g} = {needed:g} CPUs must run at once; the "
+            f"cluster has {available:g}. Lower student.cpus_per_worker or num_workers, or add nodes"])
+    fit = ray.remote(num_cpus=0)(train_students)
+    pending = {fit.remote(peer_jobs, cfg, run_dir, None, f"{cfg.run.name}-peer-{peer}"): peer
+               for peer, peer_jobs in trainers.items()}
+    phases: dict[str, dict[str, Any]] = {}
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            pending.pop(done[0])
+            phases.update(ray.get(done[0]))
+    finally:
+        for ref in pending:  # a trainer failed: its peers would wait for it until their timeout
+            ray.cancel(ref, force=True)
+    return phases
