@@ -22,6 +22,7 @@ _EXPORTS = {
     "check_name": "config",
     "connect": "connection",
     "default_cache_dir": "paths",
+    "kd_phase": "naming",
     "load_with_overrides": "config",
     "load_yaml_model": "config",
     "method_kind": "naming",
@@ -37,7 +38,7 @@ _EXPORTS = {
 
 __all__ = ["ConfigError", "DEFAULT_ALLOWED_MODULES", "DistilleryError", "MetricsSink", "MlflowSink",
            "ModelSpec", "NAMESPACE", "Registry", "ResourcesConfig", "RunNotFoundError", "Strict",
-           "build_module", "check_name", "connect", "default_cache_dir", "load_with_overrides",
+           "build_module", "check_name", "connect", "default_cache_dir", "kd_phase", "load_with_overrides",
            "load_yaml_model", "method_kind", "orchestrator_name", "parse_yaml", "paths_outside_roots",
            "phase_kind", "prepare_ray_env", "read_metrics", "read_yaml_file", "validate_model"]
 

@@ -16,3 +16,8 @@ def phase_kind(phase: str) -> str:
 def method_kind(stem: str) -> str:
     """A phase name's method part as a results kind: `kd-dkd` -> "kd:dkd" ("kd", "baseline" stay)."""
     return "kd:" + stem[3:] if stem.startswith("kd-") else stem
+
+
+def kd_phase(method: str, seed: int) -> str:
+    """The phase of KD method `method` ("" for the run's single one) and `seed`."""
+    return f"kd-{method}-seed{seed}" if method else f"kd-seed{seed}"

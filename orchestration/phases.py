@@ -1,23 +1,31 @@
-"""The phases of a run: which students train, in which order, with what teacher and init.
+"""Plain distillation, the run regime of every run without `continual` or `online`: which
+students train, in which order, with what teachers and init, and the results table.
 
 Per seed: one KD student per method (in the order the config lists them), then the no-KD
-baseline. A born-again method (`teacher_snapshot`) is taught by the served snapshot of an
-earlier method's student of the same seed, and starts from its own initial weights.
+baseline. The method regimes listed in `METHOD_HOOKS` add their hooks to the phases of the
+methods that ask for them (a born-again method is taught by the served snapshot of an earlier
+method's student of the same seed, and starts from its own initial weights).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
+from cluster import kd_phase
 from orchestration.config import RunConfig
-from orchestration.regimes.adversarial import SyntheticTraining
-from orchestration.regimes.born_again import (SnapshotExport, SnapshotTeacher, generation, INIT_SEED_STRIDE,
-                                              method_snapshots)
-from orchestration.regimes.quantized import PostTrainingQuantization, QuantizedTraining
-from orchestration.regimes.speculative import SpeculativeTraining
+from orchestration.regime import MethodPhase, RunContext
+from orchestration.regimes import adversarial, born_again, quantized, speculative
+from orchestration.regimes.born_again import INIT_SEED_STRIDE, generation, method_snapshots
+from orchestration.regimes.quantized import ptq_lines
+from orchestration.regimes.sequence_level import generated_for
+from orchestration.results import retained_gain_lines, summarize
 from students import PhaseHook, RunControl, StudentJob, Term, Weighting, needs_teacher, preset_terms
 from teachers import ResolvedModel
+
+# In calling order: a snapshot is exported before the one a phase learned from is retired.
+METHOD_HOOKS: tuple[Callable[[MethodPhase], list[PhaseHook]], ...] = (
+    born_again.method_hooks, adversarial.method_hooks, quantized.method_hooks, speculative.method_hooks)
 
 
 def phase_names(cfg: RunConfig) -> list[tuple[str, int, Optional[str]]]:
@@ -32,38 +40,29 @@ def phase_names(cfg: RunConfig) -> list[tuple[str, int, Optional[str]]]:
     return out
 
 
-def kd_phase(method: str, seed: int) -> str:
-    return f"kd-{method}-seed{seed}" if method else f"kd-seed{seed}"
-
-
 def student_jobs(cfg: RunConfig, methods: dict[str, list[Term]], model: ResolvedModel, dataset_kind: str,
                  control: Optional[RunControl], stores: dict[str, str], generated: Optional[str] = None) -> list[StudentJob]:
     """Every phase of the run as a StudentJob, in training order; `generated` is the folder of
     the teachers' completions that `train_data: generated` methods fine-tune on."""
     snapshots = method_snapshots(cfg.distill.methods)
-    exported = set(snapshots.values())
     method_cfgs = cfg.distill.methods or {}
-    offline = cfg.distill.mode == "offline"
-    ptq_bits = tuple(sorted({m.quantize for m in method_cfgs.values() if m.quantize}, reverse=True))
     jobs = []
     for phase, seed, method in phase_names(cfg):
         terms = preset_terms("ce", 1.0) if method is None else methods[method]
-        served_by = kd_phase(snapshots[method], seed) if method in snapshots else None
         method_cfg = method_cfgs.get(method)
-        hooks = _method_hooks(cfg, method, method_cfg, seed, served_by, method in exported)
-        if method is None and ptq_bits:
-            hooks.append(PostTrainingQuantization(ptq_bits))
+        hooks = tuple(hook for make in METHOD_HOOKS for hook in make(MethodPhase(cfg, method, seed)))
+        reads_own_teachers = any(hook.teachers() for hook in hooks)  # a born-again phase's snapshot
         jobs.append(StudentJob(
             phase=phase, seed=seed, terms=terms, model=model, student=cfg.student,
             distill=method_cfg.distill_of(cfg.distill) if method_cfg is not None else cfg.distill,
             data=_data_of(cfg, method_cfg, generated), control=control,
-            source="offline" if offline else "served", stores=stores,
-            use_teachers=served_by is not None or (method is not None and bool(cfg.teachers) and needs_teacher(terms)),
+            source="offline" if cfg.distill.mode == "offline" else "served", stores=stores,
+            use_teachers=reads_own_teachers or (method is not None and bool(cfg.teachers) and needs_teacher(terms)),
             train=method is not None or dataset_kind != "embedding",  # an encoder's baseline is the untrained student
             init_seed=seed + INIT_SEED_STRIDE * generation(snapshots, method),
             export_dir=(str(Path(cfg.run.output_dir).resolve() / cfg.run.name / "students" / phase)
                         if cfg.data.dataset == "stdlib_functions" else None),
-            hooks=tuple(hooks), **teachers_of(cfg, method_cfg)))
+            hooks=hooks, **teachers_of(cfg, method_cfg)))
     return jobs
 
 
@@ -77,23 +76,6 @@ def _data_of(cfg: RunConfig, method_cfg: Any, generated: Optional[str]) -> Any:
     return cfg.data.model_copy(update={"generated": generated, "student_train_samples": None})
 
 
-def _method_hooks(cfg: RunConfig, method: Optional[str], method_cfg: Optional[Any], seed: int,
-                  served_by: Optional[str], exported: bool) -> list[PhaseHook]:
-    """The regimes a KD method's phase belongs to, as hooks (the hand-over order: export
-    the snapshot before retiring the one this phase learned from)."""
-    hooks: list[PhaseHook] = [SnapshotExport()] if exported else []
-    if served_by is not None:
-        hooks.append(SnapshotTeacher(served_by))
-    generator = _generator_of(cfg, method, method_cfg)
-    if generator is not None:
-        hooks.append(SyntheticTraining(generator, seed))
-    if method_cfg is not None and method_cfg.quantize:
-        hooks.append(QuantizedTraining(method_cfg.quantize))
-    if method_cfg is not None and method_cfg.speculative is not None:
-        hooks.append(SpeculativeTraining(method_cfg.speculative, seed))
-    return hooks
-
-
 def teachers_of(cfg: RunConfig, method: Optional[Any]) -> dict[str, Any]:
     """The `teachers` and `weighting` of a phase: the method's own, else the run's."""
     teachers = method.teachers if method is not None else None
@@ -102,10 +84,33 @@ def teachers_of(cfg: RunConfig, method: Optional[Any]) -> dict[str, Any]:
     return {"teachers": teachers, "weighting": Weighting.from_config(weighting, names)}
 
 
-def _generator_of(cfg: RunConfig, method: Optional[str], method_cfg: Optional[Any]) -> Optional[Any]:
-    """A KD method's generator: its own, else the run's (never the baseline's)."""
-    if method is None:
-        return None
-    return (method_cfg.generator if method_cfg is not None else None) or cfg.distill.generator
+def dense_reference(cfg: RunConfig) -> tuple[str, list[str]]:
+    """(the first KD method with dense soft targets, the top-k methods with the same terms): how
+    much of dense KD's gain top-k keeps. ("", []) when the run has no such pair."""
+    methods = cfg.distill.methods or {}
+    dense = next((name for name, m in methods.items() if m.dense and not m.quantize), "")
+    if not dense:
+        return "", []
+    return dense, [name for name, m in methods.items() if m.top_k is not None and m.terms == methods[dense].terms]
 
 
+class PlainRegime:
+    name = "distillation"
+
+    def active(self, cfg: RunConfig) -> bool:
+        return True
+
+    def plan(self, ctx: RunContext) -> dict[str, list[StudentJob]]:
+        generated = generated_for(ctx.cfg, ctx.dataset, ctx.teachers, ctx.done, ctx.console)
+        return {"": student_jobs(ctx.cfg, ctx.methods, ctx.student_model, ctx.dataset.kind, ctx.control, ctx.stores,
+                                 generated)}
+
+    def results(self, cfg: RunConfig, phases: dict[str, dict[str, Any]],
+                teachers: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+        rows = summarize(teachers, phases)
+        lines = retained_gain_lines(rows, *dense_reference(cfg)) + ptq_lines(
+            phases, rows[-1]["metric"] if rows else "test_accuracy")
+        return rows, "".join(f"{line}.\n" for line in lines)
+
+
+PLAIN = PlainRegime()

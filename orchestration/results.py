@@ -36,20 +36,6 @@ def metric_of(phases: dict[str, dict[str, Any]]) -> str:
     return "test_accuracy"
 
 
-def ptq_lines(phases: dict[str, dict[str, Any]], metric: str) -> list[str]:
-    """The no-KD baseline after post-training quantization (`<metric>_ptq_int<bits>`), mean ±
-    std over seeds: what quantized distillation is compared with."""
-    baselines = [p for name, p in sorted(phases.items()) if phase_kind(name) == "baseline"]
-    lines = []
-    for bits in (8, 4):
-        key = f"{metric}_ptq_int{bits}"
-        if baselines and all(key in p for p in baselines):
-            mean, std = mean_std([p[key] for p in baselines])
-            lines.append(f"student (no KD) after post-training int{bits} quantization: {METRICS[metric][0]} "
-                         f"{mean:.4f} ± {std:.4f} ({', '.join(f'{p[key]:.4f}' for p in baselines)})")
-    return lines
-
-
 def retained_gain_lines(rows: list[dict[str, Any]], reference: str, compared: list[str]) -> list[str]:
     """How much of method `reference`'s gain over the baseline each of the `compared` methods
     keeps, as a ratio (top-k soft targets against dense ones: 1.0 keeps all of it)."""

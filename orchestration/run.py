@@ -18,17 +18,22 @@ from rich.text import Text
 from orchestration.config import RunConfig, load_run_config
 from orchestration.precompute import offline_stores
 from orchestration.report import write_report
-from orchestration.results import METRICS, gain_lines, ptq_lines, retained_gain_lines, rich_table, summarize, write_results
-from orchestration.continual_results import continual_rows, matrix_markdown
-from orchestration.online_results import online_gain_lines, online_rows
-from orchestration.phases import student_jobs
-from orchestration.regimes.co_training import online_jobs
-from orchestration.regimes.continual import continual_jobs
+from orchestration.phases import PLAIN
+from orchestration.regime import RunContext, RunRegime
+from orchestration.regimes import co_training, continual
+from orchestration.results import METRICS, gain_lines, rich_table, write_results
 from orchestration.run_control import RayRunControl
 from orchestration.run_teachers import deploy_teachers, use_stores
 from orchestration.services import ingress_token_digest, shutdown_orchestrator, start_orchestrator, start_serve
 from orchestration.training import train_peers, train_students
 
+
+
+REGIMES: tuple[RunRegime, ...] = (co_training.REGIME, continual.REGIME, PLAIN)  # the first active one shapes a run
+
+
+def regime_of(cfg: RunConfig) -> RunRegime:
+    return next(regime for regime in REGIMES if regime.active(cfg))
 
 
 class RunState:
@@ -86,24 +91,21 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
         student_model = resolve_model(cfg.student.model, in_features=dataset.in_features,
                                       num_classes=dataset.num_classes,
                                       allowed_modules=cfg.run.allowed_factory_modules)
-        if cfg.online:
-            planned_by_peer = _start_online(cfg, orchestrator, dataset, methods[""], state, console)
-        else:
-            generated = _generated_for(cfg, dataset, teachers, state, console)
-            control = RayRunControl(orchestrator)
-            planned_by_peer = {"": continual_jobs(cfg, methods, student_model, dataset, control) if cfg.continual
-                               else student_jobs(cfg, methods, student_model, dataset.kind, control,
-                                                 {name: folder for name, (folder, _) in stores.items()}, generated)}
+        regime = regime_of(cfg)
+        planned_by_peer = regime.plan(RunContext(
+            cfg, dataset, methods, student_model, orchestrator, RayRunControl(orchestrator), state.phases, teachers,
+            {name: folder for name, (folder, _) in stores.items()}, console))
         by_peer = {peer: [job for job in planned if job.phase not in state.phases]
                    for peer, planned in planned_by_peer.items()}
         jobs = [job for planned in by_peer.values() for job in planned]
         for phase, metrics in state.phases.items():
             console.print(Text(f"{phase}: done earlier, {metric_title} {metrics[metric]:.4f}"))
         if jobs:
-            trainers = f"{len(by_peer)} trainers of " if cfg.online else ""
+            several = list(by_peer) != [""]  # co-training: a trainer per peer
+            trainers = f"{len(by_peer)} trainers of " if several else ""
             console.print(f"students: {', '.join(job.phase for job in jobs)} on {trainers}{cfg.student.num_workers} "
                           f"Ray Train workers, DeepSpeed ZeRO-{cfg.student.zero_stage}")
-            phases = follow(orchestrator, (lambda: train_peers(by_peer, cfg, run_dir)) if cfg.online else
+            phases = follow(orchestrator, (lambda: train_peers(by_peer, cfg, run_dir)) if several else
                             (lambda: train_students(jobs, cfg, run_dir, reference)), console)
             for phase, metrics in phases.items():
                 resumed = f", resumed from step {metrics['resumed_from_step']}" if metrics["resumed_from_step"] else ""
@@ -112,17 +114,7 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
                 console.print(Text(f"{phase}: {metric_title} {metrics[metric]:.4f} after {metrics['steps']} "
                                    f"steps in {metrics['train_s']:.1f}s{resumed}"))
                 state.finish(phase, metrics)
-        extra = ""
-        if cfg.continual:
-            rows = continual_rows(state.phases, cfg.continual.column, cfg.continual.tasks)
-            extra = matrix_markdown(rows, cfg.continual.column, cfg.continual.tasks)
-        elif cfg.online:
-            rows = online_rows(state.phases, [p.name for p in cfg.online.peers], cfg.run.seeds)
-            extra = "".join(f"{line}.\n" for line in online_gain_lines(rows))
-        else:
-            rows = summarize(teachers, state.phases)
-            extra = "".join(f"{line}.\n" for line in retained_gain_lines(rows, *dense_reference(cfg))
-                            + ptq_lines(state.phases, rows[-1]["metric"] if rows else "test_accuracy"))
+        rows, extra = regime.results(cfg, state.phases, teachers)
         title = f"Distillery run {cfg.run.name}: {cfg.data.dataset}"
         write_results(run_dir, rows, title, extra)
         console.print(rich_table(rows, title))
@@ -141,7 +133,7 @@ def generate_only(config_path: str, console: Console, overrides: Optional[dict[s
     """`distillery generate`: deploy the config's teachers, write the generated dataset, shut down."""
     from cluster import connect
     from cluster import ConfigError
-    from orchestration.generate import generate
+    from orchestration.regimes.sequence_level import generate
     from students import load_dataset
 
     cfg = load_run_config(config_path, overrides)
@@ -159,22 +151,6 @@ def generate_only(config_path: str, console: Console, overrides: Optional[dict[s
         shutdown_orchestrator(orchestrator)
 
 
-def _generated_for(cfg: RunConfig, dataset, teachers: dict[str, dict[str, Any]], state: RunState,
-                   console: Console) -> Optional[str]:
-    """Sequence-level KD: the teachers' completions the `train_data: generated` methods fine-tune
-    on, written now unless they are current (or every such phase is already done)."""
-    from orchestration.generate import generate
-    from orchestration.phases import phase_names
-
-    methods = cfg.distill.methods or {}
-    wanted = [phase for phase, _, method in phase_names(cfg)
-              if method in methods and methods[method].train_data == "generated"]
-    if not wanted or all(phase in state.phases for phase in wanted):
-        return None
-    versions = {name: info["model_version"] for name, info in teachers.items() if "model_version" in info}
-    return str(generate(cfg, dataset, versions, console))
-
-
 def dense_reference(cfg: RunConfig) -> tuple[str, list[str]]:
     """(the first KD method with dense soft targets, the top-k methods with the same terms): how
     much of dense KD's gain top-k keeps. ("", []) when the run has no such pair."""
@@ -183,30 +159,6 @@ def dense_reference(cfg: RunConfig) -> tuple[str, list[str]]:
     if not dense:
         return "", []
     return dense, [name for name, m in methods.items() if m.top_k is not None and m.terms == methods[dense].terms]
-
-
-def _start_online(cfg: RunConfig, orchestrator, dataset, terms: list, state: RunState,
-                  console: Console) -> dict[str, list]:
-    """Serve every peer that teaches another as a live teacher, and plan each peer's phases; rounds
-    that finished before a restart are announced, so that peers do not wait for them."""
-    import ray
-
-    from orchestration.regimes.co_training import CoTraining
-    from teachers import resolve_model
-
-    online = cfg.online
-    specs = {p.name: (p.model or cfg.student.model) for p in online.peers}
-    taught = sorted({t for p in online.peers for t in online.teachers_of(p.name)})
-    console.print(f"peers: serving {', '.join(taught)} as live teachers (weights refreshed every "
-                  f"{online.refresh_every} steps, staleness at most {online.max_staleness} steps)")
-    ray.get(orchestrator.start_peers.remote(list(specs), [{"name": name, "model": specs[name].model_dump()}
-                                                          for name in taught]))
-    models = {name: resolve_model(spec, in_features=dataset.in_features, num_classes=dataset.num_classes,
-                                  allowed_modules=cfg.run.allowed_factory_modules) for name, spec in specs.items()}
-    planned = online_jobs(cfg, terms, models, RayRunControl(orchestrator))
-    ray.get([orchestrator.finish_round.remote(job.hook(CoTraining).role.peer, job.hook(CoTraining).role.round)
-             for jobs in planned.values() for job in jobs if job.hook(CoTraining) and job.phase in state.phases])
-    return planned
 
 
 def checked_terms(cfg: RunConfig) -> dict[str, list]:

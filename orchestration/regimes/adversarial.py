@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import torch
 
+from orchestration.regime import MethodPhase
 from students import Phase, PhaseHook, SyntheticInputs, SyntheticStream, frozen_forward, refuse_zero3
 
 
@@ -68,3 +69,11 @@ def check_generator(cfg: Any) -> None:
             raise ValueError(f"{where}: synthetic inputs are labelled live: use distill.mode online on the "
                              f"digits dataset, without online or continual sections")
         refuse_zero3(cfg, f"{where}: the generator's step runs the student with rank 0's full weights")
+
+
+def method_hooks(phase: MethodPhase) -> list[PhaseHook]:
+    """A KD method's generator: its own, else the run's (never the baseline's)."""
+    if phase.method is None:
+        return []
+    generator = (phase.method_cfg.generator if phase.method_cfg is not None else None) or phase.cfg.distill.generator
+    return [SyntheticTraining(generator, phase.seed)] if generator is not None else []

@@ -14,6 +14,8 @@ from typing import Any, Optional
 
 import torch.distributed as dist
 
+from cluster import kd_phase
+from orchestration.regime import MethodPhase
 from students import Phase, PhaseHook, refuse_zero3, snapshot_methods
 from teachers import snapshot_teacher_name
 
@@ -75,3 +77,13 @@ def check_born_again(cfg: Any) -> None:
                          f"use teacher_snapshot with one view")
     refuse_zero3(cfg, f"distill.methods ({', '.join(snapshots)}): teacher_snapshot exports the student's "
                       f"weights from rank 0")
+
+
+def method_hooks(phase: MethodPhase) -> list[PhaseHook]:
+    """The method whose student teaches a later method exports it; a born-again method reads
+    only that student, served (export first: the hand-over order)."""
+    snapshots = method_snapshots(phase.cfg.distill.methods)
+    hooks: list[PhaseHook] = [SnapshotExport()] if phase.method in set(snapshots.values()) else []
+    if phase.method in snapshots:
+        hooks.append(SnapshotTeacher(kd_phase(snapshots[phase.method], phase.seed)))
+    return hooks

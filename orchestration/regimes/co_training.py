@@ -5,12 +5,14 @@ Config: `online` (`OnlineConfig`, checked by `check_online`: peers, who learns f
 staleness bounds). Phases (`online_jobs`): per seed a round in which every peer trains with
 its peers, then with `run.baseline` every peer alone on labels; each peer has its own Ray
 Train run (`orchestration.run.train_peers`). Worker hook: `CoTraining` publishes the peer's
-weights and keeps it within `max_staleness` steps of what its endpoint serves. Results:
-`orchestration.online_results`.
+weights and keeps it within `max_staleness` steps of what its endpoint serves. Results: each
+peer trained with its peers ("mutual") against the same peer trained alone on labels, mean
+and spread over seeds, and how stale the live teachers' weights were.
 """
 
 from __future__ import annotations
 
+import statistics
 from typing import Any, Optional
 
 import torch.distributed as dist
@@ -19,6 +21,7 @@ from pydantic import Field, field_validator, model_validator
 from cluster import ModelSpec, Strict, check_name
 
 from orchestration.regimes.born_again import INIT_SEED_STRIDE
+from orchestration.results import mean_std
 from students import (OnlineRole, Phase, PhaseHook, RunControl, StudentJob, TargetLag, Term, Weighting, WeightPublisher,
                       preset_terms, refuse_zero3, TEXT_DATASETS)
 from teachers import ResolvedModel, peer_teacher_name
@@ -172,3 +175,82 @@ def online_jobs(cfg: Any, terms: list[Term], models: dict[str, ResolvedModel],
                  for seed in cfg.run.seeds] if cfg.run.baseline else []
         jobs[peer.name] = mutual + alone
     return jobs
+
+
+# --- the run regime -------------------------------------------------------------------------------
+class CoTrainingRegime:
+    name = "co-training"
+
+    def active(self, cfg: Any) -> bool:
+        return cfg.online is not None
+
+    def plan(self, ctx: Any) -> dict[str, list[StudentJob]]:
+        """Serve every peer that teaches another as a live teacher, and plan each peer's phases;
+        rounds that finished before a restart are announced, so that peers do not wait for them."""
+        import ray
+
+        from teachers import resolve_model
+
+        cfg, dataset, orchestrator = ctx.cfg, ctx.dataset, ctx.orchestrator
+        online = cfg.online
+        specs = {p.name: (p.model or cfg.student.model) for p in online.peers}
+        taught = sorted({t for p in online.peers for t in online.teachers_of(p.name)})
+        ctx.console.print(f"peers: serving {', '.join(taught)} as live teachers (weights refreshed every "
+                          f"{online.refresh_every} steps, staleness at most {online.max_staleness} steps)")
+        ray.get(orchestrator.start_peers.remote(list(specs), [{"name": name, "model": specs[name].model_dump()}
+                                                              for name in taught]))
+        models = {name: resolve_model(spec, in_features=dataset.in_features, num_classes=dataset.num_classes,
+                                      allowed_modules=cfg.run.allowed_factory_modules) for name, spec in specs.items()}
+        planned = online_jobs(cfg, ctx.methods[""], models, ctx.control)
+        ray.get([orchestrator.finish_round.remote(job.hook(CoTraining).role.peer, job.hook(CoTraining).role.round)
+                 for jobs in planned.values() for job in jobs if job.hook(CoTraining) and job.phase in ctx.done])
+        return planned
+
+    def results(self, cfg: Any, phases: dict[str, dict[str, Any]],
+                teachers: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+        rows = online_rows(phases, [p.name for p in cfg.online.peers], cfg.run.seeds)
+        return rows, "".join(f"{line}.\n" for line in online_gain_lines(rows))
+
+
+REGIME = CoTrainingRegime()
+
+
+# --- results --------------------------------------------------------------------------------------
+MODES = {True: "mutual", False: "alone"}
+
+
+def online_rows(phases: dict[str, dict[str, Any]], peers: list[str], seeds: list[int]) -> list[dict[str, Any]]:
+    """One row per peer and mode that has finished phases (kind `mutual:<peer>` / `alone:<peer>`)."""
+    rows = []
+    for peer in peers:
+        for mutual, mode in MODES.items():
+            runs = [phases[p] for p in (online_phase(peer, s, mutual) for s in seeds) if p in phases]
+            if not runs:
+                continue
+            mean, std = mean_std([r["test_accuracy"] for r in runs])
+            rows.append({"model": f"peer {peer} ({'with its peers' if mutual else 'alone'})", "kind": f"{mode}:{peer}",
+                         "metric": "test_accuracy", "score_mean": mean, "score_std": std, "seeds": len(runs),
+                         "parameters": runs[0]["parameters"], "wall_s": statistics.fmean(r["train_s"] for r in runs),
+                         "note": ", ".join(f"{r['test_accuracy']:.4f}" for r in runs) + _staleness_note(runs)})
+    return rows
+
+
+def _staleness_note(runs: list[dict[str, Any]]) -> str:
+    if not all("online_max_staleness" in r for r in runs):
+        return ""
+    return (f"; staleness at most {max(r['online_max_staleness'] for r in runs)} steps, "
+            f"{statistics.fmean(r['online_publications'] for r in runs):.0f} publications, "
+            f"waited {sum(r['online_blocked_s'] for r in runs):.1f}s")
+
+
+def online_gain_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Per peer: accuracy points gained by training with its peers over training alone."""
+    by_kind = {r["kind"]: r for r in rows}
+    lines = []
+    for kind, row in by_kind.items():
+        mode, _, peer = kind.partition(":")
+        alone = by_kind.get(f"alone:{peer}")
+        if mode == "mutual" and alone is not None:
+            lines.append(f"peer {peer}: {(row['score_mean'] - alone['score_mean']) * 100:+.2f} accuracy points with its "
+                         f"peers over alone")
+    return lines

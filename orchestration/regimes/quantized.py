@@ -4,7 +4,7 @@ full-precision student rounded after training (post-training quantization).
 
 Config: `distill.methods.<name>.quantize: <bits>` (checked by `check_quantized`). Phases: the method's phase gets
 `QuantizedTraining`; the no-KD baseline of each seed gets `PostTrainingQuantization` over
-every width a method asks for. The results lines are `orchestration.results.ptq_lines`.
+every width a method asks for. Results: `ptq_lines`, the baseline after post-training quantization, below the table.
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ from typing import Any
 
 import torch
 
+from orchestration.regime import MethodPhase
+from cluster import phase_kind
+from orchestration.results import METRICS, mean_std
 from students import (Phase, PhaseHook, RunControl, fake_quantize_model, post_training_quantized, quantization_target,
                       refuse_zero3)
 
@@ -50,3 +53,27 @@ def check_quantized(cfg: Any) -> None:
     if quantized:
         refuse_zero3(cfg, f"distill.methods ({', '.join(quantized)}): quantized distillation parametrizes each "
                           f"layer's whole weight, which ZeRO-3 would shard (training hangs)")
+
+
+def ptq_lines(phases: dict[str, dict[str, Any]], metric: str) -> list[str]:
+    """The no-KD baseline after post-training quantization (`<metric>_ptq_int<bits>`), mean ±
+    std over seeds: what quantized distillation is compared with."""
+    baselines = [p for name, p in sorted(phases.items()) if phase_kind(name) == "baseline"]
+    lines = []
+    for bits in (8, 4):
+        key = f"{metric}_ptq_int{bits}"
+        if baselines and all(key in p for p in baselines):
+            mean, std = mean_std([p[key] for p in baselines])
+            lines.append(f"student (no KD) after post-training int{bits} quantization: {METRICS[metric][0]} "
+                         f"{mean:.4f} ± {std:.4f} ({', '.join(f'{p[key]:.4f}' for p in baselines)})")
+    return lines
+
+
+def method_hooks(phase: MethodPhase) -> list[PhaseHook]:
+    """A quantized method trains quantized; the baseline is also scored at every width asked for."""
+    if phase.method is None:
+        bits = tuple(sorted({m.quantize for m in (phase.cfg.distill.methods or {}).values() if m.quantize},
+                            reverse=True))
+        return [PostTrainingQuantization(bits)] if bits else []
+    method = phase.method_cfg
+    return [QuantizedTraining(method.quantize)] if method is not None and method.quantize else []

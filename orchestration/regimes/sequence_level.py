@@ -4,18 +4,35 @@ completions of the prompts instead of on the teachers' per-token distributions.
 Config: `generate` (`GenerateConfig`: how the teachers sample) and
 `distill.methods.<name>.train_data: generated`, checked by `check_sequence_level`. Phases: a
 `train_data: generated` method's phase reads the generated dataset (`orchestration.phases`);
-`orchestration.generate` writes it through Ray Data and the Serve teachers before the
+`generated_for` has `generate` write it through Ray Data and the Serve teachers before the
 students start (`distillery generate` does only that). No worker hook: the loop trains on
 the generated rows like on any data.
+
+Ray Data splits the prompts into batches; each batch is one `generate` call to the teacher's
+Serve application (its replicas sample, the driver never touches tokens). The output is
+written to a partial folder and becomes the dataset only once its manifest is written, with
+the key it was made for (teacher version, prompts, sampling): a later run with the same key
+reuses it, any other key writes it again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
+from functools import lru_cache
+from pathlib import Path
 from typing import Any, Literal, Optional
 
+import numpy as np
+import pyarrow as pa
 from pydantic import Field
+from rich.console import Console
 
-from cluster import Strict
+from cluster import Strict, kd_phase
+from orchestration.progress import progress_blocks
+from students import Dataset, GENERATED_MANIFEST as MANIFEST, student_subset
 
 
 class GenerateConfig(Strict):
@@ -46,3 +63,122 @@ def check_sequence_level(cfg: Any) -> None:
     names = [t.name for t in cfg.teachers]
     if cfg.data.dataset == "stdlib_functions" and teacher is not None and teacher not in names:
         raise ValueError(f"generate.teacher: {teacher!r} is not a teacher of the run ({names})")
+
+
+def generated_for(cfg: Any, dataset: Any, teachers: dict[str, dict[str, Any]], done: dict[str, Any],
+                  console: Any) -> Optional[str]:
+    """Sequence-level KD: the teachers' completions the `train_data: generated` methods fine-tune
+    on, written now unless they are current (or every such phase is already done)."""
+    methods = cfg.distill.methods or {}
+    wanted = [kd_phase(name, seed) for seed in cfg.run.seeds for name, m in methods.items()
+              if m.train_data == "generated"]
+    if not wanted or all(phase in done for phase in wanted):
+        return None
+    versions = {name: info["model_version"] for name, info in teachers.items() if "model_version" in info}
+    return str(generate(cfg, dataset, versions, console))
+
+
+# --- generation: the teachers' completions, through Ray Data and Serve ------------------------------
+def prompt_part(sequences: np.ndarray, sep: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows that hold a whole prompt, those prompts `<bos> prompt <sep>` right-padded)."""
+    has_sep = (sequences == sep).any(1)
+    ends = np.where(has_sep, (sequences == sep).argmax(1), -1)
+    prompts = np.where(np.arange(sequences.shape[1])[None, :] <= ends[:, None], sequences, pad)
+    rows = np.flatnonzero(has_sep)
+    return rows, prompts[rows]
+
+
+def generated_folder(cfg: Any) -> Path:
+    return Path(cfg.generate.output or Path(cfg.run.output_dir) / cfg.run.name / "generated").resolve()
+
+
+def generation_key(cfg: Any, teacher: str, version: str, prompts: np.ndarray) -> dict[str, Any]:
+    """What the generated dataset was made from; a different key means generating again."""
+    sampling = cfg.generate.model_dump(exclude={"output", "teacher", "batch_size"})
+    return {"teacher": teacher, "teacher_version": version, "tokenizer": cfg.data.tokenizer,
+            "prompts": hashlib.sha256(np.ascontiguousarray(prompts).tobytes()).hexdigest()[:16],
+            "prompt_count": int(len(prompts)), **sampling}
+
+
+@lru_cache(maxsize=4)
+def _tokenizer(path: str):
+    from teachers import load_tokenizer
+
+    return load_tokenizer(path)
+
+
+def _text(tokenizer_path: str, rows: np.ndarray, drop: set[int]) -> list[str]:
+    tokenizer = _tokenizer(tokenizer_path)
+    return [tokenizer.decode([t for t in row.tolist() if t not in drop]) for row in rows]
+
+
+class CompleteWithTeacher:
+    """Ray Data callable: one `generate` call to the teacher's Serve app per batch of prompts."""
+
+    def __init__(self, app: str, sampling: dict[str, Any], tokenizer: str, specials: tuple[int, int, int, int]):
+        from ray import serve
+
+        self.handle = serve.get_app_handle(app)
+        self.sampling, self.tokenizer, self.specials = sampling, tokenizer, specials
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = batch.column("prompt_ids").to_pylist()
+        prompts = np.full((len(rows), max(map(len, rows))), self.specials[0], dtype=np.int64)  # right-padded
+        for i, ids in enumerate(rows):
+            prompts[i, :len(ids)] = ids
+        first_row, first_sample = batch.column("row")[0].as_py(), batch.column("sample")[0].as_py()
+        # a batch's seed follows from its first row: the same key writes the same completions
+        seed = int(self.sampling["seed"]) * 1_000_003 + first_row * 131 + first_sample
+        answer = self.handle.generate.remote(prompts, {**self.sampling, "seed": seed}).result(timeout_s=600)
+        completions = np.asarray(answer["completions"], dtype=np.int64)
+        drop = set(self.specials)
+        return (batch
+                .append_column("prompt", pa.array(_text(self.tokenizer, prompts, drop)))
+                .append_column("completion_ids", pa.array([c.tolist() for c in completions], pa.list_(pa.int64())))
+                .append_column("completion", pa.array(_text(self.tokenizer, completions, drop)))
+                .append_column("teacher_version", pa.array([answer["version"]] * len(prompts))))
+
+
+def generate(cfg: Any, dataset: Dataset, teacher_versions: dict[str, str], console: Console) -> Path:
+    """Write (or reuse) the generated dataset of `cfg`; the teachers must be deployed (Serve)."""
+    import ray
+
+    from teachers import load_tokenizer
+    from teachers import app_name
+    from teachers import specials_of
+
+    gen = cfg.generate
+    teacher = gen.teacher or cfg.teachers[0].name
+    tokenizer = load_tokenizer(cfg.data.tokenizer)
+    specials = specials_of(tokenizer)
+    train = dataset.train if gen.prompts == "train" else student_subset(dataset.train, cfg.data.student_train_samples)
+    rows, prompts = prompt_part(train.x, specials.sep, specials.pad)
+    key = generation_key(cfg, teacher, teacher_versions[teacher], prompts)
+    folder = generated_folder(cfg)
+    manifest = folder / MANIFEST
+    if manifest.is_file() and json.loads(manifest.read_text())["key"] == key:
+        console.print(f"generated completions in {folder} are current, reused")
+        return folder
+    partial = folder.with_name(folder.name + f".partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    repeat = gen.samples_per_prompt
+    items = pa.table({"row": np.repeat(rows, repeat).astype(np.int64),
+                      "sample": np.tile(np.arange(repeat), len(rows)).astype(np.int64),
+                      "prompt_ids": pa.array([p[p != specials.pad].tolist() for p in prompts for _ in range(repeat)],
+                                             pa.list_(pa.int64()))})
+    console.print(f"teacher {teacher}: completing {len(rows)} prompts ({gen.samples_per_prompt} per prompt, "
+                  f"up to {gen.max_new_tokens} tokens, temperature {gen.temperature:g}) with Ray Data -> {folder}")
+    sampling = {"max_new_tokens": gen.max_new_tokens, "temperature": gen.temperature, "top_p": gen.top_p,
+                "top_k": gen.top_k, "seed": gen.seed}
+    ids = (specials.pad, int(tokenizer.bos_token_id), specials.sep, int(tokenizer.eos_token_id))
+    (ray.data.from_arrow(progress_blocks(items, gen.batch_size))
+     .map_batches(CompleteWithTeacher, batch_size=gen.batch_size, batch_format="pyarrow", concurrency=2,
+                  num_cpus=0.05, fn_constructor_kwargs={"app": app_name(teacher), "sampling": sampling,
+                                                        "tokenizer": cfg.data.tokenizer, "specials": ids})
+     .write_parquet(str(partial)))
+    (partial / MANIFEST).write_text(json.dumps({"key": key, "rows": len(items)}, indent=2))
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.rename(folder)
+    console.print(f"teacher {teacher}: wrote {len(items)} completions")
+    return folder
+

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from orchestration.regime import MethodPhase
 from students import Phase, PhaseHook, SpeculativeBatches, refuse_zero3
 from teachers import Batch, TeacherClient
 
@@ -70,3 +71,8 @@ def check_speculative(cfg: Any) -> None:
     if speculative:
         refuse_zero3(cfg, f"distill.methods ({', '.join(speculative)}): the student proposes tokens with its "
                           f"full weights on every rank")
+
+
+def method_hooks(phase: MethodPhase) -> list[PhaseHook]:
+    method = phase.method_cfg
+    return [SpeculativeTraining(method.speculative, phase.seed)] if method is not None and method.speculative else []

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from orchestration.continual_results import backward_transfer, continual_rows, matrix_markdown
+from orchestration.regimes.continual import backward_transfer, continual_rows, matrix_markdown
 
 
 def phases_of(kind, seed, matrix):

@@ -193,7 +193,7 @@ def test_generated_rows_become_prompt_completion_sequences(tmp_path, tokenizer, 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from orchestration.generate import prompt_part
+    from orchestration.regimes.sequence_level import prompt_part
     from students.lm_data import GENERATED_MANIFEST, generated_sequences
 
     rows, prompts = prompt_part(sequences, SEP, PAD)
