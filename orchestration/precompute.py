@@ -18,8 +18,8 @@ import numpy as np
 import pyarrow as pa
 from rich.console import Console
 
+from teachers import Batch, Manifest, StoreKey, TeacherConfig, dataset_fingerprint, find_store, write_manifest
 from orchestration.config import RunConfig
-from teachers import Manifest, StoreKey, TeacherConfig, dataset_fingerprint, find_store, write_manifest
 from orchestration.progress import progress_blocks
 from students import Dataset
 
@@ -45,7 +45,7 @@ class StoreScorer:
         x = column.flatten().to_numpy().reshape(len(column), -1)
         sample = batch.column("sample").to_numpy()
         # dense_max_classes=1: the store always holds top-k, whatever the output space.
-        record = self.teacher.records([("", x)], top_k=self.top_k, dense_max_classes=1)[0]
+        record = self.teacher.records([Batch.of_inputs("", x)], top_k=self.top_k, dense_max_classes=1)[0]
         if self.teacher.output_space.startswith("tokens:"):  # one row per target token, by sample and position
             import torch
 

@@ -59,7 +59,7 @@ class SnapshotFolder:
 
         from orchestration.precompute import store_key
         from orchestration.teacher_training import teacher_app_args
-        from teachers import LoadedTeacher, file_version, to_table, write_manifest
+        from teachers import Batch, LoadedTeacher, file_version, to_table, write_manifest
 
         folder = self.replay / phase
         if (folder / "manifest.json").is_file():
@@ -67,7 +67,7 @@ class SnapshotFolder:
         snapshot = self.path(phase)
         cfg = TeacherConfig(name=f"memory-{phase}"[:48], model=config.student.model, weights=str(snapshot))
         args = teacher_app_args(cfg, str(snapshot), dataset, config.distill, config.run.allowed_factory_modules)
-        record = LoadedTeacher.load(args).records([("", x)], top_k=dataset.num_classes, dense_max_classes=1)[0]
+        record = LoadedTeacher.load(args).records([Batch.of_inputs("", x)], top_k=dataset.num_classes, dense_max_classes=1)[0]
         partial = folder.with_name(folder.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)

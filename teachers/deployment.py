@@ -18,6 +18,7 @@ import torch
 from ray import serve
 from ray.serve import Application
 
+from teachers.batch import Batch
 from teachers.loaded import LoadedTeacher, TeacherAppArgs
 from teachers.teacher_set import PEER_PREFIX, live_version
 
@@ -95,7 +96,8 @@ class TeacherDeployment:
         if self.live is not None:
             self.live.wait_ready()
         settings = {key: request[key] for key in ("temperature", "top_k", "dense_max_classes") if request.get(key)}
-        return self.teacher.records([(b["batch_id"], b["inputs"]) for b in request["batches"]], **settings)
+        return self.teacher.records([Batch.of_inputs(b["batch_id"], b["inputs"]) for b in request["batches"]],
+                                    **settings)
 
     def perplexity(self, inputs: np.ndarray) -> dict[str, float]:
         """Held-out perplexity parts of a causal LM teacher (`LoadedTeacher.perplexity`)."""

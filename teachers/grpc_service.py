@@ -19,6 +19,7 @@ from typing import Iterable, Iterator, Optional, Sequence
 
 import grpc
 
+from teachers.batch import Batch
 from teachers.arrow_codec import chunks, decode_inputs, encode, MAX_PAYLOAD_BYTES
 from teachers.loaded import LoadedTeacher
 from teachers.errors import SoftTargetDecodeError
@@ -94,7 +95,7 @@ class SoftTargetResponder:
             raise SoftTargetDecodeError(f"{source}: temperature {temperature}, top_k {top_k}, dense_max_classes "
                                         f"{dense_max} must be positive (top_k at most {MAX_TOP_K})")
         x = decode_inputs(payload, in_features=args.in_features, source=source, vocab_size=self.teacher.vocab_size)
-        record = self.teacher.records([(request.batch_id, x)], temperature=temperature, top_k=top_k,
+        record = self.teacher.records([Batch.of_inputs(request.batch_id, x)], temperature=temperature, top_k=top_k,
                                       dense_max_classes=dense_max)[0]
         parts = chunks(encode(record), self.chunk_bytes)
         return [pb.SoftTargetsResponse(batch_id=request.batch_id, payload_chunk=bytes(part),

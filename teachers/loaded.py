@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from cluster import ResourcesConfig
 from teachers.arrow_codec import model_inputs
+from teachers.batch import Batch
 from teachers.backend import FeatureHooks, ResolvedModel, load_teacher, model_version, output_space_of
 from teachers.soft_targets import SoftTargets, concat_rows, pack_soft_targets
 
@@ -81,14 +82,15 @@ class LoadedTeacher:
             self.module(torch.zeros(1, self.args.in_features, device=self.device))
         return {name: list(value.shape[1:]) for name, value in self.hooks.take().items()}
 
-    def records(self, batches: list[tuple[str, np.ndarray]], *, temperature: float | None = None,
+    def records(self, batches: list[Batch], *, temperature: float | None = None,
                 top_k: int | None = None, dense_max_classes: int | None = None) -> list[SoftTargets]:
-        """One record per `(batch_id, inputs)`, from a single forward over all the inputs.
+        """One record per batch (its `teacher_x`, under its `batch_id`), from a single forward
+        over all the inputs (`Batch.of_inputs(batch_id, x)` makes a batch of bare inputs).
 
         `temperature`, `top_k` and `dense_max_classes` default to the teacher's own settings;
         students and gRPC clients send their run's (or KD method's) values.
         """
-        inputs = model_inputs(np.concatenate([np.asarray(x) for _, x in batches]))
+        inputs = model_inputs(np.concatenate([np.asarray(b.teacher_x) for b in batches]))
         pack = dict(temperature=temperature or self.args.temperature, output_space=self.output_space,
                     dense_max_classes=dense_max_classes or self.args.dense_max_classes,
                     top_k=top_k or self.args.top_k)
@@ -99,18 +101,18 @@ class LoadedTeacher:
         with self.lock, torch.inference_mode():
             logits = self.module(torch.tensor(inputs, device=self.device)).float().cpu().numpy()
             version = self.version
-        bounds = np.cumsum([len(x) for _, x in batches])[:-1]
+        bounds = np.cumsum([len(b.teacher_x) for b in batches])[:-1]
         features = {name: np.split(value.to(torch.float16).cpu().numpy(), bounds)
                     for name, value in self.hooks.take().items()}
         records = []
-        for i, ((batch_id, _), part) in enumerate(zip(batches, np.split(logits, bounds))):
-            record = pack_soft_targets(part, batch_id=batch_id, teacher=self.args.name, teacher_version=version,
+        for i, (batch, part) in enumerate(zip(batches, np.split(logits, bounds))):
+            record = pack_soft_targets(part, batch_id=batch.batch_id, teacher=self.args.name, teacher_version=version,
                                        **pack)
             record.features = {name: parts[i] for name, parts in features.items()}
             records.append(record)
         return records
 
-    def _token_records(self, batches: list[tuple[str, np.ndarray]], ids: torch.Tensor,
+    def _token_records(self, batches: list[Batch], ids: torch.Tensor,
                        pack: dict[str, Any]) -> list[SoftTargets]:
         """A causal LM's records: one row per target position; the head runs (and top-k packs)
         `head_chunk` rows at a time, so no [L, V] logits of a long sequence exist at once."""
@@ -119,15 +121,15 @@ class LoadedTeacher:
             hidden = module.target_hidden(ids)
             per_sequence = module.targets_per_sequence(ids).cpu().numpy()
             version = self.version
-            sequence_bounds = np.cumsum([0] + [len(x) for _, x in batches])
+            sequence_bounds = np.cumsum([0] + [len(b.teacher_x) for b in batches])
             row_bounds = np.concatenate([[0], np.cumsum(per_sequence)])[sequence_bounds]
             records = []
-            for (batch_id, _), start, end in zip(batches, row_bounds[:-1], row_bounds[1:]):
-                chunks = [pack_soft_targets(logits.float().cpu().numpy(), batch_id=batch_id, teacher=self.args.name,
+            for batch, start, end in zip(batches, row_bounds[:-1], row_bounds[1:]):
+                chunks = [pack_soft_targets(logits.float().cpu().numpy(), batch_id=batch.batch_id, teacher=self.args.name,
                                             teacher_version=version, **pack)
                           for logits in module.head_chunks(hidden[start:end])]
                 records.append(concat_rows(chunks) if chunks else pack_soft_targets(
-                    np.zeros((0, self.num_classes), np.float32), batch_id=batch_id, teacher=self.args.name,
+                    np.zeros((0, self.num_classes), np.float32), batch_id=batch.batch_id, teacher=self.args.name,
                     teacher_version=version, **pack))
         return records
 

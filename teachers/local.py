@@ -26,7 +26,7 @@ class LocalTeachers(RecordSource):
         self._stored: dict[str, dict[str, SoftTargets]] = {}
 
     def _records(self, batch: Batch) -> dict[str, SoftTargets]:
-        return {name: t.records([(batch.batch_id, batch.teacher_x)])[0] for name, t in self._teachers.items()}
+        return {name: t.records([batch])[0] for name, t in self._teachers.items()}
 
     def precompute(self, batches: Iterable[Batch]) -> None:
         """Compute and keep the records of `batches` now, so that training pays nothing for them."""

@@ -8,6 +8,7 @@ import grpc
 import numpy as np
 import pytest
 
+from teachers.batch import Batch
 from teachers.arrow_codec import encode_inputs
 from teachers.errors import SoftTargetError, TeacherAuthError, TeacherUnavailableError
 from teachers.grpc_client import EndpointSpec, GrpcTeacher, parse_endpoint_url
@@ -54,7 +55,7 @@ def test_tls_and_token_accepted(tls_server, tls, teacher):
                                          {"batch_id": "b1", "inputs": x[100:]}]}).result(timeout_s=10)
     assert [r.batch_id for r in records] == ["b0", "b1"]
     assert records[1].topk_idx.shape == (200, 3) and records[1].temperature == 2.0
-    local = teacher.records([("b1", x[100:])], temperature=2.0, top_k=3, dense_max_classes=5)[0]
+    local = teacher.records([Batch.of_inputs("b1", x[100:])], temperature=2.0, top_k=3, dense_max_classes=5)[0]
     assert np.array_equal(local.topk_idx, records[1].topk_idx)
     remote.close()
 

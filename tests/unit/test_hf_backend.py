@@ -7,6 +7,7 @@ from scipy.stats import spearmanr
 
 from students.evaluation import embedding_agreement
 from students.text_data import token_windows
+from teachers.batch import Batch
 from teachers.arrow_codec import decode_inputs, encode_inputs
 from teachers.loaded import LoadedTeacher, TeacherAppArgs
 from teachers.errors import IncompatibleTeacherError, SoftTargetDecodeError
@@ -63,7 +64,7 @@ def test_hf_teacher_records_embeddings_and_features(bert, windows):
     assert teacher.vocab_size == 30522
     assert teacher.output_space == f"embedding:{HIDDEN}" and teacher.tokenizer_hash == tokenizer_hash(load_tokenizer(MINILM))
     assert teacher.feature_shapes() == {"encoder.encoder.layer.1.attention.self.query": [LENGTH, HIDDEN]}
-    record = teacher.records([("b0", windows[1][:3])])[0]
+    record = teacher.records([Batch.of_inputs("b0", windows[1][:3])])[0]
     assert record.is_dense and record.logits.shape == (3, HIDDEN)  # embeddings travel whole despite dense_max 8
     with torch.no_grad():
         expected = teacher.module(torch.from_numpy(windows[1][:3])).numpy()
@@ -84,7 +85,7 @@ def test_an_hf_teacher_answers_over_grpc(bert, windows):
         info = remote.describe()
         assert info["tokenizer_hash"] == teacher.tokenizer_hash and info["output_space"] == f"embedding:{HIDDEN}"
         record = remote.remote({"batches": [{"batch_id": "b0", "inputs": windows[1][:4]}]}).result(timeout_s=30)[0]
-        assert np.allclose(record.logits, teacher.records([("b0", windows[1][:4])])[0].logits, atol=1e-6)
+        assert np.allclose(record.logits, teacher.records([Batch.of_inputs("b0", windows[1][:4])])[0].logits, atol=1e-6)
         with pytest.raises(Exception, match=r"token ids must lie in \[0, 30522\)"):
             remote.remote({"batches": [{"batch_id": "b1", "inputs": windows[1][:1] + 40000}]}).result(timeout_s=30)
     finally:

@@ -8,6 +8,7 @@ from safetensors.torch import save_file
 from students.kd_terms import exit_key
 from students.losses import CompositeLoss, Term, self_distillation_exits
 from students.student_module import DistillationStudent, make_projector
+from teachers.batch import Batch
 from teachers.backend import ResolvedModel
 from teachers.loaded import LoadedTeacher, TeacherAppArgs
 from teachers.targets import TeacherTargets
@@ -27,7 +28,7 @@ def test_teacher_features_train_a_projected_student(tmp_path):
     teacher = cnn_teacher(tmp_path, ["features.5"])
     assert teacher.feature_shapes() == {"features.5": [12, 8, 8]}
     x = np.random.default_rng(0).random((8, 64), dtype=np.float32)
-    record = teacher.records([("b0", x)])[0]
+    record = teacher.records([Batch.of_inputs("b0", x)])[0]
     assert record.features["features.5"].shape == (8, 12, 8, 8) and record.features["features.5"].dtype == np.float16
     targets = TeacherTargets({"cnn": record}, {"cnn": 1.0})
 
@@ -65,7 +66,7 @@ def test_concurrent_forwards_keep_their_own_features(tmp_path):
     teacher = cnn_teacher(tmp_path, ["features.5"])
     inputs = [np.full((n, 64), n / 10, dtype=np.float32) for n in range(1, 9)]
     with ThreadPoolExecutor(8) as pool:
-        records = list(pool.map(lambda x: teacher.records([(f"b{len(x)}", x)])[0], inputs * 4))
+        records = list(pool.map(lambda x: teacher.records([Batch.of_inputs(f"b{len(x)}", x)])[0], inputs * 4))
     for record in records:
         assert record.features["features.5"].shape[0] == record.batch_size
 
@@ -83,7 +84,7 @@ def test_minilm_and_hidden_state_hints_between_transformers_of_different_sizes(t
                                                 in_features=64, temperature=2.0, features=qkv + ["blocks.1"]))
     assert teacher.feature_shapes()["blocks.1"] == [8, 32]
     x = np.random.default_rng(0).random((6, 64), dtype=np.float32)
-    targets = TeacherTargets({"tf": teacher.records([("b", x)])[0]}, {"tf": 1.0})
+    targets = TeacherTargets({"tf": teacher.records([Batch.of_inputs("b", x)])[0]}, {"tf": 1.0})
     small = ResolvedModel("teachers.zoo:row_transformer", {"in_features": 64, "num_classes": 10, "dim": 16,
                                                             "heads": 2, "layers": 1})
     s_qkv = [f"blocks.0.attention.{n}" for n in ("query", "key", "value")]

@@ -26,9 +26,10 @@ class _Response:
 def _request(answer_after_s: float, answer=None, error=None) -> _Request:
     future = Future()
     batches = [SimpleNamespace(batch_id="b0"), SimpleNamespace(batch_id="b1")]
+    request = _Request(_Response(future), batches)  # sent first: the answer cannot come before the send
     threading.Timer(answer_after_s, lambda: future.set_exception(error) if error else
                     future.set_result(answer or ["r0", "r1"])).start()
-    return _Request(_Response(future), batches)
+    return request
 
 
 def test_poll_takes_the_round_trip_when_the_answer_arrives_and_reading_later_keeps_it():

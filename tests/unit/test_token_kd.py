@@ -11,6 +11,7 @@ from students.config import DataConfig
 from students.data import load_functions, plan_epoch
 from students.lm_data import DEFAULT_TOKENIZER, encode_examples, prompt_ids
 from students.losses import CompositeLoss, Term
+from teachers.batch import Batch
 from teachers.loaded import LoadedTeacher, TeacherAppArgs
 from teachers.errors import IncompatibleTeacherError
 from teachers.hf import check_tokenizer, load_tokenizer, tokenizer_hash
@@ -107,8 +108,8 @@ def test_teacher_records_have_one_row_per_target_token_dense_topk_and_chunked(se
     teacher = _teacher()
     chunked = _teacher(head_chunk=3)
     assert teacher.output_space.startswith("tokens:1024:")
-    batches = [("b0", sequences[:2]), ("b1", sequences[2:])]
-    rows = [int(target_mask(torch.from_numpy(x), SPECIALS).sum()) for _, x in batches]
+    batches = [Batch.of_inputs("b0", sequences[:2]), Batch.of_inputs("b1", sequences[2:])]
+    rows = [int(target_mask(torch.from_numpy(b.teacher_x), SPECIALS).sum()) for b in batches]
     topk = teacher.records(batches)
     for record, n, (batch_id, _) in zip(topk, rows, batches):
         assert not record.is_dense and record.topk_idx.shape == (n, 8)
@@ -147,7 +148,7 @@ def test_token_kd_terms_average_over_target_tokens(sequences, term):
     per-token divergence (prompt and padding positions take no part)."""
     teacher = _teacher(dense_max_classes=4096)
     ids = torch.from_numpy(sequences)
-    record = teacher.records([("b", sequences)])[0]
+    record = teacher.records([Batch.of_inputs("b", sequences)])[0]
     torch.manual_seed(1)
     student = torch.randn(len(record.logits), 1024, requires_grad=True)
     labels = target_labels(ids, SPECIALS)
@@ -229,7 +230,7 @@ def test_a_language_model_teacher_answers_token_batches_over_grpc_in_chunks(sequ
         info = remote.describe()
         assert info["output_space"] == teacher.output_space and info["num_classes"] == 1024
         record = remote.remote({"batches": [{"batch_id": "b", "inputs": sequences}]}).result(timeout_s=30)[0]
-        local = teacher.records([("b", sequences)], temperature=2.0, top_k=8, dense_max_classes=16)[0]
+        local = teacher.records([Batch.of_inputs("b", sequences)], temperature=2.0, top_k=8, dense_max_classes=16)[0]
         assert record.topk_idx.shape == (int(target_mask(torch.from_numpy(sequences), SPECIALS).sum()), 8)
         np.testing.assert_array_equal(record.topk_idx, local.topk_idx)
         remote.close()
