@@ -111,7 +111,7 @@ def test_teacher_records_have_one_row_per_target_token_dense_topk_and_chunked(se
     batches = [Batch.of_inputs("b0", sequences[:2]), Batch.of_inputs("b1", sequences[2:])]
     rows = [int(target_mask(torch.from_numpy(b.teacher_x), SPECIALS).sum()) for b in batches]
     topk = teacher.records(batches)
-    for record, n, (batch_id, _) in zip(topk, rows, batches):
+    for record, n, batch_id in zip(topk, rows, [b.batch_id for b in batches]):
         assert not record.is_dense and record.topk_idx.shape == (n, 8)
         validate_soft_targets(record, batch_id=batch_id, batch_size=n, output_space=teacher.output_space,
                               temperature=2.0)
