@@ -26,6 +26,7 @@ _EXPORTS = {
     "load_with_overrides": "config",
     "load_yaml_model": "config",
     "method_kind": "naming",
+    "online_phase": "naming",
     "orchestrator_name": "connection",
     "parse_yaml": "config",
     "paths_outside_roots": "paths",
@@ -39,8 +40,9 @@ _EXPORTS = {
 __all__ = ["ConfigError", "DEFAULT_ALLOWED_MODULES", "DistilleryError", "MetricsSink", "MlflowSink",
            "ModelSpec", "NAMESPACE", "Registry", "ResourcesConfig", "RunNotFoundError", "Strict",
            "build_module", "check_name", "connect", "default_cache_dir", "kd_phase", "load_with_overrides",
-           "load_yaml_model", "method_kind", "orchestrator_name", "parse_yaml", "paths_outside_roots",
-           "phase_kind", "prepare_ray_env", "read_metrics", "read_yaml_file", "validate_model"]
+           "load_yaml_model", "method_kind", "online_phase", "orchestrator_name", "parse_yaml",
+           "paths_outside_roots", "phase_kind", "prepare_ray_env", "read_metrics", "read_yaml_file",
+           "validate_model"]
 
 
 def __getattr__(name: str):

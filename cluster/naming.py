@@ -21,3 +21,8 @@ def method_kind(stem: str) -> str:
 def kd_phase(method: str, seed: int) -> str:
     """The phase of KD method `method` ("" for the run's single one) and `seed`."""
     return f"kd-{method}-seed{seed}" if method else f"kd-seed{seed}"
+
+
+def online_phase(peer: str, seed: int, mutual: bool) -> str:
+    """`mutual-a-seed0` (trained with its peers), `alone-a-seed0` (the same peer on labels only)."""
+    return f"{'mutual' if mutual else 'alone'}-{peer}-seed{seed}"

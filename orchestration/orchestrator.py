@@ -19,7 +19,7 @@ from cluster import MetricsSink, MlflowSink, ResourcesConfig, check_name, read_m
 from teachers import (EndpointSpec, GrpcTeacher, IncompatibleTeacherError, TeacherAppArgs, TeacherConfig, TeacherEntry,
                       TeacherSet, app_name, build_teacher_app, peer_teacher_name, resolve_model, SCHEMA_VERSION,
                       snapshot_teacher_name)
-from orchestration.peer_board import Key, PeerBoard
+from orchestration.regimes.co_training.board import Key, PeerBoard
 from orchestration.admission import TeacherAdmission
 from orchestration.snapshots import SnapshotFolder
 from orchestration.teacher_training import TrainedTeacher, teacher_app_args, trained_weights

@@ -9,11 +9,10 @@ import yaml
 
 from orchestration.config import load_run_config
 from cluster.errors import ConfigError
-from orchestration.regimes.co_training import CoTraining, online_gain_lines, online_jobs, online_rows
-from orchestration.peer_board import PeerBoard, PeerTimeoutError
+from orchestration.regimes.co_training import (CoTraining, PeerBoard, PeerTimeoutError, TargetLag, online_gain_lines,
+                                               online_jobs, online_rows)
 from orchestration.regimes.born_again import INIT_SEED_STRIDE
 from orchestration.progress import progress_line
-from students.online import TargetLag
 from teachers.backend import ResolvedModel
 from teachers.soft_targets import pack_soft_targets
 from teachers.targets import TeacherTargets

@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from students.replay import MemoryTargets
+from orchestration.regimes.continual import MemoryTargets
 from teachers.arrow_codec import to_table
 from teachers.soft_targets import pack_soft_targets
 from teachers.store import StoreKey, write_manifest

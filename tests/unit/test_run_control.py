@@ -10,11 +10,10 @@ import pytest
 import torch
 
 from orchestration.regimes.born_again import SnapshotExport, SnapshotTeacher
-from orchestration.regimes.co_training import CoTraining
+from orchestration.regimes.co_training import CoTraining, OnlineRole
 from orchestration.regimes.continual import InitFrom, MemoryReplay
 from students.data import Split, plan_epoch
 from students.hooks import Phase
-from students.online import OnlineRole
 from students.reporting import ProgressReporter, StopCheck
 from students.run_control import LocalRunControl
 from students.checkpoint import ClientState

@@ -5,6 +5,8 @@ Rank 0 publishes the student's weights every `refresh_every` steps through the r
 endpoint replicas fetch the weights themselves). It keeps its trainer at most `max_staleness` steps ahead of
 the weights its endpoint serves, waiting when further ahead, and reports the staleness it
 saw and the time it waited. Other ranks follow rank 0 through DeepSpeed's collectives.
+
+`CoTraining` is the hook that puts these into a peer phase's loop.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from students.run_control import RunControl
+import torch.distributed as dist
+
+from students import Phase, PhaseHook, RunControl
 from teachers import live_step
 
 
@@ -146,3 +150,37 @@ class TargetLag:
         out = {f"teacher/{name}/lag_steps": lag for name, lag in self.window.items()}
         self.window = {}
         return out
+
+
+class CoTraining(PhaseHook):
+    def __init__(self, role: OnlineRole):
+        self.role = role
+        self.publisher: Optional[WeightPublisher] = None
+        self.lag = TargetLag()
+
+    def before_phase(self, phase: Phase) -> None:
+        """Rank 0 publishes the round's first weights and waits for the peers; every rank waits for rank 0."""
+        self.publisher = WeightPublisher(self.role, phase.control, phase.rank)
+        self.publisher.start(phase.model, phase.step)
+        if dist.is_initialized():
+            dist.barrier()
+
+    def after_step(self, phase: Phase, step: int, targets) -> dict:
+        self.lag.observe(targets, step)
+        self.publisher.after_step(phase.model, step)
+        return {}
+
+    def log_metrics(self) -> dict[str, Any]:
+        return {**self.publisher.metrics(), **self.lag.metrics()}
+
+    def after_training(self, phase: Phase) -> None:
+        self.publisher.finish(phase.model, phase.step)
+
+    def final_metrics(self, phase: Phase, evaluate) -> dict[str, Any]:
+        return self.publisher.summary()
+
+    def on_done_before(self, control: RunControl, rank: int) -> None:
+        """A resumed peer trainer tells the (new) orchestrator which rounds it finished before, so
+        that peers still in those rounds are not taught by its next round's weights."""
+        if rank == 0:
+            control.finish_round(self.role.peer, self.role.round)
