@@ -1,10 +1,10 @@
 """Ray connection, configuration basics, names, paths, errors and metric sinks: what every layer shares.
 
-The names below are what other packages use; the rest is private to the package. Each name is
-imported from its module on first use, so importing the package stays cheap.
+`__all__` names what other packages use (loaded on first use: `cluster.lazy`); the rest is
+private to the package.
 """
 
-from importlib import import_module
+from cluster.lazy import lazy_exports
 
 _EXPORTS = {
     "ConfigError": "errors",
@@ -23,6 +23,7 @@ _EXPORTS = {
     "connect": "connection",
     "default_cache_dir": "paths",
     "kd_phase": "naming",
+    "lazy_exports": "lazy",
     "load_with_overrides": "config",
     "load_yaml_model": "config",
     "method_kind": "naming",
@@ -39,19 +40,10 @@ _EXPORTS = {
 
 __all__ = ["ConfigError", "DEFAULT_ALLOWED_MODULES", "DistilleryError", "MetricsSink", "MlflowSink",
            "ModelSpec", "NAMESPACE", "Registry", "ResourcesConfig", "RunNotFoundError", "Strict",
-           "build_module", "check_name", "connect", "default_cache_dir", "kd_phase", "load_with_overrides",
-           "load_yaml_model", "method_kind", "online_phase", "orchestrator_name", "parse_yaml",
-           "paths_outside_roots", "phase_kind", "prepare_ray_env", "read_metrics", "read_yaml_file",
-           "validate_model"]
+           "build_module", "check_name", "connect", "default_cache_dir", "kd_phase", "lazy_exports",
+           "load_with_overrides", "load_yaml_model", "method_kind", "online_phase", "orchestrator_name",
+           "parse_yaml", "paths_outside_roots", "phase_kind", "prepare_ray_env", "read_metrics",
+           "read_yaml_file", "validate_model"]
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

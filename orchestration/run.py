@@ -151,16 +151,6 @@ def generate_only(config_path: str, console: Console, overrides: Optional[dict[s
         shutdown_orchestrator(orchestrator)
 
 
-def dense_reference(cfg: RunConfig) -> tuple[str, list[str]]:
-    """(the first KD method with dense soft targets, the top-k methods with the same terms): how
-    much of dense KD's gain top-k keeps. ("", []) when the run has no such pair."""
-    methods = cfg.distill.methods or {}
-    dense = next((name for name, m in methods.items() if m.dense and not m.quantize), "")
-    if not dense:
-        return "", []
-    return dense, [name for name, m in methods.items() if m.top_k is not None and m.terms == methods[dense].terms]
-
-
 def checked_terms(cfg: RunConfig) -> dict[str, list]:
     """The terms of every KD method of the run, checked against the registry and the teachers."""
     from cluster import ConfigError

@@ -1,11 +1,11 @@
 """Student models, KD terms, weighting, the run-control interface, the regime hooks and the
 Ray Train loop that runs one phase after another.
 
-The names below are what other packages use; the rest is private to the package. Each name is
-imported from its module on first use, so importing the package stays cheap.
+`__all__` names what other packages use (loaded on first use: `cluster.lazy`); the rest is
+private to the package.
 """
 
-from importlib import import_module
+from cluster import lazy_exports
 
 _EXPORTS = {
     "CheckpointError": "checkpoint_files",
@@ -65,13 +65,4 @@ __all__ = ["CheckpointError", "DataConfig", "Dataset", "DistillConfig", "GENERAT
            "train_student"]
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

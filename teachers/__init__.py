@@ -1,11 +1,11 @@
 """Teacher backends, the Serve deployment, the soft-target schema and its codecs, and the
 soft-target sources a train worker reads (served, offline store, in-worker).
 
-The names below are what other packages use; the rest is private to the package. Each name is
-imported from its module on first use, so importing the package stays cheap.
+`__all__` names what other packages use (loaded on first use: `cluster.lazy`); the rest is
+private to the package.
 """
 
-from importlib import import_module
+from cluster import lazy_exports
 
 _EXPORTS = {
     "Batch": "batch",
@@ -73,13 +73,4 @@ __all__ = ["Batch", "EndpointSpec", "FaultPolicy", "FeatureHooks", "GrpcTeacher"
            "token_digest", "tokenizer_hash", "write_manifest"]
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
