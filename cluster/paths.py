@@ -15,7 +15,7 @@ from typing import Any, Iterator, Optional
 
 # Dotted paths of the run-config fields that name files or folders; `[]` walks a list.
 PATH_FIELDS = ("run.output_dir", "data.generated", "distill.store_dir", "serve.grpc_token_file", "generate.output",
-               "teachers[].weights")
+               "teachers[].weights", "data.source.train", "data.source.test", "data.source.transfer")
 
 
 def default_cache_dir() -> str:

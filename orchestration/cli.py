@@ -59,6 +59,17 @@ def run(config: str = typer.Argument(..., help="experiment config, e.g. deploy/c
 
 
 @app.command()
+def check(config: str = typer.Argument(..., help="experiment config, e.g. deploy/configs/quickstart.yaml"),
+          overrides: Optional[list[str]] = typer.Option(None, "--set", help="override any field (value read as YAML)"),
+          ) -> None:
+    """Check a config and its data without starting Ray: open every split, check the column
+    roles, print rows, classes and inputs."""
+    from orchestration.check import check as check_config
+
+    check_config(config, console, _parse_sets(overrides))
+
+
+@app.command()
 def warmup() -> None:
     """Build DeepSpeed's communication op for this machine's accelerator once (the C++ shared-
     memory op on CPU, about 40 s on 2 cores); otherwise the first run's workers build it."""

@@ -115,7 +115,7 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
                                    f"steps in {metrics['train_s']:.1f}s{resumed}"))
                 state.finish(phase, metrics)
         rows, extra = regime.results(cfg, state.phases, teachers)
-        title = f"Distillery run {cfg.run.name}: {cfg.data.dataset}"
+        title = f"Distillery run {cfg.run.name}: {dataset.name}"
         write_results(run_dir, rows, title, extra)
         console.print(rich_table(rows, title))
         if extra:

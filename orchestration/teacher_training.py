@@ -30,7 +30,9 @@ class TrainedTeacher:
 
 def cache_key(model: ResolvedModel, training: TeacherTrainingConfig, data: DataConfig) -> str:
     blob = json.dumps({"factory": model.factory, "kwargs": model.kwargs, "training": training.model_dump(),
-                       "data": data.model_dump(exclude={"student_train_samples", "generated"}), "format": 1},
+                       # a bundled dataset's key is what it was before data.source existed (cached teachers stay)
+                       "data": data.model_dump(exclude={"student_train_samples", "generated"}
+                                               | ({"source"} if data.source is None else set())), "format": 1},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -66,7 +68,7 @@ def _fit(module: torch.nn.Module, dataset: Dataset, cfg: TeacherTrainingConfig, 
     next tokens of the completions (`Split.labels`)."""
     opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
-    train = dataset.train
+    train = dataset.teachers_train
     gen = torch.Generator().manual_seed(cfg.seed)
     for epoch in range(cfg.epochs):
         module.train()

@@ -10,7 +10,7 @@ from cluster import lazy_exports
 _EXPORTS = {
     "CheckpointError": "checkpoint_files",
     "DataConfig": "config",
-    "Dataset": "data",
+    "Dataset": "splits",
     "DistillConfig": "config",
     "GENERATED_MANIFEST": "lm_data",
     "Key": "run_control",
@@ -18,7 +18,7 @@ _EXPORTS = {
     "PhaseHook": "hooks",
     "RunControl": "run_control",
     "SpeculativeBatches": "speculative",
-    "Split": "data",
+    "Split": "splits",
     "StudentConfig": "config",
     "StudentJob": "job",
     "SyntheticInputs": "generator",

@@ -4,6 +4,7 @@ between them."""
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
@@ -11,8 +12,51 @@ from pydantic import Field, field_validator, model_validator
 from cluster import ModelSpec, Strict, check_name
 
 
+class SourceColumns(Strict):
+    """The file's column for each role. `input` (and `teacher_input`) is one column holding a
+    fixed-length numeric list per row, or a list of numeric columns (one feature each)."""
+
+    input: str | list[str] = Field(description="what the students read")
+    label: str = Field(description="the integer class of each row (0 .. classes - 1)")
+    id: Optional[str] = Field(None, description="a stable row id; default: the file's name and the row's number")
+    task: Optional[str] = Field(None, description="an integer task of each row (continual tasks, route weighting)")
+    teacher_input: Optional[str | list[str]] = Field(
+        None, description="cross-modal pairs: what the teachers read (default: input)")
+
+
+class SourceConfig(Strict):
+    """The user's own data, read from files: `train` (teachers and, without `transfer`,
+    students), `test` or a `test_fraction` of train decided by a hash of each row's id, and
+    optionally `transfer`, the students' own split (Hinton's transfer set)."""
+
+    format: Literal["parquet", "jsonl", "csv"]
+    train: str = Field(description="a path, a glob, or a URI pyarrow can open (s3://...)")
+    test: Optional[str] = Field(None, description="the test split's files; omitted: test_fraction of train")
+    test_fraction: Optional[float] = Field(None, gt=0, lt=1, description="share of train held out by row id hash")
+    transfer: Optional[str] = Field(None, description="the students' training files (default: train)")
+    columns: SourceColumns
+    num_classes: Optional[int] = Field(None, ge=2, description="the output space; default: the largest label + 1")
+
+    @field_validator("train", "test", "transfer")
+    @classmethod
+    def _absolute(cls, value: Optional[str]) -> Optional[str]:
+        """Local paths are made absolute where the config is read (the driver): train workers
+        run in folders of their own."""
+        if value is None or "://" in value:
+            return value
+        return os.path.abspath(os.path.expanduser(value))
+
+    @model_validator(mode="after")
+    def _one_test_split(self) -> "SourceConfig":
+        if self.test is not None and self.test_fraction is not None:
+            raise ValueError("test/test_fraction: give the test files or a fraction of train, not both")
+        if self.test is None and self.test_fraction is None:
+            raise ValueError("test: give the test files, or test_fraction (a share of train held out by row id)")
+        return self
+
+
 class DataConfig(Strict):
-    """digits: scikit-learn's 8x8 digits (classification). digits_views: the same digits as
+    """source: the user's own files (`SourceConfig`, `students.file_data`). digits: scikit-learn's 8x8 digits (classification). digits_views: the same digits as
     cross-modal pairs of sensor views (students/paired_data.py). stdlib_docstrings: windows of
     tokens from the docstrings of Python's standard library (sentence-embedding distillation).
     stdlib_functions: the standard library's functions as prompt (signature) and completion
@@ -37,9 +81,18 @@ class DataConfig(Strict):
     generated: Optional[str] = Field(
         None, description="stdlib_functions: a Parquet folder written by `distillery generate`; the students "
                           "train on its teacher-written completions instead of the training split")
+    source: Optional[SourceConfig] = Field(None, description="your own data, from files (instead of `dataset`)")
 
     @model_validator(mode="after")
     def _dataset_fields(self) -> "DataConfig":
+        if self.source is not None:
+            bundled = ("dataset", "teacher_column", "student_column", "tokenizer", "train_windows", "test_windows",
+                       "test_fraction", "generated")  # a value other than the default: meant for a bundled set
+            given = sorted(k for k in bundled if getattr(self, k) != type(self).model_fields[k].default)
+            if given:
+                raise ValueError(f"{', '.join(given)}: a run with data.source reads its own files; these keys "
+                                 f"belong to the bundled datasets (give the split in data.source)")
+            return self
         if self.dataset in TEXT_DATASETS and not self.tokenizer:
             raise ValueError(f"tokenizer: {self.dataset} needs data.tokenizer (the teacher's model folder; for "
                              f"stdlib_functions the shipped pkg:students/tokenizers/stdlib-bpe-1024 works)")

@@ -6,76 +6,20 @@ the same (epoch, shard, index) always names the same samples.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Optional
-
 import numpy as np
 
 from students.config import DataConfig
-from teachers import Batch, TokenSpecials, target_labels
-
-
-@dataclass(frozen=True)
-class Split:
-    x: np.ndarray  # float32 [N, F] features, or int64 [N, L] token ids: what the student reads
-    y: np.ndarray  # int64 [N] labels (zeros for text, which has none)
-    columns: dict[str, np.ndarray] = field(default_factory=dict)  # per-sample data columns (e.g. "task")
-    teacher_x: Optional[np.ndarray] = None  # cross-modal pairs: the teachers' modality of the same samples
-    token_specials: Optional[TokenSpecials] = None  # token sequences: their labels are the next tokens
-
-    def labels(self, index) -> np.ndarray:
-        """The labels of the samples at `index`: `y`, or for token sequences the next token at
-        every target position (one per record row, `teachers.token_targets`)."""
-        return self.y[index] if self.token_specials is None else target_labels(self.x[index], self.token_specials)
-
-    @property
-    def teacher_inputs(self) -> np.ndarray:
-        return self.x if self.teacher_x is None else self.teacher_x
-
-    def rows(self, index) -> "Split":
-        """The samples at `index` (a slice or an index array), every column alike."""
-        return Split(self.x[index], self.y[index], {k: v[index] for k, v in self.columns.items()},
-                     None if self.teacher_x is None else self.teacher_x[index], self.token_specials)
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """`kind` "classification": models map x to logits over `num_classes` classes;
-    "embedding": models map token windows to sentence embeddings of width `num_classes`;
-    "lm": causal language models map token sequences to next-token logits over a vocabulary
-    of `num_classes` tokens, one row per target position."""
-
-    name: str
-    train: Split
-    test: Split
-    num_classes: int
-    kind: str = "classification"
-    tokenizer_hash: str = ""
-
-    @property
-    def in_features(self) -> int:
-        return int(self.train.x.shape[1])
-
-    @property
-    def output_space(self) -> str:
-        if self.kind == "lm":
-            return f"tokens:{self.num_classes}:{self.tokenizer_hash}"
-        return f"{'embedding' if self.kind == 'embedding' else 'classes'}:{self.num_classes}"
-
-    @property
-    def cross_modal(self) -> bool:
-        return self.train.teacher_x is not None
-
-    def teacher_view(self) -> "Dataset":
-        """The dataset as the teachers read it: their modality as `x` (itself when not cross-modal)."""
-        if not self.cross_modal:
-            return self
-        view = lambda split: Split(split.teacher_x, split.y, split.columns)  # noqa: E731
-        return replace(self, train=view(self.train), test=view(self.test))
+from students.splits import Dataset, Split
+from teachers import Batch
 
 
 def load_dataset(cfg: DataConfig) -> Dataset:
-    """Load the configured dataset and split it deterministically (stratified by class)."""
+    """Load the configured dataset: the user's files (`data.source`), or a bundled set split
+    deterministically (stratified by class)."""
+    if cfg.source is not None:
+        from students.file_data import load_source
+
+        return load_source(cfg.source)
     if cfg.dataset == "stdlib_docstrings":
         return _load_text(cfg)
     if cfg.dataset == "stdlib_functions":

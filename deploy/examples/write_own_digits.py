@@ -1,0 +1,46 @@
+"""Write scikit-learn's digits as a user's own Parquet files, for `deploy/configs/own_data.yaml`.
+
+    python deploy/examples/write_own_digits.py        # -> data/own_digits/{train,test,transfer}.parquet
+
+`train` (teachers) and `test` are a stratified 75/25 split; `transfer` (the students') is 300
+rows of train with every 3 left out: Hinton et al.'s (2015) experiment, where a student that
+never sees a 3 learns to recognise 3s from the teachers' soft targets on the other digits.
+Each row has a stable id, the 64 pixels in [0, 1] as one list column, and the digit.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sklearn.datasets import load_digits
+
+LEFT_OUT = 3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="data/own_digits")
+    parser.add_argument("--transfer-rows", type=int, default=300)
+    args = parser.parse_args()
+    raw = load_digits()
+    x, y = (raw.data / 16.0).astype(np.float32), raw.target.astype(np.int64)
+    rng = np.random.default_rng(0)
+    test = np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[: round((y == c).sum() / 4)]
+                                   for c in range(10)]))
+    train = rng.permutation(np.setdiff1d(np.arange(len(y)), test))
+    transfer = [i for i in train if y[i] != LEFT_OUT][: args.transfer_rows]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("train", train), ("test", test), ("transfer", transfer)):
+        table = pa.table({"id": [f"digit-{i}" for i in rows], "pixels": [x[i].tolist() for i in rows],
+                          "digit": y[rows]})
+        pq.write_table(table, out / f"{name}.parquet")
+        print(f"{out / name}.parquet: {len(rows)} rows")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""`distillery check CONFIG`: the config and its data, checked without starting Ray.
+
+It validates the config, opens every split the data names (a user's files, or a bundled
+set), checks each column role, and prints what a run would train on: rows per split, input
+width, classes and their counts (or tokens, for text). `distillery run` runs the same loading
+before any teacher is trained, so a run refuses the same problems.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from orchestration.config import load_run_config
+from students import Split, load_dataset
+
+
+def _describe(split: Split, kind: str) -> dict[str, Any]:
+    if kind == "lm":
+        return {"rows": len(split.x), "target tokens": int(len(split.labels(slice(None))))}
+    counts = np.bincount(split.y) if kind == "classification" and len(split.y) else np.array([])
+    return {"rows": len(split.x), "classes present": int((counts > 0).sum()) if len(counts) else "",
+            "per class (min-max)": f"{counts[counts > 0].min()}-{counts.max()}" if len(counts) else ""}
+
+
+def check(config_path: str, console: Console, overrides: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Validate `config_path` and load its data; print and return a summary."""
+    cfg = load_run_config(config_path, overrides)
+    dataset = load_dataset(cfg.data)
+    splits = {"train (students)": dataset.train, "test": dataset.test}
+    if dataset.teacher_train is not None:
+        splits["train (teachers)"] = dataset.teacher_train
+    table = Table(title=f"{config_path}: data {dataset.name} ({dataset.kind}, output space {dataset.output_space})")
+    rows = {name: _describe(split, dataset.kind) for name, split in splits.items()}
+    columns = list(next(iter(rows.values())))
+    table.add_column("split")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for name, row in rows.items():
+        table.add_row(name, *(str(row[c]) for c in columns))
+    console.print(table)
+    lines = [f"input: {dataset.train.x.shape[1:]} ({dataset.train.x.dtype})"]
+    if dataset.cross_modal:
+        lines.append(f"the teachers read their own input: {dataset.train.teacher_x.shape[1:]}")
+    lines.append(f"columns: {', '.join(sorted(dataset.train.columns)) or 'none'}")
+    if cfg.data.student_train_samples is not None and cfg.data.student_train_samples < len(dataset.train.x):
+        lines.append(f"the students see the first {cfg.data.student_train_samples} rows of their split "
+                     f"(data.student_train_samples)")
+    console.print("; ".join(lines) + f". Run {cfg.run.name!r} is ready.", highlight=False)
+    return {"dataset": dataset.name, "kind": dataset.kind, "output_space": dataset.output_space, "splits": rows}

@@ -1,0 +1,234 @@
+"""The user's own data: classification rows read from Parquet, JSONL or CSV files (local paths,
+globs, or any URI pyarrow opens, such as s3://), with a column for each role.
+
+Every problem is a `DataError` that names the file, the column and, where it applies, the row,
+raised before anything is trained or written. The splits are read into memory.
+"""
+
+from __future__ import annotations
+
+import glob as globbing
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pyarrow as pa
+
+from cluster import DistilleryError
+from students.config import SourceConfig
+from students.splits import Dataset, Split
+
+GLOB_CHARS = "*?["
+
+
+class DataError(DistilleryError, ValueError):
+    """The data of `data.source` cannot be used; the message says where and what to do."""
+
+
+@dataclass
+class SourceRows:
+    """One split as read: its table (with an `__id` column) and the files it came from."""
+
+    table: pa.Table
+    files: list[str]
+
+
+def _filesystem(path: str):
+    from pyarrow import fs
+
+    if "://" not in path:
+        return fs.LocalFileSystem(), path
+    try:
+        return fs.FileSystem.from_uri(path)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+        raise DataError(f"{path}: pyarrow cannot open this URI ({exc}); install the filesystem it needs or "
+                        f"check the address") from None
+
+
+def expand(path: str) -> tuple[object, list[str]]:
+    """The filesystem and the sorted files a path or glob names; a `DataError` when none."""
+    filesystem, root = _filesystem(path)
+    if "://" not in path:
+        files = sorted(globbing.glob(path)) if any(c in path for c in GLOB_CHARS) else ([path] if Path(path).is_file() else [])
+        files = [f for f in files if Path(f).is_file()]
+    else:
+        from pyarrow import fs
+
+        if any(c in root for c in GLOB_CHARS):
+            folder = root[:min(root.find(c) for c in GLOB_CHARS if c in root)].rsplit("/", 1)[0]
+            infos = filesystem.get_file_info(fs.FileSelector(folder, recursive=True))
+            import fnmatch
+
+            files = sorted(i.path for i in infos if i.type == fs.FileType.File and fnmatch.fnmatch(i.path, root))
+        else:
+            files = [root] if filesystem.get_file_info(root).type == fs.FileType.File else []
+    if not files:
+        raise DataError(f"{path}: no file matches (a missing file, or an empty glob); check data.source")
+    return filesystem, files
+
+
+def _read_file(filesystem, path: str, fmt: str) -> pa.Table:
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path, filesystem=filesystem)
+        with filesystem.open_input_stream(path) as stream:
+            if fmt == "csv":
+                import pyarrow.csv as pcsv
+
+                return pcsv.read_csv(stream)
+            import pyarrow.json as pjson
+
+            return pjson.read_json(stream)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"{path}: not readable as {fmt}: {exc}") from None
+
+
+def read_split(path: str, fmt: str, id_column: Optional[str]) -> SourceRows:
+    """Every file of a split, one table; files of one split must share a schema."""
+    filesystem, files = expand(path)
+    tables, first = [], None
+    for name in files:
+        table = _read_file(filesystem, name, fmt)
+        first = first or table.schema.remove_metadata()
+        if table.schema.remove_metadata() != first:
+            raise DataError(f"{name}: its columns {table.schema.names} ({table.schema.types}) differ from "
+                            f"{files[0]}'s {first.names} ({first.types}); every file of a split needs one schema")
+        if id_column is None:
+            ids = pa.array([f"{Path(name).name}:{row}" for row in range(table.num_rows)])
+        else:
+            if id_column not in table.column_names:
+                raise DataError(f"{name}: no column {id_column!r} (columns.id); it has {table.column_names}")
+            ids = pa.array([str(v) for v in table.column(id_column).to_pylist()])
+        tables.append(table.append_column("__id", ids))
+    table = pa.concat_tables(tables)
+    if table.num_rows == 0:
+        raise DataError(f"{path}: the split has no rows ({len(files)} files)")
+    return SourceRows(table, files)
+
+
+def _vectors(rows: SourceRows, columns: str | list[str], role: str) -> np.ndarray:
+    """float32 [N, F] from one list column or several numeric columns."""
+    names = [columns] if isinstance(columns, str) else list(columns)
+    missing = [c for c in names if c not in rows.table.column_names]
+    if missing:
+        raise DataError(f"{rows.files[0]}: no column {missing} (columns.{role}); it has "
+                        f"{[c for c in rows.table.column_names if c != '__id']}")
+    kind = rows.table.schema.field(names[0]).type
+    if isinstance(columns, str) and (pa.types.is_list(kind) or pa.types.is_large_list(kind)
+                                     or pa.types.is_fixed_size_list(kind)):
+        values = rows.table.column(columns).to_pylist()
+        lengths = {len(v) if v is not None else -1 for v in values}
+        if len(lengths) != 1 or -1 in lengths:
+            row = next(i for i, v in enumerate(values) if v is None or len(v) != len(values[0] or []))
+            raise DataError(f"{_file_of(rows, row)}: column {columns!r} (columns.{role}) holds vectors of "
+                            f"varying length or none (row {row} of the split, id {_id(rows, row)}: "
+                            f"{None if values[row] is None else len(values[row])} values, row 0: "
+                            f"{len(values[0] or [])}); every row needs the same number")
+        try:
+            return np.asarray(values, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise DataError(f"{rows.files[0]}: column {columns!r} (columns.{role}) is not numeric") from None
+    out = []
+    for name in names:
+        field = rows.table.schema.field(name)
+        if not (pa.types.is_integer(field.type) or pa.types.is_floating(field.type)):
+            raise DataError(f"{rows.files[0]}: column {name!r} (columns.{role}) is {field.type}, not numeric; "
+                            f"give a list column or numeric columns")
+        column = rows.table.column(name).to_numpy(zero_copy_only=False).astype(np.float32)
+        out.append(column)
+    return np.stack(out, axis=1)
+
+
+def _file_of(rows: SourceRows, row: int) -> str:
+    ids = rows.table.column("__id")
+    return rows.files[0] if len(rows.files) == 1 else f"{rows.files[0]} .. {rows.files[-1]} (id {ids[row]})"
+
+
+def _id(rows: SourceRows, row: int) -> str:
+    return str(rows.table.column("__id")[row])
+
+
+def _integers(rows: SourceRows, column: str, role: str) -> np.ndarray:
+    if column not in rows.table.column_names:
+        raise DataError(f"{rows.files[0]}: no column {column!r} (columns.{role}); it has "
+                        f"{[c for c in rows.table.column_names if c != '__id']}")
+    field = rows.table.schema.field(column)
+    values = rows.table.column(column)
+    if not pa.types.is_integer(field.type) or values.null_count:
+        raise DataError(f"{rows.files[0]}: column {column!r} (columns.{role}) must hold integers in every row, "
+                        f"it is {field.type} with {values.null_count} empty rows")
+    return values.to_numpy().astype(np.int64)
+
+
+def _split(rows: SourceRows, source: SourceConfig) -> Split:
+    cols = source.columns
+    x = _vectors(rows, cols.input, "input")
+    y = _integers(rows, cols.label, "label")
+    extra = {"task": _integers(rows, cols.task, "task")} if cols.task else {}
+    teacher_x = _vectors(rows, cols.teacher_input, "teacher_input") if cols.teacher_input else None
+    return Split(x, y, extra, teacher_x)
+
+
+def _held_out(ids: list[str], fraction: float) -> np.ndarray:
+    """Whether each row is in the test split: the first 8 bytes of sha256(id) as a fraction of
+    2^64 below `fraction`, so a row's side never depends on order or on the other rows."""
+    return np.array([int.from_bytes(hashlib.sha256(i.encode()).digest()[:8], "big") / 2 ** 64 < fraction
+                     for i in ids])
+
+
+def _check_ids(rows: SourceRows, where: str) -> list[str]:
+    ids = [str(i) for i in rows.table.column("__id").to_pylist()]
+    values, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        raise DataError(f"{where}: row ids repeat ({values[counts > 1][:5].tolist()}); each row needs its own "
+                        f"id (columns.id)")
+    return ids
+
+
+def _check_labels(split: Split, num_classes: int, where: str, ids: np.ndarray) -> None:
+    bad = np.flatnonzero((split.y < 0) | (split.y >= num_classes))
+    if len(bad):
+        raise DataError(f"{where}: label {int(split.y[bad[0]])} at row {int(bad[0])} of the split (id {ids[bad[0]]}) "
+                        f"is outside the output space 0..{num_classes - 1} (data.source.num_classes)")
+
+
+def load_source(source: SourceConfig) -> Dataset:
+    """The splits of `source`: train, test (given, or held out of train by id), and the
+    students' transfer split when given."""
+    train_rows = read_split(source.train, source.format, source.columns.id)
+    ids = np.array(_check_ids(train_rows, source.train))
+    if source.test is not None:
+        test_rows = read_split(source.test, source.format, source.columns.id)
+        test, train = _split(test_rows, source), _split(train_rows, source)
+        test_ids, train_ids = np.array(_check_ids(test_rows, source.test)), ids
+    else:
+        held = _held_out(list(ids), source.test_fraction)
+        if held.all() or not held.any():
+            raise DataError(f"{source.train}: test_fraction {source.test_fraction} of {len(ids)} rows leaves an "
+                            f"empty {'train' if held.all() else 'test'} split; give more rows or a test file")
+        everything = _split(train_rows, source)
+        test, train = everything.rows(np.flatnonzero(held)), everything.rows(np.flatnonzero(~held))
+        test_ids, train_ids = ids[held], ids[~held]
+    num_classes = source.num_classes or int(train.y.max()) + 1
+    _check_labels(train, num_classes, source.train, train_ids)
+    _check_labels(test, num_classes, source.test or source.train, test_ids)
+    unseen = sorted(set(test.y.tolist()) - set(train.y.tolist()))
+    if unseen:
+        raise DataError(f"{source.test or source.train}: the test split has classes {unseen} that no training row "
+                        f"has; the teachers could never learn them")
+    transfer = None
+    if source.transfer is not None:
+        transfer_rows = read_split(source.transfer, source.format, source.columns.id)
+        transfer = _split(transfer_rows, source)
+        _check_labels(transfer, num_classes, source.transfer, np.array(_check_ids(transfer_rows, source.transfer)))
+        if transfer.x.shape[1] != train.x.shape[1]:
+            raise DataError(f"{source.transfer}: {transfer.x.shape[1]} input features, the train split has "
+                            f"{train.x.shape[1]}")
+    if test.x.shape[1] != train.x.shape[1]:
+        raise DataError(f"{source.test}: {test.x.shape[1]} input features, the train split has {train.x.shape[1]}")
+    return Dataset(f"source:{source.train}", transfer or train, test, num_classes=num_classes,
+                   teacher_train=train if transfer is not None else None)

@@ -1,0 +1,136 @@
+"""Your own data from files (`data.source`): each format, the splits, and every bad input
+refused with the file, the column and the row."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+import pytest
+
+from students.config import DataConfig
+from students.data import load_dataset
+from students.file_data import DataError
+
+ROWS, FEATURES, CLASSES = 60, 5, 3
+
+
+def _rows(n: int = ROWS, seed: int = 0, classes: int = CLASSES) -> dict:
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    x = rng.normal(size=(n, FEATURES)).astype(np.float32) + y[:, None]
+    return {"key": [f"r{seed}-{i}" for i in range(n)], "pixels": x.tolist(), "digit": y.tolist(),
+            "task": (y // 2).tolist()}
+
+
+def _parquet(path, rows: dict) -> str:
+    pq.write_table(pa.table(rows), path)
+    return str(path)
+
+
+def _config(**source) -> DataConfig:
+    columns = source.pop("columns", {"input": "pixels", "label": "digit", "id": "key"})
+    return DataConfig(source={"format": "parquet", "columns": columns, **source})
+
+
+def test_parquet_with_a_test_file_gives_the_splits_and_classes(tmp_path):
+    data = load_dataset(_config(train=_parquet(tmp_path / "train.parquet", _rows()),
+                                test=_parquet(tmp_path / "test.parquet", _rows(30, seed=1))))
+    assert data.train.x.shape == (ROWS, FEATURES) and data.test.x.shape == (30, FEATURES)
+    assert data.num_classes == CLASSES and data.output_space == "classes:3" and data.teachers_train is data.train
+    np.testing.assert_allclose(data.train.x[7], _rows()["pixels"][7], rtol=1e-6)
+
+
+def test_a_glob_of_files_and_a_held_out_fraction_decided_by_row_id(tmp_path):
+    rows = _rows()
+    half = {k: v[:30] for k, v in rows.items()}, {k: v[30:] for k, v in rows.items()}
+    _parquet(tmp_path / "part-0.parquet", half[0])
+    _parquet(tmp_path / "part-1.parquet", half[1])
+    data = load_dataset(_config(train=str(tmp_path / "part-*.parquet"), test_fraction=0.25))
+    assert len(data.train.y) + len(data.test.y) == ROWS and 5 <= len(data.test.y) <= 25
+    # the same rows in another order and other files: the same rows are held out
+    shuffled = {k: list(reversed(v)) for k, v in rows.items()}
+    again = load_dataset(_config(train=_parquet(tmp_path / "all.parquet", shuffled), test_fraction=0.25))
+    assert sorted(map(tuple, again.test.x.tolist())) == sorted(map(tuple, data.test.x.tolist()))
+
+
+def test_jsonl_and_csv_with_feature_columns_and_a_task_column(tmp_path):
+    rows = _rows()
+    with open(tmp_path / "train.jsonl", "w") as out:
+        for i in range(ROWS):
+            out.write(json.dumps({"pixels": rows["pixels"][i], "digit": rows["digit"][i]}) + "\n")
+    jsonl = load_dataset(DataConfig(source={"format": "jsonl", "train": str(tmp_path / "train.jsonl"),
+                                            "test_fraction": 0.3, "columns": {"input": "pixels", "label": "digit"}}))
+    assert jsonl.train.x.shape[1] == FEATURES
+    table = pa.table({**{f"f{j}": [r[j] for r in rows["pixels"]] for j in range(FEATURES)},
+                      "digit": rows["digit"], "task": rows["task"]})
+    pcsv.write_csv(table, tmp_path / "train.csv")
+    csv = load_dataset(DataConfig(source={"format": "csv", "train": str(tmp_path / "train.csv"), "test_fraction": 0.3,
+                                          "columns": {"input": [f"f{j}" for j in range(FEATURES)], "label": "digit",
+                                                      "task": "task"}}))
+    assert csv.train.x.shape[1] == FEATURES and set(csv.train.columns["task"].tolist()) == {0, 1}
+
+
+def test_a_transfer_set_lacking_a_class_is_the_students_while_teachers_train_on_train(tmp_path):
+    rows = _rows()
+    keep = [i for i, y in enumerate(rows["digit"]) if y != 2]
+    transfer = {k: [v[i] for i in keep] for k, v in _rows(seed=2).items()}
+    data = load_dataset(_config(train=_parquet(tmp_path / "train.parquet", rows), test_fraction=0.2,
+                                transfer=_parquet(tmp_path / "transfer.parquet", transfer)))
+    assert 2 not in set(data.train.y.tolist()) and 2 in set(data.teachers_train.y.tolist())
+    assert data.num_classes == CLASSES
+
+
+def _refused(tmp_path, match: str, rows=None, **source) -> None:
+    source.setdefault("train", _parquet(tmp_path / "train.parquet", rows or _rows()))
+    source.setdefault("test_fraction", 0.25)
+    with pytest.raises(DataError, match=match):
+        load_dataset(_config(**source))
+
+
+def test_missing_files_and_empty_globs_are_refused(tmp_path):
+    _refused(tmp_path, "no file matches", train=str(tmp_path / "nothing.parquet"))
+    _refused(tmp_path, "no file matches", train=str(tmp_path / "none-*.parquet"))
+
+
+def test_a_role_naming_a_missing_column_or_a_wrong_type_is_refused(tmp_path):
+    _refused(tmp_path, r"no column \['image'\] \(columns.input\)", columns={"input": "image", "label": "digit"})
+    rows = _rows()
+    rows["digit"] = [str(v) for v in rows["digit"]]
+    _refused(tmp_path, r"column 'digit' \(columns.label\) must hold integers", rows=rows)
+
+
+def test_vectors_of_varying_length_name_the_row(tmp_path):
+    rows = _rows()
+    rows["pixels"][17] = rows["pixels"][17][:3]
+    _refused(tmp_path, r"varying length.*row 17 of the split, id r0-17", rows=rows)
+
+
+def test_labels_outside_the_output_space_and_classes_only_in_test_are_refused(tmp_path):
+    _refused(tmp_path, r"label 2 at row \d+ of the split \(id r0-\d+\) is outside the output space 0..1",
+             num_classes=2)
+    test = _rows(30, seed=1, classes=4)
+    _refused(tmp_path, r"the test split has classes \[3\]", test=_parquet(tmp_path / "test.parquet", test),
+             num_classes=4, test_fraction=None)
+
+
+def test_files_of_one_split_with_different_schemas_and_repeated_ids_are_refused(tmp_path):
+    rows = _rows()
+    _parquet(tmp_path / "a-0.parquet", rows)
+    _parquet(tmp_path / "a-1.parquet", {**rows, "digit": [float(v) for v in rows["digit"]]})
+    _refused(tmp_path, r"a-1.parquet: its columns .* differ", train=str(tmp_path / "a-*.parquet"))
+    rows["key"][5] = rows["key"][4]
+    _refused(tmp_path, r"row ids repeat \(\['r0-4'\]\)", rows=rows)
+
+
+def test_a_split_left_empty_is_refused(tmp_path):
+    _refused(tmp_path, "leaves an empty test split", rows={k: v[:2] for k, v in _rows().items()}, test_fraction=0.01)
+
+
+def test_a_source_run_takes_no_bundled_dataset_keys():
+    with pytest.raises(ValueError, match="dataset: a run with data.source reads its own files"):
+        DataConfig(dataset="stdlib_functions", source={"format": "csv", "train": "x.csv", "test_fraction": 0.1,
+                                             "columns": {"input": "x", "label": "y"}})
