@@ -7,6 +7,7 @@ raised before anything is trained or written. The splits are read into memory.
 
 from __future__ import annotations
 
+import fnmatch
 import glob as globbing
 import hashlib
 from dataclasses import dataclass
@@ -54,19 +55,24 @@ def expand(path: str) -> tuple[object, list[str]]:
         files = sorted(globbing.glob(path)) if any(c in path for c in GLOB_CHARS) else ([path] if Path(path).is_file() else [])
         files = [f for f in files if Path(f).is_file()]
     else:
-        from pyarrow import fs
-
-        if any(c in root for c in GLOB_CHARS):
-            folder = root[:min(root.find(c) for c in GLOB_CHARS if c in root)].rsplit("/", 1)[0]
-            infos = filesystem.get_file_info(fs.FileSelector(folder, recursive=True))
-            import fnmatch
-
-            files = sorted(i.path for i in infos if i.type == fs.FileType.File and fnmatch.fnmatch(i.path, root))
-        else:
-            files = [root] if filesystem.get_file_info(root).type == fs.FileType.File else []
+        try:
+            files = _remote_files(filesystem, root)
+        except OSError as exc:
+            raise DataError(f"{path}: cannot list it ({exc}); check the address, the credentials and that the "
+                            f"store is reachable") from None
     if not files:
         raise DataError(f"{path}: no file matches (a missing file, or an empty glob); check data.source")
     return filesystem, files
+
+
+def _remote_files(filesystem, root: str) -> list[str]:
+    from pyarrow import fs
+
+    if not any(c in root for c in GLOB_CHARS):
+        return [root] if filesystem.get_file_info(root).type == fs.FileType.File else []
+    folder = root[:min(root.find(c) for c in GLOB_CHARS if c in root)].rsplit("/", 1)[0]
+    infos = filesystem.get_file_info(fs.FileSelector(folder, recursive=True, allow_not_found=True))
+    return sorted(i.path for i in infos if i.type == fs.FileType.File and fnmatch.fnmatch(i.path, root))
 
 
 def _read_file(filesystem, path: str, fmt: str) -> pa.Table:
