@@ -16,11 +16,12 @@ from cluster import kd_phase
 from orchestration.config import RunConfig
 from orchestration.regime import MethodPhase, RunContext
 from orchestration.regimes import adversarial, born_again, quantized, speculative
-from orchestration.regimes.born_again import INIT_SEED_STRIDE, generation, method_snapshots
+from orchestration.regimes.born_again import INIT_SEED_STRIDE, generation
 from orchestration.regimes.quantized import ptq_lines
 from orchestration.regimes.sequence_level import generated_for
 from orchestration.results import retained_gain_lines, summarize
-from students import PhaseHook, RunControl, StudentJob, Term, Weighting, needs_teacher, preset_terms
+from students import (PhaseHook, RunControl, StudentJob, Term, Weighting, method_snapshots, needs_teacher,
+                      preset_terms)
 from teachers import ResolvedModel
 
 # In calling order: a snapshot is exported before the one a phase learned from is retired.

@@ -28,7 +28,6 @@ from orchestration.services import ingress_token_digest, shutdown_orchestrator, 
 from orchestration.training import train_peers, train_students
 
 
-
 REGIMES: tuple[RunRegime, ...] = (co_training.REGIME, continual.REGIME, PLAIN)  # the first active one shapes a run
 
 

@@ -40,6 +40,7 @@ _EXPORTS = {
     "import_deepspeed": "engine",
     "integrity_problem": "checkpoint_files",
     "load_dataset": "data",
+    "method_snapshots": "config",
     "method_terms": "losses",
     "needs_teacher": "losses",
     "post_training_quantized": "quantize",
@@ -59,10 +60,10 @@ __all__ = ["CheckpointError", "DataConfig", "Dataset", "DistillConfig", "GENERAT
            "SyntheticInputs", "SyntheticStream", "TAG", "TEXT_DATASETS", "Term", "Weighting", "accuracy",
            "check_distill", "check_language_model", "check_terms", "check_weighting", "embedding_agreement",
            "fake_quantize_model", "feature_refs", "first_complete", "frozen_forward", "import_deepspeed",
-           "integrity_problem", "load_dataset", "method_terms", "needs_teacher", "post_training_quantized",
-           "preset_terms", "quantization_target", "refuse_unsafe_pickles", "refuse_zero3",
-           "self_distillation_exits", "snapshot_methods", "student_subset", "teacher_feature_layers",
-           "train_student"]
+           "integrity_problem", "load_dataset", "method_snapshots", "method_terms", "needs_teacher",
+           "post_training_quantized", "preset_terms", "quantization_target", "refuse_unsafe_pickles",
+           "refuse_zero3", "self_distillation_exits", "snapshot_methods", "student_subset",
+           "teacher_feature_layers", "train_student"]
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

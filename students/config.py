@@ -56,9 +56,10 @@ class SourceConfig(Strict):
 
 
 class DataConfig(Strict):
-    """source: the user's own files (`SourceConfig`, `students.file_data`). digits: scikit-learn's 8x8 digits (classification). digits_views: the same digits as
-    cross-modal pairs of sensor views (students/paired_data.py). stdlib_docstrings: windows of
-    tokens from the docstrings of Python's standard library (sentence-embedding distillation).
+    """source: the user's own files (`SourceConfig`, `students.file_data`). digits:
+    scikit-learn's 8x8 digits (classification). digits_views: the same digits as cross-modal
+    pairs of sensor views (students/paired_data.py). stdlib_docstrings: windows of tokens from
+    the docstrings of Python's standard library (sentence-embedding distillation).
     stdlib_functions: the standard library's functions as prompt (signature) and completion
     (docstring) token sequences for causal language models (students/lm_data.py)."""
 
@@ -287,8 +288,6 @@ class DistillConfig(Strict):
     version_poll_every: int = Field(1, ge=1, description="steps between teacher-set version checks")
 
 
-
-
 # --- rules between sections (orchestration.config.RunConfig runs them in order) ----------------
 def refuse_zero3(cfg: Any, what_needs_full_weights: str) -> None:
     """Features that read the whole student on one rank cannot run on ZeRO-3's shards."""
@@ -301,9 +300,14 @@ def all_terms(cfg: Any) -> list[TermConfig]:
     return [t for method in (cfg.distill.methods or {}).values() for t in method.terms] + (cfg.distill.terms or [])
 
 
+def method_snapshots(methods: Optional[dict[str, MethodConfig]]) -> dict[str, str]:
+    """{born-again method: the method whose student (same seed) is its teacher}."""
+    return {name: m.teacher_snapshot for name, m in (methods or {}).items() if m.teacher_snapshot}
+
+
 def snapshot_methods(cfg: Any) -> list[str]:
     """The born-again methods (`teacher_snapshot`), sorted."""
-    return sorted(n for n, m in (cfg.distill.methods or {}).items() if m.teacher_snapshot)
+    return sorted(method_snapshots(cfg.distill.methods))
 
 
 def check_distill(cfg: Any) -> None:

@@ -52,8 +52,8 @@ def expand(path: str) -> tuple[object, list[str]]:
     """The filesystem and the sorted files a path or glob names; a `DataError` when none."""
     filesystem, root = _filesystem(path)
     if "://" not in path:
-        files = sorted(globbing.glob(path)) if any(c in path for c in GLOB_CHARS) else ([path] if Path(path).is_file() else [])
-        files = [f for f in files if Path(f).is_file()]
+        candidates = sorted(globbing.glob(path)) if any(c in path for c in GLOB_CHARS) else [path]
+        files = [f for f in candidates if Path(f).is_file()]
     else:
         try:
             files = _remote_files(filesystem, root)
@@ -116,13 +116,18 @@ def read_split(path: str, fmt: str, id_column: Optional[str]) -> SourceRows:
     return SourceRows(table, files)
 
 
-def _vectors(rows: SourceRows, columns: str | list[str], role: str) -> np.ndarray:
-    """float32 [N, F] from one list column or several numeric columns."""
-    names = [columns] if isinstance(columns, str) else list(columns)
+def _require(rows: SourceRows, names: list[str], role: str) -> None:
+    """Every column a role names is in the split's files."""
     missing = [c for c in names if c not in rows.table.column_names]
     if missing:
         raise DataError(f"{rows.files[0]}: no column {missing} (columns.{role}); it has "
                         f"{[c for c in rows.table.column_names if c != '__id']}")
+
+
+def _vectors(rows: SourceRows, columns: str | list[str], role: str) -> np.ndarray:
+    """float32 [N, F] from one list column or several numeric columns."""
+    names = [columns] if isinstance(columns, str) else list(columns)
+    _require(rows, names, role)
     kind = rows.table.schema.field(names[0]).type
     if isinstance(columns, str) and (pa.types.is_list(kind) or pa.types.is_large_list(kind)
                                      or pa.types.is_fixed_size_list(kind)):
@@ -159,9 +164,7 @@ def _id(rows: SourceRows, row: int) -> str:
 
 
 def _integers(rows: SourceRows, column: str, role: str) -> np.ndarray:
-    if column not in rows.table.column_names:
-        raise DataError(f"{rows.files[0]}: no column {column!r} (columns.{role}); it has "
-                        f"{[c for c in rows.table.column_names if c != '__id']}")
+    _require(rows, [column], role)
     field = rows.table.schema.field(column)
     values = rows.table.column(column)
     if not pa.types.is_integer(field.type) or values.null_count:
@@ -179,15 +182,16 @@ def _split(rows: SourceRows, source: SourceConfig) -> Split:
     return Split(x, y, extra, teacher_x)
 
 
-def _held_out(ids: list[str], fraction: float) -> np.ndarray:
+def _held_out(ids: np.ndarray, fraction: float) -> np.ndarray:
     """Whether each row is in the test split: the first 8 bytes of sha256(id) as a fraction of
     2^64 below `fraction`, so a row's side never depends on order or on the other rows."""
     return np.array([int.from_bytes(hashlib.sha256(i.encode()).digest()[:8], "big") / 2 ** 64 < fraction
                      for i in ids])
 
 
-def _check_ids(rows: SourceRows, where: str) -> list[str]:
-    ids = [str(i) for i in rows.table.column("__id").to_pylist()]
+def _check_ids(rows: SourceRows, where: str) -> np.ndarray:
+    """The split's row ids, each once."""
+    ids = np.array([str(i) for i in rows.table.column("__id").to_pylist()])
     values, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
         raise DataError(f"{where}: row ids repeat ({values[counts > 1][:5].tolist()}); each row needs its own "
@@ -206,13 +210,13 @@ def load_source(source: SourceConfig) -> Dataset:
     """The splits of `source`: train, test (given, or held out of train by id), and the
     students' transfer split when given."""
     train_rows = read_split(source.train, source.format, source.columns.id)
-    ids = np.array(_check_ids(train_rows, source.train))
+    ids = _check_ids(train_rows, source.train)
     if source.test is not None:
         test_rows = read_split(source.test, source.format, source.columns.id)
         test, train = _split(test_rows, source), _split(train_rows, source)
-        test_ids, train_ids = np.array(_check_ids(test_rows, source.test)), ids
+        test_ids, train_ids = _check_ids(test_rows, source.test), ids
     else:
-        held = _held_out(list(ids), source.test_fraction)
+        held = _held_out(ids, source.test_fraction)
         if held.all() or not held.any():
             raise DataError(f"{source.train}: test_fraction {source.test_fraction} of {len(ids)} rows leaves an "
                             f"empty {'train' if held.all() else 'test'} split; give more rows or a test file")
@@ -230,11 +234,9 @@ def load_source(source: SourceConfig) -> Dataset:
     if source.transfer is not None:
         transfer_rows = read_split(source.transfer, source.format, source.columns.id)
         transfer = _split(transfer_rows, source)
-        _check_labels(transfer, num_classes, source.transfer, np.array(_check_ids(transfer_rows, source.transfer)))
-        if transfer.x.shape[1] != train.x.shape[1]:
-            raise DataError(f"{source.transfer}: {transfer.x.shape[1]} input features, the train split has "
-                            f"{train.x.shape[1]}")
-    if test.x.shape[1] != train.x.shape[1]:
-        raise DataError(f"{source.test}: {test.x.shape[1]} input features, the train split has {train.x.shape[1]}")
+        _check_labels(transfer, num_classes, source.transfer, _check_ids(transfer_rows, source.transfer))
+    for where, split in ((source.test, test), (source.transfer, transfer)):
+        if split is not None and split.x.shape[1] != train.x.shape[1]:
+            raise DataError(f"{where}: {split.x.shape[1]} input features, the train split has {train.x.shape[1]}")
     return Dataset(f"source:{source.train}", transfer or train, test, num_classes=num_classes,
                    teacher_train=train if transfer is not None else None)

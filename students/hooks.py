@@ -134,3 +134,8 @@ class PhaseHook:
 def each(hooks, method: str, *args: Any) -> list[Any]:
     """Call `method` on every hook, in order; their answers."""
     return [getattr(hook, method)(*args) for hook in hooks]
+
+
+def merged(hooks, method: str, *args: Any) -> dict[str, Any]:
+    """Call `method` on every hook, in order, and merge the dicts they answer (later hooks win)."""
+    return {key: value for part in each(hooks, method, *args) for key, value in part.items()}

@@ -21,7 +21,7 @@ from students.checkpoint import ClientState, RunProgress, read_progress, restore
 from students.data import Dataset, Split, load_dataset, plan_epoch, student_subset
 from students.engine import build_engine, mixed_precision
 from students.export import export_student
-from students.hooks import Phase, each
+from students.hooks import Phase, each, merged
 from students.job import StudentJob
 from students.losses import CompositeLoss
 from students.reporting import ProgressReporter, StopCheck
@@ -47,8 +47,7 @@ def train_step(engine, loss_fn: CompositeLoss, batch: Batch, targets, precision:
     engine.step()
     loss_fn.step_discriminator(terms)
     with mixed_precision(engine, precision):
-        for extra in each(hooks, "after_optimizer_step", engine):
-            terms.update(extra)
+        terms.update(merged(hooks, "after_optimizer_step", engine))
     return terms
 
 
@@ -97,9 +96,7 @@ def _open_source(job: StudentJob, phase: Phase, dataset: Dataset, batches: _Batc
 def _extra_state(loss_fn: CompositeLoss, job: StudentJob) -> dict[str, Any]:
     """Training state outside the DeepSpeed engine: the discriminator's and the hooks'."""
     state = {"adversary": loss_fn.adversary.state_dict()} if loss_fn.adversary is not None else {}
-    for part in each(job.hooks, "state_dict"):
-        state.update(part)
-    return state
+    return {**state, **merged(job.hooks, "state_dict")}
 
 
 @dataclass
@@ -132,7 +129,7 @@ class _PhaseRun:
                         self.reference, self.job.hooks, model=model)
 
     def log_metrics(self) -> dict[str, Any]:
-        return {k: v for part in each(self.job.hooks, "log_metrics") for k, v in part.items()}
+        return merged(self.job.hooks, "log_metrics")
 
     def checkpoint(self, metrics: dict[str, Any]) -> None:
         save_and_report(self.engine, self.state, self.run_progress, metrics, _extra_state(self.loss_fn, self.job))
@@ -224,7 +221,7 @@ def _final_metrics(run: _PhaseRun, samples_before: int) -> dict[str, Any]:
             "train_s": run.train_s, "targets_s": run.targets_s,
             f"{unit}_per_s": (state.samples_seen - samples_before) / max(run.train_s - run.eval_s, 1e-9),
             f"{unit}_seen": state.samples_seen,  # over the whole phase, resumed or not: a scaling-law point's D
-            **{k: v for part in each(run.job.hooks, "final_metrics", run.phase, run.evaluate) for k, v in part.items()},
+            **merged(run.job.hooks, "final_metrics", run.phase, run.evaluate),
             **({"stopped_at_step": state.step} if run.stopped else {})}
 
 
@@ -241,9 +238,8 @@ def _train_phase(job: StudentJob, control: RunControl, dataset: Dataset, run_pro
     each(job.hooks, "after_training", run.phase)
     final = _final_metrics(run, samples_before)
     each(job.hooks, "after_phase", run.phase)
-    export = {k: v for part in each(job.hooks, "export_options") for k, v in part.items()}
     final.update(export_student(run.engine, job.student.zero_stage, job.export_dir, str(job.data.tokenizer), rank,
-                                **export))
+                                **merged(job.hooks, "export_options")))
     run_progress.completed[job.phase] = final
     run.progress.flush(run.state, run.phase.source, {"phase_done": True, **{f"final/{k}": v for k, v in final.items()}})
     run.checkpoint({"step": run.state.step, "phases": dict(run_progress.completed)})

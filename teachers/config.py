@@ -57,7 +57,6 @@ class ServeConfig(Strict):
         return self
 
 
-
 def check_teachers(cfg: Any) -> None:
     """Teacher names are unique in a run."""
     names = [t.name for t in cfg.teachers]

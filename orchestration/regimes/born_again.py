@@ -16,7 +16,7 @@ import torch.distributed as dist
 
 from cluster import kd_phase
 from orchestration.regime import MethodPhase
-from students import Phase, PhaseHook, refuse_zero3, snapshot_methods
+from students import Phase, PhaseHook, method_snapshots, refuse_zero3, snapshot_methods
 from teachers import snapshot_teacher_name
 
 INIT_SEED_STRIDE = 7919  # born-again generation g of seed s starts from the weights of seed s + g * stride
@@ -56,11 +56,6 @@ class SnapshotExport(PhaseHook):
 def generation(snapshots: dict[str, str], method: Optional[str]) -> int:
     """0 for a method without a snapshot teacher, else one more than its teacher's method."""
     return 1 + generation(snapshots, snapshots[method]) if method in snapshots else 0
-
-
-def method_snapshots(methods: dict) -> dict[str, str]:
-    """{born-again method: the method whose student (same seed) is its teacher}."""
-    return {name: m.teacher_snapshot for name, m in (methods or {}).items() if m.teacher_snapshot}
 
 
 def check_born_again(cfg: Any) -> None:
