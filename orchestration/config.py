@@ -28,7 +28,7 @@ from orchestration.regimes.continual import ContinualConfig, check_continual
 from orchestration.regimes.quantized import check_quantized
 from orchestration.regimes.sequence_level import GenerateConfig, check_sequence_level
 from orchestration.regimes.speculative import check_speculative
-from students import (DataConfig, DistillConfig, StudentConfig, check_distill, check_language_model,
+from students import (DataConfig, DistillConfig, StudentConfig, check_distill, check_language_model, check_stream,
                       check_weighting)
 from teachers import ServeConfig, TeacherConfig, check_teachers
 
@@ -49,7 +49,7 @@ class RunSection(Strict):
 
 RULES: list[Callable[[Any], None]] = [check_teachers, check_distill, check_born_again, check_weighting,
                                      check_continual, check_online, check_generator, check_sequence_level,
-                                     check_language_model, check_speculative, check_quantized]
+                                     check_language_model, check_speculative, check_quantized, check_stream]
 
 
 class RunConfig(Strict):

@@ -70,6 +70,8 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
 
     console.print(f"run [bold]{cfg.run.name}[/bold] -> {run_dir}")
     dataset = load_dataset(cfg.data)
+    if cfg.data.source is not None and cfg.data.source.num_classes is None:
+        cfg.data.source.num_classes = dataset.num_classes  # read from the data once; the workers reuse it
     methods = checked_terms(cfg)
     offline = cfg.distill.mode == "offline"
     stores = offline_stores(cfg, dataset.teacher_view()) if offline and cfg.teachers else {}  # a stale store fails here

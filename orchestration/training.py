@@ -27,6 +27,13 @@ def train_students(jobs: list, cfg: RunConfig, run_dir: Path, reference: Optiona
     resources = {"CPU": cfg.student.cpus_per_worker}
     if use_gpu:
         resources["GPU"] = cfg.student.gpus_per_worker
+    source = cfg.data.source
+    streamed = {}
+    if source is not None and source.stream:
+        from orchestration.stream_data import stream_data_config, students_dataset
+        from students import TRAIN_DATASET
+
+        streamed = {"datasets": {TRAIN_DATASET: students_dataset(source)}, "dataset_config": stream_data_config()}
     trainer = TorchTrainer(
         train_student,
         train_loop_config={"jobs": jobs, "reference": reference},
@@ -36,6 +43,7 @@ def train_students(jobs: list, cfg: RunConfig, run_dir: Path, reference: Optiona
         run_config=TrainRunConfig(name=trainer_name or f"{cfg.run.name}-students", storage_path=str(run_dir / "train"),
                                   checkpoint_config=CheckpointConfig(num_to_keep=2),
                                   failure_config=FailureConfig(max_failures=cfg.student.max_failures)),
+        **streamed,
     )
     return trainer.fit().metrics["phases"]
 

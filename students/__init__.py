@@ -30,6 +30,11 @@ _EXPORTS = {
     "accuracy": "evaluation",
     "check_distill": "config",
     "check_language_model": "config",
+    "check_stream": "config",
+    "SourceConfig": "config",
+    "TRAIN_DATASET": "streamed",
+    "source_files": "file_data",
+    "to_stream_rows": "file_data",
     "check_terms": "losses",
     "check_weighting": "config",
     "embedding_agreement": "evaluation",
@@ -56,14 +61,14 @@ _EXPORTS = {
 }
 
 __all__ = ["CheckpointError", "DataConfig", "Dataset", "DistillConfig", "GENERATED_MANIFEST", "Key", "Phase",
-           "PhaseHook", "RunControl", "SpeculativeBatches", "Split", "StudentConfig", "StudentJob",
-           "SyntheticInputs", "SyntheticStream", "TAG", "TEXT_DATASETS", "Term", "Weighting", "accuracy",
-           "check_distill", "check_language_model", "check_terms", "check_weighting", "embedding_agreement",
+           "PhaseHook", "RunControl", "SourceConfig", "SpeculativeBatches", "Split", "StudentConfig", "StudentJob",
+           "SyntheticInputs", "SyntheticStream", "TAG", "TRAIN_DATASET", "TEXT_DATASETS", "Term", "Weighting", "accuracy",
+           "check_distill", "check_language_model", "check_stream", "check_terms", "check_weighting", "embedding_agreement",
            "fake_quantize_model", "feature_refs", "first_complete", "frozen_forward", "import_deepspeed",
            "integrity_problem", "load_dataset", "method_snapshots", "method_terms", "needs_teacher",
            "post_training_quantized", "preset_terms", "quantization_target", "refuse_unsafe_pickles",
-           "refuse_zero3", "self_distillation_exits", "snapshot_methods", "student_subset",
-           "teacher_feature_layers", "train_student"]
+           "refuse_zero3", "self_distillation_exits", "snapshot_methods", "source_files", "student_subset",
+           "teacher_feature_layers", "to_stream_rows", "train_student"]
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -23,7 +23,8 @@ from students.checkpoint_files import (CheckpointError, first_complete, integrit
 logger = logging.getLogger(__name__)
 TAG = "student"
 PROGRESS_FILE = "progress.json"
-LEDGER_FILE = "ledger-rank{rank}.json"  # the batch ids this rank applied
+LEDGER_FILE = "ledger-rank{rank}.json"  # the batch ids this rank applied, and those a stream delivered
+PER_RANK = ("applied_ids", "delivered_ids")  # kept in each rank's ledger file, not in the shared client state
 
 
 @dataclass
@@ -38,6 +39,7 @@ class ClientState:
     teacher_set_version: int = 0
     samples_seen: int = 0
     applied_ids: dict[str, int] = field(default_factory=dict)  # batch id -> times applied (the ledger)
+    delivered_ids: dict[str, None] = field(default_factory=dict)  # a stream's batches in order (its plan)
 
     def applied(self, batch_id: str, batch_index: int, global_samples: int) -> None:
         """Record that the batch `batch_id`, at `batch_index` of the current epoch, was trained on."""
@@ -46,6 +48,10 @@ class ClientState:
         self.applied_batches += 1
         self.samples_seen += global_samples
         self.applied_ids[batch_id] = self.applied_ids.get(batch_id, 0) + 1
+
+    def delivered(self, batch_id: str) -> None:
+        """Record that a stream handed this worker the batch `batch_id` (once, whatever the resumes)."""
+        self.delivered_ids.setdefault(batch_id, None)
 
     def ledger(self, planned: list[str]) -> dict[str, int]:
         """Exactly-once accounting against the planned batch ids: the ledger is saved with the
@@ -70,11 +76,12 @@ def save_and_report(engine: Any, state: ClientState, progress: RunProgress, metr
     what else the phase must resume with (the adversarial discriminator and its optimizer)."""
     context = ray.train.get_context()
     rank = context.get_world_rank()
-    loop_state = {k: v for k, v in asdict(state).items() if k != "applied_ids"}  # the same on every rank
+    loop_state = {k: v for k, v in asdict(state).items() if k not in PER_RANK}  # the same on every rank
     with tempfile.TemporaryDirectory(prefix="distillery-ckpt-") as tmp:
         # DeepSpeed keeps rank 0's client state only; each rank's ledger goes in its own file
         engine.save_checkpoint(tmp, tag=TAG, client_state={"distillery": loop_state, "extra": extra_state or {}})
-        (Path(tmp) / LEDGER_FILE.format(rank=rank)).write_text(json.dumps(state.applied_ids))
+        (Path(tmp) / LEDGER_FILE.format(rank=rank)).write_text(
+            json.dumps({"applied": state.applied_ids, "delivered": list(state.delivered_ids)}))
         if rank == 0:
             (Path(tmp) / PROGRESS_FILE).write_text(json.dumps(asdict(progress)))
         write_manifest(Path(tmp), rank, context.get_world_size())
@@ -145,7 +152,9 @@ def restore(engine: Any) -> tuple[ClientState, dict[str, Any]]:
         if load_path is None:
             raise CheckpointError(f"checkpoint {checkpoint.path} holds no DeepSpeed checkpoint tagged {TAG!r}; "
                                   "delete the run's output folder to start over")
-        state = ClientState(**client_state["distillery"], applied_ids=json.loads(ledger.read_text()))
+        ledger_state = json.loads(ledger.read_text())
+        state = ClientState(**client_state["distillery"], applied_ids=ledger_state["applied"],
+                            delivered_ids=dict.fromkeys(ledger_state["delivered"]))
     logger.info("phase %s resumed from step %d (epoch %d, batch %d) of %s", state.phase, state.step, state.epoch,
                 state.next_batch, checkpoint.path)
     return state, client_state.get("extra", {})

@@ -36,6 +36,10 @@ class SourceConfig(Strict):
     transfer: Optional[str] = Field(None, description="the students' training files (default: train)")
     columns: SourceColumns
     num_classes: Optional[int] = Field(None, ge=2, description="the output space; default: the largest label + 1")
+    stream: bool = Field(False, description="students read the transfer split as a Ray Data stream "
+                                            "(`ray.train.get_dataset_shard`) instead of holding it in memory")
+    shuffle_buffer_rows: int = Field(4096, ge=1, description="stream: rows each worker shuffles in memory")
+    read_cpus: float = Field(0.25, gt=0, description="stream: CPUs each Ray Data read task reserves")
 
     @field_validator("train", "test", "transfer")
     @classmethod
@@ -52,6 +56,9 @@ class SourceConfig(Strict):
             raise ValueError("test/test_fraction: give the test files or a fraction of train, not both")
         if self.test is None and self.test_fraction is None:
             raise ValueError("test: give the test files, or test_fraction (a share of train held out by row id)")
+        if self.stream and self.columns.id is None:
+            raise ValueError("columns.id: a streamed source needs a stable row id column (a stream has no row "
+                             "numbers to make ids from); name one, or set stream: false")
         return self
 
 
@@ -389,3 +396,24 @@ def check_language_model(cfg: Any) -> None:
 def _refs(value: Any) -> list[Any]:
     """A term's `teacher` param: one feature reference or a list of them."""
     return [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def check_stream(cfg: Any) -> None:
+    """A streamed source feeds the students' phases that read the transfer split batch by batch;
+    what needs the whole split in a worker's memory, or batch positions, is refused."""
+    source = cfg.data.source
+    if source is None or not source.stream:
+        return
+    where = "data.source.stream"
+    needs_rows = {"continual": cfg.continual is not None, "online": cfg.online is not None,
+                  "distill.mode offline (a store keyed by split rows)": cfg.distill.mode == "offline",
+                  "data.student_train_samples": cfg.data.student_train_samples is not None,
+                  "distill.generator": cfg.distill.generator is not None}
+    for name, method in (cfg.distill.methods or {}).items():
+        needs_rows[f"distill.methods.{name}.generator"] = method.generator is not None
+        needs_rows[f"distill.methods.{name}.train_data generated"] = method.train_data == "generated"
+        needs_rows[f"distill.methods.{name}.speculative"] = method.speculative is not None
+    refused = [name for name, given in needs_rows.items() if given]
+    if refused:
+        raise ValueError(f"{where}: {', '.join(refused)} read(s) the training split in memory; a streamed source "
+                         f"feeds plain KD phases, methods and their baselines. Set stream: false for these")

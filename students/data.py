@@ -13,13 +13,14 @@ from students.splits import Dataset, Split
 from teachers import Batch
 
 
-def load_dataset(cfg: DataConfig) -> Dataset:
+def load_dataset(cfg: DataConfig, *, in_worker: bool = False) -> Dataset:
     """Load the configured dataset: the user's files (`data.source`), or a bundled set split
-    deterministically (stratified by class)."""
+    deterministically (stratified by class). `in_worker`: for a train worker, which reads a
+    streamed source's training rows from its dataset shard instead."""
     if cfg.source is not None:
         from students.file_data import load_source
 
-        return load_source(cfg.source)
+        return load_source(cfg.source, streamed_students=in_worker and cfg.source.stream)
     if cfg.dataset == "stdlib_docstrings":
         return _load_text(cfg)
     if cfg.dataset == "stdlib_functions":

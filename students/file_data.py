@@ -48,7 +48,7 @@ def _filesystem(path: str):
                         f"check the address") from None
 
 
-def expand(path: str) -> tuple[object, list[str]]:
+def source_files(path: str) -> tuple[object, list[str]]:
     """The filesystem and the sorted files a path or glob names; a `DataError` when none."""
     filesystem, root = _filesystem(path)
     if "://" not in path:
@@ -95,7 +95,7 @@ def _read_file(filesystem, path: str, fmt: str) -> pa.Table:
 
 def read_split(path: str, fmt: str, id_column: Optional[str]) -> SourceRows:
     """Every file of a split, one table; files of one split must share a schema."""
-    filesystem, files = expand(path)
+    filesystem, files = source_files(path)
     tables, first = [], None
     for name in files:
         table = _read_file(filesystem, name, fmt)
@@ -206,9 +206,12 @@ def _check_labels(split: Split, num_classes: int, where: str, ids: np.ndarray) -
                         f"is outside the output space 0..{num_classes - 1} (data.source.num_classes)")
 
 
-def load_source(source: SourceConfig) -> Dataset:
+def load_source(source: SourceConfig, *, streamed_students: bool = False) -> Dataset:
     """The splits of `source`: train, test (given, or held out of train by id), and the
-    students' transfer split when given."""
+    students' transfer split when given. `streamed_students`: what a train worker of a streamed
+    source holds, the test split only (the students' rows come from the stream)."""
+    if streamed_students:
+        return _streamed_students(source)
     train_rows = read_split(source.train, source.format, source.columns.id)
     ids = _check_ids(train_rows, source.train)
     if source.test is not None:
@@ -240,3 +243,59 @@ def load_source(source: SourceConfig) -> Dataset:
             raise DataError(f"{where}: {split.x.shape[1]} input features, the train split has {train.x.shape[1]}")
     return Dataset(f"source:{source.train}", transfer or train, test, num_classes=num_classes,
                    teacher_train=train if transfer is not None else None)
+
+
+def held_out_rows(table: pa.Table, source: SourceConfig) -> np.ndarray:
+    """Whether each row of a table with an `__id` column belongs to the test split held out of
+    train (all False when the test split has files of its own)."""
+    ids = np.array([str(i) for i in table.column("__id").to_pylist()])
+    return _held_out(ids, source.test_fraction) if source.test is None else np.zeros(len(ids), bool)
+
+
+def _streamed_students(source: SourceConfig) -> Dataset:
+    """The test split (read file by file when it is held out of train, so a worker holds one
+    file at a time) and an empty training split of the input's width."""
+    if source.num_classes is None:
+        raise DataError("data.source.num_classes: a streamed source's train workers need the output space; the "
+                        "driver sets it from the data before training, or give it in the config")
+    if source.test is not None:
+        test = _split(read_split(source.test, source.format, source.columns.id), source)
+    else:
+        filesystem, files = source_files(source.train)
+        parts = []
+        for name in files:
+            rows = read_split(name if "://" not in source.train else _uri(source.train, name), source.format,
+                              source.columns.id)
+            held = held_out_rows(rows.table, source)
+            if held.any():
+                parts.append(_split(rows, source).rows(np.flatnonzero(held)))
+        if not parts:
+            raise DataError(f"{source.train}: test_fraction {source.test_fraction} holds out no row")
+        test = Split(np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]),
+                     {k: np.concatenate([p.columns[k] for p in parts]) for k in parts[0].columns},
+                     None if parts[0].teacher_x is None else np.concatenate([p.teacher_x for p in parts]))
+    empty = test.rows(slice(0, 0))
+    return Dataset(f"source:{source.train}", empty, test, num_classes=source.num_classes)
+
+
+def _uri(pattern: str, path: str) -> str:
+    """A listed object's path as a URI of the pattern's scheme and query options."""
+    scheme, rest = pattern.split("://", 1)
+    query = rest.split("?", 1)[1] if "?" in rest else ""
+    return f"{scheme}://{path}" + (f"?{query}" if query else "")
+
+
+def to_stream_rows(table: pa.Table, source: SourceConfig, file: str) -> dict[str, np.ndarray]:
+    """One block of the students' stream as the train workers read it: `id`, `x`, `y`, and
+    `teacher_x` and `task` where the source has them; rows held out for the test split are
+    dropped (the stream of `train` when there is no transfer split)."""
+    table = table.append_column("__id", pa.array([str(v) for v in table.column(source.columns.id).to_pylist()]))
+    keep = np.ones(table.num_rows, bool) if source.transfer is not None else ~held_out_rows(table, source)
+    split = _split(SourceRows(table, [file]), source).rows(np.flatnonzero(keep))
+    out = {"id": np.array([str(i) for i in table.column("__id").to_pylist()], dtype=object)[keep],
+           "x": split.x, "y": split.y}
+    if split.teacher_x is not None:
+        out["teacher_x"] = split.teacher_x
+    if "task" in split.columns:
+        out["task"] = split.columns["task"]
+    return out

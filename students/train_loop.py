@@ -10,8 +10,9 @@ the end. Regimes add their behaviour through the job's hooks (`students.hooks`).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
 import torch
@@ -29,6 +30,9 @@ from students.run_control import LocalRunControl, RunControl
 from students.scoring import evaluate
 from students.sources import soft_target_source
 from teachers import Batch, SoftTargetSource
+
+if TYPE_CHECKING:
+    from students.streamed import StreamedBatches
 
 
 def train_step(engine, loss_fn: CompositeLoss, batch: Batch, targets, precision: str,
@@ -73,7 +77,30 @@ class _Batches:
         return [b.batch_id for e in range(self.epochs) for b in self.all_of(e)]
 
 
+BatchPlan = Union[_Batches, "StreamedBatches"]  # what a phase iterates: an in-memory plan or a stream
+
+
+def _streamed(job: StudentJob) -> bool:
+    return job.data.source is not None and job.data.source.stream
+
+
+def _batch_plan(job: StudentJob, train: Split, rank: int, world_size: int, epochs: int,
+                state: ClientState) -> BatchPlan:
+    """The in-memory plan, or for a streamed source this worker's shard of the Ray Data stream."""
+    if not _streamed(job):
+        return _Batches(train, job, rank, world_size, epochs, state)
+    import ray.train
+
+    from students.streamed import TRAIN_DATASET, StreamedBatches, shard_reader
+
+    read = shard_reader(ray.train.get_dataset_shard(TRAIN_DATASET), job.student.micro_batch_size, job.seed,
+                        job.data.source.shuffle_buffer_rows)
+    return StreamedBatches(read, epochs, state)
+
+
 def _training_rows(job: StudentJob, dataset: Dataset, world_size: int, epochs: int) -> Split:
+    if _streamed(job):  # the rows come from the dataset shard
+        return dataset.train
     train = student_subset(dataset.train, job.data.student_train_samples)
     for hook in job.hooks:
         train = hook.training_rows(train)
@@ -84,7 +111,7 @@ def _training_rows(job: StudentJob, dataset: Dataset, world_size: int, epochs: i
     return train
 
 
-def _open_source(job: StudentJob, phase: Phase, dataset: Dataset, batches: _Batches) -> Optional[SoftTargetSource]:
+def _open_source(job: StudentJob, phase: Phase, dataset: Dataset, batches: BatchPlan) -> Optional[SoftTargetSource]:
     only = next(filter(None, each(job.hooks, "teachers")), None) or (job.teachers and set(job.teachers))
     source = soft_target_source(job, phase.control, dataset.output_space, len(phase.train.y), batches.remaining,
                                 only)
@@ -107,7 +134,7 @@ class _PhaseRun:
     dataset: Dataset
     phase: Phase
     state: ClientState
-    batches: _Batches
+    batches: BatchPlan
     loss_fn: CompositeLoss
     progress: ProgressReporter
     run_progress: RunProgress
@@ -145,7 +172,7 @@ def _start_phase(job: StudentJob, control: RunControl, dataset: Dataset, run_pro
     run_progress.phase = job.phase
     resumed_from = state.step
     steps_replayed = control.resumed(job.phase, state.step, job.trainer) if resumed_from and rank == 0 else 0
-    batches = _Batches(train, job, rank, world_size, epochs, state)
+    batches = _batch_plan(job, train, rank, world_size, epochs, state)
     phase = Phase(job.phase, job.seed, control, rank, world_size, engine, train, job.distill.temperature,
                   step=state.step)
     each(job.hooks, "before_phase", phase)
@@ -217,7 +244,7 @@ def _final_metrics(run: _PhaseRun, samples_before: int) -> dict[str, Any]:
     return {**run.evaluate(), "parameters": run.parameters, "steps": state.step,
             "resumed_from_step": run.resumed_from, "steps_replayed": run.steps_replayed,
             "applied_batches": state.applied_batches,
-            **_ledger(state, run.batches.planned_ids(), run.stopped, run.engine.device), **faults,
+            **_ledger(state, run.batches.planned_ids(), run.stopped), **faults,
             "train_s": run.train_s, "targets_s": run.targets_s,
             f"{unit}_per_s": (state.samples_seen - samples_before) / max(run.train_s - run.eval_s, 1e-9),
             f"{unit}_seen": state.samples_seen,  # over the whole phase, resumed or not: a scaling-law point's D
@@ -246,15 +273,19 @@ def _train_phase(job: StudentJob, control: RunControl, dataset: Dataset, run_pro
     return final
 
 
-def _ledger(state: ClientState, planned: list[str], stopped: bool, device: torch.device) -> dict[str, int]:
-    """The exactly-once counts summed over the ranks. A stopped phase planned only what it reached."""
+def _ledger(state: ClientState, planned: list[str], stopped: bool) -> dict[str, int]:
+    """The exactly-once counts over every rank's plan and applications, so that a batch two
+    ranks both trained counts as applied twice. A stopped phase planned only what it reached."""
     if stopped:
         planned = [b for b in planned if b in state.applied_ids]
-    counts = state.ledger(planned)
-    totals = torch.tensor(list(counts.values()), dtype=torch.float64, device=device)
+    gathered = [(planned, state.applied_ids)]
     if dist.is_initialized():
-        dist.all_reduce(totals)
-    return {key: int(value) for key, value in zip(counts, totals.tolist())}
+        gathered = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, (planned, state.applied_ids))
+    applied: Counter[str] = Counter()
+    for _, ids in gathered:
+        applied.update(ids)
+    return ClientState(applied_ids=dict(applied)).ledger([b for plan, _ in gathered for b in plan])
 
 
 def train_student(config: dict[str, Any]) -> None:
@@ -271,7 +302,7 @@ def train_student(config: dict[str, Any]) -> None:
     def dataset_of(job: StudentJob) -> Dataset:
         key = job.data.model_dump_json()
         if key not in datasets:
-            datasets[key] = load_dataset(job.data)
+            datasets[key] = load_dataset(job.data, in_worker=True)
         return datasets[key]
 
     run_progress = read_progress() or RunProgress()

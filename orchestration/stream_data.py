@@ -1,0 +1,46 @@
+"""The students' stream of a `data.source` with `stream: true`: a Ray Data dataset read from
+the source's files (`read_parquet` / `read_json` / `read_csv`), turned into training columns in
+`map_batches`, and handed to the `TorchTrainer`, which splits it between the train workers
+(`ray.train.get_dataset_shard` in `students.train_loop`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from students import SourceConfig
+
+
+def students_dataset(source: SourceConfig) -> Any:
+    """The transfer split (or train without its held-out test rows) as a Ray Data dataset of
+    `id`, `x`, `y` and, where the source has them, `teacher_x` and `task`."""
+    import ray.data
+
+    from students import source_files, to_stream_rows
+
+    context = ray.data.DataContext.get_current()  # a dataset keeps the context it was made in
+    context.enable_progress_bars = False  # the run's progress lines report the students' samples/s
+    context.print_on_execution_start = False
+    # the file-listing step of Ray Data's newer Parquet reader asks for a whole CPU, which a cluster whose CPUs
+    # the train workers and teachers hold never frees; the read tasks below list their own files
+    context.use_datasource_v2 = False
+    path = source.transfer or source.train
+    filesystem, files = source_files(path)
+    read = {"parquet": ray.data.read_parquet, "jsonl": ray.data.read_json, "csv": ray.data.read_csv}[source.format]
+    # one block per file at most to start with, so the order, and with it the batch ids, do not depend on the
+    # cluster's CPU count; Ray Data still cuts large blocks to its target size as it reads
+    dataset = read(files, filesystem=filesystem, override_num_blocks=len(files), num_cpus=source.read_cpus)
+    return dataset.map_batches(to_stream_rows, batch_format="pyarrow", fn_args=(source, path), zero_copy_batch=True,
+                               num_cpus=source.read_cpus)
+
+
+def stream_data_config() -> Any:
+    """Split the students' dataset only, in a fixed order and without locality (each epoch's
+    shards, and so a resumed epoch's batches, are the same on every run), equal rows per worker
+    (the workers step in lockstep)."""
+    from ray.data import ExecutionOptions
+    from ray.train import DataConfig
+
+    from students import TRAIN_DATASET
+
+    return DataConfig(datasets_to_split=[TRAIN_DATASET], execution_options=ExecutionOptions(preserve_order=True),
+                      enable_shard_locality=False)

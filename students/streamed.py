@@ -1,0 +1,111 @@
+"""The students' batches from a stream: this worker's shard of a Ray Data dataset
+(`ray.train.get_dataset_shard`), one pass per epoch, cut into micro-batches named by their rows.
+
+A batch's id is a hash of its rows' ids, so the same rows always make the same id whatever
+their position. Resume skips the batches the phase already trained in its current epoch: the
+stream's order is fixed (the trainer's data config keeps the order and spreads blocks without
+locality), and the ledger checks that claim, since a skipped batch that was not applied counts
+as lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from typing import Any, Callable, Iterable, Iterator, Optional
+
+import numpy as np
+
+from students.checkpoint import ClientState
+from teachers import Batch
+
+TRAIN_DATASET = "train"  # the name of the students' dataset in the TorchTrainer's datasets
+
+
+def rows_key(ids: Iterable[str]) -> str:
+    """A short stable name for a set of rows in order (sha256 of their ids)."""
+    return hashlib.sha256("\x1f".join(ids).encode()).hexdigest()[:20]
+
+
+def row_numbers(ids: np.ndarray) -> np.ndarray:
+    """int64 keys of row ids (the first 8 bytes of each id's sha256): a batch's `samples`."""
+    return np.array([int.from_bytes(hashlib.sha256(str(i).encode()).digest()[:8], "big", signed=True) for i in ids],
+                    dtype=np.int64)
+
+
+def stream_batch(epoch: int, index: int, rows: dict[str, np.ndarray]) -> Batch:
+    """A micro-batch of the stream: the columns `id`, `x`, `y`, and optionally `teacher_x` and
+    `task` (what `orchestration.stream_data` writes)."""
+    ids = [str(i) for i in rows["id"]]
+    writable = lambda a, dtype: np.require(a, dtype, ["C", "W"])  # noqa: E731 - Ray Data's arrays are read-only
+    x = writable(rows["x"], np.float32)
+    teacher_x = writable(rows["teacher_x"], np.float32) if "teacher_x" in rows else x
+    columns = {"task": np.asarray(rows["task"], dtype=np.int64)} if "task" in rows else {}
+    return Batch(f"e{epoch}-r{rows_key(ids)}", epoch, index, x, np.asarray(rows["y"], dtype=np.int64),
+                 row_numbers(np.asarray(ids)), teacher_x, columns)
+
+
+class StreamedBatches:
+    """The phase's batches from the stream (the interface of the in-memory plan in
+    `students.train_loop`): each epoch is one pass over this worker's shard, in order.
+
+    `epochs_of(epoch)` returns the shard's batches of one epoch (a dict of numpy columns per
+    micro-batch). `remaining()` may be called once, by a soft-target source that requests
+    ahead; the loop then reads the same batches through `epoch()`.
+    """
+
+    def __init__(self, read_epoch: Callable[[int], Iterable[dict[str, np.ndarray]]], epochs: int,
+                 state: ClientState):
+        self.read_epoch, self.epochs, self.state = read_epoch, epochs, state
+        self.first_epoch, self.first_batch = state.epoch, state.next_batch
+        self._loop: Optional[Iterator[Batch]] = None
+        self._pending: Optional[Batch] = None
+
+    def _batches(self) -> Iterator[Batch]:
+        for epoch in range(self.first_epoch, self.epochs):
+            skip = self.first_batch if epoch == self.first_epoch else 0
+            for index, rows in enumerate(self.read_epoch(epoch)):
+                batch = stream_batch(epoch, index, rows)
+                self.state.delivered(batch.batch_id)
+                if index >= skip:
+                    yield batch
+
+    def _stream(self) -> Iterator[Batch]:
+        if self._loop is None:
+            self._loop = self._batches()
+        return self._loop
+
+    def remaining(self) -> Iterator[Batch]:
+        """Every batch left to train, lazily, for a source to request ahead; the loop reads the
+        same batches from its own copy of the stream."""
+        self._loop, ahead = itertools.tee(self._stream())
+        return ahead
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        stream = self._stream()
+        while True:
+            batch = self._pending if self._pending is not None else next(stream, None)
+            self._pending = None
+            if batch is None:
+                return
+            if batch.epoch != epoch:  # the next epoch's first batch: kept for the next call
+                self._pending = batch
+                return
+            yield batch
+
+    def planned_ids(self) -> list[str]:
+        """The batches the stream delivered to this worker (over the runs of the phase, resumed
+        or not): the ledger's plan."""
+        return list(self.state.delivered_ids)
+
+
+def shard_reader(shard: Any, batch_size: int, seed: int, shuffle_rows: int) -> Callable[[int], Iterable]:
+    """One epoch of a Ray Data shard as numpy micro-batches of `batch_size` rows (the last,
+    shorter one dropped), shuffled in a buffer of `shuffle_rows` rows with a seed per epoch."""
+
+    def read_epoch(epoch: int) -> Iterable[dict[str, np.ndarray]]:
+        return shard.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=True,
+                                  local_shuffle_buffer_size=shuffle_rows if shuffle_rows > 1 else None,
+                                  local_shuffle_seed=seed * 100_003 + epoch)
+
+    return read_epoch

@@ -1,0 +1,130 @@
+"""The students' batches from a stream (`students.streamed`) and the pieces of a streamed
+source that run without Ray: row-id batch ids, resume by skipping what the epoch applied, the
+look-ahead copy a soft-target source reads, the worker's test split, the config rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from orchestration.config import RunConfig
+from students.checkpoint import ClientState
+from students.config import DataConfig, SourceConfig
+from students.data import load_dataset
+from students.file_data import DataError, to_stream_rows
+from students.streamed import StreamedBatches, stream_batch
+
+FEATURES = 4
+
+
+def _rows(ids: list[str]) -> dict[str, np.ndarray]:
+    n = len(ids)
+    return {"id": np.array(ids, dtype=object), "x": np.arange(n * FEATURES, dtype=np.float32).reshape(n, FEATURES),
+            "y": np.arange(n) % 3}
+
+
+def _epochs(epochs: int = 2, batches: int = 4, size: int = 3):
+    """A stream whose epoch e holds `batches` batches of rows named by epoch and position."""
+    def read_epoch(epoch: int):
+        return [_rows([f"row-{(b * size + i + epoch) % (batches * size)}" for i in range(size)])
+                for b in range(batches)]
+    return read_epoch
+
+
+def test_a_batch_is_named_by_its_rows_not_its_position():
+    first, again = stream_batch(0, 0, _rows(["a", "b"])), stream_batch(0, 7, _rows(["a", "b"]))
+    assert first.batch_id == again.batch_id and first.batch_id.startswith("e0-r")
+    assert stream_batch(0, 0, _rows(["a", "c"])).batch_id != first.batch_id
+    assert stream_batch(1, 0, _rows(["a", "b"])).batch_id != first.batch_id  # an epoch's batch is its own
+    assert first.x.dtype == np.float32 and first.teacher_x is first.x and len(set(first.samples)) == 2
+
+
+def test_epochs_in_order_and_a_look_ahead_copy_of_the_same_batches():
+    state = ClientState()
+    plan = StreamedBatches(_epochs(), 2, state)
+    ahead = [b.batch_id for b in plan.remaining()]
+    loop = [b.batch_id for epoch in range(2) for b in plan.epoch(epoch)]
+    assert loop == ahead and len(loop) == 8
+    assert plan.planned_ids() == loop
+
+
+def test_resume_skips_what_the_epoch_applied_and_the_ledger_sees_the_skipped_batches():
+    fresh = ClientState()
+    plan = StreamedBatches(_epochs(), 2, fresh)
+    ids = []
+    for batch in plan.epoch(0):
+        ids.append(batch.batch_id)
+        fresh.applied(batch.batch_id, batch.index, len(batch.y))
+        if len(ids) == 3:
+            break
+    # the run stops after 3 batches of epoch 0 and resumes from its checkpoint
+    resumed = ClientState(step=fresh.step, epoch=0, next_batch=fresh.next_batch, applied_ids=dict(fresh.applied_ids),
+                          delivered_ids=dict(fresh.delivered_ids))
+    again = StreamedBatches(_epochs(), 2, resumed)
+    rest = [b for epoch in range(2) for b in again.epoch(epoch)]
+    assert [b.index for b in rest[:2]] == [3, 0] and len(rest) == 5
+    for batch in rest:
+        resumed.applied(batch.batch_id, batch.index, len(batch.y))
+    counts = resumed.ledger(again.planned_ids())
+    assert counts == {"batches_planned": 8, "batches_lost": 0, "batches_applied_twice": 0, "batches_unplanned": 0}
+
+
+def test_a_stream_that_changed_order_shows_as_lost_batches():
+    state = ClientState()
+    plan = StreamedBatches(_epochs(epochs=1), 1, state)
+    for batch in plan.epoch(0):
+        state.applied(batch.batch_id, batch.index, len(batch.y))
+        break
+    shuffled = lambda epoch: list(reversed(_epochs()(epoch)))  # noqa: E731 - the resumed stream's order differs
+    resumed = ClientState(epoch=0, next_batch=1, applied_ids=dict(state.applied_ids),
+                          delivered_ids=dict(state.delivered_ids))
+    again = StreamedBatches(shuffled, 1, resumed)
+    for batch in again.epoch(0):
+        resumed.applied(batch.batch_id, batch.index, len(batch.y))
+    counts = resumed.ledger(again.planned_ids())
+    # the skipped first batch was never trained, and the one trained before the stop came again
+    assert counts == {"batches_planned": 4, "batches_lost": 1, "batches_applied_twice": 1, "batches_unplanned": 0}
+
+
+def _source(tmp_path, n=40, **extra) -> SourceConfig:
+    rng = np.random.default_rng(0)
+    table = pa.table({"key": [f"k{i}" for i in range(n)], "pixels": rng.normal(size=(n, FEATURES)).tolist(),
+                      "digit": (np.arange(n) % 3).tolist(), "task": (np.arange(n) % 2).tolist()})
+    for part in range(2):
+        pq.write_table(table.slice(part * n // 2, n // 2), tmp_path / f"part-{part}.parquet")
+    return SourceConfig(format="parquet", train=str(tmp_path / "part-*.parquet"),
+                        columns={"input": "pixels", "label": "digit", "id": "key", "task": "task"}, **extra)
+
+
+def test_stream_rows_hold_out_the_same_test_rows_as_the_in_memory_split(tmp_path):
+    source = _source(tmp_path, test_fraction=0.3)
+    in_memory = load_dataset(DataConfig(source=source))
+    table = pa.concat_tables([pq.read_table(tmp_path / f"part-{p}.parquet") for p in range(2)])
+    rows = to_stream_rows(table, source, "parts")
+    assert len(rows["id"]) == len(in_memory.train.y) and rows["x"].shape == (len(rows["id"]), FEATURES)
+    assert sorted(map(tuple, rows["x"].tolist())) == sorted(map(tuple, in_memory.train.x.tolist()))
+    assert set(rows) == {"id", "x", "y", "task"}
+
+
+def test_a_worker_of_a_streamed_source_holds_the_test_split_only(tmp_path):
+    source = _source(tmp_path, test_fraction=0.3, stream=True, num_classes=3)
+    in_memory = load_dataset(DataConfig(source=source))
+    worker = load_dataset(DataConfig(source=source), in_worker=True)
+    assert worker.train.x.shape == (0, FEATURES) and worker.in_features == FEATURES and worker.num_classes == 3
+    np.testing.assert_array_equal(np.sort(worker.test.y), np.sort(in_memory.test.y))
+    without_classes = _source(tmp_path, test_fraction=0.3, stream=True)
+    with pytest.raises(DataError, match="num_classes"):
+        load_dataset(DataConfig(source=without_classes), in_worker=True)
+
+
+def test_a_streamed_source_needs_row_ids_and_refuses_what_reads_the_split_in_memory(tmp_path):
+    with pytest.raises(ValueError, match="columns.id: a streamed source needs a stable row id"):
+        SourceConfig(format="parquet", train="x.parquet", test_fraction=0.2, stream=True,
+                     columns={"input": "pixels", "label": "digit"})
+    base = {"run": {"name": "s"}, "student": {"model": {"factory": "teachers.zoo:mlp"}},
+            "data": {"source": _source(tmp_path, test_fraction=0.3, stream=True).model_dump()}}
+    RunConfig.model_validate(base)
+    with pytest.raises(ValueError, match="data.student_train_samples read"):
+        RunConfig.model_validate({**base, "data": {**base["data"], "student_train_samples": 20}})
