@@ -15,14 +15,19 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestration.config import load_run_config
-from students import Split, load_dataset
+from students import Split, StreamedSplit, load_dataset
 
 
-def _describe(split: Split, kind: str) -> dict[str, Any]:
+def _describe(split: Split | StreamedSplit, kind: str) -> dict[str, Any]:
+    if isinstance(split, StreamedSplit):
+        return _by_class(split.rows, split.class_counts)
     if kind == "lm":
         return {"rows": len(split.x), "target tokens": int(len(split.labels(slice(None))))}
-    counts = np.bincount(split.y) if kind == "classification" and len(split.y) else np.array([])
-    return {"rows": len(split.x), "classes present": int((counts > 0).sum()) if len(counts) else "",
+    return _by_class(len(split.x), np.bincount(split.y) if kind == "classification" and len(split.y) else np.array([]))
+
+
+def _by_class(rows: int, counts: np.ndarray) -> dict[str, Any]:
+    return {"rows": rows, "classes present": int((counts > 0).sum()) if len(counts) else "",
             "per class (min-max)": f"{counts[counts > 0].min()}-{counts.max()}" if len(counts) else ""}
 
 
@@ -31,6 +36,8 @@ def check(config_path: str, console: Console, overrides: Optional[dict[str, Any]
     cfg = load_run_config(config_path, overrides)
     dataset = load_dataset(cfg.data)
     splits = {"train (students)": dataset.train, "test": dataset.test}
+    if dataset.streamed is not None:
+        splits = {"train (students, streamed)": dataset.streamed, "test": dataset.test}
     if dataset.teacher_train is not None:
         splits["train (teachers)"] = dataset.teacher_train
     table = Table(title=f"{config_path}: data {dataset.name} ({dataset.kind}, output space {dataset.output_space})")
@@ -46,6 +53,8 @@ def check(config_path: str, console: Console, overrides: Optional[dict[str, Any]
     if dataset.cross_modal:
         lines.append(f"the teachers read their own input: {dataset.train.teacher_x.shape[1:]}")
     lines.append(f"columns: {', '.join(sorted(dataset.train.columns)) or 'none'}")
+    if dataset.streamed is not None:
+        lines.append("the students' split streams to the train workers through Ray Data (data.source.stream)")
     if cfg.data.student_train_samples is not None and cfg.data.student_train_samples < len(dataset.train.x):
         lines.append(f"the students see the first {cfg.data.student_train_samples} rows of their split "
                      f"(data.student_train_samples)")

@@ -32,6 +32,7 @@ _EXPORTS = {
     "check_language_model": "config",
     "check_stream": "config",
     "SourceConfig": "config",
+    "StreamedSplit": "splits",
     "TRAIN_DATASET": "streamed",
     "source_files": "file_data",
     "to_stream_rows": "file_data",
@@ -61,7 +62,7 @@ _EXPORTS = {
 }
 
 __all__ = ["CheckpointError", "DataConfig", "Dataset", "DistillConfig", "GENERATED_MANIFEST", "Key", "Phase",
-           "PhaseHook", "RunControl", "SourceConfig", "SpeculativeBatches", "Split", "StudentConfig", "StudentJob",
+           "PhaseHook", "RunControl", "SourceConfig", "SpeculativeBatches", "Split", "StreamedSplit", "StudentConfig", "StudentJob",
            "SyntheticInputs", "SyntheticStream", "TAG", "TRAIN_DATASET", "TEXT_DATASETS", "Term", "Weighting", "accuracy",
            "check_distill", "check_language_model", "check_stream", "check_terms", "check_weighting", "embedding_agreement",
            "fake_quantize_model", "feature_refs", "first_complete", "frozen_forward", "import_deepspeed",

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from cluster import DistilleryError
 from students.config import SourceConfig
-from students.splits import Dataset, Split
+from students.splits import Dataset, Split, StreamedSplit
 
 GLOB_CHARS = "*?["
 
@@ -131,18 +131,7 @@ def _vectors(rows: SourceRows, columns: str | list[str], role: str) -> np.ndarra
     kind = rows.table.schema.field(names[0]).type
     if isinstance(columns, str) and (pa.types.is_list(kind) or pa.types.is_large_list(kind)
                                      or pa.types.is_fixed_size_list(kind)):
-        values = rows.table.column(columns).to_pylist()
-        lengths = {len(v) if v is not None else -1 for v in values}
-        if len(lengths) != 1 or -1 in lengths:
-            row = next(i for i, v in enumerate(values) if v is None or len(v) != len(values[0] or []))
-            raise DataError(f"{_file_of(rows, row)}: column {columns!r} (columns.{role}) holds vectors of "
-                            f"varying length or none (row {row} of the split, id {_id(rows, row)}: "
-                            f"{None if values[row] is None else len(values[row])} values, row 0: "
-                            f"{len(values[0] or [])}); every row needs the same number")
-        try:
-            return np.asarray(values, dtype=np.float32)
-        except (TypeError, ValueError):
-            raise DataError(f"{rows.files[0]}: column {columns!r} (columns.{role}) is not numeric") from None
+        return _list_vectors(rows, columns, role)
     out = []
     for name in names:
         field = rows.table.schema.field(name)
@@ -152,6 +141,27 @@ def _vectors(rows: SourceRows, columns: str | list[str], role: str) -> np.ndarra
         column = rows.table.column(name).to_numpy(zero_copy_only=False).astype(np.float32)
         out.append(column)
     return np.stack(out, axis=1)
+
+
+def _list_vectors(rows: SourceRows, column: str, role: str) -> np.ndarray:
+    """float32 [N, F] from a list column, every row holding F numbers (read without Python
+    objects: the column's flat values reshaped)."""
+    import pyarrow.compute as pc
+
+    values = rows.table.column(column).combine_chunks()
+    lengths = pc.list_value_length(values).fill_null(-1).to_numpy(zero_copy_only=False)
+    if len(lengths) and (lengths.min() < 0 or lengths.min() != lengths.max()):
+        row = int(np.flatnonzero((lengths != lengths[0]) | (lengths < 0))[0] if lengths[0] >= 0 else 0)
+        shown = lambda n: None if n < 0 else int(n)  # noqa: E731 - an empty row has no length
+        raise DataError(f"{_file_of(rows, row)}: column {column!r} (columns.{role}) holds vectors of varying length "
+                        f"or none (row {row} of the split, id {_id(rows, row)}: {shown(lengths[row])} values, row 0: "
+                        f"{shown(lengths[0])}); every row needs the same number")
+    flat = values.flatten()
+    if not (pa.types.is_integer(flat.type) or pa.types.is_floating(flat.type)) or flat.null_count:
+        raise DataError(f"{rows.files[0]}: column {column!r} (columns.{role}) is not numeric (its values are "
+                        f"{flat.type}, {flat.null_count} of them empty)")
+    width = int(lengths[0]) if len(lengths) else 0
+    return flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(lengths), width)
 
 
 def _file_of(rows: SourceRows, row: int) -> str:
@@ -233,16 +243,80 @@ def load_source(source: SourceConfig, *, streamed_students: bool = False) -> Dat
     if unseen:
         raise DataError(f"{source.test or source.train}: the test split has classes {unseen} that no training row "
                         f"has; the teachers could never learn them")
+    _same_width(source.test, test, train)
+    name = f"source:{source.train}"
+    if source.stream:  # the students' rows are checked here and read by the workers from the stream
+        if source.transfer is None:
+            return Dataset(name, train, test, num_classes, streamed=StreamedSplit(len(train.y), np.bincount(train.y)))
+        streamed = scan_split(source.transfer, source, train, num_classes)
+        return Dataset(name, train.rows(slice(0, 0)), test, num_classes, teacher_train=train, streamed=streamed)
     transfer = None
     if source.transfer is not None:
         transfer_rows = read_split(source.transfer, source.format, source.columns.id)
         transfer = _split(transfer_rows, source)
         _check_labels(transfer, num_classes, source.transfer, _check_ids(transfer_rows, source.transfer))
-    for where, split in ((source.test, test), (source.transfer, transfer)):
-        if split is not None and split.x.shape[1] != train.x.shape[1]:
-            raise DataError(f"{where}: {split.x.shape[1]} input features, the train split has {train.x.shape[1]}")
-    return Dataset(f"source:{source.train}", transfer or train, test, num_classes=num_classes,
+        _same_width(source.transfer, transfer, train)
+    return Dataset(name, transfer or train, test, num_classes=num_classes,
                    teacher_train=train if transfer is not None else None)
+
+
+def _same_width(where: Optional[str], split: Split, train: Split) -> None:
+    if split.x.shape[1] != train.x.shape[1]:
+        raise DataError(f"{where}: {split.x.shape[1]} input features, the train split has {train.x.shape[1]}")
+
+
+def _chunks(filesystem, path: str, fmt: str, rows: int = 65_536):
+    """A file's rows as tables of at most about `rows` rows (Parquet, CSV) or of pyarrow's
+    block size (JSONL), so that one file never has to fit in memory."""
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            for batch in pq.ParquetFile(path, filesystem=filesystem).iter_batches(batch_size=rows):
+                yield pa.Table.from_batches([batch])
+            return
+        with filesystem.open_input_stream(path) as stream:
+            if fmt == "csv":
+                import pyarrow.csv as pcsv
+
+                reader = pcsv.open_csv(stream)
+            else:
+                import pyarrow.json as pjson
+
+                reader = pjson.open_json(stream)
+            for batch in reader:
+                yield pa.Table.from_batches([batch])
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"{path}: not readable as {fmt}: {exc}") from None
+
+
+def scan_split(path: str, source: SourceConfig, train: Split, num_classes: int) -> StreamedSplit:
+    """Check every row of a split in chunks, as `load_source` checks a split it holds (columns,
+    types, vector lengths, labels, unique ids, the train split's width and schema), keeping only
+    the ids' hashes and the rows per class."""
+    from students.streamed import row_numbers
+
+    filesystem, files = source_files(path)
+    counts, hashes, first = np.zeros(num_classes, np.int64), [], None
+    for name in files:
+        for table in _chunks(filesystem, name, source.format):
+            first = first or table.schema.remove_metadata()
+            if table.schema.remove_metadata() != first:
+                raise DataError(f"{name}: its columns {table.schema.names} ({table.schema.types}) differ from "
+                                f"{files[0]}'s {first.names} ({first.types}); every file of a split needs one schema")
+            _require(SourceRows(table, [name]), [source.columns.id], "id")
+            ids = np.array([str(v) for v in table.column(source.columns.id).to_pylist()])
+            rows = SourceRows(table.append_column("__id", pa.array(ids)), [name])
+            split = _split(rows, source)
+            _same_width(name, split, train)
+            _check_labels(split, num_classes, name, ids)
+            counts += np.bincount(split.y, minlength=num_classes)
+            hashes.append(row_numbers(ids))
+    keys, seen = np.unique(np.concatenate(hashes), return_counts=True)
+    if (seen > 1).any():
+        raise DataError(f"{path}: row ids repeat ({int((seen > 1).sum())} ids more than once); each row needs its "
+                        f"own id (columns.id)")
+    return StreamedSplit(int(counts.sum()), counts)
 
 
 def held_out_rows(table: pa.Table, source: SourceConfig) -> np.ndarray:

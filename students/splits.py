@@ -37,6 +37,15 @@ class Split:
 
 
 @dataclass(frozen=True)
+class StreamedSplit:
+    """The students' split of a streamed source as the driver checked it, row by row, without
+    holding it: its size and rows per class."""
+
+    rows: int
+    class_counts: np.ndarray
+
+
+@dataclass(frozen=True)
 class Dataset:
     """`kind` "classification": models map x to logits over `num_classes` classes;
     "embedding": models map token windows to sentence embeddings of width `num_classes`;
@@ -50,6 +59,7 @@ class Dataset:
     kind: str = "classification"
     tokenizer_hash: str = ""
     teacher_train: Optional[Split] = None  # the teachers' training split when the students have their own
+    streamed: Optional[StreamedSplit] = None  # a streamed source: the students' split, read by the workers
 
     @property
     def teachers_train(self) -> Split:

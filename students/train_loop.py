@@ -245,11 +245,18 @@ def _final_metrics(run: _PhaseRun, samples_before: int) -> dict[str, Any]:
             "resumed_from_step": run.resumed_from, "steps_replayed": run.steps_replayed,
             "applied_batches": state.applied_batches,
             **_ledger(state, run.batches.planned_ids(), run.stopped), **faults,
-            "train_s": run.train_s, "targets_s": run.targets_s,
+            "train_s": run.train_s, "targets_s": run.targets_s, "peak_rss_mb": _peak_rss_mb(),
             f"{unit}_per_s": (state.samples_seen - samples_before) / max(run.train_s - run.eval_s, 1e-9),
             f"{unit}_seen": state.samples_seen,  # over the whole phase, resumed or not: a scaling-law point's D
             **merged(run.job.hooks, "final_metrics", run.phase, run.evaluate),
             **({"stopped_at_step": state.step} if run.stopped else {})}
+
+
+def _peak_rss_mb() -> float:
+    """This worker process's peak resident memory so far (Linux reports it in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _train_phase(job: StudentJob, control: RunControl, dataset: Dataset, run_progress: RunProgress, rank: int,

@@ -128,3 +128,35 @@ def test_a_streamed_source_needs_row_ids_and_refuses_what_reads_the_split_in_mem
     RunConfig.model_validate(base)
     with pytest.raises(ValueError, match="data.student_train_samples read"):
         RunConfig.model_validate({**base, "data": {**base["data"], "student_train_samples": 20}})
+
+
+def _transfer_files(tmp_path, parts: list[dict]) -> str:
+    for number, rows in enumerate(parts):
+        pq.write_table(pa.table(rows), tmp_path / f"transfer-{number}.parquet")
+    return str(tmp_path / "transfer-*.parquet")
+
+
+def _transfer_rows(start: int, n: int = 10, width: int = FEATURES, label: int = 0) -> dict:
+    return {"key": [f"t{i}" for i in range(start, start + n)], "pixels": np.ones((n, width)).tolist(),
+            "digit": [label] * n, "task": [0] * n}
+
+
+def test_a_streamed_transfer_split_is_checked_row_by_row_on_the_driver_and_not_held(tmp_path):
+    train = _source(tmp_path, test_fraction=0.3, stream=True)
+    good = train.model_copy(update={"transfer": _transfer_files(tmp_path, [_transfer_rows(0), _transfer_rows(10)])})
+    data = load_dataset(DataConfig(source=good))
+    assert data.streamed.rows == 20 and data.streamed.class_counts.tolist() == [20, 0, 0]
+    assert data.train.x.shape == (0, FEATURES) and len(data.teachers_train.y) > 0
+
+    def refused(parts, match):
+        for old in tmp_path.glob("transfer-*.parquet"):
+            old.unlink()
+        source = train.model_copy(update={"transfer": _transfer_files(tmp_path, parts)})
+        with pytest.raises(DataError, match=match):
+            load_dataset(DataConfig(source=source))
+
+    refused([_transfer_rows(0), _transfer_rows(5)], "transfer-\\*.parquet: row ids repeat")
+    refused([_transfer_rows(0), _transfer_rows(10, label=7)], "transfer-1.parquet: label 7 .* outside the output space")
+    refused([_transfer_rows(0, width=FEATURES + 1)], f"transfer-0.parquet: {FEATURES + 1} input features")
+    other = {**_transfer_rows(10), "digit": [0.5] * 10}
+    refused([_transfer_rows(0), other], "transfer-1.parquet: its columns .* differ")
