@@ -29,8 +29,8 @@ def students_dataset(source: SourceConfig) -> Any:
     # one block per file at most to start with, so the order, and with it the batch ids, do not depend on the
     # cluster's CPU count; Ray Data still cuts large blocks to its target size as it reads
     dataset = read(files, filesystem=filesystem, override_num_blocks=len(files), num_cpus=source.read_cpus)
-    return dataset.map_batches(to_stream_rows, batch_format="pyarrow", fn_args=(source, path), zero_copy_batch=True,
-                               num_cpus=source.read_cpus)
+    return dataset.map_batches(to_stream_rows, batch_size=None, batch_format="pyarrow", fn_args=(source, path),
+                               zero_copy_batch=True, num_cpus=source.read_cpus)  # whole blocks: fewer calls
 
 
 def stream_data_config() -> Any:

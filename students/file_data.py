@@ -161,7 +161,7 @@ def _list_vectors(rows: SourceRows, column: str, role: str) -> np.ndarray:
         raise DataError(f"{rows.files[0]}: column {column!r} (columns.{role}) is not numeric (its values are "
                         f"{flat.type}, {flat.null_count} of them empty)")
     width = int(lengths[0]) if len(lengths) else 0
-    return flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(lengths), width)
+    return np.array(flat.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(lengths), width)  # writable
 
 
 def _file_of(rows: SourceRows, row: int) -> str:
@@ -363,11 +363,13 @@ def to_stream_rows(table: pa.Table, source: SourceConfig, file: str) -> dict[str
     """One block of the students' stream as the train workers read it: `id`, `x`, `y`, and
     `teacher_x` and `task` where the source has them; rows held out for the test split are
     dropped (the stream of `train` when there is no transfer split)."""
-    table = table.append_column("__id", pa.array([str(v) for v in table.column(source.columns.id).to_pylist()]))
+    ids = table.column(source.columns.id).cast(pa.string())
+    table = table.append_column("__id", ids)
     keep = np.ones(table.num_rows, bool) if source.transfer is not None else ~held_out_rows(table, source)
-    split = _split(SourceRows(table, [file]), source).rows(np.flatnonzero(keep))
-    out = {"id": np.array([str(i) for i in table.column("__id").to_pylist()], dtype=object)[keep],
-           "x": split.x, "y": split.y}
+    split = _split(SourceRows(table, [file]), source)
+    if not keep.all():
+        split = split.rows(np.flatnonzero(keep))
+    out = {"id": ids.to_numpy()[keep], "x": split.x, "y": split.y}
     if split.teacher_x is not None:
         out["teacher_x"] = split.teacher_x
     if "task" in split.columns:

@@ -6,11 +6,12 @@ files; both return a `Dataset`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
-from teachers import TokenSpecials, target_labels
+if TYPE_CHECKING:
+    from teachers import TokenSpecials
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,11 @@ class Split:
     def labels(self, index) -> np.ndarray:
         """The labels of the samples at `index`: `y`, or for token sequences the next token at
         every target position (one per record row, `teachers.token_targets`)."""
-        return self.y[index] if self.token_specials is None else target_labels(self.x[index], self.token_specials)
+        if self.token_specials is None:
+            return self.y[index]
+        from teachers import target_labels  # with torch: not needed to read a user's rows (Ray Data's tasks)
+
+        return target_labels(self.x[index], self.token_specials)
 
     @property
     def teacher_inputs(self) -> np.ndarray:

@@ -28,9 +28,11 @@ def rows_key(ids: Iterable[str]) -> str:
 
 
 def row_numbers(ids: np.ndarray) -> np.ndarray:
-    """int64 keys of row ids (the first 8 bytes of each id's sha256): a batch's `samples`."""
-    return np.array([int.from_bytes(hashlib.sha256(str(i).encode()).digest()[:8], "big", signed=True) for i in ids],
-                    dtype=np.int64)
+    """int64 keys of row ids (pandas' fixed-key 64-bit hash of each id), which the driver's
+    check compares to find repeated ids."""
+    from pandas.util import hash_array
+
+    return hash_array(np.asarray(ids, dtype=object)).view(np.int64)
 
 
 def stream_batch(epoch: int, index: int, rows: dict[str, np.ndarray]) -> Batch:
@@ -41,8 +43,9 @@ def stream_batch(epoch: int, index: int, rows: dict[str, np.ndarray]) -> Batch:
     x = writable(rows["x"], np.float32)
     teacher_x = writable(rows["teacher_x"], np.float32) if "teacher_x" in rows else x
     columns = {"task": np.asarray(rows["task"], dtype=np.int64)} if "task" in rows else {}
+    no_split_rows = np.full(len(ids), -1, dtype=np.int64)  # a stream has no row positions to key a store by
     return Batch(f"e{epoch}-r{rows_key(ids)}", epoch, index, x, np.asarray(rows["y"], dtype=np.int64),
-                 row_numbers(np.asarray(ids)), teacher_x, columns)
+                 no_split_rows, teacher_x, columns)
 
 
 class StreamedBatches:
@@ -104,7 +107,7 @@ def shard_reader(shard: Any, batch_size: int, seed: int, shuffle_rows: int) -> C
     shorter one dropped), shuffled in a buffer of `shuffle_rows` rows with a seed per epoch."""
 
     def read_epoch(epoch: int) -> Iterable[dict[str, np.ndarray]]:
-        return shard.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=True,
+        return shard.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=True, prefetch_batches=4,
                                   local_shuffle_buffer_size=shuffle_rows if shuffle_rows > 1 else None,
                                   local_shuffle_seed=seed * 100_003 + epoch)
 
