@@ -113,6 +113,30 @@ class DataConfig(Strict):
                              f"{self.dataset} has one input")
         return self
 
+    @property
+    def described(self) -> str:
+        """The data as a config error names it."""
+        return f"data.source ({self.source.format} files)" if self.source is not None else f"data.dataset {self.dataset}"
+
+    @property
+    def classification(self) -> bool:
+        """Rows of features with a class each: the digits, their views, or a user's files."""
+        return self.source is not None or self.dataset in ("digits", "digits_views")
+
+    @property
+    def columns(self) -> set[str]:
+        """The per-sample data columns the splits carry (task sequences and route weighting read them)."""
+        if self.source is not None:
+            return {"task"} if self.source.columns.task else set()
+        return {"digits": {"task"}, "digits_views": {"task", "pair_id"}}.get(self.dataset, set())
+
+    @property
+    def cross_modal(self) -> bool:
+        """The teachers read another input than the students."""
+        if self.source is not None:
+            return self.source.columns.teacher_input is not None
+        return self.dataset == "digits_views" and self.teacher_column != self.student_column
+
 
 TEXT_DATASETS = ("stdlib_docstrings", "stdlib_functions")
 
@@ -365,7 +389,11 @@ def check_weighting(cfg: Any) -> None:
         if routed:
             raise ValueError(f"{where}.weighting.routes: {routed} are not teachers of this method "
                              f"({subset or teachers})")
-        if weighting.strategy != "static" and cfg.data.dataset == "stdlib_docstrings":
+        if weighting.strategy == "route" and weighting.column not in cfg.data.columns:
+            raise ValueError(f"{where}.weighting.column: {cfg.data.described} has no column {weighting.column!r} "
+                             f"(its columns: {sorted(cfg.data.columns) or 'none'}; a source names one in "
+                             f"data.source.columns.task)")
+        if weighting.strategy != "static" and cfg.data.source is None and cfg.data.dataset == "stdlib_docstrings":
             raise ValueError(f"{where}.weighting.strategy: {weighting.strategy} weighs class distributions; "
                              f"sentence-embedding teachers merge with static weights")
 

@@ -65,9 +65,12 @@ def check_generator(cfg: Any) -> None:
         if not cfg.teachers or (method is not None and method.teacher_snapshot):
             raise ValueError(f"{where}: the generator's samples are labelled by the run's served teachers; "
                              f"give teachers (a snapshot teacher is not one)")
-        if cfg.distill.mode == "offline" or cfg.data.dataset != "digits" or cfg.online or cfg.continual:
-            raise ValueError(f"{where}: synthetic inputs are labelled live: use distill.mode online on the "
-                             f"digits dataset, without online or continual sections")
+        if (cfg.distill.mode == "offline" or not cfg.data.classification or cfg.data.cross_modal or cfg.online
+                or cfg.continual):
+            raise ValueError(f"{where}: synthetic inputs are labelled live: use distill.mode online on "
+                             f"classification data that teachers and students read alike (not "
+                             f"{cfg.data.described}{', cross-modal' if cfg.data.cross_modal else ''}), without "
+                             f"online or continual sections")
         refuse_zero3(cfg, f"{where}: the generator's step runs the student with rank 0's full weights")
 
 

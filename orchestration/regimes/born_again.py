@@ -66,10 +66,10 @@ def check_born_again(cfg: Any) -> None:
     if cfg.distill.mode == "offline":
         raise ValueError(f"distill.methods ({', '.join(snapshots)}): teacher_snapshot serves a trained student "
                          f"with Ray Serve; it needs distill.mode online")
-    if cfg.data.dataset == "digits_views" and cfg.data.teacher_column != cfg.data.student_column:
+    if cfg.data.cross_modal:
         raise ValueError(f"distill.methods ({', '.join(snapshots)}): a snapshot teacher is a student, which reads "
-                         f"{cfg.data.student_column}, but teachers are sent {cfg.data.teacher_column}; "
-                         f"use teacher_snapshot with one view")
+                         f"the students' input, but teachers are sent their own ({cfg.data.described} is "
+                         f"cross-modal); use teacher_snapshot with one input")
     refuse_zero3(cfg, f"distill.methods ({', '.join(snapshots)}): teacher_snapshot exports the student's "
                       f"weights from rank 0")
 

@@ -199,7 +199,7 @@ def test_views_belong_to_the_paired_dataset(tmp_path):
         load_run_config(write(tmp_path, data))
     data = born_again()
     data["data"] = {"dataset": "digits_views", "teacher_column": "image", "student_column": "profile"}
-    with pytest.raises(ConfigError, match="a snapshot teacher is a student, which reads profile"):
+    with pytest.raises(ConfigError, match="a snapshot teacher is a student, which reads the students. input.*digits_views is cross-modal"):
         load_run_config(write(tmp_path, data))
     data["data"] = {"dataset": "digits", "student_column": "profile"}
     with pytest.raises(ConfigError, match="only the paired dataset digits_views has views"):

@@ -160,3 +160,26 @@ def test_a_streamed_transfer_split_is_checked_row_by_row_on_the_driver_and_not_h
     refused([_transfer_rows(0, width=FEATURES + 1)], f"transfer-0.parquet: {FEATURES + 1} input features")
     other = {**_transfer_rows(10), "digit": [0.5] * 10}
     refused([_transfer_rows(0), other], "transfer-1.parquet: its columns .* differ")
+
+
+def test_regimes_read_a_sources_columns_not_a_bundled_set_name(tmp_path):
+    """Task sequences and route weighting need the source's task column; cross-modal sources
+    are refused where a student would have to teach."""
+    source = _source(tmp_path, test_fraction=0.3).model_dump()
+    no_task = {**source, "columns": {**source["columns"], "task": None}}
+    continual = {"run": {"name": "c"}, "student": {"model": {"factory": "teachers.zoo:mlp"}, "zero_stage": 2},
+                 "continual": {"tasks": [0, 1]}}
+    RunConfig.model_validate({**continual, "data": {"source": source}})
+    with pytest.raises(ValueError, match="task sequences run online on classification data with a 'task' column"):
+        RunConfig.model_validate({**continual, "data": {"source": no_task}})
+    routed = {"run": {"name": "r"}, "student": {"model": {"factory": "teachers.zoo:mlp"}},
+              "teachers": [{"name": "a", "model": {"factory": "teachers.zoo:mlp"}}],
+              "distill": {"weighting": {"strategy": "route", "column": "task", "routes": {"0": "a", "1": "a"}}}}
+    RunConfig.model_validate({**routed, "data": {"source": source}})
+    with pytest.raises(ValueError, match="data.source \\(parquet files\\) has no column 'task'"):
+        RunConfig.model_validate({**routed, "data": {"source": no_task}})
+    paired = {**source, "columns": {**source["columns"], "teacher_input": "pixels"}}
+    online = {"run": {"name": "o"}, "student": {"model": {"factory": "teachers.zoo:mlp"}},
+              "online": {"peers": [{"name": "p"}, {"name": "q"}]}}
+    with pytest.raises(ValueError, match="cross-modal"):
+        RunConfig.model_validate({**online, "data": {"source": paired}})

@@ -7,7 +7,7 @@ from typing import Any, Optional
 from pydantic import Field, field_validator, model_validator
 
 from cluster import ModelSpec, Strict, check_name
-from students import TEXT_DATASETS, refuse_zero3
+from students import refuse_zero3
 
 
 class PeerConfig(Strict):
@@ -72,12 +72,12 @@ def check_online(cfg: Any) -> None:
     if cfg.teachers or cfg.distill.methods or cfg.continual:
         raise ValueError(f"{where}: the peers are each other's teachers; drop teachers, distill.methods and "
                          f"continual (give the learning peers' loss in distill.terms)")
-    if cfg.distill.mode == "offline" or cfg.data.dataset in TEXT_DATASETS:
-        raise ValueError(f"{where}: peers serve live class distributions; use distill.mode online and a "
-                         f"classification dataset (got {cfg.distill.mode}, {cfg.data.dataset})")
-    if cfg.data.teacher_column != cfg.data.student_column:
-        raise ValueError(f"{where}: a peer reads the student's view, but teachers are sent "
-                         f"{cfg.data.teacher_column}; use one view")
+    if cfg.distill.mode == "offline" or not cfg.data.classification:
+        raise ValueError(f"{where}: peers serve live class distributions; use distill.mode online and "
+                         f"classification data (got {cfg.distill.mode}, {cfg.data.described})")
+    if cfg.data.cross_modal:
+        raise ValueError(f"{where}: a peer reads the students' input, but teachers are sent their own "
+                         f"({cfg.data.described} is cross-modal); use one input")
     if any("teacher" in t.params for t in cfg.distill.terms or []):
         raise ValueError(f"{where}: peers serve no features; use response terms (kd, dkd, ...) in distill.terms")
     if cfg.distill.weighting.strategy in ("gating", "route"):

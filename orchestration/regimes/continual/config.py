@@ -49,7 +49,8 @@ def check_continual(cfg: Any) -> None:
     if cfg.teachers or snapshot_methods(cfg):
         raise ValueError(f"{where}: each task's teacher is the student of the task before; drop teachers and "
                          f"distill.methods.*.teacher_snapshot")
-    if cfg.distill.mode == "offline" or cfg.data.dataset != "digits":
-        raise ValueError(f"{where}: task sequences run online on the digits dataset (its task column); "
-                         f"got distill.mode {cfg.distill.mode}, data.dataset {cfg.data.dataset}")
+    if cfg.distill.mode == "offline" or not cfg.data.classification or cfg.continual.column not in cfg.data.columns:
+        raise ValueError(f"{where}: task sequences run online on classification data with a {cfg.continual.column!r} "
+                         f"column (the digits' own, or data.source.columns.task); got distill.mode "
+                         f"{cfg.distill.mode}, {cfg.data.described} with columns {sorted(cfg.data.columns) or 'none'}")
     refuse_zero3(cfg, f"{where}: each task hands the student's weights to the next from rank 0")
