@@ -49,7 +49,8 @@ def check(config_path: str, console: Console, overrides: Optional[dict[str, Any]
     for name, row in rows.items():
         table.add_row(name, *(str(row[c]) for c in columns))
     console.print(table)
-    lines = [f"input: {dataset.train.x.shape[1:]} ({dataset.train.x.dtype})"]
+    lines = [f"input: {dataset.train.x.shape[1:]} ({dataset.train.x.dtype})" if dataset.kind != "lm" else
+             f"token sequences of {dataset.train.x.shape[1]} over a vocabulary of {dataset.num_classes}"]
     if dataset.cross_modal:
         lines.append(f"the teachers read their own input: {dataset.train.teacher_x.shape[1:]}")
     lines.append(f"columns: {', '.join(sorted(dataset.train.columns)) or 'none'}")
@@ -59,4 +60,7 @@ def check(config_path: str, console: Console, overrides: Optional[dict[str, Any]
         lines.append(f"the students see the first {cfg.data.student_train_samples} rows of their split "
                      f"(data.student_train_samples)")
     console.print("; ".join(lines) + f". Run {cfg.run.name!r} is ready.", highlight=False)
-    return {"dataset": dataset.name, "kind": dataset.kind, "output_space": dataset.output_space, "splits": rows}
+    for note in dataset.notes:
+        console.print(f"note: {note}", highlight=False)
+    return {"dataset": dataset.name, "kind": dataset.kind, "output_space": dataset.output_space, "splits": rows,
+            "notes": list(dataset.notes)}

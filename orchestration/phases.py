@@ -62,7 +62,7 @@ def student_jobs(cfg: RunConfig, methods: dict[str, list[Term]], model: Resolved
             train=method is not None or dataset_kind != "embedding",  # an encoder's baseline is the untrained student
             init_seed=seed + INIT_SEED_STRIDE * generation(snapshots, method),
             export_dir=(str(Path(cfg.run.output_dir).resolve() / cfg.run.name / "students" / phase)
-                        if cfg.data.dataset == "stdlib_functions" else None),
+                        if cfg.data.language_model else None),
             hooks=hooks, **teachers_of(cfg, method_cfg)))
     return jobs
 

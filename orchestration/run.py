@@ -70,7 +70,9 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
 
     console.print(f"run [bold]{cfg.run.name}[/bold] -> {run_dir}")
     dataset = load_dataset(cfg.data)
-    if cfg.data.source is not None and cfg.data.source.num_classes is None:
+    for note in dataset.notes:
+        console.print(f"data: {note}", highlight=False)
+    if cfg.data.classification and cfg.data.source is not None and cfg.data.source.num_classes is None:
         cfg.data.source.num_classes = dataset.num_classes  # read from the data once; the workers reuse it
     methods = checked_terms(cfg)
     offline = cfg.distill.mode == "offline"
@@ -138,9 +140,10 @@ def generate_only(config_path: str, console: Console, overrides: Optional[dict[s
     from students import load_dataset
 
     cfg = load_run_config(config_path, overrides)
-    if cfg.data.dataset != "stdlib_functions" or not cfg.teachers:
-        raise ConfigError(config_path, [f"data.dataset: generate needs language-model teachers on stdlib_functions "
-                                        f"(got {cfg.data.dataset}, {len(cfg.teachers)} teachers)"])
+    if not cfg.data.language_model or not cfg.teachers:
+        raise ConfigError(config_path, [f"data: generate needs language-model teachers on language-model data "
+                                        f"(stdlib_functions or a prompt/completion source; got "
+                                        f"{cfg.data.described}, {len(cfg.teachers)} teachers)"])
     dataset = load_dataset(cfg.data)
     console.print(f"connected to {connect()}")
     start_serve(cfg)

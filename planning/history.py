@@ -136,8 +136,8 @@ def run_history(run_dir: str | Path, count: str = "non_embedding") -> History:
     except FileNotFoundError as exc:
         history.skipped.append(f"{run_dir}: not a run folder ({exc.filename} missing)")
         return history
-    if cfg.data.dataset != "stdlib_functions":
-        history.skipped.append(f"{run_dir}: {cfg.data.dataset} is not a language-model dataset")
+    if not cfg.data.language_model:
+        history.skipped.append(f"{run_dir}: {cfg.data.described} is not language-model data")
         return history
     results = _read(run_dir / "results.json") if (run_dir / "results.json").is_file() else []
     split_tokens, student_tokens = _token_counts(cfg.data.model_dump_json())

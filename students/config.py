@@ -13,15 +13,41 @@ from cluster import ModelSpec, Strict, check_name
 
 
 class SourceColumns(Strict):
-    """The file's column for each role. `input` (and `teacher_input`) is one column holding a
-    fixed-length numeric list per row, or a list of numeric columns (one feature each)."""
+    """The file's column for each role. Classification rows: `input` (and `teacher_input`) is
+    one column holding a fixed-length numeric list per row, or a list of numeric columns (one
+    feature each), and `label` the class. Language-model rows: `prompt` and `completion` text,
+    or `messages` (chat turns rendered with the tokenizer's chat template; the last turn, the
+    assistant's, is the completion)."""
 
-    input: str | list[str] = Field(description="what the students read")
-    label: str = Field(description="the integer class of each row (0 .. classes - 1)")
+    input: Optional[str | list[str]] = Field(None, description="what the students read")
+    label: Optional[str] = Field(None, description="the integer class of each row (0 .. classes - 1)")
     id: Optional[str] = Field(None, description="a stable row id; default: the file's name and the row's number")
     task: Optional[str] = Field(None, description="an integer task of each row (continual tasks, route weighting)")
     teacher_input: Optional[str | list[str]] = Field(
         None, description="cross-modal pairs: what the teachers read (default: input)")
+    prompt: Optional[str] = Field(None, description="language models: the prompt text of each row")
+    completion: Optional[str] = Field(None, description="language models: the completion the loss covers")
+    messages: Optional[str] = Field(
+        None, description="language models: a list of {role, content} chat turns per row, the last the assistant's")
+
+    @model_validator(mode="after")
+    def _one_kind_of_row(self) -> "SourceColumns":
+        features = self.input is not None or self.label is not None
+        text = self.prompt is not None or self.completion is not None
+        if sum((features, text, self.messages is not None)) != 1:
+            raise ValueError("columns: give input and label (classification), prompt and completion, or messages "
+                             "(language models), one kind only")
+        if features and (self.input is None or self.label is None):
+            raise ValueError("columns: classification rows need both input and label")
+        if text and (self.prompt is None or self.completion is None):
+            raise ValueError("columns: language-model rows need both prompt and completion (or give messages)")
+        if not features and (self.task or self.teacher_input):
+            raise ValueError("columns.task/teacher_input: these roles belong to classification rows")
+        return self
+
+    @property
+    def language_model(self) -> bool:
+        return self.input is None
 
 
 class SourceConfig(Strict):
@@ -94,12 +120,18 @@ class DataConfig(Strict):
     @model_validator(mode="after")
     def _dataset_fields(self) -> "DataConfig":
         if self.source is not None:
-            bundled = ("dataset", "teacher_column", "student_column", "tokenizer", "train_windows", "test_windows",
-                       "test_fraction", "generated")  # a value other than the default: meant for a bundled set
+            bundled = ("dataset", "teacher_column", "student_column", "train_windows", "test_windows",
+                       "test_fraction") + (() if self.source.columns.language_model else ("tokenizer", "generated"))
             given = sorted(k for k in bundled if getattr(self, k) != type(self).model_fields[k].default)
             if given:
                 raise ValueError(f"{', '.join(given)}: a run with data.source reads its own files; these keys "
                                  f"belong to the bundled datasets (give the split in data.source)")
+            if self.source.columns.language_model and not self.tokenizer:
+                raise ValueError("tokenizer: a language-model source needs data.tokenizer (the teachers' and the "
+                                 "students' tokenizer folder, pkg:<package>/<folder> or hub id)")
+            if self.source.columns.language_model and self.source.stream:
+                raise ValueError("data.source.stream: a language-model source is read into memory (streamed "
+                                 "sources hold classification rows); set stream: false")
             return self
         if self.dataset in TEXT_DATASETS and not self.tokenizer:
             raise ValueError(f"tokenizer: {self.dataset} needs data.tokenizer (the teacher's model folder; for "
@@ -120,8 +152,17 @@ class DataConfig(Strict):
 
     @property
     def classification(self) -> bool:
-        """Rows of features with a class each: the digits, their views, or a user's files."""
-        return self.source is not None or self.dataset in ("digits", "digits_views")
+        """Rows of features with a class each: the digits, their views, or a user's files of them."""
+        if self.source is not None:
+            return not self.source.columns.language_model
+        return self.dataset in ("digits", "digits_views")
+
+    @property
+    def language_model(self) -> bool:
+        """Token sequences for causal language models: stdlib_functions or a prompt/completion source."""
+        if self.source is not None:
+            return self.source.columns.language_model
+        return self.dataset == "stdlib_functions"
 
     @property
     def columns(self) -> set[str]:
@@ -400,9 +441,9 @@ def check_weighting(cfg: Any) -> None:
 
 def check_language_model(cfg: Any) -> None:
     """Token-level KD teaches per target position; what needs whole samples is refused."""
-    if cfg.data.dataset != "stdlib_functions":
+    if not cfg.data.language_model:
         return
-    where = "data.dataset (stdlib_functions)"
+    where = cfg.data.described
     student_tokenizer = cfg.student.model.kwargs.get("tokenizer")
     if student_tokenizer is not None and student_tokenizer != cfg.data.tokenizer:
         raise ValueError(f"student.model.kwargs.tokenizer: {student_tokenizer!r} is not the run's data.tokenizer "

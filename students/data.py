@@ -17,6 +17,10 @@ def load_dataset(cfg: DataConfig, *, in_worker: bool = False) -> Dataset:
     """Load the configured dataset: the user's files (`data.source`), or a bundled set split
     deterministically (stratified by class). `in_worker`: for a train worker, which reads a
     streamed source's training rows from its dataset shard instead."""
+    if cfg.source is not None and cfg.source.columns.language_model:
+        from students.lm_source import load_lm_source
+
+        return load_lm_source(cfg)
     if cfg.source is not None:
         from students.file_data import load_source
 

@@ -65,6 +65,7 @@ class Dataset:
     tokenizer_hash: str = ""
     teacher_train: Optional[Split] = None  # the teachers' training split when the students have their own
     streamed: Optional[StreamedSplit] = None  # a streamed source: the students' split, read by the workers
+    notes: tuple[str, ...] = ()  # what loading changed that a user should know (texts cut to the length)
 
     @property
     def teachers_train(self) -> Split:

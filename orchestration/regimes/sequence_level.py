@@ -55,13 +55,13 @@ class GenerateConfig(Strict):
 
 def check_sequence_level(cfg: Any) -> None:
     generated = [n for n, m in (cfg.distill.methods or {}).items() if m.train_data == "generated"]
-    if (generated or cfg.data.generated) and (cfg.data.dataset != "stdlib_functions" or not cfg.teachers):
+    if (generated or cfg.data.generated) and (not cfg.data.language_model or not cfg.teachers):
         raise ValueError(f"distill.methods ({', '.join(generated) or 'data.generated'}): sequence-level KD "
                          f"fine-tunes on completions the run's teachers write; it needs teachers and "
-                         f"data.dataset stdlib_functions")
+                         f"language-model data (stdlib_functions or a prompt/completion source)")
     teacher = cfg.generate.teacher
     names = [t.name for t in cfg.teachers]
-    if cfg.data.dataset == "stdlib_functions" and teacher is not None and teacher not in names:
+    if cfg.data.language_model and teacher is not None and teacher not in names:
         raise ValueError(f"generate.teacher: {teacher!r} is not a teacher of the run ({names})")
 
 

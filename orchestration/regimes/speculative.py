@@ -59,9 +59,9 @@ def check_speculative(cfg: Any) -> None:
     teachers = [t.name for t in cfg.teachers]
     for name in speculative:
         method = methods[name]
-        if cfg.data.dataset != "stdlib_functions" or method.train_data == "generated" or not cfg.teachers:
+        if not cfg.data.language_model or method.train_data == "generated" or not cfg.teachers:
             raise ValueError(f"distill.methods.{name}.speculative: speculative KD completes the prompts of "
-                             f"stdlib_functions with the student and the run's teachers (train_data: real)")
+                             f"language-model data with the student and the run's teachers (train_data: real)")
         if method.speculative.teacher and method.speculative.teacher not in teachers:
             raise ValueError(f"distill.methods.{name}.speculative.teacher: {method.speculative.teacher!r} is not "
                              f"a teacher of the run")

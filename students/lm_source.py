@@ -1,0 +1,111 @@
+"""The user's own language-model data: rows of `prompt` and `completion` text, or of chat
+`messages`, from JSONL, Parquet or CSV files, tokenized with the run's tokenizer into the
+sequences the bundled `stdlib_functions` uses (`<bos> prompt <sep> completion <eos>`, cut to
+`data.sequence_length`, right-padded; the loss covers the completion, `students.lm_data`).
+
+Chat rows are rendered with the tokenizer's chat template: every turn but the last is the
+prompt (with the template's generation prompt), the last turn, the assistant's, the
+completion. Every problem is a `DataError` naming the file, the column and the row.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import pyarrow as pa
+
+from students.config import DataConfig, SourceConfig
+from students.file_data import DataError, SourceRows, _check_ids, _held_out, read_split
+from students.lm_data import encode_examples, generated_sequences
+from students.splits import Dataset, Split
+
+
+def _texts(rows: SourceRows, column: str, role: str) -> list[str]:
+    if column not in rows.table.column_names:
+        raise DataError(f"{rows.files[0]}: no column {column!r} (columns.{role}); it has "
+                        f"{[c for c in rows.table.column_names if c != '__id']}")
+    values = rows.table.column(column)
+    kind = values.type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)) or values.null_count:
+        empty = next((i for i, v in enumerate(values.to_pylist()) if v is None), None)
+        raise DataError(f"{rows.files[0]}: column {column!r} (columns.{role}) must hold text in every row; it is "
+                        f"{kind}" + (f", empty at row {empty} (id {rows.table.column('__id')[empty]})"
+                                     if empty is not None else ""))
+    return values.to_pylist()
+
+
+def _chat_pairs(rows: SourceRows, column: str, tokenizer) -> list[tuple[str, str]]:
+    if column not in rows.table.column_names:
+        raise DataError(f"{rows.files[0]}: no column {column!r} (columns.messages); it has "
+                        f"{[c for c in rows.table.column_names if c != '__id']}")
+    if not getattr(tokenizer, "chat_template", None):
+        raise DataError(f"{rows.files[0]}: column {column!r} holds chat messages, but the tokenizer has no chat "
+                        f"template; give one in its tokenizer_config.json, or use prompt and completion columns")
+    pairs = []
+    for row, turns in enumerate(rows.table.column(column).to_pylist()):
+        ok = (isinstance(turns, list) and len(turns) >= 2 and all(isinstance(t, dict) and isinstance(
+            t.get("content"), str) and isinstance(t.get("role"), str) for t in turns))
+        if not ok or turns[-1]["role"] != "assistant":
+            raise DataError(f"{rows.files[0]}: row {row} (id {rows.table.column('__id')[row]}) of column {column!r} "
+                            f"(columns.messages) is not a list of at least two {{role, content}} turns ending with "
+                            f"the assistant's")
+        prompt = tokenizer.apply_chat_template([{"role": t["role"], "content": t["content"]} for t in turns[:-1]],
+                                               tokenize=False, add_generation_prompt=True)
+        pairs.append((prompt, turns[-1]["content"]))
+    return pairs
+
+
+def _pairs(rows: SourceRows, source: SourceConfig, tokenizer) -> list[tuple[str, str]]:
+    cols = source.columns
+    if cols.messages:
+        return _chat_pairs(rows, cols.messages, tokenizer)
+    return list(zip(_texts(rows, cols.prompt, "prompt"), _texts(rows, cols.completion, "completion")))
+
+
+def _sequences(pairs: list[tuple[str, str]], tokenizer, length: int, where: str, notes: list[str]) -> np.ndarray:
+    """The token sequences of `pairs`; rows longer than `length` are cut and counted in `notes`."""
+    lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) + len(tokenizer(c, add_special_tokens=False)
+                                                                             ["input_ids"]) + 3 for p, c in pairs]
+    cut = sum(n > length for n in lengths)
+    if cut:
+        notes.append(f"{where}: {cut} of {len(pairs)} rows are longer than data.sequence_length {length} tokens "
+                     f"(longest {max(lengths)}) and were cut")
+    return encode_examples(tokenizer, pairs, length)
+
+
+def load_lm_source(cfg: DataConfig) -> Dataset:
+    """The token sequences of a prompt/completion or chat source: train (the teachers'), test
+    (given, or held out of train by id), and the students' transfer split when given."""
+    from teachers import load_tokenizer, specials_of, tokenizer_hash
+
+    source, length, notes = cfg.source, cfg.sequence_length, []
+    tokenizer = load_tokenizer(cfg.tokenizer)
+    specials = specials_of(tokenizer)
+
+    def split_of(path: str, rows: Optional[SourceRows] = None, index: Optional[np.ndarray] = None) -> Split:
+        rows = rows or read_split(path, source.format, source.columns.id)
+        _check_ids(rows, path)
+        pairs = _pairs(rows, source, tokenizer)
+        if index is not None:
+            pairs = [pairs[i] for i in index]
+        x = _sequences(pairs, tokenizer, length, path, notes)
+        return Split(x, np.zeros(len(x), np.int64), token_specials=specials)
+
+    if source.test is not None:
+        train, test = split_of(source.train), split_of(source.test)
+    else:
+        rows = read_split(source.train, source.format, source.columns.id)
+        held = _held_out(_check_ids(rows, source.train), source.test_fraction)
+        if held.all() or not held.any():
+            raise DataError(f"{source.train}: test_fraction {source.test_fraction} of {len(held)} rows leaves an "
+                            f"empty {'train' if held.all() else 'test'} split; give more rows or a test file")
+        train = split_of(source.train, rows, np.flatnonzero(~held))
+        test = split_of(source.train, rows, np.flatnonzero(held))
+    students = split_of(source.transfer) if source.transfer is not None else train
+    if cfg.generated:  # sequence-level KD: the teachers' completions of the prompts replace the students' split
+        generated = generated_sequences(cfg.generated, length, specials.pad, int(tokenizer.eos_token_id))
+        students = Split(generated, np.zeros(len(generated), np.int64), token_specials=specials)
+    return Dataset(f"source:{source.train}", students, test, num_classes=len(tokenizer), kind="lm",
+                   tokenizer_hash=tokenizer_hash(tokenizer), teacher_train=train if students is not train else None,
+                   notes=tuple(notes))

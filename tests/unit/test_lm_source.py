@@ -1,0 +1,95 @@
+"""Your own language-model data (`students.lm_source`): prompt/completion and chat rows from
+files, tokenized into the bundled layout, with every bad input refused by file, column and row."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from students.config import DataConfig
+from students.data import load_dataset
+from students.file_data import DataError
+from students.lm_data import encode_examples
+from teachers import load_tokenizer
+
+TOKENIZER = str(Path(__file__).resolve().parents[2] / "students" / "tokenizers" / "stdlib-bpe-1024")
+PAIRS = [(f"def f{i}(x):", f"Return the {i}th thing of x, or nothing at all when x is empty.") for i in range(40)]
+
+
+def _jsonl(path: Path, lines: list[dict]) -> str:
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return str(path)
+
+
+def _pairs_file(path: Path, pairs=PAIRS, start: int = 0) -> str:
+    return _jsonl(path, [{"id": f"r{start + i}", "prompt": p, "completion": c} for i, (p, c) in enumerate(pairs)])
+
+
+def _config(tokenizer: str = TOKENIZER, length: int = 32, **source) -> DataConfig:
+    columns = source.pop("columns", {"prompt": "prompt", "completion": "completion", "id": "id"})
+    return DataConfig(source={"format": "jsonl", "columns": columns, **source}, tokenizer=tokenizer,
+                      sequence_length=length)
+
+
+def test_prompt_completion_rows_become_the_bundled_token_layout(tmp_path):
+    data = load_dataset(_config(train=_pairs_file(tmp_path / "train.jsonl"),
+                                test=_pairs_file(tmp_path / "test.jsonl", PAIRS[:8], start=100)))
+    tokenizer = load_tokenizer(TOKENIZER)
+    assert data.kind == "lm" and data.num_classes == len(tokenizer) and data.output_space.startswith("tokens:1024:")
+    np.testing.assert_array_equal(data.train.x, encode_examples(tokenizer, PAIRS, 32))
+    assert len(data.test.x) == 8 and data.teachers_train is data.train
+    assert len(data.train.labels(slice(0, 2))) > 0  # completion tokens are the targets
+    assert data.notes == ()
+
+
+def test_rows_longer_than_the_sequence_are_cut_and_counted(tmp_path):
+    long = [("def g(x):", "word " * 80)] + PAIRS[:9]
+    data = load_dataset(_config(train=_pairs_file(tmp_path / "train.jsonl", long), test_fraction=0.3, length=24))
+    assert any("1 of" in note and "longer than data.sequence_length 24" in note for note in data.notes), data.notes
+    assert len(data.train.x) + len(data.test.x) == 10 and data.train.x.shape[1] == 24
+
+
+def test_chat_messages_are_rendered_with_the_tokenizers_template(tmp_path):
+    chat = [{"id": f"c{i}", "messages": [{"role": "user", "content": p}, {"role": "assistant", "content": c}]}
+            for i, (p, c) in enumerate(PAIRS)]
+    train = _jsonl(tmp_path / "chat.jsonl", chat)
+    columns = {"messages": "messages", "id": "id"}
+    with pytest.raises(DataError, match="chat.jsonl: column 'messages' holds chat messages, but the tokenizer has no"):
+        load_dataset(_config(train=train, test_fraction=0.25, columns=columns))
+    templated = tmp_path / "tokenizer"
+    shutil.copytree(TOKENIZER, templated)
+    settings = json.loads((templated / "tokenizer_config.json").read_text())
+    settings["chat_template"] = ("{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+                                 "{% if add_generation_prompt %}[assistant]{% endif %}")
+    (templated / "tokenizer_config.json").write_text(json.dumps(settings))
+    data = load_dataset(_config(tokenizer=str(templated), train=train, test_fraction=0.25, columns=columns, length=48))
+    tokenizer = load_tokenizer(str(templated))
+    rendered = {tuple(row) for row in encode_examples(tokenizer, [(f"[user] {p}\n[assistant]", c) for p, c in PAIRS], 48)}
+    assert {tuple(row) for row in np.concatenate([data.train.x, data.test.x])} == rendered
+
+    bad = chat[:5] + [{"id": "c-bad", "messages": [{"role": "user", "content": "hi"}]}]
+    with pytest.raises(DataError, match="row 5 \\(id c-bad\\) of column 'messages'.*ending with the assistant's"):
+        load_dataset(_config(tokenizer=str(templated), train=_jsonl(tmp_path / "bad.jsonl", bad), test_fraction=0.25,
+                             columns=columns))
+
+
+def test_bad_language_model_rows_and_configs_are_refused(tmp_path):
+    train = _pairs_file(tmp_path / "train.jsonl")
+    with pytest.raises(DataError, match="train.jsonl: no column 'answer' \\(columns.completion\\)"):
+        load_dataset(_config(train=train, test_fraction=0.25,
+                             columns={"prompt": "prompt", "completion": "answer", "id": "id"}))
+    numbers = _jsonl(tmp_path / "numbers.jsonl", [{"id": f"n{i}", "prompt": "p", "completion": i} for i in range(8)])
+    with pytest.raises(DataError, match="numbers.jsonl: column 'completion' \\(columns.completion\\) must hold text"):
+        load_dataset(_config(train=numbers, test_fraction=0.25))
+    with pytest.raises(ValueError, match="tokenizer: a language-model source needs data.tokenizer"):
+        DataConfig(source={"format": "jsonl", "train": train, "test_fraction": 0.2,
+                           "columns": {"prompt": "prompt", "completion": "completion"}})
+    with pytest.raises(ValueError, match="one kind only"):
+        _config(train=train, test_fraction=0.2, columns={"prompt": "prompt", "completion": "completion",
+                                                          "input": "x", "label": "y"})
+    with pytest.raises(ValueError, match="language-model source is read into memory"):
+        _config(train=train, test_fraction=0.2, stream=True)
