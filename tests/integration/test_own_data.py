@@ -39,3 +39,23 @@ def test_a_run_from_parquet_files_with_a_transfer_set_lacking_a_class(ray_cluste
     kd, baseline = phases["kd-seed0"]["test_accuracy"], phases["baseline-seed0"]["test_accuracy"]
     assert baseline < 0.91  # it never saw a 3: at most the other nine digits' share of the test split
     assert kd > baseline + 0.03, (kd, baseline)
+
+
+def test_a_language_model_run_from_jsonl_prompts_and_completions(ray_cluster, tmp_path):
+    data = tmp_path / "functions"
+    written = subprocess.run([sys.executable, "deploy/examples/write_own_functions.py", "--out", str(data),
+                              "--train-rows", "512", "--test-rows", "128"], cwd=REPO, capture_output=True, text=True,
+                             timeout=300)
+    assert written.returncode == 0, written.stderr
+    files = ("--set", f"data.source.train={data}/train.jsonl", "--set", f"data.source.test={data}/test.jsonl")
+    config = "tests/integration/configs/own_llm.yaml"
+    check = distillery("check", config, *files)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "512" in check.stdout and "longer than data.sequence_length 32 tokens" in check.stdout
+
+    run = distillery("run", config, *files, "--output-dir", str(tmp_path / "runs"), timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    rows = {r["kind"]: r for r in json.loads((tmp_path / "runs" / "own-llm-test" / "results.json").read_text())}
+    assert set(rows) == {"teacher", "kd:dense", "baseline"}
+    assert all(1.0 < r["score_mean"] < 1024 for r in rows.values())  # better than uniform over the vocabulary
+    assert rows["kd:dense"]["score_mean"] < rows["baseline"]["score_mean"], rows  # held-out perplexity
