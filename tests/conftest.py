@@ -33,6 +33,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
 def _ray(*args: str, env=None, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ray.scripts.scripts", *args], capture_output=True, text=True,
                           env=env, timeout=timeout)
@@ -43,9 +46,10 @@ def local_cluster(cache: Path) -> Iterator[dict[str, str]]:
     """Start a head node on free loopback ports (token authentication on), connect to it and
     point the CLI at it; yield its addresses; stop it at the end."""
     gcs_port, dashboard_port = free_port(), free_port()
+    # the nodes carry the credentials of the tests' S3-compatible server, as a cloud cluster's carry its own
     started = _ray("start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
                    "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--num-cpus=2",
-                   "--disable-usage-stats", timeout=180)
+                   "--disable-usage-stats", env={**os.environ, **S3_CREDENTIALS}, timeout=180)
     assert started.returncode == 0, started.stdout + started.stderr
     os.environ["RAY_ADDRESS"] = f"127.0.0.1:{gcs_port}"
     os.environ["DISTILLERY_CACHE_DIR"] = str(cache)
@@ -146,3 +150,32 @@ class RunProcess:
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
         self._log.close()
+
+
+@pytest.fixture
+def s3_server(monkeypatch):
+    """A real S3-compatible server (moto's standalone mode) on loopback, with a bucket
+    `runs-data`: yields pyarrow's filesystem for it and the URI query options that reach it."""
+    from pyarrow import fs
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the S3 server did not start"
+                time.sleep(0.1)
+        for key, value in S3_CREDENTIALS.items():
+            monkeypatch.setenv(key, value)
+        s3 = fs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", region="us-east-1",
+                             allow_bucket_creation=True)
+        s3.create_dir("runs-data")
+        yield s3, f"endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, RunProcess
+from tests.conftest import REPO, RunProcess, distillery
 from tests.reliability.faults import alive_actors, events, last_step, losses, phase_final
 
 pytestmark = pytest.mark.integration
@@ -53,3 +53,32 @@ def test_a_streamed_run_killed_mid_epoch_resumes_exactly_once(ray_cluster, tmp_p
     phases = json.loads((run.run_dir / "state.json").read_text())["phases"]
     kd, baseline = phases["kd-seed0"]["test_accuracy"], phases["baseline-seed0"]["test_accuracy"]
     assert kd > baseline + 0.03, (kd, baseline)
+
+
+def test_a_streamed_transfer_split_on_an_s3_compatible_server(ray_cluster, s3_server, tmp_path):
+    """The students' split lives only in an object store (moto's S3-compatible server on
+    loopback, started by the test): the driver checks it there chunk by chunk, Ray Data's read
+    tasks stream it to the train workers, and the run finishes with its ledger whole."""
+    import pyarrow.parquet as pq
+
+    s3, options = s3_server
+    data = tmp_path / "digits"
+    written = subprocess.run([sys.executable, "deploy/examples/write_own_digits.py", "--out", str(data)], cwd=REPO,
+                             capture_output=True, text=True, timeout=120)
+    assert written.returncode == 0, written.stderr
+    transfer = pq.read_table(data / "transfer.parquet")
+    for part in range(3):
+        pq.write_table(transfer.slice(part * 100, 100), f"runs-data/transfer/part-{part}.parquet", filesystem=s3)
+    (data / "transfer.parquet").unlink()  # nothing of the students' split is left on the local disk
+    sets = {"data.source.train": f"{data}/train.parquet", "data.source.test": f"{data}/test.parquet",
+            "data.source.transfer": f"s3://runs-data/transfer/*.parquet?{options}", "data.source.stream": "true",
+            "run.seeds": "[0]", "student.epochs": "20"}
+    args = [arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")]
+    check = distillery("check", "deploy/configs/own_data.yaml", *args)
+    assert check.returncode == 0 and "train (students, streamed)" in check.stdout, check.stdout + check.stderr
+    run = distillery("run", "deploy/configs/own_data.yaml", *args, "--output-dir", str(tmp_path / "runs"), timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    phases = json.loads((tmp_path / "runs" / "own-data" / "state.json").read_text())["phases"]
+    kd = phases["kd-seed0"]
+    assert kd["steps"] == 20 * STEPS_PER_EPOCH and kd["batches_lost"] == 0 and kd["batches_applied_twice"] == 0
+    assert kd["test_accuracy"] > phases["baseline-seed0"]["test_accuracy"] + 0.03

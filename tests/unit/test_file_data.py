@@ -136,42 +136,6 @@ def test_a_source_run_takes_no_bundled_dataset_keys():
                                              "columns": {"input": "x", "label": "y"}})
 
 
-@pytest.fixture
-def s3_server(monkeypatch):
-    """A real S3-compatible server (moto's standalone mode) on loopback, with a bucket."""
-    import socket
-    import subprocess
-    import sys
-    import time
-
-    from pyarrow import fs
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the S3 server did not start"
-                time.sleep(0.1)
-        for key, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
-                           ("AWS_DEFAULT_REGION", "us-east-1")):
-            monkeypatch.setenv(key, value)
-        s3 = fs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", region="us-east-1",
-                             allow_bucket_creation=True)
-        s3.create_dir("runs-data")
-        yield s3, f"endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
 def test_a_glob_of_parquet_files_on_an_s3_compatible_server(s3_server):
     s3, options = s3_server
     rows = _rows()
