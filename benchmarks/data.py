@@ -7,9 +7,9 @@ Writes synthetic classification rows (64 float32 features, 10 classes, a string 
 Parquet files of 100,000 rows, then runs one student epoch (`benchmarks/configs/data.yaml`,
 no teachers, 2 Train workers) both ways, back to back in each repeat (the order alternates),
 with `distillery run`'s own code on one local cluster. Reports the median of the per-repeat
-ratios of samples/s (streamed / in memory) with their min and max, and rank 0's peak
-resident memory; then one streamed epoch over `--large-factor` times the rows, to show
-whether a worker's memory grows with the data. Results go to `benchmarks/results/data.{md,json}`.
+ratios of samples/s (streamed / in memory) with their min and max; then the memory part, one
+streamed epoch over the rows and one over `--large-factor` times as many, to show whether a
+train worker's memory grows with the data. Results go to `benchmarks/results/data.{md,json}`.
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ def _epoch(data: Path, transfer: Path, streamed: bool, name: str, out: Path) -> 
     run(CONFIG, run_name=name, output_dir=str(out), overrides=overrides)
     phase = json.loads((out / name / "state.json").read_text())["phases"]["kd-seed0"]
     return {"samples_per_s": phase["samples_per_s"], "after_first_interval_samples_per_s": _after_first(out / name),
-            "peak_rss_mb": phase["peak_rss_mb"], "samples": phase["samples_seen"],
+            "peak_rss_mb": phase["peak_rss_mb"], "peak_private_mb": phase["peak_private_mb"],
+            "samples": phase["samples_seen"],
             "batches_lost": phase["batches_lost"]}
 
 
@@ -80,37 +81,62 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rows", type=int, default=750_000, help="transfer rows (about 0.2 GB in memory)")
-    parser.add_argument("--large-factor", type=int, default=10, help="0: skip the large streamed epoch")
+    parser.add_argument("--large-factor", type=int, default=10, help="the memory part's larger split, in --rows")
+    parser.add_argument("--part", choices=("all", "throughput", "memory"), default="all",
+                        help="one part only: the other's figures are kept from the results file")
+    parser.add_argument("--data-dir", help="keep the written Parquet files here and reuse them (default: a temp dir)")
     args = parser.parse_args(argv)
 
     from benchmarks.machine import describe_machine
 
+    results = RESULTS / "data.json"
+    result = json.loads(results.read_text()) if args.part != "all" and results.is_file() else {}
     with tempfile.TemporaryDirectory(prefix="distillery-data-bench-") as tmp:
-        data, out = Path(tmp) / "data", Path(tmp) / "runs"
-        write_rows(data / "train", 5_000, seed=1, start=10**9)
-        write_rows(data / "test", 2_000, seed=2, start=2 * 10**9)
-        size = write_rows(data / "small", args.rows, seed=3)
-        print(f"transfer split: {args.rows} rows, {size / 1e9:.2f} GB of Parquet")
-        arms: dict[str, list[dict]] = {"in memory": [], "streamed": []}
-        for repeat in range(args.repeats):
-            order = ["in memory", "streamed"] if repeat % 2 == 0 else ["streamed", "in memory"]
-            for arm in order:
-                figures = _epoch(data, data / "small", arm == "streamed", f"{arm.replace(' ', '-')}-{repeat}", out)
-                arms[arm].append(figures)
-                print(f"repeat {repeat} {arm}: {figures}")
-        large = {}
-        if args.large_factor:
-            large_size = write_rows(data / "large", args.rows * args.large_factor, seed=4)
-            large = {"rows": args.rows * args.large_factor, "parquet_gb": round(large_size / 1e9, 2),
-                     **_epoch(data, data / "large", True, "streamed-large", out)}
-            print(f"large streamed: {large}")
-    result = {"machine": describe_machine(), "rows": args.rows, "parquet_gb": round(size / 1e9, 2),
-              "repeats": args.repeats, "arms": arms, "large": large,
-              **_ratios(arms, "samples_per_s", "ratio"), **_ratios(arms, "after_first_interval_samples_per_s", "steady")}
+        data, out = Path(args.data_dir or Path(tmp) / "data"), Path(tmp) / "runs"
+        small = _written(data, "small", args.rows, seed=3)
+        result.update(machine=describe_machine(), rows=args.rows, parquet_gb=round(small / 1e9, 2))
+        if args.part in ("all", "throughput"):
+            result.update(_throughput(data, out, args.repeats))
+        if args.part in ("all", "memory"):
+            large = _written(data, "large", args.rows * args.large_factor, seed=4)
+            result.pop("large", None)  # the figures of an older layout of this file
+            result["memory"] = {
+                "small": {"rows": args.rows, "parquet_gb": round(small / 1e9, 2),
+                          **_epoch(data, data / "small", True, "memory-small", out)},
+                "large": {"rows": args.rows * args.large_factor, "parquet_gb": round(large / 1e9, 2),
+                          **_epoch(data, data / "large", True, "memory-large", out)}}
+            print(f"memory: {result['memory']}")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "data.json").write_text(json.dumps(result, indent=2))
+    results.write_text(json.dumps(result, indent=2))
     (RESULTS / "data.md").write_text(_report(result))
     print(_report(result))
+
+
+def _written(data: Path, name: str, rows: int, seed: int) -> int:
+    """The bytes of the split `name` of `rows` rows, written unless already there (with the
+    small teachers' train and test splits)."""
+    for split, n, split_seed, start in (("train", 5_000, 1, 10**9), ("test", 2_000, 2, 2 * 10**9),
+                                        (name, rows, seed, 0)):
+        marker = data / split / f"_rows-{n}"
+        if not marker.is_file():
+            write_rows(data / split, n, seed=split_seed, start=start)
+            marker.write_text("")
+    size = sum(f.stat().st_size for f in (data / name).glob("*.parquet"))
+    print(f"{name}: {rows} rows, {size / 1e9:.2f} GB of Parquet")
+    return size
+
+
+def _throughput(data: Path, out: Path, repeats: int) -> dict[str, Any]:
+    """Both arms back to back in each repeat, the order alternating."""
+    arms: dict[str, list[dict]] = {"in memory": [], "streamed": []}
+    for repeat in range(repeats):
+        order = ["in memory", "streamed"] if repeat % 2 == 0 else ["streamed", "in memory"]
+        for arm in order:
+            figures = _epoch(data, data / "small", arm == "streamed", f"{arm.replace(' ', '-')}-{repeat}", out)
+            arms[arm].append(figures)
+            print(f"repeat {repeat} {arm}: {figures}")
+    return {"repeats": repeats, "arms": arms, **_ratios(arms, "samples_per_s", "ratio"),
+            **_ratios(arms, "after_first_interval_samples_per_s", "steady")}
 
 
 def _ratios(arms: dict[str, list[dict]], key: str, name: str) -> dict[str, float]:
@@ -132,11 +158,17 @@ def _report(r: dict[str, Any]) -> str:
                   f"**{r['ratio_median']:.2f}** (min {r['ratio_min']:.2f}, max {r['ratio_max']:.2f}, {r['repeats']} "
                   f"repeats); after the first 100 steps: **{r['steady_median']:.2f}** (min {r['steady_min']:.2f}, "
                   f"max {r['steady_max']:.2f})."]
-    if r["large"]:
-        lines += ["", f"Streamed over {r['large']['rows']:,} rows ({r['large']['parquet_gb']} GB of Parquet): "
-                      f"{r['large']['samples_per_s']:,.0f} samples/s, rank 0 peak RSS "
-                      f"{r['large']['peak_rss_mb']:,.0f} MB (vs {med('streamed', 'peak_rss_mb'):,.0f} MB at "
-                      f"{r['rows']:,} rows)."]
+    memory = r.get("memory")
+    if memory:
+        lines += ["", "Memory of rank 0's train worker over one streamed epoch, small and large split (peak resident "
+                      "set, which counts the pages of Ray's object store the worker read blocks from, and the "
+                      "largest private memory its progress records saw):", "",
+                  "| streamed split | Parquet GB | samples/s | peak RSS, MB | peak private, MB |",
+                  "|---|---:|---:|---:|---:|"]
+        for size in ("small", "large"):
+            m = memory[size]
+            lines.append(f"| {m['rows']:,} rows | {m['parquet_gb']} | {m['samples_per_s']:,.0f} | "
+                         f"{m['peak_rss_mb']:,.0f} | {m.get('peak_private_mb', float('nan')):,.0f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -192,14 +192,14 @@ def _split(rows: SourceRows, source: SourceConfig) -> Split:
     return Split(x, y, extra, teacher_x)
 
 
-def _held_out(ids: np.ndarray, fraction: float) -> np.ndarray:
+def held_out_by_id(ids: np.ndarray, fraction: float) -> np.ndarray:
     """Whether each row is in the test split: the first 8 bytes of sha256(id) as a fraction of
     2^64 below `fraction`, so a row's side never depends on order or on the other rows."""
     return np.array([int.from_bytes(hashlib.sha256(i.encode()).digest()[:8], "big") / 2 ** 64 < fraction
                      for i in ids])
 
 
-def _check_ids(rows: SourceRows, where: str) -> np.ndarray:
+def checked_ids(rows: SourceRows, where: str) -> np.ndarray:
     """The split's row ids, each once."""
     ids = np.array([str(i) for i in rows.table.column("__id").to_pylist()])
     values, counts = np.unique(ids, return_counts=True)
@@ -223,13 +223,13 @@ def load_source(source: SourceConfig, *, streamed_students: bool = False) -> Dat
     if streamed_students:
         return _streamed_students(source)
     train_rows = read_split(source.train, source.format, source.columns.id)
-    ids = _check_ids(train_rows, source.train)
+    ids = checked_ids(train_rows, source.train)
     if source.test is not None:
         test_rows = read_split(source.test, source.format, source.columns.id)
         test, train = _split(test_rows, source), _split(train_rows, source)
-        test_ids, train_ids = _check_ids(test_rows, source.test), ids
+        test_ids, train_ids = checked_ids(test_rows, source.test), ids
     else:
-        held = _held_out(ids, source.test_fraction)
+        held = held_out_by_id(ids, source.test_fraction)
         if held.all() or not held.any():
             raise DataError(f"{source.train}: test_fraction {source.test_fraction} of {len(ids)} rows leaves an "
                             f"empty {'train' if held.all() else 'test'} split; give more rows or a test file")
@@ -254,7 +254,7 @@ def load_source(source: SourceConfig, *, streamed_students: bool = False) -> Dat
     if source.transfer is not None:
         transfer_rows = read_split(source.transfer, source.format, source.columns.id)
         transfer = _split(transfer_rows, source)
-        _check_labels(transfer, num_classes, source.transfer, _check_ids(transfer_rows, source.transfer))
+        _check_labels(transfer, num_classes, source.transfer, checked_ids(transfer_rows, source.transfer))
         _same_width(source.transfer, transfer, train)
     return Dataset(name, transfer or train, test, num_classes=num_classes,
                    teacher_train=train if transfer is not None else None)
@@ -323,7 +323,7 @@ def held_out_rows(table: pa.Table, source: SourceConfig) -> np.ndarray:
     """Whether each row of a table with an `__id` column belongs to the test split held out of
     train (all False when the test split has files of its own)."""
     ids = np.array([str(i) for i in table.column("__id").to_pylist()])
-    return _held_out(ids, source.test_fraction) if source.test is None else np.zeros(len(ids), bool)
+    return held_out_by_id(ids, source.test_fraction) if source.test is None else np.zeros(len(ids), bool)
 
 
 def _streamed_students(source: SourceConfig) -> Dataset:

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from students.config import DataConfig, SourceConfig
-from students.file_data import DataError, SourceRows, _check_ids, _held_out, read_split
+from students.file_data import DataError, SourceRows, checked_ids, held_out_by_id, read_split
 from students.lm_data import encode_examples, generated_sequences
 from students.splits import Dataset, Split
 
@@ -85,7 +85,7 @@ def load_lm_source(cfg: DataConfig) -> Dataset:
 
     def split_of(path: str, rows: Optional[SourceRows] = None, index: Optional[np.ndarray] = None) -> Split:
         rows = rows or read_split(path, source.format, source.columns.id)
-        _check_ids(rows, path)
+        checked_ids(rows, path)
         pairs = _pairs(rows, source, tokenizer)
         if index is not None:
             pairs = [pairs[i] for i in index]
@@ -96,7 +96,7 @@ def load_lm_source(cfg: DataConfig) -> Dataset:
         train, test = split_of(source.train), split_of(source.test)
     else:
         rows = read_split(source.train, source.format, source.columns.id)
-        held = _held_out(_check_ids(rows, source.train), source.test_fraction)
+        held = held_out_by_id(checked_ids(rows, source.train), source.test_fraction)
         if held.all() or not held.any():
             raise DataError(f"{source.train}: test_fraction {source.test_fraction} of {len(held)} rows leaves an "
                             f"empty {'train' if held.all() else 'test'} split; give more rows or a test file")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
@@ -45,6 +46,7 @@ class ProgressReporter:
         self.counts: dict[str, int] = {}
         self.count = 0
         self.last_checkpoint: Optional[int] = None
+        self.peak_private_mb = 0.0  # the largest private memory a progress record saw
 
     def add(self, terms: dict[str, torch.Tensor], batch_size: int) -> None:
         for key, value in terms.items():
@@ -70,8 +72,23 @@ class ProgressReporter:
             record["teachers"] = sorted(ts.teachers)
             record.update({f"teacher/{n}/weight": w for n, w in ts.weights().items()})
             record.update(source.metrics())
+        private = private_mb()
+        if private is not None:
+            record["memory/private_mb"] = private
+            self.peak_private_mb = max(self.peak_private_mb, private)
         if self.last_checkpoint is not None:
             record["checkpoint/last_step"] = self.last_checkpoint
         record.update(extra or {})
         self.control.report(record)
         self.window_start, self.window_samples, self.sums, self.counts, self.count = now, 0, {}, {}, 0
+
+
+def private_mb() -> Optional[float]:
+    """This process's private memory (Linux's Private_Clean + Private_Dirty): unlike the
+    resident set it leaves out the shared pages of Ray's object store a worker reads blocks
+    from. None where /proc/self/smaps_rollup is missing."""
+    try:
+        lines = Path("/proc/self/smaps_rollup").read_text().splitlines()
+    except OSError:
+        return None
+    return sum(int(line.split()[1]) for line in lines if line.startswith(("Private_Clean:", "Private_Dirty:"))) / 1024

@@ -52,7 +52,7 @@ class StreamedBatches:
     """The phase's batches from the stream (the interface of the in-memory plan in
     `students.train_loop`): each epoch is one pass over this worker's shard, in order.
 
-    `epochs_of(epoch)` returns the shard's batches of one epoch (a dict of numpy columns per
+    `read_epoch(epoch)` returns the shard's batches of one epoch (a dict of numpy columns per
     micro-batch). `remaining()` may be called once, by a soft-target source that requests
     ahead; the loop then reads the same batches through `epoch()`.
     """

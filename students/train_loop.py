@@ -246,6 +246,7 @@ def _final_metrics(run: _PhaseRun, samples_before: int) -> dict[str, Any]:
             "applied_batches": state.applied_batches,
             **_ledger(state, run.batches.planned_ids(), run.stopped), **faults,
             "train_s": run.train_s, "targets_s": run.targets_s, "peak_rss_mb": _peak_rss_mb(),
+            "peak_private_mb": run.progress.peak_private_mb,
             f"{unit}_per_s": (state.samples_seen - samples_before) / max(run.train_s - run.eval_s, 1e-9),
             f"{unit}_seen": state.samples_seen,  # over the whole phase, resumed or not: a scaling-law point's D
             **merged(run.job.hooks, "final_metrics", run.phase, run.evaluate),
