@@ -105,12 +105,24 @@ def load_with_overrides(model_type: Type[M], path: str | Path, overrides: Option
     if outside:
         raise ConfigError(str(path), outside)
     for dotted, value in (overrides or {}).items():
-        if value is None:
-            continue
-        node = data
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {}) if isinstance(node, dict) else node
-        if isinstance(node, dict):
-            node[leaf] = value
+        if value is not None:
+            _override(data, dotted, value, str(path))
     return validate_model(model_type, data, str(path))
+
+
+def _override(data: dict[str, Any], dotted: str, value: Any, where: str) -> None:
+    """Set `dotted` (keys, and list positions as numbers: `teachers.0.training.epochs`) to
+    `value`; a path that does not lead into the config is refused, never skipped."""
+    node: Any = data
+    keys = dotted.split(".")
+    for depth, key in enumerate(keys):
+        if isinstance(node, list) and not (key.isdigit() and int(key) < len(node)):
+            raise ConfigError(where, [f"--set {dotted}: {key!r} is not a position of a list of {len(node)} "
+                                      f"entries (0 .. {len(node) - 1})"])
+        if not isinstance(node, (dict, list)):
+            raise ConfigError(where, [f"--set {dotted}: {key!r} lies under a value ({node!r}), not a section"])
+        index = int(key) if isinstance(node, list) else key
+        if depth == len(keys) - 1:
+            node[index] = value
+        else:
+            node = node[index] if isinstance(node, list) else node.setdefault(key, {})

@@ -105,6 +105,15 @@ def test_overrides_apply_before_validation(tmp_path):
     assert isinstance(cfg, RunConfig)
 
 
+def test_overrides_reach_list_entries_and_a_path_that_leads_nowhere_is_refused():
+    cfg = load_run_config(QUICKSTART, {"teachers.1.training.epochs": 3})
+    assert cfg.teachers[1].training.epochs == 3 and cfg.teachers[0].training.epochs != 3
+    with pytest.raises(ConfigError, match="'2' is not a position of a list of 2 entries"):
+        load_run_config(QUICKSTART, {"teachers.2.training.epochs": 3})
+    with pytest.raises(ConfigError, match="'x' lies under a value"):
+        load_run_config(QUICKSTART, {"run.name.x": 3})
+
+
 def test_factory_allow_list():
     assert resolve_factory("teachers.zoo:mlp")
     with pytest.raises(FactoryError, match="outside the allowed"):
