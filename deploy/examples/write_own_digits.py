@@ -5,7 +5,8 @@
 `train` (teachers) and `test` are a stratified 75/25 split; `transfer` (the students') is 300
 rows of train with every 3 left out: Hinton et al.'s (2015) experiment, where a student that
 never sees a 3 learns to recognise 3s from the teachers' soft targets on the other digits.
-Each row has a stable id, the 64 pixels in [0, 1] as one list column, and the digit.
+Each row has a stable id, the 64 pixels in [0, 1] as one list column, the digit, and a task
+(the digit // 2: the split-digits tasks that continual runs and route weighting read).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name, rows in (("train", train), ("test", test), ("transfer", transfer)):
         table = pa.table({"id": [f"digit-{i}" for i in rows], "pixels": [x[i].tolist() for i in rows],
-                          "digit": y[rows]})
+                          "digit": y[rows], "task": y[rows] // 2})
         pq.write_table(table, out / f"{name}.parquet")
         print(f"{out / name}.parquet: {len(rows)} rows")
 
