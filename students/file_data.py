@@ -93,23 +93,35 @@ def _read_file(filesystem, path: str, fmt: str) -> pa.Table:
         raise DataError(f"{path}: not readable as {fmt}: {exc}") from None
 
 
+def _same_schema(table: pa.Table, first: Optional[pa.Schema], name: str, files: list[str]) -> pa.Schema:
+    """The schema every file of a split must have: the first file's (returned)."""
+    schema = table.schema.remove_metadata()
+    if first is not None and schema != first:
+        raise DataError(f"{name}: its columns {schema.names} ({schema.types}) differ from {files[0]}'s "
+                        f"{first.names} ({first.types}); every file of a split needs one schema")
+    return first or schema
+
+
+def _with_ids(table: pa.Table, name: str, id_column: Optional[str]) -> pa.Table:
+    """The table of file `name` with its row ids as `__id`: the id column's values, or the
+    file's name and the row's number."""
+    if id_column is None:
+        ids = pa.array([f"{Path(name).name}:{row}" for row in range(table.num_rows)])
+    else:
+        if id_column not in table.column_names:
+            raise DataError(f"{name}: no column {id_column!r} (columns.id); it has {table.column_names}")
+        ids = pa.array([str(v) for v in table.column(id_column).to_pylist()])
+    return table.append_column("__id", ids)
+
+
 def read_split(path: str, fmt: str, id_column: Optional[str]) -> SourceRows:
     """Every file of a split, one table; files of one split must share a schema."""
     filesystem, files = source_files(path)
     tables, first = [], None
     for name in files:
         table = _read_file(filesystem, name, fmt)
-        first = first or table.schema.remove_metadata()
-        if table.schema.remove_metadata() != first:
-            raise DataError(f"{name}: its columns {table.schema.names} ({table.schema.types}) differ from "
-                            f"{files[0]}'s {first.names} ({first.types}); every file of a split needs one schema")
-        if id_column is None:
-            ids = pa.array([f"{Path(name).name}:{row}" for row in range(table.num_rows)])
-        else:
-            if id_column not in table.column_names:
-                raise DataError(f"{name}: no column {id_column!r} (columns.id); it has {table.column_names}")
-            ids = pa.array([str(v) for v in table.column(id_column).to_pylist()])
-        tables.append(table.append_column("__id", ids))
+        first = _same_schema(table, first, name, files)
+        tables.append(_with_ids(table, name, id_column))
     table = pa.concat_tables(tables)
     if table.num_rows == 0:
         raise DataError(f"{path}: the split has no rows ({len(files)} files)")
@@ -300,13 +312,9 @@ def scan_split(path: str, source: SourceConfig, train: Split, num_classes: int) 
     counts, hashes, first = np.zeros(num_classes, np.int64), [], None
     for name in files:
         for table in _chunks(filesystem, name, source.format):
-            first = first or table.schema.remove_metadata()
-            if table.schema.remove_metadata() != first:
-                raise DataError(f"{name}: its columns {table.schema.names} ({table.schema.types}) differ from "
-                                f"{files[0]}'s {first.names} ({first.types}); every file of a split needs one schema")
-            _require(SourceRows(table, [name]), [source.columns.id], "id")
-            ids = np.array([str(v) for v in table.column(source.columns.id).to_pylist()])
-            rows = SourceRows(table.append_column("__id", pa.array(ids)), [name])
+            first = _same_schema(table, first, name, files)
+            rows = SourceRows(_with_ids(table, name, source.columns.id), [name])
+            ids = np.array(rows.table.column("__id").to_pylist())
             split = _split(rows, source)
             _same_width(name, split, train)
             _check_labels(split, num_classes, name, ids)
@@ -334,29 +342,20 @@ def _streamed_students(source: SourceConfig) -> Dataset:
                         "driver sets it from the data before training, or give it in the config")
     if source.test is not None:
         test = _split(read_split(source.test, source.format, source.columns.id), source)
-    else:
+    else:  # the held-out rows of each train file, one file in memory at a time
         filesystem, files = source_files(source.train)
-        parts = []
+        held, first = [], None
         for name in files:
-            rows = read_split(name if "://" not in source.train else _uri(source.train, name), source.format,
-                              source.columns.id)
-            held = held_out_rows(rows.table, source)
-            if held.any():
-                parts.append(_split(rows, source).rows(np.flatnonzero(held)))
-        if not parts:
+            table = _read_file(filesystem, name, source.format)
+            first = _same_schema(table, first, name, files)
+            table = _with_ids(table, name, source.columns.id)
+            held.append(table.filter(pa.array(held_out_rows(table, source))))
+        rows = SourceRows(pa.concat_tables(held), files)
+        if rows.table.num_rows == 0:
             raise DataError(f"{source.train}: test_fraction {source.test_fraction} holds out no row")
-        test = Split(np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]),
-                     {k: np.concatenate([p.columns[k] for p in parts]) for k in parts[0].columns},
-                     None if parts[0].teacher_x is None else np.concatenate([p.teacher_x for p in parts]))
+        test = _split(rows, source)
     empty = test.rows(slice(0, 0))
     return Dataset(f"source:{source.train}", empty, test, num_classes=source.num_classes)
-
-
-def _uri(pattern: str, path: str) -> str:
-    """A listed object's path as a URI of the pattern's scheme and query options."""
-    scheme, rest = pattern.split("://", 1)
-    query = rest.split("?", 1)[1] if "?" in rest else ""
-    return f"{scheme}://{path}" + (f"?{query}" if query else "")
 
 
 def to_stream_rows(table: pa.Table, source: SourceConfig, file: str) -> dict[str, np.ndarray]:

@@ -10,8 +10,6 @@ completion. Every problem is a `DataError` naming the file, the column and the r
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 import pyarrow as pa
 
@@ -83,26 +81,27 @@ def load_lm_source(cfg: DataConfig) -> Dataset:
     tokenizer = load_tokenizer(cfg.tokenizer)
     specials = specials_of(tokenizer)
 
-    def split_of(path: str, rows: Optional[SourceRows] = None, index: Optional[np.ndarray] = None) -> Split:
-        rows = rows or read_split(path, source.format, source.columns.id)
+    def pairs_of(path: str) -> list[tuple[str, str]]:
+        rows = read_split(path, source.format, source.columns.id)
         checked_ids(rows, path)
-        pairs = _pairs(rows, source, tokenizer)
-        if index is not None:
-            pairs = [pairs[i] for i in index]
+        return _pairs(rows, source, tokenizer)
+
+    def split_of(path: str, pairs: list[tuple[str, str]]) -> Split:
         x = _sequences(pairs, tokenizer, length, path, notes)
         return Split(x, np.zeros(len(x), np.int64), token_specials=specials)
 
     if source.test is not None:
-        train, test = split_of(source.train), split_of(source.test)
+        train, test = split_of(source.train, pairs_of(source.train)), split_of(source.test, pairs_of(source.test))
     else:
         rows = read_split(source.train, source.format, source.columns.id)
         held = held_out_by_id(checked_ids(rows, source.train), source.test_fraction)
         if held.all() or not held.any():
             raise DataError(f"{source.train}: test_fraction {source.test_fraction} of {len(held)} rows leaves an "
                             f"empty {'train' if held.all() else 'test'} split; give more rows or a test file")
-        train = split_of(source.train, rows, np.flatnonzero(~held))
-        test = split_of(source.train, rows, np.flatnonzero(held))
-    students = split_of(source.transfer) if source.transfer is not None else train
+        pairs = _pairs(rows, source, tokenizer)
+        train = split_of(source.train, [pairs[i] for i in np.flatnonzero(~held)])
+        test = split_of(source.train, [pairs[i] for i in np.flatnonzero(held)])
+    students = split_of(source.transfer, pairs_of(source.transfer)) if source.transfer is not None else train
     if cfg.generated:  # sequence-level KD: the teachers' completions of the prompts replace the students' split
         generated = generated_sequences(cfg.generated, length, specials.pad, int(tokenizer.eos_token_id))
         students = Split(generated, np.zeros(len(generated), np.int64), token_specials=specials)
