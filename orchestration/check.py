@@ -54,6 +54,8 @@ def check(config_path: str, console: Console, overrides: Optional[dict[str, Any]
     if dataset.cross_modal:
         lines.append(f"the teachers read their own input: {dataset.train.teacher_x.shape[1:]}")
     lines.append(f"columns: {', '.join(sorted(dataset.train.columns)) or 'none'}")
+    if dataset.class_names:
+        lines.append(f"classes (the class folders): {', '.join(dataset.class_names)}")
     if dataset.streamed is not None:
         lines.append("the students' split streams to the train workers through Ray Data (data.source.stream)")
     if cfg.data.student_train_samples is not None and cfg.data.student_train_samples < len(dataset.train.x):

@@ -1,7 +1,8 @@
 """`distillery precompute CONFIG`: write every teacher's top-k soft targets to the offline store,
 and find those stores again for a run with `distill.mode: offline`.
 
-Teachers run over the training split with Ray Data (`map_batches` on an actor pool); shards are
+Teachers run over the students' split (held in memory, or streamed from the source's files)
+with Ray Data (`map_batches` on an actor pool), keyed by each row's id; shards are
 written as Parquet with the Arrow codec into a partial folder that becomes the store only
 after its manifest is written and the folder renamed, so an interrupted precompute is never
 mistaken for a finished one.
@@ -18,12 +19,13 @@ import numpy as np
 import pyarrow as pa
 from rich.console import Console
 
-from teachers import Batch, Manifest, StoreKey, TeacherConfig, dataset_fingerprint, find_store, write_manifest
+from teachers import Batch, Manifest, StoreKey, TeacherConfig, find_store, write_manifest
 from orchestration.config import RunConfig
 from orchestration.progress import progress_blocks
 from students import Dataset
 
 INPUTS = "inputs"
+ROW_ID = "row_id"
 
 
 class StoreScorer:
@@ -44,20 +46,31 @@ class StoreScorer:
         column = batch.column(INPUTS).combine_chunks()
         x = column.flatten().to_numpy().reshape(len(column), -1)
         sample = batch.column("sample").to_numpy()
+        row_ids = batch.column(ROW_ID).to_numpy(zero_copy_only=False)
         # dense_max_classes=1: the store always holds top-k, whatever the output space.
         record = self.teacher.records([Batch.of_inputs("", x)], top_k=self.top_k, dense_max_classes=1)[0]
         if self.teacher.output_space.startswith("tokens:"):  # one row per target token, by sample and position
             import torch
 
             per_sequence = self.teacher.module.targets_per_sequence(torch.tensor(x)).numpy()
-            sample = np.repeat(sample, per_sequence)
-        return to_table(record, sample=sample)
+            sample, row_ids = np.repeat(sample, per_sequence), np.repeat(row_ids, per_sequence)
+        return to_table(record, sample=sample, row_ids=row_ids)
+
+
+def stream_rows(batch: pa.Table) -> pa.Table:
+    """A block of the students' stream (`orchestration.stream_data`) as the rows a scorer reads:
+    the teachers' inputs, the row id, and a 64-bit number of the id as its sample."""
+    from students import row_numbers
+
+    ids = batch.column("id").combine_chunks().cast(pa.string())
+    inputs = batch.column("teacher_x" if "teacher_x" in batch.column_names else "x")
+    return pa.table({"sample": pa.array(row_numbers(ids.to_numpy(zero_copy_only=False))), ROW_ID: ids,
+                     INPUTS: inputs})
 
 
 def store_key(cfg: RunConfig, dataset: Dataset, teacher: str, version: str) -> StoreKey:
-    return StoreKey(dataset=dataset_fingerprint(dataset.name, dataset.train.x, dataset.train.y), teacher=teacher,
-                    teacher_version=version, top_k=min(cfg.distill.top_k, dataset.num_classes),
-                    temperature=float(cfg.distill.temperature))
+    return StoreKey(dataset=dataset.fingerprint, teacher=teacher, teacher_version=version,
+                    top_k=min(cfg.distill.top_k, dataset.num_classes), temperature=float(cfg.distill.temperature))
 
 
 def _weights(cfg: RunConfig, teacher: TeacherConfig, dataset: Dataset, train: bool, cache_dir: str) -> Optional[str]:
@@ -89,8 +102,8 @@ def precompute(cfg: RunConfig, dataset: Dataset, console: Console) -> dict[str, 
     root = Path(cfg.distill.store_dir).resolve()
     cache_dir = default_cache_dir()
     x = dataset.train.x.reshape(len(dataset.train.x), -1)
-    rows = pa.table({"sample": np.arange(len(x), dtype=np.int64),  # token ids stay integers
-                     INPUTS: fixed_size_list(x, pa.int32() if x.dtype.kind in "iu" else pa.float32())})
+    rows = pa.table({"sample": np.arange(len(x), dtype=np.int64), ROW_ID: pa.array(dataset.train.ids, pa.string()),
+                     INPUTS: fixed_size_list(x, pa.int32() if x.dtype.kind in "iu" else pa.float32())})  # tokens: ints
     out = {}
     for teacher in cfg.teachers:
         weights = ray.get(ray.remote(_weights).options(num_cpus=0.25).remote(cfg, teacher, dataset, True, cache_dir))
@@ -103,8 +116,9 @@ def precompute(cfg: RunConfig, dataset: Dataset, console: Console) -> dict[str, 
         args = teacher_app_args(teacher, weights, dataset, cfg.distill, cfg.run.allowed_factory_modules)
         partial = folder.with_name(folder.name + f".partial-{os.getpid()}")
         shutil.rmtree(partial, ignore_errors=True)
-        console.print(f"teacher {teacher.name}: scoring {len(x)} samples with Ray Data -> {folder}")
-        (ray.data.from_arrow(progress_blocks(rows, 512))
+        console.print(f"teacher {teacher.name}: scoring {dataset.streamed.rows if dataset.streamed else len(x)} "
+                      f"samples with Ray Data -> {folder}")
+        (_scored_rows(cfg, rows, dataset)
          .map_batches(StoreScorer, fn_constructor_kwargs={"args": args, "top_k": key.top_k}, batch_size=512,
                       batch_format="pyarrow", concurrency=1, num_cpus=teacher.resources.num_cpus or 0.25,
                       num_gpus=teacher.resources.num_gpus or None)
@@ -116,6 +130,19 @@ def precompute(cfg: RunConfig, dataset: Dataset, console: Console) -> dict[str, 
         console.print(f"teacher {teacher.name}: {out[teacher.name].rows} rows of top-{key.top_k} soft targets "
                       f"(T={key.temperature:g}, version {key.teacher_version})")
     return out
+
+
+def _scored_rows(cfg: RunConfig, rows: pa.Table, dataset: Dataset) -> Any:
+    """The rows to score as a Ray Data dataset: the split held in memory, or the students'
+    stream read from the source's files."""
+    import ray.data
+
+    if dataset.streamed is None:
+        return ray.data.from_arrow(progress_blocks(rows, 512))
+    from orchestration.stream_data import students_dataset
+
+    return students_dataset(cfg.data.source).map_batches(stream_rows, batch_size=None, batch_format="pyarrow",
+                                                         num_cpus=cfg.data.source.read_cpus)
 
 
 def offline_stores(cfg: RunConfig, dataset: Dataset) -> dict[str, tuple[str, Manifest]]:

@@ -74,6 +74,8 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
         console.print(f"data: {note}", highlight=False)
     if cfg.data.classification and cfg.data.source is not None and cfg.data.source.num_classes is None:
         cfg.data.source.num_classes = dataset.num_classes  # read from the data once; the workers reuse it
+    if cfg.data.source is not None and cfg.data.source.format == "images" and cfg.data.source.classes is None:
+        cfg.data.source.classes = list(dataset.class_names)  # the train folder's, for every later reader
     methods = checked_terms(cfg)
     offline = cfg.distill.mode == "offline"
     stores = offline_stores(cfg, dataset.teacher_view()) if offline and cfg.teachers else {}  # a stale store fails here

@@ -1,5 +1,6 @@
 """The students' stream of a `data.source` with `stream: true`: a Ray Data dataset read from
-the source's files (`read_parquet` / `read_json` / `read_csv`), turned into training columns in
+the source's files (`read_parquet` / `read_json` / `read_csv`, or `read_binary_files` for an image
+folder), turned into training columns in
 `map_batches`, and handed to the `TorchTrainer`, which splits it between the train workers
 (`ray.train.get_dataset_shard` in `students.train_loop`)."""
 
@@ -15,7 +16,7 @@ def students_dataset(source: SourceConfig) -> Any:
     `id`, `x`, `y` and, where the source has them, `teacher_x` and `task`."""
     import ray.data
 
-    from students import source_files, to_stream_rows
+    from students import image_files, source_files, to_stream_rows
 
     context = ray.data.DataContext.get_current()  # a dataset keeps the context it was made in
     context.enable_progress_bars = False  # the run's progress lines report the students' samples/s
@@ -24,6 +25,13 @@ def students_dataset(source: SourceConfig) -> Any:
     # the train workers and teachers hold never frees; the read tasks below list their own files
     context.use_datasource_v2 = False
     path = source.transfer or source.train
+    if source.format == "images":
+        filesystem, _, files = image_files(path)
+        # many small files: Ray Data's default blocks, decoded in map_batches as the in-memory path decodes them
+        dataset = ray.data.read_binary_files(files, filesystem=filesystem, include_paths=True,
+                                             num_cpus=source.read_cpus)
+        return dataset.map_batches(to_stream_rows, batch_size=None, batch_format="pyarrow", fn_args=(source, path),
+                                   zero_copy_batch=True, num_cpus=source.read_cpus)
     filesystem, files = source_files(path)
     read = {"parquet": ray.data.read_parquet, "jsonl": ray.data.read_json, "csv": ray.data.read_csv}[source.format]
     # one block per file at most to start with, so the order, and with it the batch ids, do not depend on the

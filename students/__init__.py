@@ -34,8 +34,10 @@ _EXPORTS = {
     "SourceConfig": "config",
     "StreamedSplit": "splits",
     "TRAIN_DATASET": "streamed",
-    "source_files": "file_data",
+    "source_files": "source_files",
     "to_stream_rows": "file_data",
+    "image_files": "image_data",
+    "row_numbers": "streamed",
     "check_terms": "losses",
     "check_weighting": "config",
     "embedding_agreement": "evaluation",
@@ -69,7 +71,7 @@ __all__ = ["CheckpointError", "DataConfig", "Dataset", "DistillConfig", "GENERAT
            "integrity_problem", "load_dataset", "method_snapshots", "method_terms", "needs_teacher",
            "post_training_quantized", "preset_terms", "quantization_target", "refuse_unsafe_pickles",
            "refuse_zero3", "self_distillation_exits", "snapshot_methods", "source_files", "student_subset",
-           "teacher_feature_layers", "to_stream_rows", "train_student"]
+           "teacher_feature_layers", "to_stream_rows", "train_student", "image_files", "row_numbers"]
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

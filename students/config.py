@@ -50,17 +50,49 @@ class SourceColumns(Strict):
         return self.input is None
 
 
+class ImageConfig(Strict):
+    """How an image source's files become inputs: decoded, converted to `channels` (1: grey,
+    3: RGB), resized to `size`, scaled to [0, 1], then `(x - mean) / std` per channel, and
+    flattened channel-first (models read [B, channels * height * width])."""
+
+    size: int | tuple[int, int] = Field(32, description="the side of a square, or [height, width]")
+    channels: Literal[1, 3] = 3
+    mean: list[float] = Field([0.0], description="one value, or one per channel")
+    std: list[float] = Field([1.0], description="one value, or one per channel")
+
+    @model_validator(mode="after")
+    def _per_channel(self) -> "ImageConfig":
+        for name in ("mean", "std"):
+            if len(getattr(self, name)) not in (1, self.channels):
+                raise ValueError(f"image.{name}: give one value or {self.channels} (one per channel)")
+        if any(v <= 0 for v in self.std):
+            raise ValueError("image.std: every value must be positive")
+        if min(self.shape) < 1:
+            raise ValueError("image.size: at least one pixel a side")
+        return self
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.size, self.size) if isinstance(self.size, int) else tuple(self.size)
+
+
 class SourceConfig(Strict):
     """The user's own data, read from files: `train` (teachers and, without `transfer`,
     students), `test` or a `test_fraction` of train decided by a hash of each row's id, and
     optionally `transfer`, the students' own split (Hinton's transfer set)."""
 
-    format: Literal["parquet", "jsonl", "csv"]
-    train: str = Field(description="a path, a glob, or a URI pyarrow can open (s3://...)")
+    format: Literal["parquet", "jsonl", "csv", "images"]
+    train: str = Field(description="a path, a glob, or a URI pyarrow can open (s3://...); images: a folder "
+                                   "with one sub-folder per class")
     test: Optional[str] = Field(None, description="the test split's files; omitted: test_fraction of train")
     test_fraction: Optional[float] = Field(None, gt=0, lt=1, description="share of train held out by row id hash")
     transfer: Optional[str] = Field(None, description="the students' training files (default: train)")
-    columns: SourceColumns
+    columns: Optional[SourceColumns] = Field(
+        None, description="the files' column for each role; images: image (decoded), label (class folder), id (path)")
+    image: ImageConfig = Field(default_factory=ImageConfig, description="images (a folder, or a column of image "
+                                                                        "file bytes): decoding and normalisation")
+    classes: Optional[list[str]] = Field(None, description="images: the class folders in label order; default: "
+                                                           "the train folder's sub-folders by name")
     num_classes: Optional[int] = Field(None, ge=2, description="the output space; default: the largest label + 1")
     stream: bool = Field(False, description="students read the transfer split as a Ray Data stream "
                                             "(`ray.train.get_dataset_shard`) instead of holding it in memory")
@@ -78,6 +110,17 @@ class SourceConfig(Strict):
 
     @model_validator(mode="after")
     def _one_test_split(self) -> "SourceConfig":
+        if self.format == "images":
+            fixed = SourceColumns(input="image", label="label", id="id")
+            if self.columns is not None and self.columns != fixed:
+                raise ValueError("columns: an image folder's columns are fixed (image, label from the class folder, "
+                                 "id from the path); leave columns out")
+            self.columns = fixed
+        elif self.columns is None:
+            raise ValueError(f"columns: a {self.format} source needs the column of each role (input and label, "
+                             f"prompt and completion, or messages)")
+        elif self.classes is not None:
+            raise ValueError("classes: names the class folders of an image source; a file's labels are integers")
         if self.test is not None and self.test_fraction is not None:
             raise ValueError("test/test_fraction: give the test files or a fraction of train, not both")
         if self.test is None and self.test_fraction is None:
@@ -475,7 +518,6 @@ def check_stream(cfg: Any) -> None:
         return
     where = "data.source.stream"
     needs_rows = {"continual": cfg.continual is not None, "online": cfg.online is not None,
-                  "distill.mode offline (a store keyed by split rows)": cfg.distill.mode == "offline",
                   "data.student_train_samples": cfg.data.student_train_samples is not None,
                   "distill.generator": cfg.distill.generator is not None}
     for name, method in (cfg.distill.methods or {}).items():

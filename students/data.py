@@ -6,6 +6,8 @@ the same (epoch, shard, index) always names the same samples.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from students.config import DataConfig
@@ -16,7 +18,14 @@ from teachers import Batch
 def load_dataset(cfg: DataConfig, *, in_worker: bool = False) -> Dataset:
     """Load the configured dataset: the user's files (`data.source`), or a bundled set split
     deterministically (stratified by class). `in_worker`: for a train worker, which reads a
-    streamed source's training rows from its dataset shard instead."""
+    streamed source's training rows from its dataset shard instead. Every split has row ids."""
+    dataset = _load(cfg, in_worker)
+    keyed = lambda split: None if split is None else split.keyed()  # noqa: E731
+    return replace(dataset, train=keyed(dataset.train), test=keyed(dataset.test),
+                   teacher_train=keyed(dataset.teacher_train))
+
+
+def _load(cfg: DataConfig, in_worker: bool) -> Dataset:
     if cfg.source is not None and cfg.source.columns.language_model:
         from students.lm_source import load_lm_source
 
@@ -36,8 +45,13 @@ def load_dataset(cfg: DataConfig, *, in_worker: bool = False) -> Dataset:
                          f"or 'stdlib_docstrings'")
     x, y = digit_images()
     train_idx, test_idx = stratified_split(y, cfg.test_fraction, cfg.split_seed)
-    return Dataset("digits", Split(x[train_idx], y[train_idx], digit_columns(y[train_idx])),
-                   Split(x[test_idx], y[test_idx], digit_columns(y[test_idx])), num_classes=int(y.max()) + 1)
+    split = lambda rows: Split(x[rows], y[rows], digit_columns(y[rows]), ids=digit_ids(rows))  # noqa: E731
+    return Dataset("digits", split(train_idx), split(test_idx), num_classes=int(y.max()) + 1)
+
+
+def digit_ids(rows: np.ndarray) -> np.ndarray:
+    """A digit's row id: its row in scikit-learn's set, whatever the split."""
+    return np.char.add("digit-", np.asarray(rows).astype(str))
 
 
 def digit_images() -> tuple[np.ndarray, np.ndarray]:
@@ -73,7 +87,7 @@ def load_digit_views(cfg: DataConfig):
 
     def split(rows: np.ndarray) -> Split:
         return Split(x_student[rows], y[rows], {**digit_columns(y[rows]), "pair_id": ids[rows]},
-                     None if same_view else x_teacher[rows])
+                     None if same_view else x_teacher[rows], ids=np.char.add("pair-", ids[rows].astype(str)))
 
     return Dataset("digits_views", split(train_idx), split(test_idx), num_classes=int(y.max()) + 1)
 
@@ -147,4 +161,5 @@ def plan_epoch(split: Split, *, epoch: int, seed: int, shard: int, num_shards: i
     n_batches = per_shard // batch_size
     rows = [mine[i * batch_size:(i + 1) * batch_size] for i in range(n_batches)]
     return [Batch(batch_id(epoch, shard, i), epoch, i, split.x[r], split.labels(r), r, split.teacher_inputs[r],
-                  {k: v[r] for k, v in split.columns.items()}) for i, r in enumerate(rows)]
+                  {k: v[r] for k, v in split.columns.items()}, None if split.ids is None else split.ids[r])
+            for i, r in enumerate(rows)]

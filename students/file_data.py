@@ -7,8 +7,6 @@ raised before anything is trained or written. The splits are read into memory.
 
 from __future__ import annotations
 
-import fnmatch
-import glob as globbing
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,15 +15,9 @@ from typing import Optional
 import numpy as np
 import pyarrow as pa
 
-from cluster import DistilleryError
-from students.config import SourceConfig
-from students.splits import Dataset, Split, StreamedSplit
-
-GLOB_CHARS = "*?["
-
-
-class DataError(DistilleryError, ValueError):
-    """The data of `data.source` cannot be used; the message says where and what to do."""
+from students.config import ImageConfig, SourceConfig
+from students.source_files import DataError, source_files
+from students.splits import Dataset, Split, StreamedSplit, row_hashes, rows_fingerprint
 
 
 @dataclass
@@ -34,45 +26,6 @@ class SourceRows:
 
     table: pa.Table
     files: list[str]
-
-
-def _filesystem(path: str):
-    from pyarrow import fs
-
-    if "://" not in path:
-        return fs.LocalFileSystem(), path
-    try:
-        return fs.FileSystem.from_uri(path)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
-        raise DataError(f"{path}: pyarrow cannot open this URI ({exc}); install the filesystem it needs or "
-                        f"check the address") from None
-
-
-def source_files(path: str) -> tuple[object, list[str]]:
-    """The filesystem and the sorted files a path or glob names; a `DataError` when none."""
-    filesystem, root = _filesystem(path)
-    if "://" not in path:
-        candidates = sorted(globbing.glob(path)) if any(c in path for c in GLOB_CHARS) else [path]
-        files = [f for f in candidates if Path(f).is_file()]
-    else:
-        try:
-            files = _remote_files(filesystem, root)
-        except OSError as exc:
-            raise DataError(f"{path}: cannot list it ({exc}); check the address, the credentials and that the "
-                            f"store is reachable") from None
-    if not files:
-        raise DataError(f"{path}: no file matches (a missing file, or an empty glob); check data.source")
-    return filesystem, files
-
-
-def _remote_files(filesystem, root: str) -> list[str]:
-    from pyarrow import fs
-
-    if not any(c in root for c in GLOB_CHARS):
-        return [root] if filesystem.get_file_info(root).type == fs.FileType.File else []
-    folder = root[:min(root.find(c) for c in GLOB_CHARS if c in root)].rsplit("/", 1)[0]
-    infos = filesystem.get_file_info(fs.FileSelector(folder, recursive=True, allow_not_found=True))
-    return sorted(i.path for i in infos if i.type == fs.FileType.File and fnmatch.fnmatch(i.path, root))
 
 
 def _read_file(filesystem, path: str, fmt: str) -> pa.Table:
@@ -114,14 +67,20 @@ def _with_ids(table: pa.Table, name: str, id_column: Optional[str]) -> pa.Table:
     return table.append_column("__id", ids)
 
 
-def read_split(path: str, fmt: str, id_column: Optional[str]) -> SourceRows:
-    """Every file of a split, one table; files of one split must share a schema."""
+def read_split(path: str, source: SourceConfig) -> SourceRows:
+    """Every file of a split, one table; files of one split must share a schema. An image
+    source's split is its folder's images (`students.image_data`)."""
+    if source.format == "images":
+        from students.image_data import read_image_folder
+
+        table, files = read_image_folder(path, source)
+        return SourceRows(table.append_column("__id", table.column("id")), files)
     filesystem, files = source_files(path)
     tables, first = [], None
     for name in files:
-        table = _read_file(filesystem, name, fmt)
+        table = _read_file(filesystem, name, source.format)
         first = _same_schema(table, first, name, files)
-        tables.append(_with_ids(table, name, id_column))
+        tables.append(_with_ids(table, name, source.columns.id))
     table = pa.concat_tables(tables)
     if table.num_rows == 0:
         raise DataError(f"{path}: the split has no rows ({len(files)} files)")
@@ -136,11 +95,20 @@ def _require(rows: SourceRows, names: list[str], role: str) -> None:
                         f"{[c for c in rows.table.column_names if c != '__id']}")
 
 
-def _vectors(rows: SourceRows, columns: str | list[str], role: str) -> np.ndarray:
-    """float32 [N, F] from one list column or several numeric columns."""
+def _vectors(rows: SourceRows, columns: str | list[str], role: str, image: ImageConfig) -> np.ndarray:
+    """float32 [N, F] from one list column, several numeric columns, or a column of image
+    files' bytes (decoded as `image` says)."""
     names = [columns] if isinstance(columns, str) else list(columns)
     _require(rows, names, role)
     kind = rows.table.schema.field(names[0]).type
+    if isinstance(columns, str) and (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)):
+        from students.image_data import decode_images
+
+        def where(row: int) -> str:
+            one_per_file = len(rows.files) == rows.table.num_rows  # an image folder: the row is the file
+            return rows.files[row] if one_per_file else f"{_file_of(rows, row)}: column {columns!r}, row {row}"
+
+        return decode_images(rows.table.column(columns).combine_chunks(), image, where)
     if isinstance(columns, str) and (pa.types.is_list(kind) or pa.types.is_large_list(kind)
                                      or pa.types.is_fixed_size_list(kind)):
         return _list_vectors(rows, columns, role)
@@ -197,11 +165,12 @@ def _integers(rows: SourceRows, column: str, role: str) -> np.ndarray:
 
 def _split(rows: SourceRows, source: SourceConfig) -> Split:
     cols = source.columns
-    x = _vectors(rows, cols.input, "input")
+    x = _vectors(rows, cols.input, "input", source.image)
     y = _integers(rows, cols.label, "label")
     extra = {"task": _integers(rows, cols.task, "task")} if cols.task else {}
-    teacher_x = _vectors(rows, cols.teacher_input, "teacher_input") if cols.teacher_input else None
-    return Split(x, y, extra, teacher_x)
+    teacher_x = _vectors(rows, cols.teacher_input, "teacher_input", source.image) if cols.teacher_input else None
+    ids = rows.table.column("__id").to_numpy(zero_copy_only=False).astype(str)
+    return Split(x, y, extra, teacher_x, ids=ids)
 
 
 def held_out_by_id(ids: np.ndarray, fraction: float) -> np.ndarray:
@@ -234,10 +203,10 @@ def load_source(source: SourceConfig, *, streamed_students: bool = False) -> Dat
     source holds, the test split only (the students' rows come from the stream)."""
     if streamed_students:
         return _streamed_students(source)
-    train_rows = read_split(source.train, source.format, source.columns.id)
+    train_rows = read_split(source.train, source)
     ids = checked_ids(train_rows, source.train)
     if source.test is not None:
-        test_rows = read_split(source.test, source.format, source.columns.id)
+        test_rows = read_split(source.test, source)
         test, train = _split(test_rows, source), _split(train_rows, source)
         test_ids, train_ids = checked_ids(test_rows, source.test), ids
     else:
@@ -248,7 +217,12 @@ def load_source(source: SourceConfig, *, streamed_students: bool = False) -> Dat
         everything = _split(train_rows, source)
         test, train = everything.rows(np.flatnonzero(held)), everything.rows(np.flatnonzero(~held))
         test_ids, train_ids = ids[held], ids[~held]
-    num_classes = source.num_classes or int(train.y.max()) + 1
+    class_names = ()
+    if source.format == "images":
+        from students.image_data import image_classes
+
+        class_names = tuple(image_classes(source))
+    num_classes = source.num_classes or len(class_names) or int(train.y.max()) + 1
     _check_labels(train, num_classes, source.train, train_ids)
     _check_labels(test, num_classes, source.test or source.train, test_ids)
     unseen = sorted(set(test.y.tolist()) - set(train.y.tolist()))
@@ -259,17 +233,20 @@ def load_source(source: SourceConfig, *, streamed_students: bool = False) -> Dat
     name = f"source:{source.train}"
     if source.stream:  # the students' rows are checked here and read by the workers from the stream
         if source.transfer is None:
-            return Dataset(name, train, test, num_classes, streamed=StreamedSplit(len(train.y), np.bincount(train.y)))
+            hashes = row_hashes(train.ids, train.teacher_inputs, train.y)
+            streamed = StreamedSplit(len(train.y), np.bincount(train.y), rows_fingerprint(f"classes:{num_classes}", hashes))
+            return Dataset(name, train, test, num_classes, streamed=streamed, class_names=class_names)
         streamed = scan_split(source.transfer, source, train, num_classes)
-        return Dataset(name, train.rows(slice(0, 0)), test, num_classes, teacher_train=train, streamed=streamed)
+        return Dataset(name, train.rows(slice(0, 0)), test, num_classes, teacher_train=train, streamed=streamed,
+                       class_names=class_names)
     transfer = None
     if source.transfer is not None:
-        transfer_rows = read_split(source.transfer, source.format, source.columns.id)
+        transfer_rows = read_split(source.transfer, source)
         transfer = _split(transfer_rows, source)
         _check_labels(transfer, num_classes, source.transfer, checked_ids(transfer_rows, source.transfer))
         _same_width(source.transfer, transfer, train)
     return Dataset(name, transfer or train, test, num_classes=num_classes,
-                   teacher_train=train if transfer is not None else None)
+                   teacher_train=train if transfer is not None else None, class_names=class_names)
 
 
 def _same_width(where: Optional[str], split: Split, train: Split) -> None:
@@ -308,23 +285,35 @@ def scan_split(path: str, source: SourceConfig, train: Split, num_classes: int) 
     the ids' hashes and the rows per class."""
     from students.streamed import row_numbers
 
-    filesystem, files = source_files(path)
-    counts, hashes, first = np.zeros(num_classes, np.int64), [], None
-    for name in files:
-        for table in _chunks(filesystem, name, source.format):
-            first = _same_schema(table, first, name, files)
-            rows = SourceRows(_with_ids(table, name, source.columns.id), [name])
-            ids = np.array(rows.table.column("__id").to_pylist())
-            split = _split(rows, source)
-            _same_width(name, split, train)
-            _check_labels(split, num_classes, name, ids)
-            counts += np.bincount(split.y, minlength=num_classes)
-            hashes.append(row_numbers(ids))
-    keys, seen = np.unique(np.concatenate(hashes), return_counts=True)
+    counts, keys, hashes = np.zeros(num_classes, np.int64), [], []
+    for rows in _split_chunks(path, source):
+        split = _split(rows, source)
+        _same_width(rows.files[0], split, train)
+        _check_labels(split, num_classes, rows.files[0], split.ids)
+        counts += np.bincount(split.y, minlength=num_classes)
+        keys.append(row_numbers(split.ids))
+        hashes.append(row_hashes(split.ids, split.teacher_inputs, split.y))
+    _, seen = np.unique(np.concatenate(keys), return_counts=True)
     if (seen > 1).any():
         raise DataError(f"{path}: row ids repeat ({int((seen > 1).sum())} ids more than once); each row needs its "
                         f"own id (columns.id)")
-    return StreamedSplit(int(counts.sum()), counts)
+    return StreamedSplit(int(counts.sum()), counts, rows_fingerprint(f"classes:{num_classes}", np.concatenate(hashes)))
+
+
+def _split_chunks(path: str, source: SourceConfig):
+    """A split's rows a chunk at a time (`SourceRows`), checked for one schema across files."""
+    if source.format == "images":
+        from students.image_data import image_chunks
+
+        for table, files in image_chunks(path, source):
+            yield SourceRows(table.append_column("__id", table.column("id")), files)
+        return
+    filesystem, files = source_files(path)
+    first = None
+    for name in files:
+        for table in _chunks(filesystem, name, source.format):
+            first = _same_schema(table, first, name, files)
+            yield SourceRows(_with_ids(table, name, source.columns.id), [name])
 
 
 def held_out_rows(table: pa.Table, source: SourceConfig) -> np.ndarray:
@@ -341,7 +330,13 @@ def _streamed_students(source: SourceConfig) -> Dataset:
         raise DataError("data.source.num_classes: a streamed source's train workers need the output space; the "
                         "driver sets it from the data before training, or give it in the config")
     if source.test is not None:
-        test = _split(read_split(source.test, source.format, source.columns.id), source)
+        test = _split(read_split(source.test, source), source)
+    elif source.format == "images":  # only the held-out images are read
+        from students.image_data import read_image_folder
+
+        held = lambda ids: held_out_by_id(np.array(ids), source.test_fraction)  # noqa: E731
+        table, files = read_image_folder(source.train, source, keep=held)
+        test = _split(SourceRows(table.append_column("__id", table.column("id")), files), source)
     else:  # the held-out rows of each train file, one file in memory at a time
         filesystem, files = source_files(source.train)
         held, first = [], None
@@ -361,7 +356,12 @@ def _streamed_students(source: SourceConfig) -> Dataset:
 def to_stream_rows(table: pa.Table, source: SourceConfig, file: str) -> dict[str, np.ndarray]:
     """One block of the students' stream as the train workers read it: `id`, `x`, `y`, and
     `teacher_x` and `task` where the source has them; rows held out for the test split are
-    dropped (the stream of `train` when there is no transfer split)."""
+    dropped (the stream of `train` when there is no transfer split). An image source's block is
+    `ray.data.read_binary_files`' bytes and paths."""
+    if source.format == "images":
+        from students.image_data import stream_table
+
+        table = stream_table(table, source, file)
     ids = table.column(source.columns.id).cast(pa.string())
     table = table.append_column("__id", ids)
     keep = np.ones(table.num_rows, bool) if source.transfer is not None else ~held_out_rows(table, source)

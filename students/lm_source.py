@@ -82,7 +82,7 @@ def load_lm_source(cfg: DataConfig) -> Dataset:
     specials = specials_of(tokenizer)
 
     def pairs_of(path: str) -> list[tuple[str, str]]:
-        rows = read_split(path, source.format, source.columns.id)
+        rows = read_split(path, source)
         checked_ids(rows, path)
         return _pairs(rows, source, tokenizer)
 
@@ -93,7 +93,7 @@ def load_lm_source(cfg: DataConfig) -> Dataset:
     if source.test is not None:
         train, test = split_of(source.train, pairs_of(source.train)), split_of(source.test, pairs_of(source.test))
     else:
-        rows = read_split(source.train, source.format, source.columns.id)
+        rows = read_split(source.train, source)
         held = held_out_by_id(checked_ids(rows, source.train), source.test_fraction)
         if held.all() or not held.any():
             raise DataError(f"{source.train}: test_fraction {source.test_fraction} of {len(held)} rows leaves an "

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Optional
 
+import numpy as np
+
 from students.job import StudentJob
 from students.run_control import RunControl
 from teachers import SoftTargetSource
 
 
-def soft_target_source(job: StudentJob, control: RunControl, output_space: str, samples: int,
+def soft_target_source(job: StudentJob, control: RunControl, output_space: str, row_ids: Optional[np.ndarray],
                        planned: Callable[[], Iterable], only: Optional[set[str]]) -> Optional[SoftTargetSource]:
-    """The job's source (None for a phase without teachers); `planned()` lists every batch left
-    to train, `only` the teachers of the set the phase reads (all when None)."""
+    """The job's source (None for a phase without teachers); `row_ids` are the rows the phase
+    trains on (None for a stream), `planned()` lists every batch left to train, `only` the
+    teachers of the set the phase reads (all when None)."""
     if not job.use_teachers:
         return None
     if job.source == "offline":
         from teachers import StoredTeachers
 
-        return StoredTeachers(job.stores, control.teacher_set(), samples=samples, output_space=output_space,
-                              temperature=job.distill.temperature)
+        return StoredTeachers(job.stores, control.teacher_set(), output_space=output_space,
+                              temperature=job.distill.temperature, row_ids=row_ids)
     if job.source == "served":
         from teachers import FaultPolicy, TeacherClient
 

@@ -5,6 +5,7 @@ files; both return a `Dataset`."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Optional
 
@@ -21,6 +22,7 @@ class Split:
     columns: dict[str, np.ndarray] = field(default_factory=dict)  # per-sample data columns (e.g. "task")
     teacher_x: Optional[np.ndarray] = None  # cross-modal pairs: the teachers' modality of the same samples
     token_specials: Optional[TokenSpecials] = None  # token sequences: their labels are the next tokens
+    ids: Optional[np.ndarray] = None  # str [N] stable row ids: the offline store's key (`keyed` fills them in)
 
     def labels(self, index) -> np.ndarray:
         """The labels of the samples at `index`: `y`, or for token sequences the next token at
@@ -38,7 +40,13 @@ class Split:
     def rows(self, index) -> "Split":
         """The samples at `index` (a slice or an index array), every column alike."""
         return Split(self.x[index], self.y[index], {k: v[index] for k, v in self.columns.items()},
-                     None if self.teacher_x is None else self.teacher_x[index], self.token_specials)
+                     None if self.teacher_x is None else self.teacher_x[index], self.token_specials,
+                     None if self.ids is None else self.ids[index])
+
+    def keyed(self) -> "Split":
+        """The split with row ids: its own, or its rows' positions as loaded (a bundled set's
+        split is the same for the same config)."""
+        return self if self.ids is not None else replace(self, ids=np.arange(len(self.y)).astype(str))
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,7 @@ class StreamedSplit:
 
     rows: int
     class_counts: np.ndarray
+    fingerprint: str  # of its rows whatever their order (`teachers.rows_fingerprint`): the offline store's key
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,7 @@ class Dataset:
     tokenizer_hash: str = ""
     teacher_train: Optional[Split] = None  # the teachers' training split when the students have their own
     streamed: Optional[StreamedSplit] = None  # a streamed source: the students' split, read by the workers
+    class_names: tuple[str, ...] = ()  # an image folder's classes, in label order
     notes: tuple[str, ...] = ()  # what loading changed that a user should know (texts cut to the length)
 
     @property
@@ -90,6 +100,34 @@ class Dataset:
         """The dataset as the teachers read it: their modality as `x` (itself when not cross-modal)."""
         if not self.cross_modal:
             return self
-        view = lambda split: Split(split.teacher_x, split.y, split.columns)  # noqa: E731
+        view = lambda split: Split(split.teacher_x, split.y, split.columns, ids=split.ids)  # noqa: E731
         return replace(self, train=view(self.train), test=view(self.test),
                        teacher_train=None if self.teacher_train is None else view(self.teacher_train))
+
+    @property
+    def fingerprint(self) -> str:
+        """The students' rows as the offline store keys them, whatever their order: the
+        teachers' inputs, labels and row ids of the split (`rows_fingerprint`)."""
+        if self.streamed is not None:
+            return self.streamed.fingerprint
+        return rows_fingerprint(self.output_space, row_hashes(self.train.ids, self.train.teacher_inputs, self.train.y))
+
+
+def row_hashes(ids: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """uint64 [N]: a hash of each row's id, inputs and label."""
+    x, y = np.ascontiguousarray(x), np.asarray(y, np.int64)
+    out = np.empty(len(y), np.uint64)
+    for i in range(len(y)):
+        digest = hashlib.blake2b(str(ids[i]).encode(), digest_size=8)
+        digest.update(x[i].tobytes())
+        digest.update(y[i].tobytes())
+        out[i] = int.from_bytes(digest.digest(), "little")
+    return out
+
+
+def rows_fingerprint(output_space: str, hashes: np.ndarray) -> str:
+    """The fingerprint of a set of rows from their `row_hashes`, in any order and any chunks: the
+    same rows give the same fingerprint however a file orders or a stream delivers them."""
+    digest = hashlib.sha256(output_space.encode())
+    digest.update(np.sort(np.asarray(hashes, np.uint64)).tobytes())
+    return digest.hexdigest()[:16]

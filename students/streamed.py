@@ -43,9 +43,9 @@ def stream_batch(epoch: int, index: int, rows: dict[str, np.ndarray]) -> Batch:
     x = writable(rows["x"], np.float32)
     teacher_x = writable(rows["teacher_x"], np.float32) if "teacher_x" in rows else x
     columns = {"task": np.asarray(rows["task"], dtype=np.int64)} if "task" in rows else {}
-    no_split_rows = np.full(len(ids), -1, dtype=np.int64)  # a stream has no row positions to key a store by
+    no_split_rows = np.full(len(ids), -1, dtype=np.int64)  # a stream has no row positions (its ids key a store)
     return Batch(f"e{epoch}-r{rows_key(ids)}", epoch, index, x, writable(rows["y"], np.int64), no_split_rows,
-                 teacher_x, columns)
+                 teacher_x, columns, np.asarray(ids))
 
 
 class StreamedBatches:

@@ -113,8 +113,8 @@ def _training_rows(job: StudentJob, dataset: Dataset, world_size: int, epochs: i
 
 def _open_source(job: StudentJob, phase: Phase, dataset: Dataset, batches: BatchPlan) -> Optional[SoftTargetSource]:
     only = next(filter(None, each(job.hooks, "teachers")), None) or (job.teachers and set(job.teachers))
-    source = soft_target_source(job, phase.control, dataset.output_space, len(phase.train.y), batches.remaining,
-                                only)
+    row_ids = None if _streamed(job) else phase.train.ids
+    source = soft_target_source(job, phase.control, dataset.output_space, row_ids, batches.remaining, only)
     if source is not None and all(each(job.hooks, "plans_ahead")):
         source.plan(batches.remaining())
     return source

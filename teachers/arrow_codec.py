@@ -24,6 +24,7 @@ from teachers.soft_targets import SCHEMA_VERSION, SoftTargets, check_record_valu
 
 FEATURE_PREFIX = "feature/"
 SAMPLE_COLUMN = "sample"
+ROW_ID_COLUMN = "row_id"  # the offline store's key: the row id of each record row's sample
 _META_PREFIX = "distillery."
 _META_KEYS = ("schema_version", "kind", "batch_id", "teacher", "teacher_version", "temperature",
               "output_space", "num_classes", "features")
@@ -69,10 +70,15 @@ def record_schema(record: SoftTargets, *, with_sample: bool = False, batch_id: O
     return pa.schema(fields, metadata={_META_PREFIX + k: v for k, v in meta.items()})
 
 
-def to_table(record: SoftTargets, sample: Optional[np.ndarray] = None) -> pa.Table:
-    """`record` as an Arrow table; `sample` (dataset row per sample) adds the store's key column."""
+def to_table(record: SoftTargets, sample: Optional[np.ndarray] = None,
+             row_ids: Optional[np.ndarray] = None) -> pa.Table:
+    """`record` as an Arrow table; `sample` (dataset row per record row) adds the store's sample
+    column, `row_ids` (the row id per record row) its key column."""
     schema = record_schema(record, with_sample=sample is not None, batch_id="" if sample is not None else None)
     columns = [] if sample is None else [pa.array(np.asarray(sample, dtype=np.int64))]
+    if row_ids is not None:
+        schema = schema.insert(len(columns), pa.field(ROW_ID_COLUMN, pa.string(), nullable=False))
+        columns.append(pa.array(np.asarray(row_ids).astype(str), pa.string()))
     if record.is_dense:
         columns.append(fixed_size_list(record.logits, pa.float32()))
     else:
@@ -198,7 +204,7 @@ def table_to_record(table: pa.Table, *, source: str, batch_id: Optional[str] = N
     if not np.isfinite(temperature) or temperature <= 0:
         raise SoftTargetDecodeError(f"{source}: temperature {temperature} must be finite and > 0")
     expected = _expected_columns(table.schema, meta["kind"], num_classes, feature_shapes, source)
-    unexpected = set(table.schema.names) - expected - {SAMPLE_COLUMN}
+    unexpected = set(table.schema.names) - expected - {SAMPLE_COLUMN, ROW_ID_COLUMN}
     if unexpected:
         raise SoftTargetDecodeError(f"{source}: unexpected columns {sorted(unexpected)}")
     record = SoftTargets(batch_id=meta["batch_id"] if batch_id is None else batch_id, teacher=meta["teacher"],
@@ -250,6 +256,8 @@ def _expected_columns(schema: pa.Schema, kind: str, num_classes: int, feature_sh
         names.add(FEATURE_PREFIX + name)
     if schema.get_field_index(SAMPLE_COLUMN) >= 0:
         _expect_field(schema, SAMPLE_COLUMN, pa.int64(), source)
+    if schema.get_field_index(ROW_ID_COLUMN) >= 0:
+        _expect_field(schema, ROW_ID_COLUMN, pa.string(), source)
     return names
 
 

@@ -1,8 +1,10 @@
 """The offline soft-target store: one teacher's top-k soft targets for a whole dataset split.
 
 Layout: `<root>/<dataset fingerprint>/<teacher>-<teacher version>-k<k>-T<temperature>/` holds
-Parquet shards written with the Arrow codec (one row per sample, key column `sample`) and a
-`manifest.json` written last: a folder without a manifest is an unfinished precompute and is
+Parquet shards written with the Arrow codec (one row per sample, key column `row_id`, the
+sample's stable row id) and a `manifest.json` written last. The fingerprint covers the split's
+rows whatever their order (`students.Dataset.fingerprint`), and a batch finds its rows by their
+ids, so a store serves any later order of the same rows, in memory or streamed: a folder without a manifest is an unfinished precompute and is
 never read. The key (dataset fingerprint, teacher, teacher version, k, temperature) is in the
 folder name and in the manifest; a run that needs another key gets a `SoftTargetStoreError`
 saying which part differs, never a stale store.
@@ -10,7 +12,6 @@ saying which part differs, never a stale store.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -21,24 +22,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from teachers.arrow_codec import SAMPLE_COLUMN, table_to_record
-from teachers.errors import SoftTargetDecodeError, SoftTargetStoreError
+from teachers.arrow_codec import ROW_ID_COLUMN, SAMPLE_COLUMN, table_to_record
+from teachers.errors import SoftTargetStoreError
 from teachers.soft_targets import SCHEMA_VERSION, SoftTargets
 from teachers.source import RecordSource
 from teachers.targets import TeacherTargets
 from teachers.teacher_set import TeacherSet
 
 MANIFEST = "manifest.json"
-
-
-def dataset_fingerprint(name: str, x: np.ndarray, y: np.ndarray) -> str:
-    """Content hash of a split: the same samples in the same order give the same fingerprint."""
-    digest = hashlib.sha256(name.encode())
-    for array in (x, y):
-        array = np.ascontiguousarray(array)
-        digest.update(f"{array.dtype}{array.shape}".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -126,27 +117,47 @@ def write_manifest(folder: Path, key: StoreKey, teacher_test_score: Optional[flo
 
 
 class StoredTargets:
-    """One teacher's stored records, read into memory, sliced by sample index.
+    """One teacher's stored records, read into memory, sliced by sample.
 
     A classifier's store has one row per sample; a language model's has one row per target
     token, a sample's rows in position order (what a served teacher answers for that sample).
+    A store keyed by row id numbers its samples by their ids' sorted order (`samples_of`
+    finds them); a run's own replay store keys them by training row (`sample`).
     """
 
-    def __init__(self, folder: Path, manifest: Manifest, samples: int):
+    def __init__(self, folder: Path, manifest: Manifest):
         tables = [pq.read_table(folder / name) for name in manifest.files]
         table = pa.concat_tables(tables)
-        self.name = manifest.key.teacher
+        self.name, self.folder = manifest.key.teacher, folder
         self.record = table_to_record(table, source=f"store {folder}", batch_id="")
-        sample = table.column(SAMPLE_COLUMN).to_numpy()
+        self.ids: Optional[np.ndarray] = None
+        if ROW_ID_COLUMN in table.column_names:
+            self.ids, sample = np.unique(table.column(ROW_ID_COLUMN).to_numpy(zero_copy_only=False).astype(str),
+                                         return_inverse=True)
+        else:
+            sample = table.column(SAMPLE_COLUMN).to_numpy()
         self._order = np.argsort(sample, kind="stable")  # rows by sample, each sample's rows in stored order
-        self._count = np.bincount(sample, minlength=samples)  # rows per sample id
+        # a token sequence without target positions has no rows: its id finds an empty sample at the end
+        self._empty_allowed = manifest.output_space.startswith("tokens:")
+        self._count = np.append(np.bincount(sample), 0)  # rows per sample
         self._start = np.cumsum(self._count) - self._count  # where a sample's rows begin in `_order`
-        if manifest.output_space.startswith("tokens:"):
-            return  # a sequence without target positions has no rows: every batch's row count is checked instead
-        missing = np.flatnonzero(self._count[:samples] == 0)
+
+    def samples_of(self, ids: np.ndarray) -> np.ndarray:
+        """The samples of row ids; a `SoftTargetStoreError` naming the ids the store lacks."""
+        if self.ids is None:
+            raise SoftTargetStoreError(f"store {self.folder} has no row ids (written before stores were keyed by "
+                                       f"row id); rerun `distillery precompute`")
+        ids = np.asarray(ids).astype(str)
+        at = np.minimum(np.searchsorted(self.ids, ids), len(self.ids) - 1)
+        absent = self.ids[at] != ids
+        if self._empty_allowed:
+            return np.where(absent, len(self.ids), at)
+        missing = ids[absent]
         if len(missing):
-            raise SoftTargetStoreError(f"store {folder} lacks {len(missing)} of the {samples} training samples "
-                                       f"(first: {missing[:5].tolist()}); rerun `distillery precompute`")
+            raise SoftTargetStoreError(f"store {self.folder} lacks {len(missing)} of {len(ids)} rows (first ids: "
+                                       f"{missing[:5].tolist()}); it was written for other rows: rerun `distillery "
+                                       f"precompute` with this config")
+        return at
 
     def held_samples(self) -> np.ndarray:
         """The sample ids with rows in the store, ascending."""
@@ -173,25 +184,29 @@ class StoredTargets:
 
 
 class StoredTeachers(RecordSource):
-    """The soft-target source over offline stores: no teacher runs while the student trains."""
+    """The soft-target source over offline stores: no teacher runs while the student trains. A
+    batch's rows are found by their row ids (`Batch.ids`); `row_ids`, the rows a phase will
+    train on, are checked to be in every store before the first step."""
 
-    def __init__(self, stores: dict[str, str], teacher_set: TeacherSet, *, samples: int, output_space: str,
-                 temperature: float):
+    def __init__(self, stores: dict[str, str], teacher_set: TeacherSet, *, output_space: str, temperature: float,
+                 row_ids: Optional[np.ndarray] = None):
         super().__init__(teacher_set, output_space=output_space, temperature=temperature)
         self._stores = {}
         for name, folder in stores.items():
             folder = Path(folder)
-            self._stores[name] = StoredTargets(folder, Manifest.read(folder), samples)
+            self._stores[name] = StoredTargets(folder, Manifest.read(folder))
+            if row_ids is not None:
+                self._stores[name].samples_of(row_ids)
 
     def targets_for(self, batch) -> Optional[TeacherTargets]:
         records = {}
         for name, store in self._stores.items():
             try:
-                record = store.for_batch(batch.batch_id, batch.samples)
-            except IndexError:
-                raise SoftTargetDecodeError(f"store of teacher {name!r} has no row for a sample of batch "
-                                            f"{batch.batch_id!r}") from None
-            records[name] = self.checked(record, batch, self.teacher_set.teachers[name].model_version)
+                samples = store.samples_of(batch.ids)
+            except SoftTargetStoreError as exc:
+                raise SoftTargetStoreError(f"teacher {name!r}, batch {batch.batch_id!r}: {exc}") from None
+            records[name] = self.checked(store.for_batch(batch.batch_id, samples), batch,
+                                         self.teacher_set.teachers[name].model_version)
         return self.merged(records)
 
     def close(self) -> None:

@@ -28,12 +28,12 @@ def mlp(in_features: int, num_classes: int, hidden: list[int] | tuple[int, ...] 
 
 
 class _ImageConvNet(nn.Module):
-    def __init__(self, side: int, num_classes: int, channels: tuple[int, int], dropout: float):
+    def __init__(self, side: int, num_classes: int, channels: tuple[int, int], dropout: float, in_channels: int):
         super().__init__()
         c1, c2 = channels
-        self.side = side
+        self.side, self.in_channels = side, in_channels
         self.features = nn.Sequential(
-            nn.Conv2d(1, c1, 3, padding=1), nn.BatchNorm2d(c1), nn.ReLU(),
+            nn.Conv2d(in_channels, c1, 3, padding=1), nn.BatchNorm2d(c1), nn.ReLU(),
             nn.Conv2d(c1, c2, 3, padding=1), nn.BatchNorm2d(c2), nn.ReLU(),
             nn.MaxPool2d(2),
         )
@@ -44,16 +44,18 @@ class _ImageConvNet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x.view(x.shape[0], 1, self.side, self.side)))
+        return self.head(self.features(x.view(x.shape[0], self.in_channels, self.side, self.side)))
 
 
 def convnet(in_features: int, num_classes: int, channels: list[int] | tuple[int, int] = (32, 64),
-            dropout: float = 0.25) -> nn.Module:
-    """A small CNN for square single-channel images given flattened ([B, side*side])."""
-    side = math.isqrt(in_features)
-    if side * side != in_features:
-        raise ValueError(f"convnet needs square images, in_features={in_features} is not a square")
-    return _ImageConvNet(side, num_classes, tuple(channels), dropout)
+            dropout: float = 0.25, in_channels: int = 1) -> nn.Module:
+    """A small CNN for square images of `in_channels` channels given flattened channel-first
+    ([B, in_channels*side*side], as an image source's inputs are)."""
+    side = math.isqrt(in_features // in_channels)
+    if in_channels * side * side != in_features:
+        raise ValueError(f"convnet needs square images of {in_channels} channels; in_features={in_features} is not "
+                         f"{in_channels} x a square (set kwargs.in_channels to the images' channels)")
+    return _ImageConvNet(side, num_classes, tuple(channels), dropout, in_channels)
 
 
 class _SelfAttention(nn.Module):

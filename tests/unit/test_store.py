@@ -1,4 +1,4 @@
-"""The offline store: keyed folders, manifests written last, stale stores refused, rows by sample."""
+"""The offline store: keyed folders, manifests written last, stale stores refused, rows by row id."""
 
 from dataclasses import replace
 
@@ -10,10 +10,12 @@ from students.data import Split, plan_epoch
 from teachers.arrow_codec import to_table
 from teachers.errors import SoftTargetStoreError
 from teachers.soft_targets import pack_soft_targets
-from teachers.store import StoredTeachers, StoreKey, dataset_fingerprint, find_store, write_manifest
+from students.splits import row_hashes, rows_fingerprint
+from teachers.store import StoredTeachers, StoreKey, find_store, write_manifest
 from teachers.teacher_set import TeacherEntry, TeacherSet
 
 N, C, K = 40, 10, 4
+IDS = np.array([f"row-{i}" for i in range(N)])
 
 
 def write_store(root, key, logits):
@@ -23,7 +25,7 @@ def write_store(root, key, logits):
         rec = pack_soft_targets(logits[rows], batch_id="", teacher=key.teacher, teacher_version=key.teacher_version,
                                 temperature=key.temperature, output_space=f"classes:{C}", dense_max_classes=1,
                                 top_k=key.top_k)
-        pq.write_table(to_table(rec, sample=rows), folder / f"part-{part}.parquet")
+        pq.write_table(to_table(rec, sample=rows, row_ids=IDS[rows]), folder / f"part-{part}.parquet")
     return write_manifest(folder, key, teacher_test_score=0.9)
 
 
@@ -31,14 +33,19 @@ def write_store(root, key, logits):
 def store(tmp_path):
     rng = np.random.default_rng(0)
     x, logits = rng.random((N, 8), dtype=np.float32), rng.normal(size=(N, C)).astype(np.float32)
-    key = StoreKey(dataset_fingerprint("toy", x, np.arange(N)), "mlp", "v1", K, 4.0)
+    key = StoreKey(rows_fingerprint("classes:10", row_hashes(IDS, x, np.arange(N) % C)), "mlp", "v1", K, 4.0)
     return tmp_path, key, write_store(tmp_path, key, logits), x, logits
 
 
-def test_fingerprint_changes_with_the_data():
-    x = np.zeros((4, 2), dtype=np.float32)
-    assert dataset_fingerprint("d", x, np.arange(4)) == dataset_fingerprint("d", x.copy(), np.arange(4))
-    assert dataset_fingerprint("d", x, np.arange(4)) != dataset_fingerprint("d", x, np.arange(4)[::-1])
+def test_fingerprint_is_the_rows_whatever_their_order_and_changes_with_the_data():
+    x, y, ids = np.arange(8, dtype=np.float32).reshape(4, 2), np.arange(4), np.array(["a", "b", "c", "d"])
+    fingerprint = lambda order: rows_fingerprint("classes:4", row_hashes(ids[order], x[order], y[order]))  # noqa: E731
+    assert fingerprint([0, 1, 2, 3]) == fingerprint([3, 1, 0, 2])
+    in_chunks = np.concatenate([row_hashes(ids[:1], x[:1], y[:1]), row_hashes(ids[1:], x[1:], y[1:])])
+    assert rows_fingerprint("classes:4", in_chunks) == fingerprint([0, 1, 2, 3])
+    assert fingerprint([0, 1, 2]) != fingerprint([0, 1, 2, 3])
+    assert rows_fingerprint("classes:4", row_hashes(ids, x, y[::-1])) != fingerprint([0, 1, 2, 3])
+    assert rows_fingerprint("classes:4", row_hashes(ids[::-1], x, y)) != fingerprint([0, 1, 2, 3])
 
 
 def test_matching_store_is_found(store):
@@ -73,20 +80,25 @@ def test_tampered_manifest_is_refused(store):
         find_store(root, key)
 
 
-def test_students_read_rows_by_sample(store):
+def test_students_read_rows_by_id_in_any_order_of_the_split(store):
     root, key, manifest, x, logits = store
     teacher_set = TeacherSet(1, {"mlp": TeacherEntry("mlp", 1.0, "classes:10", C, "v1")})
-    stored = StoredTeachers({"mlp": str(key.folder(root))}, teacher_set, samples=N, output_space="classes:10",
-                            temperature=4.0)
-    batch = plan_epoch(Split(x, np.zeros(N, dtype=np.int64)), epoch=3, seed=1, shard=1, num_shards=2, batch_size=8)[1]
+    shuffled = np.random.default_rng(3).permutation(N)  # the same rows in another order than at precompute
+    split = Split(x[shuffled], np.zeros(N, dtype=np.int64), ids=IDS[shuffled])
+    stored = StoredTeachers({"mlp": str(key.folder(root))}, teacher_set, output_space="classes:10",
+                            temperature=4.0, row_ids=split.ids)
+    batch = plan_epoch(split, epoch=3, seed=1, shard=1, num_shards=2, batch_size=8)[1]
     record = stored.targets_for(batch).records["mlp"]
-    expected = pack_soft_targets(logits[batch.samples], batch_id=batch.batch_id, teacher="mlp", teacher_version="v1",
-                                 temperature=4.0, output_space="classes:10", dense_max_classes=1, top_k=K)
+    expected = pack_soft_targets(logits[shuffled[batch.samples]], batch_id=batch.batch_id, teacher="mlp",
+                                 teacher_version="v1", temperature=4.0, output_space="classes:10",
+                                 dense_max_classes=1, top_k=K)
     assert record.batch_id == batch.batch_id
     assert np.array_equal(record.topk_idx, expected.topk_idx)
-    with pytest.raises(SoftTargetStoreError, match="lacks"):
-        StoredTeachers({"mlp": str(key.folder(root))}, teacher_set, samples=N + 5, output_space="classes:10",
-                       temperature=4.0)
+    with pytest.raises(SoftTargetStoreError, match=r"lacks 1 of 41 rows \(first ids: \['new-row'\]\)"):
+        StoredTeachers({"mlp": str(key.folder(root))}, teacher_set, output_space="classes:10", temperature=4.0,
+                       row_ids=np.append(IDS, "new-row"))
+    with pytest.raises(SoftTargetStoreError, match="batch 'b': .*lacks"):
+        stored.targets_for(replace(batch, batch_id="b", ids=np.array(["row-1", "other"])))
 
 
 def test_a_language_models_store_gives_each_samples_token_rows_in_order(tmp_path):
@@ -114,12 +126,13 @@ def test_a_language_models_store_gives_each_samples_token_rows_in_order(tmp_path
         rows = np.flatnonzero(np.isin(sample_of_row, samples))
         rec = pack_soft_targets(logits[rows], batch_id="", teacher="gpt", teacher_version="v1", temperature=1.0,
                                 output_space=space, dense_max_classes=1, top_k=K)
-        pq.write_table(to_table(rec, sample=sample_of_row[rows]), folder / f"part-{part}.parquet")
+        pq.write_table(to_table(rec, sample=sample_of_row[rows], row_ids=IDS[sample_of_row[rows]]),
+                       folder / f"part-{part}.parquet")
     write_manifest(folder, key, teacher_test_score=90.0)
 
     teacher_set = TeacherSet(1, {"gpt": TeacherEntry("gpt", 1.0, space, vocab, "v1")})
-    stored = StoredTeachers({"gpt": str(folder)}, teacher_set, samples=N, output_space=space, temperature=1.0)
-    split = Split(ids, np.zeros(N, dtype=np.int64), token_specials=specials)
+    stored = StoredTeachers({"gpt": str(folder)}, teacher_set, output_space=space, temperature=1.0)
+    split = Split(ids, np.zeros(N, dtype=np.int64), token_specials=specials, ids=IDS)
     batch = next(b for b in plan_epoch(split, epoch=0, seed=2, shard=0, num_shards=1, batch_size=8)
                  if 7 in b.samples)
     batch = replace(batch, y=target_labels(ids[batch.samples], specials))

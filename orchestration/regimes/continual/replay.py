@@ -33,7 +33,7 @@ class MemoryTargets:
             if abs(manifest.key.temperature - temperature) > 1e-9:
                 raise ValueError(f"memory store {folder} holds targets at T={manifest.key.temperature:g}, the run "
                                  f"distils at T={temperature:g}")
-            store = StoredTargets(Path(folder), manifest, samples=0)
+            store = StoredTargets(Path(folder), manifest)
             logprob = record_logprob(store.record, temperature).numpy()
             rows = store.held_samples()
             self.logprob.update(zip(rows.tolist(), logprob[store.rows_of(rows)]))
