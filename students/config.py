@@ -17,7 +17,7 @@ class SourceColumns(Strict):
     one column holding a fixed-length numeric list per row, or a list of numeric columns (one
     feature each), and `label` the class. Language-model rows: `prompt` and `completion` text,
     or `messages` (chat turns rendered with the tokenizer's chat template; the last turn, the
-    assistant's, is the completion)."""
+    assistant's, is the completion), or `text` (plain text, all of it the completion)."""
 
     input: Optional[str | list[str]] = Field(None, description="what the students read")
     label: Optional[str] = Field(None, description="the integer class of each row (0 .. classes - 1)")
@@ -29,14 +29,15 @@ class SourceColumns(Strict):
     completion: Optional[str] = Field(None, description="language models: the completion the loss covers")
     messages: Optional[str] = Field(
         None, description="language models: a list of {role, content} chat turns per row, the last the assistant's")
+    text: Optional[str] = Field(None, description="language models: plain text the loss covers whole (no prompt)")
 
     @model_validator(mode="after")
     def _one_kind_of_row(self) -> "SourceColumns":
         features = self.input is not None or self.label is not None
         text = self.prompt is not None or self.completion is not None
-        if sum((features, text, self.messages is not None)) != 1:
-            raise ValueError("columns: give input and label (classification), prompt and completion, or messages "
-                             "(language models), one kind only")
+        if sum((features, text, self.messages is not None, self.text is not None)) != 1:
+            raise ValueError("columns: give input and label (classification), or prompt and completion, messages "
+                             "or text (language models), one kind only")
         if features and (self.input is None or self.label is None):
             raise ValueError("columns: classification rows need both input and label")
         if text and (self.prompt is None or self.completion is None):
@@ -81,9 +82,9 @@ class SourceConfig(Strict):
     students), `test` or a `test_fraction` of train decided by a hash of each row's id, and
     optionally `transfer`, the students' own split (Hinton's transfer set)."""
 
-    format: Literal["parquet", "jsonl", "csv", "images"]
+    format: Literal["parquet", "jsonl", "csv", "images", "text", "hf_dataset"]
     train: str = Field(description="a path, a glob, or a URI pyarrow can open (s3://...); images: a folder "
-                                   "with one sub-folder per class")
+                                   "with one sub-folder per class; hf_dataset: a split's save_to_disk folder")
     test: Optional[str] = Field(None, description="the test split's files; omitted: test_fraction of train")
     test_fraction: Optional[float] = Field(None, gt=0, lt=1, description="share of train held out by row id hash")
     transfer: Optional[str] = Field(None, description="the students' training files (default: train)")
@@ -116,6 +117,12 @@ class SourceConfig(Strict):
                 raise ValueError("columns: an image folder's columns are fixed (image, label from the class folder, "
                                  "id from the path); leave columns out")
             self.columns = fixed
+        elif self.format == "text":
+            fixed = SourceColumns(text="text")
+            if self.columns is not None and self.columns != fixed:
+                raise ValueError("columns: a text source's rows are its files' lines (column text, id file:line); "
+                                 "leave columns out")
+            self.columns = fixed
         elif self.columns is None:
             raise ValueError(f"columns: a {self.format} source needs the column of each role (input and label, "
                              f"prompt and completion, or messages)")
@@ -125,6 +132,9 @@ class SourceConfig(Strict):
             raise ValueError("test/test_fraction: give the test files or a fraction of train, not both")
         if self.test is None and self.test_fraction is None:
             raise ValueError("test: give the test files, or test_fraction (a share of train held out by row id)")
+        if self.stream and self.format not in ("parquet", "jsonl", "csv", "images"):
+            raise ValueError(f"stream: a {self.format} source is read into memory (streamed sources are parquet, "
+                             f"jsonl, csv or images); set stream: false")
         if self.stream and self.columns.id is None:
             raise ValueError("columns.id: a streamed source needs a stable row id column (a stream has no row "
                              "numbers to make ids from); name one, or set stream: false")

@@ -1,5 +1,6 @@
 """The user's own data: classification rows read from Parquet, JSONL or CSV files (local paths,
-globs, or any URI pyarrow opens, such as s3://), with a column for each role.
+globs, or any URI pyarrow opens, such as s3://), a Hugging Face dataset saved to disk, an
+image folder (`students.image_data`) or text lines, with a column for each role.
 
 Every problem is a `DataError` that names the file, the column and, where it applies, the row,
 raised before anything is trained or written. The splits are read into memory.
@@ -75,7 +76,12 @@ def read_split(path: str, source: SourceConfig) -> SourceRows:
 
         table, files = read_image_folder(path, source)
         return SourceRows(table.append_column("__id", table.column("id")), files)
+    if source.format == "hf_dataset":
+        table = _read_hf_dataset(path)
+        return SourceRows(_with_ids(table, path, source.columns.id), [path])
     filesystem, files = source_files(path)
+    if source.format == "text":
+        return _text_lines(filesystem, files, path)
     tables, first = [], None
     for name in files:
         table = _read_file(filesystem, name, source.format)
@@ -85,6 +91,45 @@ def read_split(path: str, source: SourceConfig) -> SourceRows:
     if table.num_rows == 0:
         raise DataError(f"{path}: the split has no rows ({len(files)} files)")
     return SourceRows(table, files)
+
+
+def _read_hf_dataset(path: str) -> pa.Table:
+    """A Hugging Face dataset saved with `save_to_disk` (one split's folder), memory-mapped."""
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(f"{path}: format hf_dataset reads with the `datasets` package, which is not installed; "
+                        f"pip install 'distillery[hf]'") from None
+    try:
+        loaded = datasets.load_from_disk(path)
+    except (FileNotFoundError, OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a dataset saved with save_to_disk ({exc})") from None
+    if isinstance(loaded, datasets.DatasetDict):
+        raise DataError(f"{path}: a DatasetDict of splits {sorted(loaded)}; give one split's folder, e.g. "
+                        f"{path.rstrip('/')}/{next(iter(loaded))}")
+    table = loaded.with_format("arrow")[:]
+    if table.num_rows == 0:
+        raise DataError(f"{path}: the split has no rows")
+    return table
+
+
+def _text_lines(filesystem, files: list[str], path: str) -> SourceRows:
+    """Plain text files: one row per non-empty line, id `file:line` (the line's number from 1)."""
+    texts, ids = [], []
+    for name in files:
+        try:
+            with filesystem.open_input_stream(name) as stream:
+                lines = stream.read().decode("utf-8").splitlines()
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{name}: not UTF-8 text ({exc}); a text source reads UTF-8 files") from None
+        except OSError as exc:
+            raise DataError(f"{name}: cannot read it ({exc})") from None
+        kept = [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
+        texts += [line for _, line in kept]
+        ids += [f"{Path(name).name}:{number}" for number, _ in kept]
+    if not texts:
+        raise DataError(f"{path}: the split has no text lines ({len(files)} files)")
+    return SourceRows(pa.table({"text": texts, "__id": ids}), files)
 
 
 def _require(rows: SourceRows, names: list[str], role: str) -> None:
@@ -101,14 +146,16 @@ def _vectors(rows: SourceRows, columns: str | list[str], role: str, image: Image
     names = [columns] if isinstance(columns, str) else list(columns)
     _require(rows, names, role)
     kind = rows.table.schema.field(names[0]).type
-    if isinstance(columns, str) and (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)):
+    image_struct = pa.types.is_struct(kind) and kind.get_field_index("bytes") >= 0  # Hugging Face's Image feature
+    if isinstance(columns, str) and (pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or image_struct):
         from students.image_data import decode_images
 
         def where(row: int) -> str:
             one_per_file = len(rows.files) == rows.table.num_rows  # an image folder: the row is the file
             return rows.files[row] if one_per_file else f"{_file_of(rows, row)}: column {columns!r}, row {row}"
 
-        return decode_images(rows.table.column(columns).combine_chunks(), image, where)
+        images = rows.table.column(columns).combine_chunks()
+        return decode_images(images.field("bytes") if image_struct else images, image, where)
     if isinstance(columns, str) and (pa.types.is_list(kind) or pa.types.is_large_list(kind)
                                      or pa.types.is_fixed_size_list(kind)):
         return _list_vectors(rows, columns, role)

@@ -1,5 +1,6 @@
-"""The user's own language-model data: rows of `prompt` and `completion` text, or of chat
-`messages`, from JSONL, Parquet or CSV files, tokenized with the run's tokenizer into the
+"""The user's own language-model data: rows of `prompt` and `completion` text, of chat
+`messages`, or of plain `text` (the lines of text files, or a column), from JSONL, Parquet,
+CSV or text files, tokenized with the run's tokenizer into the
 sequences the bundled `stdlib_functions` uses (`<bos> prompt <sep> completion <eos>`, cut to
 `data.sequence_length`, right-padded; the loss covers the completion, `students.lm_data`).
 
@@ -58,6 +59,8 @@ def _pairs(rows: SourceRows, source: SourceConfig, tokenizer) -> list[tuple[str,
     cols = source.columns
     if cols.messages:
         return _chat_pairs(rows, cols.messages, tokenizer)
+    if cols.text:
+        return [("", text) for text in _texts(rows, cols.text, "text")]
     return list(zip(_texts(rows, cols.prompt, "prompt"), _texts(rows, cols.completion, "completion")))
 
 
@@ -81,27 +84,27 @@ def load_lm_source(cfg: DataConfig) -> Dataset:
     tokenizer = load_tokenizer(cfg.tokenizer)
     specials = specials_of(tokenizer)
 
-    def pairs_of(path: str) -> list[tuple[str, str]]:
-        rows = read_split(path, source)
-        checked_ids(rows, path)
-        return _pairs(rows, source, tokenizer)
-
-    def split_of(path: str, pairs: list[tuple[str, str]]) -> Split:
+    def split_of(path: str, pairs: list[tuple[str, str]], ids: np.ndarray) -> Split:
         x = _sequences(pairs, tokenizer, length, path, notes)
-        return Split(x, np.zeros(len(x), np.int64), token_specials=specials)
+        return Split(x, np.zeros(len(x), np.int64), token_specials=specials, ids=ids)
+
+    def read(path: str) -> Split:
+        rows = read_split(path, source)
+        return split_of(path, _pairs(rows, source, tokenizer), checked_ids(rows, path))
 
     if source.test is not None:
-        train, test = split_of(source.train, pairs_of(source.train)), split_of(source.test, pairs_of(source.test))
+        train, test = read(source.train), read(source.test)
     else:
         rows = read_split(source.train, source)
-        held = held_out_by_id(checked_ids(rows, source.train), source.test_fraction)
+        ids = checked_ids(rows, source.train)
+        held = held_out_by_id(ids, source.test_fraction)
         if held.all() or not held.any():
             raise DataError(f"{source.train}: test_fraction {source.test_fraction} of {len(held)} rows leaves an "
                             f"empty {'train' if held.all() else 'test'} split; give more rows or a test file")
         pairs = _pairs(rows, source, tokenizer)
-        train = split_of(source.train, [pairs[i] for i in np.flatnonzero(~held)])
-        test = split_of(source.train, [pairs[i] for i in np.flatnonzero(held)])
-    students = split_of(source.transfer, pairs_of(source.transfer)) if source.transfer is not None else train
+        train = split_of(source.train, [pairs[i] for i in np.flatnonzero(~held)], ids[~held])
+        test = split_of(source.train, [pairs[i] for i in np.flatnonzero(held)], ids[held])
+    students = read(source.transfer) if source.transfer is not None else train
     if cfg.generated:  # sequence-level KD: the teachers' completions of the prompts replace the students' split
         generated = generated_sequences(cfg.generated, length, specials.pad, int(tokenizer.eos_token_id))
         students = Split(generated, np.zeros(len(generated), np.int64), token_specials=specials)

@@ -154,3 +154,35 @@ def test_a_glob_of_parquet_files_on_an_s3_compatible_server(s3_server):
 def test_a_uri_of_a_filesystem_pyarrow_cannot_open_is_refused(tmp_path):
     with pytest.raises(DataError, match="pyarrow cannot open this URI"):
         load_dataset(_config(train="nosuchfs://bucket/train.parquet", test_fraction=0.2))
+
+
+def test_a_hugging_face_dataset_saved_to_disk_with_an_image_feature(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    import io
+
+    from PIL import Image
+
+    def png(level: int) -> bytes:
+        out = io.BytesIO()
+        Image.new("L", (4, 4), level).save(out, "PNG")
+        return out.getvalue()
+
+    rows = _rows()
+    features = datasets.Dataset.from_dict(rows)
+    features.save_to_disk(str(tmp_path / "features"))
+    data = load_dataset(_config(format="hf_dataset", train=str(tmp_path / "features"), test_fraction=0.25))
+    assert len(data.train.y) + len(data.test.y) == ROWS and data.train.x.shape[1] == FEATURES
+    assert set(data.train.ids) | set(data.test.ids) == set(rows["key"])
+
+    images = datasets.Dataset.from_dict({"img": [{"bytes": png(255 * (i % 2)), "path": None} for i in range(20)],
+                                         "label": [i % 2 for i in range(20)]}).cast_column("img", datasets.Image())
+    datasets.DatasetDict({"train": images, "test": images}).save_to_disk(str(tmp_path / "images"))
+    cfg = lambda train: DataConfig(source={  # noqa: E731
+        "format": "hf_dataset", "train": train, "test": str(tmp_path / "images" / "test"),
+        "columns": {"input": "img", "label": "label"}, "image": {"size": 2, "channels": 1}})
+    data = load_dataset(cfg(str(tmp_path / "images" / "train")))
+    np.testing.assert_allclose(data.train.x, data.train.y[:, None].repeat(4, axis=1).astype(np.float32))
+    with pytest.raises(DataError, match=r"a DatasetDict of splits \['test', 'train'\]; give one split's folder"):
+        load_dataset(cfg(str(tmp_path / "images")))
+    with pytest.raises(DataError, match="not a dataset saved with save_to_disk"):
+        load_dataset(cfg(str(tmp_path / "nothing")))

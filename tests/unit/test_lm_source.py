@@ -93,3 +93,25 @@ def test_bad_language_model_rows_and_configs_are_refused(tmp_path):
                                                           "input": "x", "label": "y"})
     with pytest.raises(ValueError, match="language-model source is read into memory"):
         _config(train=train, test_fraction=0.2, stream=True)
+
+
+def test_plain_text_files_are_one_row_per_line_the_whole_line_the_completion(tmp_path):
+    (tmp_path / "a.txt").write_text("".join(f"line {i} of the first file, a plain sentence.\n\n" for i in range(12)))
+    (tmp_path / "b.txt").write_text("\n".join(f"and line {i} of the second." for i in range(8)))
+    data = load_dataset(DataConfig(source={"format": "text", "train": str(tmp_path / "*.txt"), "test_fraction": 0.25},
+                                   tokenizer=TOKENIZER, sequence_length=32))
+    assert data.kind == "lm" and len(data.train.x) + len(data.test.x) == 20  # empty lines are no rows
+    ids = set(data.train.ids) | set(data.test.ids)
+    assert "a.txt:1" in ids and "a.txt:2" not in ids and "b.txt:8" in ids
+    tokenizer = load_tokenizer(TOKENIZER)
+    row = list(data.train.ids).index(next(i for i in data.train.ids if i.startswith("b.txt:")))
+    number = int(data.train.ids[row].split(":")[1]) - 1
+    np.testing.assert_array_equal(data.train.x[row], encode_examples(tokenizer, [("", f"and line {number} of the second.")], 32)[0])
+    (tmp_path / "c.txt").write_bytes(b"\xff\xfe not utf-8 \xc3")
+    with pytest.raises(DataError, match=r"c\.txt: not UTF-8 text"):
+        load_dataset(DataConfig(source={"format": "text", "train": str(tmp_path / "*.txt"), "test_fraction": 0.25},
+                                tokenizer=TOKENIZER))
+    with pytest.raises(ValueError, match="a text source's rows are its files' lines"):
+        DataConfig(source={"format": "text", "train": "x", "test_fraction": 0.2, "columns": {"prompt": "p",
+                                                                                           "completion": "c"}},
+                   tokenizer=TOKENIZER)

@@ -143,3 +143,18 @@ def test_a_language_models_store_gives_each_samples_token_rows_in_order(tmp_path
                                  output_space=space, dense_max_classes=1, top_k=K)
     assert np.array_equal(record.topk_idx, expected.topk_idx)
     assert np.allclose(record.tail_logprob, expected.tail_logprob)
+
+
+def test_a_streamed_batch_finds_its_rows_by_id(store):
+    """A stream's batch has no row positions (samples are -1): its ids alone key the store."""
+    from students.streamed import stream_batch
+
+    root, key, manifest, x, logits = store
+    teacher_set = TeacherSet(1, {"mlp": TeacherEntry("mlp", 1.0, "classes:10", C, "v1")})
+    stored = StoredTeachers({"mlp": str(key.folder(root))}, teacher_set, output_space="classes:10", temperature=4.0)
+    rows = np.array([31, 2, 17])
+    batch = stream_batch(0, 0, {"id": IDS[rows].astype(object), "x": x[rows], "y": np.zeros(3, np.int64)})
+    assert (batch.samples == -1).all()
+    expected = pack_soft_targets(logits[rows], batch_id="", teacher="mlp", teacher_version="v1", temperature=4.0,
+                                 output_space="classes:10", dense_max_classes=1, top_k=K)
+    assert np.array_equal(stored.targets_for(batch).records["mlp"].topk_idx, expected.topk_idx)
