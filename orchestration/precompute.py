@@ -95,15 +95,11 @@ def precompute(cfg: RunConfig, dataset: Dataset, console: Console) -> dict[str, 
 
     from cluster import default_cache_dir
     from orchestration.teacher_training import teacher_app_args, test_score
-    from teachers import fixed_size_list
     from teachers import file_version
     from teachers import LoadedTeacher
 
     root = Path(cfg.distill.store_dir).resolve()
     cache_dir = default_cache_dir()
-    x = dataset.train.x.reshape(len(dataset.train.x), -1)
-    rows = pa.table({"sample": np.arange(len(x), dtype=np.int64), ROW_ID: pa.array(dataset.train.ids, pa.string()),
-                     INPUTS: fixed_size_list(x, pa.int32() if x.dtype.kind in "iu" else pa.float32())})  # tokens: ints
     out = {}
     for teacher in cfg.teachers:
         weights = ray.get(ray.remote(_weights).options(num_cpus=0.25).remote(cfg, teacher, dataset, True, cache_dir))
@@ -116,9 +112,9 @@ def precompute(cfg: RunConfig, dataset: Dataset, console: Console) -> dict[str, 
         args = teacher_app_args(teacher, weights, dataset, cfg.distill, cfg.run.allowed_factory_modules)
         partial = folder.with_name(folder.name + f".partial-{os.getpid()}")
         shutil.rmtree(partial, ignore_errors=True)
-        console.print(f"teacher {teacher.name}: scoring {dataset.streamed.rows if dataset.streamed else len(x)} "
-                      f"samples with Ray Data -> {folder}")
-        (_scored_rows(cfg, rows, dataset)
+        samples = dataset.streamed.rows if dataset.streamed else len(dataset.train.y)
+        console.print(f"teacher {teacher.name}: scoring {samples} samples with Ray Data -> {folder}")
+        (_scored_rows(cfg, dataset)
          .map_batches(StoreScorer, fn_constructor_kwargs={"args": args, "top_k": key.top_k}, batch_size=512,
                       batch_format="pyarrow", concurrency=1, num_cpus=teacher.resources.num_cpus or 0.25,
                       num_gpus=teacher.resources.num_gpus or None)
@@ -132,12 +128,17 @@ def precompute(cfg: RunConfig, dataset: Dataset, console: Console) -> dict[str, 
     return out
 
 
-def _scored_rows(cfg: RunConfig, rows: pa.Table, dataset: Dataset) -> Any:
+def _scored_rows(cfg: RunConfig, dataset: Dataset) -> Any:
     """The rows to score as a Ray Data dataset: the split held in memory, or the students'
     stream read from the source's files."""
     import ray.data
 
+    from teachers import fixed_size_list
+
     if dataset.streamed is None:
+        x = dataset.train.x.reshape(len(dataset.train.x), -1)
+        rows = pa.table({"sample": np.arange(len(x), dtype=np.int64), ROW_ID: pa.array(dataset.train.ids, pa.string()),
+                         INPUTS: fixed_size_list(x, pa.int32() if x.dtype.kind in "iu" else pa.float32())})  # tokens
         return ray.data.from_arrow(progress_blocks(rows, 512))
     from orchestration.stream_data import students_dataset
 

@@ -222,7 +222,7 @@ class DataConfig(Strict):
         """The per-sample data columns the splits carry (task sequences and route weighting read them)."""
         if self.source is not None:
             return {"task"} if self.source.columns.task else set()
-        return {"digits": {"task"}, "digits_views": {"task", "pair_id"}}.get(self.dataset, set())
+        return {"task"} if self.dataset in ("digits", "digits_views") else set()
 
     @property
     def cross_modal(self) -> bool:

@@ -251,9 +251,16 @@ def load_source(source: SourceConfig, *, streamed_students: bool = False) -> Dat
     if streamed_students:
         return _streamed_students(source)
     train_rows = read_split(source.train, source)
+    test_rows = read_split(source.test, source) if source.test is not None else None
+    return rows_dataset(f"source:{source.train}", source, train_rows, test_rows)
+
+
+def rows_dataset(name: str, source: SourceConfig, train_rows: SourceRows, test_rows: Optional[SourceRows]) -> Dataset:
+    """The dataset of rows read for `source`: its column roles turned into splits and checked
+    (ids, labels, classes, widths), the transfer split read and the stream scanned where the
+    source has them. The bundled sets come here too, as tables (`students.builtin_sources`)."""
     ids = checked_ids(train_rows, source.train)
-    if source.test is not None:
-        test_rows = read_split(source.test, source)
+    if test_rows is not None:
         test, train = _split(test_rows, source), _split(train_rows, source)
         test_ids, train_ids = checked_ids(test_rows, source.test), ids
     else:
@@ -277,7 +284,6 @@ def load_source(source: SourceConfig, *, streamed_students: bool = False) -> Dat
         raise DataError(f"{source.test or source.train}: the test split has classes {unseen} that no training row "
                         f"has; the teachers could never learn them")
     _same_width(source.test, test, train)
-    name = f"source:{source.train}"
     if source.stream:  # the students' rows are checked here and read by the workers from the stream
         if source.transfer is None:
             hashes = row_hashes(train.ids, train.teacher_inputs, train.y)

@@ -85,17 +85,6 @@ def prompt_ids(tokenizer, prompts: list[str], length: int) -> np.ndarray:
     return out
 
 
-def lm_splits(tokenizer, length: int, train_sequences: int, test_sequences: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train, test) token sequences; asking for more examples than the stdlib has is an error."""
-    examples = function_examples()
-    for split, wanted in (("train", train_sequences), ("test", test_sequences)):
-        if wanted > len(examples[split]):
-            raise ValueError(f"data.{split}_windows: the standard library has {len(examples[split])} {split} "
-                             f"functions with docstrings, {wanted} were asked for")
-    return (encode_examples(tokenizer, examples["train"][:train_sequences], length),
-            encode_examples(tokenizer, examples["test"][:test_sequences], length))
-
-
 def generated_sequences(folder: str | Path, length: int, pad: int, eos: int) -> np.ndarray:
     """int64 [N, length]: each generated row as `<bos> prompt <sep> completion <eos>`, cut to
     `length` and right-padded, ordered by (prompt row, sample)."""

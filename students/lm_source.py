@@ -11,6 +11,8 @@ completion. Every problem is a `DataError` naming the file, the column and the r
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import pyarrow as pa
 
@@ -76,11 +78,21 @@ def _sequences(pairs: list[tuple[str, str]], tokenizer, length: int, where: str,
 
 
 def load_lm_source(cfg: DataConfig) -> Dataset:
-    """The token sequences of a prompt/completion or chat source: train (the teachers'), test
-    (given, or held out of train by id), and the students' transfer split when given."""
+    """The token sequences of a prompt/completion, chat or text source: train (the teachers'),
+    test (given, or held out of train by id), and the students' transfer split when given."""
+    source = cfg.source
+    train_rows = read_split(source.train, source)
+    test_rows = read_split(source.test, source) if source.test is not None else None
+    return lm_rows_dataset(f"source:{source.train}", cfg, source, train_rows, test_rows)
+
+
+def lm_rows_dataset(name: str, cfg: DataConfig, source: SourceConfig, train_rows: SourceRows,
+                    test_rows: Optional[SourceRows]) -> Dataset:
+    """The language-model dataset of rows read for `source` (the bundled `stdlib_functions`
+    comes here too, as tables: `students.builtin_sources`)."""
     from teachers import load_tokenizer, specials_of, tokenizer_hash
 
-    source, length, notes = cfg.source, cfg.sequence_length, []
+    length, notes = cfg.sequence_length, []
     tokenizer = load_tokenizer(cfg.tokenizer)
     specials = specials_of(tokenizer)
 
@@ -88,26 +100,25 @@ def load_lm_source(cfg: DataConfig) -> Dataset:
         x = _sequences(pairs, tokenizer, length, path, notes)
         return Split(x, np.zeros(len(x), np.int64), token_specials=specials, ids=ids)
 
-    def read(path: str) -> Split:
-        rows = read_split(path, source)
+    def split_of_rows(path: str, rows: SourceRows) -> Split:
         return split_of(path, _pairs(rows, source, tokenizer), checked_ids(rows, path))
 
-    if source.test is not None:
-        train, test = read(source.train), read(source.test)
+    if test_rows is not None:
+        train, test = split_of_rows(source.train, train_rows), split_of_rows(source.test, test_rows)
     else:
-        rows = read_split(source.train, source)
-        ids = checked_ids(rows, source.train)
+        ids = checked_ids(train_rows, source.train)
         held = held_out_by_id(ids, source.test_fraction)
         if held.all() or not held.any():
             raise DataError(f"{source.train}: test_fraction {source.test_fraction} of {len(held)} rows leaves an "
                             f"empty {'train' if held.all() else 'test'} split; give more rows or a test file")
-        pairs = _pairs(rows, source, tokenizer)
+        pairs = _pairs(train_rows, source, tokenizer)
         train = split_of(source.train, [pairs[i] for i in np.flatnonzero(~held)], ids[~held])
         test = split_of(source.train, [pairs[i] for i in np.flatnonzero(held)], ids[held])
-    students = read(source.transfer) if source.transfer is not None else train
+    students = train
+    if source.transfer is not None:
+        students = split_of_rows(source.transfer, read_split(source.transfer, source))
     if cfg.generated:  # sequence-level KD: the teachers' completions of the prompts replace the students' split
         generated = generated_sequences(cfg.generated, length, specials.pad, int(tokenizer.eos_token_id))
         students = Split(generated, np.zeros(len(generated), np.int64), token_specials=specials)
-    return Dataset(f"source:{source.train}", students, test, num_classes=len(tokenizer), kind="lm",
-                   tokenizer_hash=tokenizer_hash(tokenizer), teacher_train=train if students is not train else None,
-                   notes=tuple(notes))
+    return Dataset(name, students, test, num_classes=len(tokenizer), kind="lm", tokenizer_hash=tokenizer_hash(tokenizer),
+                   teacher_train=train if students is not train else None, notes=tuple(notes))

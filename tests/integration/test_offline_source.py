@@ -1,9 +1,10 @@
-"""The offline store on a user's own files: `distillery precompute` reads the students' split as a
-Ray Data stream from Parquet and keys each soft target by the row's id. The files are then
-rewritten with the same rows in another order and in two files: the store is still current
-(its fingerprint is the rows', whatever their order), a run reads it with no teacher served and
-a batch finds its rows by id, and the KD student beats its no-KD baseline on Hinton's transfer
-set without 3s."""
+"""The offline store on a user's own files: `distillery precompute` scores the students' Parquet
+split and keys each soft target by the row's id. The files are then rewritten with the same
+rows in another order and in two files. A precompute that streams the new files through Ray
+Data finds the same store folder (its fingerprint is the rows', whatever their order) and
+writes the same soft targets for every row id; a streamed run trains from the first store with
+no teacher served, each batch finding its rows by id, and the KD student beats its no-KD
+baseline on Hinton's transfer set without 3s."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -20,30 +22,43 @@ from tests.conftest import REPO, distillery
 pytestmark = pytest.mark.integration
 
 
-def test_a_store_precomputed_from_a_stream_serves_the_same_rows_in_another_order(ray_cluster, tmp_path):
-    data, store = tmp_path / "digits", tmp_path / "store"
+def _store(root) -> tuple[str, dict[str, list]]:
+    """The store's folder (under its root) and its top-k classes by row id."""
+    manifest = next(root.glob("*/*/manifest.json"))
+    table = pa.concat_tables(pq.read_table(manifest.parent / name) for name in json.loads(manifest.read_text())["files"])
+    folder = manifest.parent.relative_to(root)
+    return str(folder), dict(zip(table.column("row_id").to_pylist(), table.column("topk_idx").to_pylist()))
+
+
+def test_a_store_serves_the_same_rows_in_another_order_and_streamed(ray_cluster, tmp_path):
+    data = tmp_path / "digits"
     written = subprocess.run([sys.executable, "deploy/examples/write_own_digits.py", "--out", str(data)], cwd=REPO,
                              capture_output=True, text=True, timeout=120)
     assert written.returncode == 0, written.stderr
     sets = {"data.source.train": f"{data}/train.parquet", "data.source.test": f"{data}/test.parquet",
             "data.source.transfer": f"{data}/transfer.parquet", "run.seeds": "[0]", "student.epochs": "30",
-            "distill.store_dir": str(store), "distill.top_k": "5"}
+            "distill.store_dir": str(tmp_path / "store"), "distill.top_k": "5"}
     args = lambda values: tuple(a for k, v in values.items() for a in ("--set", f"{k}={v}"))  # noqa: E731
     config = str(REPO / "deploy/configs/own_data.yaml")
-    first = distillery("precompute", config, *args({**sets, "data.source.stream": "true"}), timeout=400)
+    first = distillery("precompute", config, *args(sets), timeout=400)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    manifest = json.loads(next(store.glob("*/*/manifest.json")).read_text())
-    assert manifest["rows"] == 300 and manifest["key"]["top_k"] == 5
-    assert set(pq.read_table(next(store.glob("*/*/*.parquet"))).column_names) >= {"row_id", "sample"}
+    folder, targets = _store(tmp_path / "store")
+    assert len(targets) == 300 and json.loads((tmp_path / "store" / folder / "manifest.json").read_text())["rows"] == 300
 
     transfer = pq.read_table(data / "transfer.parquet")
     (data / "transfer.parquet").unlink()
     shuffled = transfer.take(np.random.default_rng(7).permutation(transfer.num_rows))
     pq.write_table(shuffled.slice(0, 120), data / "transfer-0.parquet")
     pq.write_table(shuffled.slice(120), data / "transfer-1.parquet")
-    run = distillery("run", config, *args({**sets, "data.source.transfer": f"{data}/transfer-*.parquet",
-                                           "distill.mode": "offline"}),
-                     "--run-name", "offline-source", "--output-dir", str(tmp_path / "runs"), timeout=600)
+    sets |= {"data.source.transfer": f"{data}/transfer-*.parquet", "data.source.stream": "true"}
+
+    streamed = distillery("precompute", config, *args({**sets, "distill.store_dir": str(tmp_path / "again")}),
+                          timeout=400)
+    assert streamed.returncode == 0, streamed.stdout[-3000:] + streamed.stderr[-3000:]
+    assert _store(tmp_path / "again") == (folder, targets)  # same fingerprint, same targets by row id
+
+    run = distillery("run", config, *args({**sets, "distill.mode": "offline"}), "--run-name", "offline-source",
+                     "--output-dir", str(tmp_path / "runs"), timeout=600)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     assert "offline store" in run.stdout, run.stdout[-3000:]
     phases = json.loads((tmp_path / "runs" / "offline-source" / "state.json").read_text())["phases"]

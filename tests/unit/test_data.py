@@ -39,13 +39,13 @@ def test_deepspeed_config_follows_student_config():
 
 
 def test_digit_views_are_pairs_joined_by_id():
-    from students.data import digit_images
+    from students.builtin_sources import digit_images
     from students.paired_data import digit_view
 
     ds = load_dataset(DataConfig(dataset="digits_views", teacher_column="image", student_column="profile"))
     assert ds.cross_modal and ds.in_features == 16 and ds.teacher_view().in_features == 64
     pixels, labels = digit_images()
-    ids = ds.train.columns["pair_id"]
+    ids = np.array([int(i.removeprefix("pair-")) for i in ds.train.ids])
     # each row pairs the views of the same digit, although each view was logged in its own order
     np.testing.assert_array_equal(ds.train.y, labels[ids])
     np.testing.assert_allclose(ds.train.teacher_x, pixels[ids])
@@ -54,7 +54,7 @@ def test_digit_views_are_pairs_joined_by_id():
     assert batch.x.shape == (8, 16) and batch.teacher_x.shape == (8, 64)
     np.testing.assert_array_equal(batch.columns["task"], batch.y // 2)
     subset = student_subset(ds.train, 100)
-    assert subset.teacher_x.shape == (100, 64) and len(subset.columns["pair_id"]) == 100
+    assert subset.teacher_x.shape == (100, 64) and len(subset.ids) == 100
 
 
 def test_join_keeps_common_ids_and_refuses_repeated_ones():

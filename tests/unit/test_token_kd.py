@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from students.config import DataConfig
-from students.data import load_functions, plan_epoch
+from students.data import load_dataset, plan_epoch
 from students.lm_data import DEFAULT_TOKENIZER, encode_examples, prompt_ids
 from students.losses import CompositeLoss, Term
 from teachers.batch import Batch
@@ -76,7 +76,7 @@ def test_sequences_are_prompt_sep_completion_eos_padded(tokenizer, sequences):
 def test_function_dataset_labels_batches_per_target_token():
     cfg = DataConfig(dataset="stdlib_functions", tokenizer=DEFAULT_TOKENIZER, sequence_length=LENGTH,
                      train_windows=64, test_windows=16)
-    dataset = load_functions(cfg)
+    dataset = load_dataset(cfg)
     assert dataset.kind == "lm" and dataset.num_classes == 1024
     assert dataset.output_space == f"tokens:1024:{dataset.tokenizer_hash}"
     batch = plan_epoch(dataset.train, epoch=0, seed=0, shard=0, num_shards=2, batch_size=8)[0]
