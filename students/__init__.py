@@ -34,7 +34,7 @@ _EXPORTS = {
     "SourceConfig": "config",
     "StreamedSplit": "splits",
     "TRAIN_DATASET": "streamed",
-    "source_files": "source_files",
+    "source_files": "source_paths",
     "to_stream_rows": "file_data",
     "image_files": "image_data",
     "row_numbers": "streamed",

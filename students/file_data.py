@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from students.config import ImageConfig, SourceConfig
-from students.source_files import DataError, source_files
+from students.source_paths import DataError, source_files
 from students.splits import Dataset, Split, StreamedSplit, row_hashes, rows_fingerprint
 
 

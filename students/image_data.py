@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from students.config import ImageConfig, SourceConfig
-from students.source_files import DataError, filesystem_of
+from students.source_paths import DataError, filesystem_of
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 IMAGE_COLUMNS = {"input": "image", "label": "label", "id": "id"}

@@ -103,12 +103,31 @@ class StreamedBatches:
 
 
 def shard_reader(shard: Any, batch_size: int, seed: int, shuffle_rows: int) -> Callable[[int], Iterable]:
-    """One epoch of a Ray Data shard as numpy micro-batches of `batch_size` rows (the last,
-    shorter one dropped), shuffled in a buffer of `shuffle_rows` rows with a seed per epoch."""
+    """One epoch of a Ray Data shard as numpy micro-batches (`micro_batches`): Ray Data hands
+    over chunks of `shuffle_rows` rows, so its per-batch cost is paid once per chunk, not once
+    per micro-batch."""
 
     def read_epoch(epoch: int) -> Iterable[dict[str, np.ndarray]]:
-        return shard.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=True, prefetch_batches=4,
-                                  local_shuffle_buffer_size=shuffle_rows if shuffle_rows > 1 else None,
-                                  local_shuffle_seed=seed * 100_003 + epoch)
+        chunks = shard.iter_batches(batch_size=max(shuffle_rows, batch_size), batch_format="numpy",
+                                    prefetch_batches=2)
+        return micro_batches(chunks, batch_size, np.random.default_rng([seed, epoch]), shuffle=shuffle_rows > 1)
 
     return read_epoch
+
+
+def micro_batches(chunks: Iterable[dict[str, np.ndarray]], batch_size: int, rng: np.random.Generator, *,
+                  shuffle: bool) -> Iterator[dict[str, np.ndarray]]:
+    """Micro-batches of `batch_size` rows from chunks of columns, each chunk's rows shuffled by
+    `rng` (when `shuffle`); the rows a chunk leaves over join the next chunk, and only the
+    epoch's last, shorter micro-batch is dropped."""
+    left: Optional[dict[str, np.ndarray]] = None
+    for chunk in chunks:
+        if left is not None:
+            chunk = {name: np.concatenate([left[name], values]) for name, values in chunk.items()}
+        rows = len(next(iter(chunk.values())))
+        order = rng.permutation(rows) if shuffle else np.arange(rows)
+        whole = rows // batch_size * batch_size
+        for start in range(0, whole, batch_size):
+            picked = order[start:start + batch_size]
+            yield {name: values[picked] for name, values in chunk.items()}
+        left = {name: values[order[whole:]] for name, values in chunk.items()}

@@ -183,3 +183,22 @@ def test_regimes_read_a_sources_columns_not_a_bundled_set_name(tmp_path):
               "online": {"peers": [{"name": "p"}, {"name": "q"}]}}
     with pytest.raises(ValueError, match="cross-modal"):
         RunConfig.model_validate({**online, "data": {"source": paired}})
+
+
+def test_micro_batches_cover_every_row_once_in_a_seeded_order():
+    from students.streamed import micro_batches
+
+    def chunks():
+        for start, size in ((0, 10), (10, 7), (17, 13)):  # 30 rows in uneven chunks
+            rows = np.arange(start, start + size)
+            yield {"id": rows.astype(str).astype(object), "x": rows[:, None] * np.ones((1, 3), np.float32)}
+
+    first = list(micro_batches(chunks(), 4, np.random.default_rng([1, 0]), shuffle=True))
+    again = list(micro_batches(chunks(), 4, np.random.default_rng([1, 0]), shuffle=True))
+    assert len(first) == 7 and all(len(b["id"]) == 4 for b in first)  # 30 rows: 7 batches, 2 rows dropped
+    seen = np.concatenate([b["id"] for b in first]).astype(int)
+    assert len(set(seen)) == 28 and not np.array_equal(seen, np.sort(seen))
+    assert all(np.array_equal(a["id"], b["id"]) for a, b in zip(first, again))
+    assert all(np.array_equal(b["x"][:, 0], b["id"].astype(int)) for b in first)  # columns stay aligned
+    in_order = np.concatenate([b["id"] for b in micro_batches(chunks(), 5, np.random.default_rng(0), shuffle=False)])
+    assert in_order.astype(int).tolist() == list(range(30))
