@@ -57,15 +57,16 @@ class StoreScorer:
         return to_table(record, sample=sample, row_ids=row_ids)
 
 
-def stream_rows(batch: pa.Table) -> pa.Table:
-    """A block of the students' stream (`orchestration.stream_data`) as the rows a scorer reads:
-    the teachers' inputs, the row id, and a 64-bit number of the id as its sample."""
+def stream_rows(batch: dict[str, np.ndarray]) -> pa.Table:
+    """A block of the students' stream (`orchestration.stream_data`, as numpy) as the rows a
+    scorer reads: the teachers' inputs, the row id, and a 64-bit number of the id as its sample."""
     from students import row_numbers
+    from teachers import fixed_size_list
 
-    ids = batch.column("id").combine_chunks().cast(pa.string())
-    inputs = batch.column("teacher_x" if "teacher_x" in batch.column_names else "x")
-    return pa.table({"sample": pa.array(row_numbers(ids.to_numpy(zero_copy_only=False))), ROW_ID: ids,
-                     INPUTS: inputs})
+    ids = np.asarray(batch["id"]).astype(str)
+    inputs = np.asarray(batch["teacher_x"] if "teacher_x" in batch else batch["x"], dtype=np.float32)
+    return pa.table({"sample": pa.array(row_numbers(ids)), ROW_ID: pa.array(ids, pa.string()),
+                     INPUTS: fixed_size_list(inputs.reshape(len(ids), -1), pa.float32())})
 
 
 def store_key(cfg: RunConfig, dataset: Dataset, teacher: str, version: str) -> StoreKey:
@@ -85,7 +86,7 @@ def _weights(cfg: RunConfig, teacher: TeacherConfig, dataset: Dataset, train: bo
                           allowed_modules=cfg.run.allowed_factory_modules)
     if train:
         return train_or_load_teacher(teacher.name, model, teacher.training, cfg.data, dataset, cache_dir).weights_path
-    cached = cached_teacher(teacher.name, model, teacher.training, cfg.data, cache_dir)
+    cached = cached_teacher(teacher.name, model, teacher.training, cfg.data, dataset, cache_dir)
     return cached.weights_path if cached else None
 
 
@@ -142,7 +143,7 @@ def _scored_rows(cfg: RunConfig, dataset: Dataset) -> Any:
         return ray.data.from_arrow(progress_blocks(rows, 512))
     from orchestration.stream_data import students_dataset
 
-    return students_dataset(cfg.data.source).map_batches(stream_rows, batch_size=None, batch_format="pyarrow",
+    return students_dataset(cfg.data.source).map_batches(stream_rows, batch_size=None, batch_format="numpy",
                                                          num_cpus=cfg.data.source.read_cpus)
 
 

@@ -28,12 +28,17 @@ class TrainedTeacher:
     cached: bool
 
 
-def cache_key(model: ResolvedModel, training: TeacherTrainingConfig, data: DataConfig) -> str:
+def cache_key(model: ResolvedModel, training: TeacherTrainingConfig, data: DataConfig, dataset: Dataset) -> str:
+    """The key of a trained teacher: its model, its training and what it trains on. A source's
+    part is the content of the teachers' train and test splits (what the files hold, not how
+    the students read them: a transfer split, streaming or a reordered file keep the key)."""
+    if data.source is None:  # a bundled dataset's key is what it was before data.source existed (cached teachers stay)
+        data_part = data.model_dump(exclude={"student_train_samples", "generated", "source"})
+    else:
+        space = dataset.output_space
+        data_part = {"teachers_train": dataset.teachers_train.fingerprint(space), "test": dataset.test.fingerprint(space)}
     blob = json.dumps({"factory": model.factory, "kwargs": model.kwargs, "training": training.model_dump(),
-                       # a bundled dataset's key is what it was before data.source existed (cached teachers stay)
-                       "data": data.model_dump(exclude={"student_train_samples", "generated"}
-                                               | ({"source"} if data.source is None else set())), "format": 1},
-                      sort_keys=True)
+                       "data": data_part, "format": 1}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -87,14 +92,14 @@ def _fit(module: torch.nn.Module, dataset: Dataset, cfg: TeacherTrainingConfig, 
 
 
 def _weights_path(name: str, model: ResolvedModel, training: TeacherTrainingConfig, data: DataConfig,
-                  cache_dir: str | Path) -> Path:
-    return Path(cache_dir) / "teachers" / f"{name}-{cache_key(model, training, data)}.safetensors"
+                  dataset: Dataset, cache_dir: str | Path) -> Path:
+    return Path(cache_dir) / "teachers" / f"{name}-{cache_key(model, training, data, dataset)}.safetensors"
 
 
 def cached_teacher(name: str, model: ResolvedModel, training: TeacherTrainingConfig, data: DataConfig,
-                   cache_dir: str | Path) -> TrainedTeacher | None:
+                   dataset: Dataset, cache_dir: str | Path) -> TrainedTeacher | None:
     """The cached weights for this exact (model, training, data), or None if never trained."""
-    weights = _weights_path(name, model, training, data, cache_dir)
+    weights = _weights_path(name, model, training, data, dataset, cache_dir)
     info_path = weights.with_suffix(".json")
     if not (weights.is_file() and info_path.is_file()):
         return None
@@ -106,10 +111,10 @@ def cached_teacher(name: str, model: ResolvedModel, training: TeacherTrainingCon
 def train_or_load_teacher(name: str, model: ResolvedModel, training: TeacherTrainingConfig,
                           data: DataConfig, dataset: Dataset, cache_dir: str | Path) -> TrainedTeacher:
     """Return the cached weights for this exact (model, training, data) or train and cache them."""
-    cached = cached_teacher(name, model, training, data, cache_dir)
+    cached = cached_teacher(name, model, training, data, dataset, cache_dir)
     if cached is not None:
         return cached
-    weights = _weights_path(name, model, training, data, cache_dir)
+    weights = _weights_path(name, model, training, data, dataset, cache_dir)
     info_path = weights.with_suffix(".json")
     torch.manual_seed(training.seed)
     module = model.build()

@@ -43,6 +43,11 @@ class Split:
                      None if self.teacher_x is None else self.teacher_x[index], self.token_specials,
                      None if self.ids is None else self.ids[index])
 
+    def fingerprint(self, output_space: str) -> str:
+        """The split's rows as seen by the teachers (their inputs, the labels, the row ids),
+        whatever their order (`rows_fingerprint`)."""
+        return rows_fingerprint(output_space, row_hashes(self.keyed().ids, self.teacher_inputs, self.y))
+
     def keyed(self) -> "Split":
         """The split with row ids: its own, or its rows' positions as loaded (a bundled set's
         split is the same for the same config)."""
@@ -110,7 +115,7 @@ class Dataset:
         teachers' inputs, labels and row ids of the split (`rows_fingerprint`)."""
         if self.streamed is not None:
             return self.streamed.fingerprint
-        return rows_fingerprint(self.output_space, row_hashes(self.train.ids, self.train.teacher_inputs, self.train.y))
+        return self.train.fingerprint(self.output_space)
 
 
 def row_hashes(ids: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -186,3 +186,24 @@ def test_a_hugging_face_dataset_saved_to_disk_with_an_image_feature(tmp_path):
         load_dataset(cfg(str(tmp_path / "images")))
     with pytest.raises(DataError, match="not a dataset saved with save_to_disk"):
         load_dataset(cfg(str(tmp_path / "nothing")))
+
+
+def test_a_cached_teacher_is_keyed_by_what_the_teachers_read_not_how_students_read_it(tmp_path):
+    from cluster import ModelSpec
+    from orchestration.teacher_training import cache_key
+    from teachers import TeacherTrainingConfig, resolve_model
+
+    rows = _rows()
+    train, test = _parquet(tmp_path / "train.parquet", rows), _parquet(tmp_path / "test.parquet", _rows(30, seed=1))
+    transfer = _parquet(tmp_path / "transfer.parquet", _rows(20, seed=2))
+    model = resolve_model(ModelSpec(factory="teachers.zoo:mlp"), in_features=FEATURES, num_classes=CLASSES)
+
+    def key(cfg: DataConfig) -> str:
+        return cache_key(model, TeacherTrainingConfig(), cfg, load_dataset(cfg))
+
+    first = key(_config(train=train, test=test))
+    reordered = _parquet(tmp_path / "reordered.parquet", {k: list(reversed(v)) for k, v in rows.items()})
+    assert key(_config(train=reordered, test=test)) == first
+    assert key(_config(train=train, test=test, transfer=transfer, num_classes=CLASSES)) == first
+    changed = {**rows, "digit": [(d + 1) % CLASSES for d in rows["digit"]]}
+    assert key(_config(train=_parquet(tmp_path / "changed.parquet", changed), test=test)) != first
