@@ -20,7 +20,8 @@ from students import Split, StreamedSplit, load_dataset
 
 def _describe(split: Split | StreamedSplit, kind: str) -> dict[str, Any]:
     if isinstance(split, StreamedSplit):
-        return _by_class(split.rows, split.class_counts)
+        return {"rows": split.rows, "target tokens": split.target_tokens} if kind == "lm" else _by_class(
+            split.rows, split.class_counts)
     if kind == "lm":
         return {"rows": len(split.x), "target tokens": int(len(split.labels(slice(None))))}
     return _by_class(len(split.x), np.bincount(split.y) if kind == "classification" and len(split.y) else np.array([]))

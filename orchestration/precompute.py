@@ -64,9 +64,10 @@ def stream_rows(batch: dict[str, np.ndarray]) -> pa.Table:
     from teachers import fixed_size_list
 
     ids = np.asarray(batch["id"]).astype(str)
-    inputs = np.asarray(batch["teacher_x"] if "teacher_x" in batch else batch["x"], dtype=np.float32)
+    inputs = np.asarray(batch["teacher_x"] if "teacher_x" in batch else batch["x"])
+    inputs = inputs.reshape(len(ids), -1)
     return pa.table({"sample": pa.array(row_numbers(ids)), ROW_ID: pa.array(ids, pa.string()),
-                     INPUTS: fixed_size_list(inputs.reshape(len(ids), -1), pa.float32())})
+                     INPUTS: fixed_size_list(inputs, pa.int32() if inputs.dtype.kind in "iu" else pa.float32())})
 
 
 def store_key(cfg: RunConfig, dataset: Dataset, teacher: str, version: str) -> StoreKey:
@@ -143,7 +144,7 @@ def _scored_rows(cfg: RunConfig, dataset: Dataset) -> Any:
         return ray.data.from_arrow(progress_blocks(rows, 512))
     from orchestration.stream_data import students_dataset
 
-    return students_dataset(cfg.data.source).map_batches(stream_rows, batch_size=None, batch_format="numpy",
+    return students_dataset(cfg.data).map_batches(stream_rows, batch_size=None, batch_format="numpy",
                                                          num_cpus=cfg.data.source.read_cpus)
 
 

@@ -1,23 +1,25 @@
 """The students' stream of a `data.source` with `stream: true`: a Ray Data dataset read from
-the source's files (`read_parquet` / `read_json` / `read_csv`, or `read_binary_files` for an image
-folder), turned into training columns in
-`map_batches`, and handed to the `TorchTrainer`, which splits it between the train workers
+the source's files (`read_parquet` / `read_json` / `read_csv`, or `read_binary_files` for an
+image folder), turned into training columns in `map_batches` (images decoded, language-model
+rows tokenized), and handed to the `TorchTrainer`, which splits it between the train workers
 (`ray.train.get_dataset_shard` in `students.train_loop`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from students import SourceConfig
+from students import DataConfig
 
 
-def students_dataset(source: SourceConfig) -> Any:
+def students_dataset(data: DataConfig) -> Any:
     """The transfer split (or train without its held-out test rows) as a Ray Data dataset of
-    `id`, `x`, `y` and, where the source has them, `teacher_x` and `task`."""
+    `id`, `x`, `y` and, where the source has them, `teacher_x` and `task`; a language-model
+    source's rows are tokenized in the read tasks (`x`: the token sequences)."""
     import ray.data
 
-    from students import image_files, source_files, to_stream_rows
+    from students import image_files, source_files, to_lm_stream_rows, to_stream_rows
 
+    source = data.source
     context = ray.data.DataContext.get_current()  # a dataset keeps the context it was made in
     context.enable_progress_bars = False  # the run's progress lines report the students' samples/s
     context.print_on_execution_start = False
@@ -25,20 +27,20 @@ def students_dataset(source: SourceConfig) -> Any:
     # the train workers and teachers hold never frees; the read tasks below list their own files
     context.use_datasource_v2 = False
     path = source.transfer or source.train
+    rows, args = (to_lm_stream_rows, (data, path)) if data.language_model else (to_stream_rows, (source, path))
     if source.format == "images":
         filesystem, _, files = image_files(path)
         # many small files: Ray Data's default blocks, decoded in map_batches as the in-memory path decodes them
         dataset = ray.data.read_binary_files(files, filesystem=filesystem, include_paths=True,
                                              num_cpus=source.read_cpus)
-        return dataset.map_batches(to_stream_rows, batch_size=None, batch_format="pyarrow", fn_args=(source, path),
-                                   zero_copy_batch=True, num_cpus=source.read_cpus)
-    filesystem, files = source_files(path)
-    read = {"parquet": ray.data.read_parquet, "jsonl": ray.data.read_json, "csv": ray.data.read_csv}[source.format]
-    # one block per file at most to start with, so the order, and with it the batch ids, do not depend on the
-    # cluster's CPU count; Ray Data still cuts large blocks to its target size as it reads
-    dataset = read(files, filesystem=filesystem, override_num_blocks=len(files), num_cpus=source.read_cpus)
-    return dataset.map_batches(to_stream_rows, batch_size=None, batch_format="pyarrow", fn_args=(source, path),
-                               zero_copy_batch=True, num_cpus=source.read_cpus)  # whole blocks: fewer calls
+    else:
+        filesystem, files = source_files(path)
+        read = {"parquet": ray.data.read_parquet, "jsonl": ray.data.read_json, "csv": ray.data.read_csv}[source.format]
+        # one block per file at most to start with, so the order, and with it the batch ids, do not depend on the
+        # cluster's CPU count; Ray Data still cuts large blocks to its target size as it reads
+        dataset = read(files, filesystem=filesystem, override_num_blocks=len(files), num_cpus=source.read_cpus)
+    return dataset.map_batches(rows, batch_size=None, batch_format="pyarrow", fn_args=args, zero_copy_batch=True,
+                               num_cpus=source.read_cpus)  # whole blocks: fewer calls
 
 
 def stream_data_config() -> Any:

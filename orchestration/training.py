@@ -33,7 +33,7 @@ def train_students(jobs: list, cfg: RunConfig, run_dir: Path, reference: Optiona
         from orchestration.stream_data import stream_data_config, students_dataset
         from students import TRAIN_DATASET
 
-        streamed = {"datasets": {TRAIN_DATASET: students_dataset(source)}, "dataset_config": stream_data_config()}
+        streamed = {"datasets": {TRAIN_DATASET: students_dataset(cfg.data)}, "dataset_config": stream_data_config()}
     trainer = TorchTrainer(
         train_student,
         train_loop_config={"jobs": jobs, "reference": reference},

@@ -36,6 +36,7 @@ _EXPORTS = {
     "TRAIN_DATASET": "streamed",
     "source_files": "source_paths",
     "to_stream_rows": "file_data",
+    "to_lm_stream_rows": "lm_source",
     "image_files": "image_data",
     "row_numbers": "streamed",
     "check_terms": "losses",
@@ -71,7 +72,7 @@ __all__ = ["CheckpointError", "DataConfig", "Dataset", "DistillConfig", "GENERAT
            "integrity_problem", "load_dataset", "method_snapshots", "method_terms", "needs_teacher",
            "post_training_quantized", "preset_terms", "quantization_target", "refuse_unsafe_pickles",
            "refuse_zero3", "self_distillation_exits", "snapshot_methods", "source_files", "student_subset",
-           "teacher_feature_layers", "to_stream_rows", "train_student", "image_files", "row_numbers"]
+           "teacher_feature_layers", "to_lm_stream_rows", "to_stream_rows", "train_student", "image_files", "row_numbers"]
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

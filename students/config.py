@@ -97,7 +97,7 @@ class SourceConfig(Strict):
     num_classes: Optional[int] = Field(None, ge=2, description="the output space; default: the largest label + 1")
     stream: bool = Field(False, description="students read the transfer split as a Ray Data stream "
                                             "(`ray.train.get_dataset_shard`) instead of holding it in memory")
-    shuffle_buffer_rows: int = Field(4096, ge=1, description="stream: rows each worker shuffles in memory")
+    shuffle_buffer_rows: int = Field(4096, ge=1, description="stream: rows each worker reads and shuffles at a time")
     read_cpus: float = Field(0.25, gt=0, description="stream: CPUs each Ray Data read task reserves")
 
     @field_validator("train", "test", "transfer")
@@ -134,7 +134,7 @@ class SourceConfig(Strict):
             raise ValueError("test: give the test files, or test_fraction (a share of train held out by row id)")
         if self.stream and self.format not in ("parquet", "jsonl", "csv", "images"):
             raise ValueError(f"stream: a {self.format} source is read into memory (streamed sources are parquet, "
-                             f"jsonl, csv or images); set stream: false")
+                             f"jsonl, csv or image folders); set stream: false")
         if self.stream and self.columns.id is None:
             raise ValueError("columns.id: a streamed source needs a stable row id column (a stream has no row "
                              "numbers to make ids from); name one, or set stream: false")
@@ -182,9 +182,9 @@ class DataConfig(Strict):
             if self.source.columns.language_model and not self.tokenizer:
                 raise ValueError("tokenizer: a language-model source needs data.tokenizer (the teachers' and the "
                                  "students' tokenizer folder, pkg:<package>/<folder> or hub id)")
-            if self.source.columns.language_model and self.source.stream:
-                raise ValueError("data.source.stream: a language-model source is read into memory (streamed "
-                                 "sources hold classification rows); set stream: false")
+            if self.source.stream and self.generated:
+                raise ValueError("data.generated: the teachers' completions replace the students' split in memory; "
+                                 "set data.source.stream: false to train on them")
             return self
         if self.dataset in TEXT_DATASETS and not self.tokenizer:
             raise ValueError(f"tokenizer: {self.dataset} needs data.tokenizer (the teacher's model folder; for "

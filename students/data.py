@@ -29,7 +29,7 @@ def _load(cfg: DataConfig, in_worker: bool) -> Dataset:
     if cfg.source is not None and cfg.source.columns.language_model:
         from students.lm_source import load_lm_source
 
-        return load_lm_source(cfg)
+        return load_lm_source(cfg, streamed_students=in_worker and cfg.source.stream)
     if cfg.source is not None:
         from students.file_data import load_source
 

@@ -339,7 +339,7 @@ def scan_split(path: str, source: SourceConfig, train: Split, num_classes: int) 
     from students.streamed import row_numbers
 
     counts, keys, hashes = np.zeros(num_classes, np.int64), [], []
-    for rows in _split_chunks(path, source):
+    for rows in split_chunks(path, source):
         split = _split(rows, source)
         _same_width(rows.files[0], split, train)
         _check_labels(split, num_classes, rows.files[0], split.ids)
@@ -353,7 +353,7 @@ def scan_split(path: str, source: SourceConfig, train: Split, num_classes: int) 
     return StreamedSplit(int(counts.sum()), counts, rows_fingerprint(f"classes:{num_classes}", np.concatenate(hashes)))
 
 
-def _split_chunks(path: str, source: SourceConfig):
+def split_chunks(path: str, source: SourceConfig):
     """A split's rows a chunk at a time (`SourceRows`), checked for one schema across files."""
     if source.format == "images":
         from students.image_data import image_chunks
@@ -376,6 +376,22 @@ def held_out_rows(table: pa.Table, source: SourceConfig) -> np.ndarray:
     return held_out_by_id(ids, source.test_fraction) if source.test is None else np.zeros(len(ids), bool)
 
 
+def held_out_train_rows(source: SourceConfig) -> SourceRows:
+    """The test rows held out of a streamed source's train files by id, read one file at a
+    time (a worker never holds the whole train split)."""
+    filesystem, files = source_files(source.train)
+    held, first = [], None
+    for name in files:
+        table = _read_file(filesystem, name, source.format)
+        first = _same_schema(table, first, name, files)
+        table = _with_ids(table, name, source.columns.id)
+        held.append(table.filter(pa.array(held_out_rows(table, source))))
+    rows = SourceRows(pa.concat_tables(held), files)
+    if rows.table.num_rows == 0:
+        raise DataError(f"{source.train}: test_fraction {source.test_fraction} holds out no row")
+    return rows
+
+
 def _streamed_students(source: SourceConfig) -> Dataset:
     """The test split (read file by file when it is held out of train, so a worker holds one
     file at a time) and an empty training split of the input's width."""
@@ -390,18 +406,8 @@ def _streamed_students(source: SourceConfig) -> Dataset:
         held = lambda ids: held_out_by_id(np.array(ids), source.test_fraction)  # noqa: E731
         table, files = read_image_folder(source.train, source, keep=held)
         test = _split(SourceRows(table.append_column("__id", table.column("id")), files), source)
-    else:  # the held-out rows of each train file, one file in memory at a time
-        filesystem, files = source_files(source.train)
-        held, first = [], None
-        for name in files:
-            table = _read_file(filesystem, name, source.format)
-            first = _same_schema(table, first, name, files)
-            table = _with_ids(table, name, source.columns.id)
-            held.append(table.filter(pa.array(held_out_rows(table, source))))
-        rows = SourceRows(pa.concat_tables(held), files)
-        if rows.table.num_rows == 0:
-            raise DataError(f"{source.train}: test_fraction {source.test_fraction} holds out no row")
-        test = _split(rows, source)
+    else:
+        test = _split(held_out_train_rows(source), source)
     empty = test.rows(slice(0, 0))
     return Dataset(f"source:{source.train}", empty, test, num_classes=source.num_classes)
 

@@ -17,9 +17,10 @@ import numpy as np
 import pyarrow as pa
 
 from students.config import DataConfig, SourceConfig
-from students.file_data import DataError, SourceRows, checked_ids, held_out_by_id, read_split
+from students.file_data import (DataError, SourceRows, checked_ids, held_out_by_id, held_out_rows, held_out_train_rows,
+                                read_split, split_chunks)
 from students.lm_data import encode_examples, generated_sequences
-from students.splits import Dataset, Split
+from students.splits import Dataset, Split, StreamedSplit, row_hashes, rows_fingerprint
 
 
 def _texts(rows: SourceRows, column: str, role: str) -> list[str]:
@@ -77,13 +78,96 @@ def _sequences(pairs: list[tuple[str, str]], tokenizer, length: int, where: str,
     return encode_examples(tokenizer, pairs, length)
 
 
-def load_lm_source(cfg: DataConfig) -> Dataset:
+def load_lm_source(cfg: DataConfig, *, streamed_students: bool = False) -> Dataset:
     """The token sequences of a prompt/completion, chat or text source: train (the teachers'),
-    test (given, or held out of train by id), and the students' transfer split when given."""
+    test (given, or held out of train by id), and the students' transfer split when given.
+    `streamed_students`: what a train worker of a streamed source holds, the test split only."""
     source = cfg.source
+    if streamed_students:
+        return _streamed_students(cfg)
     train_rows = read_split(source.train, source)
     test_rows = read_split(source.test, source) if source.test is not None else None
     return lm_rows_dataset(f"source:{source.train}", cfg, source, train_rows, test_rows)
+
+
+def _streamed_dataset(name: str, cfg: DataConfig, train: Split, test: Split, vocabulary: int, tokenizer_id: str,
+                      notes: list[str]) -> Dataset:
+    """The driver's view of a streamed language-model source: the teachers' train split, the
+    test split, and the students' split checked (scanned) without being kept."""
+    source = cfg.source
+    if source.transfer is None:
+        space = f"tokens:{vocabulary}:{tokenizer_id}"
+        streamed = StreamedSplit(len(train.x), np.array([], np.int64), train.fingerprint(space),
+                                 target_tokens=len(train.labels(slice(None))))
+        return Dataset(name, train, test, vocabulary, kind="lm", tokenizer_hash=tokenizer_id, streamed=streamed,
+                       notes=tuple(notes))
+    streamed = scan_lm_split(source.transfer, cfg, notes)
+    return Dataset(name, train.rows(slice(0, 0)), test, vocabulary, kind="lm", tokenizer_hash=tokenizer_id,
+                   teacher_train=train, streamed=streamed, notes=tuple(notes))
+
+
+_TOKENIZERS: dict[str, object] = {}  # one per process: a Ray Data task tokenizes many blocks
+
+
+def _tokenizer(cfg: DataConfig):
+    from teachers import load_tokenizer
+
+    if cfg.tokenizer not in _TOKENIZERS:
+        _TOKENIZERS[cfg.tokenizer] = load_tokenizer(cfg.tokenizer)
+    return _TOKENIZERS[cfg.tokenizer]
+
+
+def _streamed_students(cfg: DataConfig) -> Dataset:
+    """The test split (its file, or the rows held out of each train file, one file at a time)
+    and an empty training split of the sequences' width."""
+    from teachers import specials_of, tokenizer_hash
+
+    source, tokenizer = cfg.source, _tokenizer(cfg)
+    rows = read_split(source.test, source) if source.test is not None else held_out_train_rows(source)
+    x = _sequences(_pairs(rows, source, tokenizer), tokenizer, cfg.sequence_length, source.test or source.train, [])
+    test = Split(x, np.zeros(len(x), np.int64), token_specials=specials_of(tokenizer),
+                 ids=checked_ids(rows, source.test or source.train))
+    return Dataset(f"source:{source.train}", test.rows(slice(0, 0)), test, num_classes=len(tokenizer), kind="lm",
+                   tokenizer_hash=tokenizer_hash(tokenizer))
+
+
+def to_lm_stream_rows(table: pa.Table, cfg: DataConfig, file: str) -> dict[str, np.ndarray]:
+    """One block of a language-model source's students' stream: `id` and `x`, the token
+    sequences (`y` zeros: a worker labels the next tokens); rows held out for the test split
+    are dropped (the stream of `train` when there is no transfer split)."""
+    source, tokenizer = cfg.source, _tokenizer(cfg)
+    ids = table.column(source.columns.id).cast(pa.string())
+    rows = SourceRows(table.append_column("__id", ids), [file])
+    if source.transfer is None:
+        rows = SourceRows(rows.table.filter(pa.array(~held_out_rows(rows.table, source))), [file])
+    x = _sequences(_pairs(rows, source, tokenizer), tokenizer, cfg.sequence_length, file, [])
+    return {"id": rows.table.column("__id").to_numpy(zero_copy_only=False), "x": x, "y": np.zeros(len(x), np.int64)}
+
+
+def scan_lm_split(path: str, cfg: DataConfig, notes: list[str]) -> StreamedSplit:
+    """Tokenize and check every row of a streamed split chunk by chunk without keeping it:
+    texts, unique ids, cut rows (in `notes`), target tokens and the rows' fingerprint."""
+    from students.streamed import row_numbers
+    from teachers import specials_of, tokenizer_hash
+
+    tokenizer = _tokenizer(cfg)
+    specials = specials_of(tokenizer)
+    rows_seen, tokens, keys, hashes, cut = 0, 0, [], [], []
+    for rows in split_chunks(path, cfg.source):
+        ids = checked_ids(rows, path)
+        x = _sequences(_pairs(rows, cfg.source, tokenizer), tokenizer, cfg.sequence_length, rows.files[0], cut)
+        split = Split(x, np.zeros(len(x), np.int64), token_specials=specials, ids=ids)
+        rows_seen, tokens = rows_seen + len(x), tokens + len(split.labels(slice(None)))
+        keys.append(row_numbers(ids))
+        hashes.append(row_hashes(ids, x, split.y))
+    _, seen = np.unique(np.concatenate(keys), return_counts=True)
+    if (seen > 1).any():
+        raise DataError(f"{path}: row ids repeat ({int((seen > 1).sum())} ids more than once); each row needs its "
+                        f"own id (columns.id)")
+    notes += cut
+    space = f"tokens:{len(tokenizer)}:{tokenizer_hash(tokenizer)}"  # the dataset's output space
+    return StreamedSplit(rows_seen, np.array([], np.int64), rows_fingerprint(space, np.concatenate(hashes)),
+                         target_tokens=tokens)
 
 
 def lm_rows_dataset(name: str, cfg: DataConfig, source: SourceConfig, train_rows: SourceRows,
@@ -114,6 +198,8 @@ def lm_rows_dataset(name: str, cfg: DataConfig, source: SourceConfig, train_rows
         pairs = _pairs(train_rows, source, tokenizer)
         train = split_of(source.train, [pairs[i] for i in np.flatnonzero(~held)], ids[~held])
         test = split_of(source.train, [pairs[i] for i in np.flatnonzero(held)], ids[held])
+    if source.stream:  # the students' rows are checked here and read by the workers from the stream
+        return _streamed_dataset(name, cfg, train, test, len(tokenizer), tokenizer_hash(tokenizer), notes)
     students = train
     if source.transfer is not None:
         students = split_of_rows(source.transfer, read_split(source.transfer, source))

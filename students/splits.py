@@ -61,7 +61,8 @@ class StreamedSplit:
 
     rows: int
     class_counts: np.ndarray
-    fingerprint: str  # of its rows whatever their order (`teachers.rows_fingerprint`): the offline store's key
+    fingerprint: str  # of its rows whatever their order (`rows_fingerprint`): the offline store's key
+    target_tokens: int = 0  # token sequences: the positions the loss covers
 
 
 @dataclass(frozen=True)

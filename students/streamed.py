@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
 from students.checkpoint import ClientState
 from teachers import Batch
+
+if TYPE_CHECKING:
+    from teachers import TokenSpecials
 
 TRAIN_DATASET = "train"  # the name of the students' dataset in the TorchTrainer's datasets
 
@@ -35,17 +38,24 @@ def row_numbers(ids: np.ndarray) -> np.ndarray:
     return hash_array(np.asarray(ids, dtype=object)).view(np.int64)
 
 
-def stream_batch(epoch: int, index: int, rows: dict[str, np.ndarray]) -> Batch:
+def stream_batch(epoch: int, index: int, rows: dict[str, np.ndarray],
+                 token_specials: Optional[TokenSpecials] = None) -> Batch:
     """A micro-batch of the stream: the columns `id`, `x`, `y`, and optionally `teacher_x` and
-    `task` (what `orchestration.stream_data` writes)."""
+    `task` (what `orchestration.stream_data` writes). Token sequences (`token_specials`) keep
+    their integer ids, and their labels are the next token at every target position."""
     ids = [str(i) for i in rows["id"]]
     writable = lambda a, dtype: np.require(a, dtype, ["C", "W"])  # noqa: E731 - Ray Data's arrays are read-only
-    x = writable(rows["x"], np.float32)
+    x = writable(rows["x"], np.float32 if token_specials is None else np.int64)
     teacher_x = writable(rows["teacher_x"], np.float32) if "teacher_x" in rows else x
     columns = {"task": np.asarray(rows["task"], dtype=np.int64)} if "task" in rows else {}
+    if token_specials is None:
+        y = writable(rows["y"], np.int64)
+    else:
+        from teachers import target_labels  # with torch: a train worker has it
+
+        y = target_labels(x, token_specials)
     no_split_rows = np.full(len(ids), -1, dtype=np.int64)  # a stream has no row positions (its ids key a store)
-    return Batch(f"e{epoch}-r{rows_key(ids)}", epoch, index, x, writable(rows["y"], np.int64), no_split_rows,
-                 teacher_x, columns, np.asarray(ids))
+    return Batch(f"e{epoch}-r{rows_key(ids)}", epoch, index, x, y, no_split_rows, teacher_x, columns, np.asarray(ids))
 
 
 class StreamedBatches:
@@ -58,8 +68,9 @@ class StreamedBatches:
     """
 
     def __init__(self, read_epoch: Callable[[int], Iterable[dict[str, np.ndarray]]], epochs: int,
-                 state: ClientState):
+                 state: ClientState, token_specials: Optional[TokenSpecials] = None):
         self.read_epoch, self.epochs, self.state = read_epoch, epochs, state
+        self.token_specials = token_specials
         self.first_epoch, self.first_batch = state.epoch, state.next_batch
         self._loop: Optional[Iterator[Batch]] = None
         self._pending: Optional[Batch] = None
@@ -68,7 +79,7 @@ class StreamedBatches:
         for epoch in range(self.first_epoch, self.epochs):
             skip = self.first_batch if epoch == self.first_epoch else 0
             for index, rows in enumerate(self.read_epoch(epoch)):
-                batch = stream_batch(epoch, index, rows)
+                batch = stream_batch(epoch, index, rows, self.token_specials)
                 self.state.delivered(batch.batch_id)
                 if index >= skip:
                     yield batch

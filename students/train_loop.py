@@ -95,7 +95,7 @@ def _batch_plan(job: StudentJob, train: Split, rank: int, world_size: int, epoch
 
     read = shard_reader(ray.train.get_dataset_shard(TRAIN_DATASET), job.student.micro_batch_size, job.seed,
                         job.data.source.shuffle_buffer_rows)
-    return StreamedBatches(read, epochs, state)
+    return StreamedBatches(read, epochs, state, train.token_specials)
 
 
 def _training_rows(job: StudentJob, dataset: Dataset, world_size: int, epochs: int) -> Split:

@@ -91,8 +91,13 @@ def test_bad_language_model_rows_and_configs_are_refused(tmp_path):
     with pytest.raises(ValueError, match="one kind only"):
         _config(train=train, test_fraction=0.2, columns={"prompt": "prompt", "completion": "completion",
                                                           "input": "x", "label": "y"})
-    with pytest.raises(ValueError, match="language-model source is read into memory"):
-        _config(train=train, test_fraction=0.2, stream=True)
+    with pytest.raises(ValueError, match="stream: a text source is read into memory"):
+        DataConfig(source={"format": "text", "train": train, "test_fraction": 0.2, "stream": True},
+                   tokenizer=TOKENIZER)
+    with pytest.raises(ValueError, match="data.generated: the teachers' completions replace the students' split"):
+        DataConfig(source={"format": "jsonl", "train": train, "test_fraction": 0.2, "stream": True,
+                           "columns": {"prompt": "prompt", "completion": "completion", "id": "id"}},
+                   tokenizer=TOKENIZER, generated=str(tmp_path))
 
 
 def test_plain_text_files_are_one_row_per_line_the_whole_line_the_completion(tmp_path):
@@ -115,3 +120,35 @@ def test_plain_text_files_are_one_row_per_line_the_whole_line_the_completion(tmp
         DataConfig(source={"format": "text", "train": "x", "test_fraction": 0.2, "columns": {"prompt": "p",
                                                                                            "completion": "c"}},
                    tokenizer=TOKENIZER)
+
+
+def test_a_streamed_language_model_source_is_scanned_on_the_driver_and_tokenized_in_blocks(tmp_path):
+    import pyarrow.json as pjson
+
+    from students.lm_source import to_lm_stream_rows
+    from students.streamed import stream_batch
+    from teachers import target_labels
+
+    train = _pairs_file(tmp_path / "train.jsonl")
+    transfer = _pairs_file(tmp_path / "transfer.jsonl", PAIRS[:24], start=200)
+    test = _pairs_file(tmp_path / "test.jsonl", PAIRS[:8], start=100)
+    in_memory = load_dataset(_config(train=train, test=test, transfer=transfer))
+    cfg = _config(train=train, test=test, transfer=transfer, stream=True)
+    driver = load_dataset(cfg)
+    assert driver.streamed.rows == 24 and len(driver.train.x) == 0 and len(driver.teachers_train.x) == 40
+    assert driver.streamed.target_tokens == len(in_memory.train.labels(slice(None)))
+    assert driver.fingerprint == in_memory.fingerprint  # an offline store serves both
+    worker = load_dataset(cfg, in_worker=True)
+    assert len(worker.train.x) == 0 and worker.train.token_specials is not None
+    np.testing.assert_array_equal(worker.test.x, in_memory.test.x)
+
+    block = to_lm_stream_rows(pjson.read_json(transfer), cfg, transfer)
+    np.testing.assert_array_equal(block["x"], in_memory.train.x)
+    assert block["id"].tolist() == in_memory.train.ids.tolist()
+    batch = stream_batch(0, 0, {k: v[:4] for k, v in block.items()}, in_memory.train.token_specials)
+    assert batch.x.dtype == np.int64
+    np.testing.assert_array_equal(batch.y, target_labels(in_memory.train.x[:4], in_memory.train.token_specials))
+
+    held = load_dataset(_config(train=train, test_fraction=0.25, stream=True), in_worker=True)
+    block = to_lm_stream_rows(pjson.read_json(train), _config(train=train, test_fraction=0.25, stream=True), train)
+    assert len(held.test.x) + len(block["x"]) == 40 and not set(held.test.ids) & set(block["id"].tolist())
