@@ -76,6 +76,15 @@ def distillery(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
                           cwd=REPO, timeout=timeout)
 
 
+def own_digits(folder: Path) -> dict[str, str]:
+    """Write the digits as a user's Parquet files (`deploy/examples/write_own_digits.py`) into
+    `folder`; the `--set` values that point `deploy/configs/own_data.yaml` at them."""
+    written = subprocess.run([sys.executable, "deploy/examples/write_own_digits.py", "--out", str(folder)], cwd=REPO,
+                             capture_output=True, text=True, timeout=120)
+    assert written.returncode == 0, written.stderr
+    return {f"data.source.{split}": f"{folder}/{split}.parquet" for split in ("train", "test", "transfer")}
+
+
 class Background:
     """A long-running CLI command (`distillery teacher serve`), stopped with SIGTERM."""
 

@@ -11,15 +11,15 @@ train with every 3 left out, Hinton et al.'s (2015) experiment on images.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from sklearn.datasets import load_digits
 
+from write_own_digits import arguments, digit_splits  # the same rows in each split as the Parquet example
+
 NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-LEFT_OUT = 3
 SIDE, DIGIT = 28, 20
 
 
@@ -32,21 +32,12 @@ def image(pixels: np.ndarray, rng: np.random.Generator) -> Image.Image:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="data/own_images")
-    parser.add_argument("--transfer-rows", type=int, default=300)
-    args = parser.parse_args()
+    args = arguments("data/own_images")
     raw = load_digits()
-    y = raw.target.astype(np.int64)
-    rng = np.random.default_rng(0)
-    test = np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[: round((y == c).sum() / 4)]
-                                   for c in range(10)]))
-    train = rng.permutation(np.setdiff1d(np.arange(len(y)), test))
-    transfer = [i for i in train if y[i] != LEFT_OUT][: args.transfer_rows]
     out = Path(args.out)
-    for split, rows in (("train", train), ("test", test), ("transfer", transfer)):
+    for split, rows in digit_splits(raw.target, args.transfer_rows).items():
         for i in rows:
-            folder = out / split / NAMES[y[i]]
+            folder = out / split / NAMES[raw.target[i]]
             folder.mkdir(parents=True, exist_ok=True)
             # the same digit gets the same offset in every split it is in: a row is one image
             image(raw.data[i], np.random.default_rng([1, int(i)])).save(folder / f"digit-{i}.png")

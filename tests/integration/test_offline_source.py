@@ -9,15 +9,13 @@ baseline on Hinton's transfer set without 3s."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import REPO, distillery
+from tests.conftest import REPO, distillery, own_digits
 
 pytestmark = pytest.mark.integration
 
@@ -32,11 +30,7 @@ def _store(root) -> tuple[str, dict[str, list]]:
 
 def test_a_store_serves_the_same_rows_in_another_order_and_streamed(ray_cluster, tmp_path):
     data = tmp_path / "digits"
-    written = subprocess.run([sys.executable, "deploy/examples/write_own_digits.py", "--out", str(data)], cwd=REPO,
-                             capture_output=True, text=True, timeout=120)
-    assert written.returncode == 0, written.stderr
-    sets = {"data.source.train": f"{data}/train.parquet", "data.source.test": f"{data}/test.parquet",
-            "data.source.transfer": f"{data}/transfer.parquet", "run.seeds": "[0]", "student.epochs": "30",
+    sets = {**own_digits(data), "run.seeds": "[0]", "student.epochs": "30",
             "distill.store_dir": str(tmp_path / "store"), "distill.top_k": "5"}
     args = lambda values: tuple(a for k, v in values.items() for a in ("--set", f"{k}={v}"))  # noqa: E731
     config = str(REPO / "deploy/configs/own_data.yaml")

@@ -14,18 +14,14 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, distillery
+from tests.conftest import REPO, distillery, own_digits
 
 pytestmark = pytest.mark.integration
 
 
 def test_a_run_from_parquet_files_with_a_transfer_set_lacking_a_class(ray_cluster, tmp_path):
     data = tmp_path / "digits"
-    written = subprocess.run([sys.executable, "deploy/examples/write_own_digits.py", "--out", str(data)], cwd=REPO,
-                             capture_output=True, text=True, timeout=120)
-    assert written.returncode == 0, written.stderr
-    files = ("--set", f"data.source.train={data}/train.parquet", "--set", f"data.source.test={data}/test.parquet",
-             "--set", f"data.source.transfer={data}/transfer.parquet")
+    files = tuple(arg for path, value in own_digits(data).items() for arg in ("--set", f"{path}={value}"))
     config = "deploy/configs/own_data.yaml"
 
     missing = distillery("check", config, "--set", f"data.source.train={data}/nothing-*.parquet")

@@ -10,12 +10,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO, RunProcess, distillery
+from tests.conftest import REPO, RunProcess, distillery, own_digits
 from tests.reliability.faults import alive_actors, events, last_step, losses, phase_final
 
 pytestmark = pytest.mark.integration
@@ -24,11 +22,7 @@ STEPS_PER_EPOCH = 9  # 300 transfer rows over 2 workers in micro-batches of 16
 
 def test_a_streamed_run_killed_mid_epoch_resumes_exactly_once(ray_cluster, tmp_path):
     data = tmp_path / "digits"
-    written = subprocess.run([sys.executable, "deploy/examples/write_own_digits.py", "--out", str(data)], cwd=REPO,
-                             capture_output=True, text=True, timeout=120)
-    assert written.returncode == 0, written.stderr
-    sets = {"data.source.train": f"{data}/train.parquet", "data.source.test": f"{data}/test.parquet",
-            "data.source.transfer": f"{data}/transfer.parquet", "data.source.stream": "true", "run.seeds": "[0]",
+    sets = {**own_digits(data), "data.source.stream": "true", "run.seeds": "[0]",
             "student.epochs": "20", "student.checkpoint_every": "10", "student.log_every": "1",
             "student.max_failures": "1"}
     args = tuple(arg for key, value in sets.items() for arg in ("--set", f"{key}={value}"))
@@ -63,15 +57,12 @@ def test_a_streamed_transfer_split_on_an_s3_compatible_server(ray_cluster, s3_se
 
     s3, options = s3_server
     data = tmp_path / "digits"
-    written = subprocess.run([sys.executable, "deploy/examples/write_own_digits.py", "--out", str(data)], cwd=REPO,
-                             capture_output=True, text=True, timeout=120)
-    assert written.returncode == 0, written.stderr
+    files = own_digits(data)
     transfer = pq.read_table(data / "transfer.parquet")
     for part in range(3):
         pq.write_table(transfer.slice(part * 100, 100), f"runs-data/transfer/part-{part}.parquet", filesystem=s3)
     (data / "transfer.parquet").unlink()  # nothing of the students' split is left on the local disk
-    sets = {"data.source.train": f"{data}/train.parquet", "data.source.test": f"{data}/test.parquet",
-            "data.source.transfer": f"s3://runs-data/transfer/*.parquet?{options}", "data.source.stream": "true",
+    sets = {**files, "data.source.transfer": f"s3://runs-data/transfer/*.parquet?{options}", "data.source.stream": "true",
             "run.seeds": "[0]", "student.epochs": "20"}
     args = [arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")]
     check = distillery("check", "deploy/configs/own_data.yaml", *args)
