@@ -104,9 +104,8 @@ def load_with_overrides(model_type: Type[M], path: str | Path, overrides: Option
     outside = paths_outside_roots(data, skip=given)
     if outside:
         raise ConfigError(str(path), outside)
-    for dotted, value in (overrides or {}).items():
-        if value is not None:
-            _override(data, dotted, value, str(path))
+    for dotted, value in (overrides or {}).items():  # a None (`--set key=null`) clears the key to its null
+        _override(data, dotted, value, str(path))
     return validate_model(model_type, data, str(path))
 
 

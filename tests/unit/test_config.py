@@ -137,6 +137,9 @@ def test_set_overrides_are_read_as_yaml(tmp_path):
     assert cfg.distill.temperature == 2.0 and cfg.distill.mode == "offline" and cfg.run.seeds == [4, 5]
     with pytest.raises(typer.BadParameter, match="expected path=value"):
         _parse_sets(["distill.temperature"])
+    cleared = load_run_config(QUICKSTART, {**_parse_sets(["data.student_train_samples=null"])})
+    assert load_run_config(QUICKSTART).data.student_train_samples is not None
+    assert cleared.data.student_train_samples is None  # `null` clears a key, it is not skipped
 
 
 @pytest.mark.parametrize("sets, message", [
