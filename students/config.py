@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from typing import Any, Literal, Optional
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from cluster import ModelSpec, Strict, check_name
 
@@ -99,6 +99,12 @@ class SourceConfig(Strict):
                                             "(`ray.train.get_dataset_shard`) instead of holding it in memory")
     shuffle_buffer_rows: int = Field(4096, ge=1, description="stream: rows each worker reads and shuffles at a time")
     read_cpus: float = Field(0.25, gt=0, description="stream: CPUs each Ray Data read task reserves")
+    _text: tuple[Optional[str], int] = PrivateAttr((None, 32))  # data.tokenizer, data.sequence_length (text inputs)
+
+    @property
+    def text_tokenizer(self) -> tuple[Optional[str], int]:
+        """The run's tokenizer and sequence length, for an input column of text."""
+        return self._text
 
     @field_validator("train", "test", "transfer")
     @classmethod
@@ -173,8 +179,9 @@ class DataConfig(Strict):
     @model_validator(mode="after")
     def _dataset_fields(self) -> "DataConfig":
         if self.source is not None:
+            self.source._text = (self.tokenizer, self.sequence_length)
             bundled = ("dataset", "teacher_column", "student_column", "train_windows", "test_windows",
-                       "test_fraction") + (() if self.source.columns.language_model else ("tokenizer", "generated"))
+                       "test_fraction") + (() if self.source.columns.language_model else ("generated",))
             given = sorted(k for k in bundled if getattr(self, k) != type(self).model_fields[k].default)
             if given:
                 raise ValueError(f"{', '.join(given)}: a run with data.source reads its own files; these keys "

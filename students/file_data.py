@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 import pyarrow as pa
 
-from students.config import ImageConfig, SourceConfig
+from students.config import SourceConfig
 from students.source_paths import DataError, source_files
 from students.splits import Dataset, Split, StreamedSplit, row_hashes, rows_fingerprint
 
@@ -140,12 +140,16 @@ def _require(rows: SourceRows, names: list[str], role: str) -> None:
                         f"{[c for c in rows.table.column_names if c != '__id']}")
 
 
-def _vectors(rows: SourceRows, columns: str | list[str], role: str, image: ImageConfig) -> np.ndarray:
+def _vectors(rows: SourceRows, columns: str | list[str], role: str, source: SourceConfig,
+             notes: Optional[list[str]]) -> np.ndarray:
     """float32 [N, F] from one list column, several numeric columns, or a column of image
-    files' bytes (decoded as `image` says)."""
+    files' bytes (decoded as `source.image` says); int64 token ids [N, sequence_length] from a
+    column of text (tokenized with the run's tokenizer, texts cut counted in `notes`)."""
     names = [columns] if isinstance(columns, str) else list(columns)
     _require(rows, names, role)
     kind = rows.table.schema.field(names[0]).type
+    if isinstance(columns, str) and (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        return _text_vectors(rows, columns, role, source, notes)
     image_struct = pa.types.is_struct(kind) and kind.get_field_index("bytes") >= 0  # Hugging Face's Image feature
     if isinstance(columns, str) and (pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or image_struct):
         from students.image_data import decode_images
@@ -155,7 +159,7 @@ def _vectors(rows: SourceRows, columns: str | list[str], role: str, image: Image
             return rows.files[row] if one_per_file else f"{_file_of(rows, row)}: column {columns!r}, row {row}"
 
         images = rows.table.column(columns).combine_chunks()
-        return decode_images(images.field("bytes") if image_struct else images, image, where)
+        return decode_images(images.field("bytes") if image_struct else images, source.image, where)
     if isinstance(columns, str) and (pa.types.is_list(kind) or pa.types.is_large_list(kind)
                                      or pa.types.is_fixed_size_list(kind)):
         return _list_vectors(rows, columns, role)
@@ -168,6 +172,23 @@ def _vectors(rows: SourceRows, columns: str | list[str], role: str, image: Image
         column = rows.table.column(name).to_numpy(zero_copy_only=False).astype(np.float32)
         out.append(column)
     return np.stack(out, axis=1)
+
+
+def _text_vectors(rows: SourceRows, column: str, role: str, source: SourceConfig,
+                  notes: Optional[list[str]]) -> np.ndarray:
+    from students.text_inputs import cached_tokenizer, token_ids
+
+    tokenizer_path, length = source.text_tokenizer
+    if tokenizer_path is None:
+        raise DataError(f"{rows.files[0]}: column {column!r} (columns.{role}) holds text; give data.tokenizer (and "
+                        f"data.sequence_length) to tokenize it")
+    values = rows.table.column(column)
+    if values.null_count:
+        empty = next(i for i, v in enumerate(values.to_pylist()) if v is None)
+        raise DataError(f"{_file_of(rows, empty)}: column {column!r} (columns.{role}) is empty at row {empty} (id "
+                        f"{_id(rows, empty)}); every row needs a text")
+    return token_ids(values.to_pylist(), cached_tokenizer(tokenizer_path), length, f"{rows.files[0]}: column "
+                     f"{column!r}", notes)
 
 
 def _list_vectors(rows: SourceRows, column: str, role: str) -> np.ndarray:
@@ -210,12 +231,12 @@ def _integers(rows: SourceRows, column: str, role: str) -> np.ndarray:
     return values.to_numpy().astype(np.int64)
 
 
-def _split(rows: SourceRows, source: SourceConfig) -> Split:
+def _split(rows: SourceRows, source: SourceConfig, notes: Optional[list[str]] = None) -> Split:
     cols = source.columns
-    x = _vectors(rows, cols.input, "input", source.image)
+    x = _vectors(rows, cols.input, "input", source, notes)
     y = _integers(rows, cols.label, "label")
     extra = {"task": _integers(rows, cols.task, "task")} if cols.task else {}
-    teacher_x = _vectors(rows, cols.teacher_input, "teacher_input", source.image) if cols.teacher_input else None
+    teacher_x = _vectors(rows, cols.teacher_input, "teacher_input", source, notes) if cols.teacher_input else None
     ids = rows.table.column("__id").to_numpy(zero_copy_only=False).astype(str)
     return Split(x, y, extra, teacher_x, ids=ids)
 
@@ -259,16 +280,16 @@ def rows_dataset(name: str, source: SourceConfig, train_rows: SourceRows, test_r
     """The dataset of rows read for `source`: its column roles turned into splits and checked
     (ids, labels, classes, widths), the transfer split read and the stream scanned where the
     source has them. The bundled sets come here too, as tables (`students.builtin_sources`)."""
-    ids = checked_ids(train_rows, source.train)
+    ids, notes = checked_ids(train_rows, source.train), []
     if test_rows is not None:
-        test, train = _split(test_rows, source), _split(train_rows, source)
+        test, train = _split(test_rows, source, notes), _split(train_rows, source, notes)
         test_ids, train_ids = checked_ids(test_rows, source.test), ids
     else:
         held = held_out_by_id(ids, source.test_fraction)
         if held.all() or not held.any():
             raise DataError(f"{source.train}: test_fraction {source.test_fraction} of {len(ids)} rows leaves an "
                             f"empty {'train' if held.all() else 'test'} split; give more rows or a test file")
-        everything = _split(train_rows, source)
+        everything = _split(train_rows, source, notes)
         test, train = everything.rows(np.flatnonzero(held)), everything.rows(np.flatnonzero(~held))
         test_ids, train_ids = ids[held], ids[~held]
     class_names = ()
@@ -288,18 +309,19 @@ def rows_dataset(name: str, source: SourceConfig, train_rows: SourceRows, test_r
         if source.transfer is None:
             hashes = row_hashes(train.ids, train.teacher_inputs, train.y)
             streamed = StreamedSplit(len(train.y), np.bincount(train.y), rows_fingerprint(f"classes:{num_classes}", hashes))
-            return Dataset(name, train, test, num_classes, streamed=streamed, class_names=class_names)
-        streamed = scan_split(source.transfer, source, train, num_classes)
+            return Dataset(name, train, test, num_classes, streamed=streamed, class_names=class_names,
+                           notes=tuple(notes))
+        streamed = scan_split(source.transfer, source, train, num_classes, notes)
         return Dataset(name, train.rows(slice(0, 0)), test, num_classes, teacher_train=train, streamed=streamed,
-                       class_names=class_names)
+                       class_names=class_names, notes=tuple(notes))
     transfer = None
     if source.transfer is not None:
         transfer_rows = read_split(source.transfer, source)
-        transfer = _split(transfer_rows, source)
+        transfer = _split(transfer_rows, source, notes)
         _check_labels(transfer, num_classes, source.transfer, checked_ids(transfer_rows, source.transfer))
         _same_width(source.transfer, transfer, train)
     return Dataset(name, transfer or train, test, num_classes=num_classes,
-                   teacher_train=train if transfer is not None else None, class_names=class_names)
+                   teacher_train=train if transfer is not None else None, class_names=class_names, notes=tuple(notes))
 
 
 def _same_width(where: Optional[str], split: Split, train: Split) -> None:
@@ -332,7 +354,8 @@ def _chunks(filesystem, path: str, fmt: str, rows: int = 65_536):
         raise DataError(f"{path}: not readable as {fmt}: {exc}") from None
 
 
-def scan_split(path: str, source: SourceConfig, train: Split, num_classes: int) -> StreamedSplit:
+def scan_split(path: str, source: SourceConfig, train: Split, num_classes: int,
+               notes: Optional[list[str]] = None) -> StreamedSplit:
     """Check every row of a split in chunks, as `load_source` checks a split it holds (columns,
     types, vector lengths, labels, unique ids, the train split's width and schema), keeping only
     the ids' hashes and the rows per class."""
@@ -340,7 +363,7 @@ def scan_split(path: str, source: SourceConfig, train: Split, num_classes: int) 
 
     counts, keys, hashes = np.zeros(num_classes, np.int64), [], []
     for rows in split_chunks(path, source):
-        split = _split(rows, source)
+        split = _split(rows, source, notes)
         _same_width(rows.files[0], split, train)
         _check_labels(split, num_classes, rows.files[0], split.ids)
         counts += np.bincount(split.y, minlength=num_classes)

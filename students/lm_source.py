@@ -106,15 +106,10 @@ def _streamed_dataset(name: str, cfg: DataConfig, train: Split, test: Split, voc
                    teacher_train=train, streamed=streamed, notes=tuple(notes))
 
 
-_TOKENIZERS: dict[str, object] = {}  # one per process: a Ray Data task tokenizes many blocks
-
-
 def _tokenizer(cfg: DataConfig):
-    from teachers import load_tokenizer
+    from students.text_inputs import cached_tokenizer
 
-    if cfg.tokenizer not in _TOKENIZERS:
-        _TOKENIZERS[cfg.tokenizer] = load_tokenizer(cfg.tokenizer)
-    return _TOKENIZERS[cfg.tokenizer]
+    return cached_tokenizer(cfg.tokenizer)  # one per process: a Ray Data task tokenizes many blocks
 
 
 def _streamed_students(cfg: DataConfig) -> Dataset:

@@ -45,7 +45,8 @@ def stream_batch(epoch: int, index: int, rows: dict[str, np.ndarray],
     their integer ids, and their labels are the next token at every target position."""
     ids = [str(i) for i in rows["id"]]
     writable = lambda a, dtype: np.require(a, dtype, ["C", "W"])  # noqa: E731 - Ray Data's arrays are read-only
-    x = writable(rows["x"], np.float32 if token_specials is None else np.int64)
+    tokens = token_specials is not None or np.asarray(rows["x"]).dtype.kind in "iu"  # token ids stay integers
+    x = writable(rows["x"], np.int64 if tokens else np.float32)
     teacher_x = writable(rows["teacher_x"], np.float32) if "teacher_x" in rows else x
     columns = {"task": np.asarray(rows["task"], dtype=np.int64)} if "task" in rows else {}
     if token_specials is None:

@@ -58,6 +58,28 @@ def convnet(in_features: int, num_classes: int, channels: list[int] | tuple[int,
     return _ImageConvNet(side, num_classes, tuple(channels), dropout, in_channels)
 
 
+class _TextClassifier(nn.Module):
+    def __init__(self, vocab_size: int, num_classes: int, dim: int, hidden: int, pad_id: int):
+        super().__init__()
+        self.pad_id = pad_id
+        self.embed = nn.Embedding(vocab_size, dim, padding_idx=pad_id)
+        self.head = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = (x != self.pad_id).unsqueeze(-1).to(self.embed.weight.dtype)
+        pooled = (self.embed(x) * mask).sum(1) / mask.sum(1).clamp(min=1)
+        return self.head(pooled)
+
+
+def text_classifier(in_features: int, num_classes: int, vocab_size: int, dim: int = 64, hidden: int = 64,
+                    pad_id: int = 0) -> nn.Module:
+    """Token ids [B, in_features] (a text input column, tokenized to data.sequence_length) to
+    logits: the mean of the tokens' embeddings (padding left out), then an MLP. `vocab_size`
+    and `pad_id` are the tokenizer's."""
+    del in_features  # any length: the mean pools over it
+    return _TextClassifier(vocab_size, num_classes, dim, hidden, pad_id)
+
+
 class _SelfAttention(nn.Module):
     """Multi-head self-attention with its query, key and value projections as named submodules
     (`query`, `key`, `value`), so feature hooks can read them (MiniLM distillation)."""
