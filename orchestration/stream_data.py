@@ -10,6 +10,8 @@ from typing import Any
 
 from students import DataConfig
 
+STREAM_BLOCK_BYTES = 16 * 1024 * 1024
+
 
 def students_dataset(data: DataConfig) -> Any:
     """The transfer split (or train without its held-out test rows) as a Ray Data dataset of
@@ -26,6 +28,8 @@ def students_dataset(data: DataConfig) -> Any:
     # the file-listing step of Ray Data's newer Parquet reader asks for a whole CPU, which a cluster whose CPUs
     # the train workers and teachers hold never frees; the read tasks below list their own files
     context.use_datasource_v2 = False
+    # blocks of 16 MiB rather than 128: the first batch of an epoch waits for one block to be read and converted
+    context.target_max_block_size = STREAM_BLOCK_BYTES
     path = source.transfer or source.train
     rows, args = (to_lm_stream_rows, (data, path)) if data.language_model else (to_stream_rows, (source, path))
     if source.format == "images":

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from students.kd_terms import exit_key, projector_key
-from teachers import FeatureHooks
+from teachers import FeatureHooks, dummy_inputs
 
 
 def make_projector(student_shape: list[int], teacher_shape: list[int], where: str) -> nn.Module:
@@ -82,7 +82,7 @@ class DistillationStudent(nn.Module):
             training = model.training
             model.eval()  # batch norm statistics stay untouched by the shape probe
             with torch.no_grad():
-                num_classes = model(torch.zeros(2, in_features)).shape[-1]
+                num_classes = model(dummy_inputs(model, 2, in_features)).shape[-1]
             model.train(training)
             shapes = {name: list(value.shape[1:]) for name, value in self.hooks.take().items()}
         for student, teacher, shape in matched:

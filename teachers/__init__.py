@@ -12,6 +12,7 @@ _EXPORTS = {
     "EndpointSpec": "grpc_client",
     "FaultPolicy": "client",
     "FeatureHooks": "backend",
+    "dummy_inputs": "backend",
     "GrpcTeacher": "grpc_client",
     "IncompatibleTeacherError": "errors",
     "LoadedTeacher": "loaded",
@@ -61,7 +62,7 @@ _EXPORTS = {
     "write_manifest": "store",
 }
 
-__all__ = ["Batch", "EndpointSpec", "FaultPolicy", "FeatureHooks", "GrpcTeacher", "IncompatibleTeacherError",
+__all__ = ["Batch", "EndpointSpec", "FaultPolicy", "FeatureHooks", "dummy_inputs", "GrpcTeacher", "IncompatibleTeacherError",
            "LoadedTeacher", "LocalTeachers", "Manifest", "ResolvedModel", "SCHEMA_VERSION", "ServeConfig",
            "ServerSecurity", "SoftTargetSource", "SoftTargetStoreError", "StoreKey", "StoredTargets",
            "StoredTeachers", "TeacherAppArgs", "TeacherClient", "TeacherConfig", "TeacherEntry", "TeacherSet",

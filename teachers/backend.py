@@ -61,12 +61,18 @@ def model_version(module: torch.nn.Module, weights_path: str | Path | None) -> s
     return file_version(weights_path) if weights_path else str(getattr(module, "model_version", "pretrained"))
 
 
+def dummy_inputs(module: torch.nn.Module, rows: int, in_features: int, device: Any = None) -> torch.Tensor:
+    """Zeros a module takes as input for a shape probe: token ids for a module that declares
+    `input_dtype = torch.long` (a text classifier), features otherwise."""
+    return torch.zeros(rows, in_features, dtype=getattr(module, "input_dtype", torch.float32), device=device)
+
+
 def output_space_of(module: torch.nn.Module, in_features: int) -> tuple[str, int]:
     """Run one dummy forward to learn the module's output space id and size: `classes:C` for
     classifiers, `embedding:d` for sentence encoders, `tokens:V:<tokenizer hash>` for causal
     language models."""
     with torch.no_grad():
-        out = module.eval()(torch.zeros(2, in_features))
+        out = module.eval()(dummy_inputs(module, 2, in_features))
     if out.ndim != 2:
         raise ValueError(f"a teacher must return logits or embeddings [B, C], got shape {tuple(out.shape)}")
     kind = getattr(module, "output_kind", "classes")

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from cluster import ResourcesConfig
 from teachers.arrow_codec import model_inputs
 from teachers.batch import Batch
-from teachers.backend import FeatureHooks, ResolvedModel, load_teacher, model_version, output_space_of
+from teachers.backend import FeatureHooks, ResolvedModel, dummy_inputs, load_teacher, model_version, output_space_of
 from teachers.soft_targets import SoftTargets, concat_rows, pack_soft_targets
 
 
@@ -79,7 +79,7 @@ class LoadedTeacher:
     def feature_shapes(self) -> dict[str, list[int]]:
         """Per-sample shape of each hooked feature (from a dummy forward)."""
         with self.lock, torch.inference_mode():
-            self.module(torch.zeros(1, self.args.in_features, device=self.device))
+            self.module(dummy_inputs(self.module, 1, self.args.in_features, self.device))
         return {name: list(value.shape[1:]) for name, value in self.hooks.take().items()}
 
     def records(self, batches: list[Batch], *, temperature: float | None = None,

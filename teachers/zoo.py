@@ -59,6 +59,8 @@ def convnet(in_features: int, num_classes: int, channels: list[int] | tuple[int,
 
 
 class _TextClassifier(nn.Module):
+    input_dtype = torch.long  # token ids: what a shape probe feeds it (`teachers.backend.dummy_inputs`)
+
     def __init__(self, vocab_size: int, num_classes: int, dim: int, hidden: int, pad_id: int):
         super().__init__()
         self.pad_id = pad_id

@@ -72,3 +72,9 @@ def test_a_streamed_block_of_text_rows_is_tokenized_as_in_memory(tmp_path):
     np.testing.assert_array_equal(rows["x"], data.teachers_train.x)
     batch = stream_batch(0, 0, {k: v[:4] for k, v in rows.items()})
     assert batch.x.dtype == np.int64 and batch.y.tolist() == data.teachers_train.y[:4].tolist()
+
+
+def test_shape_probes_feed_a_text_classifier_token_ids():
+    from teachers.backend import output_space_of
+
+    assert output_space_of(text_classifier(16, 3, vocab_size=64), 16) == ("classes:3", 3)
