@@ -239,8 +239,8 @@ def _train_epochs(run: _PhaseRun) -> None:
 
 def _final_metrics(run: _PhaseRun, samples_before: int) -> dict[str, Any]:
     state, source, unit = run.state, run.phase.source, _unit(run.dataset)
-    faults = {k.replace("faults/", "faults_"): v for k, v in (source.metrics() if source is not None else {}).items()
-              if k.startswith("faults/")}
+    faults = _faults_over_ranks({k.replace("faults/", "faults_"): v for k, v in
+                                 (source.metrics() if source is not None else {}).items() if k.startswith("faults/")})
     return {**run.evaluate(), "parameters": run.parameters, "steps": state.step,
             "resumed_from_step": run.resumed_from, "steps_replayed": run.steps_replayed,
             "applied_batches": state.applied_batches,
@@ -279,6 +279,17 @@ def _train_phase(job: StudentJob, control: RunControl, dataset: Dataset, run_pro
     run.progress.flush(run.state, run.phase.source, {"phase_done": True, **{f"final/{k}": v for k, v in final.items()}})
     run.checkpoint({"step": run.state.step, "phases": dict(run_progress.completed)})
     return final
+
+
+def _faults_over_ranks(faults: dict[str, float]) -> dict[str, float]:
+    """A phase's fault counts over every worker: events summed (each worker retries or falls
+    back on its own batches), teachers lost and times the largest any worker saw."""
+    if not dist.is_initialized():
+        return faults
+    gathered: list[Optional[dict[str, float]]] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, faults)
+    largest = ("faults_teachers_lost", "faults_paused_s", "faults_longest_recovery_s")
+    return {name: (max if name in largest else sum)(rank.get(name, 0) for rank in gathered) for name in faults}
 
 
 def _ledger(state: ClientState, planned: list[str], stopped: bool) -> dict[str, int]:
