@@ -19,9 +19,11 @@ def students_dataset(data: DataConfig) -> Any:
     source's rows are tokenized in the read tasks (`x`: the token sequences)."""
     import ray.data
 
-    from students import image_files, source_files, to_lm_stream_rows, to_stream_rows
+    from students import image_classes, image_files, source_files, to_lm_stream_rows, to_stream_rows
 
     source = data.source
+    if source.format == "images":  # the class folders listed once here, not in every block's task
+        source = source.model_copy(update={"classes": image_classes(source)})
     context = ray.data.DataContext.get_current()  # a dataset keeps the context it was made in
     context.enable_progress_bars = False  # the run's progress lines report the students' samples/s
     context.print_on_execution_start = False

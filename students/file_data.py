@@ -74,8 +74,7 @@ def read_split(path: str, source: SourceConfig) -> SourceRows:
     if source.format == "images":
         from students.image_data import read_image_folder
 
-        table, files = read_image_folder(path, source)
-        return SourceRows(table.append_column("__id", table.column("id")), files)
+        return _image_rows(*read_image_folder(path, source))
     if source.format == "hf_dataset":
         table = _read_hf_dataset(path)
         return SourceRows(_with_ids(table, path, source.columns.id), [path])
@@ -91,6 +90,11 @@ def read_split(path: str, source: SourceConfig) -> SourceRows:
     if table.num_rows == 0:
         raise DataError(f"{path}: the split has no rows ({len(files)} files)")
     return SourceRows(table, files)
+
+
+def _image_rows(table: pa.Table, files: list[str]) -> SourceRows:
+    """An image folder's rows (`students.image_data`), their ids the images' paths."""
+    return SourceRows(table.append_column("__id", table.column("id")), files)
 
 
 def _read_hf_dataset(path: str) -> pa.Table:
@@ -307,8 +311,7 @@ def rows_dataset(name: str, source: SourceConfig, train_rows: SourceRows, test_r
     _same_width(source.test, test, train)
     if source.stream:  # the students' rows are checked here and read by the workers from the stream
         if source.transfer is None:
-            hashes = row_hashes(train.ids, train.teacher_inputs, train.y)
-            streamed = StreamedSplit(len(train.y), np.bincount(train.y), rows_fingerprint(f"classes:{num_classes}", hashes))
+            streamed = StreamedSplit(len(train.y), np.bincount(train.y), train.fingerprint(f"classes:{num_classes}"))
             return Dataset(name, train, test, num_classes, streamed=streamed, class_names=class_names,
                            notes=tuple(notes))
         streamed = scan_split(source.transfer, source, train, num_classes, notes)
@@ -369,11 +372,16 @@ def scan_split(path: str, source: SourceConfig, train: Split, num_classes: int,
         counts += np.bincount(split.y, minlength=num_classes)
         keys.append(row_numbers(split.ids))
         hashes.append(row_hashes(split.ids, split.teacher_inputs, split.y))
+    check_unique_keys(keys, path)
+    return StreamedSplit(int(counts.sum()), counts, rows_fingerprint(f"classes:{num_classes}", np.concatenate(hashes)))
+
+
+def check_unique_keys(keys: list[np.ndarray], path: str) -> None:
+    """A split scanned in chunks holds each row id once (`keys`: the chunks' `row_numbers`)."""
     _, seen = np.unique(np.concatenate(keys), return_counts=True)
     if (seen > 1).any():
         raise DataError(f"{path}: row ids repeat ({int((seen > 1).sum())} ids more than once); each row needs its "
                         f"own id (columns.id)")
-    return StreamedSplit(int(counts.sum()), counts, rows_fingerprint(f"classes:{num_classes}", np.concatenate(hashes)))
 
 
 def split_chunks(path: str, source: SourceConfig):
@@ -382,7 +390,7 @@ def split_chunks(path: str, source: SourceConfig):
         from students.image_data import image_chunks
 
         for table, files in image_chunks(path, source):
-            yield SourceRows(table.append_column("__id", table.column("id")), files)
+            yield _image_rows(table, files)
         return
     filesystem, files = source_files(path)
     first = None
@@ -427,8 +435,7 @@ def _streamed_students(source: SourceConfig) -> Dataset:
         from students.image_data import read_image_folder
 
         held = lambda ids: held_out_by_id(np.array(ids), source.test_fraction)  # noqa: E731
-        table, files = read_image_folder(source.train, source, keep=held)
-        test = _split(SourceRows(table.append_column("__id", table.column("id")), files), source)
+        test = _split(_image_rows(*read_image_folder(source.train, source, keep=held)), source)
     else:
         test = _split(held_out_train_rows(source), source)
     empty = test.rows(slice(0, 0))

@@ -20,7 +20,6 @@ from students.config import ImageConfig, SourceConfig
 from students.source_paths import DataError, filesystem_of
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-IMAGE_COLUMNS = {"input": "image", "label": "label", "id": "id"}
 
 
 def image_files(root: str) -> tuple[object, str, list[str]]:

@@ -17,8 +17,8 @@ import numpy as np
 import pyarrow as pa
 
 from students.config import DataConfig, SourceConfig
-from students.file_data import (DataError, SourceRows, checked_ids, held_out_by_id, held_out_rows, held_out_train_rows,
-                                read_split, split_chunks)
+from students.file_data import (DataError, SourceRows, check_unique_keys, checked_ids, held_out_by_id, held_out_rows,
+                                held_out_train_rows, read_split, split_chunks)
 from students.lm_data import encode_examples, generated_sequences
 from students.splits import Dataset, Split, StreamedSplit, row_hashes, rows_fingerprint
 
@@ -155,10 +155,7 @@ def scan_lm_split(path: str, cfg: DataConfig, notes: list[str]) -> StreamedSplit
         rows_seen, tokens = rows_seen + len(x), tokens + len(split.labels(slice(None)))
         keys.append(row_numbers(ids))
         hashes.append(row_hashes(ids, x, split.y))
-    _, seen = np.unique(np.concatenate(keys), return_counts=True)
-    if (seen > 1).any():
-        raise DataError(f"{path}: row ids repeat ({int((seen > 1).sum())} ids more than once); each row needs its "
-                        f"own id (columns.id)")
+    check_unique_keys(keys, path)
     notes += cut
     space = f"tokens:{len(tokenizer)}:{tokenizer_hash(tokenizer)}"  # the dataset's output space
     return StreamedSplit(rows_seen, np.array([], np.int64), rows_fingerprint(space, np.concatenate(hashes)),
