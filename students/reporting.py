@@ -84,11 +84,20 @@ class ProgressReporter:
 
 
 def private_mb() -> Optional[float]:
-    """This process's private memory (Linux's Private_Clean + Private_Dirty): unlike the
-    resident set it leaves out the shared pages of Ray's object store a worker reads blocks
-    from. None where /proc/self/smaps_rollup is missing."""
+    """This process's own memory: its private pages (Linux's Private_Clean + Private_Dirty)
+    outside shared-memory files. Unlike the resident set, it leaves out the pages of Ray's
+    object store (a file under /dev/shm that the worker maps to read blocks), which count as
+    private while no other process has touched them but belong to the store and are bounded by
+    its capacity. None where /proc/self/smaps is missing."""
     try:
-        lines = Path("/proc/self/smaps_rollup").read_text().splitlines()
+        text = Path("/proc/self/smaps").read_text()
     except OSError:
         return None
-    return sum(int(line.split()[1]) for line in lines if line.startswith(("Private_Clean:", "Private_Dirty:"))) / 1024
+    total, shared_file = 0, False
+    for line in text.splitlines():
+        fields = line.split()
+        if fields and not fields[0].endswith(":"):  # a mapping's header line: range, perms, offset, dev, inode, path
+            shared_file = len(fields) > 5 and fields[5].startswith("/dev/shm/")
+        elif not shared_file and fields[0] in ("Private_Clean:", "Private_Dirty:"):
+            total += int(fields[1])
+    return total / 1024

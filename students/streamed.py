@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
@@ -114,17 +115,54 @@ class StreamedBatches:
         return list(self.state.delivered_ids)
 
 
-def shard_reader(shard: Any, batch_size: int, seed: int, shuffle_rows: int) -> Callable[[int], Iterable]:
-    """One epoch of a Ray Data shard as numpy micro-batches (`micro_batches`): Ray Data hands
-    over chunks of `shuffle_rows` rows, so its per-batch cost is paid once per chunk, not once
-    per micro-batch."""
+class ShardReader:
+    """One epoch of a Ray Data shard at a time as numpy micro-batches (`micro_batches`): Ray Data
+    hands over chunks of `shuffle_rows` rows, so its per-batch cost is paid once per chunk, not
+    once per micro-batch.
 
-    def read_epoch(epoch: int) -> Iterable[dict[str, np.ndarray]]:
-        chunks = shard.iter_batches(batch_size=max(shuffle_rows, batch_size), batch_format="numpy",
-                                    prefetch_batches=2)
-        return micro_batches(chunks, batch_size, np.random.default_rng([seed, epoch]), shuffle=shuffle_rows > 1)
+    The first epoch's read starts when the reader is made, in a background thread that waits for
+    the first chunk: the stream's start (its split coordinator and read tasks, seconds on a busy
+    node) overlaps what the worker does before its first step, such as building the engine."""
 
-    return read_epoch
+    def __init__(self, shard: Any, batch_size: int, seed: int, shuffle_rows: int):
+        self.shard, self.batch_size, self.seed, self.shuffle_rows = shard, batch_size, seed, shuffle_rows
+        self._started: Optional[StartedIterator] = StartedIterator(self._chunks())
+
+    def _chunks(self) -> Iterable[dict[str, np.ndarray]]:
+        return self.shard.iter_batches(batch_size=max(self.shuffle_rows, self.batch_size), batch_format="numpy",
+                                       prefetch_batches=2)
+
+    def __call__(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:
+        chunks, self._started = self._started or self._chunks(), None
+        return micro_batches(chunks, self.batch_size, np.random.default_rng([self.seed, epoch]),
+                             shuffle=self.shuffle_rows > 1)
+
+
+class StartedIterator:
+    """An iterable whose first item is fetched at once in a background thread; iterating it
+    waits for that item (re-raising what the fetch raised), then reads on in the caller's thread."""
+
+    def __init__(self, iterable: Iterable[Any]):
+        self._iterator = iter(iterable)
+        self._first: list[Any] = []
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._fetch_first, name="stream-start", daemon=True)
+        self._thread.start()
+
+    def _fetch_first(self) -> None:
+        try:
+            self._first.append(next(self._iterator))
+        except StopIteration:
+            pass
+        except BaseException as error:  # noqa: BLE001 - handed to the reader's thread
+            self._error = error
+
+    def __iter__(self) -> Iterator[Any]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        yield from self._first
+        yield from self._iterator
 
 
 def micro_batches(chunks: Iterable[dict[str, np.ndarray]], batch_size: int, rng: np.random.Generator, *,

@@ -32,6 +32,7 @@ from students.sources import soft_target_source
 from teachers import Batch, SoftTargetSource
 
 if TYPE_CHECKING:
+    from students.streamed import ShardReader
     from students.streamed import StreamedBatches
 
 
@@ -84,18 +85,24 @@ def _streamed(job: StudentJob) -> bool:
     return job.data.source is not None and job.data.source.stream
 
 
-def _batch_plan(job: StudentJob, train: Split, rank: int, world_size: int, epochs: int,
-                state: ClientState) -> BatchPlan:
-    """The in-memory plan, or for a streamed source this worker's shard of the Ray Data stream."""
+def _batch_plan(job: StudentJob, train: Split, rank: int, world_size: int, epochs: int, state: ClientState,
+                stream: Optional[ShardReader]) -> BatchPlan:
+    """The in-memory plan, or for a streamed source this worker's shard of the Ray Data stream
+    (`stream`: its reader, if the worker started it already)."""
     if not _streamed(job):
         return _Batches(train, job, rank, world_size, epochs, state)
+    from students.streamed import StreamedBatches
+
+    return StreamedBatches(stream or _shard_reader(job), epochs, state, train.token_specials)
+
+
+def _shard_reader(job: StudentJob) -> "ShardReader":
     import ray.train
 
-    from students.streamed import TRAIN_DATASET, StreamedBatches, shard_reader
+    from students.streamed import TRAIN_DATASET, ShardReader
 
-    read = shard_reader(ray.train.get_dataset_shard(TRAIN_DATASET), job.student.micro_batch_size, job.seed,
-                        job.data.source.shuffle_buffer_rows)
-    return StreamedBatches(read, epochs, state, train.token_specials)
+    return ShardReader(ray.train.get_dataset_shard(TRAIN_DATASET), job.student.micro_batch_size, job.seed,
+                       job.data.source.shuffle_buffer_rows)
 
 
 def _training_rows(job: StudentJob, dataset: Dataset, world_size: int, epochs: int) -> Split:
@@ -163,7 +170,7 @@ class _PhaseRun:
 
 
 def _start_phase(job: StudentJob, control: RunControl, dataset: Dataset, run_progress: RunProgress, rank: int,
-                 world_size: int, reference: Optional[np.ndarray]) -> _PhaseRun:
+                 world_size: int, reference: Optional[np.ndarray], stream: Optional[ShardReader]) -> _PhaseRun:
     """Build the engine, resume from this phase's checkpoint if there is one, open the source."""
     epochs = job.student.epochs if job.train else 0
     train = _training_rows(job, dataset, world_size, epochs)
@@ -172,7 +179,7 @@ def _start_phase(job: StudentJob, control: RunControl, dataset: Dataset, run_pro
     run_progress.phase = job.phase
     resumed_from = state.step
     steps_replayed = control.resumed(job.phase, state.step, job.trainer) if resumed_from and rank == 0 else 0
-    batches = _batch_plan(job, train, rank, world_size, epochs, state)
+    batches = _batch_plan(job, train, rank, world_size, epochs, state, stream)
     phase = Phase(job.phase, job.seed, control, rank, world_size, engine, train, job.distill.temperature,
                   step=state.step)
     each(job.hooks, "before_phase", phase)
@@ -261,9 +268,10 @@ def _peak_rss_mb() -> float:
 
 
 def _train_phase(job: StudentJob, control: RunControl, dataset: Dataset, run_progress: RunProgress, rank: int,
-                 world_size: int, reference: Optional[np.ndarray] = None) -> dict[str, Any]:
+                 world_size: int, reference: Optional[np.ndarray] = None,
+                 stream: Optional[ShardReader] = None) -> dict[str, Any]:
     """Train one student from scratch or from the checkpoint of this phase; return its final metrics."""
-    run = _start_phase(job, control, dataset, run_progress, rank, world_size, reference)
+    run = _start_phase(job, control, dataset, run_progress, rank, world_size, reference, stream)
     start, samples_before = time.perf_counter(), run.state.samples_seen
     _train_epochs(run)
     run.train_s = time.perf_counter() - start
@@ -329,8 +337,11 @@ def train_student(config: dict[str, Any]) -> None:
     for job in jobs:
         if job.phase in run_progress.completed:
             each(job.hooks, "on_done_before", job.control or LocalRunControl(), rank)
+    # a streamed first phase starts reading now, while the worker loads its test split and builds the engine
+    stream = _shard_reader(pending[0]) if pending and _streamed(pending[0]) and pending[0].train else None
     for job in pending:
-        final = _train_phase(job, job.control or LocalRunControl(), dataset_of(job), run_progress, rank, world_size, config.get("reference"))
+        final = _train_phase(job, job.control or LocalRunControl(), dataset_of(job), run_progress, rank, world_size,
+                             config.get("reference"), stream if job is pending[0] else None)
         if "stopped_at_step" in final:  # `distillery stop`: the phases after this one are left for a rerun
             break
     if not pending:  # restarted after the last phase finished: hand back what the checkpoint holds
