@@ -41,6 +41,8 @@ def check(config_path: str, console: Console, overrides: Optional[dict[str, Any]
         splits = {"train (students, streamed)": dataset.streamed, "test": dataset.test}
     if dataset.teacher_train is not None:
         splits["train (teachers)"] = dataset.teacher_train
+    elif dataset.teacher_rows is not None and dataset.teacher_rows.scan is not dataset.streamed:
+        splits["train (teachers, scanned)"] = dataset.teacher_rows.scan  # read where a teacher trains on it
     table = Table(title=f"{config_path}: data {dataset.name} ({dataset.kind}, output space {dataset.output_space})")
     rows = {name: _describe(split, dataset.kind) for name, split in splits.items()}
     columns = list(next(iter(rows.values())))

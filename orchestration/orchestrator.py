@@ -23,7 +23,7 @@ from orchestration.regimes.co_training.board import Key, PeerBoard
 from orchestration.admission import TeacherAdmission
 from orchestration.snapshots import SnapshotFolder
 from orchestration.teacher_training import TrainedTeacher, teacher_app_args, trained_weights
-from students import teacher_feature_layers
+from students import Dataset, teacher_feature_layers
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class Orchestrator:
     """
 
     def __init__(self, run: str, run_config: dict[str, Any], run_dir: str, cache_dir: str,
-                 ingress_token_sha256: Optional[str] = None):
+                 ingress_token_sha256: Optional[str] = None, dataset: Optional[Dataset] = None):
         from orchestration.config import RunConfig
         from students import load_dataset
 
@@ -46,7 +46,8 @@ class Orchestrator:
         self.config = RunConfig.model_validate(run_config)
         self.cache_dir = cache_dir
         self.ingress_token_sha256 = ingress_token_sha256
-        self.dataset = load_dataset(self.config.data).teacher_view()  # teachers read their own modality
+        dataset = dataset if dataset is not None else load_dataset(self.config.data)
+        self.dataset = dataset.teacher_view()  # teachers read their own modality
         self.output_space = self.dataset.output_space
         self._admission = TeacherAdmission(run, self.dataset, self.config.data.tokenizer, self._event)
         self._teacher_set = TeacherSet()

@@ -86,7 +86,7 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
     ingress_digest = ingress_token_digest(cfg)
     if not offline:
         start_serve(cfg)
-    orchestrator = start_orchestrator(cfg, run_dir, ingress_digest)
+    orchestrator = start_orchestrator(cfg, run_dir, ingress_digest, dataset)
     try:
         reference = None
         if offline:

@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from cluster import default_cache_dir
 from orchestration.config import RunConfig
 
+if TYPE_CHECKING:
+    from students import Dataset
+
 logger = logging.getLogger(__name__)
 
 
-def start_orchestrator(cfg: RunConfig, run_dir: Path, ingress_token_sha256: Optional[str] = None):
+def start_orchestrator(cfg: RunConfig, run_dir: Path, ingress_token_sha256: Optional[str] = None,
+                       dataset: Optional[Dataset] = None):
+    """The run's orchestrator actor; `dataset`: the data as the driver loaded it (a streamed
+    source's scans are not done twice)."""
     import ray
 
     from cluster import NAMESPACE, orchestrator_name
@@ -28,7 +34,8 @@ def start_orchestrator(cfg: RunConfig, run_dir: Path, ingress_token_sha256: Opti
         raise RuntimeError(f"run {cfg.run.name!r} is already running on this cluster; stop it first "
                            f"or choose another run.name")
     actor = ray.remote(Orchestrator).options(name=name, namespace=NAMESPACE, num_cpus=0, max_concurrency=32)
-    return actor.remote(cfg.run.name, cfg.model_dump(), str(run_dir), default_cache_dir(), ingress_token_sha256)
+    return actor.remote(cfg.run.name, cfg.model_dump(), str(run_dir), default_cache_dir(), ingress_token_sha256,
+                        dataset)
 
 
 def start_serve(cfg: RunConfig) -> None:

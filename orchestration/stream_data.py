@@ -1,8 +1,9 @@
 """The students' stream of a `data.source` with `stream: true`: a Ray Data dataset read from
-the source's files (`read_parquet` / `read_json` / `read_csv`, or `read_binary_files` for an
-image folder), turned into training columns in `map_batches` (images decoded, language-model
-rows tokenized), and handed to the `TorchTrainer`, which splits it between the train workers
-(`ray.train.get_dataset_shard` in `students.train_loop`)."""
+the source's files (`read_parquet` / `read_json` / `read_csv`, `read_binary_files` for an
+image folder or text files, a datasource of one read task per Arrow file for a saved Hugging
+Face dataset), turned into training columns in `map_batches` (images decoded, text cut into
+lines, language-model rows tokenized), and handed to the `TorchTrainer`, which splits it
+between the train workers (`ray.train.get_dataset_shard` in `students.train_loop`)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ def students_dataset(data: DataConfig) -> Any:
     source's rows are tokenized in the read tasks (`x`: the token sequences)."""
     import ray.data
 
-    from students import image_classes, image_files, source_files, to_lm_stream_rows, to_stream_rows
+    from students import image_classes, source_files, to_lm_stream_rows, to_stream_rows
+    from students.hf_data import hf_datasource
 
     source = data.source
     if source.format == "images":  # the class folders listed once here, not in every block's task
@@ -34,11 +36,14 @@ def students_dataset(data: DataConfig) -> Any:
     context.target_max_block_size = STREAM_BLOCK_BYTES
     path = source.transfer or source.train
     rows, args = (to_lm_stream_rows, (data, path)) if data.language_model else (to_stream_rows, (source, path))
-    if source.format == "images":
-        filesystem, _, files = image_files(path)
-        # many small files: Ray Data's default blocks, decoded in map_batches as the in-memory path decodes them
+    if source.format in ("images", "text"):
+        filesystem, files = _whole_files(source.format, path)
+        # whole files, decoded or cut into lines in map_batches as the in-memory path does it (a line's id is its
+        # file and line number, which Ray Data's line reader does not keep)
         dataset = ray.data.read_binary_files(files, filesystem=filesystem, include_paths=True,
                                              num_cpus=source.read_cpus)
+    elif source.format == "hf_dataset":
+        dataset = ray.data.read_datasource(hf_datasource(path, source.columns.id), num_cpus=source.read_cpus)
     else:
         filesystem, files = source_files(path)
         read = {"parquet": ray.data.read_parquet, "jsonl": ray.data.read_json, "csv": ray.data.read_csv}[source.format]
@@ -47,6 +52,15 @@ def students_dataset(data: DataConfig) -> Any:
         dataset = read(files, filesystem=filesystem, override_num_blocks=len(files), num_cpus=source.read_cpus)
     return dataset.map_batches(rows, batch_size=None, batch_format="pyarrow", fn_args=args, zero_copy_batch=True,
                                num_cpus=source.read_cpus)  # whole blocks: fewer calls
+
+
+def _whole_files(fmt: str, path: str) -> tuple[Any, list[str]]:
+    from students import image_files, source_files
+
+    if fmt == "images":
+        filesystem, _, files = image_files(path)
+        return filesystem, files
+    return source_files(path)
 
 
 def stream_data_config() -> Any:

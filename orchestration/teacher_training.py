@@ -36,7 +36,7 @@ def cache_key(model: ResolvedModel, training: TeacherTrainingConfig, data: DataC
         data_part = data.model_dump(exclude={"student_train_samples", "generated", "source"})
     else:
         space = dataset.output_space
-        data_part = {"teachers_train": dataset.teachers_train.fingerprint(space), "test": dataset.test.fingerprint(space)}
+        data_part = {"teachers_train": dataset.teachers_fingerprint, "test": dataset.test.fingerprint(space)}
     blob = json.dumps({"factory": model.factory, "kwargs": model.kwargs, "training": training.model_dump(),
                        "data": data_part, "format": 1}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

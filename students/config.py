@@ -138,10 +138,9 @@ class SourceConfig(Strict):
             raise ValueError("test/test_fraction: give the test files or a fraction of train, not both")
         if self.test is None and self.test_fraction is None:
             raise ValueError("test: give the test files, or test_fraction (a share of train held out by row id)")
-        if self.stream and self.format not in ("parquet", "jsonl", "csv", "images"):
-            raise ValueError(f"stream: a {self.format} source is read into memory (streamed sources are parquet, "
-                             f"jsonl, csv or image folders); set stream: false")
-        if self.stream and self.columns.id is None:
+        # a text line's id is its file and line, a saved dataset's its row's number in the split (the read tasks
+        # know both); a file of rows has no such number in a stream, which cuts its files into blocks
+        if self.stream and self.columns.id is None and self.format in ("parquet", "jsonl", "csv"):
             raise ValueError("columns.id: a streamed source needs a stable row id column (a stream has no row "
                              "numbers to make ids from); name one, or set stream: false")
         return self

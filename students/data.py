@@ -26,6 +26,10 @@ def load_dataset(cfg: DataConfig, *, in_worker: bool = False) -> Dataset:
 
 
 def _load(cfg: DataConfig, in_worker: bool) -> Dataset:
+    if cfg.source is not None and cfg.source.stream and not in_worker:
+        from students.streamed_source import streamed_source_dataset
+
+        return streamed_source_dataset(cfg)
     if cfg.source is not None and cfg.source.columns.language_model:
         from students.lm_source import load_lm_source
 

@@ -64,7 +64,7 @@ def _with_ids(table: pa.Table, name: str, id_column: Optional[str]) -> pa.Table:
     else:
         if id_column not in table.column_names:
             raise DataError(f"{name}: no column {id_column!r} (columns.id); it has {table.column_names}")
-        ids = pa.array([str(v) for v in table.column(id_column).to_pylist()])
+        ids = table.column(id_column).cast(pa.string())
     return table.append_column("__id", ids)
 
 
@@ -76,8 +76,12 @@ def read_split(path: str, source: SourceConfig) -> SourceRows:
 
         return _image_rows(*read_image_folder(path, source))
     if source.format == "hf_dataset":
-        table = _read_hf_dataset(path)
-        return SourceRows(_with_ids(table, path, source.columns.id), [path])
+        from students.hf_data import hf_chunks
+
+        tables = [table for table, _ in hf_chunks(path, source.columns.id)]
+        if sum(t.num_rows for t in tables) == 0:
+            raise DataError(f"{path}: the split has no rows")
+        return SourceRows(pa.concat_tables(tables), [path])
     filesystem, files = source_files(path)
     if source.format == "text":
         return _text_lines(filesystem, files, path)
@@ -97,43 +101,52 @@ def _image_rows(table: pa.Table, files: list[str]) -> SourceRows:
     return SourceRows(table.append_column("__id", table.column("id")), files)
 
 
-def _read_hf_dataset(path: str) -> pa.Table:
-    """A Hugging Face dataset saved with `save_to_disk` (one split's folder), memory-mapped."""
-    try:
-        import datasets
-    except ImportError:
-        raise DataError(f"{path}: format hf_dataset reads with the `datasets` package, which is not installed; "
-                        f"pip install 'distillery[hf]'") from None
-    try:
-        loaded = datasets.load_from_disk(path)
-    except (FileNotFoundError, OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a dataset saved with save_to_disk ({exc})") from None
-    if isinstance(loaded, datasets.DatasetDict):
-        raise DataError(f"{path}: a DatasetDict of splits {sorted(loaded)}; give one split's folder, e.g. "
-                        f"{path.rstrip('/')}/{next(iter(loaded))}")
-    table = loaded.with_format("arrow")[:]
-    if table.num_rows == 0:
-        raise DataError(f"{path}: the split has no rows")
-    return table
+def _text_lines(filesystem, files: list[str], path: str, *, whole: bool = True) -> SourceRows:
+    """Plain text files: one row per non-empty line, id `file:line` (the line's number from 1);
+    `whole`: the files are the whole split, which must have a line."""
+
+    def contents():
+        for name in files:
+            try:
+                with filesystem.open_input_stream(name) as stream:
+                    yield name, stream.read()
+            except OSError as exc:
+                raise DataError(f"{name}: cannot read it ({exc})") from None
+
+    table = _lines_table(contents())
+    if whole and table.num_rows == 0:
+        raise DataError(f"{path}: the split has no text lines ({len(files)} files)")
+    return SourceRows(table, files)
 
 
-def _text_lines(filesystem, files: list[str], path: str) -> SourceRows:
-    """Plain text files: one row per non-empty line, id `file:line` (the line's number from 1)."""
+def _lines_table(contents) -> pa.Table:
+    """The non-empty lines (`text`) and their ids (`__id`) of text files given as (name, bytes)."""
     texts, ids = [], []
-    for name in files:
+    for name, data in contents:
         try:
-            with filesystem.open_input_stream(name) as stream:
-                lines = stream.read().decode("utf-8").splitlines()
+            lines = data.decode("utf-8").splitlines()
         except UnicodeDecodeError as exc:
             raise DataError(f"{name}: not UTF-8 text ({exc}); a text source reads UTF-8 files") from None
-        except OSError as exc:
-            raise DataError(f"{name}: cannot read it ({exc})") from None
         kept = [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
         texts += [line for _, line in kept]
         ids += [f"{Path(name).name}:{number}" for number, _ in kept]
-    if not texts:
-        raise DataError(f"{path}: the split has no text lines ({len(files)} files)")
-    return SourceRows(pa.table({"text": texts, "__id": ids}), files)
+    return pa.table({"text": pa.array(texts, pa.string()), "__id": pa.array(ids, pa.string())})
+
+
+def stream_block(table: pa.Table, source: SourceConfig, file: str) -> SourceRows:
+    """One block of the students' Ray Data stream as rows with their ids (`__id`): an image
+    folder's and a text source's blocks are `read_binary_files`' paths and bytes (decoded, or
+    cut into lines, as in memory); a saved dataset's read tasks add the ids themselves."""
+    if source.format == "images":
+        from students.image_data import stream_table
+
+        return _image_rows(stream_table(table, source, file), [file])
+    if source.format == "text":
+        return SourceRows(_lines_table(zip(table.column("path").to_pylist(), table.column("bytes").to_pylist())),
+                          [file])
+    if source.format == "hf_dataset":
+        return SourceRows(table, [file])
+    return SourceRows(table.append_column("__id", table.column(source.columns.id).cast(pa.string())), [file])
 
 
 def _require(rows: SourceRows, names: list[str], role: str) -> None:
@@ -249,7 +262,7 @@ def held_out_by_id(ids: np.ndarray, fraction: float) -> np.ndarray:
     """Whether each row is in the test split: the first 8 bytes of sha256(id) as a fraction of
     2^64 below `fraction`, so a row's side never depends on order or on the other rows."""
     return np.array([int.from_bytes(hashlib.sha256(i.encode()).digest()[:8], "big") / 2 ** 64 < fraction
-                     for i in ids])
+                     for i in ids], dtype=bool)
 
 
 def checked_ids(rows: SourceRows, where: str) -> np.ndarray:
@@ -262,7 +275,7 @@ def checked_ids(rows: SourceRows, where: str) -> np.ndarray:
     return ids
 
 
-def _check_labels(split: Split, num_classes: int, where: str, ids: np.ndarray) -> None:
+def check_labels(split: Split, num_classes: int, where: str, ids: np.ndarray) -> None:
     bad = np.flatnonzero((split.y < 0) | (split.y >= num_classes))
     if len(bad):
         raise DataError(f"{where}: label {int(split.y[bad[0]])} at row {int(bad[0])} of the split (id {ids[bad[0]]}) "
@@ -302,32 +315,24 @@ def rows_dataset(name: str, source: SourceConfig, train_rows: SourceRows, test_r
 
         class_names = tuple(image_classes(source))
     num_classes = source.num_classes or len(class_names) or int(train.y.max()) + 1
-    _check_labels(train, num_classes, source.train, train_ids)
-    _check_labels(test, num_classes, source.test or source.train, test_ids)
+    check_labels(train, num_classes, source.train, train_ids)
+    check_labels(test, num_classes, source.test or source.train, test_ids)
     unseen = sorted(set(test.y.tolist()) - set(train.y.tolist()))
     if unseen:
         raise DataError(f"{source.test or source.train}: the test split has classes {unseen} that no training row "
                         f"has; the teachers could never learn them")
-    _same_width(source.test, test, train)
-    if source.stream:  # the students' rows are checked here and read by the workers from the stream
-        if source.transfer is None:
-            streamed = StreamedSplit(len(train.y), np.bincount(train.y), train.fingerprint(f"classes:{num_classes}"))
-            return Dataset(name, train, test, num_classes, streamed=streamed, class_names=class_names,
-                           notes=tuple(notes))
-        streamed = scan_split(source.transfer, source, train, num_classes, notes)
-        return Dataset(name, train.rows(slice(0, 0)), test, num_classes, teacher_train=train, streamed=streamed,
-                       class_names=class_names, notes=tuple(notes))
+    same_width(source.test, test, train)
     transfer = None
     if source.transfer is not None:
         transfer_rows = read_split(source.transfer, source)
         transfer = _split(transfer_rows, source, notes)
-        _check_labels(transfer, num_classes, source.transfer, checked_ids(transfer_rows, source.transfer))
-        _same_width(source.transfer, transfer, train)
+        check_labels(transfer, num_classes, source.transfer, checked_ids(transfer_rows, source.transfer))
+        same_width(source.transfer, transfer, train)
     return Dataset(name, transfer or train, test, num_classes=num_classes,
                    teacher_train=train if transfer is not None else None, class_names=class_names, notes=tuple(notes))
 
 
-def _same_width(where: Optional[str], split: Split, train: Split) -> None:
+def same_width(where: Optional[str], split: Split, train: Split) -> None:
     if split.x.shape[1] != train.x.shape[1]:
         raise DataError(f"{where}: {split.x.shape[1]} input features, the train split has {train.x.shape[1]}")
 
@@ -357,23 +362,33 @@ def _chunks(filesystem, path: str, fmt: str, rows: int = 65_536):
         raise DataError(f"{path}: not readable as {fmt}: {exc}") from None
 
 
-def scan_split(path: str, source: SourceConfig, train: Split, num_classes: int,
-               notes: Optional[list[str]] = None) -> StreamedSplit:
+def scan_split(path: str, source: SourceConfig, num_classes: Optional[int], template: Optional[Split] = None,
+               notes: Optional[list[str]] = None, *, drop_held_out: bool = False) -> StreamedSplit:
     """Check every row of a split in chunks, as `load_source` checks a split it holds (columns,
-    types, vector lengths, labels, unique ids, the train split's width and schema), keeping only
-    the ids' hashes and the rows per class."""
+    types, vector lengths, labels, unique ids, the width of `template` and one schema), keeping
+    only the ids' hashes and the rows per class. `num_classes` None: the labels decide it.
+    `drop_held_out`: the split is `train` less the test rows `test_fraction` holds out."""
     from students.streamed import row_numbers
 
-    counts, keys, hashes = np.zeros(num_classes, np.int64), [], []
+    counts, keys, hashes = np.zeros(num_classes or 0, np.int64), [], []
     for rows in split_chunks(path, source):
+        if drop_held_out:
+            rows = SourceRows(rows.table.filter(pa.array(~held_out_rows(rows.table, source))), rows.files)
+        if rows.table.num_rows == 0:
+            continue
         split = _split(rows, source, notes)
-        _same_width(rows.files[0], split, train)
-        _check_labels(split, num_classes, rows.files[0], split.ids)
-        counts += np.bincount(split.y, minlength=num_classes)
+        template = template or split.rows(slice(0, 0))
+        same_width(rows.files[0], split, template)
+        check_labels(split, num_classes or np.iinfo(np.int64).max, rows.files[0], split.ids)
+        found = np.bincount(split.y, minlength=len(counts))
+        counts = np.pad(counts, (0, len(found) - len(counts))) + found
         keys.append(row_numbers(split.ids))
         hashes.append(row_hashes(split.ids, split.teacher_inputs, split.y))
+    if not keys:
+        raise DataError(f"{path}: the split has no rows")
     check_unique_keys(keys, path)
-    return StreamedSplit(int(counts.sum()), counts, rows_fingerprint(f"classes:{num_classes}", np.concatenate(hashes)))
+    space = f"classes:{num_classes or len(counts)}"
+    return StreamedSplit(int(counts.sum()), counts, rows_fingerprint(space, np.concatenate(hashes)), template=template)
 
 
 def check_unique_keys(keys: list[np.ndarray], path: str) -> None:
@@ -385,14 +400,25 @@ def check_unique_keys(keys: list[np.ndarray], path: str) -> None:
 
 
 def split_chunks(path: str, source: SourceConfig):
-    """A split's rows a chunk at a time (`SourceRows`), checked for one schema across files."""
+    """A split's rows a chunk at a time (`SourceRows`), checked for one schema across files: a
+    record batch of a file, an image folder's chunk, or a text file's lines."""
     if source.format == "images":
         from students.image_data import image_chunks
 
         for table, files in image_chunks(path, source):
             yield _image_rows(table, files)
         return
+    if source.format == "hf_dataset":
+        from students.hf_data import hf_chunks
+
+        for table, name in hf_chunks(path, source.columns.id):
+            yield SourceRows(table, [name])
+        return
     filesystem, files = source_files(path)
+    if source.format == "text":
+        for name in files:
+            yield _text_lines(filesystem, [name], name, whole=False)
+        return
     first = None
     for name in files:
         for table in _chunks(filesystem, name, source.format):
@@ -408,15 +434,12 @@ def held_out_rows(table: pa.Table, source: SourceConfig) -> np.ndarray:
 
 
 def held_out_train_rows(source: SourceConfig) -> SourceRows:
-    """The test rows held out of a streamed source's train files by id, read one file at a
-    time (a worker never holds the whole train split)."""
-    filesystem, files = source_files(source.train)
-    held, first = [], None
-    for name in files:
-        table = _read_file(filesystem, name, source.format)
-        first = _same_schema(table, first, name, files)
-        table = _with_ids(table, name, source.columns.id)
-        held.append(table.filter(pa.array(held_out_rows(table, source))))
+    """The test rows held out of a streamed source's train files by id, read a chunk at a time
+    (a worker never holds the whole train split)."""
+    held, files = [], []
+    for chunk in split_chunks(source.train, source):
+        held.append(chunk.table.filter(pa.array(held_out_rows(chunk.table, source))))
+        files += [name for name in chunk.files if name not in files[-1:]]
     rows = SourceRows(pa.concat_tables(held), files)
     if rows.table.num_rows == 0:
         raise DataError(f"{source.train}: test_fraction {source.test_fraction} holds out no row")
@@ -424,40 +447,38 @@ def held_out_train_rows(source: SourceConfig) -> SourceRows:
 
 
 def _streamed_students(source: SourceConfig) -> Dataset:
-    """The test split (read file by file when it is held out of train, so a worker holds one
-    file at a time) and an empty training split of the input's width."""
+    """The test split and an empty training split of the input's width."""
     if source.num_classes is None:
         raise DataError("data.source.num_classes: a streamed source's train workers need the output space; the "
                         "driver sets it from the data before training, or give it in the config")
+    test = streamed_test_split(source)
+    return Dataset(f"source:{source.train}", test.rows(slice(0, 0)), test, num_classes=source.num_classes)
+
+
+def streamed_test_split(source: SourceConfig, notes: Optional[list[str]] = None) -> Split:
+    """A streamed source's test split: its files, or the rows held out of train, read a chunk
+    at a time (only the held-out images of an image folder are read)."""
     if source.test is not None:
-        test = _split(read_split(source.test, source), source)
-    elif source.format == "images":  # only the held-out images are read
+        return _split(read_split(source.test, source), source, notes)
+    if source.format == "images":
         from students.image_data import read_image_folder
 
         held = lambda ids: held_out_by_id(np.array(ids), source.test_fraction)  # noqa: E731
-        test = _split(_image_rows(*read_image_folder(source.train, source, keep=held)), source)
-    else:
-        test = _split(held_out_train_rows(source), source)
-    empty = test.rows(slice(0, 0))
-    return Dataset(f"source:{source.train}", empty, test, num_classes=source.num_classes)
+        return _split(_image_rows(*read_image_folder(source.train, source, keep=held)), source, notes)
+    return _split(held_out_train_rows(source), source, notes)
 
 
 def to_stream_rows(table: pa.Table, source: SourceConfig, file: str) -> dict[str, np.ndarray]:
     """One block of the students' stream as the train workers read it: `id`, `x`, `y`, and
     `teacher_x` and `task` where the source has them; rows held out for the test split are
-    dropped (the stream of `train` when there is no transfer split). An image source's block is
-    `ray.data.read_binary_files`' bytes and paths."""
-    if source.format == "images":
-        from students.image_data import stream_table
-
-        table = stream_table(table, source, file)
-    ids = table.column(source.columns.id).cast(pa.string())
-    table = table.append_column("__id", ids)
+    dropped (the stream of `train` when there is no transfer split)."""
+    rows = stream_block(table, source, file)
+    table = rows.table
     keep = np.ones(table.num_rows, bool) if source.transfer is not None else ~held_out_rows(table, source)
-    split = _split(SourceRows(table, [file]), source)
+    split = _split(rows, source)
     if not keep.all():
         split = split.rows(np.flatnonzero(keep))
-    out = {"id": ids.to_numpy()[keep], "x": split.x, "y": split.y}
+    out = {"id": table.column("__id").to_numpy(zero_copy_only=False)[keep], "x": split.x, "y": split.y}
     if split.teacher_x is not None:
         out["teacher_x"] = split.teacher_x
     if "task" in split.columns:

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from students.config import DataConfig, SourceConfig
 from students.file_data import (DataError, SourceRows, check_unique_keys, checked_ids, held_out_by_id, held_out_rows,
-                                held_out_train_rows, read_split, split_chunks)
+                                held_out_train_rows, read_split, split_chunks, stream_block)
 from students.lm_data import encode_examples, generated_sequences
 from students.splits import Dataset, Split, StreamedSplit, row_hashes, rows_fingerprint
 
@@ -84,26 +84,10 @@ def load_lm_source(cfg: DataConfig, *, streamed_students: bool = False) -> Datas
     `streamed_students`: what a train worker of a streamed source holds, the test split only."""
     source = cfg.source
     if streamed_students:
-        return _streamed_students(cfg)
+        return lm_test_view(cfg)
     train_rows = read_split(source.train, source)
     test_rows = read_split(source.test, source) if source.test is not None else None
     return lm_rows_dataset(f"source:{source.train}", cfg, source, train_rows, test_rows)
-
-
-def _streamed_dataset(name: str, cfg: DataConfig, train: Split, test: Split, vocabulary: int, tokenizer_id: str,
-                      notes: list[str]) -> Dataset:
-    """The driver's view of a streamed language-model source: the teachers' train split, the
-    test split, and the students' split checked (scanned) without being kept."""
-    source = cfg.source
-    if source.transfer is None:
-        space = f"tokens:{vocabulary}:{tokenizer_id}"
-        streamed = StreamedSplit(len(train.x), np.array([], np.int64), train.fingerprint(space),
-                                 target_tokens=len(train.labels(slice(None))))
-        return Dataset(name, train, test, vocabulary, kind="lm", tokenizer_hash=tokenizer_id, streamed=streamed,
-                       notes=tuple(notes))
-    streamed = scan_lm_split(source.transfer, cfg, notes)
-    return Dataset(name, train.rows(slice(0, 0)), test, vocabulary, kind="lm", tokenizer_hash=tokenizer_id,
-                   teacher_train=train, streamed=streamed, notes=tuple(notes))
 
 
 def _tokenizer(cfg: DataConfig):
@@ -112,14 +96,15 @@ def _tokenizer(cfg: DataConfig):
     return cached_tokenizer(cfg.tokenizer)  # one per process: a Ray Data task tokenizes many blocks
 
 
-def _streamed_students(cfg: DataConfig) -> Dataset:
-    """The test split (its file, or the rows held out of each train file, one file at a time)
-    and an empty training split of the sequences' width."""
+def lm_test_view(cfg: DataConfig, notes: Optional[list[str]] = None) -> Dataset:
+    """The test split (its file, or the rows held out of each train file, a chunk at a time)
+    and an empty training split of the sequences' width (texts cut counted in `notes`)."""
     from teachers import specials_of, tokenizer_hash
 
     source, tokenizer = cfg.source, _tokenizer(cfg)
     rows = read_split(source.test, source) if source.test is not None else held_out_train_rows(source)
-    x = _sequences(_pairs(rows, source, tokenizer), tokenizer, cfg.sequence_length, source.test or source.train, [])
+    x = _sequences(_pairs(rows, source, tokenizer), tokenizer, cfg.sequence_length, source.test or source.train,
+                   [] if notes is None else notes)
     test = Split(x, np.zeros(len(x), np.int64), token_specials=specials_of(tokenizer),
                  ids=checked_ids(rows, source.test or source.train))
     return Dataset(f"source:{source.train}", test.rows(slice(0, 0)), test, num_classes=len(tokenizer), kind="lm",
@@ -131,17 +116,17 @@ def to_lm_stream_rows(table: pa.Table, cfg: DataConfig, file: str) -> dict[str, 
     sequences (`y` zeros: a worker labels the next tokens); rows held out for the test split
     are dropped (the stream of `train` when there is no transfer split)."""
     source, tokenizer = cfg.source, _tokenizer(cfg)
-    ids = table.column(source.columns.id).cast(pa.string())
-    rows = SourceRows(table.append_column("__id", ids), [file])
+    rows = stream_block(table, source, file)
     if source.transfer is None:
         rows = SourceRows(rows.table.filter(pa.array(~held_out_rows(rows.table, source))), [file])
     x = _sequences(_pairs(rows, source, tokenizer), tokenizer, cfg.sequence_length, file, [])
     return {"id": rows.table.column("__id").to_numpy(zero_copy_only=False), "x": x, "y": np.zeros(len(x), np.int64)}
 
 
-def scan_lm_split(path: str, cfg: DataConfig, notes: list[str]) -> StreamedSplit:
+def scan_lm_split(path: str, cfg: DataConfig, notes: list[str], *, drop_held_out: bool = False) -> StreamedSplit:
     """Tokenize and check every row of a streamed split chunk by chunk without keeping it:
-    texts, unique ids, cut rows (in `notes`), target tokens and the rows' fingerprint."""
+    texts, unique ids, cut rows (in `notes`), target tokens and the rows' fingerprint.
+    `drop_held_out`: the split is `train` less the test rows `test_fraction` holds out."""
     from students.streamed import row_numbers
     from teachers import specials_of, tokenizer_hash
 
@@ -149,17 +134,24 @@ def scan_lm_split(path: str, cfg: DataConfig, notes: list[str]) -> StreamedSplit
     specials = specials_of(tokenizer)
     rows_seen, tokens, keys, hashes, cut = 0, 0, [], [], []
     for rows in split_chunks(path, cfg.source):
+        if drop_held_out:
+            rows = SourceRows(rows.table.filter(pa.array(~held_out_rows(rows.table, cfg.source))), rows.files)
+        if rows.table.num_rows == 0:
+            continue
         ids = checked_ids(rows, path)
         x = _sequences(_pairs(rows, cfg.source, tokenizer), tokenizer, cfg.sequence_length, rows.files[0], cut)
         split = Split(x, np.zeros(len(x), np.int64), token_specials=specials, ids=ids)
         rows_seen, tokens = rows_seen + len(x), tokens + len(split.labels(slice(None)))
         keys.append(row_numbers(ids))
         hashes.append(row_hashes(ids, x, split.y))
+    if not keys:
+        raise DataError(f"{path}: the split has no rows")
     check_unique_keys(keys, path)
     notes += cut
     space = f"tokens:{len(tokenizer)}:{tokenizer_hash(tokenizer)}"  # the dataset's output space
+    template = Split(np.zeros((0, cfg.sequence_length), np.int64), np.zeros(0, np.int64), token_specials=specials)
     return StreamedSplit(rows_seen, np.array([], np.int64), rows_fingerprint(space, np.concatenate(hashes)),
-                         target_tokens=tokens)
+                         target_tokens=tokens, template=template)
 
 
 def lm_rows_dataset(name: str, cfg: DataConfig, source: SourceConfig, train_rows: SourceRows,
@@ -190,8 +182,6 @@ def lm_rows_dataset(name: str, cfg: DataConfig, source: SourceConfig, train_rows
         pairs = _pairs(train_rows, source, tokenizer)
         train = split_of(source.train, [pairs[i] for i in np.flatnonzero(~held)], ids[~held])
         test = split_of(source.train, [pairs[i] for i in np.flatnonzero(held)], ids[held])
-    if source.stream:  # the students' rows are checked here and read by the workers from the stream
-        return _streamed_dataset(name, cfg, train, test, len(tokenizer), tokenizer_hash(tokenizer), notes)
     students = train
     if source.transfer is not None:
         students = split_of_rows(source.transfer, read_split(source.transfer, source))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 
@@ -63,6 +63,27 @@ class StreamedSplit:
     class_counts: np.ndarray
     fingerprint: str  # of its rows whatever their order (`rows_fingerprint`): the offline store's key
     target_tokens: int = 0  # token sequences: the positions the loss covers
+    template: Optional[Split] = None  # no rows, with the split's shapes, dtypes and columns
+
+
+@dataclass(frozen=True)
+class LazySplit:
+    """A split read only where it is used: a streamed source's teachers' train split, which a
+    process reads when a teacher trains on it. Everything else (its size, classes and
+    fingerprint, for checks and the teacher cache's key) comes from the driver's scan."""
+
+    read: Callable[[], Split]  # picklable (a module-level function and its config): teachers train in tasks
+    scan: StreamedSplit
+    teachers_view: bool = False  # cross-modal pairs: the teachers' modality as x
+
+    def load(self) -> Split:
+        split = self.read().keyed()
+        return teacher_view(split) if self.teachers_view else split
+
+
+def teacher_view(split: Split) -> Split:
+    """The split as the teachers read it: their modality as `x`."""
+    return Split(split.teacher_x, split.y, split.columns, ids=split.ids)
 
 
 @dataclass(frozen=True)
@@ -79,6 +100,7 @@ class Dataset:
     kind: str = "classification"
     tokenizer_hash: str = ""
     teacher_train: Optional[Split] = None  # the teachers' training split when the students have their own
+    teacher_rows: Optional[LazySplit] = None  # a streamed source's teachers' training split, read where it is used
     streamed: Optional[StreamedSplit] = None  # a streamed source: the students' split, read by the workers
     class_names: tuple[str, ...] = ()  # an image folder's classes, in label order
     notes: tuple[str, ...] = ()  # what loading changed that a user should know (texts cut to the length)
@@ -86,7 +108,17 @@ class Dataset:
     @property
     def teachers_train(self) -> Split:
         """What the teachers train on: `train` (the students' split) unless the data has its own."""
-        return self.teacher_train if self.teacher_train is not None else self.train
+        if self.teacher_train is not None:
+            return self.teacher_train
+        return self.teacher_rows.load() if self.teacher_rows is not None else self.train
+
+    @property
+    def teachers_fingerprint(self) -> str:
+        """The fingerprint of the teachers' training rows (`Split.fingerprint`), from the scan of
+        a split the driver did not keep."""
+        if self.teacher_rows is not None:
+            return self.teacher_rows.scan.fingerprint
+        return self.teachers_train.fingerprint(self.output_space)
 
     @property
     def in_features(self) -> int:
@@ -106,9 +138,10 @@ class Dataset:
         """The dataset as the teachers read it: their modality as `x` (itself when not cross-modal)."""
         if not self.cross_modal:
             return self
-        view = lambda split: Split(split.teacher_x, split.y, split.columns, ids=split.ids)  # noqa: E731
-        return replace(self, train=view(self.train), test=view(self.test),
-                       teacher_train=None if self.teacher_train is None else view(self.teacher_train))
+        return replace(self, train=teacher_view(self.train), test=teacher_view(self.test),
+                       teacher_train=None if self.teacher_train is None else teacher_view(self.teacher_train),
+                       teacher_rows=None if self.teacher_rows is None else replace(self.teacher_rows,
+                                                                                   teachers_view=True))
 
     @property
     def fingerprint(self) -> str:

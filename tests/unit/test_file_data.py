@@ -188,6 +188,31 @@ def test_a_hugging_face_dataset_saved_to_disk_with_an_image_feature(tmp_path):
         load_dataset(cfg(str(tmp_path / "nothing")))
 
 
+def test_a_saved_dataset_streams_in_read_tasks_with_the_ids_of_the_in_memory_path(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    from students.file_data import to_stream_rows
+    from students.hf_data import hf_datasource
+
+    rows = _rows()
+    shuffled = datasets.Dataset.from_dict(rows).shuffle(seed=0)  # indices, which save_to_disk applies
+    shuffled.save_to_disk(str(tmp_path / "split"), num_shards=3)
+    source = {"format": "hf_dataset", "train": str(tmp_path / "split"), "test_fraction": 0.25,
+              "columns": {"input": "pixels", "label": "digit"}}
+    in_memory = load_dataset(DataConfig(source=source))
+    assert in_memory.train.ids[0].startswith("split:")  # no id column: the folder and the row's number
+    streamed = DataConfig(source={**source, "stream": True, "num_classes": CLASSES})
+    driver = load_dataset(streamed)
+    assert driver.streamed.rows == len(in_memory.train.y) and driver.fingerprint == in_memory.fingerprint
+    worker = load_dataset(streamed, in_worker=True)
+    assert worker.test.ids.tolist() == in_memory.test.ids.tolist()
+
+    tasks = hf_datasource(str(tmp_path / "split"), None).get_read_tasks(8)
+    assert len(tasks) == 3 and sum(t.metadata.num_rows for t in tasks) == ROWS  # one read task per Arrow file
+    blocks = [to_stream_rows(block, streamed.source, streamed.source.train) for task in tasks for block in task()]
+    np.testing.assert_array_equal(np.concatenate([b["id"] for b in blocks]).astype(str), in_memory.train.ids)
+    np.testing.assert_array_equal(np.concatenate([b["x"] for b in blocks]), in_memory.train.x)
+
+
 def test_a_cached_teacher_is_keyed_by_what_the_teachers_read_not_how_students_read_it(tmp_path):
     from cluster import ModelSpec
     from orchestration.teacher_training import cache_key

@@ -91,9 +91,9 @@ def test_bad_language_model_rows_and_configs_are_refused(tmp_path):
     with pytest.raises(ValueError, match="one kind only"):
         _config(train=train, test_fraction=0.2, columns={"prompt": "prompt", "completion": "completion",
                                                           "input": "x", "label": "y"})
-    with pytest.raises(ValueError, match="stream: a text source is read into memory"):
-        DataConfig(source={"format": "text", "train": train, "test_fraction": 0.2, "stream": True},
-                   tokenizer=TOKENIZER)
+    with pytest.raises(ValueError, match="columns.id: a streamed source needs a stable row id column"):
+        DataConfig(source={"format": "jsonl", "train": train, "test_fraction": 0.2, "stream": True,
+                           "columns": {"prompt": "prompt", "completion": "completion"}}, tokenizer=TOKENIZER)
     with pytest.raises(ValueError, match="data.generated: the teachers' completions replace the students' split"):
         DataConfig(source={"format": "jsonl", "train": train, "test_fraction": 0.2, "stream": True,
                            "columns": {"prompt": "prompt", "completion": "completion", "id": "id"}},
@@ -152,3 +152,27 @@ def test_a_streamed_language_model_source_is_scanned_on_the_driver_and_tokenized
     held = load_dataset(_config(train=train, test_fraction=0.25, stream=True), in_worker=True)
     block = to_lm_stream_rows(pjson.read_json(train), _config(train=train, test_fraction=0.25, stream=True), train)
     assert len(held.test.x) + len(block["x"]) == 40 and not set(held.test.ids) & set(block["id"].tolist())
+
+
+def test_streamed_text_files_give_the_rows_and_ids_of_the_in_memory_path(tmp_path):
+    import pyarrow as pa
+
+    from students.lm_source import to_lm_stream_rows
+
+    (tmp_path / "a.txt").write_text("".join(f"line {i} of the first file.\n\n" for i in range(30)))
+    (tmp_path / "b.txt").write_text("\n".join(f"and line {i} of the second." for i in range(10)))
+    (tmp_path / "blank.txt").write_text("\n \n")  # no line: no row, and no error while other files have lines
+    source = {"format": "text", "train": str(tmp_path / "*.txt"), "test_fraction": 0.25}
+    in_memory = load_dataset(DataConfig(source=source, tokenizer=TOKENIZER, sequence_length=32))
+    cfg = DataConfig(source={**source, "stream": True}, tokenizer=TOKENIZER, sequence_length=32)
+    driver = load_dataset(cfg)
+    assert driver.streamed.rows == len(in_memory.train.x) and driver.fingerprint == in_memory.fingerprint
+    worker = load_dataset(cfg, in_worker=True)
+    assert worker.test.ids.tolist() == in_memory.test.ids.tolist()
+    np.testing.assert_array_equal(worker.test.x, in_memory.test.x)
+
+    files = sorted(str(p) for p in tmp_path.glob("*.txt"))  # a block as ray.data.read_binary_files makes it
+    block = pa.table({"bytes": [Path(f).read_bytes() for f in files], "path": files})
+    rows = to_lm_stream_rows(block, cfg, cfg.source.train)
+    assert rows["id"].tolist() == in_memory.train.ids.tolist()
+    np.testing.assert_array_equal(rows["x"], in_memory.train.x)

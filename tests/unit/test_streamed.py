@@ -162,6 +162,32 @@ def test_a_streamed_transfer_split_is_checked_row_by_row_on_the_driver_and_not_h
     refused([_transfer_rows(0), other], "transfer-1.parquet: its columns .* differ")
 
 
+def test_the_driver_of_a_stream_reads_the_teachers_split_only_where_a_teacher_trains(tmp_path, monkeypatch):
+    """A streamed train split (no transfer: the students stream train less its test rows) is
+    scanned on the driver, not held; a teacher's training reads it in full, and the teacher
+    cache's key is the one the in-memory path gives."""
+    from cluster import ModelSpec
+    from orchestration.teacher_training import cache_key
+    from students import file_data
+    from teachers import TeacherTrainingConfig, resolve_model
+
+    source = _source(tmp_path, test_fraction=0.3)
+    in_memory = load_dataset(DataConfig(source=source))
+    read_whole = []
+    monkeypatch.setattr(file_data, "read_split", lambda *a, _read=file_data.read_split: read_whole.append(a) or _read(*a))
+    streamed = load_dataset(DataConfig(source=source.model_copy(update={"stream": True})))
+    assert read_whole == [] and streamed.teacher_train is None  # chunks only: the split was never read whole
+    assert streamed.train.x.shape == (0, FEATURES) and streamed.streamed.rows == len(in_memory.train.y)
+    assert streamed.test.ids.tolist() == in_memory.test.ids.tolist()
+
+    model = resolve_model(ModelSpec(factory="teachers.zoo:mlp"), in_features=FEATURES, num_classes=3)
+    key = lambda data: cache_key(model, TeacherTrainingConfig(), DataConfig(source=source), data)  # noqa: E731
+    assert key(streamed) == key(in_memory)
+    teachers = streamed.teachers_train  # what a teacher's training reads
+    assert read_whole and teachers.ids.tolist() == in_memory.train.ids.tolist()
+    np.testing.assert_array_equal(teachers.x, in_memory.train.x)
+
+
 def test_regimes_read_a_sources_columns_not_a_bundled_set_name(tmp_path):
     """Task sequences and route weighting need the source's task column; cross-modal sources
     are refused where a student would have to teach."""

@@ -1,0 +1,70 @@
+"""The driver's view of a streamed source (`data.source.stream: true`): every split is checked
+chunk by chunk and none is kept but the test split. The students read their split from the
+Ray Data stream; the teachers' train split is read only in a process where a teacher trains on
+it (`LazySplit`): teachers that come with weights, or from the cache, never read it, so a
+corpus larger than any node's memory can be distilled.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+
+from students.config import DataConfig
+from students.file_data import DataError, check_labels, same_width, scan_split, streamed_test_split
+from students.splits import Dataset, LazySplit, Split
+
+
+def streamed_source_dataset(cfg: DataConfig) -> Dataset:
+    """The test split, an empty training split of the students' shapes, the students' split
+    scanned (`Dataset.streamed`) and the teachers' one scanned and read on demand."""
+    if cfg.source.columns.language_model:
+        return _language_model(cfg)
+    return _classification(cfg)
+
+
+def teachers_train_split(cfg: DataConfig) -> Split:
+    """A streamed source's teachers' train split, read into memory as the in-memory path reads
+    it (train less its held-out test rows)."""
+    from students.data import load_dataset
+
+    source = cfg.source.model_copy(update={"stream": False, "transfer": None})
+    return load_dataset(cfg.model_copy(update={"source": source})).train
+
+
+def _classification(cfg: DataConfig) -> Dataset:
+    source, notes = cfg.source, []
+    class_names: tuple[str, ...] = ()
+    if source.format == "images":
+        from students.image_data import image_classes
+
+        class_names = tuple(image_classes(source))
+    given = source.num_classes or len(class_names) or None
+    teachers = scan_split(source.train, source, given, notes=notes, drop_held_out=source.test is None)
+    num_classes = given or len(teachers.class_counts)
+    test = streamed_test_split(source, notes).keyed()
+    same_width(source.test or source.train, test, teachers.template)
+    check_labels(test, num_classes, source.test or source.train, test.ids)
+    unseen = sorted(set(test.y.tolist()) - set(np.flatnonzero(teachers.class_counts).tolist()))
+    if unseen:
+        raise DataError(f"{source.test or source.train}: the test split has classes {unseen} that no training row "
+                        f"has; the teachers could never learn them")
+    students = teachers
+    if source.transfer is not None:
+        students = scan_split(source.transfer, source, num_classes, teachers.template, notes)
+    return Dataset(f"source:{source.train}", students.template, test, num_classes,
+                   teacher_rows=LazySplit(partial(teachers_train_split, cfg), teachers), streamed=students,
+                   class_names=class_names, notes=tuple(notes))
+
+
+def _language_model(cfg: DataConfig) -> Dataset:
+    from students.lm_source import lm_test_view, scan_lm_split
+
+    source, notes = cfg.source, []
+    teachers = scan_lm_split(source.train, cfg, notes, drop_held_out=source.test is None)
+    students = scan_lm_split(source.transfer, cfg, notes) if source.transfer is not None else teachers
+    held = lm_test_view(cfg, notes)
+    return Dataset(held.name, students.template, held.test.keyed(), held.num_classes, kind="lm",
+                   tokenizer_hash=held.tokenizer_hash, teacher_rows=LazySplit(partial(teachers_train_split, cfg), teachers),
+                   streamed=students, notes=tuple(notes))
