@@ -160,9 +160,10 @@ def _report(r: dict[str, Any]) -> str:
                   f"max {r['steady_max']:.2f})."]
     memory = r.get("memory")
     if memory:
-        lines += ["", "Memory of rank 0's train worker over one streamed epoch, small and large split (peak resident "
-                      "set, which counts the pages of Ray's object store the worker read blocks from, and the "
-                      "largest private memory its progress records saw):", "",
+        lines += ["", "Memory of rank 0's train worker over one streamed epoch, small and large split: the peak "
+                      "resident set, which counts the pages of Ray's object store (a shared-memory file) the worker "
+                      "read blocks from, and the largest private memory outside shared-memory files its progress "
+                      "records saw (`students/reporting.py: private_mb`):", "",
                   "| streamed split | Parquet GB | samples/s | peak RSS, MB | peak private, MB |",
                   "|---|---:|---:|---:|---:|"]
         for size in ("small", "large"):
