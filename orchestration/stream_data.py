@@ -20,8 +20,7 @@ def students_dataset(data: DataConfig) -> Any:
     source's rows are tokenized in the read tasks (`x`: the token sequences)."""
     import ray.data
 
-    from students import image_classes, source_files, to_lm_stream_rows, to_stream_rows
-    from students.hf_data import hf_datasource
+    from students import hf_datasource, image_classes, source_files, to_lm_stream_rows, to_stream_rows
 
     source = data.source
     if source.format == "images":  # the class folders listed once here, not in every block's task

@@ -39,6 +39,7 @@ _EXPORTS = {
     "to_lm_stream_rows": "lm_source",
     "image_files": "image_data",
     "image_classes": "image_data",
+    "hf_datasource": "hf_data",
     "row_numbers": "streamed",
     "check_terms": "losses",
     "check_weighting": "config",
@@ -73,7 +74,7 @@ __all__ = ["CheckpointError", "DataConfig", "Dataset", "DistillConfig", "GENERAT
            "integrity_problem", "load_dataset", "method_snapshots", "method_terms", "needs_teacher",
            "post_training_quantized", "preset_terms", "quantization_target", "refuse_unsafe_pickles",
            "refuse_zero3", "self_distillation_exits", "snapshot_methods", "source_files", "student_subset",
-           "teacher_feature_layers", "to_lm_stream_rows", "to_stream_rows", "train_student", "image_classes", "image_files", "row_numbers"]
+           "teacher_feature_layers", "to_lm_stream_rows", "to_stream_rows", "train_student", "image_classes", "image_files", "hf_datasource", "row_numbers"]
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

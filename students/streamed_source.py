@@ -12,7 +12,7 @@ from functools import partial
 import numpy as np
 
 from students.config import DataConfig
-from students.file_data import DataError, check_labels, same_width, scan_split, streamed_test_split
+from students.file_data import DataError, check_labels, load_source, same_width, scan_split, streamed_test_split
 from students.splits import Dataset, LazySplit, Split
 
 
@@ -27,10 +27,12 @@ def streamed_source_dataset(cfg: DataConfig) -> Dataset:
 def teachers_train_split(cfg: DataConfig) -> Split:
     """A streamed source's teachers' train split, read into memory as the in-memory path reads
     it (train less its held-out test rows)."""
-    from students.data import load_dataset
-
     source = cfg.source.model_copy(update={"stream": False, "transfer": None})
-    return load_dataset(cfg.model_copy(update={"source": source})).train
+    if source.columns.language_model:
+        from students.lm_source import load_lm_source
+
+        return load_lm_source(cfg.model_copy(update={"source": source})).train
+    return load_source(source).train
 
 
 def _classification(cfg: DataConfig) -> Dataset:
