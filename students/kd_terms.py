@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from cluster import Registry
+from students.sparse_kd import SparseTargets, sparse_term
 
 TermFn = Callable[..., torch.Tensor]
 TERMS: Registry[TermFn] = Registry("distillation term")
@@ -31,6 +32,7 @@ class TermInputs:
     temperature: float
     teacher_logprob: Optional[torch.Tensor] = None  # [B, C], merged, at the temperature
     teacher_logits: Optional[torch.Tensor] = None   # [B, C], merged dense logits (logit matching)
+    teacher_sparse: Optional[SparseTargets] = None  # top-k records merged without a dense tensor (sparse_kd)
     student_features: dict[str, torch.Tensor] = field(default_factory=dict)
     teacher_features: dict[str, torch.Tensor] = field(default_factory=dict)  # "<teacher>/<layer>"
     projectors: Optional[torch.nn.ModuleDict] = None  # FitNets projectors and self-distillation exit heads
@@ -59,10 +61,20 @@ def ce(inputs: TermInputs) -> torch.Tensor:
     return F.cross_entropy(inputs.student_logits, inputs.labels)
 
 
+def _sparse(inputs: TermInputs, term: str, **params) -> Optional[torch.Tensor]:
+    """The term from sparse targets (`students.sparse_kd`), when the batch's records are top-k."""
+    if inputs.teacher_sparse is None:
+        return None
+    return sparse_term(term, inputs.student_logits, inputs.temperature, inputs.teacher_sparse, **params)
+
+
 @TERMS.register("kd")
 def forward_kl(inputs: TermInputs) -> torch.Tensor:
     """Hinton, Vinyals and Dean (2015), "Distilling the Knowledge in a Neural Network":
     T^2 * KL(p_t(T) || p_s(T)), batch mean. T^2 keeps the gradient scale independent of T."""
+    sparse = _sparse(inputs, "kd")
+    if sparse is not None:
+        return sparse
     return _kl(inputs.need_teacher("kd"), inputs.student_logprob()).mean() * inputs.temperature**2
 
 
@@ -85,6 +97,9 @@ def learning_without_forgetting(inputs: TermInputs, classes: Optional[list[int]]
 def reverse_kl(inputs: TermInputs) -> torch.Tensor:
     """T^2 * KL(p_s(T) || p_t(T)): mode-seeking (the student concentrates on the teacher's main
     modes), as used for generative students by Gu et al. (2024), "MiniLLM"."""
+    sparse = _sparse(inputs, "reverse_kl")
+    if sparse is not None:
+        return sparse
     return _kl(inputs.student_logprob(), inputs.need_teacher("reverse_kl")).mean() * inputs.temperature**2
 
 
@@ -93,6 +108,9 @@ def jensen_shannon(inputs: TermInputs, beta: float = 0.5) -> torch.Tensor:
     """T^2 * generalized Jensen-Shannon divergence (Agarwal et al. 2024, "On-Policy Distillation of
     Language Models"): m = beta p_t + (1 - beta) p_s;
     JSD_beta = beta KL(p_t || m) + (1 - beta) KL(p_s || m). beta = 0.5 is the symmetric JSD."""
+    sparse = _sparse(inputs, "jsd", beta=beta)
+    if sparse is not None:
+        return sparse
     t, s = inputs.need_teacher("jsd"), inputs.student_logprob()
     m = torch.logsumexp(torch.stack([t + math.log(beta), s + math.log(1 - beta)]), dim=0)
     return (beta * _kl(t, m) + (1 - beta) * _kl(s, m)).mean() * inputs.temperature**2

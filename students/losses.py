@@ -15,6 +15,7 @@ import torch
 
 from cluster import Registry
 from students.kd_terms import TERMS, TermInputs
+from students.sparse_kd import SPARSE_TERMS, sparse_merge
 from students.adversarial import Adversary
 from students.weighting import Weighting, merge_teachers
 from teachers import TeacherTargets
@@ -138,6 +139,8 @@ class CompositeLoss:
         self.temperature = temperature
         self.weighting = weighting or Weighting()
         self.needs_logits = any(t.name == "logit_mse" for t in terms)
+        # top-k records go to these terms without a dense [B, V] teacher tensor (students.sparse_kd)
+        self.sparse = all(t.name in SPARSE_TERMS or t.name in NEEDS_NO_TEACHER for t in terms)
         adversarial = [t for t in terms if t.name == "adversarial"]
         self.adversary = None
         if adversarial:
@@ -156,7 +159,15 @@ class CompositeLoss:
                             discriminator=self.adversary.discriminator if self.adversary else None)
         out: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=device)
-        if targets is not None:
+        if targets is not None and self.sparse and targets.all_topk:
+            inputs.teacher_sparse, weights, gate_loss = sparse_merge(self.weighting, targets, labels, device,
+                                                                     gate_logits, columns)
+            inputs.teacher_features = {k: v.to(device) for k, v in targets.features().items()}
+            out.update({f"teacher_weight/{n}": weights[:, i].mean() for i, n in enumerate(targets.names)})
+            if gate_loss is not None:
+                out["gate"] = gate_loss
+                total = total + self.weighting.gate_loss_weight * gate_loss
+        elif targets is not None:
             merged = merge_teachers(self.weighting, targets.names, targets.stacked_logprob(self.temperature).to(device),
                                     targets.static_weights().to(device), labels, gate_logits, columns)
             inputs.teacher_logprob = merged.logprob

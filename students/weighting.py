@@ -24,7 +24,7 @@ All p_i are the teachers' distributions at the run's temperature T. Plain torch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -92,29 +92,38 @@ def merge_teachers(weighting: Weighting, names: list[str], logprob: torch.Tensor
     """Merge the teachers `names` (their log-distributions `logprob` [N, B, C] at the run's
     temperature, static weights `static` [N] summing to one) for one batch."""
     logprob = logprob.detach()
+    weights, gate_loss = teacher_weights(weighting, names, static, labels,
+                                         lambda strategy: _scores(strategy, logprob, labels), gate_logits, columns)
+    mixed = torch.logsumexp(torch.log(weights.T)[:, :, None] + logprob, dim=0)
+    return MergedTargets(mixed, weights, gate_loss)
+
+
+def teacher_weights(weighting: Weighting, names: list[str], static: torch.Tensor, labels: torch.Tensor,
+                    scores: Callable[[str], torch.Tensor], gate_logits: Optional[torch.Tensor] = None,
+                    columns: Optional[dict[str, np.ndarray]] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """The weights [B, N] of the teachers `names` for one batch (no gradient), and the gate's
+    loss for `gating`. `scores(strategy)`: the teachers' per-sample scores [B, N] (dense
+    distributions or sparse records give them alike); `label_agreement`'s are log p_i(y)."""
     log_static = torch.log(static.clamp(min=0))
     gate_loss = None
     strategy = weighting.strategy
     if strategy == "static":
-        weights = static.expand(logprob.shape[1], -1)
+        weights = static.expand(len(labels), -1)
     elif strategy in ("confidence", "entropy", "label_agreement"):
-        weights = torch.softmax(log_static + _scores(strategy, logprob, labels) / weighting.sharpness, dim=1)
+        weights = torch.softmax(log_static + scores(strategy) / weighting.sharpness, dim=1)
     elif strategy == "gating":
         if gate_logits is None:
             raise ValueError("weighting strategy 'gating': the student module has no gate; build it with "
                              "gate_teachers (students.student_module.DistillationStudent)")
         gate = {name: i for i, name in enumerate(weighting.gate_teachers)}
-        zeros = torch.zeros(len(labels), device=logprob.device, dtype=gate_logits.dtype)
+        zeros = torch.zeros(len(labels), device=gate_logits.device, dtype=gate_logits.dtype)
         logits = torch.stack([gate_logits[:, gate[n]] if n in gate else zeros for n in names], dim=1)
         log_weights = torch.log_softmax(logits.float() + log_static, dim=1)
         weights = log_weights.exp()
-        label_logprob = logprob.gather(2, labels[None, :, None].expand(len(names), -1, 1)).squeeze(2).T
-        gate_loss = -torch.logsumexp(log_weights + label_logprob, dim=1).mean()
+        gate_loss = -torch.logsumexp(log_weights + scores("label_agreement"), dim=1).mean()
     else:  # route
         if not columns or weighting.column not in columns:
             raise ValueError(f"weighting strategy 'route': the batch has no data column {weighting.column!r}; "
                              f"its columns: {sorted(columns or {})}")
         weights = _route_weights(weighting, names, columns[weighting.column], static)
-    weights = weights.detach()
-    mixed = torch.logsumexp(torch.log(weights.T)[:, :, None] + logprob, dim=0)
-    return MergedTargets(mixed, weights, gate_loss)
+    return weights.detach(), gate_loss

@@ -145,6 +145,11 @@ def _check_topk(record: SoftTargets) -> None:
         _fail(record, f"top-k dtypes idx {idx.dtype}, logprob {lp.dtype}, tail {tail.dtype}: expected int, float, float")
     if idx.size and (idx.min() < 0 or idx.max() >= record.num_classes):
         _fail(record, f"top-k indices outside [0, {record.num_classes})")
+    ordered = np.sort(idx, axis=1)
+    repeated = np.flatnonzero((ordered[:, 1:] == ordered[:, :-1]).any(axis=1))
+    if len(repeated):
+        _fail(record, f"row {int(repeated[0])} repeats a token id among its top k ({len(repeated)} rows do); "
+                      f"each id once per row")
     lp32 = lp.astype(np.float32, copy=False)  # float16 arithmetic in numpy is slow; checks run in float32
     if not (np.isfinite(lp32).all() and np.isfinite(tail).all()):
         _fail(record, "top-k log-probabilities are NaN or Inf")

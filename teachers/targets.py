@@ -51,6 +51,11 @@ class TeacherTargets:
     def names(self) -> list[str]:
         return list(self.records)
 
+    @property
+    def all_topk(self) -> bool:
+        """Every record is top-k (the loss can then run without a dense teacher tensor)."""
+        return all(not rec.is_dense for rec in self.records.values())
+
     def static_weights(self) -> torch.Tensor:
         """[N] the normalised weights, in the order of `names`."""
         return torch.tensor([self.weights[name] for name in self.records], dtype=torch.float32)

@@ -50,6 +50,7 @@ def test_bad_dense_records_are_refused(mutate, message):
 @pytest.mark.parametrize("mutate, message", [
     (lambda r: r.topk_idx.__setitem__((0, 0), 100), "outside"),
     (lambda r: r.topk_idx.__setitem__((0, 0), -1), "outside"),
+    (lambda r: r.topk_idx.__setitem__((0, 1), r.topk_idx[0, 0]), "row 0 repeats a token id"),
     (lambda r: r.topk_logprob.__setitem__((0, 0), np.nan), "NaN or Inf"),
     (lambda r: setattr(r, "tail_logprob", r.tail_logprob + 1.0), "sum to"),
     (lambda r: setattr(r, "topk_idx", r.topk_idx.astype(np.float32)), "dtypes"),

@@ -1,0 +1,211 @@
+"""KD from top-k records without a dense teacher tensor: the teachers' k entries and tail mass
+merged on the union of their token ids, and the KD terms computed against the student's
+log-probabilities gathered at those ids plus the student's own mass on every other token.
+
+A top-k record stands for the distribution that puts its k log-probabilities on its ids and
+spreads its tail mass evenly over the other V - k tokens (`teachers.targets.record_logprob`
+builds that distribution densely). Several teachers mix as w_i p_i; on the union U of their
+ids the mixture is explicit, and off U every token gets the same value
+c = sum_i w_i tail_i / (V - k_i). So with s = log_softmax(z / T) of the student:
+
+  KL(p_t || p_s) = sum_{u in U} p_t(u) (log p_t(u) - s(u)) + (V - |U|) c log c
+                   - c (sum_v s(v) - sum_{u in U} s(u))
+  KL(p_s || p_t) = sum_v p_s(v) s(v) - sum_{u in U} p_s(u) log p_t(u)
+                   - log c (1 - sum_{u in U} p_s(u))
+
+which are today's dense values exactly, while the only [B, V] tensors are the student's. The
+student's side runs in row chunks, recomputed in the backward, so its log-softmax is never
+held for the whole batch: what the loss keeps beyond the logits and their gradient is one
+chunk's worth. Plain torch, on the student's device.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from students.weighting import Weighting, teacher_weights
+from teachers import TeacherTargets
+
+CHUNK_ELEMENTS = 1 << 23  # a chunk of rows holds about this many logits (32 MiB of float32)
+
+
+@dataclass
+class SparseTeacher:
+    """One teacher's top-k record as tensors: ids [B, k] sorted, their log-probabilities at T,
+    and the log-probability of each token outside the top k (`fill` [B], -inf when k = V)."""
+
+    ids: torch.Tensor
+    logprob: torch.Tensor
+    fill: torch.Tensor
+    tail: torch.Tensor  # [B] log of the tail mass
+
+    @classmethod
+    def of(cls, ids: torch.Tensor, logprob: torch.Tensor, tail: torch.Tensor, vocab: int) -> "SparseTeacher":
+        ids, order = ids.long().sort(dim=1)
+        rest = vocab - ids.shape[1]
+        fill = tail - math.log(rest) if rest else torch.full_like(tail, -math.inf)
+        return cls(ids, logprob.float().gather(1, order), fill, tail.float())
+
+    def at(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The teacher's log-probability of `tokens` [B, M]."""
+        pos = torch.searchsorted(self.ids, tokens).clamp(max=self.ids.shape[1] - 1)
+        hit = self.ids.gather(1, pos) == tokens
+        return torch.where(hit, self.logprob.gather(1, pos), self.fill[:, None].expand_as(tokens))
+
+    def score(self, strategy: str, labels: torch.Tensor) -> torch.Tensor:
+        """[B] what a score-based weighting strategy reads (`students.weighting`)."""
+        if strategy == "confidence":
+            return torch.maximum(self.logprob.max(1).values, self.fill)
+        if strategy == "entropy":  # -H: the top k, then the tail's tokens at `fill` each
+            top = torch.where(self.logprob > -math.inf, self.logprob.exp() * self.logprob,
+                              torch.zeros_like(self.logprob)).sum(1)
+            return top + torch.where(self.fill > -math.inf, self.tail.exp() * self.fill, torch.zeros_like(self.fill))
+        return self.at(labels[:, None]).squeeze(1)  # label_agreement, gating: log p_i(y)
+
+
+@dataclass
+class SparseTargets:
+    """The teachers' mixture on the union of their ids: `ids` [B, U] (a token repeated in a row
+    counts once: `valid`), the mixture's log-probability there, and `rest` [B], the
+    log-probability of each of the `vocab - count` tokens outside the union."""
+
+    ids: torch.Tensor
+    valid: torch.Tensor
+    logprob: torch.Tensor
+    rest: torch.Tensor
+    vocab: int
+
+    @property
+    def count(self) -> torch.Tensor:
+        return self.valid.sum(1)
+
+
+def merge_sparse(teachers: list[SparseTeacher], weights: torch.Tensor, vocab: int) -> SparseTargets:
+    """The mixture sum_i w[b, i] p_i of the teachers (weights [B, N], rows summing to one)."""
+    ids = torch.cat([t.ids for t in teachers], dim=1).sort(dim=1).values
+    valid = torch.ones_like(ids, dtype=torch.bool)
+    valid[:, 1:] = ids[:, 1:] != ids[:, :-1]
+    log_w = torch.log(weights.T.float())[:, :, None]  # [N, B, 1]
+    values = torch.stack([t.at(ids) for t in teachers])  # [N, B, U]
+    mixed = torch.logsumexp(log_w + values, dim=0).masked_fill(~valid, -math.inf)
+    rest = torch.logsumexp(log_w[:, :, 0] + torch.stack([t.fill for t in teachers]), dim=0)
+    return SparseTargets(ids, valid, mixed, rest, vocab)
+
+
+def sparse_merge(weighting: Weighting, targets: TeacherTargets, labels: torch.Tensor, device: torch.device,
+                 gate_logits: Optional[torch.Tensor] = None,
+                 columns: Optional[dict[str, np.ndarray]] = None) -> tuple[SparseTargets, torch.Tensor,
+                                                                           Optional[torch.Tensor]]:
+    """The top-k records of `targets` on `device`, weighted as `weighting` says and merged:
+    (the mixture, the weights [B, N], the gate's loss for `gating`)."""
+    teachers, vocab = [], None
+    for rec in targets.records.values():
+        vocab = rec.num_classes
+        teachers.append(SparseTeacher.of(*(torch.as_tensor(np.asarray(a)).to(device) for a in
+                                           (rec.topk_idx, rec.topk_logprob, rec.tail_logprob)), rec.num_classes))
+    scores = lambda strategy: torch.stack([t.score(strategy, labels) for t in teachers], dim=1)  # noqa: E731
+    weights, gate_loss = teacher_weights(weighting, targets.names, targets.static_weights().to(device), labels, scores,
+                                         gate_logits, columns)
+    return merge_sparse(teachers, weights, vocab), weights, gate_loss
+
+
+def _xlogy(x: torch.Tensor, log_y: torch.Tensor) -> torch.Tensor:
+    """x * log_y with 0 * anything = 0 (a token the distribution never gives)."""
+    return torch.where(x > 0, x * log_y, torch.zeros_like(x))
+
+
+def _forward_kl_rows(logits: torch.Tensor, temperature: float, t: SparseTargets) -> torch.Tensor:
+    s = torch.log_softmax(logits.float() / temperature, dim=-1)
+    s_u = s.gather(1, t.ids)
+    p_t = t.logprob.exp()  # 0 where not valid
+    on_union = _xlogy(p_t, t.logprob - s_u).sum(1)
+    c, outside = t.rest.exp(), t.vocab - t.count
+    s_outside = s.sum(1) - torch.where(t.valid, s_u, torch.zeros_like(s_u)).sum(1)
+    off_union = torch.where(c > 0, outside * c * t.rest - c * s_outside, torch.zeros_like(c))
+    return on_union + off_union
+
+
+def _reverse_kl_rows(logits: torch.Tensor, temperature: float, t: SparseTargets) -> torch.Tensor:
+    s = torch.log_softmax(logits.float() / temperature, dim=-1)
+    p_s = s.exp()
+    neg_entropy = _xlogy(p_s, s).sum(1)
+    p_u = torch.where(t.valid, p_s.gather(1, t.ids), torch.zeros_like(t.logprob))
+    on_union = _xlogy(p_u, t.logprob).sum(1)
+    outside = torch.where(t.count < t.vocab, (1 - p_u.sum(1)).clamp(min=0), torch.zeros_like(neg_entropy))
+    return neg_entropy - on_union - _xlogy(outside, t.rest)
+
+
+def _jsd_rows(logits: torch.Tensor, temperature: float, t: SparseTargets, beta: float = 0.5) -> torch.Tensor:
+    """beta KL(p_t || m) + (1 - beta) KL(p_s || m), m = beta p_t + (1 - beta) p_s."""
+    s = torch.log_softmax(logits.float() / temperature, dim=-1)
+    log_b, log_1b = math.log(beta), math.log(1 - beta)
+    m_off = torch.logaddexp(log_b + t.rest[:, None], log_1b + s)  # log m(v) where p_t(v) = c
+    s_u, m_off_u = s.gather(1, t.ids), m_off.gather(1, t.ids)
+    m_u = torch.logaddexp(log_b + t.logprob, log_1b + s_u)
+    zero = torch.zeros_like(s_u)
+    p_t, c = t.logprob.exp(), t.rest.exp()
+    outside = t.vocab - t.count
+    m_off_outside = m_off.sum(1) - torch.where(t.valid, m_off_u, zero).sum(1)
+    kl_t = _xlogy(p_t, t.logprob - m_u).sum(1) + torch.where(c > 0, c * (outside * t.rest - m_off_outside),
+                                                              torch.zeros_like(c))
+    p_s = s.exp()
+    kl_s = (p_s * (s - m_off)).sum(1) + torch.where(t.valid, p_s.gather(1, t.ids) * (m_off_u - m_u), zero).sum(1)
+    return beta * kl_t + (1 - beta) * kl_s
+
+
+ROWS: dict[str, Callable[..., torch.Tensor]] = {"kd": _forward_kl_rows, "reverse_kl": _reverse_kl_rows,
+                                                 "jsd": _jsd_rows}
+SPARSE_TERMS = frozenset(ROWS)  # the terms that read top-k records without a dense teacher tensor
+
+
+def sparse_term(name: str, logits: torch.Tensor, temperature: float, targets: SparseTargets,
+                chunk_rows: Optional[int] = None, **params) -> torch.Tensor:
+    """T^2 * the batch mean of the term `name` (kd, reverse_kl, jsd), computed in row chunks.
+    The backward recomputes each chunk and writes its gradient into the logits' gradient, so
+    what it holds beyond that gradient is one chunk's intermediates (`_ChunkedRows`)."""
+    chunk = chunk_rows or max(1, CHUNK_ELEMENTS // max(logits.shape[1], 1))
+    total = _ChunkedRows.apply(logits, ROWS[name], (temperature, *params.values()), targets, chunk)
+    return total / logits.shape[0] * temperature ** 2
+
+
+class _ChunkedRows(torch.autograd.Function):
+    """sum over rows of `fn(logits[rows], *args, targets[rows])`, a chunk of rows at a time, in
+    the forward without autograd and in the backward once more with it. Slicing the logits
+    inside an autograd graph instead would make every chunk's backward spread its gradient over
+    a zero tensor of the whole batch's size."""
+
+    @staticmethod
+    def forward(ctx, logits, fn, args, targets, chunk):  # noqa: D102 - torch.autograd.Function
+        ctx.save_for_backward(logits)
+        ctx.fn, ctx.args, ctx.targets, ctx.chunk = fn, args, targets, chunk
+        total = logits.new_zeros((), dtype=torch.float32)
+        for rows in _chunks(len(logits), chunk):
+            total = total + _call(fn, logits[rows], args, targets, rows).sum()
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):  # noqa: D102
+        (logits,) = ctx.saved_tensors
+        grad = torch.empty_like(logits)
+        for rows in _chunks(len(logits), ctx.chunk):
+            with torch.enable_grad():
+                part = logits[rows].detach().requires_grad_()
+                (grad[rows],) = torch.autograd.grad(_call(ctx.fn, part, ctx.args, ctx.targets, rows).sum(), part)
+        return grad.mul_(grad_total), None, None, None, None
+
+
+def _chunks(rows: int, chunk: int) -> list[slice]:
+    return [slice(start, start + chunk) for start in range(0, rows, chunk)]
+
+
+def _call(fn: Callable[..., torch.Tensor], logits: torch.Tensor, args: tuple, targets: SparseTargets,
+          rows: slice) -> torch.Tensor:
+    part = SparseTargets(targets.ids[rows], targets.valid[rows], targets.logprob[rows], targets.rest[rows],
+                         targets.vocab)
+    temperature, *params = args
+    return fn(logits, temperature, part, *params)
