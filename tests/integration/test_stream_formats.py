@@ -20,6 +20,15 @@ TOKENIZER = str(Path(__file__).resolve().parents[2] / "students" / "tokenizers" 
 
 
 def _streamed_rows(cfg: DataConfig) -> dict[str, np.ndarray]:
+    """The students' dataset read through Ray Data in a task on the cluster: Ray Data's
+    executor threads stay out of the test process (the suite parses files with `ast` later,
+    which Python 3.11 does not allow in two threads at once)."""
+    import ray
+
+    return ray.get(ray.remote(_read_stream).options(num_cpus=0.25).remote(cfg))
+
+
+def _read_stream(cfg: DataConfig) -> dict[str, np.ndarray]:
     from orchestration.stream_data import students_dataset
 
     dataset = students_dataset(cfg)
