@@ -77,23 +77,23 @@ def hf_chunks(path: str, id_column: Optional[str]) -> Iterator[tuple[pa.Table, s
     filesystem, files = hf_files(path)
     first_row = 0
     for name in files:
-        for table in file_batches(filesystem, name):
-            yield with_row_ids(table, path, first_row, id_column, name), name
+        for table in _keyed_batches(filesystem, name, path, first_row, id_column):
+            yield table, name
             first_row += table.num_rows
 
 
-def file_rows(path: str) -> list[int]:
-    """The rows in each Arrow file of the split (the files' record batches are read for their
-    lengths only)."""
-    filesystem, files = hf_files(path)
-    counts = []
-    for name in files:
-        try:
-            with filesystem.open_input_file(name) as handle:
-                counts.append(sum(batch.num_rows for batch in pa.ipc.open_stream(handle)))
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise DataError(f"{name}: not readable as an Arrow stream file of a saved dataset: {exc}") from None
-    return counts
+def _keyed_batches(filesystem: pa.fs.FileSystem, name: str, path: str, first_row: int,
+                   id_column: Optional[str]) -> Iterator[pa.Table]:
+    """One Arrow file's record batches with their row ids (`first_row`: the file's first row's
+    number in the split)."""
+    for table in file_batches(filesystem, name):
+        yield with_row_ids(table, path, first_row, id_column, name)
+        first_row += table.num_rows
+
+
+def _file_rows(filesystem: pa.fs.FileSystem, files: list[str]) -> list[int]:
+    """The rows in each Arrow file (the record batches are read for their lengths only)."""
+    return [sum(table.num_rows for table in file_batches(filesystem, name)) for name in files]
 
 
 def hf_datasource(path: str, id_column: Optional[str]):
@@ -103,14 +103,8 @@ def hf_datasource(path: str, id_column: Optional[str]):
     from ray.data.datasource import Datasource, ReadTask
 
     filesystem, files = hf_files(path)
-    counts = file_rows(path)
+    counts = _file_rows(filesystem, files)
     starts = [sum(counts[:i]) for i in range(len(counts))]
-
-    def read(name: str, first_row: int) -> Iterator[pa.Table]:
-        row = first_row
-        for table in file_batches(filesystem, name):
-            yield with_row_ids(table, path, row, id_column, name)
-            row += table.num_rows
 
     class HFDatasetSource(Datasource):
         def estimate_inmemory_data_size(self) -> Optional[int]:
@@ -118,7 +112,7 @@ def hf_datasource(path: str, id_column: Optional[str]):
 
         def get_read_tasks(self, parallelism: int, per_task_row_limit: Optional[int] = None,
                            data_context=None) -> list[ReadTask]:
-            return [ReadTask(lambda name=name, start=start: read(name, start),
+            return [ReadTask(lambda name=name, start=start: _keyed_batches(filesystem, name, path, start, id_column),
                              BlockMetadata(num_rows=rows, size_bytes=None, input_files=[name], exec_stats=None))
                     for name, start, rows in zip(files, starts, counts)]
 
