@@ -275,6 +275,14 @@ def checked_ids(rows: SourceRows, where: str) -> np.ndarray:
     return ids
 
 
+def check_test_classes(test: Split, train_classes: set[int], where: str) -> None:
+    """The test split has no class that no training row has."""
+    unseen = sorted(set(test.y.tolist()) - train_classes)
+    if unseen:
+        raise DataError(f"{where}: the test split has classes {unseen} that no training row has; the teachers "
+                        f"could never learn them")
+
+
 def check_labels(split: Split, num_classes: int, where: str, ids: np.ndarray) -> None:
     bad = np.flatnonzero((split.y < 0) | (split.y >= num_classes))
     if len(bad):
@@ -317,10 +325,7 @@ def rows_dataset(name: str, source: SourceConfig, train_rows: SourceRows, test_r
     num_classes = source.num_classes or len(class_names) or int(train.y.max()) + 1
     check_labels(train, num_classes, source.train, train_ids)
     check_labels(test, num_classes, source.test or source.train, test_ids)
-    unseen = sorted(set(test.y.tolist()) - set(train.y.tolist()))
-    if unseen:
-        raise DataError(f"{source.test or source.train}: the test split has classes {unseen} that no training row "
-                        f"has; the teachers could never learn them")
+    check_test_classes(test, set(train.y.tolist()), source.test or source.train)
     same_width(source.test, test, train)
     transfer = None
     if source.transfer is not None:

@@ -12,7 +12,8 @@ from functools import partial
 import numpy as np
 
 from students.config import DataConfig
-from students.file_data import DataError, check_labels, load_source, same_width, scan_split, streamed_test_split
+from students.file_data import (check_labels, check_test_classes, load_source, same_width, scan_split,
+                                streamed_test_split)
 from students.splits import Dataset, LazySplit, Split
 
 
@@ -48,10 +49,7 @@ def _classification(cfg: DataConfig) -> Dataset:
     test = streamed_test_split(source, notes).keyed()
     same_width(source.test or source.train, test, teachers.template)
     check_labels(test, num_classes, source.test or source.train, test.ids)
-    unseen = sorted(set(test.y.tolist()) - set(np.flatnonzero(teachers.class_counts).tolist()))
-    if unseen:
-        raise DataError(f"{source.test or source.train}: the test split has classes {unseen} that no training row "
-                        f"has; the teachers could never learn them")
+    check_test_classes(test, set(np.flatnonzero(teachers.class_counts).tolist()), source.test or source.train)
     students = teachers
     if source.transfer is not None:
         students = scan_split(source.transfer, source, num_classes, teachers.template, notes)
@@ -68,5 +66,6 @@ def _language_model(cfg: DataConfig) -> Dataset:
     students = scan_lm_split(source.transfer, cfg, notes) if source.transfer is not None else teachers
     held = lm_test_view(cfg, notes)
     return Dataset(held.name, students.template, held.test.keyed(), held.num_classes, kind="lm",
-                   tokenizer_hash=held.tokenizer_hash, teacher_rows=LazySplit(partial(teachers_train_split, cfg), teachers),
+                   tokenizer_hash=held.tokenizer_hash,
+                   teacher_rows=LazySplit(partial(teachers_train_split, cfg), teachers),
                    streamed=students, notes=tuple(notes))
