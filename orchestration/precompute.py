@@ -29,16 +29,16 @@ ROW_ID = "row_id"
 
 
 class StoreScorer:
-    """Ray Data callable: one teacher's top-k records for a batch of (sample, inputs) rows."""
+    """Ray Data callable: one teacher's top-k (or sampled) records for a batch of (sample, inputs) rows."""
 
-    def __init__(self, args: Any, top_k: int):
+    def __init__(self, args: Any, top_k: int, target_kind: str = "topk"):
         import torch
 
         from teachers import LoadedTeacher
 
         torch.set_num_threads(1)
         self.teacher = LoadedTeacher.load(args)
-        self.top_k = top_k
+        self.top_k, self.target_kind = top_k, target_kind
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from teachers import to_table
@@ -47,8 +47,10 @@ class StoreScorer:
         x = column.flatten().to_numpy().reshape(len(column), -1)
         sample = batch.column("sample").to_numpy()
         row_ids = batch.column(ROW_ID).to_numpy(zero_copy_only=False)
-        # dense_max_classes=1: the store always holds top-k, whatever the output space.
-        record = self.teacher.records([Batch.of_inputs("", x)], top_k=self.top_k, dense_max_classes=1)[0]
+        # dense_max_classes=1: the store always holds top-k (or sampled), whatever the output space;
+        # the first row's id seeds the batch's draws
+        record = self.teacher.records([Batch.of_inputs(str(row_ids[0]) if len(row_ids) else "", x)], top_k=self.top_k,
+                                      dense_max_classes=1, target_kind=self.target_kind)[0]
         if self.teacher.output_space.startswith("tokens:"):  # one row per target token, by sample and position
             import torch
 
@@ -72,7 +74,8 @@ def stream_rows(batch: dict[str, np.ndarray]) -> pa.Table:
 
 def store_key(cfg: RunConfig, dataset: Dataset, teacher: str, version: str) -> StoreKey:
     return StoreKey(dataset=dataset.fingerprint, teacher=teacher, teacher_version=version,
-                    top_k=min(cfg.distill.top_k, dataset.num_classes), temperature=float(cfg.distill.temperature))
+                    top_k=min(cfg.distill.top_k, dataset.num_classes), temperature=float(cfg.distill.temperature),
+                    kind=cfg.distill.target_kind)
 
 
 def _weights(cfg: RunConfig, teacher: TeacherConfig, dataset: Dataset, train: bool, cache_dir: str) -> Optional[str]:
@@ -117,7 +120,8 @@ def precompute(cfg: RunConfig, dataset: Dataset, console: Console) -> dict[str, 
         samples = dataset.streamed.rows if dataset.streamed else len(dataset.train.y)
         console.print(f"teacher {teacher.name}: scoring {samples} samples with Ray Data -> {folder}")
         (_scored_rows(cfg, dataset)
-         .map_batches(StoreScorer, fn_constructor_kwargs={"args": args, "top_k": key.top_k}, batch_size=512,
+         .map_batches(StoreScorer, fn_constructor_kwargs={"args": args, "top_k": key.top_k, "target_kind": key.kind},
+                      batch_size=512,
                       batch_format="pyarrow", concurrency=1, num_cpus=teacher.resources.num_cpus or 0.25,
                       num_gpus=teacher.resources.num_gpus or None)
          .write_parquet(str(partial)))

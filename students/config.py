@@ -318,6 +318,22 @@ class SpeculativeConfig(Strict):
     teacher: Optional[str] = Field(None, description="the teacher that scores proposals (default: the first)")
 
 
+class TargetsConfig(Strict):
+    """The soft-target form a KD method asks its teachers for."""
+
+    kind: Literal["dense", "topk", "sampled"] = Field(
+        description="dense: whole distributions; topk: the k likeliest tokens and the tail mass; sampled: k "
+                    "tokens drawn from the teacher's distribution at the run's temperature, an unbiased estimate "
+                    "of it (kd term only)")
+    k: Optional[int] = Field(None, ge=1, description="entries per row for topk and sampled (default distill.top_k)")
+
+    @model_validator(mode="after")
+    def _k_of_sparse(self) -> "TargetsConfig":
+        if self.kind == "dense" and self.k is not None:
+            raise ValueError("targets.k: dense targets are whole distributions; drop k")
+        return self
+
+
 class MethodConfig(Strict):
     """One KD method of `distill.methods`. A bare list of terms is read as `{terms: [...]}`."""
 
@@ -342,21 +358,26 @@ class MethodConfig(Strict):
                                                          "method top-k soft targets")
     dense: Optional[bool] = Field(None, description="true: the teachers send this method dense logits; "
                                                     "false: always top-k")
+    targets: Optional[TargetsConfig] = Field(
+        None, description="the soft-target form, e.g. {kind: sampled, k: 16} (replaces top_k and dense)")
 
     @model_validator(mode="after")
     def _one_target_form(self) -> "MethodConfig":
         if self.dense and self.top_k is not None:
             raise ValueError("top_k: a method with dense: true gets whole distributions; drop top_k or dense")
+        if self.targets is not None and (self.dense is not None or self.top_k is not None):
+            raise ValueError("targets: say the soft-target form once; drop top_k and dense")
         return self
 
     def distill_of(self, distill: "DistillConfig") -> "DistillConfig":
         """The run's distill section with this method's soft-target form."""
-        update: dict[str, Any] = {}
-        if self.top_k is not None or self.dense is False:
-            update = {"top_k": self.top_k or distill.top_k, "dense_max_classes": 1}
-        if self.dense:
-            update = {"dense_max_classes": 1 << 30}
-        return distill.model_copy(update=update)
+        kind, k = (self.targets.kind, self.targets.k) if self.targets else (
+            "dense" if self.dense else "topk" if self.top_k is not None or self.dense is False else None, self.top_k)
+        if kind == "dense":
+            return distill.model_copy(update={"dense_max_classes": 1 << 30})
+        if kind is None:
+            return distill
+        return distill.model_copy(update={"top_k": k or distill.top_k, "dense_max_classes": 1, "target_kind": kind})
 
 
 class DistillConfig(Strict):
@@ -401,6 +422,10 @@ class DistillConfig(Strict):
     prefetch: int = Field(8, ge=1, description="batches requested ahead per teacher")
     batches_per_request: int = Field(4, ge=1, description="batches one teacher request carries")
     top_k: int = Field(64, ge=1)
+    target_kind: Literal["topk", "sampled"] = Field(
+        "topk", description="what a record over more than dense_max_classes outputs holds: the top_k likeliest "
+                            "tokens, or top_k tokens drawn from the teacher's distribution (a method's "
+                            "`targets` sets it)")
     dense_max_classes: int = Field(1024, ge=2, description="output spaces up to this size travel dense")
     request_timeout_s: float = Field(60.0, gt=0, description="deadline for one teacher answer")
     request_retries: int = Field(
@@ -448,6 +473,7 @@ def check_distill(cfg: Any) -> None:
         raise ValueError("distill: give either terms (one KD student) or methods (several), not both")
     terms = all_terms(cfg)
     names = {t.name for t in terms} if terms else {distill.loss}
+    _check_sampled(cfg)
     if distill.mode != "offline":
         return
     if "logit_mse" in names:
@@ -461,13 +487,43 @@ def check_distill(cfg: Any) -> None:
                          "embeddings; use distill.mode online for stdlib_docstrings")
     for name, method in (distill.methods or {}).items():
         where = f"distill.methods.{name}"
-        if method.dense or (method.top_k is not None and method.top_k != distill.top_k):
-            raise ValueError(f"{where}: the offline store holds top-{distill.top_k} targets (distill.top_k); "
-                             f"a method asking for {'dense targets' if method.dense else f'top-{method.top_k}'} "
-                             f"needs distill.mode online or a store precomputed with that top_k")
+        own = method.distill_of(distill)
+        if own.dense_max_classes > distill.dense_max_classes or (own.top_k, own.target_kind) != (
+                distill.top_k, distill.target_kind):
+            stored, asked = _form(distill), "dense" if own.dense_max_classes > distill.dense_max_classes else _form(own)
+            raise ValueError(f"{where}: the offline store holds {stored} targets (distill.top_k, distill.target_kind); "
+                             f"a method asking for {asked} targets needs distill.mode online or a store "
+                             f"precomputed with that form")
         if method.speculative or method.train_data == "generated":
             raise ValueError(f"{where}: {'speculative KD' if method.speculative else 'train_data: generated'} "
                              f"asks the teachers for new text while it trains; use distill.mode online")
+
+
+def _form(distill: DistillConfig) -> str:
+    return f"{distill.target_kind} k={distill.top_k}"
+
+
+SAMPLED_TERMS = {"kd", "ce", "byot"}  # forward KL is linear in the teacher's distribution: samples estimate it
+SAMPLED_WEIGHTING = {"static", "route"}  # the others score each teacher's whole distribution
+
+
+def _check_sampled(cfg: Any) -> None:
+    """Sampled targets estimate the teacher's distribution: only terms and weightings linear in it."""
+    distill = cfg.distill
+    preset = {"ce": {"ce"}, "hinton_kd": {"ce", "kd"}, "logit_mse": {"ce", "logit_mse"}}.get(distill.loss, set())
+    methods = {f"distill.methods.{n}": (m.distill_of(distill), {t.name for t in m.terms}, m.weighting or distill.weighting)
+               for n, m in (distill.methods or {}).items()} or {
+        "distill": (distill, {t.name for t in distill.terms} if distill.terms else preset, distill.weighting)}
+    for where, (own, names, weighting) in methods.items():
+        if own.target_kind != "sampled":
+            continue
+        other = sorted(names - SAMPLED_TERMS)
+        if other:
+            raise ValueError(f"{where}: sampled targets feed the kd term (and ce, byot) only; {other} "
+                             f"need topk or dense targets")
+        if weighting.strategy not in SAMPLED_WEIGHTING:
+            raise ValueError(f"{where}: weighting {weighting.strategy!r} scores each teacher's whole distribution, "
+                             f"which sampled targets do not carry; use static or route, or topk targets")
 
 
 def check_weighting(cfg: Any) -> None:

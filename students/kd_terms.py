@@ -32,7 +32,7 @@ class TermInputs:
     temperature: float
     teacher_logprob: Optional[torch.Tensor] = None  # [B, C], merged, at the temperature
     teacher_logits: Optional[torch.Tensor] = None   # [B, C], merged dense logits (logit matching)
-    teacher_sparse: Optional[SparseTargets] = None  # top-k records merged without a dense tensor (sparse_kd)
+    teacher_sparse: Optional[Union[SparseTargets, SampledTargets]] = None  # top-k or sampled records (sparse_kd)
     student_features: dict[str, torch.Tensor] = field(default_factory=dict)
     teacher_features: dict[str, torch.Tensor] = field(default_factory=dict)  # "<teacher>/<layer>"
     projectors: Optional[torch.nn.ModuleDict] = None  # FitNets projectors and self-distillation exit heads

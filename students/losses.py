@@ -139,7 +139,7 @@ class CompositeLoss:
         self.temperature = temperature
         self.weighting = weighting or Weighting()
         self.needs_logits = any(t.name == "logit_mse" for t in terms)
-        # top-k records go to these terms without a dense [B, V] teacher tensor (students.sparse_kd)
+        # top-k and sampled records go to these terms without a dense [B, V] teacher tensor (students.sparse_kd)
         self.sparse = all(t.name in SPARSE_TERMS or t.name in NEEDS_NO_TEACHER for t in terms)
         adversarial = [t for t in terms if t.name == "adversarial"]
         self.adversary = None
@@ -159,7 +159,7 @@ class CompositeLoss:
                             discriminator=self.adversary.discriminator if self.adversary else None)
         out: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=device)
-        if targets is not None and self.sparse and targets.all_topk:
+        if targets is not None and self.sparse and targets.all_sparse:
             inputs.teacher_sparse, weights, gate_loss = sparse_merge(self.weighting, targets, labels, device,
                                                                      gate_logits, columns)
             inputs.teacher_features = {k: v.to(device) for k, v in targets.features().items()}

@@ -22,19 +22,22 @@ def soft_target_source(job: StudentJob, control: RunControl, output_space: str, 
         from teachers import StoredTeachers
 
         return StoredTeachers(job.stores, control.teacher_set(), output_space=output_space,
-                              temperature=job.distill.temperature, row_ids=row_ids)
+                              temperature=job.distill.temperature, row_ids=row_ids,
+                              target_kind=job.distill.target_kind)
     if job.source == "served":
         from teachers import FaultPolicy, TeacherClient
 
         return TeacherClient(control, output_space=output_space, temperature=job.distill.temperature,
                              prefetch=job.distill.prefetch, batches_per_request=job.distill.batches_per_request,
                              timeout_s=job.distill.request_timeout_s, top_k=job.distill.top_k,
-                             dense_max_classes=job.distill.dense_max_classes, only=only,
+                             dense_max_classes=job.distill.dense_max_classes,
+                             target_kind=job.distill.target_kind, only=only,
                              policy=FaultPolicy.of(job.distill))
     from teachers import LocalTeachers
 
     local = LocalTeachers(control.teacher_apps(), control.teacher_set(), output_space=output_space,
-                          temperature=job.distill.temperature)
+                          temperature=job.distill.temperature, top_k=job.distill.top_k,
+                          dense_max_classes=job.distill.dense_max_classes, target_kind=job.distill.target_kind)
     if job.source == "precomputed":
         local.precompute(planned())
     return local

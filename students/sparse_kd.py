@@ -13,7 +13,17 @@ c = sum_i w_i tail_i / (V - k_i). So with s = log_softmax(z / T) of the student:
   KL(p_s || p_t) = sum_v p_s(v) s(v) - sum_{u in U} p_s(u) log p_t(u)
                    - log c (1 - sum_{u in U} p_s(u))
 
-which are today's dense values exactly, while the only [B, V] tensors are the student's. The
+which are today's dense values exactly, while the only [B, V] tensors are the student's.
+
+A sampled record holds k draws v_j of the teacher's distribution with importance weights w_j,
+so that sum_j w_j [v_j = v] estimates p_t(v) without bias. Forward KL is linear in p_t, so
+
+  KL(p_t || p_s) ~ sum_j w_j (log p_t(v_j) - s(v_j))
+
+is an unbiased estimate of the value and of its gradient (Anshumann et al., 2025). Several
+teachers' draws are pooled with their weights: the gradient is that of the KL to their mixture,
+the value the weighted mean of the per-teacher KLs. Reverse KL and JSD are not linear in p_t
+and take top-k records only. The
 student's side runs in row chunks, recomputed in the backward, so its log-softmax is never
 held for the whole batch: what the loss keeps beyond the logits and their gradient is one
 chunk's worth. Plain torch, on the student's device.
@@ -22,8 +32,8 @@ chunk's worth. Plain torch, on the student's device.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable, Optional
+from dataclasses import dataclass, fields, replace
+from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -85,6 +95,16 @@ class SparseTargets:
         return self.valid.sum(1)
 
 
+@dataclass
+class SampledTargets:
+    """The teachers' draws pooled: token ids [B, M], each draw's weight (its teacher's weight
+    times its importance weight) and its teacher's log-probability of the token."""
+
+    ids: torch.Tensor
+    weight: torch.Tensor
+    logprob: torch.Tensor
+
+
 def merge_sparse(teachers: list[SparseTeacher], weights: torch.Tensor, vocab: int) -> SparseTargets:
     """The mixture sum_i w[b, i] p_i of the teachers (weights [B, N], rows summing to one)."""
     ids = torch.cat([t.ids for t in teachers], dim=1).sort(dim=1).values
@@ -103,6 +123,13 @@ def sparse_merge(weighting: Weighting, targets: TeacherTargets, labels: torch.Te
                                                                            Optional[torch.Tensor]]:
     """The top-k records of `targets` on `device`, weighted as `weighting` says and merged:
     (the mixture, the weights [B, N], the gate's loss for `gating`)."""
+    kinds = {rec.kind for rec in targets.records.values()}
+    if kinds == {"sampled"}:
+        return _merge_sampled(weighting, targets, labels, device, gate_logits, columns)
+    if kinds != {"topk"}:
+        raise ValueError(f"batch {next(iter(targets.records.values())).batch_id!r}: teachers "
+                         f"{sorted(targets.names)} sent records of kinds {sorted(kinds)}; a batch's sparse "
+                         f"records are all top-k or all sampled")
     teachers, vocab = [], None
     for rec in targets.records.values():
         vocab = rec.num_classes
@@ -112,6 +139,25 @@ def sparse_merge(weighting: Weighting, targets: TeacherTargets, labels: torch.Te
     weights, gate_loss = teacher_weights(weighting, targets.names, targets.static_weights().to(device), labels, scores,
                                          gate_logits, columns)
     return merge_sparse(teachers, weights, vocab), weights, gate_loss
+
+
+def _merge_sampled(weighting: Weighting, targets: TeacherTargets, labels: torch.Tensor, device: torch.device,
+                   gate_logits: Optional[torch.Tensor], columns: Optional[dict[str, np.ndarray]],
+                   ) -> tuple[SampledTargets, torch.Tensor, Optional[torch.Tensor]]:
+    def scores(strategy: str) -> torch.Tensor:
+        raise ValueError(f"weighting strategy {strategy!r} scores each teacher's whole distribution; sampled "
+                         f"targets carry draws of it (use static or route weighting, or topk targets)")
+
+    weights, gate_loss = teacher_weights(weighting, targets.names, targets.static_weights().to(device), labels,
+                                         scores, gate_logits, columns)
+    tensor = lambda a, dtype: torch.as_tensor(np.asarray(a)).to(device=device, dtype=dtype)  # noqa: E731
+    records = list(targets.records.values())
+    pooled = SampledTargets(
+        ids=torch.cat([tensor(r.topk_idx, torch.long) for r in records], dim=1),
+        weight=torch.cat([weights[:, i, None] * tensor(r.sample_weight, torch.float32) for i, r in enumerate(records)],
+                         dim=1),
+        logprob=torch.cat([tensor(r.topk_logprob, torch.float32) for r in records], dim=1))
+    return pooled, weights, gate_loss
 
 
 def _xlogy(x: torch.Tensor, log_y: torch.Tensor) -> torch.Tensor:
@@ -158,18 +204,32 @@ def _jsd_rows(logits: torch.Tensor, temperature: float, t: SparseTargets, beta: 
     return beta * kl_t + (1 - beta) * kl_s
 
 
+def _sampled_kl_rows(logits: torch.Tensor, temperature: float, t: SampledTargets) -> torch.Tensor:
+    """sum_j w_j (log p_t(v_j) - s(v_j)) with s(v) = z_v / T - logsumexp(z / T)."""
+    z = logits.float() / temperature
+    s_drawn = z.gather(1, t.ids) - torch.logsumexp(z, dim=1, keepdim=True)
+    return (t.weight * (t.logprob - s_drawn)).sum(1)
+
+
 ROWS: dict[str, Callable[..., torch.Tensor]] = {"kd": _forward_kl_rows, "reverse_kl": _reverse_kl_rows,
                                                  "jsd": _jsd_rows}
 SPARSE_TERMS = frozenset(ROWS)  # the terms that read top-k records without a dense teacher tensor
 
 
-def sparse_term(name: str, logits: torch.Tensor, temperature: float, targets: SparseTargets,
+def sparse_term(name: str, logits: torch.Tensor, temperature: float, targets: Union[SparseTargets, SampledTargets],
                 chunk_rows: Optional[int] = None, **params) -> torch.Tensor:
-    """T^2 * the batch mean of the term `name` (kd, reverse_kl, jsd), computed in row chunks.
-    The backward recomputes each chunk and writes its gradient into the logits' gradient, so
-    what it holds beyond that gradient is one chunk's intermediates (`_ChunkedRows`)."""
+    """T^2 * the batch mean of the term `name` (kd, reverse_kl, jsd; kd only from sampled
+    targets), computed in row chunks. The backward recomputes each chunk and writes its gradient
+    into the logits' gradient, so what it holds beyond that gradient is one chunk's
+    intermediates (`_ChunkedRows`)."""
+    fn = ROWS[name]
+    if isinstance(targets, SampledTargets):
+        if name != "kd":
+            raise ValueError(f"distillation term {name!r} needs top-k or dense targets: sampled targets estimate "
+                             f"the teacher's distribution, which only the kd term (forward KL) reads linearly")
+        fn = _sampled_kl_rows
     chunk = chunk_rows or max(1, CHUNK_ELEMENTS // max(logits.shape[1], 1))
-    total = _ChunkedRows.apply(logits, ROWS[name], (temperature, *params.values()), targets, chunk)
+    total = _ChunkedRows.apply(logits, fn, (temperature, *params.values()), targets, chunk)
     return total / logits.shape[0] * temperature ** 2
 
 
@@ -203,9 +263,9 @@ def _chunks(rows: int, chunk: int) -> list[slice]:
     return [slice(start, start + chunk) for start in range(0, rows, chunk)]
 
 
-def _call(fn: Callable[..., torch.Tensor], logits: torch.Tensor, args: tuple, targets: SparseTargets,
-          rows: slice) -> torch.Tensor:
-    part = SparseTargets(targets.ids[rows], targets.valid[rows], targets.logprob[rows], targets.rest[rows],
-                         targets.vocab)
+def _call(fn: Callable[..., torch.Tensor], logits: torch.Tensor, args: tuple,
+          targets: Union[SparseTargets, SampledTargets], rows: slice) -> torch.Tensor:
+    part = replace(targets, **{f.name: getattr(targets, f.name)[rows] for f in fields(targets)
+                               if isinstance(getattr(targets, f.name), torch.Tensor)})
     temperature, *params = args
     return fn(logits, temperature, part, *params)

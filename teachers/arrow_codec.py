@@ -1,7 +1,8 @@
 """The soft-target record as Apache Arrow: one codec for gRPC payloads and the Parquet store.
 
 One row per sample. A top-k record has columns `topk_idx` (int32[k]), `topk_logprob`
-(float16[k]) and `tail_logprob` (float32); a dense record has `logits` (float32[C]). Named
+(float16[k]) and `tail_logprob` (float32); a sampled record `topk_idx`, `topk_logprob` and
+`sample_weight` (float16[k]); a dense record has `logits` (float32[C]). Named
 features are `feature/<name>` (float16[d]); the offline store adds `sample` (int64, the row of
 the dataset split). Everything else a record carries (teacher, version, temperature, output
 space, batch id, schema version) is schema metadata, so the per-row cost is the ideal payload.
@@ -49,16 +50,14 @@ def record_schema(record: SoftTargets, *, with_sample: bool = False, batch_id: O
     if record.is_dense:
         fields.append(pa.field("logits", pa.list_(pa.float32(), record.num_classes), nullable=False))
     else:
-        k = int(record.topk_idx.shape[1])
-        fields += [pa.field("topk_idx", pa.list_(pa.int32(), k), nullable=False),
-                   pa.field("topk_logprob", pa.list_(pa.float16(), k), nullable=False),
-                   pa.field("tail_logprob", pa.float32(), nullable=False)]
+        fields += [pa.field(name, value_type, nullable=False)
+                   for name, value_type in _sparse_fields(record.kind, int(record.topk_idx.shape[1])).items()]
     for name, value in record.features.items():
         fields.append(pa.field(FEATURE_PREFIX + name, pa.list_(pa.float16(), int(np.prod(value.shape[1:]))),
                                nullable=False))
     meta = {
         "schema_version": str(record.schema_version),
-        "kind": "dense" if record.is_dense else "topk",
+        "kind": record.kind,
         "batch_id": record.batch_id if batch_id is None else batch_id,
         "teacher": record.teacher,
         "teacher_version": record.teacher_version,
@@ -82,11 +81,18 @@ def to_table(record: SoftTargets, sample: Optional[np.ndarray] = None,
     if record.is_dense:
         columns.append(fixed_size_list(record.logits, pa.float32()))
     else:
-        columns += [fixed_size_list(record.topk_idx, pa.int32()), fixed_size_list(record.topk_logprob, pa.float16()),
-                    pa.array(np.asarray(record.tail_logprob, dtype=np.float32))]
+        columns += [fixed_size_list(record.topk_idx, pa.int32()), fixed_size_list(record.topk_logprob, pa.float16())]
+        columns.append(fixed_size_list(record.sample_weight, pa.float16()) if record.is_sampled
+                       else pa.array(np.asarray(record.tail_logprob, dtype=np.float32)))
     for value in record.features.values():
         columns.append(fixed_size_list(value.reshape(len(value), -1), pa.float16()))
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _sparse_fields(kind: str, k: int) -> dict[str, pa.DataType]:
+    """The columns of a top-k or sampled record with k entries per row."""
+    last = {"sample_weight": pa.list_(pa.float16(), k)} if kind == "sampled" else {"tail_logprob": pa.float32()}
+    return {"topk_idx": pa.list_(pa.int32(), k), "topk_logprob": pa.list_(pa.float16(), k), **last}
 
 
 def _ipc_bytes(table: pa.Table) -> bytes:
@@ -216,7 +222,10 @@ def table_to_record(table: pa.Table, *, source: str, batch_id: Optional[str] = N
         else:
             record.topk_idx = _matrix(table, "topk_idx", np.int32)
             record.topk_logprob = _matrix(table, "topk_logprob", np.float16)
-            record.tail_logprob = _vector(table, "tail_logprob", np.float32)
+            if meta["kind"] == "sampled":
+                record.sample_weight = _matrix(table, "sample_weight", np.float16)
+            else:
+                record.tail_logprob = _vector(table, "tail_logprob", np.float32)
         for name, shape in feature_shapes.items():
             flat = _matrix(table, FEATURE_PREFIX + name, np.float16)
             record.features[name] = flat.reshape(len(flat), *shape)
@@ -232,18 +241,18 @@ def _expected_columns(schema: pa.Schema, kind: str, num_classes: int, feature_sh
     if kind == "dense":
         _expect_field(schema, "logits", pa.list_(pa.float32(), num_classes), source)
         names = {"logits"}
-    elif kind == "topk":
+    elif kind in ("topk", "sampled"):
         index = schema.get_field_index("topk_idx")
         k = schema.field(index).type.list_size if index >= 0 and pa.types.is_fixed_size_list(
             schema.field(index).type) else 0
         if not 1 <= k <= num_classes:
             raise SoftTargetDecodeError(f"{source}: topk_idx must be int32[k] with 1 <= k <= {num_classes}")
-        _expect_field(schema, "topk_idx", pa.list_(pa.int32(), k), source)
-        _expect_field(schema, "topk_logprob", pa.list_(pa.float16(), k), source)
-        _expect_field(schema, "tail_logprob", pa.float32(), source)
-        names = {"topk_idx", "topk_logprob", "tail_logprob"}
+        fields = _sparse_fields(kind, k)
+        for name, value_type in fields.items():
+            _expect_field(schema, name, value_type, source)
+        names = set(fields)
     else:
-        raise SoftTargetDecodeError(f"{source}: record kind {kind[:20]!r} is neither 'dense' nor 'topk'")
+        raise SoftTargetDecodeError(f"{source}: record kind {kind[:20]!r} is not 'dense', 'topk' or 'sampled'")
     if not isinstance(feature_shapes, dict):
         raise SoftTargetDecodeError(f"{source}: features metadata must map names to shapes")
     for name, shape in feature_shapes.items():

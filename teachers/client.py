@@ -109,8 +109,8 @@ class TeacherClient(RecordSource):
         prefetch: batches requested ahead of the one being trained on, per teacher.
         batches_per_request: batches one request carries.
         timeout_s: deadline for one teacher answer.
-        top_k, dense_max_classes: what teachers are asked to send (a KD method may ask for
-            its own k, or for dense targets).
+        top_k, dense_max_classes, target_kind: what teachers are asked to send (a KD method
+            may ask for its own k, for dense targets, or for k sampled tokens instead of the top k).
         only: the teachers of the set this client uses (all when None); a born-again phase
             reads only its snapshot teacher.
         policy: retries, fallback and what to do when a teacher is lost or none is left.
@@ -128,8 +128,8 @@ class TeacherClient(RecordSource):
 
     def __init__(self, control: TeacherSetSource, *, output_space: str, temperature: float, prefetch: int = 8,
                  batches_per_request: int = 4, timeout_s: float = 60.0, top_k: int = 0, dense_max_classes: int = 0,
-                 only: Optional[set[str]] = None, policy: FaultPolicy = FaultPolicy()):
-        super().__init__(TeacherSet(), output_space=output_space, temperature=temperature)
+                 target_kind: str = "topk", only: Optional[set[str]] = None, policy: FaultPolicy = FaultPolicy()):
+        super().__init__(TeacherSet(), output_space=output_space, temperature=temperature, target_kind=target_kind)
         self._control = control
         self.prefetch = max(prefetch, batches_per_request)
         self.batches_per_request = batches_per_request
@@ -175,7 +175,7 @@ class TeacherClient(RecordSource):
         if entry.endpoint is None:
             return serve.get_app_handle(entry.app_name)
         return GrpcTeacher(entry.endpoint, name=entry.name, timeout_s=self.timeout_s, temperature=self.temperature,
-                           top_k=self.top_k, dense_max_classes=self.dense_max_classes,
+                           top_k=self.top_k, dense_max_classes=self.dense_max_classes, target_kind=self.target_kind,
                            max_in_flight=max(2, self.prefetch // self.batches_per_request + 1))
 
     def at_step_boundary(self) -> bool:
@@ -195,7 +195,8 @@ class TeacherClient(RecordSource):
 
     def _submit(self, batches: list[Batch], teacher: str) -> _Request:
         payload = {"batches": [b.payload() for b in batches],
-                   "temperature": self.temperature, "top_k": self.top_k, "dense_max_classes": self.dense_max_classes}
+                   "temperature": self.temperature, "top_k": self.top_k, "dense_max_classes": self.dense_max_classes,
+                   "target_kind": self.target_kind}
         request = _Request(self._handles[teacher].remote(payload), batches,
                            on_answer=lambda latency_s: self._note_latency(teacher, latency_s))
         for batch in batches:

@@ -95,7 +95,8 @@ class TeacherDeployment:
                             f"(TeacherService), not {type(request).__name__}")
         if self.live is not None:
             self.live.wait_ready()
-        settings = {key: request[key] for key in ("temperature", "top_k", "dense_max_classes") if request.get(key)}
+        settings = {key: request[key] for key in ("temperature", "top_k", "dense_max_classes", "target_kind")
+                    if request.get(key)}
         return self.teacher.records([Batch.of_inputs(b["batch_id"], b["inputs"]) for b in request["batches"]],
                                     **settings)
 

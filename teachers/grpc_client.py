@@ -106,17 +106,19 @@ class GrpcTeacher:
         timeout_s: deadline of one call (all batches of one request).
         retries: further attempts after a call fails with UNAVAILABLE, RESOURCE_EXHAUSTED or
             DEADLINE_EXCEEDED (with backoff); other failures are not retried.
-        temperature, top_k, dense_max_classes: what the run asks of the teacher (0: its defaults).
+        temperature, top_k, dense_max_classes, target_kind: what the run asks of the teacher
+            (0: its defaults; target_kind topk or sampled).
     """
 
     def __init__(self, spec: EndpointSpec, *, name: str = "", timeout_s: float = 60.0, retries: int = 2,
-                 temperature: float = 0.0, top_k: int = 0, dense_max_classes: int = 0,
+                 temperature: float = 0.0, top_k: int = 0, dense_max_classes: int = 0, target_kind: str = "topk",
                  chunk_bytes: int = DEFAULT_CHUNK_BYTES, max_in_flight: int = 4):
         self.spec = spec
         self.name = name or spec.url
         self.timeout_s = timeout_s
         self.retries = retries
-        self.params = dict(temperature=temperature, top_k=top_k, dense_max_classes=dense_max_classes)
+        self.params = dict(temperature=temperature, top_k=top_k, dense_max_classes=dense_max_classes,
+                           target_kind=target_kind)
         self.chunk_bytes = chunk_bytes
         self._metadata = metadata_for(spec.token, spec.application)
         self._channel = _open_channel(spec)

@@ -24,7 +24,7 @@ from teachers.arrow_codec import chunks, decode_inputs, encode, MAX_PAYLOAD_BYTE
 from teachers.loaded import LoadedTeacher
 from teachers.errors import SoftTargetDecodeError
 from teachers.proto import teacher_service_pb2 as pb, teacher_service_pb2_grpc as pb_grpc
-from teachers.soft_targets import SCHEMA_VERSION
+from teachers.soft_targets import SCHEMA_VERSION, TARGET_KINDS
 
 logger = logging.getLogger(__name__)
 
@@ -91,12 +91,15 @@ class SoftTargetResponder:
         temperature = request.temperature or args.temperature
         top_k = request.top_k or args.top_k
         dense_max = request.dense_max_classes or args.dense_max_classes
+        kind = request.target_kind or "topk"
         if not (math.isfinite(temperature) and temperature > 0 and 0 < top_k <= MAX_TOP_K and dense_max > 0):
             raise SoftTargetDecodeError(f"{source}: temperature {temperature}, top_k {top_k}, dense_max_classes "
                                         f"{dense_max} must be positive (top_k at most {MAX_TOP_K})")
+        if kind not in TARGET_KINDS:
+            raise SoftTargetDecodeError(f"{source}: target_kind {kind[:20]!r} is not one of {', '.join(TARGET_KINDS)}")
         x = decode_inputs(payload, in_features=args.in_features, source=source, vocab_size=self.teacher.vocab_size)
         record = self.teacher.records([Batch.of_inputs(request.batch_id, x)], temperature=temperature, top_k=top_k,
-                                      dense_max_classes=dense_max)[0]
+                                      dense_max_classes=dense_max, target_kind=kind)[0]
         parts = chunks(encode(record), self.chunk_bytes)
         return [pb.SoftTargetsResponse(batch_id=request.batch_id, payload_chunk=bytes(part),
                                        last_chunk=i == len(parts) - 1) for i, part in enumerate(parts)]

@@ -83,17 +83,20 @@ class LoadedTeacher:
         return {name: list(value.shape[1:]) for name, value in self.hooks.take().items()}
 
     def records(self, batches: list[Batch], *, temperature: float | None = None,
-                top_k: int | None = None, dense_max_classes: int | None = None) -> list[SoftTargets]:
+                top_k: int | None = None, dense_max_classes: int | None = None,
+                target_kind: str = "topk") -> list[SoftTargets]:
         """One record per batch (its `teacher_x`, under its `batch_id`), from a single forward
         over all the inputs (`Batch.of_inputs(batch_id, x)` makes a batch of bare inputs).
 
         `temperature`, `top_k` and `dense_max_classes` default to the teacher's own settings;
-        students and gRPC clients send their run's (or KD method's) values.
+        students and gRPC clients send their run's (or KD method's) values. `target_kind`
+        sampled: rows over more than dense_max_classes outputs carry `top_k` draws from the
+        distribution instead of its top k (drawn with a generator seeded by the batch id).
         """
         inputs = model_inputs(np.concatenate([np.asarray(b.teacher_x) for b in batches]))
         pack = dict(temperature=temperature or self.args.temperature, output_space=self.output_space,
                     dense_max_classes=dense_max_classes or self.args.dense_max_classes,
-                    top_k=top_k or self.args.top_k)
+                    top_k=top_k or self.args.top_k, target_kind=target_kind)
         if self.output_space.startswith("embedding:"):
             pack["dense_max_classes"] = max(pack["dense_max_classes"], self.num_classes)  # never top-k
         if self.output_space.startswith("tokens:"):
@@ -126,8 +129,8 @@ class LoadedTeacher:
             records = []
             for batch, start, end in zip(batches, row_bounds[:-1], row_bounds[1:]):
                 chunks = [pack_soft_targets(logits.float().cpu().numpy(), batch_id=batch.batch_id, teacher=self.args.name,
-                                            teacher_version=version, **pack)
-                          for logits in module.head_chunks(hidden[start:end])]
+                                            teacher_version=version, seed=i, **pack)
+                          for i, logits in enumerate(module.head_chunks(hidden[start:end]))]
                 records.append(concat_rows(chunks) if chunks else pack_soft_targets(
                     np.zeros((0, self.num_classes), np.float32), batch_id=batch.batch_id, teacher=self.args.name,
                     teacher_version=version, **pack))

@@ -20,13 +20,15 @@ from teachers.teacher_set import TeacherSet
 
 class LocalTeachers(RecordSource):
     def __init__(self, apps: list[TeacherAppArgs], teacher_set: TeacherSet, *, output_space: str,
-                 temperature: float):
-        super().__init__(teacher_set, output_space=output_space, temperature=temperature)
+                 temperature: float, top_k: int = 0, dense_max_classes: int = 0, target_kind: str = "topk"):
+        super().__init__(teacher_set, output_space=output_space, temperature=temperature, target_kind=target_kind)
         self._teachers = {a.name: LoadedTeacher.load(a) for a in apps if a.name in teacher_set.teachers}
+        self._settings = dict(temperature=temperature, top_k=top_k or None, dense_max_classes=dense_max_classes or None,
+                              target_kind=target_kind)
         self._stored: dict[str, dict[str, SoftTargets]] = {}
 
     def _records(self, batch: Batch) -> dict[str, SoftTargets]:
-        return {name: t.records([batch])[0] for name, t in self._teachers.items()}
+        return {name: t.records([batch], **self._settings)[0] for name, t in self._teachers.items()}
 
     def precompute(self, batches: Iterable[Batch]) -> None:
         """Compute and keep the records of `batches` now, so that training pays nothing for them."""

@@ -63,21 +63,23 @@ class SoftTargetSource(Protocol):
 
 
 class RecordSource:
-    """What every source shares: its teacher set, the run's output space and temperature, the
+    """What every source shares: its teacher set, the run's output space, temperature and the
+    kind of sparse record it asked for (topk or sampled), the
     check of each record before a student sees it, and the no-op defaults of sources that
     hold their records already (nothing to plan, nothing to poll)."""
 
-    def __init__(self, teacher_set: TeacherSet, *, output_space: str, temperature: float):
+    def __init__(self, teacher_set: TeacherSet, *, output_space: str, temperature: float, target_kind: str = "topk"):
         self.teacher_set = teacher_set
         self.output_space = output_space
         self.temperature = temperature
+        self.target_kind = target_kind
         self.wait_ms: dict[str, float] = {}
 
     def checked(self, record: Any, batch: Batch, version: Optional[str]) -> SoftTargets:
         """`record` validated against the batch, the run and the teacher's version (None: any)."""
         return validate_soft_targets(record, batch_id=batch.batch_id, batch_size=len(batch.y),
                                      output_space=self.output_space, temperature=self.temperature,
-                                     teacher_version=version)
+                                     teacher_version=version, target_kind=self.target_kind)
 
     def merged(self, records: dict[str, SoftTargets]) -> Optional[TeacherTargets]:
         return TeacherTargets(records, self.teacher_set.weights()) if records else None

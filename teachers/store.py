@@ -1,11 +1,12 @@
 """The offline soft-target store: one teacher's top-k soft targets for a whole dataset split.
 
-Layout: `<root>/<dataset fingerprint>/<teacher>-<teacher version>-k<k>-T<temperature>/` holds
+Layout: `<root>/<dataset fingerprint>/<teacher>-<teacher version>-k<k>-T<temperature>/` (`-s<k>-`
+for sampled records) holds
 Parquet shards written with the Arrow codec (one row per sample, key column `row_id`, the
 sample's stable row id) and a `manifest.json` written last. The fingerprint covers the split's
 rows whatever their order (`students.Dataset.fingerprint`), and a batch finds its rows by their
 ids, so a store serves any later order of the same rows, in memory or streamed: a folder without a manifest is an unfinished precompute and is
-never read. The key (dataset fingerprint, teacher, teacher version, k, temperature) is in the
+never read. The key (dataset fingerprint, teacher, teacher version, kind, k, temperature) is in the
 folder name and in the manifest; a run that needs another key gets a `SoftTargetStoreError`
 saying which part differs, never a stale store.
 """
@@ -24,7 +25,7 @@ import pyarrow.parquet as pq
 
 from teachers.arrow_codec import ROW_ID_COLUMN, SAMPLE_COLUMN, table_to_record
 from teachers.errors import SoftTargetStoreError
-from teachers.soft_targets import SCHEMA_VERSION, SoftTargets
+from teachers.soft_targets import SCHEMA_VERSION, SoftTargets, select_rows
 from teachers.source import RecordSource
 from teachers.targets import TeacherTargets
 from teachers.teacher_set import TeacherSet
@@ -39,9 +40,11 @@ class StoreKey:
     teacher_version: str
     top_k: int
     temperature: float
+    kind: str = "topk"  # or "sampled": top_k draws per row (teachers.soft_targets)
 
     def folder(self, root: str | Path) -> Path:
-        return Path(root) / self.dataset / f"{self.teacher}-{self.teacher_version}-k{self.top_k}-T{self.temperature:g}"
+        cut = "s" if self.kind == "sampled" else "k"
+        return Path(root) / self.dataset / f"{self.teacher}-{self.teacher_version}-{cut}{self.top_k}-T{self.temperature:g}"
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,7 @@ def find_store(root: str | Path, key: StoreKey) -> Manifest:
 
 def _difference(other: StoreKey, wanted: StoreKey) -> str:
     parts = [f"{name} {getattr(other, name)!r} (needed {getattr(wanted, name)!r})"
-             for name in ("dataset", "teacher_version", "top_k", "temperature")
+             for name in ("dataset", "teacher_version", "kind", "top_k", "temperature")
              if getattr(other, name) != getattr(wanted, name)]
     return ", ".join(parts) or "identical key"
 
@@ -103,8 +106,9 @@ def write_manifest(folder: Path, key: StoreKey, teacher_test_score: Optional[flo
     for name in files:
         table = pq.read_table(folder / name)
         record = table_to_record(table, source=f"store shard {folder / name}", batch_id="")
-        if record.teacher != key.teacher or record.teacher_version != key.teacher_version:
-            raise SoftTargetStoreError(f"shard {name} holds teacher {record.teacher} {record.teacher_version}, not {key}")
+        if (record.teacher, record.teacher_version, record.kind) != (key.teacher, key.teacher_version, key.kind):
+            raise SoftTargetStoreError(f"shard {name} holds {record.kind} records of teacher {record.teacher} "
+                                       f"{record.teacher_version}, not {key}")
         rows += table.num_rows
         spaces.add((record.output_space, record.num_classes))
     if len(spaces) != 1:
@@ -173,14 +177,7 @@ class StoredTargets:
         return self._order[np.repeat(starts - before, counts) + np.arange(int(counts.sum()))]
 
     def for_batch(self, batch_id: str, samples: np.ndarray) -> SoftTargets:
-        rows = self.rows_of(samples)
-        rec = self.record
-        return SoftTargets(batch_id=batch_id, teacher=rec.teacher, teacher_version=rec.teacher_version,
-                           temperature=rec.temperature, output_space=rec.output_space, num_classes=rec.num_classes,
-                           topk_idx=rec.topk_idx[rows], topk_logprob=rec.topk_logprob[rows],
-                           tail_logprob=rec.tail_logprob[rows],
-                           logits=None if rec.logits is None else rec.logits[rows],
-                           features={n: v[rows] for n, v in rec.features.items()})
+        return select_rows(self.record, self.rows_of(samples), batch_id)
 
 
 class StoredTeachers(RecordSource):
@@ -189,8 +186,8 @@ class StoredTeachers(RecordSource):
     train on, are checked to be in every store before the first step."""
 
     def __init__(self, stores: dict[str, str], teacher_set: TeacherSet, *, output_space: str, temperature: float,
-                 row_ids: Optional[np.ndarray] = None):
-        super().__init__(teacher_set, output_space=output_space, temperature=temperature)
+                 row_ids: Optional[np.ndarray] = None, target_kind: str = "topk"):
+        super().__init__(teacher_set, output_space=output_space, temperature=temperature, target_kind=target_kind)
         self._stores = {}
         for name, folder in stores.items():
             folder = Path(folder)

@@ -25,6 +25,9 @@ def record_logprob(record: SoftTargets, temperature: float) -> torch.Tensor:
     """
     if record.is_dense:
         return torch.log_softmax(torch.tensor(record.logits, dtype=torch.float32) / temperature, dim=-1)
+    if record.is_sampled:
+        raise ValueError(f"teacher {record.teacher!r} sent sampled targets for batch {record.batch_id!r}: they "
+                         f"estimate the distribution for the kd term (students.sparse_kd) and have no dense form")
     batch, k = record.topk_idx.shape
     rest = record.num_classes - k
     fill = (torch.tensor(record.tail_logprob, dtype=torch.float32) - math.log(rest)) if rest else torch.full((batch,), -math.inf)
@@ -52,8 +55,8 @@ class TeacherTargets:
         return list(self.records)
 
     @property
-    def all_topk(self) -> bool:
-        """Every record is top-k (the loss can then run without a dense teacher tensor)."""
+    def all_sparse(self) -> bool:
+        """Every record is top-k or sampled (the loss can then run without a dense teacher tensor)."""
         return all(not rec.is_dense for rec in self.records.values())
 
     def static_weights(self) -> torch.Tensor:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$teachers/proto/teacher_service.proto\x12\x16\x64istillery.teachers.v1\"\x11\n\x0f\x44\x65scribeRequest\"\xd8\x01\n\x10\x44\x65scribeResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x14\n\x0coutput_space\x18\x03 \x01(\t\x12\x13\n\x0bnum_classes\x18\x04 \x01(\x03\x12\x16\n\x0etokenizer_hash\x18\x05 \x01(\t\x12\x16\n\x0eschema_version\x18\x06 \x01(\x05\x12\x13\n\x0bin_features\x18\x07 \x01(\x03\x12\x12\n\nparameters\x18\x08 \x01(\x03\x12\x1b\n\x13\x64\x65\x66\x61ult_temperature\x18\t \x01(\x01\"\x8f\x01\n\x12SoftTargetsRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x14\n\x0cinputs_chunk\x18\x02 \x01(\x0c\x12\x12\n\nlast_chunk\x18\x03 \x01(\x08\x12\x13\n\x0btemperature\x18\x04 \x01(\x01\x12\r\n\x05top_k\x18\x05 \x01(\x05\x12\x19\n\x11\x64\x65nse_max_classes\x18\x06 \x01(\x05\"R\n\x13SoftTargetsResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x15\n\rpayload_chunk\x18\x02 \x01(\x0c\x12\x12\n\nlast_chunk\x18\x03 \x01(\x08\x32\xdb\x01\n\x0eTeacherService\x12]\n\x08\x44\x65scribe\x12\'.distillery.teachers.v1.DescribeRequest\x1a(.distillery.teachers.v1.DescribeResponse\x12j\n\x0bSoftTargets\x12*.distillery.teachers.v1.SoftTargetsRequest\x1a+.distillery.teachers.v1.SoftTargetsResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$teachers/proto/teacher_service.proto\x12\x16\x64istillery.teachers.v1\"\x11\n\x0f\x44\x65scribeRequest\"\xd8\x01\n\x10\x44\x65scribeResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x14\n\x0coutput_space\x18\x03 \x01(\t\x12\x13\n\x0bnum_classes\x18\x04 \x01(\x03\x12\x16\n\x0etokenizer_hash\x18\x05 \x01(\t\x12\x16\n\x0eschema_version\x18\x06 \x01(\x05\x12\x13\n\x0bin_features\x18\x07 \x01(\x03\x12\x12\n\nparameters\x18\x08 \x01(\x03\x12\x1b\n\x13\x64\x65\x66\x61ult_temperature\x18\t \x01(\x01\"\xa4\x01\n\x12SoftTargetsRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x14\n\x0cinputs_chunk\x18\x02 \x01(\x0c\x12\x12\n\nlast_chunk\x18\x03 \x01(\x08\x12\x13\n\x0btemperature\x18\x04 \x01(\x01\x12\r\n\x05top_k\x18\x05 \x01(\x05\x12\x19\n\x11\x64\x65nse_max_classes\x18\x06 \x01(\x05\x12\x13\n\x0btarget_kind\x18\x07 \x01(\t\"R\n\x13SoftTargetsResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x15\n\rpayload_chunk\x18\x02 \x01(\x0c\x12\x12\n\nlast_chunk\x18\x03 \x01(\x08\x32\xdb\x01\n\x0eTeacherService\x12]\n\x08\x44\x65scribe\x12\'.distillery.teachers.v1.DescribeRequest\x1a(.distillery.teachers.v1.DescribeResponse\x12j\n\x0bSoftTargets\x12*.distillery.teachers.v1.SoftTargetsRequest\x1a+.distillery.teachers.v1.SoftTargetsResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,9 +36,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DESCRIBERESPONSE']._serialized_start=84
   _globals['_DESCRIBERESPONSE']._serialized_end=300
   _globals['_SOFTTARGETSREQUEST']._serialized_start=303
-  _globals['_SOFTTARGETSREQUEST']._serialized_end=446
-  _globals['_SOFTTARGETSRESPONSE']._serialized_start=448
-  _globals['_SOFTTARGETSRESPONSE']._serialized_end=530
-  _globals['_TEACHERSERVICE']._serialized_start=533
-  _globals['_TEACHERSERVICE']._serialized_end=752
+  _globals['_SOFTTARGETSREQUEST']._serialized_end=467
+  _globals['_SOFTTARGETSRESPONSE']._serialized_start=469
+  _globals['_SOFTTARGETSRESPONSE']._serialized_end=551
+  _globals['_TEACHERSERVICE']._serialized_start=554
+  _globals['_TEACHERSERVICE']._serialized_end=773
 # @@protoc_insertion_point(module_scope)

@@ -31,20 +31,22 @@ class DescribeResponse(_message.Message):
     def __init__(self, name: _Optional[str] = ..., model_version: _Optional[str] = ..., output_space: _Optional[str] = ..., num_classes: _Optional[int] = ..., tokenizer_hash: _Optional[str] = ..., schema_version: _Optional[int] = ..., in_features: _Optional[int] = ..., parameters: _Optional[int] = ..., default_temperature: _Optional[float] = ...) -> None: ...
 
 class SoftTargetsRequest(_message.Message):
-    __slots__ = ("batch_id", "inputs_chunk", "last_chunk", "temperature", "top_k", "dense_max_classes")
+    __slots__ = ("batch_id", "inputs_chunk", "last_chunk", "temperature", "top_k", "dense_max_classes", "target_kind")
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     INPUTS_CHUNK_FIELD_NUMBER: _ClassVar[int]
     LAST_CHUNK_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     DENSE_MAX_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    TARGET_KIND_FIELD_NUMBER: _ClassVar[int]
     batch_id: str
     inputs_chunk: bytes
     last_chunk: bool
     temperature: float
     top_k: int
     dense_max_classes: int
-    def __init__(self, batch_id: _Optional[str] = ..., inputs_chunk: _Optional[bytes] = ..., last_chunk: _Optional[bool] = ..., temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., dense_max_classes: _Optional[int] = ...) -> None: ...
+    target_kind: str
+    def __init__(self, batch_id: _Optional[str] = ..., inputs_chunk: _Optional[bytes] = ..., last_chunk: _Optional[bool] = ..., temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., dense_max_classes: _Optional[int] = ..., target_kind: _Optional[str] = ...) -> None: ...
 
 class SoftTargetsResponse(_message.Message):
     __slots__ = ("batch_id", "payload_chunk", "last_chunk")

@@ -230,7 +230,7 @@ def test_language_model_runs_refuse_what_needs_whole_samples(tmp_path):
 
     refused(lambda d: d["distill"].update(mode="offline"), "a method asking for dense targets needs distill.mode online")
     only_top = {"top": {"terms": [{"name": "kd"}], "top_k": 8}}
-    refused(lambda d: d["distill"].update(mode="offline", methods=only_top), "holds top-64 targets")
+    refused(lambda d: d["distill"].update(mode="offline", methods=only_top), "holds topk k=64 targets")
     spec = {"skd": {"terms": [{"name": "kd"}], "speculative": {"top_k": 5}}}
     refused(lambda d: d["distill"].update(mode="offline", methods=spec), "speculative KD asks the teachers for new text")
     refused(lambda d: d["distill"].update(weighting={"strategy": "gating"}), "gating and route weigh whole samples")
@@ -289,3 +289,30 @@ def test_paths_outside_the_allowed_roots_are_refused(tmp_path, monkeypatch):
         load_run_config(path)
     data["distill"]["store_dir"] = "/var/tmp/store"
     load_run_config(write(tmp_path, data))
+
+
+def test_sampled_targets_are_configured_per_method_and_refused_where_they_cannot_serve(tmp_path):
+    def methods(**method):
+        data = yaml.safe_load(LLM.read_text())
+        data["distill"]["methods"] = {"s16": {"terms": [{"name": "ce"}, {"name": "kd"}], **method}}
+        return data
+
+    cfg = load_run_config(write(tmp_path, methods(targets={"kind": "sampled", "k": 16})))
+    own = cfg.distill.methods["s16"].distill_of(cfg.distill)
+    assert (own.target_kind, own.top_k, own.dense_max_classes) == ("sampled", 16, 1)
+    cases = [
+        (methods(targets={"kind": "sampled"}, top_k=8), "say the soft-target form once"),
+        (methods(targets={"kind": "dense", "k": 8}), "dense targets are whole distributions; drop k"),
+        (methods(targets={"kind": "sampled"}, terms=[{"name": "reverse_kl"}]),
+         r"sampled targets feed the kd term .* \['reverse_kl'\] need topk or dense"),
+        (methods(targets={"kind": "sampled"}, weighting={"strategy": "confidence"}),
+         "weighting 'confidence' scores each teacher's whole distribution"),
+    ]
+    offline = methods(targets={"kind": "sampled", "k": 64})
+    offline["distill"]["mode"] = "offline"
+    cases.append((offline, "holds topk k=64 targets .* asking for sampled k=64 targets needs distill.mode online"))
+    for data, match in cases:
+        with pytest.raises(ConfigError, match=match):
+            load_run_config(write(tmp_path, data))
+    offline["distill"]["target_kind"] = "sampled"
+    assert load_run_config(write(tmp_path, offline)).distill.target_kind == "sampled"

@@ -3,6 +3,7 @@ hooks against the in-process run control (`students.run_control.LocalRunControl`
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -58,12 +59,14 @@ def test_in_worker_teachers_answer_planned_batches_through_the_interface(tmp_pat
     assert "teacher/mlp/latency_ms" not in source.metrics()  # only served teachers have a round trip
 
 
-def test_the_shared_check_refuses_a_record_at_another_temperature(tmp_path):
+def test_local_teachers_answer_at_the_runs_temperature_and_the_shared_check_refuses_another(tmp_path):
     teacher_set, apps = _teacher_set(tmp_path, temperature=2.0)
     source = LocalTeachers(apps, teacher_set, output_space=f"classes:{CLASSES}", temperature=4.0)
     batch = plan_epoch(_split(), epoch=0, seed=0, shard=0, num_shards=1, batch_size=8)[0]
+    record = source.targets_for(batch).records["mlp"]
+    assert record.temperature == 4.0
     with pytest.raises(SoftTargetError, match="temperature 2.0 differs from the run's 4.0"):
-        source.targets_for(batch)
+        source.checked(replace(record, temperature=2.0), batch, None)
 
 
 def test_stop_is_read_only_at_its_steps():

@@ -40,7 +40,7 @@ def _record(dense: bool = True, **changes):
     (True, {"logits": np.zeros((3, 10), dtype=np.float32)}, "does not fit a batch of 4 rows"),
     (True, {"logits": np.zeros((4, 9), dtype=np.float32)}, "logits shape (4, 9)"),
     (True, {"logits": np.zeros((4, 10), dtype=np.int32)}, "expected a float dtype"),
-    (False, {"topk_idx": lambda idx: idx + 10}, "top-k indices outside [0, 10)"),
+    (False, {"topk_idx": lambda idx: idx + 10}, "top-k token ids 11..19 fall outside [0, 10)"),
     (False, {"tail_logprob": lambda tail: tail - 3.0}, "not 1"),
     (True, {"output_space": "classes:12"}, "does not match the student's"),
     (True, {"teacher_version": "v2"}, "teacher version changed mid-run"),
