@@ -13,12 +13,12 @@ from orchestration.results import METRICS
 
 
 def teacher_test_outputs(name: str, x: np.ndarray) -> Any:
-    """A served teacher's record for the test split, through its own Serve app."""
+    """A served teacher's record for the test split at temperature 1, through its own Serve app."""
     from ray import serve
 
     from teachers import app_name
 
-    request = {"batches": [{"batch_id": "eval", "inputs": x}]}
+    request = {"batches": [{"batch_id": "eval", "inputs": x}], "temperature": 1.0}
     return serve.get_app_handle(app_name(name)).remote(request).result(timeout_s=300)[0]
 
 
@@ -32,10 +32,10 @@ def teacher_scores(cfg: RunConfig, dataset, names: list[str]) -> tuple[dict[str,
     records = {name: teacher_test_outputs(name, dataset.teacher_view().test.x) for name in names}
     weights = {t.name: t.weight for t in cfg.teachers}
     if dataset.kind != "embedding":
-        scores = {name: accuracy(r.logits, dataset.test.y) if r.is_dense else float((r.topk_idx[:, 0] == dataset.test.y).mean())
+        scores = {name: accuracy(r.logprob, dataset.test.y) if r.is_dense else float((r.topk_idx[:, 0] == dataset.test.y).mean())
                   for name, r in records.items()}
         if len(records) > 1 and all(r.is_dense for r in records.values()):
-            probs = sum(weights[n] * _softmax(r.logits) for n, r in records.items())
+            probs = sum(weights[n] * np.exp(r.logprob) for n, r in records.items())
             scores[ENSEMBLE] = accuracy(probs, dataset.test.y)
         return scores, None
     reference = sum(weights[n] * r.logits for n, r in records.items()) / sum(weights[n] for n in records)
@@ -53,11 +53,6 @@ def teacher_perplexity(name: str, x: np.ndarray) -> float:
 
 
 ENSEMBLE = "ensemble of the teachers"  # not a valid teacher name, so it never clashes with one
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.exp(logits - logits.max(1, keepdims=True))
-    return z / z.sum(1, keepdims=True)
 
 
 def deploy_teachers(cfg: RunConfig, orchestrator, dataset,

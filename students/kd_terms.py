@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import torch
 import torch.nn.functional as F
 
 from cluster import Registry
-from students.sparse_kd import SparseTargets, sparse_term
+from students.sparse_kd import SampledTargets, SparseTargets, sparse_term
 
 TermFn = Callable[..., torch.Tensor]
 TERMS: Registry[TermFn] = Registry("distillation term")
@@ -32,6 +32,7 @@ class TermInputs:
     temperature: float
     teacher_logprob: Optional[torch.Tensor] = None  # [B, C], merged, at the temperature
     teacher_logits: Optional[torch.Tensor] = None   # [B, C], merged dense logits (logit matching)
+    centred_logits: bool = False  # teacher_logits are centred per row (known up to a shift): centre the student's
     teacher_sparse: Optional[Union[SparseTargets, SampledTargets]] = None  # top-k or sampled records (sparse_kd)
     student_features: dict[str, torch.Tensor] = field(default_factory=dict)
     teacher_features: dict[str, torch.Tensor] = field(default_factory=dict)  # "<teacher>/<layer>"
@@ -119,10 +120,16 @@ def jensen_shannon(inputs: TermInputs, beta: float = 0.5) -> torch.Tensor:
 @TERMS.register("logit_mse")
 def logit_mse(inputs: TermInputs) -> torch.Tensor:
     """Ba and Caruana (2014), "Do Deep Nets Really Need to be Deep?": mean_c (z_s - z_t)^2.
-    Needs dense teacher logits (top-k records carry log-probabilities only)."""
+    Records carry a distribution's logits up to a shift per row, T log p(T), so both sides are
+    centred per row (the zero-mean logits of Hinton et al.'s logit-matching limit); an
+    encoder's embeddings are matched as they are. Needs dense records (top-k and sampled
+    records carry a few log-probabilities only)."""
     if inputs.teacher_logits is None:
         raise ValueError("distillation term 'logit_mse' needs dense teacher logits")
-    return F.mse_loss(inputs.student_logits, inputs.teacher_logits)
+    student = inputs.student_logits
+    if inputs.centred_logits:
+        student = student - student.mean(dim=-1, keepdim=True)
+    return F.mse_loss(student, inputs.teacher_logits)
 
 
 def _target_split(logprob: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

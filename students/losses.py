@@ -172,6 +172,7 @@ class CompositeLoss:
                                     targets.static_weights().to(device), labels, gate_logits, columns)
             inputs.teacher_logprob = merged.logprob
             inputs.teacher_logits = targets.logits(merged.weights).to(device) if self.needs_logits else None
+            inputs.centred_logits = targets.centred_logits
             inputs.teacher_features = {k: v.to(device) for k, v in targets.features().items()}
             out.update({f"teacher_weight/{n}": w for n, w in merged.mean_weights(targets.names).items()})
             if merged.gate_loss is not None:

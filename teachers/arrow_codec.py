@@ -2,7 +2,8 @@
 
 One row per sample. A top-k record has columns `topk_idx` (int32[k]), `topk_logprob`
 (float16[k]) and `tail_logprob` (float32); a sampled record `topk_idx`, `topk_logprob` and
-`sample_weight` (float16[k]); a dense record has `logits` (float32[C]). Named
+`sample_weight` (float16[k]); a dense record has `logprob` (float32[C]) and an embedding record
+`logits` (float32[d]). Named
 features are `feature/<name>` (float16[d]); the offline store adds `sample` (int64, the row of
 the dataset split). Everything else a record carries (teacher, version, temperature, output
 space, batch id, schema version) is schema metadata, so the per-row cost is the ideal payload.
@@ -48,7 +49,7 @@ def record_schema(record: SoftTargets, *, with_sample: bool = False, batch_id: O
     if with_sample:
         fields.append(pa.field(SAMPLE_COLUMN, pa.int64(), nullable=False))
     if record.is_dense:
-        fields.append(pa.field("logits", pa.list_(pa.float32(), record.num_classes), nullable=False))
+        fields.append(pa.field(_DENSE_COLUMN[record.kind], pa.list_(pa.float32(), record.num_classes), nullable=False))
     else:
         fields += [pa.field(name, value_type, nullable=False)
                    for name, value_type in _sparse_fields(record.kind, int(record.topk_idx.shape[1])).items()]
@@ -79,7 +80,7 @@ def to_table(record: SoftTargets, sample: Optional[np.ndarray] = None,
         schema = schema.insert(len(columns), pa.field(ROW_ID_COLUMN, pa.string(), nullable=False))
         columns.append(pa.array(np.asarray(row_ids).astype(str), pa.string()))
     if record.is_dense:
-        columns.append(fixed_size_list(record.logits, pa.float32()))
+        columns.append(fixed_size_list(getattr(record, _DENSE_COLUMN[record.kind]), pa.float32()))
     else:
         columns += [fixed_size_list(record.topk_idx, pa.int32()), fixed_size_list(record.topk_logprob, pa.float16())]
         columns.append(fixed_size_list(record.sample_weight, pa.float16()) if record.is_sampled
@@ -87,6 +88,9 @@ def to_table(record: SoftTargets, sample: Optional[np.ndarray] = None,
     for value in record.features.values():
         columns.append(fixed_size_list(value.reshape(len(value), -1), pa.float16()))
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+_DENSE_COLUMN = {"dense": "logprob", "embedding": "logits"}  # the kinds with whole rows, and their column
 
 
 def _sparse_fields(kind: str, k: int) -> dict[str, pa.DataType]:
@@ -217,8 +221,9 @@ def table_to_record(table: pa.Table, *, source: str, batch_id: Optional[str] = N
                          teacher_version=meta["teacher_version"], temperature=temperature,
                          output_space=meta["output_space"], num_classes=num_classes)
     try:
-        if meta["kind"] == "dense":
-            record.logits = _matrix(table, "logits", np.float32)
+        if meta["kind"] in _DENSE_COLUMN:
+            column = _DENSE_COLUMN[meta["kind"]]
+            setattr(record, column, _matrix(table, column, np.float32))
         else:
             record.topk_idx = _matrix(table, "topk_idx", np.int32)
             record.topk_logprob = _matrix(table, "topk_logprob", np.float16)
@@ -238,9 +243,9 @@ def table_to_record(table: pa.Table, *, source: str, batch_id: Optional[str] = N
 
 
 def _expected_columns(schema: pa.Schema, kind: str, num_classes: int, feature_shapes, source: str) -> set[str]:
-    if kind == "dense":
-        _expect_field(schema, "logits", pa.list_(pa.float32(), num_classes), source)
-        names = {"logits"}
+    if kind in _DENSE_COLUMN:
+        _expect_field(schema, _DENSE_COLUMN[kind], pa.list_(pa.float32(), num_classes), source)
+        names = {_DENSE_COLUMN[kind]}
     elif kind in ("topk", "sampled"):
         index = schema.get_field_index("topk_idx")
         k = schema.field(index).type.list_size if index >= 0 and pa.types.is_fixed_size_list(
@@ -252,7 +257,8 @@ def _expected_columns(schema: pa.Schema, kind: str, num_classes: int, feature_sh
             _expect_field(schema, name, value_type, source)
         names = set(fields)
     else:
-        raise SoftTargetDecodeError(f"{source}: record kind {kind[:20]!r} is not 'dense', 'topk' or 'sampled'")
+        raise SoftTargetDecodeError(f"{source}: record kind {kind[:20]!r} is not 'dense', 'embedding', 'topk' or "
+                                    f"'sampled'")
     if not isinstance(feature_shapes, dict):
         raise SoftTargetDecodeError(f"{source}: features metadata must map names to shapes")
     for name, shape in feature_shapes.items():

@@ -1,12 +1,21 @@
 """The soft-target record (DESIGN.md, "Soft targets") and its validation.
 
-A record holds one teacher's answer for one batch, of one of three kinds: dense `logits` for
-small output spaces; `topk`, the k likeliest tokens of the temperature-scaled distribution with
-their log-probabilities and the log of the mass outside them; or `sampled`, k tokens drawn from
-that distribution with their log-probabilities and importance weights, so that
-sum_j weight_j * [token_j = v] is an unbiased estimate of p(v) (Anshumann et al., 2025,
-"Sparse Logit Sampling"). Inside Ray records travel as numpy arrays; nothing here imports ray
-or torch.
+One temperature convention holds for every kind: a record describes the teacher's distribution
+p = softmax(z / T) at the record's `temperature` T, which must be the run's, by log-probabilities
+of p. The teacher applies T once, when it packs the record; a student never divides a record's
+values by T again. A record holds one teacher's answer for one batch, of one of these kinds:
+
+- `dense`: `logprob` [B, C], log p for every class (small output spaces); each row's
+  probabilities sum to one, which validation checks, so raw logits are refused;
+- `topk`: the k likeliest tokens of p with their log-probabilities and the log of the mass
+  outside them;
+- `sampled`: k tokens drawn from p with their log-probabilities and importance weights, so that
+  sum_j weight_j * [token_j = v] is an unbiased estimate of p(v) (Anshumann et al., 2025,
+  "Sparse Logit Sampling");
+- `embedding`: `logits` [B, d], the raw output of a sentence encoder (`embedding:d` output
+  spaces), which is no distribution: no temperature applies to it.
+
+Inside Ray records travel as numpy arrays; nothing here imports ray or torch.
 """
 
 from __future__ import annotations
@@ -20,9 +29,10 @@ import numpy as np
 
 from teachers.errors import SoftTargetError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: dense records carry log-probabilities at T (1: raw logits); sampled records
 # A distribution's probabilities sum to one up to float16 rounding of k log-probs.
 _MASS_TOLERANCE = 2e-2
+_DENSE_MASS_TOLERANCE = 1e-3  # float32 log-probabilities of every class
 
 
 @dataclass
@@ -33,7 +43,8 @@ class SoftTargets:
     temperature: float
     output_space: str
     num_classes: int
-    logits: Optional[np.ndarray] = None        # float32 [B, C], raw (not temperature-scaled)
+    logprob: Optional[np.ndarray] = None       # float32 [B, C] of softmax(logits / T) (dense)
+    logits: Optional[np.ndarray] = None        # float32 [B, d], a sentence embedding (embedding)
     topk_idx: Optional[np.ndarray] = None      # int32 [B, k]: the top k, or k draws (sampled)
     topk_logprob: Optional[np.ndarray] = None  # float16/32 [B, k] of softmax(logits / T)
     tail_logprob: Optional[np.ndarray] = None  # float32 [B], log of the mass outside the top k (topk)
@@ -43,7 +54,8 @@ class SoftTargets:
 
     @property
     def is_dense(self) -> bool:
-        return self.logits is not None
+        """Whole rows: a dense distribution or an embedding."""
+        return self.logprob is not None or self.logits is not None
 
     @property
     def is_sampled(self) -> bool:
@@ -51,11 +63,14 @@ class SoftTargets:
 
     @property
     def kind(self) -> str:
-        return "dense" if self.is_dense else "sampled" if self.is_sampled else "topk"
+        if self.is_dense:
+            return "dense" if self.logprob is not None else "embedding"
+        return "sampled" if self.is_sampled else "topk"
 
     @property
     def batch_size(self) -> int:
-        return int((self.logits if self.is_dense else self.topk_idx).shape[0])
+        rows = next(a for a in (self.logprob, self.logits, self.topk_idx) if a is not None)
+        return int(rows.shape[0])
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
@@ -69,14 +84,17 @@ TARGET_KINDS = ("topk", "sampled")  # how a record over more than dense_max_clas
 def pack_soft_targets(logits: np.ndarray, *, batch_id: str, teacher: str, teacher_version: str,
                       temperature: float, output_space: str, dense_max_classes: int, top_k: int,
                       target_kind: str = "topk", seed: int = 0) -> SoftTargets:
-    """Turn a teacher's logits [B, C] into a record: dense when C is small, else top-k + tail,
-    or (`target_kind` sampled) `top_k` draws from each row's distribution."""
+    """Turn a teacher's logits [B, C] into a record at `temperature`: dense log-probabilities
+    when C is small, else top-k + tail, or (`target_kind` sampled) `top_k` draws from each row's
+    distribution. A sentence encoder's output (`embedding:` spaces) travels raw."""
     logits = np.asarray(logits, dtype=np.float32)
     num_classes = int(logits.shape[-1])
     meta = dict(batch_id=batch_id, teacher=teacher, teacher_version=teacher_version,
                 temperature=float(temperature), output_space=output_space, num_classes=num_classes)
-    if num_classes <= dense_max_classes:
+    if output_space.startswith("embedding:"):
         return SoftTargets(logits=logits, **meta)
+    if num_classes <= dense_max_classes:
+        return SoftTargets(logprob=_log_softmax(logits / temperature), **meta)
     if target_kind not in TARGET_KINDS:
         raise ValueError(f"target kind {target_kind!r} is unknown; known: {', '.join(TARGET_KINDS)}")
     k = min(top_k, num_classes)
@@ -108,7 +126,7 @@ def _sampled(logprob: np.ndarray, k: int, rng: np.random.Generator, meta: dict) 
                        sample_weight=np.full((rows, k), 1.0 / k, dtype=np.float16), **meta)
 
 
-ROW_ARRAYS = ("logits", "topk_idx", "topk_logprob", "tail_logprob", "sample_weight")
+ROW_ARRAYS = ("logprob", "logits", "topk_idx", "topk_logprob", "tail_logprob", "sample_weight")
 
 
 def select_rows(record: SoftTargets, rows: np.ndarray, batch_id: str) -> SoftTargets:
@@ -176,13 +194,22 @@ def check_record_values(record: SoftTargets) -> None:
 
 
 def _check_dense(record: SoftTargets) -> None:
-    logits = record.logits
-    if not isinstance(logits, np.ndarray) or logits.ndim != 2 or logits.shape[1] != record.num_classes:
-        _fail(record, f"logits shape {getattr(logits, 'shape', None)}, expected [B, {record.num_classes}]")
-    if logits.dtype.kind != "f":
-        _fail(record, f"logits dtype {logits.dtype}, expected a float dtype")
-    if not np.isfinite(logits).all():
-        _fail(record, f"{int((~np.isfinite(logits)).sum())} logits are NaN or Inf")
+    values = record.logprob if record.logprob is not None else record.logits
+    name = "logprob" if record.logprob is not None else "logits"
+    if not isinstance(values, np.ndarray) or values.ndim != 2 or values.shape[1] != record.num_classes:
+        _fail(record, f"{name} shape {getattr(values, 'shape', None)}, expected [B, {record.num_classes}]")
+    if values.dtype.kind != "f":
+        _fail(record, f"{name} dtype {values.dtype}, expected a float dtype")
+    if not np.isfinite(values).all():
+        _fail(record, f"{int((~np.isfinite(values)).sum())} {name} values are NaN or Inf")
+    if record.logprob is not None and record.logits is not None:
+        _fail(record, "a record is a dense distribution (logprob) or an embedding (logits), not both")
+    if record.logprob is not None and len(values):
+        mass = np.exp(values.astype(np.float64)).sum(-1)
+        worst = int(np.abs(mass - 1.0).argmax())
+        if abs(mass[worst] - 1.0) > _DENSE_MASS_TOLERANCE:
+            _fail(record, f"row {worst}'s probabilities sum to {mass[worst]:.4g}, not 1: dense records carry "
+                          f"log-probabilities at the record's temperature, log_softmax(logits / T), not raw logits")
 
 
 def _check_entries(record: SoftTargets, second: str, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -2,7 +2,8 @@
 
 Merging happens in probability space: the mixture sum_i w_i p_i(T) of the teachers'
 temperature-scaled distributions (weights renormalised over the teachers that answered).
-Logit matching merges raw logits linearly instead.
+Logit matching merges logits linearly instead: T log p_i(T), which are the teacher's logits up to
+a shift per row (softmax ignores it), centred; or a sentence encoder's raw embeddings.
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ from teachers.soft_targets import SoftTargets
 def record_logprob(record: SoftTargets, temperature: float) -> torch.Tensor:
     """Temperature-scaled log-distribution [B, C] of one record.
 
-    Dense records apply the temperature here; top-k records already carry it and spread the
-    tail mass evenly over the classes outside their top k.
+    Dense and top-k records carry it at their temperature (`teachers.soft_targets`); top-k
+    records spread the tail mass evenly over the classes outside their top k. An embedding
+    record is no distribution: its softmax at `temperature` stands in where a merge asks.
     """
-    if record.is_dense:
+    if record.logprob is not None:
+        return torch.tensor(record.logprob, dtype=torch.float32)
+    if record.logits is not None:
         return torch.log_softmax(torch.tensor(record.logits, dtype=torch.float32) / temperature, dim=-1)
     if record.is_sampled:
         raise ValueError(f"teacher {record.teacher!r} sent sampled targets for batch {record.batch_id!r}: they "
@@ -72,15 +76,26 @@ class TeacherTargets:
         return {f"{name}/{layer}": torch.from_numpy(np.asarray(value, dtype=np.float32))
                 for name, rec in self.records.items() for layer, value in rec.features.items()}
 
+    @property
+    def centred_logits(self) -> bool:
+        """Whether `logits` are known up to a shift per row only (distributions), so that logit
+        matching compares centred logits; embeddings are matched as they are."""
+        return any(rec.logprob is not None for rec in self.records.values())
+
     def logits(self, sample_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """sum_i w_i z_i of dense logits, shape [B, C]; `sample_weights` [B, N] replaces the
-        static weights with per-sample ones (in the order of `names`)."""
+        """sum_i w_i z_i of dense rows, shape [B, C]: the centred logits T log p_i(T) of
+        distributions, or raw embeddings; `sample_weights` [B, N] replaces the static weights
+        with per-sample ones (in the order of `names`)."""
         out = None
         for i, (name, rec) in enumerate(self.records.items()):
             if not rec.is_dense:
-                raise ValueError(f"logit matching needs dense logits; teacher {name!r} sent top-k "
+                raise ValueError(f"logit matching needs dense logits; teacher {name!r} sent {rec.kind} targets "
                                  "(raise distill.dense_max_classes or use loss hinton_kd)")
             weight = self.weights[name] if sample_weights is None else sample_weights[:, i, None].cpu()
-            part = torch.tensor(rec.logits, dtype=torch.float32) * weight
+            if rec.logprob is not None:
+                z = torch.tensor(rec.logprob, dtype=torch.float32) * rec.temperature
+                part = (z - z.mean(dim=-1, keepdim=True)) * weight
+            else:
+                part = torch.tensor(rec.logits, dtype=torch.float32) * weight
             out = part if out is None else out + part
         return out

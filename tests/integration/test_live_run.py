@@ -115,7 +115,7 @@ def test_serve_grpc_ingress_answers_a_plain_grpc_client(live):
     assert info.name == "cnn" and info.output_space == "classes:10" and info.schema_version == 1
     assert chunks[-1].last_chunk and {c.batch_id for c in chunks} == {"outside-0"}
     record = decode(b"".join(c.payload_chunk for c in chunks))
-    assert record.teacher == "cnn" and record.logits.shape == (5, 10) and record.temperature == 4.0
+    assert record.teacher == "cnn" and record.logprob.shape == (5, 10) and record.temperature == 4.0
     with pytest.raises(grpc.RpcError) as refused:
         ingress_call(live.grpc_port, "not-the-token", x)
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -23,7 +23,7 @@ def assert_same(a, b):
     for name in ("batch_id", "teacher", "teacher_version", "temperature", "output_space", "num_classes",
                  "schema_version"):
         assert getattr(a, name) == getattr(b, name), name
-    for name in ("logits", "topk_idx", "topk_logprob", "tail_logprob"):
+    for name in ("logprob", "logits", "topk_idx", "topk_logprob", "tail_logprob", "sample_weight"):
         x, y = getattr(a, name), getattr(b, name)
         assert (x is None) == (y is None), name
         if x is not None:
@@ -69,11 +69,11 @@ def test_parquet_uses_the_same_codec(tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda m: m.__setitem__(b"distillery.schema_version", b"2"), "schema version 2"),
+    (lambda m: m.__setitem__(b"distillery.schema_version", b"1"), "schema version 1; this side reads version 2"),
     (lambda m: m.pop(b"distillery.teacher"), "lacks distillery.teacher"),
     (lambda m: m.__setitem__(b"distillery.num_classes", b"3"), "topk_idx|indices|k <="),
     (lambda m: m.__setitem__(b"distillery.temperature", b"nan"), "temperature"),
-    (lambda m: m.__setitem__(b"distillery.kind", b"sparse"), "is not .dense., .topk. or .sampled."),
+    (lambda m: m.__setitem__(b"distillery.kind", b"sparse"), "is not .dense., .embedding., .topk. or .sampled."),
 ])
 def test_bad_metadata_is_refused(change, message):
     table = to_table(make_record(classes=10, k=5, dense=False))
@@ -89,7 +89,7 @@ def test_bad_values_are_refused():
     with pytest.raises(SoftTargetDecodeError, match="outside"):
         decode(encode(rec), source="teacher x")
     rec = make_record()
-    rec.logits[1, 1] = np.inf
+    rec.logprob[1, 1] = np.inf
     with pytest.raises(SoftTargetDecodeError, match="NaN or Inf"):
         decode(encode(rec))
 

@@ -35,11 +35,12 @@ def _record(dense: bool = True, **changes):
 
 
 @pytest.mark.parametrize("dense, change, expected", [
-    (True, {"logits": np.full((4, 10), np.nan, dtype=np.float32)}, "NaN or Inf"),
-    (True, {"logits": np.full((4, 10), np.inf, dtype=np.float32)}, "NaN or Inf"),
-    (True, {"logits": np.zeros((3, 10), dtype=np.float32)}, "does not fit a batch of 4 rows"),
-    (True, {"logits": np.zeros((4, 9), dtype=np.float32)}, "logits shape (4, 9)"),
-    (True, {"logits": np.zeros((4, 10), dtype=np.int32)}, "expected a float dtype"),
+    (True, {"logprob": np.full((4, 10), np.nan, dtype=np.float32)}, "NaN or Inf"),
+    (True, {"logprob": np.full((4, 10), np.inf, dtype=np.float32)}, "NaN or Inf"),
+    (True, {"logprob": np.zeros((4, 10), dtype=np.float32)}, "probabilities sum to 10, not 1"),
+    (True, {"logprob": np.full((3, 10), -np.log(10), dtype=np.float32)}, "does not fit a batch of 4 rows"),
+    (True, {"logprob": np.zeros((4, 9), dtype=np.float32)}, "logprob shape (4, 9)"),
+    (True, {"logprob": np.zeros((4, 10), dtype=np.int32)}, "expected a float dtype"),
     (False, {"topk_idx": lambda idx: idx + 10}, "top-k token ids 11..19 fall outside [0, 10)"),
     (False, {"tail_logprob": lambda tail: tail - 3.0}, "not 1"),
     (True, {"output_space": "classes:12"}, "does not match the student's"),
@@ -53,6 +54,6 @@ def test_a_bad_record_is_refused_before_any_weight_changes(dense, change, expect
     with pytest.raises(SoftTargetError) as err:
         record = validate_soft_targets(_record(dense, **change), batch_id="b7", batch_size=4, output_space="classes:10",
                                        temperature=2.0, teacher_version="v1")
-        torch.nn.functional.mse_loss(student(torch.ones(4, 3)), torch.from_numpy(record.logits)).backward()
+        torch.nn.functional.mse_loss(student(torch.ones(4, 3)), torch.from_numpy(record.logprob)).backward()
     assert expected in str(err.value) and "mlp" in str(err.value)
     assert all(torch.equal(a, b) for a, b in zip(before, student.parameters()))

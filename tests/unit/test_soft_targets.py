@@ -29,10 +29,13 @@ def test_good_records_pass():
 
 
 @pytest.mark.parametrize("mutate, message", [
-    (lambda r: r.logits.__setitem__((0, 0), np.nan), "NaN or Inf"),
-    (lambda r: r.logits.__setitem__((1, 3), np.inf), "NaN or Inf"),
-    (lambda r: setattr(r, "logits", r.logits[:3]), "shape"),
-    (lambda r: setattr(r, "logits", r.logits.astype(np.int64)), "dtype"),
+    (lambda r: r.logprob.__setitem__((0, 0), np.nan), "NaN or Inf"),
+    (lambda r: r.logprob.__setitem__((1, 3), np.inf), "NaN or Inf"),
+    (lambda r: setattr(r, "logprob", r.logprob[:3]), "shape"),
+    (lambda r: setattr(r, "logprob", r.logprob.astype(np.int64)), "dtype"),
+    (lambda r: setattr(r, "logprob", r.logprob * 4.0), r"row \d's probabilities sum to .*, not 1: dense records carry "
+                                                       r"log-probabilities at the record's temperature"),
+    (lambda r: setattr(r, "logits", r.logprob.copy()), "a dense distribution .* or an embedding .*, not both"),
     (lambda r: setattr(r, "batch_id", "e0-s1-b3"), "answers batch"),
     (lambda r: setattr(r, "output_space", "classes:12"), "output space"),
     (lambda r: setattr(r, "teacher_version", "zzz"), "version changed"),
@@ -68,3 +71,21 @@ def test_bad_topk_records_are_refused(mutate, message):
 def test_something_that_is_not_a_record_is_refused():
     with pytest.raises(SoftTargetError, match="expected a SoftTargets"):
         validate_soft_targets({"logits": 1}, batch_id="b", batch_size=1, output_space="classes:10", temperature=1.0)
+
+
+def test_every_kind_carries_the_distribution_at_the_records_temperature():
+    """Dense, top-k and sampled records of the same logits agree on log p(T) wherever they
+    overlap; no consumer divides by T again."""
+    logits = np.random.default_rng(3).normal(scale=3.0, size=(4, 40)).astype(np.float32)
+    pack = dict(batch_id="b", teacher="t", teacher_version="v", temperature=2.5, output_space="classes:40", top_k=6)
+    dense = pack_soft_targets(logits, dense_max_classes=40, **pack)
+    topk = pack_soft_targets(logits, dense_max_classes=1, **pack)
+    sampled = pack_soft_targets(logits, dense_max_classes=1, target_kind="sampled", **pack)
+    z = logits / 2.5
+    expected = z - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)) - z.max(1, keepdims=True)
+    np.testing.assert_allclose(dense.logprob, expected, atol=1e-5)
+    for record in (topk, sampled):
+        np.testing.assert_allclose(record.topk_logprob, np.take_along_axis(expected, record.topk_idx, 1), atol=5e-3)
+    assert [r.kind for r in (dense, topk, sampled)] == ["dense", "topk", "sampled"]
+    embedding = pack_soft_targets(logits, dense_max_classes=1, **{**pack, "output_space": "embedding:40"})
+    assert embedding.kind == "embedding" and np.array_equal(embedding.logits, logits)  # no temperature

@@ -120,7 +120,7 @@ def test_teacher_records_have_one_row_per_target_token_dense_topk_and_chunked(se
         np.testing.assert_array_equal(a.topk_idx, b.topk_idx)
         np.testing.assert_allclose(a.tail_logprob, b.tail_logprob, atol=1e-5)
     dense = teacher.records(batches, dense_max_classes=4096)
-    assert dense[0].is_dense and dense[0].logits.shape == (rows[0], 1024)
+    assert dense[0].is_dense and dense[0].logprob.shape == (rows[0], 1024)
     top128 = teacher.records(batches, top_k=128)
     assert top128[1].topk_idx.shape == (rows[1], 128)
     parts = teacher.perplexity(sequences)
@@ -139,7 +139,7 @@ def test_concat_rows_joins_chunks_in_order():
     np.testing.assert_array_equal(joined.topk_logprob, whole.topk_logprob)
     dense = concat_rows([pack_soft_targets(logits[:4], dense_max_classes=64, top_k=5, **meta),
                          pack_soft_targets(logits[4:], dense_max_classes=64, top_k=5, **meta)])
-    np.testing.assert_array_equal(dense.logits, logits)
+    np.testing.assert_allclose(dense.logprob, torch.log_softmax(torch.from_numpy(logits), -1).numpy(), atol=1e-5)
 
 
 @pytest.mark.parametrize("term", ["kd", "reverse_kl", "jsd"])
@@ -150,10 +150,10 @@ def test_token_kd_terms_average_over_target_tokens(sequences, term):
     ids = torch.from_numpy(sequences)
     record = teacher.records([Batch.of_inputs("b", sequences)])[0]
     torch.manual_seed(1)
-    student = torch.randn(len(record.logits), 1024, requires_grad=True)
+    student = torch.randn(len(record.logprob), 1024, requires_grad=True)
     labels = target_labels(ids, SPECIALS)
     out = CompositeLoss([Term(term)], temperature=2.0)(student, labels, TeacherTargets({"gpt": record}, {"gpt": 1.0}))
-    p_t = F.log_softmax(torch.from_numpy(record.logits) / 2.0, -1)
+    p_t = torch.from_numpy(record.logprob)  # at the record's temperature, 2
     p_s = F.log_softmax(student / 2.0, -1)
     kl = lambda a, b: (a.exp() * (a - b)).sum(-1)  # noqa: E731
     if term == "kd":

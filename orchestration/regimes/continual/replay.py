@@ -26,7 +26,6 @@ class MemoryTargets:
     """
 
     def __init__(self, folders: list[str], temperature: float):
-        self.temperature = temperature
         self.logprob: dict[int, np.ndarray] = {}
         for folder in folders:
             manifest = Manifest.read(Path(folder))
@@ -46,11 +45,11 @@ class MemoryTargets:
             return targets, 0
         records = {}
         for name, record in targets.records.items():
-            if not record.is_dense:
-                raise ValueError(f"replay with stored targets patches dense records; teacher {name!r} sent top-k "
-                                 f"(raise distill.dense_max_classes)")
-            logits = record.logits.copy()
-            for i, logprob in hits:  # T * log p(T) has softmax(./T) = p(T): the stored distribution exactly
-                logits[i] = self.temperature * logprob
-            records[name] = replace(record, logits=logits)
+            if record.logprob is None:
+                raise ValueError(f"replay with stored targets patches dense records; teacher {name!r} sent "
+                                 f"{record.kind} targets (raise distill.dense_max_classes)")
+            patched = record.logprob.copy()
+            for i, logprob in hits:  # both at the run's temperature
+                patched[i] = logprob
+            records[name] = replace(record, logprob=patched)
         return TeacherTargets(records, targets.weights), len(hits)
