@@ -11,6 +11,9 @@ records, then times one forward and backward of the `kd` term and reads the proc
 resident memory (Linux's ru_maxrss). What an arm holds beyond the logits and their gradient is
 that peak less the resident memory before the loss and less the gradient's bytes. Reports the
 medians, and the median of the per-repeat ratios (dense / sparse) with their min and max.
+Two more arms run in each repeat for reference: the sparse path with the hard-label `ce` term
+beside `kd` (0.5 each, what a language-model method trains with; `ce` in row chunks too), and
+`kd` from sampled records of k draws per teacher instead of the top k.
 Results go to `benchmarks/results/kd_memory.{md,json}`.
 """
 
@@ -32,9 +35,13 @@ RESULTS = Path(__file__).parent / "results"
 TEMPERATURE = 2.0
 
 
-def _records(rows: int, vocab: int, top_k: int, teachers: int, seed: int):
+ARMS = ("dense", "sparse", "sparse, ce + kd", "sampled")
+
+
+def _records(rows: int, vocab: int, top_k: int, teachers: int, seed: int, sampled: bool = False):
     """Top-k records like a language-model teacher's: k distinct ids per row, their
-    log-probabilities at T (float16, as on the wire) and the tail's."""
+    log-probabilities at T (float16, as on the wire) and the tail's; or (`sampled`) k draws
+    from those ids by their mass, each with the importance weight 1/k."""
     from teachers import TeacherTargets
     from teachers.soft_targets import SoftTargets
 
@@ -43,6 +50,14 @@ def _records(rows: int, vocab: int, top_k: int, teachers: int, seed: int):
     for t in range(teachers):
         ids = np.stack([rng.choice(vocab, top_k, replace=False) for _ in range(rows)]).astype(np.int32)
         mass = rng.dirichlet(np.ones(top_k + 1) * 0.3, size=rows)  # the last share is the tail's
+        if sampled:
+            pick = np.stack([rng.choice(top_k, top_k, p=m[:top_k] / m[:top_k].sum()) for m in mass])
+            records[f"t{t}"] = SoftTargets(
+                batch_id="bench", teacher=f"t{t}", teacher_version="1", temperature=TEMPERATURE,
+                output_space=f"tokens:{vocab}", num_classes=vocab, topk_idx=np.take_along_axis(ids, pick, 1),
+                topk_logprob=np.log(np.take_along_axis(mass, pick, 1)).astype(np.float16),
+                sample_weight=np.full((rows, top_k), 1 / top_k, np.float16))
+            continue
         records[f"t{t}"] = SoftTargets(batch_id="bench", teacher=f"t{t}", teacher_version="1", temperature=TEMPERATURE,
                                        output_space=f"tokens:{vocab}", num_classes=vocab, topk_idx=ids,
                                        topk_logprob=np.log(mass[:, :top_k]).astype(np.float16),
@@ -68,13 +83,15 @@ def run_arm(arm: str, rows: int, vocab: int, top_k: int, teachers: int) -> dict[
     from students.weighting import Weighting, merge_teachers
 
     torch.set_num_threads(2)
-    targets = _records(rows, vocab, top_k, teachers, seed=0)
+    targets = _records(rows, vocab, top_k, teachers, seed=0, sampled=arm == "sampled")
     logits = (torch.randn(rows, vocab, generator=torch.Generator().manual_seed(1)) * 3).requires_grad_()
     labels = torch.zeros(rows, dtype=torch.long)
     before = _current_mb()
     start = time.perf_counter()
-    if arm == "sparse":
+    if arm in ("sparse", "sampled"):
         loss = CompositeLoss([Term("kd")], TEMPERATURE)(logits, labels, targets)["kd"]
+    elif arm == "sparse, ce + kd":
+        loss = CompositeLoss([Term("ce", 0.5), Term("kd", 0.5)], TEMPERATURE)(logits, labels, targets)["total"]
     else:  # today's path for top-k records: dense [N, B, V], merged, dense KL
         merged = merge_teachers(Weighting(), targets.names, targets.stacked_logprob(TEMPERATURE),
                                 targets.static_weights(), labels)
@@ -82,7 +99,7 @@ def run_arm(arm: str, rows: int, vocab: int, top_k: int, teachers: int) -> dict[
     loss.backward()
     seconds = time.perf_counter() - start
     logits_mb = logits.numel() * 4 / 2**20
-    return {"seconds": seconds, "loss": float(loss), "peak_rss_mb": _peak_mb(), "before_mb": before,
+    return {"seconds": seconds, "loss": float(loss.detach()), "peak_rss_mb": _peak_mb(), "before_mb": before,
             "logits_mb": logits_mb, "beyond_logits_and_grad_mb": _peak_mb() - before - logits_mb}
 
 
@@ -100,16 +117,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--top-k", type=int, default=64)
     parser.add_argument("--teachers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--arm", choices=("dense", "sparse"), help=argparse.SUPPRESS)  # one arm, in this process
+    parser.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)  # one arm, in this process
     args = parser.parse_args(argv)
     if args.arm:
         print(json.dumps(run_arm(args.arm, args.rows, args.vocab, args.top_k, args.teachers)))
         return
     from benchmarks.machine import describe_machine
 
-    arms: dict[str, list[dict[str, float]]] = {"dense": [], "sparse": []}
+    arms: dict[str, list[dict[str, float]]] = {arm: [] for arm in ARMS}
     for repeat in range(args.repeats):
-        for arm in (("dense", "sparse") if repeat % 2 == 0 else ("sparse", "dense")):
+        for arm in (ARMS if repeat % 2 == 0 else ARMS[::-1]):
             arms[arm].append(_arm_in_process(arm, args))
             print(f"repeat {repeat} {arm}: {arms[arm][-1]}", flush=True)
     ratios = {key: [d[key] / s[key] for d, s in zip(arms["dense"], arms["sparse"])]
@@ -135,7 +152,7 @@ def _report(r: dict[str, Any]) -> str:
              "| path | seconds (median) | beyond the logits and their gradient, MB (median) | "
              "share of the logits and their gradient |",
              "|---|---:|---:|---:|"]
-    for arm in ("dense", "sparse"):
+    for arm in r["arms"]:
         beyond = med(arm, "beyond_logits_and_grad_mb")
         lines.append(f"| {arm} | {med(arm, 'seconds'):.2f} | {beyond:,.0f} | {beyond / (2 * logits):.1%} |")
     ratio = r["ratios"]

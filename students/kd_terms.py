@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from cluster import Registry
-from students.sparse_kd import SampledTargets, SparseTargets, sparse_term
+from students.sparse_kd import CHUNK_ELEMENTS, SampledTargets, SparseTargets, chunked_cross_entropy, sparse_term
 
 TermFn = Callable[..., torch.Tensor]
 TERMS: Registry[TermFn] = Registry("distillation term")
@@ -58,7 +58,10 @@ def _kl(p_log: torch.Tensor, q_log: torch.Tensor) -> torch.Tensor:
 
 @TERMS.register("ce")
 def ce(inputs: TermInputs) -> torch.Tensor:
-    """Cross-entropy with the hard labels."""
+    """Cross-entropy with the hard labels; over more than one chunk of logits (a language
+    model's vocabulary), in row chunks that hold no full-size log-softmax."""
+    if inputs.student_logits.numel() > CHUNK_ELEMENTS:
+        return chunked_cross_entropy(inputs.student_logits, inputs.labels)
     return F.cross_entropy(inputs.student_logits, inputs.labels)
 
 

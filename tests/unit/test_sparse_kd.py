@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from students.losses import CompositeLoss, Term
-from students.sparse_kd import SparseTeacher, merge_sparse, sparse_term
+from students.sparse_kd import SparseTeacher, chunked_cross_entropy, merge_sparse, sparse_term
 from students.weighting import Weighting
 from teachers import TeacherTargets
 from teachers.soft_targets import pack_soft_targets
@@ -138,3 +138,15 @@ def test_a_repeated_token_counts_once_and_a_full_vocabulary_has_no_tail():
     s = torch.log_softmax(z, -1)
     assert sparse_term("reverse_kl", z, 1.0, merged).item() == pytest.approx((s.exp() * (s - dense)).sum().item(),
                                                                            rel=1e-5)
+
+
+def test_chunked_cross_entropy_equals_torchs_in_value_and_gradient():
+    z = torch.randn(B, V, generator=torch.Generator().manual_seed(5)) * 3
+    labels = torch.randint(0, V, (B,), generator=torch.Generator().manual_seed(6))
+    reference, chunked = z.clone().requires_grad_(), z.clone().requires_grad_()
+    expected = torch.nn.functional.cross_entropy(reference, labels)
+    expected.backward()
+    value = chunked_cross_entropy(chunked, labels, chunk_rows=5)
+    value.backward()
+    torch.testing.assert_close(value, expected, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(chunked.grad, reference.grad, rtol=1e-5, atol=1e-7)
