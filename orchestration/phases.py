@@ -86,13 +86,14 @@ def teachers_of(cfg: RunConfig, method: Optional[Any]) -> dict[str, Any]:
 
 
 def dense_reference(cfg: RunConfig) -> tuple[str, list[str]]:
-    """(the first KD method with dense soft targets, the top-k methods with the same terms): how
-    much of dense KD's gain top-k keeps. ("", []) when the run has no such pair."""
+    """(the first KD method with dense soft targets, the top-k and sampled methods with the same
+    terms): how much of dense KD's gain they keep. ("", []) when the run has no such pair."""
     methods = cfg.distill.methods or {}
-    dense = next((name for name, m in methods.items() if m.dense and not m.quantize), "")
+    dense = next((name for name, m in methods.items() if m.target_form[0] == "dense" and not m.quantize), "")
     if not dense:
         return "", []
-    return dense, [name for name, m in methods.items() if m.top_k is not None and m.terms == methods[dense].terms]
+    return dense, [name for name, m in methods.items()
+                   if m.target_form[0] in ("topk", "sampled") and m.terms == methods[dense].terms]
 
 
 class PlainRegime:

@@ -38,7 +38,7 @@ def metric_of(phases: dict[str, dict[str, Any]]) -> str:
 
 def retained_gain_lines(rows: list[dict[str, Any]], reference: str, compared: list[str]) -> list[str]:
     """How much of method `reference`'s gain over the baseline each of the `compared` methods
-    keeps, as a ratio (top-k soft targets against dense ones: 1.0 keeps all of it)."""
+    keeps, as a ratio (top-k or sampled soft targets against dense ones: 1.0 keeps all of it)."""
     gains = {r["kind"]: g for r in rows if r["kind"].startswith("kd")
              for g in [kd_gains(rows).get(r["model"])] if g is not None}
     full = gains.get(f"kd:{reference}")

@@ -369,10 +369,17 @@ class MethodConfig(Strict):
             raise ValueError("targets: say the soft-target form once; drop top_k and dense")
         return self
 
+    @property
+    def target_form(self) -> tuple[Optional[str], Optional[int]]:
+        """(dense, topk or sampled; k) as this method asks, or (None, None) for the run's form."""
+        if self.targets:
+            return self.targets.kind, self.targets.k
+        return ("dense" if self.dense else "topk" if self.top_k is not None or self.dense is False else None,
+                self.top_k)
+
     def distill_of(self, distill: "DistillConfig") -> "DistillConfig":
         """The run's distill section with this method's soft-target form."""
-        kind, k = (self.targets.kind, self.targets.k) if self.targets else (
-            "dense" if self.dense else "topk" if self.top_k is not None or self.dense is False else None, self.top_k)
+        kind, k = self.target_form
         if kind == "dense":
             return distill.model_copy(update={"dense_max_classes": 1 << 30})
         if kind is None:

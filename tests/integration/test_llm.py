@@ -42,15 +42,18 @@ def test_every_llm_distillation_mode_runs_and_reports_perplexity(ray_cluster, tm
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
     assert "held-out perplexity" in out and "top8 keeps" in out and "post-training int4 quantization" in out
+    assert "sampled8 keeps" in out
     run_dir = tmp_path / "llm-test"
     rows = _rows(run_dir)
-    assert set(rows) == {"teacher", "kd:dense", "kd:top8", "kd:seqkd", "kd:int4", "kd:skd", "baseline"}
+    assert set(rows) == {"teacher", "kd:dense", "kd:top8", "kd:sampled8", "kd:seqkd", "kd:int4", "kd:skd", "baseline"}
     assert all(1.0 < r["score_mean"] < 1024 for r in rows.values())  # better than uniform over the vocabulary
 
     # token-level KD: per-token records from the served teacher, top-k for one method
     steps = _rank0(run_dir, "loss/kd")
-    assert {r["phase"] for r in steps} == {"kd-dense-seed0", "kd-top8-seed0", "kd-int4-seed0", "kd-skd-seed0"}
-    assert all(r["loss/kd"] >= 0 and r["teachers"] == ["gpt"] for r in steps)
+    assert {r["phase"] for r in steps} == {"kd-dense-seed0", "kd-top8-seed0", "kd-sampled8-seed0", "kd-int4-seed0",
+                                           "kd-skd-seed0"}
+    # a KL is >= 0; its estimate from sampled targets may fall below on a batch
+    assert all((r["loss/kd"] >= 0 or r["phase"] == "kd-sampled8-seed0") and r["teachers"] == ["gpt"] for r in steps)
     assert all(r["throughput/tokens_per_s"] > 0 for r in steps if "throughput/tokens_per_s" in r)
 
     # sequence-level KD: the teacher completed every student prompt that fits, through Ray Data + Serve

@@ -8,7 +8,7 @@ import pytest
 
 from students.data import Split, plan_epoch
 from teachers.arrow_codec import to_table
-from teachers.errors import SoftTargetStoreError
+from teachers.errors import SoftTargetError, SoftTargetStoreError
 from teachers.soft_targets import pack_soft_targets
 from students.splits import row_hashes, rows_fingerprint
 from teachers.store import StoredTeachers, StoreKey, find_store, write_manifest
@@ -22,9 +22,9 @@ def write_store(root, key, logits):
     folder = key.folder(root)
     folder.mkdir(parents=True)
     for part, rows in enumerate(np.array_split(np.arange(N), 3)):
-        rec = pack_soft_targets(logits[rows], batch_id="", teacher=key.teacher, teacher_version=key.teacher_version,
-                                temperature=key.temperature, output_space=f"classes:{C}", dense_max_classes=1,
-                                top_k=key.top_k)
+        rec = pack_soft_targets(logits[rows], batch_id=f"part-{part}", teacher=key.teacher,
+                                teacher_version=key.teacher_version, temperature=key.temperature,
+                                output_space=f"classes:{C}", dense_max_classes=1, top_k=key.top_k, target_kind=key.kind)
         pq.write_table(to_table(rec, sample=rows, row_ids=IDS[rows]), folder / f"part-{part}.parquet")
     return write_manifest(folder, key, teacher_test_score=0.9)
 
@@ -57,6 +57,7 @@ def test_matching_store_is_found(store):
     (dict(teacher_version="v2"), "teacher_version 'v1' \\(needed 'v2'\\)"),
     (dict(temperature=2.0), "temperature 4.0 \\(needed 2.0\\)"),
     (dict(top_k=8), "top_k 4 \\(needed 8\\)"),
+    (dict(kind="sampled"), "kind 'topk' \\(needed 'sampled'\\)"),
     (dict(dataset="0000"), "dataset"),
 ])
 def test_stale_store_is_refused_naming_the_difference(store, change, message):
@@ -99,6 +100,25 @@ def test_students_read_rows_by_id_in_any_order_of_the_split(store):
                        row_ids=np.append(IDS, "new-row"))
     with pytest.raises(SoftTargetStoreError, match="batch 'b': .*lacks"):
         stored.targets_for(replace(batch, batch_id="b", ids=np.array(["row-1", "other"])))
+
+
+def test_a_store_of_sampled_targets_has_its_own_key_and_serves_a_sampled_run_only(store):
+    root, key, _, x, logits = store
+    sampled = replace(key, kind="sampled")
+    assert sampled.folder(root).name == "mlp-v1-s4-T4" and key.folder(root).name == "mlp-v1-k4-T4"
+    write_store(root, sampled, logits)
+    teacher_set = TeacherSet(1, {"mlp": TeacherEntry("mlp", 1.0, "classes:10", C, "v1")})
+    split = Split(x, np.zeros(N, dtype=np.int64), ids=IDS)
+    batch = plan_epoch(split, epoch=0, seed=1, shard=0, num_shards=1, batch_size=8)[0]
+    stored = StoredTeachers({"mlp": str(sampled.folder(root))}, teacher_set, output_space="classes:10",
+                            temperature=4.0, row_ids=IDS, target_kind="sampled")
+    record = stored.targets_for(batch).records["mlp"]
+    assert record.kind == "sampled" and record.topk_idx.shape == (8, K)
+    with pytest.raises(SoftTargetError, match="sent sampled targets where topk were asked"):
+        StoredTeachers({"mlp": str(sampled.folder(root))}, teacher_set, output_space="classes:10",
+                       temperature=4.0, row_ids=IDS).targets_for(batch)
+    with pytest.raises(SoftTargetStoreError, match="holds topk records of teacher mlp v1, not"):
+        write_manifest(key.folder(root), sampled, None)
 
 
 def test_a_language_models_store_gives_each_samples_token_rows_in_order(tmp_path):

@@ -236,3 +236,25 @@ def test_a_language_model_teacher_answers_token_batches_over_grpc_in_chunks(sequ
         remote.close()
     finally:
         server.stop(grace=None)
+
+
+def test_a_language_model_teacher_sends_sampled_targets_over_grpc(sequences):
+    """target_kind sampled travels in the request: the endpoint answers k draws per target token
+    with weights 1/k, the same draws the teacher makes locally for that batch id."""
+    from teachers.grpc_client import EndpointSpec, GrpcTeacher
+    from teachers.grpc_service import ServerSecurity, start_teacher_server
+
+    teacher = _teacher(head_chunk=3)  # several head chunks, as a long sequence has
+    server, port = start_teacher_server(teacher, host="127.0.0.1", port=0, security=ServerSecurity(insecure=True))
+    try:
+        remote = GrpcTeacher(EndpointSpec(f"grpc://127.0.0.1:{port}"), name="gpt", timeout_s=30, temperature=2.0,
+                             top_k=12, dense_max_classes=16, target_kind="sampled")
+        record = remote.remote({"batches": [{"batch_id": "b", "inputs": sequences}]}).result(timeout_s=30)[0]
+        local = teacher.records([Batch.of_inputs("b", sequences)], temperature=2.0, top_k=12, dense_max_classes=16,
+                                target_kind="sampled")[0]
+        assert record.kind == "sampled" and record.topk_idx.shape == (len(local.topk_idx), 12)
+        np.testing.assert_array_equal(record.topk_idx, local.topk_idx)
+        np.testing.assert_allclose(record.sample_weight.astype(np.float32), 1 / 12, rtol=1e-3)
+        remote.close()
+    finally:
+        server.stop(grace=None)
