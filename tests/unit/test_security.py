@@ -25,10 +25,12 @@ def test_an_embedded_cluster_is_never_started_without_token_authentication():
     assert "Started a local Ray instance" not in proc.stderr + proc.stdout
 
 
-def _record(dense: bool = True, **changes):
+def _record(dense: bool | str = True, **changes):
+    """A dense record, a top-k one (False) or a sampled one ("sampled"), then `changes`."""
     logits = np.random.default_rng(0).normal(size=(4, 10)).astype(np.float32)
     record = pack_soft_targets(logits, batch_id="b7", teacher="mlp", teacher_version="v1", temperature=2.0,
-                               output_space="classes:10", dense_max_classes=1024 if dense else 4, top_k=4)
+                               output_space="classes:10", dense_max_classes=1024 if dense is True else 4, top_k=4,
+                               target_kind="sampled" if dense == "sampled" else "topk")
     for name, value in changes.items():
         setattr(record, name, value(getattr(record, name)) if callable(value) else value)
     return record
@@ -43,6 +45,10 @@ def _record(dense: bool = True, **changes):
     (True, {"logprob": np.zeros((4, 10), dtype=np.int32)}, "expected a float dtype"),
     (False, {"topk_idx": lambda idx: idx + 10}, "top-k token ids 11..19 fall outside [0, 10)"),
     (False, {"tail_logprob": lambda tail: tail - 3.0}, "not 1"),
+    (False, {"tail_logprob": lambda tail: np.zeros_like(tail)}, "the mass outside the top k lies in [0, 1)"),
+    ("sampled", {"topk_idx": lambda idx: idx + 10}, "fall outside [0, 10)"),
+    ("sampled", {"sample_weight": lambda w: w * 0}, "weights must be finite and > 0"),
+    ("sampled", {"sample_weight": lambda w: np.full_like(w, np.nan)}, "NaN or Inf"),
     (True, {"output_space": "classes:12"}, "does not match the student's"),
     (True, {"teacher_version": "v2"}, "teacher version changed mid-run"),
     (True, {"batch_id": "b8"}, "answers batch 'b8'"),
