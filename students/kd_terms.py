@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 import torch.nn.functional as F
 
 from cluster import Registry
-from students.sparse_kd import CHUNK_ELEMENTS, SampledTargets, SparseTargets, chunked_cross_entropy, sparse_term
+from students.sparse_kd import (CHUNK_ELEMENTS, SPARSE_TERMS, SampledTargets, SparseTargets, chunked_cross_entropy,
+                                chunked_terms, cross_entropy_term, row_term, sparse_term)
 
 TermFn = Callable[..., torch.Tensor]
 TERMS: Registry[TermFn] = Registry("distillation term")
@@ -38,6 +39,7 @@ class TermInputs:
     teacher_features: dict[str, torch.Tensor] = field(default_factory=dict)  # "<teacher>/<layer>"
     projectors: Optional[torch.nn.ModuleDict] = None  # FitNets projectors and self-distillation exit heads
     discriminator: Optional[torch.nn.Module] = None   # adversarial distillation (students.adversarial)
+    fused: dict[str, torch.Tensor] = field(default_factory=dict)  # terms computed together in row chunks
 
     def student_logprob(self, temperature: Optional[float] = None) -> torch.Tensor:
         return F.log_softmax(self.student_logits / (temperature or self.temperature), dim=-1)
@@ -56,10 +58,27 @@ def _kl(p_log: torch.Tensor, q_log: torch.Tensor) -> torch.Tensor:
 
 # --- response-based --------------------------------------------------------------------------
 
+def fuse_row_terms(inputs: TermInputs, terms: list[tuple[str, dict[str, Any]]]) -> None:
+    """Compute the terms that run in row chunks (`ce` over more than one chunk of logits, the
+    KD terms from sparse targets) together, into `inputs.fused`, when there are several: one
+    backward pass over the chunks and one gradient buffer for all of them."""
+    big = inputs.student_logits.numel() > CHUNK_ELEMENTS
+    rows = [(name, params) for name, params in terms
+            if (name == "ce" and big) or (name in SPARSE_TERMS and inputs.teacher_sparse is not None)]
+    if len(rows) < 2 or len({name for name, _ in rows}) < len(rows):
+        return
+    logits = inputs.student_logits
+    parts = [cross_entropy_term(logits, inputs.labels) if name == "ce"
+             else row_term(name, logits, inputs.temperature, inputs.teacher_sparse, **params) for name, params in rows]
+    inputs.fused = dict(zip([name for name, _ in rows], chunked_terms(logits, parts).unbind()))
+
+
 @TERMS.register("ce")
 def ce(inputs: TermInputs) -> torch.Tensor:
     """Cross-entropy with the hard labels; over more than one chunk of logits (a language
     model's vocabulary), in row chunks that hold no full-size log-softmax."""
+    if "ce" in inputs.fused:
+        return inputs.fused["ce"]
     if inputs.student_logits.numel() > CHUNK_ELEMENTS:
         return chunked_cross_entropy(inputs.student_logits, inputs.labels)
     return F.cross_entropy(inputs.student_logits, inputs.labels)
@@ -69,6 +88,8 @@ def _sparse(inputs: TermInputs, term: str, **params) -> Optional[torch.Tensor]:
     """The term from sparse targets (`students.sparse_kd`), when the batch's records are top-k."""
     if inputs.teacher_sparse is None:
         return None
+    if term in inputs.fused:
+        return inputs.fused[term]
     return sparse_term(term, inputs.student_logits, inputs.temperature, inputs.teacher_sparse, **params)
 
 

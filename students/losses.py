@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from cluster import Registry
-from students.kd_terms import TERMS, TermInputs
+from students.kd_terms import TERMS, TermInputs, fuse_row_terms
 from students.sparse_kd import SPARSE_TERMS, sparse_merge
 from students.adversarial import Adversary
 from students.weighting import Weighting, merge_teachers
@@ -185,6 +185,7 @@ class CompositeLoss:
         if len(terms) < len(self.terms):
             weight = sum(t.weight for t in terms)
             scale = 1.0 / weight if weight > 0 else 1.0
+        fuse_row_terms(inputs, [(t.name, t.params) for t in terms])
         for term in terms:
             value = TERMS.get(term.name)(inputs, **term.params)
             out[term.name] = value

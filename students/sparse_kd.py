@@ -216,21 +216,34 @@ ROWS: dict[str, Callable[..., torch.Tensor]] = {"kd": _forward_kl_rows, "reverse
 SPARSE_TERMS = frozenset(ROWS)  # the terms that read top-k records without a dense teacher tensor
 
 
-def sparse_term(name: str, logits: torch.Tensor, temperature: float, targets: Union[SparseTargets, SampledTargets],
-                chunk_rows: Optional[int] = None, **params) -> torch.Tensor:
-    """T^2 * the batch mean of the term `name` (kd, reverse_kl, jsd; kd only from sampled
-    targets), computed in row chunks. The backward recomputes each chunk and writes its gradient
-    into the logits' gradient, so what it holds beyond that gradient is one chunk's
-    intermediates (`_ChunkedRows`)."""
+@dataclass
+class RowTerm:
+    """A loss term that is a sum over rows, `fn(logits[rows], *args, targets[rows])`, times
+    `scale` (the batch mean and the temperature's T^2): what `chunked_terms` computes."""
+
+    fn: Callable[..., torch.Tensor]
+    args: tuple
+    targets: Union["SparseTargets", "SampledTargets", "HardLabels"]
+    scale: float
+
+
+def row_term(name: str, logits: torch.Tensor, temperature: float, targets: Union[SparseTargets, SampledTargets],
+             **params) -> RowTerm:
+    """T^2 * the batch mean of the KD term `name` (kd, reverse_kl, jsd; kd only from sampled
+    targets) as a `RowTerm`."""
     fn = ROWS[name]
     if isinstance(targets, SampledTargets):
         if name != "kd":
             raise ValueError(f"distillation term {name!r} needs top-k or dense targets: sampled targets estimate "
                              f"the teacher's distribution, which only the kd term (forward KL) reads linearly")
         fn = _sampled_kl_rows
-    chunk = chunk_rows or max(1, CHUNK_ELEMENTS // max(logits.shape[1], 1))
-    total = _ChunkedRows.apply(logits, fn, (temperature, *params.values()), targets, chunk)
-    return total / logits.shape[0] * temperature ** 2
+    return RowTerm(fn, (temperature, *params.values()), targets, temperature ** 2 / logits.shape[0])
+
+
+def sparse_term(name: str, logits: torch.Tensor, temperature: float, targets: Union[SparseTargets, SampledTargets],
+                chunk_rows: Optional[int] = None, **params) -> torch.Tensor:
+    """The KD term `name` from sparse targets, in row chunks (`chunked_terms`)."""
+    return chunked_terms(logits, [row_term(name, logits, temperature, targets, **params)], chunk_rows)[0]
 
 
 @dataclass
@@ -245,48 +258,67 @@ def _cross_entropy_rows(logits: torch.Tensor, temperature: float, t: HardLabels)
     return torch.logsumexp(z, dim=1) - z.gather(1, t.ids[:, None]).squeeze(1)
 
 
+def cross_entropy_term(logits: torch.Tensor, labels: torch.Tensor) -> RowTerm:
+    """The batch mean of -log softmax(z)[y] as a `RowTerm`."""
+    return RowTerm(_cross_entropy_rows, (1.0,), HardLabels(labels.long()), 1.0 / logits.shape[0])
+
+
 def chunked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, chunk_rows: Optional[int] = None) -> torch.Tensor:
-    """The batch mean of -log softmax(z)[y], a chunk of rows at a time, so that no float32
-    log-softmax of the whole batch is held for the backward (F.cross_entropy keeps one: at a
-    151,936-token vocabulary, 2.5 GB for 4,096 rows)."""
+    """Cross-entropy in row chunks, so that no float32 log-softmax of the whole batch is held
+    for the backward (F.cross_entropy keeps one: at a 151,936-token vocabulary, 2.5 GB for
+    4,096 rows)."""
+    return chunked_terms(logits, [cross_entropy_term(logits, labels)], chunk_rows)[0]
+
+
+def chunked_terms(logits: torch.Tensor, terms: list[RowTerm], chunk_rows: Optional[int] = None) -> torch.Tensor:
+    """[P] the values of `terms`, computed together a chunk of rows at a time. The backward
+    recomputes each chunk once for all of them and writes its gradient into one buffer of the
+    logits' size, so what the terms hold beyond the logits' gradient is one chunk's
+    intermediates, however many there are (`_ChunkedRows`)."""
     chunk = chunk_rows or max(1, CHUNK_ELEMENTS // max(logits.shape[1], 1))
-    total = _ChunkedRows.apply(logits, _cross_entropy_rows, (1.0,), HardLabels(labels.long()), chunk)
-    return total / logits.shape[0]
+    return _ChunkedRows.apply(logits, terms, chunk)
 
 
 class _ChunkedRows(torch.autograd.Function):
-    """sum over rows of `fn(logits[rows], *args, targets[rows])`, a chunk of rows at a time, in
-    the forward without autograd and in the backward once more with it. Slicing the logits
-    inside an autograd graph instead would make every chunk's backward spread its gradient over
-    a zero tensor of the whole batch's size."""
+    """[P] the scaled sums over rows of every term, a chunk of rows at a time, in the forward
+    without autograd and in the backward once more with it. Slicing the logits inside an
+    autograd graph instead would make every chunk's backward spread its gradient over a zero
+    tensor of the whole batch's size, and separate functions per term would each return a
+    gradient of the logits' size."""
 
     @staticmethod
-    def forward(ctx, logits, fn, args, targets, chunk):  # noqa: D102 - torch.autograd.Function
+    def forward(ctx, logits, terms, chunk):  # noqa: D102 - torch.autograd.Function
         ctx.save_for_backward(logits)
-        ctx.fn, ctx.args, ctx.targets, ctx.chunk = fn, args, targets, chunk
-        total = logits.new_zeros((), dtype=torch.float32)
+        ctx.terms, ctx.chunk = terms, chunk
+        totals = logits.new_zeros(len(terms), dtype=torch.float32)
         for rows in _chunks(len(logits), chunk):
-            total = total + _call(fn, logits[rows], args, targets, rows).sum()
-        return total
+            totals += torch.stack([_call(t, logits[rows], rows).sum() for t in terms])
+        return totals * torch.tensor([t.scale for t in terms], device=totals.device)
 
     @staticmethod
-    def backward(ctx, grad_total):  # noqa: D102
+    def backward(ctx, grad_totals):  # noqa: D102
         (logits,) = ctx.saved_tensors
+        factors = [float(g) * t.scale for g, t in zip(grad_totals, ctx.terms)]
         grad = torch.empty_like(logits)
         for rows in _chunks(len(logits), ctx.chunk):
             with torch.enable_grad():
                 part = logits[rows].detach().requires_grad_()
-                (grad[rows],) = torch.autograd.grad(_call(ctx.fn, part, ctx.args, ctx.targets, rows).sum(), part)
-        return grad.mul_(grad_total), None, None, None, None
+                total = sum(f * _call(t, part, rows).sum() for f, t in zip(factors, ctx.terms) if f)
+                if isinstance(total, torch.Tensor):
+                    (grad[rows],) = torch.autograd.grad(total, part)
+                else:  # no term has a gradient
+                    grad[rows] = 0
+        return grad, None, None
 
 
 def _chunks(rows: int, chunk: int) -> list[slice]:
     return [slice(start, start + chunk) for start in range(0, rows, chunk)]
 
 
-def _call(fn: Callable[..., torch.Tensor], logits: torch.Tensor, args: tuple,
-          targets: Union[SparseTargets, SampledTargets, HardLabels], rows: slice) -> torch.Tensor:
+def _call(term: RowTerm, logits: torch.Tensor, rows: slice) -> torch.Tensor:
+    """The term's per-row values on the rows `rows` (`logits` holds those rows only)."""
+    targets = term.targets
     part = replace(targets, **{f.name: getattr(targets, f.name)[rows] for f in fields(targets)
                                if isinstance(getattr(targets, f.name), torch.Tensor)})
-    temperature, *params = args
-    return fn(logits, temperature, part, *params)
+    temperature, *params = term.args
+    return term.fn(logits, temperature, part, *params)

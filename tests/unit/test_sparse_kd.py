@@ -150,3 +150,33 @@ def test_chunked_cross_entropy_equals_torchs_in_value_and_gradient():
     value.backward()
     torch.testing.assert_close(value, expected, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(chunked.grad, reference.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_terms_in_row_chunks_computed_together_equal_each_computed_alone(monkeypatch):
+    """ce and the sparse KD terms share one pass over the chunks (one gradient buffer): the same
+    values and gradient as each term on its own."""
+    from students.kd_terms import TermInputs, fuse_row_terms
+    from students.sparse_kd import chunked_terms, cross_entropy_term, row_term
+
+    targets = _targets(seed=7)
+    z = torch.randn(B, V, generator=torch.Generator().manual_seed(8)) * 2
+    labels = torch.randint(0, V, (B,), generator=torch.Generator().manual_seed(9))
+    teachers = [SparseTeacher.of(torch.from_numpy(r.topk_idx), torch.from_numpy(r.topk_logprob.astype(np.float32)),
+                                 torch.from_numpy(r.tail_logprob), V) for r in targets.records.values()]
+    merged = merge_sparse(teachers, torch.tensor([list(STATIC.values())] * B), V)
+    together, alone = z.clone().requires_grad_(), z.clone().requires_grad_()
+    values = chunked_terms(together, [cross_entropy_term(together, labels), row_term("kd", together, T, merged),
+                                      row_term("jsd", together, T, merged, beta=0.3)], chunk_rows=5)
+    (0.2 * values[0] + 0.5 * values[1] + 0.3 * values[2]).backward()
+    separate = [chunked_cross_entropy(alone, labels, chunk_rows=4), sparse_term("kd", alone, T, merged),
+                sparse_term("jsd", alone, T, merged, beta=0.3)]
+    (0.2 * separate[0] + 0.5 * separate[1] + 0.3 * separate[2]).backward()
+    torch.testing.assert_close(values, torch.stack(separate).detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(together.grad, alone.grad, rtol=1e-5, atol=1e-7)
+    inputs = TermInputs(z, labels, T, teacher_sparse=merged)
+    fuse_row_terms(inputs, [("ce", {}), ("kd", {})])
+    assert inputs.fused == {}  # ce runs in chunks only past one chunk of logits: kd alone is not fused
+    monkeypatch.setattr("students.kd_terms.CHUNK_ELEMENTS", 64)
+    fuse_row_terms(inputs, [("ce", {}), ("kd", {})])
+    torch.testing.assert_close(torch.stack([inputs.fused["ce"], inputs.fused["kd"]]), torch.stack(separate[:2]).detach(),
+                               rtol=1e-5, atol=1e-6)
