@@ -173,6 +173,16 @@ def test_terms_in_row_chunks_computed_together_equal_each_computed_alone(monkeyp
     (0.2 * separate[0] + 0.5 * separate[1] + 0.3 * separate[2]).backward()
     torch.testing.assert_close(values, torch.stack(separate).detach(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(together.grad, alone.grad, rtol=1e-5, atol=1e-7)
+    closed, autograd = z.clone().requires_grad_(), z.clone().requires_grad_()  # ce + kd: gradients in closed form
+    pair = chunked_terms(closed, [cross_entropy_term(closed, labels), row_term("kd", closed, T, merged)], chunk_rows=5)
+    (0.4 * pair[0] + 0.6 * pair[1]).backward()
+    s = torch.log_softmax(autograd / T, -1)
+    p_t = torch.logsumexp(torch.log(torch.tensor([list(STATIC.values())] * B)).T[:, :, None]
+                          + targets.stacked_logprob(T), dim=0)
+    reference = 0.4 * torch.nn.functional.cross_entropy(autograd, labels) + 0.6 * (
+        (p_t.exp() * (p_t - s)).sum(-1).mean() * T ** 2)
+    reference.backward()
+    torch.testing.assert_close(closed.grad, autograd.grad, rtol=1e-4, atol=1e-6)
     inputs = TermInputs(z, labels, T, teacher_sparse=merged)
     fuse_row_terms(inputs, [("ce", {}), ("kd", {})])
     assert inputs.fused == {}  # ce runs in chunks only past one chunk of logits: kd alone is not fused
