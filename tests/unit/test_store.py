@@ -3,6 +3,7 @@
 from dataclasses import replace
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -178,3 +179,39 @@ def test_a_streamed_batch_finds_its_rows_by_id(store):
     expected = pack_soft_targets(logits[rows], batch_id="", teacher="mlp", teacher_version="v1", temperature=4.0,
                                  output_space="classes:10", dense_max_classes=1, top_k=K)
     assert np.array_equal(stored.targets_for(batch).records["mlp"].topk_idx, expected.topk_idx)
+
+
+def test_the_precompute_scorer_writes_sampled_records_seeded_by_each_blocks_rows(tmp_path):
+    """`distillery precompute`'s Ray Data callable, called on two blocks as Ray Data would: with
+    target_kind sampled it writes k draws per row, reproducibly, and the store reads them back."""
+    from orchestration.precompute import INPUTS, ROW_ID, StoreScorer
+    from teachers.arrow_codec import fixed_size_list, table_to_record
+    from tests.unit.teacher_fixtures import IN_FEATURES, teacher_args
+
+    args = teacher_args(tmp_path)
+    x = np.random.default_rng(0).random((N, IN_FEATURES), dtype=np.float32)
+
+    def block(rows):
+        return pa.table({"sample": pa.array(rows.astype(np.int64)), ROW_ID: pa.array(IDS[rows]),
+                         INPUTS: fixed_size_list(x[rows], pa.float32())})
+
+    scorer = StoreScorer(args, top_k=6, target_kind="sampled")
+    first, second = block(np.arange(20)), block(np.arange(20, N))
+    tables = [scorer(first), scorer(second)]
+    records = [table_to_record(t, source="scored block", batch_id="") for t in tables]
+    assert all(r.kind == "sampled" and r.topk_idx.shape == (20, 6) for r in records)
+    np.testing.assert_array_equal(table_to_record(scorer(first), source="again", batch_id="").topk_idx,
+                                  records[0].topk_idx)
+    version = records[0].teacher_version
+    key = StoreKey("d", "mlp", version, 6, 4.0, kind="sampled")
+    folder = key.folder(tmp_path)
+    folder.mkdir(parents=True)
+    for i, table in enumerate(tables):
+        pq.write_table(table, folder / f"part-{i}.parquet")
+    assert write_manifest(folder, key, None).rows == N
+    teacher_set = TeacherSet(1, {"mlp": TeacherEntry("mlp", 1.0, "classes:10", C, version)})
+    split = Split(x, np.zeros(N, dtype=np.int64), ids=IDS)
+    batch = plan_epoch(split, epoch=0, seed=0, shard=0, num_shards=1, batch_size=8)[0]
+    stored = StoredTeachers({"mlp": str(folder)}, teacher_set, output_space="classes:10", temperature=4.0,
+                            row_ids=IDS, target_kind="sampled")
+    assert stored.targets_for(batch).records["mlp"].kind == "sampled"
