@@ -30,20 +30,22 @@ _EXPORTS = {
     "online_phase": "naming",
     "orchestrator_name": "connection",
     "parse_yaml": "config",
+    "process_group_backend": "devices",
     "paths_outside_roots": "paths",
     "phase_kind": "naming",
     "prepare_ray_env": "ray_env",
     "read_metrics": "metrics",
     "read_yaml_file": "config",
     "validate_model": "config",
+    "work_device": "devices",
 }
 
 __all__ = ["ConfigError", "DEFAULT_ALLOWED_MODULES", "DistilleryError", "MetricsSink", "MlflowSink",
            "ModelSpec", "NAMESPACE", "Registry", "ResourcesConfig", "RunNotFoundError", "Strict",
            "build_module", "check_name", "connect", "default_cache_dir", "kd_phase", "lazy_exports",
            "load_with_overrides", "load_yaml_model", "method_kind", "online_phase", "orchestrator_name",
-           "parse_yaml", "paths_outside_roots", "phase_kind", "prepare_ray_env", "read_metrics",
-           "read_yaml_file", "validate_model"]
+           "parse_yaml", "paths_outside_roots", "phase_kind", "prepare_ray_env", "process_group_backend",
+           "read_metrics", "read_yaml_file", "validate_model", "work_device"]
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -36,8 +36,10 @@ class StoreScorer:
 
         from teachers import LoadedTeacher
 
+        from cluster import work_device
+
         torch.set_num_threads(1)
-        self.teacher = LoadedTeacher.load(args)
+        self.teacher = LoadedTeacher.load(args, work_device(args.resources.num_gpus, f"precompute of teacher {args.name!r}"))
         self.top_k, self.target_kind = top_k, target_kind
 
     def __call__(self, batch: pa.Table) -> pa.Table:

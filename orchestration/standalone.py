@@ -11,7 +11,7 @@ from rich.console import Console
 from students import DataConfig, DistillConfig
 from teachers import TeacherConfig
 from orchestration.config import load_run_config
-from cluster import DEFAULT_ALLOWED_MODULES, load_yaml_model
+from cluster import DEFAULT_ALLOWED_MODULES, load_yaml_model, work_device
 
 
 def serve_teacher(teacher_yaml: str, *, port: int, host: str, run_config: Optional[str], console: Console,
@@ -37,8 +37,9 @@ def serve_teacher(teacher_yaml: str, *, port: int, host: str, run_config: Option
                               allowed_modules=allowed)
         console.print(f"teacher {teacher.name}: training or loading cached weights")
         weights = train_or_load_teacher(teacher.name, model, teacher.training, data, dataset,
-                                        default_cache_dir()).weights_path
-    loaded = LoadedTeacher.load(teacher_app_args(teacher, weights, dataset, distill, allowed))
+                                        default_cache_dir(), teacher.resources.num_gpus).weights_path
+    loaded = LoadedTeacher.load(teacher_app_args(teacher, weights, dataset, distill, allowed),
+                                work_device(teacher.resources.num_gpus, f"teacher {teacher.name!r}"))
     security = ServerSecurity(**security_files)
     server, bound = start_teacher_server(loaded, host=host, port=port, security=security)
     scheme = "grpc" if security.insecure else "grpcs"

@@ -68,9 +68,10 @@ def test_score(module: torch.nn.Module, dataset: Dataset) -> float:
     return accuracy(module, dataset.test.x, dataset.test.y)
 
 
-def _fit(module: torch.nn.Module, dataset: Dataset, cfg: TeacherTrainingConfig, name: str = "") -> None:
-    """AdamW with a cosine schedule over the epochs; for language models the labels are the
-    next tokens of the completions (`Split.labels`)."""
+def _fit(module: torch.nn.Module, dataset: Dataset, cfg: TeacherTrainingConfig, name: str = "",
+         device: str = "cpu") -> None:
+    """AdamW with a cosine schedule over the epochs, on `device` (the module is there); for
+    language models the labels are the next tokens of the completions (`Split.labels`)."""
     opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     train = dataset.teachers_train
@@ -81,7 +82,8 @@ def _fit(module: torch.nn.Module, dataset: Dataset, cfg: TeacherTrainingConfig, 
         for idx in torch.randperm(len(train.y), generator=gen).split(cfg.batch_size):
             idx = idx.numpy()
             opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(module(torch.from_numpy(train.x[idx])), torch.from_numpy(train.labels(idx)))
+            loss = F.cross_entropy(module(torch.from_numpy(train.x[idx]).to(device)),
+                                   torch.from_numpy(train.labels(idx)).to(device))
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
@@ -109,18 +111,25 @@ def cached_teacher(name: str, model: ResolvedModel, training: TeacherTrainingCon
 
 
 def train_or_load_teacher(name: str, model: ResolvedModel, training: TeacherTrainingConfig,
-                          data: DataConfig, dataset: Dataset, cache_dir: str | Path) -> TrainedTeacher:
-    """Return the cached weights for this exact (model, training, data) or train and cache them."""
+                          data: DataConfig, dataset: Dataset, cache_dir: str | Path,
+                          num_gpus: float = 0.0) -> TrainedTeacher:
+    """Return the cached weights for this exact (model, training, data) or train and cache them
+    (on a GPU when the teacher's resources give it `num_gpus`; the weights do not depend on it
+    beyond floating-point rounding, so the cache key does not either)."""
+    from cluster import work_device
+
     cached = cached_teacher(name, model, training, data, dataset, cache_dir)
     if cached is not None:
         return cached
     weights = _weights_path(name, model, training, data, dataset, cache_dir)
     info_path = weights.with_suffix(".json")
     torch.manual_seed(training.seed)
-    module = model.build()
+    device = work_device(num_gpus, f"training of teacher {name!r}")
+    module = model.build().to(device)
     start = time.perf_counter()
-    _fit(module, dataset, training, name)
+    _fit(module, dataset, training, name, device)
     seconds = time.perf_counter() - start
+    module = module.cpu()
     weights.parent.mkdir(parents=True, exist_ok=True)
     tmp = weights.with_suffix(".tmp")
     save_model(module, str(tmp))  # tied weights (a language model's embedding and head) are stored once
@@ -152,15 +161,16 @@ def trained_weights(configs: list[TeacherConfig], resolve: Callable[[TeacherConf
     the cache, the teachers to train in parallel (one Ray task each)."""
     import ray
 
-    task = ray.remote(train_or_load_teacher).options(num_cpus=0.25)
+    task = ray.remote(train_or_load_teacher)
     pending = {}
     out = {}
     for cfg in configs:
         if cfg.weights or cfg.pretrained:
             out[cfg.name] = TrainedTeacher(cfg.weights, float("nan"), 0, 0.0, True)
         else:
-            pending[cfg.name] = task.remote(cfg.name, resolve(cfg), cfg.training, data,
-                                            dataset, cache_dir)
+            gpus = cfg.resources.num_gpus
+            pending[cfg.name] = task.options(num_cpus=0.25, num_gpus=gpus).remote(
+                cfg.name, resolve(cfg), cfg.training, data, dataset, cache_dir, gpus)
     for name, ref in pending.items():
         out[name] = ray.get(ref)
     return out

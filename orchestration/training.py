@@ -17,10 +17,10 @@ def train_students(jobs: list, cfg: RunConfig, run_dir: Path, reference: Optiona
 
     Returns the final metrics of every phase, keyed by phase name.
     """
-    import torch
     from ray.train import CheckpointConfig, FailureConfig, RunConfig as TrainRunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from cluster import process_group_backend
     from students import train_student
 
     use_gpu = cfg.student.gpus_per_worker > 0
@@ -39,7 +39,7 @@ def train_students(jobs: list, cfg: RunConfig, run_dir: Path, reference: Optiona
         train_loop_config={"jobs": jobs, "reference": reference},
         scaling_config=ScalingConfig(num_workers=cfg.student.num_workers, use_gpu=use_gpu,
                                      resources_per_worker=resources),
-        torch_config=TorchConfig(backend="nccl" if use_gpu and torch.cuda.is_available() else "gloo"),
+        torch_config=TorchConfig(backend=process_group_backend(cfg.student.gpus_per_worker)),
         run_config=TrainRunConfig(name=trainer_name or f"{cfg.run.name}-students", storage_path=str(run_dir / "train"),
                                   checkpoint_config=CheckpointConfig(num_to_keep=2),
                                   failure_config=FailureConfig(max_failures=cfg.student.max_failures)),

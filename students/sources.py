@@ -33,11 +33,13 @@ def soft_target_source(job: StudentJob, control: RunControl, output_space: str, 
                              dense_max_classes=job.distill.dense_max_classes,
                              target_kind=job.distill.target_kind, only=only,
                              policy=FaultPolicy.of(job.distill))
+    from cluster import work_device
     from teachers import LocalTeachers
 
     local = LocalTeachers(control.teacher_apps(), control.teacher_set(), output_space=output_space,
                           temperature=job.distill.temperature, top_k=job.distill.top_k,
-                          dense_max_classes=job.distill.dense_max_classes, target_kind=job.distill.target_kind)
+                          dense_max_classes=job.distill.dense_max_classes, target_kind=job.distill.target_kind,
+                          device=work_device(job.student.gpus_per_worker, "the teachers in the train worker"))
     if job.source == "precomputed":
         local.precompute(planned())
     return local

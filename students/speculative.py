@@ -106,7 +106,8 @@ class SpeculativeBatches:
         try:
             def propose(prefixes: torch.Tensor, new: int) -> torch.Tensor:
                 seed = (self.seed * 1_000_003 + step) * 64 + self.rank
-                return model.generate(prefixes, max_new_tokens=new, temperature=self.temperature, seed=seed,
+                device = next(model.parameters()).device  # the prompts come from the CPU batch
+                return model.generate(prefixes.to(device), max_new_tokens=new, temperature=self.temperature, seed=seed,
                                       eos=model.eos)
 
             out = interleave(ids, propose, self.verify, pad=model.specials.pad, eos=model.eos, sep=model.specials.sep,

@@ -18,6 +18,7 @@ import torch
 from ray import serve
 from ray.serve import Application
 
+from cluster import work_device
 from teachers.batch import Batch
 from teachers.loaded import LoadedTeacher, TeacherAppArgs
 from teachers.teacher_set import PEER_PREFIX, live_version
@@ -69,8 +70,7 @@ class TeacherDeployment:
     def __init__(self, args: TeacherAppArgs):
         # A replica with a fraction of a core must not spawn one intra-op thread per core.
         torch.set_num_threads(max(1, int(args.resources.num_cpus)))
-        device = "cuda" if args.resources.num_gpus > 0 and torch.cuda.is_available() else "cpu"
-        self.teacher = LoadedTeacher.load(args, device)
+        self.teacher = LoadedTeacher.load(args, work_device(args.resources.num_gpus, f"teacher {args.name!r}"))
         self.live = None
         if args.live_run:
             self.live = LiveWeights(self.teacher, args.live_run, serve.get_replica_context().replica_tag)

@@ -20,9 +20,10 @@ from teachers.teacher_set import TeacherSet
 
 class LocalTeachers(RecordSource):
     def __init__(self, apps: list[TeacherAppArgs], teacher_set: TeacherSet, *, output_space: str,
-                 temperature: float, top_k: int = 0, dense_max_classes: int = 0, target_kind: str = "topk"):
+                 temperature: float, top_k: int = 0, dense_max_classes: int = 0, target_kind: str = "topk",
+                 device: str = "cpu"):
         super().__init__(teacher_set, output_space=output_space, temperature=temperature, target_kind=target_kind)
-        self._teachers = {a.name: LoadedTeacher.load(a) for a in apps if a.name in teacher_set.teachers}
+        self._teachers = {a.name: LoadedTeacher.load(a, device) for a in apps if a.name in teacher_set.teachers}
         self._settings = dict(temperature=temperature, top_k=top_k or None, dense_max_classes=dense_max_classes or None,
                               target_kind=target_kind)
         self._stored: dict[str, dict[str, SoftTargets]] = {}

@@ -1,0 +1,31 @@
+"""Where work runs: the process-group backend and the torch device, decided from what the work
+was given (its Ray resources), not from the hardware of the process that plans it.
+
+The driver of a KubeRay job usually runs on a head node without GPUs while the workers it
+schedules have them, so nothing here looks at the driver's devices.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+
+def process_group_backend(gpus_per_worker: float) -> str:
+    """nccl for train workers that are given GPUs, gloo for CPU workers."""
+    return "nccl" if gpus_per_worker > 0 else "gloo"
+
+
+def work_device(num_gpus: float, what: str, cuda_available: Optional[bool] = None) -> str:
+    """The torch device for work given `num_gpus` GPUs, in the process that runs it: cuda when
+    it was given any. A process that was given a GPU and sees none is refused (`what` names
+    the work in the error) instead of silently running on its CPU."""
+    if num_gpus <= 0:
+        return "cpu"
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+    if not cuda_available:
+        raise RuntimeError(f"{what} was given {num_gpus:g} GPU(s) but its process sees no CUDA device "
+                           f"(check the node's driver and CUDA_VISIBLE_DEVICES, or set num_gpus: 0)")
+    return "cuda"
