@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional, Type, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cluster.errors import ConfigError
 from cluster.paths import paths_outside_roots
@@ -40,10 +40,28 @@ class ModelSpec(Strict):
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
+class AutoscalingConfig(Strict):
+    """Serve autoscaling of a teacher: the replica count follows the requests in flight."""
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(ge=1)
+    target_ongoing_requests: float = Field(
+        2.0, gt=0, description="requests in flight per replica Serve aims at (students keep several in flight)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "AutoscalingConfig":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"autoscaling: min_replicas {self.min_replicas} is above max_replicas {self.max_replicas}")
+        return self
+
+
 class ResourcesConfig(Strict):
     num_cpus: float = Field(0.25, ge=0)
     num_gpus: float = Field(0.0, ge=0)
-    replicas: int = Field(1, ge=1)
+    replicas: int = Field(1, ge=1, description="a fixed replica count (without autoscaling)")
+    autoscaling: Optional[AutoscalingConfig] = Field(
+        None, description="{min_replicas, max_replicas, target_ongoing_requests}: Serve scales the teacher's replicas "
+                          "with the students' requests in flight (replaces replicas)")
     max_ongoing_requests: int = Field(16, ge=1, description="requests one replica works on at once")
     max_queued_requests: int = Field(
         -1, ge=-1, description="requests a caller may queue for the app before Serve rejects more "

@@ -17,8 +17,8 @@ from ray import serve
 
 from cluster import MetricsSink, MlflowSink, ResourcesConfig, check_name, read_metrics, validate_model
 from teachers import (EndpointSpec, GrpcTeacher, IncompatibleTeacherError, TeacherAppArgs, TeacherConfig, TeacherEntry,
-                      TeacherSet, app_name, build_teacher_app, peer_teacher_name, resolve_model, SCHEMA_VERSION,
-                      snapshot_teacher_name)
+                      TeacherSet, app_name, build_teacher_app, peer_teacher_name, resolve_model, running_replicas,
+                      SCHEMA_VERSION, snapshot_teacher_name)
 from orchestration.regimes.co_training.board import Key, PeerBoard
 from orchestration.admission import TeacherAdmission
 from orchestration.snapshots import SnapshotFolder
@@ -349,12 +349,13 @@ class Orchestrator:
 
     def status(self) -> dict[str, Any]:
         ts = self._teacher_set
+        replicas = self._replicas({n: e.app_name for n, e in ts.teachers.items() if e.endpoint is None})
         return {
             "run": self.run,
             "phase": self._phase,
             "teacher_set_version": ts.version,
             "teachers": {n: {"weight": e.weight, "output_space": e.output_space, "model_version": e.model_version,
-                             "parameters": e.parameters,
+                             "parameters": e.parameters, "replicas": replicas.get(n),
                              "endpoint": e.endpoint.url if e.endpoint else f"serve:{e.app_name}"}
                          for n, e in ts.teachers.items()},
             "progress": dict(sorted(self._latest.items())),
@@ -367,6 +368,15 @@ class Orchestrator:
         self._sink.close()
 
     # --- internals ---------------------------------------------------------------------------
+    @staticmethod
+    def _replicas(apps: dict[str, str]) -> dict[str, int]:
+        """Running Serve replicas per served teacher; none when Serve cannot say (status goes on)."""
+        try:
+            return running_replicas(apps) if apps else {}
+        except Exception as exc:  # noqa: BLE001 - a status view must not fail on Serve's controller
+            logger.warning("Serve's status gave no replica counts: %s", exc)
+            return {}
+
     def _event(self, kind: str, **fields: Any) -> None:
         event = {"event": kind, "time": time.time(), "teacher_set/version": self._teacher_set.version, **fields}
         self._events.append(event)

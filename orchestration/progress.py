@@ -79,10 +79,12 @@ def status_table(status: dict[str, Any]) -> Table:
     table.add_column("output space")
     table.add_column("model version")
     table.add_column("served by")
+    table.add_column("replicas", justify="right")
     latest = next(iter(_rank0_records(status)), {})
     for name, info in status["teachers"].items():
+        replicas = info.get("replicas")
         table.add_row(name, f"{info['weight']:.3g}", _share(latest, name).lstrip(", ") or "-", info["output_space"],
-                      info["model_version"], info.get("endpoint", ""))
+                      info["model_version"], info.get("endpoint", ""), "-" if replicas is None else str(replicas))
     return table
 
 

@@ -148,16 +148,33 @@ class TeacherDeployment:
             grpc_context.set_details(str(exc))
 
 
+def deployment_options(args: TeacherAppArgs) -> dict[str, Any]:
+    """Serve options of a teacher's deployment from `args.resources`: a fixed replica count, or
+    Serve autoscaling on the requests in flight."""
+    res = args.resources
+    replicas: dict[str, Any] = {"num_replicas": res.replicas}
+    if res.autoscaling is not None:
+        replicas = {"autoscaling_config": {"min_replicas": res.autoscaling.min_replicas,
+                                           "max_replicas": res.autoscaling.max_replicas,
+                                           "target_ongoing_requests": res.autoscaling.target_ongoing_requests}}
+    return {"name": f"teacher_{args.name}", **replicas,
+            "max_ongoing_requests": res.max_ongoing_requests, "max_queued_requests": res.max_queued_requests,
+            "ray_actor_options": {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus},
+            # Students send many small requests; a log line per request would drown the job's log.
+            "logging_config": {"enable_access_log": False}}
+
+
 def build_teacher_app(args: TeacherAppArgs | dict) -> Application:
     """Application builder for one teacher; resources and replicas come from `args.resources`."""
     args = TeacherAppArgs.model_validate(args) if isinstance(args, dict) else args
-    res = args.resources
-    return TeacherDeployment.options(
-        name=f"teacher_{args.name}",
-        num_replicas=res.replicas,
-        max_ongoing_requests=res.max_ongoing_requests,
-        max_queued_requests=res.max_queued_requests,
-        ray_actor_options={"num_cpus": res.num_cpus, "num_gpus": res.num_gpus},
-        # Students send many small requests; a log line per request would drown the job's log.
-        logging_config={"enable_access_log": False},
-    ).bind(args)
+    return TeacherDeployment.options(**deployment_options(args)).bind(args)
+
+
+def running_replicas(app_names: dict[str, str]) -> dict[str, int]:
+    """Running replicas of each teacher's Serve app ({teacher: app name}), from Serve's status."""
+    applications = serve.status().applications
+    out = {}
+    for teacher, app in app_names.items():
+        deployment = applications[app].deployments.get(f"teacher_{teacher}") if app in applications else None
+        out[teacher] = int(deployment.replica_states.get("RUNNING", 0)) if deployment else 0
+    return out

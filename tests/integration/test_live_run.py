@@ -24,6 +24,7 @@ import pytest
 
 from teachers.arrow_codec import decode, encode_inputs
 from teachers.proto import teacher_service_pb2 as pb, teacher_service_pb2_grpc as pb_grpc
+from teachers.soft_targets import SCHEMA_VERSION
 from tests.conftest import CONFIGS, REPO, Background, RunProcess, distillery, free_port
 
 pytestmark = pytest.mark.integration
@@ -112,7 +113,7 @@ def test_serve_grpc_ingress_answers_a_plain_grpc_client(live):
     live.wait_for(lambda: len(latest_by_rank(live)) == 2, "both workers training with teachers")
     x = np.random.default_rng(0).random((5, 64), dtype=np.float32)
     info, chunks = ingress_call(live.grpc_port, INGRESS_TOKEN, x)
-    assert info.name == "cnn" and info.output_space == "classes:10" and info.schema_version == 1
+    assert info.name == "cnn" and info.output_space == "classes:10" and info.schema_version == SCHEMA_VERSION
     assert chunks[-1].last_chunk and {c.batch_id for c in chunks} == {"outside-0"}
     record = decode(b"".join(c.payload_chunk for c in chunks))
     assert record.teacher == "cnn" and record.logprob.shape == (5, 10) and record.temperature == 4.0
