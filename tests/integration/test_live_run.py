@@ -65,6 +65,7 @@ def test_status_and_teacher_list(live):
     info = json.loads(status.stdout)
     assert info["phase"] == "kd-seed0"
     assert set(info["teachers"]) == {"mlp", "cnn"} and info["teacher_set_version"] == 2
+    assert all(teacher["replicas"] >= 1 for teacher in info["teachers"].values())  # from Serve's status
     listed = distillery("teacher", "list", "--run", "live", "--json")
     assert json.loads(listed.stdout)["teachers"]["cnn"]["output_space"] == "classes:10"
 
