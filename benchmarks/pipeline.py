@@ -5,10 +5,10 @@
 Trains the same student on the same batches several ways in one Ray Train worker group,
 interleaved and repeated, and reports the median samples/s (tokens/s for language models) of
 each and its ratio to the precomputed upper bound (targets computed before training and held
-in the worker's memory): the median of the per-repeat ratios, with their min and max. "offline store" reads the Parquet store that `distillery precompute`
-writes (written once before the repeats; its time is reported apart). Results go to
-`benchmarks/results/<name>.{md,json}` (`--name`, default pipeline); `benchmarks.llm` runs it
-on a language model.
+in the worker's memory): the median of the per-repeat ratios, with their min and max.
+"offline store" reads the Parquet store that `distillery precompute` writes (written once
+before the repeats; its time is reported apart). Results go to `benchmarks/results/<name>.{md,json}`
+(`--name`, default pipeline); `benchmarks.llm` runs it on a language model.
 """
 
 from __future__ import annotations

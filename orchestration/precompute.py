@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 from rich.console import Console
 
+from cluster import work_device
 from teachers import Batch, Manifest, StoreKey, TeacherConfig, find_store, write_manifest
 from orchestration.config import RunConfig
 from orchestration.progress import progress_blocks
@@ -36,10 +37,9 @@ class StoreScorer:
 
         from teachers import LoadedTeacher
 
-        from cluster import work_device
-
         torch.set_num_threads(1)
-        self.teacher = LoadedTeacher.load(args, work_device(args.resources.num_gpus, f"precompute of teacher {args.name!r}"))
+        device = work_device(args.resources.num_gpus, f"precompute of teacher {args.name!r}")
+        self.teacher = LoadedTeacher.load(args, device)
         self.top_k, self.target_kind = top_k, target_kind
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -51,8 +51,9 @@ class StoreScorer:
         row_ids = batch.column(ROW_ID).to_numpy(zero_copy_only=False)
         # dense_max_classes=1: the store always holds top-k (or sampled), whatever the output space;
         # the first row's id seeds the batch's draws
-        record = self.teacher.records([Batch.of_inputs(str(row_ids[0]) if len(row_ids) else "", x)], top_k=self.top_k,
-                                      dense_max_classes=1, target_kind=self.target_kind)[0]
+        batch_id = str(row_ids[0]) if len(row_ids) else ""
+        record = self.teacher.records([Batch.of_inputs(batch_id, x)], top_k=self.top_k, dense_max_classes=1,
+                                      target_kind=self.target_kind)[0]
         if self.teacher.output_space.startswith("tokens:"):  # one row per target token, by sample and position
             import torch
 
@@ -123,8 +124,7 @@ def precompute(cfg: RunConfig, dataset: Dataset, console: Console) -> dict[str, 
         console.print(f"teacher {teacher.name}: scoring {samples} samples with Ray Data -> {folder}")
         (_scored_rows(cfg, dataset)
          .map_batches(StoreScorer, fn_constructor_kwargs={"args": args, "top_k": key.top_k, "target_kind": key.kind},
-                      batch_size=512,
-                      batch_format="pyarrow", concurrency=1, num_cpus=teacher.resources.num_cpus or 0.25,
+                      batch_size=512, batch_format="pyarrow", concurrency=1, num_cpus=teacher.resources.num_cpus or 0.25,
                       num_gpus=teacher.resources.num_gpus or None)
          .write_parquet(str(partial)))
         write_manifest(partial, key, test_score(LoadedTeacher.load(args).module, dataset))

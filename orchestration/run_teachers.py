@@ -32,8 +32,8 @@ def teacher_scores(cfg: RunConfig, dataset, names: list[str]) -> tuple[dict[str,
     records = {name: teacher_test_outputs(name, dataset.teacher_view().test.x) for name in names}
     weights = {t.name: t.weight for t in cfg.teachers}
     if dataset.kind != "embedding":
-        scores = {name: accuracy(r.logprob, dataset.test.y) if r.is_dense else float((r.topk_idx[:, 0] == dataset.test.y).mean())
-                  for name, r in records.items()}
+        scores = {name: accuracy(r.logprob, dataset.test.y) if r.is_dense
+                  else float((r.topk_idx[:, 0] == dataset.test.y).mean()) for name, r in records.items()}
         if len(records) > 1 and all(r.is_dense for r in records.values()):
             probs = sum(weights[n] * np.exp(r.logprob) for n, r in records.items())
             scores[ENSEMBLE] = accuracy(probs, dataset.test.y)

@@ -72,7 +72,8 @@ class SnapshotFolder:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         pq.write_table(to_table(record, sample=rows), partial / "part-00000.parquet")
-        key = replace(store_key(config, dataset, cfg.name, file_version(snapshot)), top_k=dataset.num_classes, kind="topk")
+        key = replace(store_key(config, dataset, cfg.name, file_version(snapshot)), top_k=dataset.num_classes,
+                      kind="topk")
         write_manifest(partial, key, None)
         partial.replace(folder)
         return True

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_model
 
+from cluster import work_device
 from students import DataConfig, Dataset, DistillConfig, Split, accuracy as logits_accuracy
 from teachers import (ResolvedModel, TeacherAppArgs, TeacherConfig, TeacherTrainingConfig, count_parameters,
                       load_teacher, resolve_model)
@@ -116,8 +117,6 @@ def train_or_load_teacher(name: str, model: ResolvedModel, training: TeacherTrai
     """Return the cached weights for this exact (model, training, data) or train and cache them
     (on a GPU when the teacher's resources give it `num_gpus`; the weights do not depend on it
     beyond floating-point rounding, so the cache key does not either)."""
-    from cluster import work_device
-
     cached = cached_teacher(name, model, training, data, dataset, cache_dir)
     if cached is not None:
         return cached

@@ -268,6 +268,9 @@ class TermConfig(Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+# The terms of the preset losses (`distill.loss`): alpha * the first + (1 - alpha) * the second.
+PRESET_TERMS = {"hinton_kd": ("ce", "kd"), "logit_mse": ("ce", "logit_mse")}
+
 STRATEGIES = ("static", "confidence", "entropy", "label_agreement", "gating", "route")
 
 
@@ -517,10 +520,11 @@ SAMPLED_WEIGHTING = {"static", "route"}  # the others score each teacher's whole
 def _check_sampled(cfg: Any) -> None:
     """Sampled targets estimate the teacher's distribution: only terms and weightings linear in it."""
     distill = cfg.distill
-    preset = {"ce": {"ce"}, "hinton_kd": {"ce", "kd"}, "logit_mse": {"ce", "logit_mse"}}.get(distill.loss, set())
-    methods = {f"distill.methods.{n}": (m.distill_of(distill), {t.name for t in m.terms}, m.weighting or distill.weighting)
+    methods = {f"distill.methods.{n}": (m.distill_of(distill), {t.name for t in m.terms},
+                                         m.weighting or distill.weighting)
                for n, m in (distill.methods or {}).items()} or {
-        "distill": (distill, {t.name for t in distill.terms} if distill.terms else preset, distill.weighting)}
+        "distill": (distill, {t.name for t in distill.terms} if distill.terms else set(PRESET_TERMS[distill.loss]),
+                    distill.weighting)}
     for where, (own, names, weighting) in methods.items():
         if own.target_kind != "sampled":
             continue

@@ -17,6 +17,7 @@ from cluster import Registry
 from students.kd_terms import TERMS, TermInputs, fuse_row_terms
 from students.sparse_kd import SPARSE_TERMS, sparse_merge
 from students.adversarial import Adversary
+from students.config import PRESET_TERMS
 from students.weighting import Weighting, merge_teachers
 from teachers import TeacherTargets
 
@@ -36,10 +37,9 @@ def preset_terms(loss: str, alpha: float) -> list[Term]:
     """The terms of a named preset loss."""
     if loss == "ce":
         return [Term("ce")]
-    if loss == "hinton_kd":
-        return [Term("ce", alpha), Term("kd", 1 - alpha)]
-    if loss == "logit_mse":
-        return [Term("ce", alpha), Term("logit_mse", 1 - alpha)]
+    if loss in PRESET_TERMS:
+        hard, soft = PRESET_TERMS[loss]
+        return [Term(hard, alpha), Term(soft, 1 - alpha)]
     raise KeyError(f"unknown loss {loss!r}; known: ce, hinton_kd, logit_mse (or list distill.terms)")
 
 

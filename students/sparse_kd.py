@@ -119,45 +119,46 @@ def merge_sparse(teachers: list[SparseTeacher], weights: torch.Tensor, vocab: in
 
 def sparse_merge(weighting: Weighting, targets: TeacherTargets, labels: torch.Tensor, device: torch.device,
                  gate_logits: Optional[torch.Tensor] = None,
-                 columns: Optional[dict[str, np.ndarray]] = None) -> tuple[SparseTargets, torch.Tensor,
-                                                                           Optional[torch.Tensor]]:
-    """The top-k records of `targets` on `device`, weighted as `weighting` says and merged:
-    (the mixture, the weights [B, N], the gate's loss for `gating`)."""
+                 columns: Optional[dict[str, np.ndarray]] = None,
+                 ) -> tuple[Union[SparseTargets, SampledTargets], torch.Tensor, Optional[torch.Tensor]]:
+    """The top-k (or sampled) records of `targets` on `device`, weighted as `weighting` says and
+    merged: (the mixture, or the pooled draws; the weights [B, N]; the gate's loss for `gating`)."""
     kinds = {rec.kind for rec in targets.records.values()}
-    if kinds == {"sampled"}:
-        return _merge_sampled(weighting, targets, labels, device, gate_logits, columns)
-    if kinds != {"topk"}:
+    if kinds not in ({"topk"}, {"sampled"}):
         raise ValueError(f"batch {next(iter(targets.records.values())).batch_id!r}: teachers "
                          f"{sorted(targets.names)} sent records of kinds {sorted(kinds)}; a batch's sparse "
                          f"records are all top-k or all sampled")
-    teachers, vocab = [], None
-    for rec in targets.records.values():
-        vocab = rec.num_classes
-        teachers.append(SparseTeacher.of(*(torch.as_tensor(np.asarray(a)).to(device) for a in
-                                           (rec.topk_idx, rec.topk_logprob, rec.tail_logprob)), rec.num_classes))
-    scores = lambda strategy: torch.stack([t.score(strategy, labels) for t in teachers], dim=1)  # noqa: E731
+    records = list(targets.records.values())
+    if kinds == {"sampled"}:
+        teachers = []
+        scores = _no_scores
+    else:
+        teachers = [SparseTeacher.of(_on(r.topk_idx, device), _on(r.topk_logprob, device), _on(r.tail_logprob, device),
+                                     r.num_classes) for r in records]
+        scores = lambda strategy: torch.stack([t.score(strategy, labels) for t in teachers], dim=1)  # noqa: E731
     weights, gate_loss = teacher_weights(weighting, targets.names, targets.static_weights().to(device), labels, scores,
                                          gate_logits, columns)
-    return merge_sparse(teachers, weights, vocab), weights, gate_loss
+    if not teachers:
+        return _pool_draws(records, weights, device), weights, gate_loss
+    return merge_sparse(teachers, weights, records[0].num_classes), weights, gate_loss
 
 
-def _merge_sampled(weighting: Weighting, targets: TeacherTargets, labels: torch.Tensor, device: torch.device,
-                   gate_logits: Optional[torch.Tensor], columns: Optional[dict[str, np.ndarray]],
-                   ) -> tuple[SampledTargets, torch.Tensor, Optional[torch.Tensor]]:
-    def scores(strategy: str) -> torch.Tensor:
-        raise ValueError(f"weighting strategy {strategy!r} scores each teacher's whole distribution; sampled "
-                         f"targets carry draws of it (use static or route weighting, or topk targets)")
+def _on(array: np.ndarray, device: torch.device, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(array)).to(device=device, dtype=dtype)
 
-    weights, gate_loss = teacher_weights(weighting, targets.names, targets.static_weights().to(device), labels,
-                                         scores, gate_logits, columns)
-    tensor = lambda a, dtype: torch.as_tensor(np.asarray(a)).to(device=device, dtype=dtype)  # noqa: E731
-    records = list(targets.records.values())
-    pooled = SampledTargets(
-        ids=torch.cat([tensor(r.topk_idx, torch.long) for r in records], dim=1),
-        weight=torch.cat([weights[:, i, None] * tensor(r.sample_weight, torch.float32) for i, r in enumerate(records)],
-                         dim=1),
-        logprob=torch.cat([tensor(r.topk_logprob, torch.float32) for r in records], dim=1))
-    return pooled, weights, gate_loss
+
+def _no_scores(strategy: str) -> torch.Tensor:
+    raise ValueError(f"weighting strategy {strategy!r} scores each teacher's whole distribution; sampled "
+                     f"targets carry draws of it (use static or route weighting, or topk targets)")
+
+
+def _pool_draws(records: list, weights: torch.Tensor, device: torch.device) -> SampledTargets:
+    """Every teacher's draws side by side, each weighted by its teacher's weight [B, N]."""
+    return SampledTargets(
+        ids=torch.cat([_on(r.topk_idx, device, torch.long) for r in records], dim=1),
+        weight=torch.cat([weights[:, i, None] * _on(r.sample_weight, device, torch.float32)
+                          for i, r in enumerate(records)], dim=1),
+        logprob=torch.cat([_on(r.topk_logprob, device, torch.float32) for r in records], dim=1))
 
 
 def _xlogy(x: torch.Tensor, log_y: torch.Tensor) -> torch.Tensor:

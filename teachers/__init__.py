@@ -68,9 +68,9 @@ __all__ = ["Batch", "EndpointSpec", "FaultPolicy", "FeatureHooks", "dummy_inputs
            "ServerSecurity", "SoftTargetSource", "SoftTargetStoreError", "StoreKey", "StoredTargets",
            "StoredTeachers", "TeacherAppArgs", "TeacherClient", "TeacherConfig", "TeacherEntry", "TeacherSet",
            "TeacherSetSource", "TeacherTargets", "TeacherTrainingConfig", "TokenSpecials", "app_name",
-           "build_teacher_app", "running_replicas", "check_teachers", "check_tokenizer", "count_parameters", "dataset_fingerprint",
+           "build_teacher_app", "check_teachers", "check_tokenizer", "count_parameters", "dataset_fingerprint",
            "file_version", "find_store", "fixed_size_list", "live_step", "load_teacher", "load_tokenizer",
-           "parse_endpoint_url", "peer_teacher_name", "record_logprob", "resolve_model",
+           "parse_endpoint_url", "peer_teacher_name", "record_logprob", "resolve_model", "running_replicas",
            "snapshot_teacher_name", "specials_of", "start_teacher_server", "target_labels", "to_table",
            "token_digest", "tokenizer_hash", "write_manifest"]
 

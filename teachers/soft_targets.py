@@ -20,10 +20,9 @@ Inside Ray records travel as numpy arrays; nothing here imports ray or torch.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field, replace
 from typing import Optional
-
-import zlib
 
 import numpy as np
 
@@ -122,7 +121,8 @@ def _sampled(logprob: np.ndarray, k: int, rng: np.random.Generator, meta: dict) 
     flat = np.searchsorted((cdf + offsets).reshape(-1), draws.reshape(-1), side="right").reshape(rows, k)
     idx = np.minimum(flat - (offsets.astype(np.int64) * logprob.shape[1]), logprob.shape[1] - 1)
     idx.sort(axis=1)
-    return SoftTargets(topk_idx=idx.astype(np.int32), topk_logprob=np.take_along_axis(logprob, idx, 1).astype(np.float16),
+    return SoftTargets(topk_idx=idx.astype(np.int32),
+                       topk_logprob=np.take_along_axis(logprob, idx, 1).astype(np.float16),
                        sample_weight=np.full((rows, k), 1.0 / k, dtype=np.float16), **meta)
 
 

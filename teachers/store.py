@@ -1,13 +1,13 @@
 """The offline soft-target store: one teacher's top-k soft targets for a whole dataset split.
 
 Layout: `<root>/<dataset fingerprint>/<teacher>-<teacher version>-k<k>-T<temperature>/` (`-s<k>-`
-for sampled records) holds
-Parquet shards written with the Arrow codec (one row per sample, key column `row_id`, the
-sample's stable row id) and a `manifest.json` written last. The fingerprint covers the split's
-rows whatever their order (`students.Dataset.fingerprint`), and a batch finds its rows by their
-ids, so a store serves any later order of the same rows, in memory or streamed: a folder without a manifest is an unfinished precompute and is
-never read. The key (dataset fingerprint, teacher, teacher version, kind, k, temperature) is in the
-folder name and in the manifest; a run that needs another key gets a `SoftTargetStoreError`
+for sampled records) holds Parquet shards written with the Arrow codec (one row per sample, key
+column `row_id`, the sample's stable row id) and a `manifest.json` written last. The fingerprint
+covers the split's rows whatever their order (`students.Dataset.fingerprint`), and a batch finds
+its rows by their ids, so a store serves any later order of the same rows, in memory or
+streamed. A folder without a manifest is an unfinished precompute and is never read. The key
+(dataset fingerprint, teacher, teacher version, kind, k, temperature) is in the folder name and
+in the manifest; a run that needs another key gets a `SoftTargetStoreError`
 saying which part differs, never a stale store.
 """
 
@@ -43,8 +43,9 @@ class StoreKey:
     kind: str = "topk"  # or "sampled": top_k draws per row (teachers.soft_targets)
 
     def folder(self, root: str | Path) -> Path:
-        cut = "s" if self.kind == "sampled" else "k"
-        return Path(root) / self.dataset / f"{self.teacher}-{self.teacher_version}-{cut}{self.top_k}-T{self.temperature:g}"
+        cut = "s" if self.kind == "sampled" else "k"  # the top k, or k draws
+        name = f"{self.teacher}-{self.teacher_version}-{cut}{self.top_k}-T{self.temperature:g}"
+        return Path(root) / self.dataset / name
 
 
 @dataclass(frozen=True)
