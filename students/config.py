@@ -444,13 +444,15 @@ class DistillConfig(Strict):
     slow_teacher_fallback: bool = Field(
         True, description="a batch whose teacher misses its deadline goes on with the teachers that answered "
                           "(their weights renormalised) instead of waiting for the retry")
-    on_teacher_lost: Literal["drop", "fail"] = Field(
+    on_teacher_lost: Literal["drop", "fail", "wait"] = Field(
         "drop", description="a teacher that stays unreachable after its retries: drop it from the teacher set "
-                            "(with a warning; the other weights renormalise) or fail the run")
+                            "(with a warning; the other weights renormalise), fail the run, or wait for it "
+                            "(up to pause_timeout_s: its Serve app brings its replicas back when its node is back)")
     on_no_teacher: Literal["fail", "pause"] = Field(
         "fail", description="when no teacher is left: fail, or pause (up to pause_timeout_s) until one is added; "
                             "a KD student never trains on no targets")
-    pause_timeout_s: float = Field(600.0, gt=0, description="how long a paused run waits for a teacher")
+    pause_timeout_s: float = Field(600.0, gt=0, description="how long a paused run waits for a teacher, and "
+                                                            "on_teacher_lost: wait for a lost one")
     version_poll_every: int = Field(1, ge=1, description="steps between teacher-set version checks")
 
 

@@ -296,7 +296,7 @@ def _faults_over_ranks(faults: dict[str, float]) -> dict[str, float]:
         return faults
     gathered: list[Optional[dict[str, float]]] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, faults)
-    largest = ("faults_teachers_lost", "faults_paused_s", "faults_longest_recovery_s")
+    largest = ("faults_teachers_lost", "faults_teachers_waited_for", "faults_paused_s", "faults_longest_recovery_s")
     return {name: (max if name in largest else sum)(rank.get(name, 0) for rank in gathered) for name in faults}
 
 

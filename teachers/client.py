@@ -37,7 +37,7 @@ class FaultPolicy:
 
     retries: int = 2
     slow_teacher_fallback: bool = True
-    on_teacher_lost: str = "drop"  # or "fail"
+    on_teacher_lost: str = "drop"  # or "fail", or "wait" (keep asking until it is back, up to pause_timeout_s)
     on_no_teacher: str = "fail"  # or "pause"
     pause_timeout_s: float = 600.0
 
@@ -144,8 +144,9 @@ class TeacherClient(RecordSource):
         self._latencies: dict[str, deque[float]] = {}
         self.policy = policy
         self.faults = {"retries": 0, "backpressure_retries": 0, "fallback_batches": 0, "teachers_lost": 0,
-                       "paused_s": 0.0, "longest_recovery_s": 0.0}
+                       "teachers_waited_for": 0, "paused_s": 0.0, "longest_recovery_s": 0.0}
         self._late_in_a_row: dict[str, int] = {}
+        self._unreachable_since: dict[str, float] = {}  # on_teacher_lost: wait; teachers past their retries
         self.refresh(control.teacher_set())
 
     # --- teacher set -------------------------------------------------------------------------
@@ -291,22 +292,25 @@ class TeacherClient(RecordSource):
                 if isinstance(exc, TimeoutError) and may_skip:
                     self._late_in_a_row[name] = self._late_in_a_row.get(name, 0) + 1
                     self._resend(request, name, skip=batch.batch_id)
-                    if self._late_in_a_row[name] > self.policy.retries:
+                    if self._late_in_a_row[name] > self.policy.retries and not self._waits_for(name, batch, exc):
                         self._lose(name, batch, exc)
                         return None
                     return _LATE
                 attempt += 1
-                if attempt > self.policy.retries:
+                if attempt > self.policy.retries and not self._waits_for(name, batch, exc):
                     self._lose(name, batch, exc)
                     return None
                 self.faults["retries"] += 1
-                logger.warning("teacher %r, batch %r: %s: %s; retry %d of %d", name, batch.batch_id,
-                               type(exc).__name__, exc, attempt, self.policy.retries)
+                if attempt <= self.policy.retries:  # past them, `_waits_for` said it once
+                    logger.warning("teacher %r, batch %r: %s: %s; retry %d of %d", name, batch.batch_id,
+                                   type(exc).__name__, exc, attempt, self.policy.retries)
                 time.sleep(_backoff_s(attempt))
                 self._resend(request, name)
                 continue
             del self._in_flight[key]
             self._late_in_a_row[name] = 0
+            if self._unreachable_since.pop(name, None) is not None:
+                logger.warning("teacher %r answers again (batch %r)", name, batch.batch_id)
             if failed_at is not None:  # answered after retries: how long the batch waited for it
                 self.faults["longest_recovery_s"] = max(self.faults["longest_recovery_s"], time.monotonic() - failed_at)
             self.wait_ms[name] = (time.perf_counter() - start) * 1000
@@ -336,6 +340,27 @@ class TeacherClient(RecordSource):
         if name in latest.teachers:
             return False
         self.refresh(latest)
+        return True
+
+    def _waits_for(self, name: str, batch: Batch, exc: BaseException) -> bool:
+        """`on_teacher_lost: wait`: a teacher past its retries stays in the set and is asked again
+        (its Serve app reschedules its replicas once the cluster has room for them, e.g. when its
+        node is back) until `pause_timeout_s` after it stopped answering; then the run fails."""
+        if self.policy.on_teacher_lost != "wait":
+            return False
+        now = time.monotonic()
+        since = self._unreachable_since.setdefault(name, now)
+        if since == now:
+            self.faults["teachers_waited_for"] += 1
+            logger.warning("teacher %r gave no soft targets for batch %r after %d retries (%s: %s); waiting up to "
+                           "%.0fs for it to come back (distill.on_teacher_lost: wait)", name, batch.batch_id,
+                           self.policy.retries, type(exc).__name__, exc, self.policy.pause_timeout_s)
+        if now - since > self.policy.pause_timeout_s:
+            raise TeacherUnavailableError(
+                f"teacher {name!r} gave no soft targets for {now - since:.0f}s (last batch {batch.batch_id!r}: "
+                f"{type(exc).__name__}: {exc}), longer than distill.pause_timeout_s ({self.policy.pause_timeout_s:g}s) "
+                f"with distill.on_teacher_lost: wait; bring its replicas back (its node, its resources) and rerun "
+                f"the same command to resume, or set on_teacher_lost: drop") from exc
         return True
 
     def _lose(self, name: str, batch: Batch, exc: BaseException) -> None:
