@@ -19,6 +19,7 @@ _EXPORTS = {
     "RunNotFoundError": "errors",
     "Strict": "config",
     "build_module": "factory",
+    "check_custom_resources": "placement",
     "check_name": "config",
     "connect": "connection",
     "default_cache_dir": "paths",
@@ -27,6 +28,7 @@ _EXPORTS = {
     "load_with_overrides": "config",
     "load_yaml_model": "config",
     "method_kind": "naming",
+    "on_this_node": "placement",
     "online_phase": "naming",
     "orchestrator_name": "connection",
     "parse_yaml": "config",
@@ -35,6 +37,7 @@ _EXPORTS = {
     "phase_kind": "naming",
     "prepare_ray_env": "ray_env",
     "read_metrics": "metrics",
+    "ray_options": "placement",
     "read_yaml_file": "config",
     "validate_model": "config",
     "work_device": "devices",
@@ -42,10 +45,11 @@ _EXPORTS = {
 
 __all__ = ["ConfigError", "DEFAULT_ALLOWED_MODULES", "DistilleryError", "MetricsSink", "MlflowSink",
            "ModelSpec", "NAMESPACE", "Registry", "ResourcesConfig", "RunNotFoundError", "Strict",
-           "build_module", "check_name", "connect", "default_cache_dir", "kd_phase", "lazy_exports",
-           "load_with_overrides", "load_yaml_model", "method_kind", "online_phase", "orchestrator_name",
-           "parse_yaml", "paths_outside_roots", "phase_kind", "prepare_ray_env", "process_group_backend",
-           "read_metrics", "read_yaml_file", "validate_model", "work_device"]
+           "build_module", "check_custom_resources", "check_name", "connect", "default_cache_dir",
+           "kd_phase", "lazy_exports", "load_with_overrides", "load_yaml_model", "method_kind",
+           "on_this_node", "online_phase", "orchestrator_name", "parse_yaml", "paths_outside_roots",
+           "phase_kind", "prepare_ray_env", "process_group_backend", "ray_options", "read_metrics",
+           "read_yaml_file", "validate_model", "work_device"]
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

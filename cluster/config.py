@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any, Optional, Type, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cluster.errors import ConfigError
 from cluster.paths import paths_outside_roots
+from cluster.placement import check_custom_resources
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
 NAME_HINT = "lowercase letters, digits, '-' or '_', starting with a letter or digit, at most 48 chars"
@@ -62,10 +63,16 @@ class ResourcesConfig(Strict):
     autoscaling: Optional[AutoscalingConfig] = Field(
         None, description="{min_replicas, max_replicas, target_ongoing_requests}: Serve scales the teacher's replicas "
                           "with the students' requests in flight (replaces replicas)")
+    custom: dict[str, float] = Field(
+        default_factory=dict, description="Ray custom resources per replica: {teacher_node: 1} places the teacher "
+                                          "(its replicas, its training) on nodes started with that resource")
+    labels: dict[str, str] = Field(default_factory=dict, description="Ray node labels the teacher's nodes must carry")
     max_ongoing_requests: int = Field(16, ge=1, description="requests one replica works on at once")
     max_queued_requests: int = Field(
         -1, ge=-1, description="requests a caller may queue for the app before Serve rejects more "
                                "(back-pressure, retried by the students); -1: no limit")
+
+    _custom = field_validator("custom")(check_custom_resources)
 
 
 M = TypeVar("M", bound=BaseModel)

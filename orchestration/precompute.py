@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 from rich.console import Console
 
-from cluster import work_device
+from cluster import ResourcesConfig, ray_options, work_device
 from teachers import Batch, Manifest, StoreKey, TeacherConfig, find_store, write_manifest
 from orchestration.config import RunConfig
 from orchestration.progress import progress_blocks
@@ -92,9 +92,17 @@ def _weights(cfg: RunConfig, teacher: TeacherConfig, dataset: Dataset, train: bo
     model = resolve_model(teacher.model, in_features=dataset.in_features, num_classes=dataset.num_classes,
                           allowed_modules=cfg.run.allowed_factory_modules)
     if train:
-        return train_or_load_teacher(teacher.name, model, teacher.training, cfg.data, dataset, cache_dir).weights_path
+        return train_or_load_teacher(teacher.name, model, teacher.training, cfg.data, dataset, cache_dir,
+                                     teacher.resources.num_gpus).weights_path
     cached = cached_teacher(teacher.name, model, teacher.training, cfg.data, dataset, cache_dir)
     return cached.weights_path if cached else None
+
+
+def scorer_options(res: ResourcesConfig) -> dict[str, Any]:
+    """Ray Data options of the scoring actor: the teacher's resources and node group."""
+    options = ray_options(res.num_cpus or 0.25, res.num_gpus, res.custom, res.labels)
+    options["num_gpus"] = options["num_gpus"] or None  # Ray Data: None, not 0, for a CPU actor
+    return options
 
 
 def precompute(cfg: RunConfig, dataset: Dataset, console: Console) -> dict[str, Manifest]:
@@ -102,7 +110,7 @@ def precompute(cfg: RunConfig, dataset: Dataset, console: Console) -> dict[str, 
     import ray
 
     from cluster import default_cache_dir
-    from orchestration.teacher_training import teacher_app_args, test_score
+    from orchestration.teacher_training import teacher_app_args, test_score, training_options
     from teachers import file_version
     from teachers import LoadedTeacher
 
@@ -110,7 +118,8 @@ def precompute(cfg: RunConfig, dataset: Dataset, console: Console) -> dict[str, 
     cache_dir = default_cache_dir()
     out = {}
     for teacher in cfg.teachers:
-        weights = ray.get(ray.remote(_weights).options(num_cpus=0.25).remote(cfg, teacher, dataset, True, cache_dir))
+        weights = ray.get(ray.remote(_weights).options(**training_options(teacher)).remote(
+            cfg, teacher, dataset, True, cache_dir))
         key = store_key(cfg, dataset, teacher.name, file_version(weights))
         folder = key.folder(root)
         if (folder / "manifest.json").is_file():
@@ -124,8 +133,7 @@ def precompute(cfg: RunConfig, dataset: Dataset, console: Console) -> dict[str, 
         console.print(f"teacher {teacher.name}: scoring {samples} samples with Ray Data -> {folder}")
         (_scored_rows(cfg, dataset)
          .map_batches(StoreScorer, fn_constructor_kwargs={"args": args, "top_k": key.top_k, "target_kind": key.kind},
-                      batch_size=512, batch_format="pyarrow", concurrency=1, num_cpus=teacher.resources.num_cpus or 0.25,
-                      num_gpus=teacher.resources.num_gpus or None)
+                      batch_size=512, batch_format="pyarrow", concurrency=1, **scorer_options(teacher.resources))
          .write_parquet(str(partial)))
         write_manifest(partial, key, test_score(LoadedTeacher.load(args).module, dataset))
         shutil.rmtree(folder, ignore_errors=True)  # an unfinished earlier attempt

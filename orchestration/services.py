@@ -22,7 +22,7 @@ def start_orchestrator(cfg: RunConfig, run_dir: Path, ingress_token_sha256: Opti
     source's scans are not done twice)."""
     import ray
 
-    from cluster import NAMESPACE, orchestrator_name
+    from cluster import NAMESPACE, on_this_node, orchestrator_name
     from orchestration.orchestrator import Orchestrator
 
     name = orchestrator_name(cfg.run.name)
@@ -33,7 +33,9 @@ def start_orchestrator(cfg: RunConfig, run_dir: Path, ingress_token_sha256: Opti
     else:
         raise RuntimeError(f"run {cfg.run.name!r} is already running on this cluster; stop it first "
                            f"or choose another run.name")
-    actor = ray.remote(Orchestrator).options(name=name, namespace=NAMESPACE, num_cpus=0, max_concurrency=32)
+    # On the driver's node: a node of teachers or students going away must not take the run's state with it.
+    actor = ray.remote(Orchestrator).options(name=name, namespace=NAMESPACE, num_cpus=0, max_concurrency=32,
+                                             **on_this_node())
     return actor.remote(cfg.run.name, cfg.model_dump(), str(run_dir), default_cache_dir(), ingress_token_sha256,
                         dataset)
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_model
 
-from cluster import work_device
+from cluster import ray_options, work_device
 from students import DataConfig, Dataset, DistillConfig, Split, accuracy as logits_accuracy
 from teachers import (ResolvedModel, TeacherAppArgs, TeacherConfig, TeacherTrainingConfig, count_parameters,
                       load_teacher, resolve_model)
@@ -154,6 +154,13 @@ def teacher_app_args(cfg: TeacherConfig, weights_path: Optional[str], dataset: D
                           features=features or [], ingress_token_sha256=ingress_token_sha256, live_run=live_run)
 
 
+def training_options(cfg: TeacherConfig) -> dict[str, Any]:
+    """Ray options of the task that trains teacher `cfg`: on its node group (custom resources,
+    labels) with its GPUs, a quarter of a core beside them."""
+    res = cfg.resources
+    return ray_options(0.25, res.num_gpus, res.custom, res.labels)
+
+
 def trained_weights(configs: list[TeacherConfig], resolve: Callable[[TeacherConfig], ResolvedModel], data: DataConfig,
                     dataset: Any, cache_dir: str) -> dict[str, TrainedTeacher]:
     """Each teacher's weights: its file (or none, pretrained), else trained now or loaded from
@@ -167,9 +174,8 @@ def trained_weights(configs: list[TeacherConfig], resolve: Callable[[TeacherConf
         if cfg.weights or cfg.pretrained:
             out[cfg.name] = TrainedTeacher(cfg.weights, float("nan"), 0, 0.0, True)
         else:
-            gpus = cfg.resources.num_gpus
-            pending[cfg.name] = task.options(num_cpus=0.25, num_gpus=gpus).remote(
-                cfg.name, resolve(cfg), cfg.training, data, dataset, cache_dir, gpus)
+            pending[cfg.name] = task.options(**training_options(cfg)).remote(
+                cfg.name, resolve(cfg), cfg.training, data, dataset, cache_dir, cfg.resources.num_gpus)
     for name, ref in pending.items():
         out[name] = ray.get(ref)
     return out

@@ -9,6 +9,16 @@ from typing import Any, Optional
 import numpy as np
 
 from orchestration.config import RunConfig
+from students import StudentConfig
+
+
+def student_scaling(student: StudentConfig) -> dict[str, Any]:
+    """`ScalingConfig` arguments of the student workers: their CPUs, GPUs and node group."""
+    resources = {"CPU": student.cpus_per_worker, **student.custom}
+    if student.gpus_per_worker > 0:
+        resources["GPU"] = student.gpus_per_worker
+    return {"num_workers": student.num_workers, "use_gpu": student.gpus_per_worker > 0,
+            "resources_per_worker": resources, "label_selector": student.labels or None}
 
 
 def train_students(jobs: list, cfg: RunConfig, run_dir: Path, reference: Optional[np.ndarray] = None,
@@ -23,10 +33,6 @@ def train_students(jobs: list, cfg: RunConfig, run_dir: Path, reference: Optiona
     from cluster import process_group_backend
     from students import train_student
 
-    use_gpu = cfg.student.gpus_per_worker > 0
-    resources = {"CPU": cfg.student.cpus_per_worker}
-    if use_gpu:
-        resources["GPU"] = cfg.student.gpus_per_worker
     source = cfg.data.source
     streamed = {}
     if source is not None and source.stream:
@@ -37,8 +43,7 @@ def train_students(jobs: list, cfg: RunConfig, run_dir: Path, reference: Optiona
     trainer = TorchTrainer(
         train_student,
         train_loop_config={"jobs": jobs, "reference": reference},
-        scaling_config=ScalingConfig(num_workers=cfg.student.num_workers, use_gpu=use_gpu,
-                                     resources_per_worker=resources),
+        scaling_config=ScalingConfig(**student_scaling(cfg.student)),
         torch_config=TorchConfig(backend=process_group_backend(cfg.student.gpus_per_worker)),
         run_config=TrainRunConfig(name=trainer_name or f"{cfg.run.name}-students", storage_path=str(run_dir / "train"),
                                   checkpoint_config=CheckpointConfig(num_to_keep=2),
@@ -53,7 +58,7 @@ def train_peers(jobs: dict[str, list], cfg: RunConfig, run_dir: Path) -> dict[st
     Ray task); the first that fails stops the others."""
     import ray
 
-    from cluster import ConfigError
+    from cluster import ConfigError, on_this_node
 
     trainers = {peer: peer_jobs for peer, peer_jobs in jobs.items() if peer_jobs}
     needed = len(trainers) * cfg.student.num_workers * cfg.student.cpus_per_worker
@@ -63,7 +68,7 @@ def train_peers(jobs: dict[str, list], cfg: RunConfig, run_dir: Path) -> dict[st
             f"online: {len(trainers)} peer trainers x student.num_workers {cfg.student.num_workers} x "
             f"student.cpus_per_worker {cfg.student.cpus_per_worker:g} = {needed:g} CPUs must run at once; the "
             f"cluster has {available:g}. Lower student.cpus_per_worker or num_workers, or add nodes"])
-    fit = ray.remote(num_cpus=0)(train_students)
+    fit = ray.remote(train_students).options(num_cpus=0, **on_this_node())  # beside the driver, as Train's controller
     pending = {fit.remote(peer_jobs, cfg, run_dir, None, f"{cfg.run.name}-peer-{peer}"): peer
                for peer, peer_jobs in trainers.items()}
     phases: dict[str, dict[str, Any]] = {}

@@ -9,7 +9,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from cluster import ModelSpec, Strict, check_name
+from cluster import ModelSpec, Strict, check_custom_resources, check_name
 
 
 class SourceColumns(Strict):
@@ -253,11 +253,17 @@ class StudentConfig(Strict):
     num_workers: int = Field(2, ge=1)
     cpus_per_worker: float = Field(0.5, gt=0)
     gpus_per_worker: float = Field(0.0, ge=0)
+    custom: dict[str, float] = Field(
+        default_factory=dict, description="Ray custom resources per worker: {student_node: 1} places the workers on "
+                                          "nodes started with that resource")
+    labels: dict[str, str] = Field(default_factory=dict, description="Ray node labels the workers' nodes must carry")
     checkpoint_every: int = Field(50, ge=1, description="steps between checkpoints")
     log_every: int = Field(10, ge=1, description="steps between progress/metric records")
     max_failures: int = Field(
         1, ge=-1, description="times Ray Train restarts the worker group from the last checkpoint after a "
                               "worker fails (a killed process, a lost node, an error); -1: without limit")
+
+    _custom = field_validator("custom")(check_custom_resources)
 
 
 class TermConfig(Strict):

@@ -18,7 +18,7 @@ import torch
 from ray import serve
 from ray.serve import Application
 
-from cluster import work_device
+from cluster import ray_options, work_device
 from teachers.batch import Batch
 from teachers.loaded import LoadedTeacher, TeacherAppArgs
 from teachers.teacher_set import PEER_PREFIX, live_version
@@ -159,7 +159,7 @@ def deployment_options(args: TeacherAppArgs) -> dict[str, Any]:
                                            "target_ongoing_requests": res.autoscaling.target_ongoing_requests}}
     return {"name": f"teacher_{args.name}", **replicas,
             "max_ongoing_requests": res.max_ongoing_requests, "max_queued_requests": res.max_queued_requests,
-            "ray_actor_options": {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus},
+            "ray_actor_options": ray_options(res.num_cpus, res.num_gpus, res.custom, res.labels),
             # Students send many small requests; a log line per request would drown the job's log.
             "logging_config": {"enable_access_log": False}}
 

@@ -41,6 +41,9 @@ def _ray(*args: str, env=None, timeout: float = 120) -> subprocess.CompletedProc
                           env=env, timeout=timeout)
 
 
+HEAD_RESOURCES = {"student_node": 2}  # the head doubles as the student node group of the two-node test
+
+
 @contextlib.contextmanager
 def local_cluster(cache: Path) -> Iterator[dict[str, str]]:
     """Start a head node on free loopback ports (token authentication on), connect to it and
@@ -49,7 +52,7 @@ def local_cluster(cache: Path) -> Iterator[dict[str, str]]:
     # the nodes carry the credentials of the tests' S3-compatible server, as a cloud cluster's carry its own
     started = _ray("start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
                    "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--num-cpus=2",
-                   "--disable-usage-stats", env={**os.environ, **S3_CREDENTIALS}, timeout=180)
+                   f"--resources={json.dumps(HEAD_RESOURCES)}", "--disable-usage-stats", env={**os.environ, **S3_CREDENTIALS}, timeout=180)
     assert started.returncode == 0, started.stdout + started.stderr
     os.environ["RAY_ADDRESS"] = f"127.0.0.1:{gcs_port}"
     os.environ["DISTILLERY_CACHE_DIR"] = str(cache)
@@ -62,6 +65,49 @@ def local_cluster(cache: Path) -> Iterator[dict[str, str]]:
         ray.shutdown()
         _ray("stop", "--force")
         os.environ.pop("RAY_ADDRESS", None)
+
+
+class WorkerNode:
+    """A second Ray node on this machine joined to the cluster at `gcs` (`ray start --block`, its
+    own process group), carrying `resources`; `stop()` takes down this node's processes only,
+    as a node that leaves the cluster (SIGTERM: Ray drains the node, then stops its raylet and
+    workers)."""
+
+    def __init__(self, gcs: str, resources: dict[str, float], log_path: Path, num_cpus: int = 1):
+        self.gcs, self.resources, self.log_path, self.num_cpus = gcs, resources, log_path, num_cpus
+        self.proc = None
+
+    def start(self, timeout: float = 120) -> str:
+        """Start the node; return its node id once the cluster lists it alive."""
+        import ray
+
+        known = {n["NodeID"] for n in ray.nodes()}
+        env = {**os.environ, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "1", **S3_CREDENTIALS}
+        with open(self.log_path, "a") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.ray_node", "start", f"--address={self.gcs}", "--block",
+                 "--node-ip-address=127.0.0.1", f"--num-cpus={self.num_cpus}",
+                 f"--resources={json.dumps(self.resources)}", "--disable-usage-stats"],
+                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            new = [n for n in ray.nodes() if n["Alive"] and n["NodeID"] not in known]
+            if new:
+                return new[0]["NodeID"]
+            assert self.proc.poll() is None, f"the node exited: {self.log_path.read_text()[-3000:]}"
+            time.sleep(0.5)
+        raise AssertionError(f"the node did not join within {timeout:g}s: {self.log_path.read_text()[-3000:]}")
+
+    def stop(self, timeout: float = 60) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()  # `ray start --block` drains the node, then stops the processes it started
+        try:
+            self.proc.wait(timeout=timeout)
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # anything of this node's group still running
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")

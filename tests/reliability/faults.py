@@ -278,3 +278,53 @@ def load(output_dir: Path, students: tuple[int, ...] = (1, 2, 4, 8), batches: in
         ray.get(orchestrator.close.remote())
         ray.kill(orchestrator)
     return rows
+
+
+def teacher_node_loss(output_dir: Path, gcs: str) -> dict[str, Any]:
+    """A KD run with its teacher on a second node (custom resource `teacher_node`) and its
+    students on the head (`student_node`): the teacher node is stopped mid-run; the workers
+    wait for the teacher (`on_teacher_lost: wait`) instead of training on nothing; a node with
+    the same resource joins again, Serve restarts the replica there and the run goes on until
+    `distillery stop`."""
+    import ray
+
+    from tests.conftest import WorkerNode
+
+    node = WorkerNode(gcs, {"teacher_node": 1}, output_dir / "teacher-node.log")
+    head = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and "node:__internal_head__" in n["Resources"])
+    figures: dict[str, Any] = {}
+    run = None
+    try:
+        first = node.start()
+        output_dir.mkdir(parents=True, exist_ok=True)
+        run = RunProcess(CONFIGS / "two_nodes.yaml", "two-nodes", output_dir)
+        run.wait_for(lambda: last_step(run) >= 10, "step 10", timeout=300)
+        figures["teacher_nodes_before"] = sorted({a.node_id == first for a in alive_actors("ServeReplica:teacher-mlp:")})
+        figures["student_nodes"] = sorted({a.node_id == head for a in alive_actors("RayTrainWorker")})
+        figures["student_workers"] = len(alive_actors("RayTrainWorker"))
+        stopped_at = time.time()
+        node.stop()
+        figures["node_alive_after_stop"] = any(n["NodeID"] == first and n["Alive"] for n in ray.nodes())
+        run.wait_for(lambda: run.log().count("waiting up to") >= 1, "a worker waiting for the teacher", timeout=120)
+        away_step = last_step(run)
+        time.sleep(5)
+        figures["steps_while_teacher_away"] = last_step(run) - away_step
+        second = node.start()
+        back_at = time.time()
+        run.wait_for(lambda: last_step(run) >= away_step + 10, "10 steps once the teacher node is back", timeout=240)
+        figures["resumed_after_node_back_s"] = round(time.time() - back_at, 1)
+        figures["away_s"] = round(back_at - stopped_at, 1)
+        figures["teacher_nodes_after"] = sorted({a.node_id == second for a in alive_actors("ServeReplica:teacher-mlp:")})
+        stop = cli("stop", "--run", "two-nodes")
+        assert stop.returncode == 0, stop.stdout + stop.stderr
+        assert run.finish(timeout=300) == 0, run.log()[-4000:]
+    finally:
+        if run is not None and run.proc.poll() is None:
+            run.kill()
+        node.stop()
+    final = phase_final(run, "kd-seed0")
+    figures.update({k: final[k] for k in ("batches_planned", "batches_lost", "batches_applied_twice", "steps")})
+    figures.update({k: v for k, v in final.items() if k.startswith("faults_")})
+    figures["teacher_lost_events"] = len(events(run, "teacher_lost"))
+    figures["log"] = str(run.log_path)
+    return figures

@@ -22,7 +22,6 @@ def test_a_gpu_the_process_cannot_see_is_refused_naming_the_work():
         work_device(1, "precompute of teacher 'gpt'", cuda_available=False)
 
 
-
 def test_a_teachers_serve_deployment_has_a_fixed_count_or_autoscaling(tmp_path):
     """`resources.replicas` fixes the count; `resources.autoscaling` hands it to Serve's autoscaler
     (Serve refuses both at once), bounded and aimed at a number of requests in flight."""
@@ -40,3 +39,42 @@ def test_a_teachers_serve_deployment_has_a_fixed_count_or_autoscaling(tmp_path):
     assert scaled["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 3.0}
     with pytest.raises(ValueError, match="min_replicas 5 is above max_replicas 2"):
         ResourcesConfig.model_validate({"autoscaling": {"min_replicas": 5, "max_replicas": 2}})
+
+
+def test_teachers_and_students_are_placed_on_their_node_groups(tmp_path):
+    """Custom resources and node labels from the config reach Serve's replicas, the teacher's
+    training task, the precompute scorer and the student workers' `ScalingConfig`."""
+    from cluster import ResourcesConfig
+    from orchestration.precompute import scorer_options
+    from orchestration.teacher_training import training_options
+    from orchestration.training import student_scaling
+    from students import StudentConfig
+    from teachers import TeacherConfig
+    from teachers.deployment import deployment_options
+    from tests.unit.teacher_fixtures import teacher_args
+
+    placed = ResourcesConfig(num_cpus=1, num_gpus=1, custom={"teacher_node": 0.5}, labels={"pool": "teachers"})
+    served = deployment_options(teacher_args(tmp_path).model_copy(update={"resources": placed}))
+    assert served["ray_actor_options"] == {"num_cpus": 1, "num_gpus": 1, "resources": {"teacher_node": 0.5},
+                                           "label_selector": {"pool": "teachers"}}
+    teacher = TeacherConfig(name="t", model={"factory": "teachers.zoo:mlp"}, resources=placed)
+    assert training_options(teacher) == {"num_cpus": 0.25, "num_gpus": 1, "resources": {"teacher_node": 0.5},
+                                         "label_selector": {"pool": "teachers"}}
+    assert scorer_options(ResourcesConfig())["num_gpus"] is None  # Ray Data's CPU actor
+    assert scorer_options(placed)["resources"] == {"teacher_node": 0.5}
+    student = StudentConfig(model={"factory": "teachers.zoo:mlp"}, num_workers=4, cpus_per_worker=2, gpus_per_worker=1,
+                            custom={"student_node": 1}, labels={"pool": "students"})
+    assert student_scaling(student) == {"num_workers": 4, "use_gpu": True, "label_selector": {"pool": "students"},
+                                        "resources_per_worker": {"CPU": 2, "GPU": 1, "student_node": 1}}
+    cpu_only = student_scaling(StudentConfig(model={"factory": "teachers.zoo:mlp"}))
+    assert cpu_only["use_gpu"] is False and "GPU" not in cpu_only["resources_per_worker"]
+    assert cpu_only["label_selector"] is None
+
+
+@pytest.mark.parametrize("custom, problem", [({"GPU": 1}, "one of Ray's own resources"),
+                                             ({"teacher_node": 0}, "must be above 0")])
+def test_custom_resources_that_ray_would_misread_are_refused(custom, problem):
+    from cluster import ResourcesConfig
+
+    with pytest.raises(ValueError, match=problem):
+        ResourcesConfig(custom=custom)
