@@ -9,6 +9,7 @@ from cluster.lazy import lazy_exports
 _EXPORTS = {
     "ConfigError": "errors",
     "DEFAULT_ALLOWED_MODULES": "factory",
+    "DTYPES": "devices",
     "DistilleryError": "errors",
     "MetricsSink": "metrics",
     "MlflowSink": "metrics",
@@ -41,15 +42,16 @@ _EXPORTS = {
     "read_yaml_file": "config",
     "validate_model": "config",
     "work_device": "devices",
+    "work_dtype": "devices",
 }
 
-__all__ = ["ConfigError", "DEFAULT_ALLOWED_MODULES", "DistilleryError", "MetricsSink", "MlflowSink",
+__all__ = ["ConfigError", "DEFAULT_ALLOWED_MODULES", "DTYPES", "DistilleryError", "MetricsSink", "MlflowSink",
            "ModelSpec", "NAMESPACE", "Registry", "ResourcesConfig", "RunNotFoundError", "Strict",
            "build_module", "check_custom_resources", "check_name", "connect", "default_cache_dir",
            "kd_phase", "lazy_exports", "load_with_overrides", "load_yaml_model", "method_kind",
            "on_this_node", "online_phase", "orchestrator_name", "parse_yaml", "paths_outside_roots",
            "phase_kind", "prepare_ray_env", "process_group_backend", "ray_options", "read_metrics",
-           "read_yaml_file", "validate_model", "work_device"]
+           "read_yaml_file", "validate_model", "work_device", "work_dtype"]
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

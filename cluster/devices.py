@@ -7,7 +7,9 @@ schedules have them, so nothing here looks at the driver's devices.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
+
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 def process_group_backend(gpus_per_worker: float) -> str:
@@ -29,3 +31,15 @@ def work_device(num_gpus: float, what: str, cuda_available: Optional[bool] = Non
         raise RuntimeError(f"{what} was given {num_gpus:g} GPU(s) but its process sees no CUDA device "
                            f"(check the node's driver and CUDA_VISIBLE_DEVICES, or set num_gpus: 0)")
     return "cuda"
+
+
+def work_dtype(name: str, device: str, what: str) -> Any:
+    """The torch dtype a model runs in on `device`: `float32`, `bfloat16` (GPU or CPU) or
+    `float16` (GPU only: CPU kernels for half precision are missing or slow)."""
+    import torch
+
+    if name not in DTYPES:
+        raise ValueError(f"{what}: dtype {name!r} is not one of {DTYPES}")
+    if name == "float16" and str(device).startswith("cpu"):
+        raise ValueError(f"{what}: dtype float16 needs a GPU (give it num_gpus), or use bfloat16 on the CPU")
+    return getattr(torch, name)

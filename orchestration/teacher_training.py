@@ -150,7 +150,8 @@ def teacher_app_args(cfg: TeacherConfig, weights_path: Optional[str], dataset: D
     return TeacherAppArgs(name=cfg.name, factory=model.factory, kwargs=model.kwargs,
                           allowed_modules=list(model.allowed_modules), weights_path=weights_path,
                           in_features=dataset.in_features, temperature=distill.temperature,
-                          dense_max_classes=distill.dense_max_classes, top_k=distill.top_k, resources=cfg.resources,
+                          dense_max_classes=distill.dense_max_classes, top_k=distill.top_k, dtype=cfg.dtype,
+                          resources=cfg.resources,
                           features=features or [], ingress_token_sha256=ingress_token_sha256, live_run=live_run)
 
 

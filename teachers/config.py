@@ -6,7 +6,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from cluster import ModelSpec, ResourcesConfig, Strict, check_name
+from cluster import DTYPES, ModelSpec, ResourcesConfig, Strict, check_name
 
 
 class TeacherTrainingConfig(Strict):
@@ -29,6 +29,9 @@ class TeacherConfig(Strict):
                                                 "no training and no weights file")
     training: TeacherTrainingConfig = Field(default_factory=TeacherTrainingConfig)
     weight: float = Field(1.0, gt=0)
+    dtype: Literal[DTYPES] = Field("float32", description="what the teacher answers in (its replicas, precompute, "
+                                                         "`teacher serve`): bfloat16 or float16 halve its memory "
+                                                         "and speed it up on GPUs; float16 needs a GPU")
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
 
     _name = field_validator("name")(check_name)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from cluster import ResourcesConfig
+from cluster import ResourcesConfig, work_dtype
 from teachers.arrow_codec import model_inputs
 from teachers.batch import Batch
 from teachers.backend import FeatureHooks, ResolvedModel, dummy_inputs, load_teacher, model_version, output_space_of
@@ -37,6 +37,7 @@ class TeacherAppArgs(BaseModel):
     temperature: float
     dense_max_classes: int = 1024
     top_k: int = 64
+    dtype: str = "float32"  # cluster.DTYPES
     resources: ResourcesConfig = ResourcesConfig()
     ingress_token_sha256: Optional[str] = None  # callers through Serve's gRPC ingress must send its token
     features: list[str] = []  # module names whose outputs travel in every record (feature-based KD)
@@ -61,9 +62,19 @@ class LoadedTeacher:
         module = load_teacher(ResolvedModel(args.factory, args.kwargs, tuple(args.allowed_modules)), args.weights_path)
         hooks = FeatureHooks(module, args.features, f"teacher {args.name!r}")
         output_space, num_classes = output_space_of(module, args.in_features)
+        dtype = work_dtype(args.dtype, str(device), f"teacher {args.name!r}")
         device = torch.device(device)
-        return cls(args, module.to(device), device, model_version(module, args.weights_path), output_space,
-                   num_classes, hooks)
+        return cls(args, module.to(device=device, dtype=dtype), device, model_version(module, args.weights_path),
+                   output_space, num_classes, hooks)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.module.parameters()).dtype
+
+    def _inputs(self, inputs: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Inputs on the teacher's device; features in its dtype, token ids as they are."""
+        tensor = torch.as_tensor(inputs, device=self.device)
+        return tensor.to(self.dtype) if tensor.is_floating_point() else tensor
 
     @property
     def vocab_size(self) -> Optional[int]:
@@ -79,7 +90,7 @@ class LoadedTeacher:
     def feature_shapes(self) -> dict[str, list[int]]:
         """Per-sample shape of each hooked feature (from a dummy forward)."""
         with self.lock, torch.inference_mode():
-            self.module(dummy_inputs(self.module, 1, self.args.in_features, self.device))
+            self.module(self._inputs(dummy_inputs(self.module, 1, self.args.in_features, self.device)))
         return {name: list(value.shape[1:]) for name, value in self.hooks.take().items()}
 
     def records(self, batches: list[Batch], *, temperature: float | None = None,
@@ -102,7 +113,7 @@ class LoadedTeacher:
         if self.output_space.startswith("tokens:"):
             return self._token_records(batches, torch.tensor(inputs, device=self.device), pack)
         with self.lock, torch.inference_mode():
-            logits = self.module(torch.tensor(inputs, device=self.device)).float().cpu().numpy()
+            logits = self.module(self._inputs(inputs)).float().cpu().numpy()
             version = self.version
         bounds = np.cumsum([len(b.teacher_x) for b in batches])[:-1]
         features = {name: np.split(value.to(torch.float16).cpu().numpy(), bounds)
@@ -175,7 +186,7 @@ class LoadedTeacher:
         ids = torch.tensor(model_inputs(sequences), device=self.device)
         module = self.module
         with self.lock, torch.inference_mode():
-            logits = module.position_logits(ids)
+            logits = module.position_logits(ids).float()
             first, replacement = teacher_verdict(
                 logits, ids, torch.as_tensor(start, device=self.device), top_k=top_k, temperature=temperature,
                 pad=module.specials.pad, generator=torch.Generator(device=self.device).manual_seed(seed),
@@ -186,5 +197,6 @@ class LoadedTeacher:
     def replace_weights(self, state: dict[str, torch.Tensor], version: str) -> None:
         """Load a live teacher's new weights (between two forwards)."""
         with self.lock:
-            self.module.load_state_dict({k: v.to(self.device) for k, v in state.items()})
+            self.module.load_state_dict({k: v.to(device=self.device, dtype=self.dtype) if v.is_floating_point()
+                                         else v.to(self.device) for k, v in state.items()})
             self.version = version

@@ -78,3 +78,41 @@ def test_custom_resources_that_ray_would_misread_are_refused(custom, problem):
 
     with pytest.raises(ValueError, match=problem):
         ResourcesConfig(custom=custom)
+
+
+def test_a_bfloat16_teacher_answers_like_its_float32_self_in_half_the_memory(tmp_path):
+    """`dtype: bfloat16` loads the weights in bf16 and casts feature inputs to it; its records
+    are float32 log-probabilities close to the float32 teacher's (bf16 keeps 8 bits of
+    mantissa), its top classes the same."""
+    import numpy as np
+    import torch
+
+    from teachers.batch import Batch
+    from teachers.loaded import LoadedTeacher
+    from tests.unit.teacher_fixtures import IN_FEATURES, teacher_args
+
+    args = teacher_args(tmp_path)
+    full, half = LoadedTeacher.load(args), LoadedTeacher.load(args.model_copy(update={"dtype": "bfloat16"}))
+    assert half.dtype == torch.bfloat16 and full.dtype == torch.float32
+    size = lambda t: sum(p.numel() * p.element_size() for p in t.module.parameters())  # noqa: E731
+    assert size(half) * 2 == size(full)
+    batch = Batch.of_inputs("b0", np.random.default_rng(0).random((32, IN_FEATURES), dtype=np.float32))
+    ours, theirs = half.records([batch], temperature=1.0)[0], full.records([batch], temperature=1.0)[0]
+    assert ours.logprob.dtype == np.float32
+    assert np.abs(np.exp(ours.logprob) - np.exp(theirs.logprob)).max() < 0.02
+    assert (ours.logprob.argmax(1) == theirs.logprob.argmax(1)).mean() >= 0.9
+
+
+def test_a_teacher_dtype_is_decided_per_device():
+    import torch
+
+    from cluster import work_dtype
+
+    assert work_dtype("bfloat16", "cpu", "teacher 'gpt'") == torch.bfloat16
+    assert work_dtype("float16", "cuda", "teacher 'gpt'") == torch.float16
+    with pytest.raises(ValueError, match="teacher 'gpt': dtype float16 needs a GPU"):
+        work_dtype("float16", "cpu", "teacher 'gpt'")
+    from teachers import TeacherConfig
+
+    with pytest.raises(ValueError, match="dtype"):
+        TeacherConfig(name="t", model={"factory": "teachers.zoo:mlp"}, dtype="int8")

@@ -40,13 +40,13 @@ def sequences(tokenizer):
     return encode_examples(tokenizer, pairs, LENGTH)
 
 
-def _teacher(tmp_path=None, head_chunk=4096, top_k=8, dense_max_classes=16) -> LoadedTeacher:
+def _teacher(tmp_path=None, head_chunk=4096, top_k=8, dense_max_classes=16, dtype="float32") -> LoadedTeacher:
     torch.manual_seed(0)
     args = TeacherAppArgs(name="gpt", factory="teachers.hf_lm:causal_lm",
                           kwargs={"in_features": LENGTH, "num_classes": 1024, "tokenizer": DEFAULT_TOKENIZER,
                                   "config": TINY, "head_chunk": head_chunk},
                           allowed_modules=["teachers.hf_lm"], weights_path=None, in_features=LENGTH, temperature=2.0,
-                          top_k=top_k, dense_max_classes=dense_max_classes)
+                          top_k=top_k, dense_max_classes=dense_max_classes, dtype=dtype)
     return LoadedTeacher.load(args)
 
 
@@ -128,6 +128,16 @@ def test_teacher_records_have_one_row_per_target_token_dense_topk_and_chunked(se
         ids = torch.from_numpy(sequences)
         nll = F.cross_entropy(teacher.module(ids), target_labels(ids, SPECIALS), reduction="sum")
     assert parts["tokens"] == sum(rows) and parts["nll"] == pytest.approx(float(nll), rel=1e-5)
+
+
+def test_a_bfloat16_language_model_teacher_sends_float32_records_close_to_its_float32_self(sequences):
+    full, half = _teacher(dense_max_classes=4096), _teacher(dense_max_classes=4096, dtype="bfloat16")
+    assert next(half.module.parameters()).dtype == torch.bfloat16
+    batch = Batch.of_inputs("b0", sequences)
+    ours, theirs = half.records([batch])[0], full.records([batch])[0]
+    assert ours.logprob.dtype == np.float32 and ours.logprob.shape == theirs.logprob.shape
+    assert np.abs(np.exp(ours.logprob) - np.exp(theirs.logprob)).sum(1).max() < 0.1  # total variation x2
+    assert half.perplexity(sequences)["nll"] == pytest.approx(full.perplexity(sequences)["nll"], rel=0.02)
 
 
 def test_concat_rows_joins_chunks_in_order():
