@@ -48,6 +48,9 @@ class AutoscalingConfig(Strict):
     max_replicas: int = Field(ge=1)
     target_ongoing_requests: float = Field(
         2.0, gt=0, description="requests in flight per replica Serve aims at (students keep several in flight)")
+    upscale_delay_s: float = Field(30.0, ge=0, description="how long demand must stay high before Serve adds replicas")
+    downscale_delay_s: float = Field(600.0, ge=0, description="how long demand must stay low before Serve removes "
+                                                               "replicas")
 
     @model_validator(mode="after")
     def _ordered(self) -> "AutoscalingConfig":

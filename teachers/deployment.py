@@ -154,9 +154,7 @@ def deployment_options(args: TeacherAppArgs) -> dict[str, Any]:
     res = args.resources
     replicas: dict[str, Any] = {"num_replicas": res.replicas}
     if res.autoscaling is not None:
-        replicas = {"autoscaling_config": {"min_replicas": res.autoscaling.min_replicas,
-                                           "max_replicas": res.autoscaling.max_replicas,
-                                           "target_ongoing_requests": res.autoscaling.target_ongoing_requests}}
+        replicas = {"autoscaling_config": res.autoscaling.model_dump()}
     return {"name": f"teacher_{args.name}", **replicas,
             "max_ongoing_requests": res.max_ongoing_requests, "max_queued_requests": res.max_queued_requests,
             "ray_actor_options": ray_options(res.num_cpus, res.num_gpus, res.custom, res.labels),

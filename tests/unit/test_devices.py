@@ -36,7 +36,8 @@ def test_a_teachers_serve_deployment_has_a_fixed_count_or_autoscaling(tmp_path):
     scaled = deployment_options(args.model_copy(update={"resources": ResourcesConfig.model_validate(
         {"autoscaling": {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 3}})}))
     assert "num_replicas" not in scaled
-    assert scaled["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 3.0}
+    assert scaled["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 3.0,
+                                            "upscale_delay_s": 30.0, "downscale_delay_s": 600.0}
     with pytest.raises(ValueError, match="min_replicas 5 is above max_replicas 2"):
         ResourcesConfig.model_validate({"autoscaling": {"min_replicas": 5, "max_replicas": 2}})
 
