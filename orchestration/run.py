@@ -109,7 +109,8 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
             several = list(by_peer) != [""]  # co-training: a trainer per peer
             trainers = f"{len(by_peer)} trainers of " if several else ""
             console.print(f"students: {', '.join(job.phase for job in jobs)} on {trainers}{cfg.student.num_workers} "
-                          f"Ray Train workers, DeepSpeed ZeRO-{cfg.student.zero_stage}")
+                          f"Ray Train workers, DeepSpeed ZeRO-{cfg.student.zero_stage}"
+                          f"{' (optimizer offloaded to host memory)' if cfg.student.offload_optimizer else ''}")
             phases = follow(orchestrator, (lambda: train_peers(by_peer, cfg, run_dir)) if several else
                             (lambda: train_students(jobs, cfg, run_dir, reference)), console)
             for phase, metrics in phases.items():

@@ -249,6 +249,9 @@ class StudentConfig(Strict):
     lr: float = Field(1e-2, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     zero_stage: int = Field(2, ge=0, le=3)
+    offload_optimizer: bool = Field(
+        False, description="ZeRO-Offload: the optimizer states and step live in host memory (DeepSpeed's CPU "
+                           "Adam), for students whose optimizer does not fit in GPU memory; needs zero_stage >= 1")
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     num_workers: int = Field(2, ge=1)
     cpus_per_worker: float = Field(0.5, gt=0)
@@ -264,6 +267,13 @@ class StudentConfig(Strict):
                               "worker fails (a killed process, a lost node, an error); -1: without limit")
 
     _custom = field_validator("custom")(check_custom_resources)
+
+    @model_validator(mode="after")
+    def _offload_needs_zero(self) -> "StudentConfig":
+        if self.offload_optimizer and self.zero_stage == 0:
+            raise ValueError("offload_optimizer: ZeRO-Offload moves ZeRO's optimizer partitions to host memory; "
+                             "use zero_stage 1, 2 or 3 with it")
+        return self
 
 
 class TermConfig(Strict):

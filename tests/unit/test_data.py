@@ -1,6 +1,7 @@
 """Splits, shards and batch ids are deterministic and disjoint."""
 
 import numpy as np
+import pytest
 
 from students.config import DataConfig, StudentConfig
 from cluster.config import ModelSpec
@@ -36,6 +37,12 @@ def test_deepspeed_config_follows_student_config():
     ds = deepspeed_config(cfg, world_size=2)
     assert ds["train_batch_size"] == 48 and ds["zero_optimization"]["stage"] == 3
     assert ds["bf16"]["enabled"] and not ds["fp16"]["enabled"]
+    assert "offload_optimizer" not in ds["zero_optimization"] and ds["optimizer"]["params"]["torch_adam"]
+    offload = deepspeed_config(cfg.model_copy(update={"offload_optimizer": True, "gpus_per_worker": 1}), world_size=2)
+    assert offload["zero_optimization"]["offload_optimizer"] == {"device": "cpu", "pin_memory": True}
+    assert not offload["optimizer"]["params"]["torch_adam"]  # DeepSpeed's CPU Adam runs the offloaded step
+    with pytest.raises(ValueError, match="use zero_stage 1, 2 or 3 with it"):
+        StudentConfig(model=ModelSpec(factory="teachers.zoo:mlp"), zero_stage=0, offload_optimizer=True)
 
 
 def test_digit_views_are_pairs_joined_by_id():
