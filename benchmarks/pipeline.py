@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None, *, config: str = "benchmarks/configs/pip
                                distill=cfg.distill.model_copy(update={"batches_per_request": per_request}
                                                               if per_request else {}))
                     for r in range(args.repeats) for label, (source, per_request) in SOURCES.items()]
-            phases = train_students(jobs, cfg, run_dir)
+            phases = train_students(jobs, cfg)
         finally:
             ray.get(orchestrator.close.remote())
             ray.kill(orchestrator)

@@ -17,6 +17,7 @@ _EXPORTS = {
     "NAMESPACE": "connection",
     "Registry": "registry",
     "ResourcesConfig": "config",
+    "RunFolder": "storage",
     "RunNotFoundError": "errors",
     "Strict": "config",
     "build_module": "factory",
@@ -24,13 +25,17 @@ _EXPORTS = {
     "check_name": "config",
     "connect": "connection",
     "default_cache_dir": "paths",
+    "is_uri": "storage",
+    "join_uri": "storage",
     "kd_phase": "naming",
     "lazy_exports": "lazy",
     "load_with_overrides": "config",
+    "local_folder_for": "storage",
     "load_yaml_model": "config",
     "method_kind": "naming",
     "on_this_node": "placement",
     "online_phase": "naming",
+    "open_uri": "storage",
     "orchestrator_name": "connection",
     "parse_yaml": "config",
     "process_group_backend": "devices",
@@ -45,13 +50,14 @@ _EXPORTS = {
     "work_dtype": "devices",
 }
 
-__all__ = ["ConfigError", "DEFAULT_ALLOWED_MODULES", "DTYPES", "DistilleryError", "MetricsSink", "MlflowSink",
-           "ModelSpec", "NAMESPACE", "Registry", "ResourcesConfig", "RunNotFoundError", "Strict",
-           "build_module", "check_custom_resources", "check_name", "connect", "default_cache_dir",
-           "kd_phase", "lazy_exports", "load_with_overrides", "load_yaml_model", "method_kind",
-           "on_this_node", "online_phase", "orchestrator_name", "parse_yaml", "paths_outside_roots",
-           "phase_kind", "prepare_ray_env", "process_group_backend", "ray_options", "read_metrics",
-           "read_yaml_file", "validate_model", "work_device", "work_dtype"]
+__all__ = ["ConfigError", "DEFAULT_ALLOWED_MODULES", "DTYPES", "DistilleryError", "MetricsSink",
+           "MlflowSink", "ModelSpec", "NAMESPACE", "Registry", "ResourcesConfig", "RunFolder",
+           "RunNotFoundError", "Strict", "build_module", "check_custom_resources", "check_name", "connect",
+           "default_cache_dir", "is_uri", "join_uri", "kd_phase", "lazy_exports", "load_with_overrides",
+           "load_yaml_model", "local_folder_for", "method_kind", "on_this_node", "online_phase", "open_uri",
+           "orchestrator_name", "parse_yaml", "paths_outside_roots", "phase_kind", "prepare_ray_env",
+           "process_group_backend", "ray_options", "read_metrics", "read_yaml_file", "validate_model",
+           "work_device", "work_dtype"]
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

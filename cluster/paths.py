@@ -4,7 +4,8 @@ A config from elsewhere (a shared file, a `teacher add` request) must not make t
 or write outside the places its user chose. The roots never come from the config itself:
 the working directory, the teacher cache (`DISTILLERY_CACHE_DIR`), the folders listed in
 `DISTILLERY_ALLOWED_ROOTS` (separated by `os.pathsep`) and paths given on the command line
-(`--output-dir`, `--set`), which are the user's own.
+(`--output-dir`, `--set`), which are the user's own. Object-storage URIs (`s3://...`) in a file
+must start with a prefix listed in `DISTILLERY_ALLOWED_URIS` (separated by spaces).
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ def default_cache_dir() -> str:
 def allowed_roots() -> list[Path]:
     extra = [p for p in os.environ.get("DISTILLERY_ALLOWED_ROOTS", "").split(os.pathsep) if p]
     return [Path(p).expanduser().resolve() for p in [os.getcwd(), default_cache_dir(), *extra]]
+
+
+def allowed_uri_prefixes() -> list[str]:
+    return os.environ.get("DISTILLERY_ALLOWED_URIS", "").split()
 
 
 def _values(node: Any, parts: list[str], prefix: str) -> Iterator[tuple[str, Any]]:
@@ -49,6 +54,12 @@ def paths_outside_roots(data: Any, fields=PATH_FIELDS, skip: frozenset[str] = fr
     for field in fields:
         for where, value in _values(data, field.split("."), ""):
             if any(where == g or where.startswith((g + ".", g + "[")) for g in skip) or not isinstance(value, str):
+                continue
+            if "://" in value:
+                if not any(value.startswith(prefix) for prefix in allowed_uri_prefixes()):
+                    problems.append(f"{where}: {value!r} is a URI outside the allowed prefixes "
+                                    f"{allowed_uri_prefixes()}; give it on the command line or add its prefix "
+                                    f"to DISTILLERY_ALLOWED_URIS")
                 continue
             resolved = Path(value).expanduser().resolve()
             if not any(resolved.is_relative_to(root) for root in roots):

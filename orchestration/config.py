@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from cluster import Strict, check_name, DEFAULT_ALLOWED_MODULES, load_with_overrides
+from cluster import RunFolder, Strict, check_name, default_cache_dir, DEFAULT_ALLOWED_MODULES, load_with_overrides
 from orchestration.regimes.adversarial import check_generator
 from orchestration.regimes.born_again import check_born_again
 from orchestration.regimes.co_training import OnlineConfig, check_online
@@ -70,6 +70,11 @@ class RunConfig(Strict):
         for rule in RULES:
             rule(self)
         return self
+
+
+def run_folder(cfg: RunConfig) -> RunFolder:
+    """Where the run keeps its files: `<run.output_dir>/<run.name>`, a local folder or a URI."""
+    return RunFolder(cfg.run.output_dir, cfg.run.name, default_cache_dir())
 
 
 def load_run_config(path: str | Path, overrides: Optional[dict[str, Any]] = None) -> RunConfig:

@@ -9,11 +9,10 @@ method's student of the same seed, and starts from its own initial weights).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 from cluster import kd_phase
-from orchestration.config import RunConfig
+from orchestration.config import RunConfig, run_folder
 from orchestration.regime import MethodPhase, RunContext
 from orchestration.regimes import adversarial, born_again, quantized, speculative
 from orchestration.regimes.born_again import INIT_SEED_STRIDE, generation
@@ -61,8 +60,7 @@ def student_jobs(cfg: RunConfig, methods: dict[str, list[Term]], model: Resolved
             use_teachers=reads_own_teachers or (method is not None and bool(cfg.teachers) and needs_teacher(terms)),
             train=method is not None or dataset_kind != "embedding",  # an encoder's baseline is the untrained student
             init_seed=seed + INIT_SEED_STRIDE * generation(snapshots, method),
-            export_dir=(str(Path(cfg.run.output_dir).resolve() / cfg.run.name / "students" / phase)
-                        if cfg.data.language_model else None),
+            export_dir=run_folder(cfg).child("students", phase) if cfg.data.language_model else None,
             hooks=hooks, **teachers_of(cfg, method_cfg)))
     return jobs
 

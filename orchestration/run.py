@@ -15,7 +15,7 @@ from typing import Any, Optional
 from rich.console import Console
 from rich.text import Text
 
-from orchestration.config import RunConfig, load_run_config
+from orchestration.config import RunConfig, load_run_config, run_folder
 from orchestration.precompute import offline_stores
 from orchestration.report import write_report
 from orchestration.phases import PLAIN
@@ -59,8 +59,9 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
     console = console or Console()
     flags = {key: value for key, value in (("run.name", run_name), ("run.output_dir", output_dir)) if value is not None}
     cfg = load_run_config(config_path, {**(overrides or {}), **flags})
-    run_dir = Path(cfg.run.output_dir).resolve() / cfg.run.name
-    run_dir.mkdir(parents=True, exist_ok=True)
+    folder = run_folder(cfg)
+    pulled = folder.pull()  # a run folder on object storage: its files, for a resumed run on a new driver
+    run_dir = folder.local
     (run_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
 
     from cluster import connect
@@ -68,7 +69,10 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
     from students import load_dataset
     from teachers import resolve_model
 
-    console.print(f"run [bold]{cfg.run.name}[/bold] -> {run_dir}")
+    console.print(f"run [bold]{cfg.run.name}[/bold] -> {folder.location}")
+    if folder.remote:
+        console.print(f"working copy of its files: {run_dir} ({pulled} files pulled); checkpoints go straight to "
+                      f"{folder.child('train')}", highlight=False)
     dataset = load_dataset(cfg.data)
     for note in dataset.notes:
         console.print(f"data: {note}", highlight=False)
@@ -111,8 +115,8 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
             console.print(f"students: {', '.join(job.phase for job in jobs)} on {trainers}{cfg.student.num_workers} "
                           f"Ray Train workers, DeepSpeed ZeRO-{cfg.student.zero_stage}"
                           f"{' (optimizer offloaded to host memory)' if cfg.student.offload_optimizer else ''}")
-            phases = follow(orchestrator, (lambda: train_peers(by_peer, cfg, run_dir)) if several else
-                            (lambda: train_students(jobs, cfg, run_dir, reference)), console)
+            phases = follow(orchestrator, (lambda: train_peers(by_peer, cfg)) if several else
+                            (lambda: train_students(jobs, cfg, reference)), console)
             for phase, metrics in phases.items():
                 resumed = f", resumed from step {metrics['resumed_from_step']}" if metrics["resumed_from_step"] else ""
                 if "stopped_at_step" in metrics:
@@ -120,6 +124,7 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
                 console.print(Text(f"{phase}: {metric_title} {metrics[metric]:.4f} after {metrics['steps']} "
                                    f"steps in {metrics['train_s']:.1f}s{resumed}"))
                 state.finish(phase, metrics)
+            folder.push()
         rows, extra = regime.results(cfg, state.phases, teachers)
         title = f"Distillery run {cfg.run.name}: {dataset.name}"
         write_results(run_dir, rows, title, extra)
@@ -128,11 +133,13 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
             console.print(extra, highlight=False)
         for line in gain_lines(rows):
             console.print(line)
-        console.print(f"results: {run_dir / 'results.md'}; metrics: {run_dir / 'metrics.jsonl'}; "
-                      f"report with plots: {write_report(run_dir)}")
+        report = write_report(run_dir)
+        console.print(f"results: {folder.child('results.md')}; metrics: {folder.child('metrics.jsonl')}; "
+                      f"report with plots: {folder.child(str(report.relative_to(run_dir)))}", highlight=False)
         return rows
     finally:
         shutdown_orchestrator(orchestrator)
+        folder.push()
 
 
 def generate_only(config_path: str, console: Console, overrides: Optional[dict[str, Any]] = None) -> Path:
@@ -150,7 +157,7 @@ def generate_only(config_path: str, console: Console, overrides: Optional[dict[s
     dataset = load_dataset(cfg.data)
     console.print(f"connected to {connect()}")
     start_serve(cfg)
-    orchestrator = start_orchestrator(cfg, Path(cfg.run.output_dir).resolve() / cfg.run.name)
+    orchestrator = start_orchestrator(cfg, run_folder(cfg).local)
     try:
         teachers, _ = deploy_teachers(cfg, orchestrator, dataset, console)
         return generate(cfg, dataset, {name: info["model_version"] for name, info in teachers.items()}, console)

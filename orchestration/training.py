@@ -3,12 +3,11 @@ per peer at once for online co-training."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
-from orchestration.config import RunConfig
+from orchestration.config import RunConfig, run_folder
 from students import StudentConfig
 
 
@@ -21,7 +20,7 @@ def student_scaling(student: StudentConfig) -> dict[str, Any]:
             "resources_per_worker": resources, "label_selector": student.labels or None}
 
 
-def train_students(jobs: list, cfg: RunConfig, run_dir: Path, reference: Optional[np.ndarray] = None,
+def train_students(jobs: list, cfg: RunConfig, reference: Optional[np.ndarray] = None,
                    trainer_name: Optional[str] = None) -> dict[str, dict[str, Any]]:
     """One Ray Train run of `train_student` over `jobs`; resumes from its last checkpoint.
 
@@ -45,7 +44,7 @@ def train_students(jobs: list, cfg: RunConfig, run_dir: Path, reference: Optiona
         train_loop_config={"jobs": jobs, "reference": reference},
         scaling_config=ScalingConfig(**student_scaling(cfg.student)),
         torch_config=TorchConfig(backend=process_group_backend(cfg.student.gpus_per_worker)),
-        run_config=TrainRunConfig(name=trainer_name or f"{cfg.run.name}-students", storage_path=str(run_dir / "train"),
+        run_config=TrainRunConfig(name=trainer_name or f"{cfg.run.name}-students", **run_folder(cfg).train_storage(),
                                   checkpoint_config=CheckpointConfig(num_to_keep=2),
                                   failure_config=FailureConfig(max_failures=cfg.student.max_failures)),
         **streamed,
@@ -53,7 +52,7 @@ def train_students(jobs: list, cfg: RunConfig, run_dir: Path, reference: Optiona
     return trainer.fit().metrics["phases"]
 
 
-def train_peers(jobs: dict[str, list], cfg: RunConfig, run_dir: Path) -> dict[str, dict[str, Any]]:
+def train_peers(jobs: dict[str, list], cfg: RunConfig) -> dict[str, dict[str, Any]]:
     """Online co-training: one Ray Train run per peer, all at once (each launched from its own
     Ray task); the first that fails stops the others."""
     import ray
@@ -69,7 +68,7 @@ def train_peers(jobs: dict[str, list], cfg: RunConfig, run_dir: Path) -> dict[st
             f"student.cpus_per_worker {cfg.student.cpus_per_worker:g} = {needed:g} CPUs must run at once; the "
             f"cluster has {available:g}. Lower student.cpus_per_worker or num_workers, or add nodes"])
     fit = ray.remote(train_students).options(num_cpus=0, **on_this_node())  # beside the driver, as Train's controller
-    pending = {fit.remote(peer_jobs, cfg, run_dir, None, f"{cfg.run.name}-peer-{peer}"): peer
+    pending = {fit.remote(peer_jobs, cfg, None, f"{cfg.run.name}-peer-{peer}"): peer
                for peer, peer_jobs in trainers.items()}
     phases: dict[str, dict[str, Any]] = {}
     try:

@@ -10,10 +10,11 @@ tokenizer to the phase's folder, so the student loads again with
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 from typing import Any, Optional
 
 import torch
+
+from cluster import local_folder_for
 
 
 def gathered(engine: Any, zero_stage: int):
@@ -54,14 +55,13 @@ def export_student(engine: Any, zero_stage: int, folder: Optional[str], tokenize
         return {}
     from teachers import load_tokenizer
 
-    target = Path(folder)
-    target.mkdir(parents=True, exist_ok=True)
-    model.lm.save_pretrained(str(target), state_dict=state, safe_serialization=True)
-    load_tokenizer(tokenizer).save_pretrained(str(target))
-    out: dict[str, Any] = {"exported_to": str(target)}
-    if packed is not None:  # the real integers and scales; dequantized they are the weights written above
-        quantized = target / f"quantized-int{quantize_bits}.safetensors"
-        save_file(packed, str(quantized))
-        out.update(exported_bytes=(target / "model.safetensors").stat().st_size,
-                   quantized_bytes=quantized.stat().st_size)
+    out: dict[str, Any] = {"exported_to": folder}
+    with local_folder_for(folder) as target:  # a URI: written here, then uploaded (no shared volume needed)
+        model.lm.save_pretrained(str(target), state_dict=state, safe_serialization=True)
+        load_tokenizer(tokenizer).save_pretrained(str(target))
+        if packed is not None:  # the real integers and scales; dequantized they are the weights written above
+            quantized = target / f"quantized-int{quantize_bits}.safetensors"
+            save_file(packed, str(quantized))
+            out.update(exported_bytes=(target / "model.safetensors").stat().st_size,
+                       quantized_bytes=quantized.stat().st_size)
     return out

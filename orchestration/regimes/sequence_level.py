@@ -30,7 +30,7 @@ import pyarrow as pa
 from pydantic import Field
 from rich.console import Console
 
-from cluster import Strict, kd_phase
+from cluster import Strict, is_uri, kd_phase
 from orchestration.progress import progress_blocks
 from students import Dataset, GENERATED_MANIFEST as MANIFEST, student_subset
 
@@ -59,6 +59,9 @@ def check_sequence_level(cfg: Any) -> None:
         raise ValueError(f"distill.methods ({', '.join(generated) or 'data.generated'}): sequence-level KD "
                          f"fine-tunes on completions the run's teachers write; it needs teachers and "
                          f"language-model data (stdlib_functions or a prompt/completion source)")
+    if (generated or cfg.data.generated) and is_uri(cfg.run.output_dir) and not cfg.generate.output:
+        raise ValueError(f"generate.output: with run.output_dir on object storage ({cfg.run.output_dir}), the "
+                         f"teachers' completions need a folder every node reads; set generate.output to it")
     teacher = cfg.generate.teacher
     names = [t.name for t in cfg.teachers]
     if cfg.data.language_model and teacher is not None and teacher not in names:

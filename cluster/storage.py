@@ -1,0 +1,137 @@
+"""Run folders on a local path or on object storage.
+
+`run.output_dir` may be a local folder or any URI pyarrow opens (`s3://bucket/prefix`, `gs://`,
+`abfs://`, `hdfs://`; options such as an S3 endpoint go in the query string:
+`s3://bucket/runs?endpoint_override=host:9000&scheme=http`). With a URI nothing needs a shared
+POSIX volume:
+
+- Ray Train writes and reads the checkpoints there itself (`storage_path` + `storage_filesystem`);
+- the driver keeps a working copy of the run's small files (config, state, metrics, results,
+  reports) under the cache (`<DISTILLERY_CACHE_DIR>/runs/<hash of the URI>/<run>`), pulls
+  it from the URI when it starts (so a new driver on another machine resumes) and pushes it
+  back as phases finish and when the run ends;
+- train workers upload the students they export straight to the URI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+TRAIN_FOLDER = "train"  # Ray Train's checkpoints: read and written by Ray Train itself, never mirrored
+
+
+def is_uri(location: str) -> bool:
+    return "://" in str(location)
+
+
+def join_uri(uri: str, *parts: str) -> str:
+    """`uri` with `parts` appended to its path, its query string kept."""
+    base, _, query = uri.partition("?")
+    joined = "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+    return f"{joined}?{query}" if query else joined
+
+
+def open_uri(uri: str) -> tuple[Any, str]:
+    """pyarrow's filesystem for `uri` and the path inside it."""
+    from pyarrow import fs
+
+    try:
+        return fs.FileSystem.from_uri(uri)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad or unreachable URI
+        raise ValueError(f"{uri!r}: pyarrow cannot open it ({exc}); give a local folder or a URI such as "
+                         f"s3://bucket/prefix (options in the query string: ?endpoint_override=host:port)") from exc
+
+
+def upload_folder(local: Path, uri: str, skip: tuple[str, ...] = ()) -> None:
+    """Copy the files under `local` to `uri` (same relative paths), but the top-level `skip` folders."""
+    from pyarrow import fs as pafs
+
+    filesystem, root = open_uri(uri)
+    local_fs = pafs.LocalFileSystem()
+    for path in sorted(Path(local).rglob("*")):
+        relative = path.relative_to(local)
+        if path.is_dir() or relative.parts[0] in skip:
+            continue
+        target = f"{root}/{relative.as_posix()}"
+        filesystem.create_dir(target.rsplit("/", 1)[0], recursive=True)
+        pafs.copy_files(str(path), target, source_filesystem=local_fs, destination_filesystem=filesystem)
+
+
+def download_folder(uri: str, local: Path, skip: tuple[str, ...] = ()) -> int:
+    """Copy the files under `uri` into `local`, but the top-level `skip` folders; return how many."""
+    from pyarrow import fs as pafs
+
+    filesystem, root = open_uri(uri)
+    if filesystem.get_file_info(root).type != pafs.FileType.Directory:
+        return 0
+    local_fs, copied = pafs.LocalFileSystem(), 0
+    for info in filesystem.get_file_info(pafs.FileSelector(root, recursive=True)):
+        relative = info.path[len(root):].lstrip("/")
+        if info.type != pafs.FileType.File or relative.split("/")[0] in skip:
+            continue
+        target = Path(local) / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        pafs.copy_files(info.path, str(target), source_filesystem=filesystem, destination_filesystem=local_fs)
+        copied += 1
+    return copied
+
+
+@contextmanager
+def local_folder_for(location: str) -> Iterator[Path]:
+    """A local folder to write into: `location` itself, or (a URI) a temporary folder uploaded
+    to it when the block ends without an error."""
+    if not is_uri(location):
+        Path(location).mkdir(parents=True, exist_ok=True)
+        yield Path(location)
+        return
+    with tempfile.TemporaryDirectory(prefix="distillery-upload-") as tmp:
+        yield Path(tmp)
+        upload_folder(Path(tmp), location)
+
+
+class RunFolder:
+    """Where one run keeps its files: `local` (the folder itself, or the driver's working copy
+    of a URI) and, for a URI, `remote`."""
+
+    def __init__(self, output_dir: str, run: str, cache_dir: str):
+        self.remote: Optional[str] = join_uri(output_dir, run) if is_uri(output_dir) else None
+        if self.remote is None:
+            self.local = Path(output_dir).resolve() / run
+        else:
+            self.local = Path(cache_dir) / "runs" / hashlib.sha256(output_dir.encode()).hexdigest()[:12] / run
+            open_uri(self.remote)  # a bad URI fails here, before anything starts
+
+    @property
+    def location(self) -> str:
+        """What the user sees: the URI, or the local folder."""
+        return self.remote or str(self.local)
+
+    def pull(self) -> int:
+        """Bring the run's files from the URI into the working copy (a resumed run on a new
+        driver); return how many came."""
+        self.local.mkdir(parents=True, exist_ok=True)
+        if self.remote is None:
+            return 0
+        for stale in self.local.iterdir():  # the URI's copy is the run's; an older working copy is not
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+        return download_folder(self.remote, self.local, skip=(TRAIN_FOLDER,))
+
+    def push(self) -> None:
+        if self.remote is not None:
+            upload_folder(self.local, self.remote, skip=(TRAIN_FOLDER,))
+
+    def child(self, *parts: str) -> str:
+        """A location inside the run (a local path or a URI) for work that writes there itself."""
+        return join_uri(self.remote, *parts) if self.remote else str(self.local.joinpath(*parts))
+
+    def train_storage(self) -> dict[str, Any]:
+        """Ray Train's `storage_path` (and `storage_filesystem` for a URI) for the checkpoints."""
+        if self.remote is None:
+            return {"storage_path": str(self.local / TRAIN_FOLDER)}
+        filesystem, path = open_uri(join_uri(self.remote, TRAIN_FOLDER))
+        return {"storage_path": path, "storage_filesystem": filesystem}
