@@ -121,6 +121,16 @@ class Student:
         return {"samples_per_s": counted * BATCH / (time.perf_counter() - counted_from)}
 
 
+def _settled_at(trace: list[tuple[float, int]]) -> float:
+    """The time from which the replica count stayed at its last value."""
+    settled = trace[-1][0]
+    for at, count in reversed(trace):
+        if count != trace[-1][1]:
+            break
+        settled = at
+    return settled
+
+
 def _arm(forward_ms: float, folder: Path, replicas: int | None, students: int, args: argparse.Namespace
          ) -> dict[str, float]:
     import ray
@@ -134,13 +144,12 @@ def _arm(forward_ms: float, folder: Path, replicas: int | None, students: int, a
         warmup_s = args.autoscale_warmup_s
     actors = [ray.remote(Student).options(num_cpus=0).remote() for _ in range(students)]
     runs = [a.run.remote(info, i, args.seconds, warmup_s, args.prefetch, args.step_ms) for i, a in enumerate(actors)]
-    if replicas is None:
-        start, seen = time.monotonic(), 1
+    if replicas is None:  # when the count reached the one it ends the warm-up with
+        start, trace = time.monotonic(), []
         while time.monotonic() - start < warmup_s:
-            count = _replicas()
-            if count != seen:
-                seen, settled_s = count, time.monotonic() - start
+            trace.append((time.monotonic() - start, _replicas()))
             time.sleep(0.25)
+        settled_s = _settled_at(trace)
     done = ray.get(runs)
     out = {"samples_per_s": sum(d["samples_per_s"] for d in done), "replicas": _replicas(),
            "settled_s": round(settled_s, 1)}

@@ -25,6 +25,7 @@ _EXPORTS = {
     "check_name": "config",
     "connect": "connection",
     "default_cache_dir": "paths",
+    "download_folder": "storage",
     "is_uri": "storage",
     "join_uri": "storage",
     "kd_phase": "naming",
@@ -53,11 +54,11 @@ _EXPORTS = {
 __all__ = ["ConfigError", "DEFAULT_ALLOWED_MODULES", "DTYPES", "DistilleryError", "MetricsSink",
            "MlflowSink", "ModelSpec", "NAMESPACE", "Registry", "ResourcesConfig", "RunFolder",
            "RunNotFoundError", "Strict", "build_module", "check_custom_resources", "check_name", "connect",
-           "default_cache_dir", "is_uri", "join_uri", "kd_phase", "lazy_exports", "load_with_overrides",
-           "load_yaml_model", "local_folder_for", "method_kind", "on_this_node", "online_phase", "open_uri",
-           "orchestrator_name", "parse_yaml", "paths_outside_roots", "phase_kind", "prepare_ray_env",
-           "process_group_backend", "ray_options", "read_metrics", "read_yaml_file", "validate_model",
-           "work_device", "work_dtype"]
+           "default_cache_dir", "download_folder", "is_uri", "join_uri", "kd_phase", "lazy_exports",
+           "load_with_overrides", "load_yaml_model", "local_folder_for", "method_kind", "on_this_node",
+           "online_phase", "open_uri", "orchestrator_name", "parse_yaml", "paths_outside_roots",
+           "phase_kind", "prepare_ray_env", "process_group_backend", "ray_options", "read_metrics",
+           "read_yaml_file", "validate_model", "work_device", "work_dtype"]
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -104,19 +104,32 @@ def serve_config_command(config: str = typer.Argument(..., help="a run config wh
                   f"`distillery teacher add --run <run> --serve-app <app>`")
 
 
+def _run_folder(output_dir: str, run: str, with_checkpoints: bool = False):
+    """A finished or running run's folder; on object storage, its working copy pulled first
+    (with its checkpoints, for an export)."""
+    from cluster import RunFolder, default_cache_dir, download_folder, join_uri
+
+    folder = RunFolder(output_dir, run, default_cache_dir())
+    if folder.remote:
+        console.print(f"{folder.location}: {folder.pull()} files pulled into {folder.local}", highlight=False)
+        if with_checkpoints:
+            download_folder(join_uri(folder.remote, "train"), folder.local / "train")
+    return folder
+
+
 @app.command()
 def report(run: str = RUN_OPTION,
            output_dir: str = typer.Option("runs", "--output-dir", help="the folder that holds the run's folder")) -> None:
     """Write (again) `<output-dir>/<run>/report.md` with its PNG plots, from the run's metrics and
     results: a finished run has one already; this draws one for a run still going or cut short."""
-    from pathlib import Path
-
     from orchestration.report import write_report
 
-    run_dir = Path(output_dir) / run
-    if not (run_dir / "metrics.jsonl").is_file():
-        raise typer.BadParameter(f"{run_dir} has no metrics.jsonl: pass the run's --output-dir")
-    console.print(f"report: {write_report(run_dir)}")
+    folder = _run_folder(output_dir, run)
+    if not (folder.local / "metrics.jsonl").is_file():
+        raise typer.BadParameter(f"{folder.location} has no metrics.jsonl: pass the run's --output-dir")
+    written = write_report(folder.local)
+    folder.push()
+    console.print(f"report: {folder.child(str(written.relative_to(folder.local)))}", highlight=False)
 
 
 @app.command()
@@ -131,11 +144,12 @@ def export(run: str = RUN_OPTION,
     from orchestration.export import STAGES, export_run
     from orchestration.progress import StageBar
 
-    run_dir = Path(output_dir) / run
-    if not (run_dir / "config.json").is_file():
-        raise typer.BadParameter(f"{run_dir} has no config.json: pass the run's --output-dir")
+    folder = _run_folder(output_dir, run, with_checkpoints=True)
+    if not (folder.local / "config.json").is_file():
+        raise typer.BadParameter(f"{folder.location} has no config.json: pass the run's --output-dir")
     with StageBar(console, f"export {run}", STAGES) as stage:
-        out = export_run(run_dir, Path(to) if to else None, on_stage=stage)
+        out = export_run(folder.local, Path(to) if to else None, on_stage=stage)
+    folder.push()
     recorded = f"{out['recorded']:.4f}" if out["recorded"] is not None else "not recorded (phase unfinished)"
     console.print(f"phase {out['phase']} (step {out['step']}, {out['parameters']:,} parameters) -> {out['folder']}"
                   f"{' and ' + out['hf_folder'] if 'hf_folder' in out else ''}\n"

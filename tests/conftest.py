@@ -163,15 +163,22 @@ class Background:
 class RunProcess:
     """A `distillery run` in the background, its output in a log file."""
 
-    def __init__(self, config: Path, run_name: str, output_dir: Path, extra_args: tuple[str, ...] = ()):
+    def __init__(self, config: Path, run_name: str, output_dir: Path, extra_args: tuple[str, ...] = (),
+                 output_uri: str | None = None):
+        """`output_uri`: the run's `--output-dir` on object storage (its log stays in `output_dir`;
+        `run_dir` is then the driver's working copy of the run's files)."""
+        from cluster import RunFolder, default_cache_dir
+
         self.run_name, self.run_dir = run_name, output_dir / run_name
+        if output_uri:
+            self.run_dir = RunFolder(output_uri, run_name, default_cache_dir()).local
         self.log_path = output_dir / f"{run_name}.log"
         output_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "orchestration", "run", str(config), "--run-name", run_name,
-             "--output-dir", str(output_dir), *extra_args], stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO,
-            start_new_session=True)
+             "--output-dir", output_uri or str(output_dir), *extra_args], stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=REPO, start_new_session=True)
 
     def log(self) -> str:
         return self.log_path.read_text()
