@@ -16,13 +16,17 @@ POSIX volume:
 from __future__ import annotations
 
 import hashlib
+import logging
 import shutil
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 TRAIN_FOLDER = "train"  # Ray Train's checkpoints: read and written by Ray Train itself, never mirrored
+PUSH_EVERY_S = 15.0
+logger = logging.getLogger(__name__)
 
 
 def is_uri(location: str) -> bool:
@@ -119,11 +123,42 @@ class RunFolder:
             return 0
         for stale in self.local.iterdir():  # the URI's copy is the run's; an older working copy is not
             shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
-        return download_folder(self.remote, self.local, skip=(TRAIN_FOLDER,))
+        pulled = download_folder(self.remote, self.local, skip=(TRAIN_FOLDER,))
+        for log in self.local.glob("*.jsonl"):  # pushed while being appended to: drop a line cut short
+            text = log.read_bytes()
+            if text and not text.endswith(b"\n"):
+                log.write_bytes(text[:text.rfind(b"\n") + 1])
+        return pulled
 
     def push(self) -> None:
         if self.remote is not None:
             upload_folder(self.local, self.remote, skip=(TRAIN_FOLDER,))
+
+    @contextmanager
+    def pushing(self, every_s: float = PUSH_EVERY_S) -> Iterator[None]:
+        """Push every `every_s` seconds while the block runs (a driver killed mid-phase leaves
+        its metrics on the URI, not only its checkpoints), and once more at its end."""
+        if self.remote is None:
+            yield
+            return
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(every_s):
+                try:
+                    self.push()
+                except Exception as exc:  # noqa: BLE001 - a store that is briefly unreachable: next time
+                    logger.warning("pushing the run's files to %s failed (%s); trying again in %.0fs",
+                                   self.remote, exc, every_s)
+
+        thread = threading.Thread(target=loop, name="push-run-folder", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            self.push()
 
     def child(self, *parts: str) -> str:
         """A location inside the run (a local path or a URI) for work that writes there itself."""

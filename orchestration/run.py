@@ -115,8 +115,9 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
             console.print(f"students: {', '.join(job.phase for job in jobs)} on {trainers}{cfg.student.num_workers} "
                           f"Ray Train workers, DeepSpeed ZeRO-{cfg.student.zero_stage}"
                           f"{' (optimizer offloaded to host memory)' if cfg.student.offload_optimizer else ''}")
-            phases = follow(orchestrator, (lambda: train_peers(by_peer, cfg)) if several else
-                            (lambda: train_students(jobs, cfg, reference)), console)
+            with folder.pushing():
+                phases = follow(orchestrator, (lambda: train_peers(by_peer, cfg)) if several else
+                                (lambda: train_students(jobs, cfg, reference)), console)
             for phase, metrics in phases.items():
                 resumed = f", resumed from step {metrics['resumed_from_step']}" if metrics["resumed_from_step"] else ""
                 if "stopped_at_step" in metrics:
