@@ -15,7 +15,7 @@ from typing import Any, Optional
 import numpy as np
 from ray import serve
 
-from cluster import MetricsSink, MlflowSink, ResourcesConfig, check_name, read_metrics, validate_model
+from cluster import MetricsSink, MlflowSink, check_name, read_metrics, validate_model
 from teachers import (EndpointSpec, GrpcTeacher, IncompatibleTeacherError, TeacherAppArgs, TeacherConfig, TeacherEntry,
                       TeacherSet, app_name, build_teacher_app, peer_teacher_name, resolve_model, running_replicas,
                       SCHEMA_VERSION, snapshot_teacher_name)
@@ -237,7 +237,7 @@ class Orchestrator:
             return {"name": name, "teacher_set_version": self._teacher_set.version}
         path = self._snapshots.path(phase)
         cfg = TeacherConfig(name=name, model=self.config.student.model, weights=str(path),
-                            resources=ResourcesConfig(num_cpus=0.1))
+                            resources=self.config.student.serve_resources)
         return self._deploy(cfg, TrainedTeacher(str(path), float("nan"), 0, 0.0, True))
 
     def drop_snapshot(self, phase: str) -> None:
@@ -257,7 +257,8 @@ class Orchestrator:
             name = peer_teacher_name(peer["name"])
             if name in self._teacher_set.teachers:
                 continue
-            cfg = TeacherConfig(name=name, model=peer["model"], resources=ResourcesConfig(num_cpus=0.1, replicas=replicas))
+            cfg = TeacherConfig(name=name, model=peer["model"],
+                                resources=self.config.student.serve_resources.model_copy(update={"replicas": replicas}))
             args = teacher_app_args(cfg, None, self.dataset, self.config.distill, self.config.run.allowed_factory_modules,
                                     live_run=self.run)
             serve.run(build_teacher_app(args), name=app_name(name), route_prefix=None)

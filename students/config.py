@@ -9,7 +9,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from cluster import ModelSpec, Strict, check_custom_resources, check_name
+from cluster import ModelSpec, ResourcesConfig, Strict, check_custom_resources, check_name
 
 
 class SourceColumns(Strict):
@@ -260,6 +260,10 @@ class StudentConfig(Strict):
         default_factory=dict, description="Ray custom resources per worker: {student_node: 1} places the workers on "
                                           "nodes started with that resource")
     labels: dict[str, str] = Field(default_factory=dict, description="Ray node labels the workers' nodes must carry")
+    serve_resources: ResourcesConfig = Field(
+        default_factory=lambda: ResourcesConfig(num_cpus=0.1),
+        description="the Serve replicas of a student served as a teacher (born-again and continual snapshots, "
+                    "co-training peers): CPUs, GPUs, node group; a peer's replica count is online.replicas")
     checkpoint_every: int = Field(50, ge=1, description="steps between checkpoints")
     log_every: int = Field(10, ge=1, description="steps between progress/metric records")
     max_failures: int = Field(
