@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from planning.laws import PAPER_COST
+
 console = Console()
 DEFAULT_LAW = "runs/law.json"
 PARAMS_OPTION = typer.Option("non_embedding", "--params",
@@ -20,29 +22,50 @@ def _flops(value: float) -> str:
 
 
 def plan_command(
-        student_params: float = typer.Option(..., "--student-params", help="student parameters, e.g. 1e8, counted as the law's "
-                                                                                  "parameter_count says (non-embedding by default)"),
+        student_params: float = typer.Option(..., "--student-params", help="student parameters, e.g. 1e8, counted as the "
+                                                                           "law counts them (non-embedding unless the "
+                                                                           "law file says all)"),
         tokens: Optional[float] = typer.Option(None, "--tokens", help="distillation tokens for the student"),
         compute: Optional[float] = typer.Option(None, "--compute", help="or a compute budget in FLOPs"),
-        teacher_loss: Optional[float] = typer.Option(None, "--teacher-loss", help="teacher cross-entropy (nats)"),
+        teacher_loss: Optional[float] = typer.Option(None, "--teacher-loss", help="teacher cross-entropy (nats per "
+                                                                                  "token, in the law's units)"),
         teacher_params: Optional[float] = typer.Option(None, "--teacher-params", help="teacher parameters"),
         teacher_tokens: Optional[float] = typer.Option(None, "--teacher-tokens",
                                                        help="tokens the teacher was trained on (with --teacher-params "
                                                             "and no --teacher-loss: its loss from the law)"),
         target: Optional[float] = typer.Option(None, "--target-loss", help="a student loss to reach: compute per route"),
-        law_path: str = typer.Option(DEFAULT_LAW, "--law", help="coefficients (from `distillery sweep` or "
-                                                                 "`distillery fit-law`)")) -> None:
+        scenario: Optional[str] = typer.Option(
+            None, "--scenario", help="what the compute counts of the teacher: free (nothing), forwards (its forwards "
+                                     "on the student's tokens; the default with --teacher-params) or training (its "
+                                     "training too; needs --teacher-tokens)"),
+        n_ctx: float = typer.Option(PAPER_COST.n_ctx, "--n-ctx", help="context length in the forward cost F(N)"),
+        n_vocab: float = typer.Option(PAPER_COST.n_vocab, "--n-vocab", help="vocabulary size in F(N)"),
+        aspect_ratio: float = typer.Option(PAPER_COST.rho, "--aspect-ratio", help="width / depth (rho) in F(N)"),
+        law_path: Optional[str] = typer.Option(
+            None, "--law", help=f"paper (the published law), or a law file from `distillery fit-law` or `sweep`; "
+                                f"default: {DEFAULT_LAW} when it exists, else paper")) -> None:
     """Predict a distilled student's loss; the compute-optimal split; distil or train supervised; the capacity gap."""
-    from planning.laws import load_law
-    from planning.plan import Teacher, plan
+    from planning.laws import ForwardCost, resolve_law
+    from planning.plan import SCENARIOS, Costing, Teacher, plan
 
-    law = load_law(law_path)
-    console.print(f"parameters are counted as the law was fitted: {law.parameter_count.replace('_', '-')}")
+    law = resolve_law(law_path, DEFAULT_LAW)
+    scenario = scenario or ("forwards" if teacher_params is not None else "free")
+    if scenario not in SCENARIOS:
+        raise typer.BadParameter(f"--scenario {scenario!r}: choose one of {', '.join(SCENARIOS)}")
+    cost = ForwardCost(n_ctx=n_ctx, n_vocab=n_vocab, rho=aspect_ratio, omega=PAPER_COST.omega)
     result = plan(law, student_params=student_params, tokens=tokens, compute=compute, target=target,
-                  teacher=Teacher(loss=teacher_loss, params=teacher_params, tokens=teacher_tokens))
-    table = Table(title=f"distillation plan (law: {law.source})", show_header=False)
+                  teacher=Teacher(loss=teacher_loss, params=teacher_params, tokens=teacher_tokens),
+                  costing=Costing(scenario, cost))
+    console.print(f"law: {law.source}\nlosses: {law.units}"
+                  + ("; for another data set or tokenizer fit a law to your own runs (`distillery fit-law`)"
+                     if law.primed == "published" else "")
+                  + f"\nparameters: counted {law.parameter_count.replace('_', '-')}, as the law was fitted; give "
+                    f"--student-params and --teacher-params the same way", highlight=False)
+    table = Table(title="distillation plan", show_header=False)
     table.add_row("student", f"{result.student_params:.3g} parameters, {result.student_tokens:.3g} tokens")
-    table.add_row("compute", f"{result.compute:.3g} FLOPs (student training + teacher forwards)")
+    table.add_row("compute", f"{result.compute:.3g} FLOPs, scenario {scenario}: {SCENARIOS[scenario]} (training "
+                             f"3 F(N) a token, a forward F(N); F with context {n_ctx:g}, vocabulary {n_vocab:g}, "
+                             f"width/depth {aspect_ratio:g})")
     table.add_row("teacher loss", f"{result.teacher_loss:.4f}")
     table.add_row("distilled student loss", f"{result.distilled_loss:.4f}")
     table.add_row("supervised, same compute", f"{result.supervised_loss:.4f} "
@@ -54,16 +77,17 @@ def plan_command(
                   f"{split.student_tokens:.3g} tokens -> {split.student_loss:.4f}")
     gap = result.gap
     if gap.teacher_too_strong:
-        verdict = (f"this teacher is too strong for the student: a teacher of loss {gap.best_teacher_loss:.4f} "
-                   f"gives {gap.best_student_loss:.4f}")
+        verdict = (f"this teacher is beyond the best one for this student: a teacher of loss "
+                   f"{gap.best_teacher_loss:.4f} gives {gap.best_student_loss:.4f}, this one {gap.student_loss:.4f}")
     elif gap.no_optimum:
         verdict = "none: a stronger teacher helps this student all the way down to the law's irreducible loss"
     else:
         verdict = (f"none: the best teacher for this student has loss {gap.best_teacher_loss:.4f} "
-                   f"(student {gap.best_student_loss:.4f})")
+                   f"(student {gap.best_student_loss:.4f}); this one is weaker, a stronger one would help")
     table.add_row("capacity gap", verdict)
     if target is not None:
-        routes = {"supervised": result.compute_supervised, "distil, teacher exists": result.compute_existing_teacher,
+        routes = {"supervised": result.compute_supervised,
+                  f"distil, this teacher ({scenario})": result.compute_existing_teacher,
                   "distil, teacher trained too": result.compute_training_teacher}
         cheapest = min(routes, key=routes.get)
         for name, value in routes.items():

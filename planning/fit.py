@@ -3,9 +3,12 @@
 As for Chinchilla's third approach: minimise the Huber loss of log(predicted) - log(measured)
 over the coefficients with L-BFGS from a grid of starts, keeping the best. The supervised law
 is fitted first (students trained on labels, and teachers: they are supervised models too);
-the distillation law then fits c0, c1, d1, f1 with the student's own terms taken from it.
-With fewer than `FREE_GAMMA_POINTS` supervised points gamma stays 1 (Chinchilla's form):
-six coefficients from a handful of runs would fit noise.
+the distillation law then fits c0, c1, d1, f1 with its primed coefficients A' .. gamma' set to
+the supervised law's, and then, with at least `FREE_PRIMED_POINTS` distilled points, all nine
+together from two starts: those values, and the paper's published primed coefficients. With
+fewer points the primed coefficients stay tied to the supervised law's, and the law says so.
+With fewer than `FREE_GAMMA_POINTS` supervised points gamma stays 1 (Chinchilla's form): six
+coefficients from a handful of runs would fit noise.
 """
 
 from __future__ import annotations
@@ -14,15 +17,16 @@ import itertools
 import math
 import warnings
 from dataclasses import dataclass, replace
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 from scipy.optimize import minimize
 
-from planning.laws import DistillationLaw, SupervisedLaw
+from planning.laws import PAPER_LAW, DistillationLaw, SupervisedLaw
 
 HUBER_DELTA = 1e-3
 FREE_GAMMA_POINTS = 12
+FREE_PRIMED_POINTS = 20
 
 
 @dataclass(frozen=True)
@@ -117,16 +121,30 @@ def fit_distillation(points: Sequence[Point], supervised: SupervisedLaw) -> Dist
                       for k in ("params", "tokens", "teacher_loss", "loss"))
 
     def law_of(theta: np.ndarray) -> DistillationLaw:
-        c0, c1, log_d1, log_f1 = theta
-        return DistillationLaw(supervised, c0=float(c0), c1=float(c1), d1=float(np.exp(log_d1)),
-                               f1=float(np.exp(log_f1)))
+        c0, c1, log_d1, log_f1 = theta[:4]
+        coefficients = dict(c0=float(c0), c1=float(c1), d1=float(np.exp(log_d1)), f1=float(np.exp(log_f1)))
+        if len(theta) == 4:
+            return DistillationLaw.tied(supervised, **coefficients)
+        log_a, log_b, alpha, beta, gamma = theta[4:]
+        return DistillationLaw(supervised, **coefficients, A=float(np.exp(log_a)), B=float(np.exp(log_b)),
+                               alpha=float(alpha), beta=float(beta), gamma=float(gamma), primed="fitted")
 
     def objective(theta: np.ndarray) -> float:
+        law = law_of(theta)
+        if min(law.alpha, law.beta, law.gamma) <= 0:
+            return math.inf
         with np.errstate(all="ignore"):
-            return _huber(np.log(law_of(theta).loss(n, d, lt)) - np.log(loss))
+            return _huber(np.log(law.loss(n, d, lt)) - np.log(loss))
 
     starts = list(itertools.product([0.0, 1.0, 3.0], [0.5, 2.0], [-1.0, 0.0, 1.0], [0.0]))
-    return law_of(_best(objective, starts))
+    tied = _best(objective, starts)
+    if len(points) < FREE_PRIMED_POINTS:
+        return law_of(tied)
+
+    def primed_start(law: Any) -> list[float]:
+        return [np.log(law.A), np.log(law.B), law.alpha, law.beta, law.gamma]
+
+    return law_of(_best(objective, [[*tied, *primed_start(supervised)], [*tied, *primed_start(PAPER_LAW)]]))
 
 
 def fit_law(supervised: Sequence[Point], distilled: Sequence[Point],

@@ -3,8 +3,10 @@ compute-optimal split of a budget, whether distilling or supervised training rea
 loss with less compute (teacher already there, or trained for this student), and the
 capacity gap (a stronger teacher that would give a worse student).
 
-Compute (paper's accounting): the student's training 6 N_S D_S, the teacher's forward over
-the distillation tokens 2 N_T D_S, and, when the teacher must be trained too, its 6 N_T D_T.
+Compute (the paper's accounting, `ForwardCost`): the student's training 3 F(N_S) D_S; in the
+scenario `forwards`, also the teacher's forwards on the student's tokens F(N_T) D_S; in the
+scenario `training`, also the teacher's own training 3 F(N_T) D_T. In the scenario `free` the
+teacher costs nothing (it exists and its targets are paid for elsewhere).
 """
 
 from __future__ import annotations
@@ -15,11 +17,42 @@ from typing import Optional
 import numpy as np
 from scipy.optimize import brentq, minimize_scalar
 
-from planning.laws import DistillationLaw, forward_flops, train_flops
+from planning.laws import PAPER_COST, DistillationLaw, ForwardCost
 
 # Teachers searched when one must be trained: from a tenth of the student to 1000 times it.
 TEACHER_SIZE_RANGE = (0.1, 1000.0)
 GRID = 81
+SCENARIOS = {
+    "free": "the teacher is given: neither its training nor its forwards are counted",
+    "forwards": "the teacher is given: its forwards on the student's tokens are counted",
+    "training": "the teacher's training and its forwards on the student's tokens are counted",
+}
+
+
+@dataclass(frozen=True)
+class Costing:
+    """Which scenario a plan costs (`SCENARIOS`) and the forward cost F(N) it counts with."""
+    scenario: str = "forwards"
+    cost: ForwardCost = PAPER_COST
+
+    def __post_init__(self):
+        if self.scenario not in SCENARIOS:
+            raise ValueError(f"scenario {self.scenario!r} is not one of {list(SCENARIOS)}")
+
+    def teacher_compute(self, teacher: "Teacher", student_tokens: float) -> float:
+        """What the teacher adds to a student trained on `student_tokens` tokens."""
+        if self.scenario == "free":
+            return 0.0
+        if teacher.params is None:
+            raise ValueError(f"scenario {self.scenario!r} counts the teacher's forwards, which needs its size "
+                             f"(--teacher-params); or use --scenario free")
+        total = float(self.cost.forwards(teacher.params, student_tokens))
+        if self.scenario == "training":
+            if teacher.tokens is None:
+                raise ValueError("scenario 'training' counts the teacher's training, which needs the tokens it was "
+                                 "trained on (--teacher-tokens)")
+            total += float(self.cost.train(teacher.params, teacher.tokens))
+        return total
 
 
 @dataclass(frozen=True)
@@ -64,17 +97,20 @@ def capacity_gap(law: DistillationLaw, n_student: float, d_student: float, teach
                        no_optimum=bool(best <= floor * 1.001))
 
 
-def distillation_compute(n_student: float, d_student: float, teacher_params: float,
-                         teacher_tokens: float = 0.0, count_teacher_forward: bool = True) -> float:
-    total = train_flops(n_student, d_student) + train_flops(teacher_params, teacher_tokens)
-    return total + (forward_flops(teacher_params, d_student) if count_teacher_forward else 0.0)
+def distillation_compute(n_student: float, d_student: float, teacher: "Teacher", costing: Costing = Costing()) -> float:
+    """The student's training on `d_student` tokens plus what the scenario counts of the teacher."""
+    return float(costing.cost.train(n_student, d_student)) + costing.teacher_compute(teacher, d_student)
 
 
-def student_tokens(compute: float, n_student: float, teacher_params: float, count_teacher_forward: bool = True) -> float:
-    """Distillation tokens a budget buys once the teacher exists: each token costs the
-    student's training step and the teacher's forward."""
-    per_token = train_flops(n_student, 1) + (forward_flops(teacher_params, 1) if count_teacher_forward else 0.0)
-    return compute / per_token
+def student_tokens(compute: float, n_student: float, teacher: "Teacher", costing: Costing = Costing()) -> float:
+    """Distillation tokens a budget buys: the scenario's fixed teacher cost first (its training),
+    then per token the student's training step and (counted) the teacher's forward."""
+    fixed = costing.teacher_compute(teacher, 0.0)
+    per_token = distillation_compute(n_student, 1.0, teacher, costing) - fixed
+    if compute <= fixed:
+        raise ValueError(f"the budget {compute:.3g} FLOPs does not cover the teacher's training ({fixed:.3g} FLOPs) "
+                         f"that scenario {costing.scenario!r} counts")
+    return (compute - fixed) / per_token
 
 
 @dataclass(frozen=True)
@@ -97,15 +133,16 @@ def teacher_sizes(law: DistillationLaw, n_student: float) -> tuple[float, float]
     return lo, hi
 
 
-def optimal_split(law: DistillationLaw, n_student: float, compute: float) -> TrainedTeacherSplit:
+def optimal_split(law: DistillationLaw, n_student: float, compute: float,
+                  cost: ForwardCost = PAPER_COST) -> TrainedTeacherSplit:
     """The teacher to train and the tokens of both for the lowest student loss within
     `compute` (teacher training + teacher forwards + student training): a log grid over the
     teacher's size and its share of the budget."""
     sizes = np.geomspace(*teacher_sizes(law, n_student), GRID)
     shares = np.linspace(0.01, 0.99, GRID)
     nt, share = np.meshgrid(sizes, shares, indexing="ij")
-    dt = share * compute / train_flops(nt, 1)
-    ds = (1 - share) * compute / (train_flops(n_student, 1) + forward_flops(nt, 1))
+    dt = share * compute / cost.train(nt, 1)
+    ds = (1 - share) * compute / (cost.train(n_student, 1) + cost.forwards(nt, 1))
     lt = law.supervised.loss(nt, dt)
     ls = law.loss(n_student, ds, lt)
     i, j = np.unravel_index(int(np.nanargmin(ls)), ls.shape)
@@ -113,11 +150,11 @@ def optimal_split(law: DistillationLaw, n_student: float, compute: float) -> Tra
                                float(ls[i, j]), float(share[i, j]))
 
 
-def compute_to_reach(law: DistillationLaw, n_student: float, target: float, teacher: Teacher) -> float:
-    """Least compute for a student of `n_student` parameters distilled from an existing
-    `teacher` to reach `target`; inf when no number of tokens gets there."""
+def compute_to_reach(law: DistillationLaw, n_student: float, target: float, teacher: Teacher,
+                     costing: Costing = Costing()) -> float:
+    """Least compute (as `costing` counts it) for a student of `n_student` parameters distilled
+    from `teacher` to reach `target`; inf when no number of tokens gets there."""
     lt = teacher.resolved_loss(law)
-    params = teacher.params or 0.0
 
     def gap(log_d: float) -> float:
         return float(law.loss(n_student, np.exp(log_d), lt)) - target
@@ -126,23 +163,24 @@ def compute_to_reach(law: DistillationLaw, n_student: float, target: float, teac
     if gap(hi) > 0:
         return float("inf")
     if gap(lo) <= 0:
-        return distillation_compute(n_student, np.exp(lo), params)
-    return distillation_compute(n_student, float(np.exp(brentq(gap, lo, hi, xtol=1e-10))), params)
+        return distillation_compute(n_student, float(np.exp(lo)), teacher, costing)
+    return distillation_compute(n_student, float(np.exp(brentq(gap, lo, hi, xtol=1e-10))), teacher, costing)
 
 
-def compute_to_reach_training_teacher(law: DistillationLaw, n_student: float, target: float) -> tuple[float, TrainedTeacherSplit]:
+def compute_to_reach_training_teacher(law: DistillationLaw, n_student: float, target: float,
+                                      cost: ForwardCost = PAPER_COST) -> tuple[float, TrainedTeacherSplit]:
     """Least total compute (teacher trained for this student) whose optimal split reaches
     `target`, by bisection on the budget; (inf, split at the largest budget) when none does."""
     def reached(log_c: float) -> bool:
-        return optimal_split(law, n_student, float(np.exp(log_c))).student_loss <= target
+        return optimal_split(law, n_student, float(np.exp(log_c)), cost).student_loss <= target
 
     lo, hi = np.log(1e6), np.log(1e32)
     if not reached(hi):
-        return float("inf"), optimal_split(law, n_student, float(np.exp(hi)))
+        return float("inf"), optimal_split(law, n_student, float(np.exp(hi)), cost)
     for _ in range(60):
         mid = (lo + hi) / 2
         lo, hi = (lo, mid) if reached(mid) else (mid, hi)
-    return float(np.exp(hi)), optimal_split(law, n_student, float(np.exp(hi)))
+    return float(np.exp(hi)), optimal_split(law, n_student, float(np.exp(hi)), cost)
 
 
 @dataclass(frozen=True)
@@ -155,6 +193,7 @@ class Plan:
     distilled_loss: float
     gap: CapacityGap
     trained_teacher: TrainedTeacherSplit  # the best student when the teacher is trained within the budget
+    costing: Costing = Costing()
     target: Optional[float] = None
     compute_supervised: Optional[float] = None
     compute_existing_teacher: Optional[float] = None
@@ -166,9 +205,10 @@ class Plan:
 
 
 def plan(law: DistillationLaw, *, student_params: float, teacher: Teacher, tokens: Optional[float] = None,
-         compute: Optional[float] = None, target: Optional[float] = None) -> Plan:
+         compute: Optional[float] = None, target: Optional[float] = None, costing: Costing = Costing()) -> Plan:
     """Everything `distillery plan` prints. Give the student's token budget or a compute
-    budget (one of them); with `target`, also the compute each route needs to reach it."""
+    budget (one of them), costed as `costing` says; with `target`, also the compute each route
+    needs to reach it."""
     if (tokens is None) == (compute is None):
         raise ValueError("give the student's budget as tokens (--tokens) or as compute in FLOPs (--compute), "
                          "one of the two")
@@ -178,20 +218,21 @@ def plan(law: DistillationLaw, *, student_params: float, teacher: Teacher, token
     if lt <= law.supervised.E:
         raise ValueError(f"teacher loss {lt:.4f} is below the law's irreducible loss E = {law.supervised.E:.4f}; "
                          f"no model reaches it (check the units: cross-entropy in nats per token)")
-    params = teacher.params or 0.0
+    cost = costing.cost
     if compute is None:
-        compute = distillation_compute(student_params, tokens, params)
+        compute = distillation_compute(student_params, tokens, teacher, costing)
     else:
-        tokens = student_tokens(compute, student_params, params)
-    supervised_tokens = compute / train_flops(student_params, 1)
+        tokens = student_tokens(compute, student_params, teacher, costing)
+    supervised_tokens = compute / float(cost.train(student_params, 1))
     result = dict(student_params=student_params, student_tokens=float(tokens), compute=float(compute),
                   teacher_loss=lt, supervised_loss=float(law.supervised.loss(student_params, supervised_tokens)),
                   distilled_loss=float(law.loss(student_params, tokens, lt)),
                   gap=capacity_gap(law, student_params, tokens, lt),
-                  trained_teacher=optimal_split(law, student_params, compute))
+                  trained_teacher=optimal_split(law, student_params, compute, cost), costing=costing)
     if target is not None:
         supervised_needed = law.supervised.tokens_for(student_params, target)
-        result.update(target=target, compute_supervised=train_flops(student_params, supervised_needed),
-                      compute_existing_teacher=compute_to_reach(law, student_params, target, teacher),
-                      compute_training_teacher=compute_to_reach_training_teacher(law, student_params, target)[0])
+        result.update(target=target, compute_supervised=float(cost.train(student_params, supervised_needed)),
+                      compute_existing_teacher=compute_to_reach(law, student_params, target, teacher, costing),
+                      compute_training_teacher=compute_to_reach_training_teacher(law, student_params, target,
+                                                                                 cost)[0])
     return Plan(**result)

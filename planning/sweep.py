@@ -27,7 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cluster import Strict, check_name, read_yaml_file, validate_model
-from planning.fit import FitError, LawFit, Point, fit_law
+from planning.fit import FREE_PRIMED_POINTS, FitError, LawFit, Point, fit_law
 from planning.history import History, collect
 
 
@@ -204,6 +204,11 @@ def seed_table_lines(history: History) -> list[str]:
     return lines
 
 
+PRIMED_HOW = {"fitted": "fitted, from starts at the supervised fit's and at the published values",
+              "tied": f"tied to the supervised law's: fewer than {FREE_PRIMED_POINTS} distilled points to fit them",
+              "published": "the published values"}
+
+
 def write_report(law_path: Path, fit: LawFit, history: History, held: set[str], console: Console, title: str) -> None:
     """The law at `law_path`; beside it `<stem>.md`, `<stem>.points.json` and `<stem>.png`."""
     law_path = Path(law_path)
@@ -227,7 +232,9 @@ def write_report(law_path: Path, fit: LawFit, history: History, held: set[str], 
              f"N counts {law.parameter_count.replace('_', '-')} parameters.", "",
              f"Supervised: E {s.E:.4f}, A {s.A:.4g}, B {s.B:.4g}, alpha {s.alpha:.4f}, beta {s.beta:.4f}, "
              f"gamma {s.gamma:.4f}{'' if fit.gamma_fitted else ' (fixed: too few points to fit it)'}.",
-             f"Distillation: c0 {law.c0:.4f}, c1 {law.c1:.4f}, d1 {law.d1:.4f}, f1 {law.f1:.4f}.", "",
+             f"Distillation: c0 {law.c0:.4f}, c1 {law.c1:.4f}, d1 {law.d1:.4f}, f1 {law.f1:.4f}; A' {law.A:.4g}, "
+             f"B' {law.B:.4g}, alpha' {law.alpha:.4f}, beta' {law.beta:.4f}, gamma' {law.gamma:.4f} "
+             f"({PRIMED_HOW[law.primed]}).", "",
              "| points | n | RMSE (nats) | mean abs error % | max abs error % |", "|---|---|---|---|---|",
              _error_line("supervised, fitted on", fit.supervised_train),
              _error_line("supervised, held out", fit.supervised_heldout),
