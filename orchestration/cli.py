@@ -71,19 +71,24 @@ def check(config: str = typer.Argument(..., help="experiment config, e.g. deploy
 
 @app.command()
 def warmup() -> None:
-    """Build DeepSpeed's communication op for this machine's accelerator once (the C++ shared-
-    memory op on CPU, about 40 s on 2 cores); otherwise the first run's workers build it."""
+    """Build DeepSpeed's ops for this machine's accelerator once: the communication op (the C++
+    shared-memory op on CPU, about 40 s on 2 cores) and the CPU Adam of ZeRO-Offload
+    (`student.offload_optimizer`); otherwise the first run's workers build them."""
     import time
 
     from students import import_deepspeed
 
     import_deepspeed()
+    from deepspeed.accelerator import get_accelerator
     from deepspeed.comm.torch import build_shm_op
 
     start = time.perf_counter()
     op = build_shm_op()
     console.print(f"DeepSpeed communication op {'ready' if op is not None else 'not needed here'} "
                   f"({time.perf_counter() - start:.1f}s)")
+    start = time.perf_counter()
+    get_accelerator().create_op_builder("CPUAdamBuilder").load()
+    console.print(f"DeepSpeed CPU Adam (ZeRO-Offload) ready ({time.perf_counter() - start:.1f}s)")
 
 
 @app.command("serve-config")

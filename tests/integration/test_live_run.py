@@ -1,4 +1,5 @@
-"""A real run on the session's Ray cluster: Serve teachers, 2 Train workers, DeepSpeed ZeRO-2.
+"""A real run on the session's Ray cluster: Serve teachers, 2 Train workers, DeepSpeed ZeRO-3 with
+the optimizer offloaded to host memory.
 
 The run is cross-modal (teachers read images, the student ink profiles) and merges its teachers
 per sample by label agreement. While it trains, the CLI lists its teachers and changes their
@@ -237,6 +238,7 @@ def test_stopped_run_finishes_with_results_metrics_and_no_apps_left(live):
     assert stop.returncode == 0 and "stop requested during phase kd-seed0" in stop.stdout, stop.stdout + stop.stderr
     assert live.finish(timeout=120) == 0, live.log()[-4000:]
     assert "stopped early (distillery stop) at step" in " ".join(live.log().split())  # rich wraps long lines
+    assert "DeepSpeed ZeRO-3 (optimizer offloaded to host memory)" in " ".join(live.log().split())
     final = json.loads((live.run_dir / "state.json").read_text())["phases"]["kd-seed0"]
     assert final["stopped_at_step"] == final["steps"] and final["steps"] % 5 == 0  # at a check (log_every 5)
     rows = {row["kind"] + ":" + row["model"]: row for row in json.loads((live.run_dir / "results.json").read_text())}

@@ -76,9 +76,10 @@ def test_every_llm_distillation_mode_runs_and_reports_perplexity(ray_cluster, tm
     assert any(key.endswith(".codes") for key in packed)
 
 
-def test_a_zero3_student_learns_from_the_offline_token_store_and_is_gathered_for_export(ray_cluster, tmp_path):
+def test_a_zero3_student_learns_from_the_offline_token_store_and_from_the_served_teacher(ray_cluster, tmp_path):
     """`distillery precompute` writes the teacher's per-token top-8 records with Ray Data; a
-    ZeRO-3 student trains from them with no teacher running, and its export is the whole student."""
+    ZeRO-3 student trains from them with no teacher running, and its export is the whole student.
+    Then a ZeRO-3 student with its optimizer offloaded learns from the served teacher."""
     store = tmp_path / "store"
     common = ("--set", f"distill.store_dir={store}", "--set", "distill.top_k=8")
     first = distillery("precompute", str(CONFIG), *common, timeout=400)
@@ -112,6 +113,21 @@ def test_a_zero3_student_learns_from_the_offline_token_store_and_is_gathered_for
     from orchestration.export import STAGES
 
     assert all(f"export llm-zero3: {stage}" in export.stdout for stage in STAGES)  # its progress, in a log
+
+    # the same ZeRO-3 student with the teacher served (sampled sparse targets), its optimizer offloaded
+    served = distillery("run", str(CONFIG), "--output-dir", str(tmp_path), "--run-name", "llm-zero3-served",
+                        "--set", "student.zero_stage=3", "--set", "student.offload_optimizer=true",
+                        "--set", "run.baseline=false",
+                        "--set", "distill.methods={sampled8: {terms: [{name: ce, weight: 0.5}, {name: kd, weight: 0.5}], "
+                                 "targets: {kind: sampled, k: 8}}}", timeout=400)
+    assert served.returncode == 0, served.stdout[-3000:] + served.stderr[-3000:]
+    out = " ".join(served.stdout.split())
+    assert "DeepSpeed ZeRO-3 (optimizer offloaded to host memory)" in out and "deployed as teacher-gpt" in out
+    steps = _rank0(tmp_path / "llm-zero3-served", "loss/kd")
+    assert steps and all(r["teachers"] == ["gpt"] for r in steps)
+    rows = _rows(tmp_path / "llm-zero3-served")
+    # it learns about as well as the same student from the offline store (held-out perplexity)
+    assert rows["kd:sampled8"]["score_mean"] < 1.2 * row["score_mean"]
 
 
 def test_a_teacher_with_another_tokenizer_is_refused_when_added(ray_cluster, tmp_path):
