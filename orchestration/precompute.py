@@ -98,6 +98,15 @@ def _weights(cfg: RunConfig, teacher: TeacherConfig, dataset: Dataset, train: bo
     return cached.weights_path if cached else None
 
 
+def _test_score(args: Any, dataset: Dataset) -> float:
+    """The teacher's test metric for the store's manifest, where the teacher runs (its GPU)."""
+    from orchestration.teacher_training import test_score
+    from teachers import LoadedTeacher
+
+    device = work_device(args.resources.num_gpus, f"test scoring of teacher {args.name!r}")
+    return test_score(LoadedTeacher.load(args, device).module, dataset, device)
+
+
 def scorer_options(res: ResourcesConfig) -> dict[str, Any]:
     """Ray Data options of the scoring actor: the teacher's resources and node group."""
     options = ray_options(res.num_cpus or 0.25, res.num_gpus, res.custom, res.labels)
@@ -110,9 +119,8 @@ def precompute(cfg: RunConfig, dataset: Dataset, console: Console) -> dict[str, 
     import ray
 
     from cluster import default_cache_dir
-    from orchestration.teacher_training import teacher_app_args, test_score, training_options
+    from orchestration.teacher_training import teacher_app_args, training_options
     from teachers import file_version
-    from teachers import LoadedTeacher
 
     root = Path(cfg.distill.store_dir).resolve()
     cache_dir = default_cache_dir()
@@ -135,7 +143,8 @@ def precompute(cfg: RunConfig, dataset: Dataset, console: Console) -> dict[str, 
          .map_batches(StoreScorer, fn_constructor_kwargs={"args": args, "top_k": key.top_k, "target_kind": key.kind},
                       batch_size=512, batch_format="pyarrow", concurrency=1, **scorer_options(teacher.resources))
          .write_parquet(str(partial)))
-        write_manifest(partial, key, test_score(LoadedTeacher.load(args).module, dataset))
+        score = ray.get(ray.remote(_test_score).options(**training_options(teacher)).remote(args, dataset))
+        write_manifest(partial, key, score)
         shutil.rmtree(folder, ignore_errors=True)  # an unfinished earlier attempt
         partial.rename(folder)
         out[teacher.name] = Manifest.read(folder)

@@ -43,30 +43,40 @@ def cache_key(model: ResolvedModel, training: TeacherTrainingConfig, data: DataC
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def accuracy(module: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> float:
+def accuracy(module: torch.nn.Module, x: np.ndarray, y: np.ndarray, device: str = "cpu", chunk: int = 4096) -> float:
+    """Test accuracy of a classifier, its forward on `device` in chunks of rows."""
     module.eval()
+    dtype = next(module.parameters()).dtype  # a bf16 teacher takes bf16 features
     with torch.no_grad():
-        return logits_accuracy(module(torch.from_numpy(x)).numpy(), y)
+        logits = [module(_on(torch.from_numpy(x[i:i + chunk]), device, dtype)).float().cpu()
+                  for i in range(0, len(x), chunk)]
+    return logits_accuracy(torch.cat(logits).numpy(), y)
 
 
-def perplexity(module: torch.nn.Module, split: Split, chunk: int = 64) -> float:
-    """Held-out perplexity of a causal LM over the split's target tokens."""
+def _on(inputs: torch.Tensor, device: str, dtype: torch.dtype) -> torch.Tensor:
+    return inputs.to(device=device, dtype=dtype) if inputs.is_floating_point() else inputs.to(device)
+
+
+def perplexity(module: torch.nn.Module, split: Split, chunk: int = 64, device: str = "cpu") -> float:
+    """Held-out perplexity of a causal LM over the split's target tokens (forwards on `device`)."""
     module.eval()
     nll, tokens = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(split.y), chunk):
             rows = slice(start, start + chunk)
-            labels = torch.from_numpy(split.labels(rows))
-            nll += float(F.cross_entropy(module(torch.tensor(split.x[rows])), labels, reduction="sum"))
+            labels = torch.from_numpy(split.labels(rows)).to(device)
+            logits = module(torch.tensor(split.x[rows], device=device)).float()
+            nll += float(F.cross_entropy(logits, labels, reduction="sum"))
             tokens += len(labels)
     return float(np.exp(nll / max(tokens, 1)))
 
 
-def test_score(module: torch.nn.Module, dataset: Dataset) -> float:
-    """The teacher's headline test metric: accuracy, or perplexity for language models."""
+def test_score(module: torch.nn.Module, dataset: Dataset, device: str = "cpu") -> float:
+    """The teacher's headline test metric: accuracy, or perplexity for language models; the
+    module runs on `device` (where it already is)."""
     if dataset.kind == "lm":
-        return perplexity(module, dataset.test)
-    return accuracy(module, dataset.test.x, dataset.test.y)
+        return perplexity(module, dataset.test, device=device)
+    return accuracy(module, dataset.test.x, dataset.test.y, device)
 
 
 def _fit(module: torch.nn.Module, dataset: Dataset, cfg: TeacherTrainingConfig, name: str = "",
@@ -133,7 +143,7 @@ def train_or_load_teacher(name: str, model: ResolvedModel, training: TeacherTrai
     tmp = weights.with_suffix(".tmp")
     save_model(module, str(tmp))  # tied weights (a language model's embedding and head) are stored once
     tmp.replace(weights)  # atomic: a half-written file is never picked up as cached
-    result = TrainedTeacher(str(weights), test_score(load_teacher(model, weights), dataset),
+    result = TrainedTeacher(str(weights), test_score(load_teacher(model, weights).to(device), dataset, device),
                             count_parameters(module), seconds, False)
     info_path.write_text(json.dumps({k: v for k, v in asdict(result).items() if k != "cached"}))
     return result

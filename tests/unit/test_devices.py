@@ -102,6 +102,11 @@ def test_a_bfloat16_teacher_answers_like_its_float32_self_in_half_the_memory(tmp
     assert ours.logprob.dtype == np.float32
     assert np.abs(np.exp(ours.logprob) - np.exp(theirs.logprob)).max() < 0.02
     assert (ours.logprob.argmax(1) == theirs.logprob.argmax(1)).mean() >= 0.9
+    from orchestration.teacher_training import accuracy
+
+    labels = theirs.logprob.argmax(1)  # the float32 teacher's own answers: it scores 1.0 on them
+    assert accuracy(full.module, batch.teacher_x, labels) == 1.0
+    assert accuracy(half.module, batch.teacher_x, labels, chunk=5) >= 0.9  # bf16 features, in chunks
 
 
 def test_a_teacher_dtype_is_decided_per_device():
