@@ -19,7 +19,7 @@ import torch
 from benchmarks.machine import describe_machine
 from cluster.config import ModelSpec
 from orchestration.config import load_run_config
-from cluster.paths import default_cache_dir
+from cluster.paths import teacher_cache_dir
 from orchestration.teacher_training import accuracy, train_or_load_teacher
 from students.data import load_dataset, student_subset
 from students.losses import LOSSES
@@ -69,7 +69,7 @@ def main() -> None:
     teachers = {}
     for t in cfg.teachers:
         model = resolve_model(t.model, in_features=dataset.in_features, num_classes=dataset.num_classes)
-        trained = train_or_load_teacher(t.name, model, t.training, cfg.data, dataset, default_cache_dir())
+        trained = train_or_load_teacher(t.name, model, t.training, cfg.data, dataset, teacher_cache_dir())
         teachers[t.name] = load_teacher(model, trained.weights_path)
     lines = ["# KD gain across setups (plain PyTorch, the quickstart's teachers and losses)", "",
              f"Machine: {describe_machine()}. "

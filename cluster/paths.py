@@ -23,6 +23,13 @@ def default_cache_dir() -> str:
     return os.environ.get("DISTILLERY_CACHE_DIR", str(Path.home() / ".cache" / "distillery"))
 
 
+def teacher_cache_dir() -> str:
+    """Where trained teachers' weights are cached: `DISTILLERY_TEACHER_CACHE` (a folder, or a URI
+    such as s3://bucket/teachers that every node reads, for a cluster without a shared volume),
+    else `<DISTILLERY_CACHE_DIR>/teachers`."""
+    return os.environ.get("DISTILLERY_TEACHER_CACHE") or str(Path(default_cache_dir()) / "teachers")
+
+
 def allowed_roots() -> list[Path]:
     extra = [p for p in os.environ.get("DISTILLERY_ALLOWED_ROOTS", "").split(os.pathsep) if p]
     return [Path(p).expanduser().resolve() for p in [os.getcwd(), default_cache_dir(), *extra]]

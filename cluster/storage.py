@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -83,6 +84,68 @@ def download_folder(uri: str, local: Path, skip: tuple[str, ...] = ()) -> int:
         pafs.copy_files(info.path, str(target), source_filesystem=filesystem, destination_filesystem=local_fs)
         copied += 1
     return copied
+
+
+def exists(location: str) -> bool:
+    """Whether the file at `location` (a local path or a URI) exists."""
+    if not is_uri(location):
+        return Path(location).is_file()
+    from pyarrow import fs as pafs
+
+    filesystem, path = open_uri(location)
+    return filesystem.get_file_info(path).type == pafs.FileType.File
+
+
+def read_text(location: str) -> str:
+    if not is_uri(location):
+        return Path(location).read_text()
+    filesystem, path = open_uri(location)
+    with filesystem.open_input_stream(path) as stream:
+        return stream.read().decode()
+
+
+def put_file(local: Path, location: str) -> None:
+    """Copy the file `local` to `location` (a local path: atomically, a half-written file is never seen)."""
+    if not is_uri(location):
+        target = Path(location)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.copyfile(local, tmp)
+        tmp.replace(target)
+        return
+    from pyarrow import fs as pafs
+
+    filesystem, path = open_uri(location)
+    filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    pafs.copy_files(str(local), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=filesystem)
+
+
+def fetch_file(location: str, cache_dir: Optional[str] = None) -> str:
+    """A local path to the file at `location`: itself, or (a URI) a copy downloaded once into
+    `<cache>/fetched/` (downloaded again when its size on the store changed)."""
+    if not is_uri(location):
+        return location
+    from pyarrow import fs as pafs
+
+    from cluster.paths import default_cache_dir
+
+    filesystem, path = open_uri(location)
+    info = filesystem.get_file_info(path)
+    if info.type != pafs.FileType.File:
+        raise FileNotFoundError(f"{location}: no such file on the object store")
+    key = hashlib.sha256(location.partition("?")[0].encode()).hexdigest()[:16]
+    local = Path(cache_dir or default_cache_dir()) / "fetched" / key / path.rsplit("/", 1)[-1]
+    if not (local.is_file() and local.stat().st_size == info.size):
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(local.name + f".{os.getpid()}.tmp")
+        pafs.copy_files(path, str(tmp), source_filesystem=filesystem, destination_filesystem=pafs.LocalFileSystem())
+        tmp.replace(local)
+    return str(local)
+
+
+def join(location: str, *parts: str) -> str:
+    """`parts` under `location`, a local path or a URI."""
+    return join_uri(location, *parts) if is_uri(location) else str(Path(location).joinpath(*parts))
 
 
 @contextmanager

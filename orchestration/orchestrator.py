@@ -15,10 +15,11 @@ from typing import Any, Optional
 import numpy as np
 from ray import serve
 
-from cluster import MetricsSink, MlflowSink, check_name, read_metrics, validate_model
+from cluster import MetricsSink, MlflowSink, check_name, put_file, read_metrics, validate_model
 from teachers import (EndpointSpec, GrpcTeacher, IncompatibleTeacherError, TeacherAppArgs, TeacherConfig, TeacherEntry,
                       TeacherSet, app_name, build_teacher_app, peer_teacher_name, resolve_model, running_replicas,
                       SCHEMA_VERSION, snapshot_teacher_name)
+from orchestration.config import run_folder
 from orchestration.regimes.co_training.board import Key, PeerBoard
 from orchestration.admission import TeacherAdmission
 from orchestration.snapshots import SnapshotFolder
@@ -206,10 +207,19 @@ class Orchestrator:
 
     # --- born-again and continual snapshots (orchestration.snapshots) ----------------------------
     def save_snapshot(self, phase: str, weights: dict[str, Any]) -> str:
-        """Keep the trained student of `phase` as `<run_dir>/snapshots/<phase>.safetensors`."""
+        """Keep the trained student of `phase` as `<run_dir>/snapshots/<phase>.safetensors`; with
+        the run folder on object storage, uploaded there at once (its replicas read it from there)."""
         path = self._snapshots.save(phase, weights)
         self._event("snapshot_saved", phase=phase, path=str(path))
+        if self._served_snapshot(phase) != str(path):
+            put_file(path, self._served_snapshot(phase))
         return str(path)
+
+    def _served_snapshot(self, phase: str) -> str:
+        """Where the replicas of a snapshot teacher read its weights: the URI of the run folder's
+        copy on object storage, else the file on this (the driver's) node."""
+        folder = run_folder(self.config)
+        return folder.child("snapshots", f"{phase}.safetensors") if folder.remote else str(self._snapshots.path(phase))
 
     def snapshot_weights(self, phase: str) -> dict[str, Any]:
         """The exported student of `phase` (the initial weights of the next task of a continual run)."""
@@ -235,10 +245,10 @@ class Orchestrator:
         name = snapshot_teacher_name(phase)
         if name in self._teacher_set.teachers:
             return {"name": name, "teacher_set_version": self._teacher_set.version}
-        path = self._snapshots.path(phase)
-        cfg = TeacherConfig(name=name, model=self.config.student.model, weights=str(path),
+        path = self._served_snapshot(phase)
+        cfg = TeacherConfig(name=name, model=self.config.student.model, weights=path,
                             resources=self.config.student.serve_resources)
-        return self._deploy(cfg, TrainedTeacher(str(path), float("nan"), 0, 0.0, True))
+        return self._deploy(cfg, TrainedTeacher(path, float("nan"), 0, 0.0, True))
 
     def drop_snapshot(self, phase: str) -> None:
         name = snapshot_teacher_name(phase)

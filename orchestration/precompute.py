@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 from rich.console import Console
 
-from cluster import ResourcesConfig, ray_options, work_device
+from cluster import ResourcesConfig, exists, fetch_file, ray_options, work_device
 from teachers import Batch, Manifest, StoreKey, TeacherConfig, find_store, write_manifest
 from orchestration.config import RunConfig
 from orchestration.progress import progress_blocks
@@ -118,17 +118,17 @@ def precompute(cfg: RunConfig, dataset: Dataset, console: Console) -> dict[str, 
     """Write (or reuse) the store of every teacher in `cfg`; return their manifests by teacher."""
     import ray
 
-    from cluster import default_cache_dir
+    from cluster import teacher_cache_dir
     from orchestration.teacher_training import teacher_app_args, training_options
     from teachers import file_version
 
     root = Path(cfg.distill.store_dir).resolve()
-    cache_dir = default_cache_dir()
+    cache_dir = teacher_cache_dir()
     out = {}
     for teacher in cfg.teachers:
         weights = ray.get(ray.remote(_weights).options(**training_options(teacher)).remote(
             cfg, teacher, dataset, True, cache_dir))
-        key = store_key(cfg, dataset, teacher.name, file_version(weights))
+        key = store_key(cfg, dataset, teacher.name, file_version(fetch_file(weights)))
         folder = key.folder(root)
         if (folder / "manifest.json").is_file():
             out[teacher.name] = find_store(root, key)
@@ -176,18 +176,18 @@ def offline_stores(cfg: RunConfig, dataset: Dataset) -> dict[str, tuple[str, Man
 
     Raises `SoftTargetStoreError` when a teacher was never trained/precomputed or its store is stale.
     """
-    from cluster import default_cache_dir
+    from cluster import teacher_cache_dir
     from teachers import file_version
     from teachers import SoftTargetStoreError
 
     root = Path(cfg.distill.store_dir).resolve()
-    cache_dir = default_cache_dir()
+    cache_dir = teacher_cache_dir()
     out = {}
     for teacher in cfg.teachers:
         weights = _weights(cfg, teacher, dataset, train=False, cache_dir=cache_dir)
-        if weights is None or not Path(weights).is_file():
+        if weights is None or not exists(weights):
             raise SoftTargetStoreError(f"teacher {teacher.name!r} has no weights yet, so it has no store: run "
                                        f"`distillery precompute` with this config first")
-        key = store_key(cfg, dataset, teacher.name, file_version(weights))
+        key = store_key(cfg, dataset, teacher.name, file_version(fetch_file(weights)))
         out[teacher.name] = (str(key.folder(root)), find_store(root, key))
     return out

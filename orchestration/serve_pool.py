@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from orchestration.config import RunConfig
-from cluster import default_cache_dir
+from cluster import is_uri, teacher_cache_dir
 
 IMPORT_PATH = "teachers.deployment:build_teacher_app"
 
@@ -36,8 +36,9 @@ def serve_config(cfg: RunConfig) -> dict[str, Any]:
             model = resolve_model(teacher.model, in_features=dataset.in_features, num_classes=dataset.num_classes,
                                   allowed_modules=cfg.run.allowed_factory_modules)
             weights = train_or_load_teacher(teacher.name, model, teacher.training, cfg.data, dataset,
-                                            default_cache_dir()).weights_path
-        args = teacher_app_args(teacher, str(Path(weights).resolve()) if weights else None, dataset, cfg.distill,
+                                            teacher_cache_dir()).weights_path
+        located = weights if weights is None or is_uri(weights) else str(Path(weights).resolve())
+        args = teacher_app_args(teacher, located, dataset, cfg.distill,
                                 cfg.run.allowed_factory_modules)
         applications.append({"name": app_name(teacher.name), "import_path": IMPORT_PATH, "route_prefix": None,
                              "args": args.model_dump(mode="json")})

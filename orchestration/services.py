@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from cluster import default_cache_dir
+from cluster import teacher_cache_dir
 from orchestration.config import RunConfig
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ def start_orchestrator(cfg: RunConfig, run_dir: Path, ingress_token_sha256: Opti
     # On the driver's node: a node of teachers or students going away must not take the run's state with it.
     actor = ray.remote(Orchestrator).options(name=name, namespace=NAMESPACE, num_cpus=0, max_concurrency=32,
                                              **on_this_node())
-    return actor.remote(cfg.run.name, cfg.model_dump(), str(run_dir), default_cache_dir(), ingress_token_sha256,
+    return actor.remote(cfg.run.name, cfg.model_dump(), str(run_dir), teacher_cache_dir(), ingress_token_sha256,
                         dataset)
 
 

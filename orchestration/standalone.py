@@ -17,7 +17,7 @@ from cluster import DEFAULT_ALLOWED_MODULES, load_yaml_model, work_device
 def serve_teacher(teacher_yaml: str, *, port: int, host: str, run_config: Optional[str], console: Console,
                   security_files: dict[str, Any]) -> None:
     """Load (or train and cache) the teacher, serve it until SIGINT/SIGTERM."""
-    from cluster import default_cache_dir
+    from cluster import teacher_cache_dir
     from orchestration.teacher_training import teacher_app_args, train_or_load_teacher
     from students import load_dataset
     from teachers import resolve_model
@@ -37,7 +37,7 @@ def serve_teacher(teacher_yaml: str, *, port: int, host: str, run_config: Option
                               allowed_modules=allowed)
         console.print(f"teacher {teacher.name}: training or loading cached weights")
         weights = train_or_load_teacher(teacher.name, model, teacher.training, data, dataset,
-                                        default_cache_dir(), teacher.resources.num_gpus).weights_path
+                                        teacher_cache_dir(), teacher.resources.num_gpus).weights_path
     loaded = LoadedTeacher.load(teacher_app_args(teacher, weights, dataset, distill, allowed),
                                 work_device(teacher.resources.num_gpus, f"teacher {teacher.name!r}"))
     security = ServerSecurity(**security_files)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_model
 
-from cluster import ray_options, work_device
+from cluster import exists, join, put_file, ray_options, read_text, work_device
 from students import DataConfig, Dataset, DistillConfig, Split, accuracy as logits_accuracy
 from teachers import (ResolvedModel, TeacherAppArgs, TeacherConfig, TeacherTrainingConfig, count_parameters,
                       load_teacher, resolve_model)
@@ -105,18 +106,24 @@ def _fit(module: torch.nn.Module, dataset: Dataset, cfg: TeacherTrainingConfig, 
 
 
 def _weights_path(name: str, model: ResolvedModel, training: TeacherTrainingConfig, data: DataConfig,
-                  dataset: Dataset, cache_dir: str | Path) -> Path:
-    return Path(cache_dir) / "teachers" / f"{name}-{cache_key(model, training, data, dataset)}.safetensors"
+                  dataset: Dataset, cache_dir: str | Path) -> str:
+    """Where the weights are cached: under `cache_dir`, a folder or a URI (`cluster.teacher_cache_dir`)."""
+    return join(str(cache_dir), f"{name}-{cache_key(model, training, data, dataset)}.safetensors")
+
+
+def _info_path(weights: str) -> str:
+    base, _, query = weights.partition("?")
+    return base.removesuffix(".safetensors") + ".json" + (f"?{query}" if query else "")
 
 
 def cached_teacher(name: str, model: ResolvedModel, training: TeacherTrainingConfig, data: DataConfig,
                    dataset: Dataset, cache_dir: str | Path) -> TrainedTeacher | None:
     """The cached weights for this exact (model, training, data), or None if never trained."""
     weights = _weights_path(name, model, training, data, dataset, cache_dir)
-    info_path = weights.with_suffix(".json")
-    if not (weights.is_file() and info_path.is_file()):
+    info_path = _info_path(weights)
+    if not (exists(weights) and exists(info_path)):
         return None
-    info = json.loads(info_path.read_text())
+    info = json.loads(read_text(info_path))
     score = info.get("test_score", info.get("test_accuracy"))  # caches written before language models
     return TrainedTeacher(str(weights), score, info["parameters"], info["train_seconds"], True)
 
@@ -131,7 +138,6 @@ def train_or_load_teacher(name: str, model: ResolvedModel, training: TeacherTrai
     if cached is not None:
         return cached
     weights = _weights_path(name, model, training, data, dataset, cache_dir)
-    info_path = weights.with_suffix(".json")
     torch.manual_seed(training.seed)
     device = work_device(num_gpus, f"training of teacher {name!r}")
     module = model.build().to(device)
@@ -139,13 +145,14 @@ def train_or_load_teacher(name: str, model: ResolvedModel, training: TeacherTrai
     _fit(module, dataset, training, name, device)
     seconds = time.perf_counter() - start
     module = module.cpu()
-    weights.parent.mkdir(parents=True, exist_ok=True)
-    tmp = weights.with_suffix(".tmp")
-    save_model(module, str(tmp))  # tied weights (a language model's embedding and head) are stored once
-    tmp.replace(weights)  # atomic: a half-written file is never picked up as cached
-    result = TrainedTeacher(str(weights), test_score(load_teacher(model, weights).to(device), dataset, device),
-                            count_parameters(module), seconds, False)
-    info_path.write_text(json.dumps({k: v for k, v in asdict(result).items() if k != "cached"}))
+    with tempfile.TemporaryDirectory(prefix="distillery-teacher-") as tmp:
+        local = Path(tmp) / "weights.safetensors"
+        save_model(module, str(local))  # tied weights (a language model's embedding and head) are stored once
+        result = TrainedTeacher(weights, test_score(load_teacher(model, local).to(device), dataset, device),
+                                count_parameters(module), seconds, False)
+        put_file(local, weights)  # atomic on a folder: a half-written file is never picked up as cached
+        (Path(tmp) / "info.json").write_text(json.dumps({k: v for k, v in asdict(result).items() if k != "cached"}))
+        put_file(Path(tmp) / "info.json", _info_path(weights))  # written last: it marks the weights complete
     return result
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from cluster import ResourcesConfig, work_dtype
+from cluster import ResourcesConfig, fetch_file, work_dtype
 from teachers.arrow_codec import model_inputs
 from teachers.batch import Batch
 from teachers.backend import FeatureHooks, ResolvedModel, dummy_inputs, load_teacher, model_version, output_space_of
@@ -59,12 +59,13 @@ class LoadedTeacher:
 
     @classmethod
     def load(cls, args: TeacherAppArgs, device: str | torch.device = "cpu") -> "LoadedTeacher":
-        module = load_teacher(ResolvedModel(args.factory, args.kwargs, tuple(args.allowed_modules)), args.weights_path)
+        weights = fetch_file(args.weights_path) if args.weights_path else None  # a URI: downloaded once per node
+        module = load_teacher(ResolvedModel(args.factory, args.kwargs, tuple(args.allowed_modules)), weights)
         hooks = FeatureHooks(module, args.features, f"teacher {args.name!r}")
         output_space, num_classes = output_space_of(module, args.in_features)
         dtype = work_dtype(args.dtype, str(device), f"teacher {args.name!r}")
         device = torch.device(device)
-        return cls(args, module.to(device=device, dtype=dtype), device, model_version(module, args.weights_path),
+        return cls(args, module.to(device=device, dtype=dtype), device, model_version(module, weights),
                    output_space, num_classes, hooks)
 
     @property

@@ -1,5 +1,7 @@
 """Run folders on object storage, against moto's S3-compatible server on loopback."""
 
+from pathlib import Path
+
 import pytest
 
 from cluster import RunFolder, join_uri, local_folder_for
@@ -59,3 +61,44 @@ def test_uris_in_a_config_file_need_an_allowed_prefix(monkeypatch):
     monkeypatch.setenv("DISTILLERY_ALLOWED_URIS", "s3://team-bucket/ gs://other/")
     assert paths_outside_roots(data) == []
     assert paths_outside_roots(data, skip=frozenset({"run.output_dir"}), roots=[]) == []
+
+
+def test_teachers_cached_on_s3_are_trained_once_and_loaded_by_uri(s3_server, tmp_path, monkeypatch):
+    """`DISTILLERY_TEACHER_CACHE=s3://...`: the weights and their info go to the store; a second
+    run finds them there; a replica given the URI downloads the file once and serves the same
+    version as from a local copy."""
+    from cluster import ModelSpec, fetch_file, teacher_cache_dir
+    from orchestration.teacher_training import cached_teacher, train_or_load_teacher
+    from students.config import DataConfig
+    from students.data import load_dataset
+    from teachers import TeacherTrainingConfig, file_version, resolve_model
+    from teachers.loaded import LoadedTeacher, TeacherAppArgs
+
+    s3, options = s3_server
+    monkeypatch.setenv("DISTILLERY_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("DISTILLERY_TEACHER_CACHE", f"s3://runs-data/teachers?{options}")
+    data = DataConfig()
+    dataset = load_dataset(data)
+    model = resolve_model(ModelSpec(factory="teachers.zoo:mlp", kwargs={"hidden": [16]}),
+                          in_features=dataset.in_features, num_classes=dataset.num_classes,
+                          allowed_modules=["teachers.zoo"])
+    training = TeacherTrainingConfig(epochs=1)
+    trained = train_or_load_teacher("mlp", model, training, data, dataset, teacher_cache_dir())
+    assert trained.weights_path.startswith("s3://runs-data/teachers/mlp-") and not trained.cached
+    stored = [i.path for i in s3.get_file_info(_all("runs-data/teachers"))]
+    assert sorted(p.rsplit(".", 1)[1] for p in stored) == ["json", "safetensors"]
+    again = cached_teacher("mlp", model, training, data, dataset, teacher_cache_dir())
+    assert again.cached and again.weights_path == trained.weights_path and again.test_score == trained.test_score
+
+    local = fetch_file(trained.weights_path)
+    first_fetch = Path(local).stat().st_mtime_ns
+    args = TeacherAppArgs(name="mlp", factory=model.factory, kwargs=model.kwargs, allowed_modules=["teachers.zoo"],
+                          weights_path=trained.weights_path, in_features=dataset.in_features, temperature=1.0)
+    served = LoadedTeacher.load(args)
+    assert served.version == file_version(local) and Path(local).stat().st_mtime_ns == first_fetch  # fetched once
+
+
+def _all(path):
+    from pyarrow import fs
+
+    return fs.FileSelector(path, recursive=True)
