@@ -49,7 +49,7 @@ def accuracy(module: torch.nn.Module, x: np.ndarray, y: np.ndarray, device: str 
     module.eval()
     dtype = next(module.parameters()).dtype  # a bf16 teacher takes bf16 features
     with torch.no_grad():
-        logits = [module(_on(torch.from_numpy(x[i:i + chunk]), device, dtype)).float().cpu()
+        logits = [module(_on(torch.tensor(x[i:i + chunk]), device, dtype)).float().cpu()  # a copy: x may be read-only
                   for i in range(0, len(x), chunk)]
     return logits_accuracy(torch.cat(logits).numpy(), y)
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -34,80 +34,91 @@ def free_port() -> int:
 
 
 S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-def _ray(*args: str, env=None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ray.scripts.scripts", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout)
-
-
 HEAD_RESOURCES = {"student_node": 2}  # the head doubles as the student node group of the two-node test
 
 
 @contextlib.contextmanager
 def local_cluster(cache: Path) -> Iterator[dict[str, str]]:
     """Start a head node on free loopback ports (token authentication on), connect to it and
-    point the CLI at it; yield its addresses; stop it at the end."""
+    point the CLI at it; yield its addresses; stop it at the end: only its own processes, never
+    another Ray on the machine."""
     gcs_port, dashboard_port = free_port(), free_port()
-    # the nodes carry the credentials of the tests' S3-compatible server, as a cloud cluster's carry its own
-    started = _ray("start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
-                   "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--num-cpus=2",
-                   f"--resources={json.dumps(HEAD_RESOURCES)}", "--disable-usage-stats", env={**os.environ, **S3_CREDENTIALS}, timeout=180)
-    assert started.returncode == 0, started.stdout + started.stderr
+    head = RayNode(["--head", f"--port={gcs_port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+                    "--num-cpus=2", f"--resources={json.dumps(HEAD_RESOURCES)}"], cache.parent / "ray-head.log")
+    head.start(lambda: _accepts(gcs_port))
     os.environ["RAY_ADDRESS"] = f"127.0.0.1:{gcs_port}"
     os.environ["DISTILLERY_CACHE_DIR"] = str(cache)
     import ray
 
-    ray.init(address=os.environ["RAY_ADDRESS"], namespace="distillery-tests")
     try:
+        ray.init(address=os.environ["RAY_ADDRESS"], namespace="distillery-tests")
         yield {"gcs": os.environ["RAY_ADDRESS"], "dashboard": f"http://127.0.0.1:{dashboard_port}"}
     finally:
         ray.shutdown()
-        _ray("stop", "--force")
+        head.stop()
         os.environ.pop("RAY_ADDRESS", None)
 
 
-class WorkerNode:
-    """A second Ray node on this machine joined to the cluster at `gcs` (`ray start --block`, its
-    own process group), carrying `resources`; `stop()` takes down this node's processes only,
-    as a node that leaves the cluster (SIGTERM: Ray drains the node, then stops its raylet and
-    workers)."""
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
 
-    def __init__(self, gcs: str, resources: dict[str, float], log_path: Path, num_cpus: int = 1):
-        self.gcs, self.resources, self.log_path, self.num_cpus = gcs, resources, log_path, num_cpus
-        self.proc = None
 
-    def start(self, timeout: float = 120) -> str:
-        """Start the node; return its node id once the cluster lists it alive."""
-        import ray
+class RayNode:
+    """One Ray node on this machine: Ray's `ray start ... --block` in its own process group
+    (`tests/ray_node.py`, on loopback), with the credentials of the tests' S3-compatible server
+    as a cloud cluster's nodes carry their own. `stop()` takes down this node's processes only,
+    as a node that leaves the cluster: SIGTERM to its `ray start`, which drains the node and
+    stops what it started."""
 
-        known = {n["NodeID"] for n in ray.nodes()}
+    def __init__(self, args: list[str], log_path: Path):
+        self.args, self.log_path, self.proc = args, log_path, None
+
+    def start(self, ready: Callable[[], Any], timeout: float = 180) -> Any:
         env = {**os.environ, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "1", **S3_CREDENTIALS}
         with open(self.log_path, "a") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.ray_node", "start", f"--address={self.gcs}", "--block",
-                 "--node-ip-address=127.0.0.1", f"--num-cpus={self.num_cpus}",
-                 f"--resources={json.dumps(self.resources)}", "--disable-usage-stats"],
-                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True)
+                [sys.executable, "-m", "tests.ray_node", "start", *self.args, "--block", "--node-ip-address=127.0.0.1",
+                 "--disable-usage-stats"], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+                start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            new = [n for n in ray.nodes() if n["Alive"] and n["NodeID"] not in known]
-            if new:
-                return new[0]["NodeID"]
-            assert self.proc.poll() is None, f"the node exited: {self.log_path.read_text()[-3000:]}"
+            value = ready()
+            if value:
+                return value
+            assert self.proc.poll() is None, f"the Ray node exited: {self.log_path.read_text()[-3000:]}"
             time.sleep(0.5)
-        raise AssertionError(f"the node did not join within {timeout:g}s: {self.log_path.read_text()[-3000:]}")
+        raise AssertionError(f"the Ray node was not ready within {timeout:g}s: {self.log_path.read_text()[-3000:]}")
 
     def stop(self, timeout: float = 60) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.terminate()  # `ray start --block` drains the node, then stops the processes it started
+        self.proc.terminate()
         try:
             self.proc.wait(timeout=timeout)
         finally:
             with contextlib.suppress(ProcessLookupError):  # anything of this node's group still running
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=30)
+
+
+class WorkerNode(RayNode):
+    """A second node joined to the cluster at `gcs`, carrying the custom `resources`."""
+
+    def __init__(self, gcs: str, resources: dict[str, float], log_path: Path, num_cpus: int = 1):
+        super().__init__([f"--address={gcs}", f"--num-cpus={num_cpus}", f"--resources={json.dumps(resources)}"],
+                         log_path)
+
+    def start(self, timeout: float = 120) -> str:
+        """Start the node; return its node id once the cluster lists it alive."""
+        import ray
+
+        known = {n["NodeID"] for n in ray.nodes()}
+        return super().start(lambda: next((n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] not in known),
+                                          None), timeout)
 
 
 @pytest.fixture(scope="session")

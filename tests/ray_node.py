@@ -1,5 +1,5 @@
-"""`python -m tests.ray_node start --address=127.0.0.1:PORT ...`: Ray's own `ray start`, for a
-node that joins a loopback-only cluster on this machine.
+"""`python -m tests.ray_node start [--head | --address=127.0.0.1:PORT] ... --block`: Ray's own
+`ray start`, for the tests' head node and for a node that joins it on this machine.
 
 The tests' clusters stay on loopback through Ray's loopback switch (`cluster.ray_env`), and
 with that switch `ray start` refuses to join a node to a cluster, a check meant for laptops.
