@@ -28,7 +28,7 @@ _EXPORTS = {
     "download_folder": "storage",
     "exists": "storage",
     "fetch_file": "storage",
-    "is_uri": "storage",
+    "is_uri": "paths",
     "join": "storage",
     "join_uri": "storage",
     "kd_phase": "naming",

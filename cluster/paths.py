@@ -19,6 +19,11 @@ PATH_FIELDS = ("run.output_dir", "data.generated", "distill.store_dir", "serve.g
                "teachers[].weights", "data.source.train", "data.source.test", "data.source.transfer")
 
 
+def is_uri(location: str) -> bool:
+    """Whether `location` names a place on object storage (`s3://...`) rather than a local path."""
+    return "://" in str(location)
+
+
 def default_cache_dir() -> str:
     return os.environ.get("DISTILLERY_CACHE_DIR", str(Path.home() / ".cache" / "distillery"))
 
@@ -62,7 +67,7 @@ def paths_outside_roots(data: Any, fields=PATH_FIELDS, skip: frozenset[str] = fr
         for where, value in _values(data, field.split("."), ""):
             if any(where == g or where.startswith((g + ".", g + "[")) for g in skip) or not isinstance(value, str):
                 continue
-            if "://" in value:
+            if is_uri(value):
                 if not any(value.startswith(prefix) for prefix in allowed_uri_prefixes()):
                     problems.append(f"{where}: {value!r} is a URI outside the allowed prefixes "
                                     f"{allowed_uri_prefixes()}; give it on the command line or add its prefix "

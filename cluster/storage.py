@@ -23,15 +23,13 @@ import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
+
+from cluster.paths import default_cache_dir, is_uri
 
 TRAIN_FOLDER = "train"  # Ray Train's checkpoints: read and written by Ray Train itself, never mirrored
 PUSH_EVERY_S = 15.0
 logger = logging.getLogger(__name__)
-
-
-def is_uri(location: str) -> bool:
-    return "://" in str(location)
 
 
 def join_uri(uri: str, *parts: str) -> str:
@@ -52,19 +50,23 @@ def open_uri(uri: str) -> tuple[Any, str]:
                          f"s3://bucket/prefix (options in the query string: ?endpoint_override=host:port)") from exc
 
 
-def upload_folder(local: Path, uri: str, skip: tuple[str, ...] = ()) -> None:
-    """Copy the files under `local` to `uri` (same relative paths), but the top-level `skip` folders."""
-    from pyarrow import fs as pafs
-
+def upload_folder(local: Path, uri: str, skip: tuple[str, ...] = (),
+                  unchanged: Callable[[Path], bool] = lambda path: False) -> None:
+    """Copy the files under `local` to `uri` (same relative paths), but the top-level `skip`
+    folders and the files `unchanged` says were copied as they are already."""
     filesystem, root = open_uri(uri)
-    local_fs = pafs.LocalFileSystem()
     for path in sorted(Path(local).rglob("*")):
         relative = path.relative_to(local)
-        if path.is_dir() or relative.parts[0] in skip:
+        if path.is_dir() or relative.parts[0] in skip or unchanged(path):
             continue
-        target = f"{root}/{relative.as_posix()}"
-        filesystem.create_dir(target.rsplit("/", 1)[0], recursive=True)
-        pafs.copy_files(str(path), target, source_filesystem=local_fs, destination_filesystem=filesystem)
+        _upload(path, filesystem, f"{root}/{relative.as_posix()}")
+
+
+def _upload(local: Path, filesystem: Any, path: str) -> None:
+    from pyarrow import fs as pafs
+
+    filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    pafs.copy_files(str(local), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=filesystem)
 
 
 def download_folder(uri: str, local: Path, skip: tuple[str, ...] = ()) -> int:
@@ -113,11 +115,7 @@ def put_file(local: Path, location: str) -> None:
         shutil.copyfile(local, tmp)
         tmp.replace(target)
         return
-    from pyarrow import fs as pafs
-
-    filesystem, path = open_uri(location)
-    filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    pafs.copy_files(str(local), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=filesystem)
+    _upload(local, *open_uri(location))
 
 
 def fetch_file(location: str, cache_dir: Optional[str] = None) -> str:
@@ -126,8 +124,6 @@ def fetch_file(location: str, cache_dir: Optional[str] = None) -> str:
     if not is_uri(location):
         return location
     from pyarrow import fs as pafs
-
-    from cluster.paths import default_cache_dir
 
     filesystem, path = open_uri(location)
     info = filesystem.get_file_info(path)
@@ -167,6 +163,7 @@ class RunFolder:
 
     def __init__(self, output_dir: str, run: str, cache_dir: str):
         self.remote: Optional[str] = join_uri(output_dir, run) if is_uri(output_dir) else None
+        self._pushed: dict[Path, tuple[int, int]] = {}  # file -> (size, mtime) when last pushed
         if self.remote is None:
             self.local = Path(output_dir).resolve() / run
         else:
@@ -194,8 +191,18 @@ class RunFolder:
         return pulled
 
     def push(self) -> None:
-        if self.remote is not None:
-            upload_folder(self.local, self.remote, skip=(TRAIN_FOLDER,))
+        """Upload the working copy's files that changed since the last push."""
+        if self.remote is None:
+            return
+        seen: dict[Path, tuple[int, int]] = {}
+
+        def unchanged(path: Path) -> bool:
+            stat = path.stat()
+            seen[path] = (stat.st_size, stat.st_mtime_ns)
+            return self._pushed.get(path) == seen[path]
+
+        upload_folder(self.local, self.remote, skip=(TRAIN_FOLDER,), unchanged=unchanged)
+        self._pushed.update(seen)
 
     @contextmanager
     def pushing(self, every_s: float = PUSH_EVERY_S) -> Iterator[None]:
@@ -225,7 +232,7 @@ class RunFolder:
 
     def child(self, *parts: str) -> str:
         """A location inside the run (a local path or a URI) for work that writes there itself."""
-        return join_uri(self.remote, *parts) if self.remote else str(self.local.joinpath(*parts))
+        return join(self.location, *parts)
 
     def train_storage(self) -> dict[str, Any]:
         """Ray Train's `storage_path` (and `storage_filesystem` for a URI) for the checkpoints."""

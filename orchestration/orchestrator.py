@@ -211,8 +211,9 @@ class Orchestrator:
         the run folder on object storage, uploaded there at once (its replicas read it from there)."""
         path = self._snapshots.save(phase, weights)
         self._event("snapshot_saved", phase=phase, path=str(path))
-        if self._served_snapshot(phase) != str(path):
-            put_file(path, self._served_snapshot(phase))
+        served = self._served_snapshot(phase)
+        if served != str(path):
+            put_file(path, served)
         return str(path)
 
     def _served_snapshot(self, phase: str) -> str:

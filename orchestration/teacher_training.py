@@ -18,7 +18,7 @@ from safetensors.torch import save_model
 from cluster import exists, join, put_file, ray_options, read_text, work_device
 from students import DataConfig, Dataset, DistillConfig, Split, accuracy as logits_accuracy
 from teachers import (ResolvedModel, TeacherAppArgs, TeacherConfig, TeacherTrainingConfig, count_parameters,
-                      load_teacher, resolve_model)
+                      load_teacher, model_input, resolve_model)
 
 
 @dataclass
@@ -49,13 +49,9 @@ def accuracy(module: torch.nn.Module, x: np.ndarray, y: np.ndarray, device: str 
     module.eval()
     dtype = next(module.parameters()).dtype  # a bf16 teacher takes bf16 features
     with torch.no_grad():
-        logits = [module(_on(torch.tensor(x[i:i + chunk]), device, dtype)).float().cpu()  # a copy: x may be read-only
+        logits = [module(model_input(torch.tensor(x[i:i + chunk]), device, dtype)).float().cpu()  # x may be read-only
                   for i in range(0, len(x), chunk)]
     return logits_accuracy(torch.cat(logits).numpy(), y)
-
-
-def _on(inputs: torch.Tensor, device: str, dtype: torch.dtype) -> torch.Tensor:
-    return inputs.to(device=device, dtype=dtype) if inputs.is_floating_point() else inputs.to(device)
 
 
 def perplexity(module: torch.nn.Module, split: Split, chunk: int = 64, device: str = "cpu") -> float:
@@ -105,22 +101,18 @@ def _fit(module: torch.nn.Module, dataset: Dataset, cfg: TeacherTrainingConfig, 
                   f"{np.mean(losses):.3f}, {time.perf_counter() - start:.0f}s", flush=True)
 
 
-def _weights_path(name: str, model: ResolvedModel, training: TeacherTrainingConfig, data: DataConfig,
-                  dataset: Dataset, cache_dir: str | Path) -> str:
-    """Where the weights are cached: under `cache_dir`, a folder or a URI (`cluster.teacher_cache_dir`)."""
-    return join(str(cache_dir), f"{name}-{cache_key(model, training, data, dataset)}.safetensors")
-
-
-def _info_path(weights: str) -> str:
-    base, _, query = weights.partition("?")
-    return base.removesuffix(".safetensors") + ".json" + (f"?{query}" if query else "")
+def _cached_files(name: str, model: ResolvedModel, training: TeacherTrainingConfig, data: DataConfig,
+                  dataset: Dataset, cache_dir: str | Path) -> tuple[str, str]:
+    """Where the weights and their info are cached: under `cache_dir`, a folder or a URI
+    (`cluster.teacher_cache_dir`)."""
+    stem = f"{name}-{cache_key(model, training, data, dataset)}"
+    return join(str(cache_dir), f"{stem}.safetensors"), join(str(cache_dir), f"{stem}.json")
 
 
 def cached_teacher(name: str, model: ResolvedModel, training: TeacherTrainingConfig, data: DataConfig,
                    dataset: Dataset, cache_dir: str | Path) -> TrainedTeacher | None:
     """The cached weights for this exact (model, training, data), or None if never trained."""
-    weights = _weights_path(name, model, training, data, dataset, cache_dir)
-    info_path = _info_path(weights)
+    weights, info_path = _cached_files(name, model, training, data, dataset, cache_dir)
     if not (exists(weights) and exists(info_path)):
         return None
     info = json.loads(read_text(info_path))
@@ -137,7 +129,7 @@ def train_or_load_teacher(name: str, model: ResolvedModel, training: TeacherTrai
     cached = cached_teacher(name, model, training, data, dataset, cache_dir)
     if cached is not None:
         return cached
-    weights = _weights_path(name, model, training, data, dataset, cache_dir)
+    weights, info_path = _cached_files(name, model, training, data, dataset, cache_dir)
     torch.manual_seed(training.seed)
     device = work_device(num_gpus, f"training of teacher {name!r}")
     module = model.build().to(device)
@@ -152,7 +144,7 @@ def train_or_load_teacher(name: str, model: ResolvedModel, training: TeacherTrai
                                 count_parameters(module), seconds, False)
         put_file(local, weights)  # atomic on a folder: a half-written file is never picked up as cached
         (Path(tmp) / "info.json").write_text(json.dumps({k: v for k, v in asdict(result).items() if k != "cached"}))
-        put_file(Path(tmp) / "info.json", _info_path(weights))  # written last: it marks the weights complete
+        put_file(Path(tmp) / "info.json", info_path)  # written last: it marks the weights complete
     return result
 
 

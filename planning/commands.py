@@ -50,8 +50,6 @@ def plan_command(
 
     law = resolve_law(law_path, DEFAULT_LAW)
     scenario = scenario or ("forwards" if teacher_params is not None else "free")
-    if scenario not in SCENARIOS:
-        raise typer.BadParameter(f"--scenario {scenario!r}: choose one of {', '.join(SCENARIOS)}")
     cost = ForwardCost(n_ctx=n_ctx, n_vocab=n_vocab, rho=aspect_ratio, omega=PAPER_COST.omega)
     result = plan(law, student_params=student_params, tokens=tokens, compute=compute, target=target,
                   teacher=Teacher(loss=teacher_loss, params=teacher_params, tokens=teacher_tokens),

@@ -37,7 +37,7 @@ class Costing:
 
     def __post_init__(self):
         if self.scenario not in SCENARIOS:
-            raise ValueError(f"scenario {self.scenario!r} is not one of {list(SCENARIOS)}")
+            raise ValueError(f"--scenario {self.scenario!r}: choose one of {', '.join(SCENARIOS)}")
 
     def teacher_compute(self, teacher: "Teacher", student_tokens: float) -> float:
         """What the teacher adds to a student trained on `student_tokens` tokens."""

@@ -48,6 +48,7 @@ _EXPORTS = {
     "fixed_size_list": "arrow_codec",
     "live_step": "teacher_set",
     "load_teacher": "backend",
+    "model_input": "backend",
     "load_tokenizer": "hf",
     "parse_endpoint_url": "grpc_client",
     "peer_teacher_name": "teacher_set",
@@ -63,16 +64,16 @@ _EXPORTS = {
     "write_manifest": "store",
 }
 
-__all__ = ["Batch", "EndpointSpec", "FaultPolicy", "FeatureHooks", "dummy_inputs", "GrpcTeacher", "IncompatibleTeacherError",
-           "LoadedTeacher", "LocalTeachers", "Manifest", "ResolvedModel", "SCHEMA_VERSION", "ServeConfig",
-           "ServerSecurity", "SoftTargetSource", "SoftTargetStoreError", "StoreKey", "StoredTargets",
-           "StoredTeachers", "TeacherAppArgs", "TeacherClient", "TeacherConfig", "TeacherEntry", "TeacherSet",
-           "TeacherSetSource", "TeacherTargets", "TeacherTrainingConfig", "TokenSpecials", "app_name",
+__all__ = ["Batch", "EndpointSpec", "FaultPolicy", "FeatureHooks", "dummy_inputs", "GrpcTeacher",
+           "IncompatibleTeacherError", "LoadedTeacher", "LocalTeachers", "Manifest", "ResolvedModel",
+           "SCHEMA_VERSION", "ServeConfig", "ServerSecurity", "SoftTargetSource", "SoftTargetStoreError", "StoreKey",
+           "StoredTargets", "StoredTeachers", "TeacherAppArgs", "TeacherClient", "TeacherConfig", "TeacherEntry",
+           "TeacherSet", "TeacherSetSource", "TeacherTargets", "TeacherTrainingConfig", "TokenSpecials", "app_name",
            "build_teacher_app", "check_teachers", "check_tokenizer", "count_parameters", "dataset_fingerprint",
            "file_version", "find_store", "fixed_size_list", "live_step", "load_teacher", "load_tokenizer",
-           "parse_endpoint_url", "peer_teacher_name", "record_logprob", "resolve_model", "running_replicas",
-           "snapshot_teacher_name", "specials_of", "start_teacher_server", "target_labels", "to_table",
-           "token_digest", "tokenizer_hash", "write_manifest"]
+           "model_input", "parse_endpoint_url", "peer_teacher_name", "record_logprob", "resolve_model",
+           "running_replicas", "snapshot_teacher_name", "specials_of", "start_teacher_server", "target_labels",
+           "to_table", "token_digest", "tokenizer_hash", "write_manifest"]
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

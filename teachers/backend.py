@@ -61,6 +61,12 @@ def model_version(module: torch.nn.Module, weights_path: str | Path | None) -> s
     return file_version(weights_path) if weights_path else str(getattr(module, "model_version", "pretrained"))
 
 
+def model_input(inputs: torch.Tensor, device: Any, dtype: torch.dtype) -> torch.Tensor:
+    """Inputs on `device`, features cast to the model's `dtype` (a bf16 teacher takes bf16
+    features), token ids as they are."""
+    return inputs.to(device=device, dtype=dtype) if inputs.is_floating_point() else inputs.to(device)
+
+
 def dummy_inputs(module: torch.nn.Module, rows: int, in_features: int, device: Any = None) -> torch.Tensor:
     """Zeros a module takes as input for a shape probe: token ids for a module that declares
     `input_dtype = torch.long` (a text classifier), features otherwise."""

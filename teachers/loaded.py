@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict
 from cluster import ResourcesConfig, fetch_file, work_dtype
 from teachers.arrow_codec import model_inputs
 from teachers.batch import Batch
-from teachers.backend import FeatureHooks, ResolvedModel, dummy_inputs, load_teacher, model_version, output_space_of
+from teachers.backend import (FeatureHooks, ResolvedModel, dummy_inputs, load_teacher, model_input, model_version,
+                              output_space_of)
 from teachers.soft_targets import SoftTargets, concat_rows, pack_soft_targets
 
 
@@ -74,8 +75,7 @@ class LoadedTeacher:
 
     def _inputs(self, inputs: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Inputs on the teacher's device; features in its dtype, token ids as they are."""
-        tensor = torch.as_tensor(inputs, device=self.device)
-        return tensor.to(self.dtype) if tensor.is_floating_point() else tensor
+        return model_input(torch.as_tensor(inputs), self.device, self.dtype)
 
     @property
     def vocab_size(self) -> Optional[int]:

@@ -28,11 +28,16 @@ def test_a_run_folder_on_s3_pulls_and_pushes_its_files_but_not_the_checkpoints(s
     assert s3.get_file_info("runs-data/exp/r1/report/loss.png").size == 3
     assert s3.get_file_info("runs-data/exp/r1/train/big.pt").type.name == "NotFound"
 
+    s3.delete_file("runs-data/exp/r1/state.json")
     (first.local / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2, "lo')  # pushed mid-write
+    first.push()  # only what changed since the last push goes up
+    assert s3.get_file_info("runs-data/exp/r1/state.json").type.name == "NotFound"
+    (first.local / "state.json").write_text('{"phases": {}}')
     first.push()
     elsewhere = RunFolder(output, "r1", str(tmp_path / "cache-b"))  # a new driver on another machine
     assert elsewhere.pull() == 3
     assert (elsewhere.local / "metrics.jsonl").read_text() == '{"step": 1}\n'  # its next record starts a line
+    assert (elsewhere.local / "state.json").read_text() == '{"phases": {}}'
     assert (elsewhere.local / "report" / "loss.png").read_bytes() == b"png"
     storage = elsewhere.train_storage()
     assert storage["storage_path"] == "runs-data/exp/r1/train" and storage["storage_filesystem"].type_name == "s3"
