@@ -6,6 +6,8 @@
 POSIX volume:
 
 - Ray Train writes and reads the checkpoints there itself (`storage_path` + `storage_filesystem`);
+- continual replay stores (`replay/`) and generated completions (`generated/`) are written
+  there directly and read there by every worker;
 - the driver keeps a working copy of the run's small files (config, state, metrics, results,
   reports) under the cache (`<DISTILLERY_CACHE_DIR>/runs/<hash of the URI>/<run>`), pulls
   it from the URI when it starts (so a new driver on another machine resumes) and pushes it
@@ -21,14 +23,20 @@ import os
 import shutil
 import tempfile
 import threading
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 from cluster.paths import default_cache_dir, is_uri
 
-TRAIN_FOLDER = "train"  # Ray Train's checkpoints: read and written by Ray Train itself, never mirrored
+TRAIN_FOLDER = "train"  # Ray Train's checkpoints: read and written by Ray Train itself
+# written straight to the run's location by the work that makes them, read there by the workers:
+# continual replay stores and sequence-level KD's generated completions
+DIRECT_FOLDERS = ("replay", "generated")
+NOT_MIRRORED = (TRAIN_FOLDER, *DIRECT_FOLDERS)  # folders the working copy never pulls or pushes
 PUSH_EVERY_S = 15.0
+ATTEMPT_PREFIX = "attempt-"
 logger = logging.getLogger(__name__)
 
 
@@ -86,6 +94,96 @@ def download_folder(uri: str, local: Path, skip: tuple[str, ...] = ()) -> int:
         pafs.copy_files(info.path, str(target), source_filesystem=filesystem, destination_filesystem=local_fs)
         copied += 1
     return copied
+
+
+def filesystem_for(location: str) -> tuple[Any, str]:
+    """pyarrow's filesystem for `location` (a local path or a URI) and the path inside it."""
+    if is_uri(location):
+        return open_uri(location)
+    from pyarrow import fs as pafs
+
+    return pafs.LocalFileSystem(), Path(location).resolve().as_posix()
+
+
+def list_files(folder: str, suffix: str = "", depth: int = 0) -> list[str]:
+    """The files under `folder` (up to `depth` folders down) whose names end in `suffix`, as
+    sorted paths relative to it; none when `folder` does not exist."""
+    from pyarrow import fs as pafs
+
+    filesystem, root = filesystem_for(folder)
+    found, level = [], [root]
+    for down in range(depth + 1):  # level by level: a deep folder of shards is never listed whole
+        infos = [i for path in level for i in filesystem.get_file_info(pafs.FileSelector(path, allow_not_found=True))]
+        found += [i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(suffix)]
+        level = [i.path for i in infos if i.type == pafs.FileType.Directory]
+    return sorted(path[len(root):].lstrip("/") for path in found)
+
+
+def is_folder(location: str) -> bool:
+    """Whether `location` is a folder (on object storage: a prefix that holds something)."""
+    from pyarrow import fs as pafs
+
+    filesystem, path = filesystem_for(location)
+    return filesystem.get_file_info(path).type == pafs.FileType.Directory
+
+
+def remove_folder(location: str) -> None:
+    """Delete the folder `location` and everything in it; nothing when it is not there."""
+    from pyarrow import fs as pafs
+
+    filesystem, path = filesystem_for(location)
+    if filesystem.get_file_info(path).type == pafs.FileType.Directory:
+        filesystem.delete_dir(path)
+
+
+def write_text(location: str, text: str) -> None:
+    """Write `text` to the file at `location`: locally through a temporary file renamed into
+    place, on object storage as one object; a reader never sees half of it."""
+    if not is_uri(location):
+        target = Path(location)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        tmp.replace(target)
+        return
+    filesystem, path = open_uri(location)
+    with filesystem.open_output_stream(path) as stream:
+        stream.write(text.encode())
+
+
+def read_parquet(location: str, columns: Optional[list[str]] = None) -> Any:
+    """The Parquet file at `location` (a local path or a URI) as an Arrow table."""
+    import pyarrow.parquet as pq
+
+    filesystem, path = filesystem_for(location)
+    return pq.read_table(path, columns=columns, filesystem=filesystem)
+
+
+def write_parquet(table: Any, location: str) -> None:
+    import pyarrow.parquet as pq
+
+    filesystem, path = filesystem_for(location)
+    filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    pq.write_table(table, path, filesystem=filesystem)
+
+
+def new_attempt() -> str:
+    """A fresh subfolder name for one attempt at writing the shards of a folder finished by a
+    manifest (a store, a generated dataset): concurrent or interrupted attempts never mix their
+    files, the manifest written last names the attempt's files, and `drop_other_attempts`
+    removes what interrupted attempts left. Nothing is renamed, so it works on object storage."""
+    return f"{ATTEMPT_PREFIX}{uuid.uuid4().hex[:12]}"
+
+
+def drop_other_attempts(folder: str, kept: str) -> None:
+    """Remove the attempt subfolders of `folder` but `kept` (interrupted earlier attempts)."""
+    from pyarrow import fs as pafs
+
+    filesystem, root = filesystem_for(folder)
+    for info in filesystem.get_file_info(pafs.FileSelector(root, allow_not_found=True)):
+        name = info.path.rsplit("/", 1)[-1]
+        if info.type == pafs.FileType.Directory and name.startswith(ATTEMPT_PREFIX) and name != kept:
+            filesystem.delete_dir(info.path)
 
 
 def exists(location: str) -> bool:
@@ -183,7 +281,10 @@ class RunFolder:
             return 0
         for stale in self.local.iterdir():  # the URI's copy is the run's; an older working copy is not
             shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
-        pulled = download_folder(self.remote, self.local, skip=(TRAIN_FOLDER,))
+        pulled = download_folder(self.remote, self.local, skip=NOT_MIRRORED)
+        for path in self.local.rglob("*"):  # what came is on the URI already: the next push skips it
+            if path.is_file():
+                self._pushed[path] = _stamp(path)
         for log in self.local.glob("*.jsonl"):  # pushed while being appended to: drop a line cut short
             text = log.read_bytes()
             if text and not text.endswith(b"\n"):
@@ -197,11 +298,10 @@ class RunFolder:
         seen: dict[Path, tuple[int, int]] = {}
 
         def unchanged(path: Path) -> bool:
-            stat = path.stat()
-            seen[path] = (stat.st_size, stat.st_mtime_ns)
+            seen[path] = _stamp(path)
             return self._pushed.get(path) == seen[path]
 
-        upload_folder(self.local, self.remote, skip=(TRAIN_FOLDER,), unchanged=unchanged)
+        upload_folder(self.local, self.remote, skip=NOT_MIRRORED, unchanged=unchanged)
         self._pushed.update(seen)
 
     @contextmanager
@@ -240,3 +340,9 @@ class RunFolder:
             return {"storage_path": str(self.local / TRAIN_FOLDER)}
         filesystem, path = open_uri(join_uri(self.remote, TRAIN_FOLDER))
         return {"storage_path": path, "storage_filesystem": filesystem}
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    """What tells a changed file: its size and modification time."""
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns

@@ -57,7 +57,7 @@ class Orchestrator:
         mlflow = (MlflowSink(self.config.run.mlflow_tracking_uri, self.config.run.mlflow_experiment, run)
                   if self.config.run.mlflow_tracking_uri else None)
         self._sink = MetricsSink(run_dir, mlflow)
-        self._snapshots = SnapshotFolder(run_dir)
+        self._snapshots = SnapshotFolder(run_dir, run_folder(self.config).child("replay"))
         self._latest: dict[int, dict[str, Any]] = {}
         self._events: list[dict[str, Any]] = []
         self._phase: Optional[str] = None
@@ -229,17 +229,17 @@ class Orchestrator:
     def store_memory_targets(self, phase: str, column: str, value: int, samples: int) -> str:
         """Continual replay with stored targets: the snapshot of `phase` labels the memory of its
         task (the first `samples` training samples whose `column` is `value`, as the students
-        pick them) into `<run_dir>/replay/<phase>`, an offline store; kept when already there."""
+        pick them) into `<run folder>/replay/<phase>`, an offline store; kept when already there."""
         from students import student_subset
 
         train = student_subset(self.dataset.train, self.config.data.student_train_samples)
         rows = np.flatnonzero(train.columns[column] == value)[:samples]
         if self._snapshots.store_memory(phase, rows, train.x[rows], self.config, self.dataset):
-            self._event("memory_stored", phase=phase, samples=len(rows), path=str(self._snapshots.replay / phase))
-        return str(self._snapshots.replay / phase)
+            self._event("memory_stored", phase=phase, samples=len(rows), path=self._snapshots.memory(phase))
+        return self._snapshots.memory(phase)
 
     def memory_store(self, phase: str) -> str:
-        return str(self._snapshots.memory(phase))
+        return self._snapshots.memory(phase)
 
     def serve_snapshot(self, phase: str) -> dict[str, Any]:
         """Deploy the frozen student of `phase` as a teacher (already served after a resume: kept)."""

@@ -3,15 +3,14 @@ and find those stores again for a run with `distill.mode: offline`.
 
 Teachers run over the students' split (held in memory, or streamed from the source's files)
 with Ray Data (`map_batches` on an actor pool), keyed by each row's id; shards are
-written as Parquet with the Arrow codec into a partial folder that becomes the store only
-after its manifest is written and the folder renamed, so an interrupted precompute is never
-mistaken for a finished one.
+written as Parquet with the Arrow codec into an attempt's own subfolder of the store, which
+becomes the store only when the manifest naming its shards is written, so an interrupted
+precompute is never mistaken for a finished one. Nothing is renamed: the store root
+(`distill.store_dir`) may be a local folder or a URI on object storage.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import Any, Optional
 
@@ -19,8 +18,9 @@ import numpy as np
 import pyarrow as pa
 from rich.console import Console
 
-from cluster import ResourcesConfig, exists, fetch_file, ray_options, work_device
-from teachers import Batch, Manifest, StoreKey, TeacherConfig, find_store, write_manifest
+from cluster import (ResourcesConfig, drop_other_attempts, exists, fetch_file, filesystem_for, is_uri, join,
+                     new_attempt, ray_options, work_device)
+from teachers import Batch, Manifest, StoreKey, TeacherConfig, find_store, is_complete, write_manifest
 from orchestration.config import RunConfig
 from orchestration.progress import progress_blocks
 from students import Dataset
@@ -75,10 +75,15 @@ def stream_rows(batch: dict[str, np.ndarray]) -> pa.Table:
                      INPUTS: fixed_size_list(inputs, pa.int32() if inputs.dtype.kind in "iu" else pa.float32())})
 
 
-def store_key(cfg: RunConfig, dataset: Dataset, teacher: str, version: str) -> StoreKey:
+def store_key(cfg: RunConfig, dataset: Dataset, teacher: str, version: str, dtype: str = "float32") -> StoreKey:
     return StoreKey(dataset=dataset.fingerprint, teacher=teacher, teacher_version=version,
                     top_k=min(cfg.distill.top_k, dataset.num_classes), temperature=float(cfg.distill.temperature),
-                    kind=cfg.distill.target_kind)
+                    kind=cfg.distill.target_kind, dtype=dtype)
+
+
+def store_root(cfg: RunConfig) -> str:
+    """`distill.store_dir`: a URI as it is, a local folder made absolute."""
+    return cfg.distill.store_dir if is_uri(cfg.distill.store_dir) else str(Path(cfg.distill.store_dir).resolve())
 
 
 def _weights(cfg: RunConfig, teacher: TeacherConfig, dataset: Dataset, train: bool, cache_dir: str) -> Optional[str]:
@@ -122,32 +127,30 @@ def precompute(cfg: RunConfig, dataset: Dataset, console: Console) -> dict[str, 
     from orchestration.teacher_training import teacher_app_args, training_options
     from teachers import file_version
 
-    root = Path(cfg.distill.store_dir).resolve()
+    root = store_root(cfg)
     cache_dir = teacher_cache_dir()
     out = {}
     for teacher in cfg.teachers:
         weights = ray.get(ray.remote(_weights).options(**training_options(teacher)).remote(
             cfg, teacher, dataset, True, cache_dir))
-        key = store_key(cfg, dataset, teacher.name, file_version(fetch_file(weights)))
+        key = store_key(cfg, dataset, teacher.name, file_version(fetch_file(weights)), teacher.dtype)
         folder = key.folder(root)
-        if (folder / "manifest.json").is_file():
+        if is_complete(folder):
             out[teacher.name] = find_store(root, key)
             console.print(f"teacher {teacher.name}: store {folder} is current, reused")
             continue
         args = teacher_app_args(teacher, weights, dataset, cfg.distill, cfg.run.allowed_factory_modules)
-        partial = folder.with_name(folder.name + f".partial-{os.getpid()}")
-        shutil.rmtree(partial, ignore_errors=True)
+        attempt = new_attempt()
+        filesystem, shards = filesystem_for(join(folder, attempt))
         samples = dataset.streamed.rows if dataset.streamed else len(dataset.train.y)
         console.print(f"teacher {teacher.name}: scoring {samples} samples with Ray Data -> {folder}")
         (_scored_rows(cfg, dataset)
          .map_batches(StoreScorer, fn_constructor_kwargs={"args": args, "top_k": key.top_k, "target_kind": key.kind},
                       batch_size=512, batch_format="pyarrow", concurrency=1, **scorer_options(teacher.resources))
-         .write_parquet(str(partial)))
+         .write_parquet(shards, filesystem=filesystem))
         score = ray.get(ray.remote(_test_score).options(**training_options(teacher)).remote(args, dataset))
-        write_manifest(partial, key, score)
-        shutil.rmtree(folder, ignore_errors=True)  # an unfinished earlier attempt
-        partial.rename(folder)
-        out[teacher.name] = Manifest.read(folder)
+        out[teacher.name] = write_manifest(folder, key, score, shards=attempt)
+        drop_other_attempts(folder, kept=attempt)  # what interrupted earlier attempts left
         console.print(f"teacher {teacher.name}: {out[teacher.name].rows} rows of top-{key.top_k} soft targets "
                       f"(T={key.temperature:g}, version {key.teacher_version})")
     return out
@@ -180,7 +183,7 @@ def offline_stores(cfg: RunConfig, dataset: Dataset) -> dict[str, tuple[str, Man
     from teachers import file_version
     from teachers import SoftTargetStoreError
 
-    root = Path(cfg.distill.store_dir).resolve()
+    root = store_root(cfg)
     cache_dir = teacher_cache_dir()
     out = {}
     for teacher in cfg.teachers:
@@ -188,6 +191,6 @@ def offline_stores(cfg: RunConfig, dataset: Dataset) -> dict[str, tuple[str, Man
         if weights is None or not exists(weights):
             raise SoftTargetStoreError(f"teacher {teacher.name!r} has no weights yet, so it has no store: run "
                                        f"`distillery precompute` with this config first")
-        key = store_key(cfg, dataset, teacher.name, file_version(fetch_file(weights)))
-        out[teacher.name] = (str(key.folder(root)), find_store(root, key))
+        key = store_key(cfg, dataset, teacher.name, file_version(fetch_file(weights)), teacher.dtype)
+        out[teacher.name] = (key.folder(root), find_store(root, key))
     return out

@@ -143,7 +143,7 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
         folder.push()
 
 
-def generate_only(config_path: str, console: Console, overrides: Optional[dict[str, Any]] = None) -> Path:
+def generate_only(config_path: str, console: Console, overrides: Optional[dict[str, Any]] = None) -> str:
     """`distillery generate`: deploy the config's teachers, write the generated dataset, shut down."""
     from cluster import connect
     from cluster import ConfigError

@@ -1,23 +1,28 @@
 """Trained students kept in the run folder for later phases: born-again teachers, the next
 task of a continual run (`<run_dir>/snapshots/<phase>.safetensors`), and the memory targets
-of continual replay with stored targets (`<run_dir>/replay/<phase>`, an offline store)."""
+of continual replay with stored targets (`<run folder>/replay/<phase>`, an offline store
+written straight to the run folder's location, object storage included, so that every train
+worker reads it)."""
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from teachers import TeacherConfig
+from cluster import drop_other_attempts, join, new_attempt, write_parquet
+from teachers import TeacherConfig, is_complete
 
 
 class SnapshotFolder:
-    def __init__(self, run_dir: str | Path):
+    """`run_dir`: the run's local folder (the driver's working copy of a run on object
+    storage); `replay_root`: where the replay stores go (a folder or URI every node reads)."""
+
+    def __init__(self, run_dir: str | Path, replay_root: str):
         self.snapshots = Path(run_dir) / "snapshots"
-        self.replay = Path(run_dir) / "replay"
+        self.replay = replay_root
 
     def save(self, phase: str, weights: dict[str, Any]) -> Path:
         """Keep the trained student of `phase` (atomically: a resumed run never serves a half-written one)."""
@@ -43,10 +48,10 @@ class SnapshotFolder:
 
         return load_file(str(self.path(phase)))
 
-    def memory(self, phase: str) -> Path:
+    def memory(self, phase: str) -> str:
         """The folder of `phase`'s stored memory targets (it must exist)."""
-        folder = self.replay / phase
-        if not (folder / "manifest.json").is_file():
+        folder = join(self.replay, phase)
+        if not is_complete(folder):
             raise FileNotFoundError(f"no stored memory targets of phase {phase!r} at {folder}: that task must "
                                     f"finish first in this run folder (continual.replay_targets: stored)")
         return folder
@@ -55,25 +60,21 @@ class SnapshotFolder:
         """Label the memory samples `x` (training rows `rows`) with the snapshot of `phase` into
         its replay store, with the whole distribution of every sample; False when it was already
         there."""
-        import pyarrow.parquet as pq
-
         from orchestration.precompute import store_key
         from orchestration.teacher_training import teacher_app_args
         from teachers import Batch, LoadedTeacher, file_version, to_table, write_manifest
 
-        folder = self.replay / phase
-        if (folder / "manifest.json").is_file():
+        folder = join(self.replay, phase)
+        if is_complete(folder):
             return False
         snapshot = self.path(phase)
         cfg = TeacherConfig(name=f"memory-{phase}"[:48], model=config.student.model, weights=str(snapshot))
         args = teacher_app_args(cfg, str(snapshot), dataset, config.distill, config.run.allowed_factory_modules)
         record = LoadedTeacher.load(args).records([Batch.of_inputs("", x)], top_k=dataset.num_classes, dense_max_classes=1)[0]
-        partial = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        pq.write_table(to_table(record, sample=rows), partial / "part-00000.parquet")
+        attempt = new_attempt()
+        write_parquet(to_table(record, sample=rows), join(folder, attempt, "part-00000.parquet"))
         key = replace(store_key(config, dataset, cfg.name, file_version(snapshot)), top_k=dataset.num_classes,
                       kind="topk")
-        write_manifest(partial, key, None)
-        partial.replace(folder)
+        write_manifest(folder, key, None, shards=attempt)
+        drop_other_attempts(folder, kept=attempt)
         return True

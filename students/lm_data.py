@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cluster import exists, join, list_files, read_parquet, read_text
 from students.text_data import HELD_OUT_EVERY, stdlib_files
 from teachers import specials_of
 
@@ -88,16 +89,16 @@ def prompt_ids(tokenizer, prompts: list[str], length: int) -> np.ndarray:
 def generated_sequences(folder: str | Path, length: int, pad: int, eos: int) -> np.ndarray:
     """int64 [N, length]: each generated row as `<bos> prompt <sep> completion <eos>`, cut to
     `length` and right-padded, ordered by (prompt row, sample)."""
-    import pyarrow.parquet as pq
-
-    folder = Path(folder)
-    if not (folder / GENERATED_MANIFEST).is_file():
-        raise FileNotFoundError(f"data.generated: {folder} holds no finished generated dataset (no {GENERATED_MANIFEST}); "
-                                f"run `distillery generate` with the run's config first")
     import pyarrow as pa
 
-    table = pa.concat_tables([pq.read_table(part, columns=["row", "sample", "prompt_ids", "completion_ids"])
-                              for part in sorted(folder.glob("*.parquet"))])
+    folder = str(folder)
+    if not exists(join(folder, GENERATED_MANIFEST)):
+        raise FileNotFoundError(f"data.generated: {folder} holds no finished generated dataset (no {GENERATED_MANIFEST}); "
+                                f"run `distillery generate` with the run's config first")
+    # the manifest names its attempt's shards; one written before attempts: the folder's shards
+    files = json.loads(read_text(join(folder, GENERATED_MANIFEST))).get("files") or list_files(folder, ".parquet")
+    table = pa.concat_tables([read_parquet(join(folder, name), columns=["row", "sample", "prompt_ids", "completion_ids"])
+                              for name in files])
     order = np.lexsort((table.column("sample").to_numpy(), table.column("row").to_numpy()))
     prompts, completions = table.column("prompt_ids").to_pylist(), table.column("completion_ids").to_pylist()
     out = np.full((len(order), length), pad, dtype=np.int64)

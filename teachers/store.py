@@ -1,18 +1,21 @@
 """The offline soft-target store: one teacher's top-k soft targets for a whole dataset split.
 
 Layout: `<root>/<dataset fingerprint>/<teacher>-<teacher version>-k<k>-T<temperature>/` (`-s<k>-`
-for sampled records) holds Parquet shards written with the Arrow codec (one row per sample, key
-column `row_id`, the sample's stable row id) and a `manifest.json` written last. The fingerprint
+for sampled records; `-bfloat16` or `-float16` after it for a teacher run in half precision)
+holds Parquet shards written with the Arrow codec (one row per sample, key column `row_id`, the
+sample's stable row id) and a `manifest.json` written last that names them. The root is a local
+folder or a URI on object storage (`s3://bucket/stores`): every node reads it. The fingerprint
 covers the split's rows whatever their order (`students.Dataset.fingerprint`), and a batch finds
 its rows by their ids, so a store serves any later order of the same rows, in memory or
 streamed. A folder without a manifest is an unfinished precompute and is never read. The key
-(dataset fingerprint, teacher, teacher version, kind, k, temperature) is in the folder name and
+(dataset fingerprint, teacher, teacher version, kind, k, temperature, dtype) is in the folder name and
 in the manifest; a run that needs another key gets a `SoftTargetStoreError`
 saying which part differs, never a stale store.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -21,8 +24,8 @@ from typing import Optional
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from cluster import exists, is_folder, join, list_files, read_parquet, read_text, write_text
 from teachers.arrow_codec import ROW_ID_COLUMN, SAMPLE_COLUMN, table_to_record
 from teachers.errors import SoftTargetStoreError
 from teachers.soft_targets import SCHEMA_VERSION, SoftTargets, select_rows
@@ -41,11 +44,13 @@ class StoreKey:
     top_k: int
     temperature: float
     kind: str = "topk"  # or "sampled": top_k draws per row (teachers.soft_targets)
+    dtype: str = "float32"  # what the teacher ran in: half precision gives other targets
 
-    def folder(self, root: str | Path) -> Path:
+    def folder(self, root: str | Path) -> str:
+        """The store's folder under `root` (a local path or a URI)."""
         cut = "s" if self.kind == "sampled" else "k"  # the top k, or k draws
         name = f"{self.teacher}-{self.teacher_version}-{cut}{self.top_k}-T{self.temperature:g}"
-        return Path(root) / self.dataset / name
+        return join(str(root), self.dataset, name if self.dtype == "float32" else f"{name}-{self.dtype}")
 
 
 @dataclass(frozen=True)
@@ -59,14 +64,12 @@ class Manifest:
     teacher_test_score: Optional[float] = None  # test accuracy; held-out perplexity for language models
     created: float = 0.0
 
-    def write(self, folder: Path) -> None:
-        tmp = folder / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        tmp.replace(folder / MANIFEST)
+    def write(self, folder: str | Path) -> None:
+        write_text(join(str(folder), MANIFEST), json.dumps(asdict(self), indent=2))
 
     @classmethod
-    def read(cls, folder: Path) -> "Manifest":
-        data = json.loads((folder / MANIFEST).read_text())
+    def read(cls, folder: str | Path) -> "Manifest":
+        data = json.loads(read_text(join(str(folder), MANIFEST)))
         if "teacher_test_accuracy" in data:  # stores written before language models
             data["teacher_test_score"] = data.pop("teacher_test_accuracy")
         return cls(**{**data, "key": StoreKey(**data["key"])})
@@ -75,16 +78,18 @@ class Manifest:
 def find_store(root: str | Path, key: StoreKey) -> Manifest:
     """The complete store for exactly `key`; otherwise a `SoftTargetStoreError` that names what differs."""
     folder = key.folder(root)
-    if (folder / MANIFEST).is_file():
+    if is_complete(folder):
         manifest = Manifest.read(folder)
         if manifest.key != key or manifest.schema_version != SCHEMA_VERSION:
             raise SoftTargetStoreError(
                 f"store {folder} is stale: its manifest says {manifest.key} (schema v{manifest.schema_version}), "
                 f"this run needs {key} (schema v{SCHEMA_VERSION}); rerun `distillery precompute`")
         return manifest
-    others = [Manifest.read(m.parent).key for m in Path(root).glob(f"*/{key.teacher}-*/{MANIFEST}")]
+    others = [Manifest.read(join(str(root), found.rsplit("/", 1)[0])).key
+              for found in list_files(str(root), MANIFEST, depth=2)
+              if fnmatch.fnmatchcase(found, f"*/{key.teacher}-*/{MANIFEST}")]
     hint = "; ".join(_difference(other, key) for other in others) or "no store for this teacher exists"
-    state = "an unfinished precompute" if folder.is_dir() else "nothing"
+    state = "an unfinished precompute" if is_folder(folder) else "nothing"
     raise SoftTargetStoreError(
         f"no soft-target store for teacher {key.teacher!r} at {folder} ({state} there). Stores found for "
         f"this teacher differ: {hint}. Run `distillery precompute <config>` with this run's config; a stale "
@@ -93,20 +98,29 @@ def find_store(root: str | Path, key: StoreKey) -> Manifest:
 
 def _difference(other: StoreKey, wanted: StoreKey) -> str:
     parts = [f"{name} {getattr(other, name)!r} (needed {getattr(wanted, name)!r})"
-             for name in ("dataset", "teacher_version", "kind", "top_k", "temperature")
+             for name in ("dataset", "teacher_version", "kind", "top_k", "temperature", "dtype")
              if getattr(other, name) != getattr(wanted, name)]
     return ", ".join(parts) or "identical key"
 
 
-def write_manifest(folder: Path, key: StoreKey, teacher_test_score: Optional[float]) -> Manifest:
-    """Check every shard of a finished precompute and write the manifest that makes it usable."""
-    files = sorted(p.name for p in folder.glob("*.parquet"))
+def is_complete(folder: str | Path) -> bool:
+    """Whether the store at `folder` is finished (its manifest is written)."""
+    return exists(join(str(folder), MANIFEST))
+
+
+def write_manifest(folder: str | Path, key: StoreKey, teacher_test_score: Optional[float],
+                   shards: str = "") -> Manifest:
+    """Check every shard of a finished precompute (in `folder`, or its subfolder `shards`: one
+    attempt's) and write the manifest that makes them the store."""
+    folder = str(folder)
+    files = [f"{shards}/{name}" if shards else name
+             for name in list_files(join(folder, shards) if shards else folder, ".parquet")]
     if not files:
-        raise SoftTargetStoreError(f"precompute wrote no Parquet shards into {folder}")
+        raise SoftTargetStoreError(f"precompute wrote no Parquet shards into {join(folder, shards)}")
     rows, spaces = 0, set()
     for name in files:
-        table = pq.read_table(folder / name)
-        record = table_to_record(table, source=f"store shard {folder / name}", batch_id="")
+        table = read_parquet(join(folder, name))
+        record = table_to_record(table, source=f"store shard {join(folder, name)}", batch_id="")
         if (record.teacher, record.teacher_version, record.kind) != (key.teacher, key.teacher_version, key.kind):
             raise SoftTargetStoreError(f"shard {name} holds {record.kind} records of teacher {record.teacher} "
                                        f"{record.teacher_version}, not {key}")
@@ -130,8 +144,8 @@ class StoredTargets:
     finds them); a run's own replay store keys them by training row (`sample`).
     """
 
-    def __init__(self, folder: Path, manifest: Manifest):
-        tables = [pq.read_table(folder / name) for name in manifest.files]
+    def __init__(self, folder: str | Path, manifest: Manifest):
+        tables = [read_parquet(join(str(folder), name)) for name in manifest.files]
         table = pa.concat_tables(tables)
         self.name, self.folder = manifest.key.teacher, folder
         self.record = table_to_record(table, source=f"store {folder}", batch_id="")
@@ -191,7 +205,6 @@ class StoredTeachers(RecordSource):
         super().__init__(teacher_set, output_space=output_space, temperature=temperature, target_kind=target_kind)
         self._stores = {}
         for name, folder in stores.items():
-            folder = Path(folder)
             self._stores[name] = StoredTargets(folder, Manifest.read(folder))
             if row_ids is not None:
                 self._stores[name].samples_of(row_ids)

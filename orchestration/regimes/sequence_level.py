@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -30,7 +28,8 @@ import pyarrow as pa
 from pydantic import Field
 from rich.console import Console
 
-from cluster import Strict, is_uri, kd_phase
+from cluster import (Strict, drop_other_attempts, exists, filesystem_for, is_uri, join, kd_phase, list_files,
+                     new_attempt, read_text, write_text)
 from orchestration.progress import progress_blocks
 from students import Dataset, GENERATED_MANIFEST as MANIFEST, student_subset
 
@@ -50,7 +49,8 @@ class GenerateConfig(Strict):
     top_k: int = Field(0, ge=0, description="sample among the k likeliest tokens; 0: all")
     seed: int = 0
     batch_size: int = Field(64, ge=1, description="prompts per generate call")
-    output: Optional[str] = Field(None, description="the Parquet folder; default <output_dir>/<run>/generated")
+    output: Optional[str] = Field(None, description="the Parquet folder (a local folder or a URI every node "
+                                                    "reads); default <output_dir>/<run>/generated")
 
 
 def check_sequence_level(cfg: Any) -> None:
@@ -59,9 +59,6 @@ def check_sequence_level(cfg: Any) -> None:
         raise ValueError(f"distill.methods ({', '.join(generated) or 'data.generated'}): sequence-level KD "
                          f"fine-tunes on completions the run's teachers write; it needs teachers and "
                          f"language-model data (stdlib_functions or a prompt/completion source)")
-    if (generated or cfg.data.generated) and is_uri(cfg.run.output_dir) and not cfg.generate.output:
-        raise ValueError(f"generate.output: with run.output_dir on object storage ({cfg.run.output_dir}), the "
-                         f"teachers' completions need a folder every node reads; set generate.output to it")
     teacher = cfg.generate.teacher
     names = [t.name for t in cfg.teachers]
     if cfg.data.language_model and teacher is not None and teacher not in names:
@@ -78,7 +75,7 @@ def generated_for(cfg: Any, dataset: Any, teachers: dict[str, dict[str, Any]], d
     if not wanted or all(phase in done for phase in wanted):
         return None
     versions = {name: info["model_version"] for name, info in teachers.items() if "model_version" in info}
-    return str(generate(cfg, dataset, versions, console))
+    return generate(cfg, dataset, versions, console)
 
 
 # --- generation: the teachers' completions, through Ray Data and Serve ------------------------------
@@ -91,8 +88,11 @@ def prompt_part(sequences: np.ndarray, sep: int, pad: int) -> tuple[np.ndarray, 
     return rows, prompts[rows]
 
 
-def generated_folder(cfg: Any) -> Path:
-    return Path(cfg.generate.output or Path(cfg.run.output_dir) / cfg.run.name / "generated").resolve()
+def generated_folder(cfg: Any) -> str:
+    """`generate.output`, else `<run.output_dir>/<run>/generated`: a local folder made absolute,
+    or a URI (written there directly, read there by the students)."""
+    where = cfg.generate.output or join(cfg.run.output_dir, cfg.run.name, "generated")
+    return where if is_uri(where) else str(Path(where).resolve())
 
 
 def generation_key(cfg: Any, teacher: str, version: str, prompts: np.ndarray) -> dict[str, Any]:
@@ -142,7 +142,7 @@ class CompleteWithTeacher:
                 .append_column("teacher_version", pa.array([answer["version"]] * len(prompts))))
 
 
-def generate(cfg: Any, dataset: Dataset, teacher_versions: dict[str, str], console: Console) -> Path:
+def generate(cfg: Any, dataset: Dataset, teacher_versions: dict[str, str], console: Console) -> str:
     """Write (or reuse) the generated dataset of `cfg`; the teachers must be deployed (Serve)."""
     import ray
 
@@ -158,12 +158,12 @@ def generate(cfg: Any, dataset: Dataset, teacher_versions: dict[str, str], conso
     rows, prompts = prompt_part(train.x, specials.sep, specials.pad)
     key = generation_key(cfg, teacher, teacher_versions[teacher], prompts)
     folder = generated_folder(cfg)
-    manifest = folder / MANIFEST
-    if manifest.is_file() and json.loads(manifest.read_text())["key"] == key:
+    manifest = join(folder, MANIFEST)
+    if exists(manifest) and json.loads(read_text(manifest))["key"] == key:
         console.print(f"generated completions in {folder} are current, reused")
         return folder
-    partial = folder.with_name(folder.name + f".partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
+    attempt = new_attempt()
+    filesystem, shards = filesystem_for(join(folder, attempt))
     repeat = gen.samples_per_prompt
     items = pa.table({"row": np.repeat(rows, repeat).astype(np.int64),
                       "sample": np.tile(np.arange(repeat), len(rows)).astype(np.int64),
@@ -178,10 +178,10 @@ def generate(cfg: Any, dataset: Dataset, teacher_versions: dict[str, str], conso
      .map_batches(CompleteWithTeacher, batch_size=gen.batch_size, batch_format="pyarrow", concurrency=2,
                   num_cpus=0.05, fn_constructor_kwargs={"app": app_name(teacher), "sampling": sampling,
                                                         "tokenizer": cfg.data.tokenizer, "specials": ids})
-     .write_parquet(str(partial)))
-    (partial / MANIFEST).write_text(json.dumps({"key": key, "rows": len(items)}, indent=2))
-    shutil.rmtree(folder, ignore_errors=True)
-    partial.rename(folder)
+     .write_parquet(shards, filesystem=filesystem))
+    files = [f"{attempt}/{name}" for name in list_files(join(folder, attempt), ".parquet")]
+    write_text(manifest, json.dumps({"key": key, "rows": len(items), "files": files}, indent=2))
+    drop_other_attempts(folder, kept=attempt)  # what interrupted earlier attempts left
     console.print(f"teacher {teacher}: wrote {len(items)} completions")
     return folder
 

@@ -24,9 +24,12 @@ def test_a_run_folder_on_s3_pulls_and_pushes_its_files_but_not_the_checkpoints(s
     (first.local / "report" / "loss.png").write_bytes(b"png")
     (first.local / "train").mkdir()
     (first.local / "train" / "big.pt").write_bytes(b"x")  # Ray Train writes its own; never mirrored
+    (first.local / "replay").mkdir()
+    (first.local / "replay" / "manifest.json").write_text("{}")  # replay stores go to the URI directly
     first.push()
     assert s3.get_file_info("runs-data/exp/r1/report/loss.png").size == 3
     assert s3.get_file_info("runs-data/exp/r1/train/big.pt").type.name == "NotFound"
+    assert s3.get_file_info("runs-data/exp/r1/replay/manifest.json").type.name == "NotFound"
 
     s3.delete_file("runs-data/exp/r1/state.json")
     (first.local / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2, "lo')  # pushed mid-write
@@ -39,6 +42,11 @@ def test_a_run_folder_on_s3_pulls_and_pushes_its_files_but_not_the_checkpoints(s
     assert (elsewhere.local / "metrics.jsonl").read_text() == '{"step": 1}\n'  # its next record starts a line
     assert (elsewhere.local / "state.json").read_text() == '{"phases": {}}'
     assert (elsewhere.local / "report" / "loss.png").read_bytes() == b"png"
+    s3.delete_file("runs-data/exp/r1/report/loss.png")
+    elsewhere.push()  # what was pulled is not sent back; the metrics cut at their last full line are
+    assert s3.get_file_info("runs-data/exp/r1/report/loss.png").type.name == "NotFound"
+    with s3.open_input_stream("runs-data/exp/r1/metrics.jsonl") as stream:
+        assert stream.read() == b'{"step": 1}\n'
     storage = elsewhere.train_storage()
     assert storage["storage_path"] == "runs-data/exp/r1/train" and storage["storage_filesystem"].type_name == "s3"
     assert elsewhere.child("students", "kd") == f"s3://runs-data/exp/r1/students/kd?{options}"

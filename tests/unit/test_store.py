@@ -1,12 +1,14 @@
 """The offline store: keyed folders, manifests written last, stale stores refused, rows by row id."""
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from cluster import drop_other_attempts, join, write_parquet
 from students.data import Split, plan_epoch
 from teachers.arrow_codec import to_table
 from teachers.errors import SoftTargetError, SoftTargetStoreError
@@ -19,15 +21,15 @@ N, C, K = 40, 10, 4
 IDS = np.array([f"row-{i}" for i in range(N)])
 
 
-def write_store(root, key, logits):
+def write_store(root, key, logits, shards=""):
+    """A store of `key` under `root` (a folder or a URI), its shards in the subfolder `shards`."""
     folder = key.folder(root)
-    folder.mkdir(parents=True)
     for part, rows in enumerate(np.array_split(np.arange(N), 3)):
         rec = pack_soft_targets(logits[rows], batch_id=f"part-{part}", teacher=key.teacher,
                                 teacher_version=key.teacher_version, temperature=key.temperature,
                                 output_space=f"classes:{C}", dense_max_classes=1, top_k=key.top_k, target_kind=key.kind)
-        pq.write_table(to_table(rec, sample=rows, row_ids=IDS[rows]), folder / f"part-{part}.parquet")
-    return write_manifest(folder, key, teacher_test_score=0.9)
+        write_parquet(to_table(rec, sample=rows, row_ids=IDS[rows]), join(folder, shards, f"part-{part}.parquet"))
+    return write_manifest(folder, key, teacher_test_score=0.9, shards=shards)
 
 
 @pytest.fixture
@@ -60,6 +62,7 @@ def test_matching_store_is_found(store):
     (dict(top_k=8), "top_k 4 \\(needed 8\\)"),
     (dict(kind="sampled"), "kind 'topk' \\(needed 'sampled'\\)"),
     (dict(dataset="0000"), "dataset"),
+    (dict(dtype="bfloat16"), "dtype 'float32' \\(needed 'bfloat16'\\)"),
 ])
 def test_stale_store_is_refused_naming_the_difference(store, change, message):
     root, key, *_ = store
@@ -69,14 +72,14 @@ def test_stale_store_is_refused_naming_the_difference(store, change, message):
 
 def test_unfinished_precompute_is_never_read(store):
     root, key, *_ = store
-    (key.folder(root) / "manifest.json").unlink()
+    (Path(key.folder(root)) / "manifest.json").unlink()
     with pytest.raises(SoftTargetStoreError, match="unfinished precompute"):
         find_store(root, key)
 
 
 def test_tampered_manifest_is_refused(store):
     root, key, *_ = store
-    path = key.folder(root) / "manifest.json"
+    path = Path(key.folder(root)) / "manifest.json"
     path.write_text(path.read_text().replace('"v1"', '"v0"'))
     with pytest.raises(SoftTargetStoreError, match="stale"):
         find_store(root, key)
@@ -106,7 +109,8 @@ def test_students_read_rows_by_id_in_any_order_of_the_split(store):
 def test_a_store_of_sampled_targets_has_its_own_key_and_serves_a_sampled_run_only(store):
     root, key, _, x, logits = store
     sampled = replace(key, kind="sampled")
-    assert sampled.folder(root).name == "mlp-v1-s4-T4" and key.folder(root).name == "mlp-v1-k4-T4"
+    assert Path(sampled.folder(root)).name == "mlp-v1-s4-T4" and Path(key.folder(root)).name == "mlp-v1-k4-T4"
+    assert Path(replace(key, dtype="bfloat16").folder(root)).name == "mlp-v1-k4-T4-bfloat16"
     write_store(root, sampled, logits)
     teacher_set = TeacherSet(1, {"mlp": TeacherEntry("mlp", 1.0, "classes:10", C, "v1")})
     split = Split(x, np.zeros(N, dtype=np.int64), ids=IDS)
@@ -141,7 +145,7 @@ def test_a_language_models_store_gives_each_samples_token_rows_in_order(tmp_path
     sample_of_row = np.repeat(np.arange(N), per_sample)
     space = f"tokens:{vocab}:abc"
     key = StoreKey("d", "gpt", "v1", K, 1.0)
-    folder = key.folder(tmp_path)
+    folder = Path(key.folder(tmp_path))
     folder.mkdir(parents=True)
     for part, samples in enumerate([np.arange(20, N), np.arange(0, 20)]):  # shards out of sample order
         rows = np.flatnonzero(np.isin(sample_of_row, samples))
@@ -204,7 +208,7 @@ def test_the_precompute_scorer_writes_sampled_records_seeded_by_each_blocks_rows
                                   records[0].topk_idx)
     version = records[0].teacher_version
     key = StoreKey("d", "mlp", version, 6, 4.0, kind="sampled")
-    folder = key.folder(tmp_path)
+    folder = Path(key.folder(tmp_path))
     folder.mkdir(parents=True)
     for i, table in enumerate(tables):
         pq.write_table(table, folder / f"part-{i}.parquet")
@@ -215,3 +219,34 @@ def test_the_precompute_scorer_writes_sampled_records_seeded_by_each_blocks_rows
     stored = StoredTeachers({"mlp": str(folder)}, teacher_set, output_space="classes:10", temperature=4.0,
                             row_ids=IDS, target_kind="sampled")
     assert stored.targets_for(batch).records["mlp"].kind == "sampled"
+
+
+def test_a_store_on_object_storage_is_found_read_and_refused_like_a_local_one(s3_server):
+    """The store root is a URI (moto's S3 server on loopback): shards in one attempt's
+    subfolder, the manifest written last names them, other attempts are dropped, and a key
+    that differs or a store without its manifest is refused as it is on disk."""
+    s3, options = s3_server
+    root = f"s3://runs-data/stores?{options}"
+    rng = np.random.default_rng(0)
+    x, logits = rng.random((N, 8), dtype=np.float32), rng.normal(size=(N, C)).astype(np.float32)
+    key = StoreKey(rows_fingerprint("classes:10", row_hashes(IDS, x, np.arange(N) % C)), "mlp", "v1", K, 4.0)
+    write_parquet(pa.table({"x": [1]}), join(key.folder(root), "attempt-old", "part-0.parquet"))  # interrupted
+    with pytest.raises(SoftTargetStoreError, match="unfinished precompute"):
+        find_store(root, key)
+    manifest = write_store(root, key, logits, shards="attempt-new")
+    drop_other_attempts(key.folder(root), kept="attempt-new")
+    prefix = f"runs-data/stores/{key.dataset}/mlp-v1-k4-T4"
+    assert s3.get_file_info(f"{prefix}/attempt-old").type.name == "NotFound"
+    assert manifest.files == [f"attempt-new/part-{i}.parquet" for i in range(3)]
+    assert find_store(root, key) == manifest
+    with pytest.raises(SoftTargetStoreError, match="teacher_version 'v1' \\(needed 'v2'\\)"):
+        find_store(root, replace(key, teacher_version="v2"))
+
+    teacher_set = TeacherSet(1, {"mlp": TeacherEntry("mlp", 1.0, "classes:10", C, "v1")})
+    split = Split(x, np.zeros(N, dtype=np.int64), ids=IDS)
+    stored = StoredTeachers({"mlp": key.folder(root)}, teacher_set, output_space="classes:10", temperature=4.0,
+                            row_ids=IDS)
+    batch = plan_epoch(split, epoch=0, seed=1, shard=0, num_shards=1, batch_size=8)[0]
+    expected = pack_soft_targets(logits[batch.samples], batch_id=batch.batch_id, teacher="mlp", teacher_version="v1",
+                                 temperature=4.0, output_space="classes:10", dense_max_classes=1, top_k=K)
+    assert np.array_equal(stored.targets_for(batch).records["mlp"].topk_idx, expected.topk_idx)

@@ -2,6 +2,8 @@
 causal-LM backend, per-token records (dense, top-k, chunked), the losses on them and the
 tokenizer refusal."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -223,6 +225,26 @@ def test_generated_rows_become_prompt_completion_sequences(tmp_path, tokenizer, 
     out = generated_sequences(tmp_path, 8, PAD, EOS)
     assert out.tolist() == [[BOS, 50, 51, SEP, 70, 71, 72, 73],   # row 0 first; no end token within 4: cut
                             [BOS, 40, SEP, 60, 61, EOS, PAD, PAD]]
+
+
+def test_generated_completions_on_object_storage_are_read_from_the_shards_their_manifest_names(s3_server):
+    """`distillery generate` into a URI: each attempt writes its own subfolder and the manifest
+    written last names its shards; students read exactly those, never an interrupted attempt's."""
+    import pyarrow as pa
+
+    from cluster import join, write_parquet, write_text
+    from students.lm_data import GENERATED_MANIFEST, generated_sequences
+
+    s3, options = s3_server
+    folder = f"s3://runs-data/run/generated?{options}"
+    done = pa.table({"row": [0], "sample": [0], "prompt_ids": [[BOS, 40, SEP]], "completion_ids": [[60, EOS]]})
+    interrupted = pa.table({"row": [0], "sample": [1], "prompt_ids": [[BOS, 9, SEP]], "completion_ids": [[9, EOS]]})
+    write_parquet(done, join(folder, "attempt-b", "part.parquet"))
+    write_parquet(interrupted, join(folder, "attempt-a", "part.parquet"))
+    with pytest.raises(FileNotFoundError, match="no finished generated dataset"):
+        generated_sequences(folder, 6, PAD, EOS)
+    write_text(join(folder, GENERATED_MANIFEST), json.dumps({"key": {}, "rows": 1, "files": ["attempt-b/part.parquet"]}))
+    assert generated_sequences(folder, 6, PAD, EOS).tolist() == [[BOS, 40, SEP, 60, EOS, PAD]]
 
 
 def test_a_language_model_teacher_answers_token_batches_over_grpc_in_chunks(sequences):

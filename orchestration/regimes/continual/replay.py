@@ -10,7 +10,6 @@ new samples keep the snapshot's targets.
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
@@ -28,11 +27,11 @@ class MemoryTargets:
     def __init__(self, folders: list[str], temperature: float):
         self.logprob: dict[int, np.ndarray] = {}
         for folder in folders:
-            manifest = Manifest.read(Path(folder))
+            manifest = Manifest.read(folder)
             if abs(manifest.key.temperature - temperature) > 1e-9:
                 raise ValueError(f"memory store {folder} holds targets at T={manifest.key.temperature:g}, the run "
                                  f"distils at T={temperature:g}")
-            store = StoredTargets(Path(folder), manifest)
+            store = StoredTargets(folder, manifest)
             logprob = record_logprob(store.record, temperature).numpy()
             rows = store.held_samples()
             self.logprob.update(zip(rows.tolist(), logprob[store.rows_of(rows)]))
