@@ -1,8 +1,10 @@
 """The KubeRay manifests: token authentication on, GPU worker groups, an entrypoint that is a
-valid `distillery run` of a shipped config, a Serve config whose teachers build, and every
-Kubernetes object in them (pod templates, the volume claim) valid against Kubernetes' own
-OpenAPI schema in strict mode (unknown fields refused). KubeRay's CRD schema itself is not
-available offline, so the RayJob and RayService fields are checked by the tests below."""
+valid `distillery run` of a shipped config, a Serve config whose teachers build; the RayJob and
+RayService valid against KubeRay v1.7.0's own CRD schema (`deploy/kuberay/crds/`), their Serve
+config against Ray Serve's config schema, and every Kubernetes object in them (pod templates,
+the volume claim) against Kubernetes' OpenAPI schema, all strictly (unknown fields refused).
+Not checked offline: the CRDs' CEL rules (`x-kubernetes-validations`), which only the API
+server evaluates."""
 
 import re
 import shlex
@@ -15,6 +17,7 @@ import yaml
 from orchestration.config import load_run_config
 from teachers.backend import resolve_model
 from teachers.loaded import TeacherAppArgs
+from tests.schemas import crd_schema, strict, validate
 
 REPO = Path(__file__).parents[2]
 KUBERAY = REPO / "deploy" / "kuberay"
@@ -68,8 +71,7 @@ def test_the_rayservice_serves_the_quickstart_teacher_with_no_http_route():
 
     manifest = yaml.safe_load((KUBERAY / "rayservice.yaml").read_text())
     serve_config = yaml.safe_load(manifest["spec"]["serveConfigV2"])
-    ServeDeploySchema.model_validate(serve_config) if hasattr(ServeDeploySchema, "model_validate") \
-        else ServeDeploySchema.parse_obj(serve_config)
+    ServeDeploySchema.model_validate(serve_config)
     assert serve_config["proxy_location"] == "Disabled"
     quickstart = load_run_config(REPO / "deploy" / "configs" / "quickstart.yaml")
     for app in serve_config["applications"]:
@@ -79,6 +81,37 @@ def test_the_rayservice_serves_the_quickstart_teacher_with_no_http_route():
         model = resolve_model(teacher.model, in_features=args.in_features, num_classes=10)
         assert (args.factory, args.kwargs) == (model.factory, model.kwargs) and app["name"] == f"teacher-{args.name}"
         model.build()  # the factory and kwargs build the teacher's module
+
+
+@pytest.mark.parametrize("path", ["rayjob.yaml", "rayservice.yaml"])
+def test_the_ray_manifests_pass_kuberays_own_crd_schema_strictly(path):
+    manifest = _manifests()[path]
+    validate(manifest, crd_schema(manifest["kind"]))
+    if manifest["kind"] == "RayService":
+        from ray.serve.schema import ServeDeploySchema
+
+        validate(yaml.safe_load(manifest["spec"]["serveConfigV2"]), strict(ServeDeploySchema.model_json_schema()))
+
+
+@pytest.mark.parametrize("where, change, message", [
+    (["spec"], lambda spec: spec.update(entrypont=spec.pop("entrypoint")), "'entrypont' was unexpected"),
+    (["spec", "rayClusterSpec", "headGroupSpec", "rayStartParams"], lambda params: params.update({"num-cpus": 0}),
+     "0 is not of type 'string'"),
+    (["spec", "rayClusterSpec", "workerGroupSpecs", 0], lambda group: group.update(replica=1),
+     "'replica' was unexpected"),
+    (["spec", "rayClusterSpec", "headGroupSpec", "template", "spec", "containers", 0],
+     lambda container: container.update(imagePullPolicy=["Always"]), "is not of type 'string'"),
+])
+def test_the_crd_schema_refuses_a_misspelt_or_mistyped_field(where, change, message):
+    import jsonschema
+
+    manifest = _manifests()["rayjob.yaml"]
+    node = manifest
+    for key in where:
+        node = node[key]
+    change(node)
+    with pytest.raises(jsonschema.ValidationError, match=message):
+        validate(manifest, crd_schema("RayJob"))
 
 
 def _groups(spec: dict) -> list[dict]:

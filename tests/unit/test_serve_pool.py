@@ -1,4 +1,5 @@
-"""The standing pool's Serve config: valid for `serve deploy`, one app per teacher, no HTTP route."""
+"""The standing pool's Serve config: valid for `serve deploy` (Ray Serve's config schema, unknown
+fields refused), one app per teacher, no HTTP route."""
 
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import yaml
 from orchestration.config import load_run_config
 from orchestration.serve_pool import IMPORT_PATH, write_serve_config
 from teachers.loaded import TeacherAppArgs
+from tests.schemas import strict, validate
 
 POOL = Path(__file__).parents[1] / "integration" / "configs" / "pool.yaml"
 
@@ -18,8 +20,8 @@ def test_the_pool_config_is_a_serve_deploy_config_of_the_teachers(tmp_path, monk
     path = tmp_path / "pool.yaml"
     write_serve_config(load_run_config(POOL), path)
     config = yaml.safe_load(path.read_text())
-    schema = ServeDeploySchema.model_validate(config) if hasattr(ServeDeploySchema, "model_validate") \
-        else ServeDeploySchema.parse_obj(config)
+    validate(config, strict(ServeDeploySchema.model_json_schema()))
+    schema = ServeDeploySchema.model_validate(config)
     assert str(schema.proxy_location).endswith("Disabled")
     (app,) = config["applications"]
     assert app["name"] == "teacher-pool-mlp" and app["import_path"] == IMPORT_PATH and app["route_prefix"] is None
