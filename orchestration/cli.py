@@ -140,25 +140,50 @@ def report(run: str = RUN_OPTION,
 @app.command()
 def export(run: str = RUN_OPTION,
            output_dir: str = typer.Option("runs", "--output-dir", help="the folder that holds the run's folder"),
-           to: Optional[str] = typer.Option(None, "--to", help="where to write (default <run>/export/<phase>)")) -> None:
-    """Gather the student of the run's newest complete checkpoint (any ZeRO stage) into
-    safetensors (and a Hugging Face folder for HF language models), then score it on the test
-    split against the metric the run recorded."""
+           phase: Optional[str] = typer.Option(None, "--phase", help="the phase to export (default: every finished "
+                                                                     "distilled student; a wrong name lists them)"),
+           to: Optional[str] = typer.Option(None, "--to", help="where to write (default <run>/export; one folder "
+                                                               "per phase)")) -> None:
+    """Gather a run's students (default: every finished distilled student, one per method and
+    seed, not the baselines) into safetensors (and a Hugging Face folder for HF language
+    models), from the phase's newest complete checkpoint (any ZeRO stage) or the export it
+    wrote when it finished; score each on the test split with the run's metric against what
+    the run recorded."""
     from pathlib import Path
 
     from orchestration.export import STAGES, export_run
     from orchestration.progress import StageBar
+    from students import CheckpointError
 
     folder = _run_folder(output_dir, run, with_checkpoints=True)
     if not (folder.local / "config.json").is_file():
         raise typer.BadParameter(f"{folder.location} has no config.json: pass the run's --output-dir")
-    with StageBar(console, f"export {run}", STAGES) as stage:
-        out = export_run(folder.local, Path(to) if to else None, on_stage=stage)
+    bar: list[tuple[str, StageBar]] = []  # the phase being exported and its stage bar
+
+    def on_stage(phase: str, stage: str) -> None:
+        if not bar or bar[0][0] != phase:
+            if bar:
+                bar.pop()[1].__exit__(None, None, None)
+            bar.append((phase, StageBar(console, f"export {run} {phase}", STAGES).__enter__()))
+        bar[0][1](stage)
+
+    try:
+        rows = export_run(folder.local, Path(to) if to else None, phase, on_stage=on_stage)
+    except CheckpointError as exc:
+        console.print(f"export {run}: {exc}", style="red", highlight=False)
+        raise typer.Exit(2) from None
+    finally:
+        if bar:
+            bar.pop()[1].__exit__(*sys.exc_info())
     folder.push()
-    recorded = f"{out['recorded']:.4f}" if out["recorded"] is not None else "not recorded (phase unfinished)"
-    console.print(f"phase {out['phase']} (step {out['step']}, {out['parameters']:,} parameters) -> {out['folder']}"
-                  f"{' and ' + out['hf_folder'] if 'hf_folder' in out else ''}\n"
-                  f"{out['metric']}: {out['reproduced']:.4f} from the export, {recorded} recorded by the run")
+    for out in rows:
+        recorded = f"{out['recorded']:.4f}" if out["recorded"] is not None else "not recorded (phase unfinished)"
+        step = f"step {out['step']}" if out["step"] is not None else "its end"
+        agreement = (f", rank agreement {out['test_rank_agreement']:.4f}" if "test_rank_agreement" in out else "")
+        console.print(f"phase {out['phase']} ({step}, {out['parameters']:,} parameters, from {out['source']}) -> "
+                      f"{out['folder']}{' and ' + out['hf_folder'] if 'hf_folder' in out else ''}\n"
+                      f"{out['metric']}: {out['reproduced']:.4f} from the export{agreement}, {recorded} recorded "
+                      f"by the run", highlight=False)
 
 
 @app.command()

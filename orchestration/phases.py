@@ -60,7 +60,7 @@ def student_jobs(cfg: RunConfig, methods: dict[str, list[Term]], model: Resolved
             use_teachers=reads_own_teachers or (method is not None and bool(cfg.teachers) and needs_teacher(terms)),
             train=method is not None or dataset_kind != "embedding",  # an encoder's baseline is the untrained student
             init_seed=seed + INIT_SEED_STRIDE * generation(snapshots, method),
-            export_dir=run_folder(cfg).child("students", phase) if cfg.data.language_model else None,
+            export_dir=run_folder(cfg).child("students", phase),
             hooks=hooks, **teachers_of(cfg, method_cfg)))
     return jobs
 

@@ -12,10 +12,12 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 from rich.console import Console
 from rich.text import Text
 
 from orchestration.config import RunConfig, load_run_config, run_folder
+from orchestration.export import REFERENCE_FILE
 from orchestration.precompute import offline_stores
 from orchestration.report import write_report
 from orchestration.phases import PLAIN
@@ -97,6 +99,8 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
             teachers = use_stores(cfg, orchestrator, stores, console)
         else:
             teachers, reference = deploy_teachers(cfg, orchestrator, dataset, console)
+        if reference is not None:  # what `distillery export` scores an encoder against, with no teacher running
+            np.save(run_dir / REFERENCE_FILE, reference)
         student_model = resolve_model(cfg.student.model, in_features=dataset.in_features,
                                       num_classes=dataset.num_classes,
                                       allowed_modules=cfg.run.allowed_factory_modules)

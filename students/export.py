@@ -1,10 +1,13 @@
-"""Export a trained language-model student in Hugging Face layout (plain torch + DeepSpeed).
+"""Export the trained student of a phase when it ends (plain torch + DeepSpeed).
 
 Every rank calls `export_student`; under ZeRO-3 the ranks gather the sharded parameters
-together (a collective), and rank 0 writes `model.safetensors`, `config.json` and the
-tokenizer to the phase's folder, so the student loads again with
-`teachers.hf_lm:causal_lm(path=<folder>)` (as a teacher of a later run) or with
-`transformers.AutoModelForCausalLM.from_pretrained(<folder>)`.
+together (a collective), and rank 0 writes the phase's folder (`<run>/students/<phase>`):
+- a language model in Hugging Face layout (`model.safetensors`, `config.json`, the
+  tokenizer), so it loads again with `teachers.hf_lm:causal_lm(path=<folder>)` (as a teacher of
+  a later run) or with `transformers.AutoModelForCausalLM.from_pretrained(<folder>)`;
+- any other student as `model.safetensors`, loadable into the config's `student.model`.
+`distillery export` reads these folders, so every finished phase stays exportable however
+many checkpoints later phases rotated away.
 """
 
 from __future__ import annotations
@@ -40,10 +43,12 @@ def export_student(engine: Any, zero_stage: int, folder: Optional[str], tokenize
                    quantize_bits: Optional[int] = None) -> dict[str, Any]:
     """Write the student of `engine` to `folder` (rank 0); return what the phase's metrics say
     about it: the folder and, for a quantized student, the sizes of its full-precision and
-    quantized weight files. Nothing is written for students that are not language models."""
+    quantized weight files."""
     model = engine.module.model
-    if folder is None or not hasattr(model, "lm"):
+    if folder is None:
         return {}
+    if not hasattr(model, "lm"):
+        return _export_module(engine, zero_stage, folder, rank)
     from safetensors.torch import save_file
 
     from students.quantize import plain_state, quantized_state
@@ -65,3 +70,14 @@ def export_student(engine: Any, zero_stage: int, folder: Optional[str], tokenize
             out.update(exported_bytes=(target / "model.safetensors").stat().st_size,
                        quantized_bytes=quantized.stat().st_size)
     return out
+
+
+def _export_module(engine: Any, zero_stage: int, folder: str, rank: int) -> dict[str, Any]:
+    """A student that is not a language model: its weights as `model.safetensors` (rank 0)."""
+    from safetensors.torch import save_model
+
+    with gathered(engine, zero_stage):
+        if rank == 0:
+            with local_folder_for(folder) as target:
+                save_model(engine.module.model, str(target / "model.safetensors"))  # tied weights stored once
+    return {"exported_to": folder} if rank == 0 else {}

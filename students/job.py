@@ -37,8 +37,8 @@ class StudentJob:
         weighting: how those teachers' soft targets merge per sample (students.weighting).
         trainer: the trainer that runs this phase, when a run has several (co-training peers);
             it labels the phase's metric records.
-        export_dir: where the trained student is written in Hugging Face layout at the end of
-            the phase (language-model students); None: not exported.
+        export_dir: where the trained student is written at the end of the phase (a language
+            model in Hugging Face layout, any other as `model.safetensors`); None: not exported.
         hooks: what the phase's regimes add to the loop (`students.hooks`), in calling order.
     """
 

@@ -112,7 +112,7 @@ def test_a_zero3_student_learns_from_the_offline_token_store_and_from_the_served
     assert f"{row['score_mean']:.4f} recorded by the run" in export.stdout
     from orchestration.export import STAGES
 
-    assert all(f"export llm-zero3: {stage}" in export.stdout for stage in STAGES)  # its progress, in a log
+    assert all(f"export llm-zero3 kd-top8-seed0: {stage}" in export.stdout for stage in STAGES)  # its progress, in a log
 
     # the same ZeRO-3 student with the teacher served (sampled sparse targets), its optimizer offloaded
     served = distillery("run", str(CONFIG), "--output-dir", str(tmp_path), "--run-name", "llm-zero3-served",

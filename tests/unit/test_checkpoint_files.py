@@ -91,15 +91,17 @@ def test_the_ledger_counts_lost_replayed_and_unplanned_batches():
 
 
 def test_export_takes_the_newest_complete_checkpoint_and_names_what_it_skipped(tmp_path):
-    from orchestration.export import newest_complete_checkpoint
+    from orchestration.export import Exportable, complete_checkpoint
 
     train = tmp_path / "train"
     train.mkdir()
     for step in (1, 2, 3):
         _two_rank_checkpoint(tmp_path / f"build{step}").rename(train / f"checkpoint_00000{step}")
     (train / "checkpoint_000003" / "integrity" / "rank1.json").unlink()  # the newest was cut short
-    assert newest_complete_checkpoint(train).name == "checkpoint_000002"
+    newest_first = [train / f"checkpoint_00000{step}" for step in (3, 2, 1)]
+    assert complete_checkpoint(Exportable("kd-seed0", False, newest_first, None)).name == "checkpoint_000002"
     for step in (1, 2):
         (train / f"checkpoint_00000{step}" / "integrity" / "rank0.json").unlink()
+    assert complete_checkpoint(Exportable("kd-seed0", True, newest_first, tmp_path)) is None  # the phase's export
     with pytest.raises(CheckpointError, match="checkpoint_000003: 1 rank manifests.*checkpoint_000001"):
-        newest_complete_checkpoint(train)
+        complete_checkpoint(Exportable("kd-seed0", False, newest_first, None))
