@@ -31,6 +31,25 @@ class StopCheck:
         return bool(flag.item())
 
 
+class OnWindowBoundary:
+    """Holds what falls due (a checkpoint, a stop) until the step that closes a gradient-
+    accumulation window, where DeepSpeed has applied every micro-batch's gradient: a checkpoint
+    taken inside a window would drop the gradients summed so far (DeepSpeed does not save
+    them), and a resumed run would never apply those batches, though its ledger counts them."""
+
+    def __init__(self, accumulation_steps: int):
+        self.accumulation_steps = accumulation_steps
+        self.pending = False
+
+    def __call__(self, step: int, due: bool) -> bool:
+        """Whether to act after `step`: `due` now or earlier, and `step` closes a window."""
+        self.pending = self.pending or due
+        if self.pending and step % self.accumulation_steps == 0:
+            self.pending = False
+            return True
+        return False
+
+
 class ProgressReporter:
     """Rolling throughput, loss and teacher-weight averages, reported as metric records
     (`loss/<term>`; `teacher/<name>/effective_weight`: the teacher's mean per-sample weight in

@@ -25,7 +25,7 @@ from students.export import export_student
 from students.hooks import Phase, each, merged
 from students.job import StudentJob
 from students.losses import CompositeLoss
-from students.reporting import ProgressReporter, StopCheck
+from students.reporting import OnWindowBoundary, ProgressReporter, StopCheck
 from students.run_control import LocalRunControl, RunControl
 from students.scoring import evaluate
 from students.sources import soft_target_source
@@ -222,6 +222,8 @@ def _train_epochs(run: _PhaseRun) -> None:
     and the stop request as configured), then evaluate."""
     job, cfg, state, source = run.job, run.job.student, run.state, run.phase.source
     stop_requested = StopCheck(run.phase.control, cfg.log_every, run.engine.device)
+    checkpoint_now = OnWindowBoundary(cfg.gradient_accumulation_steps)
+    stop_now = OnWindowBoundary(cfg.gradient_accumulation_steps)
     while state.epoch < run.batches.epochs:
         for batch in run.batches.epoch(state.epoch):
             run.progress.add(_train_batch(run, batch), len(batch.y))
@@ -230,10 +232,10 @@ def _train_epochs(run: _PhaseRun) -> None:
                 state.teacher_set_version = source.teacher_set.version
             if state.step % cfg.log_every == 0:
                 run.progress.flush(state, source, run.log_metrics())
-            if state.step % cfg.checkpoint_every == 0:
+            if checkpoint_now(state.step, due=state.step % cfg.checkpoint_every == 0):
                 run.checkpoint({"step": state.step, "epoch": state.epoch})
                 run.progress.last_checkpoint = state.step
-            if stop_requested(state.step):
+            if stop_now(state.step, due=stop_requested(state.step)):
                 run.stopped = True
                 return
         state.epoch += 1

@@ -105,3 +105,15 @@ def test_export_takes_the_newest_complete_checkpoint_and_names_what_it_skipped(t
     assert complete_checkpoint(Exportable("kd-seed0", True, newest_first, tmp_path)) is None  # the phase's export
     with pytest.raises(CheckpointError, match="checkpoint_000003: 1 rank manifests.*checkpoint_000001"):
         complete_checkpoint(Exportable("kd-seed0", False, newest_first, None))
+
+
+def test_checkpoints_and_stops_wait_for_the_step_that_closes_a_gradient_accumulation_window():
+    from students.reporting import OnWindowBoundary
+
+    checkpoint_now = OnWindowBoundary(accumulation_steps=4)
+    taken = [step for step in range(1, 45) if checkpoint_now(step, due=step % 10 == 0)]
+    assert taken == [12, 20, 32, 40]  # due at 10, 20, 30, 40; never inside a window
+    every_step = OnWindowBoundary(accumulation_steps=1)
+    assert [s for s in range(1, 25) if every_step(s, due=s % 10 == 0)] == [10, 20]
+    stop_now = OnWindowBoundary(accumulation_steps=4)
+    assert [stop_now(step, due=step == 5) for step in range(5, 9)] == [False, False, False, True]
