@@ -15,6 +15,7 @@ _EXPORTS = {
     "MlflowSink": "metrics",
     "ModelSpec": "config",
     "NAMESPACE": "connection",
+    "OWN_LINE": "own_logs",
     "Registry": "registry",
     "ResourcesConfig": "config",
     "RunFolder": "storage",
@@ -40,6 +41,7 @@ _EXPORTS = {
     "load_with_overrides": "config",
     "load_yaml_model": "config",
     "local_folder_for": "storage",
+    "log_own_warnings": "own_logs",
     "method_kind": "naming",
     "new_attempt": "storage",
     "on_this_node": "placement",
@@ -67,15 +69,16 @@ _EXPORTS = {
 }
 
 __all__ = ["ConfigError", "DEFAULT_ALLOWED_MODULES", "DTYPES", "DistilleryError", "MetricsSink", "MlflowSink",
-           "ModelSpec", "NAMESPACE", "Registry", "ResourcesConfig", "RunFolder", "RunNotFoundError",
-           "Strict", "build_module", "check_custom_resources", "check_name", "connect", "default_cache_dir",
-           "download_folder", "drop_other_attempts", "exists", "fetch_file", "filesystem_for", "is_folder",
-           "is_uri", "join", "join_uri", "kd_phase", "lazy_exports", "list_files", "load_with_overrides",
-           "load_yaml_model", "local_folder_for", "method_kind", "new_attempt", "on_this_node",
-           "online_phase", "open_uri", "orchestrator_name", "parse_yaml", "paths_outside_roots",
-           "phase_kind", "prepare_ray_env", "process_group_backend", "put_file", "ray_options",
-           "read_metrics", "read_parquet", "read_text", "read_yaml_file", "remove_folder",
-           "teacher_cache_dir", "validate_model", "work_device", "work_dtype", "write_parquet", "write_text"]
+           "ModelSpec", "NAMESPACE", "OWN_LINE", "Registry", "ResourcesConfig", "RunFolder",
+           "RunNotFoundError", "Strict", "build_module", "check_custom_resources", "check_name", "connect",
+           "default_cache_dir", "download_folder", "drop_other_attempts", "exists", "fetch_file",
+           "filesystem_for", "is_folder", "is_uri", "join", "join_uri", "kd_phase", "lazy_exports",
+           "list_files", "load_with_overrides", "load_yaml_model", "local_folder_for", "log_own_warnings",
+           "method_kind", "new_attempt", "on_this_node", "online_phase", "open_uri", "orchestrator_name",
+           "parse_yaml", "paths_outside_roots", "phase_kind", "prepare_ray_env", "process_group_backend",
+           "put_file", "ray_options", "read_metrics", "read_parquet", "read_text", "read_yaml_file",
+           "remove_folder", "teacher_cache_dir", "validate_model", "work_device", "work_dtype",
+           "write_parquet", "write_text"]
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from cluster import DistilleryError, prepare_ray_env
+from cluster import DistilleryError, log_own_warnings, prepare_ray_env
 from planning import fit_law_command, plan_command, sweep_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -51,11 +51,14 @@ def run(config: str = typer.Argument(..., help="experiment config, e.g. deploy/c
         run_name: Optional[str] = typer.Option(None, "--run-name", help="override run.name"),
         output_dir: Optional[str] = typer.Option(None, "--output-dir", help="override run.output_dir"),
         overrides: Optional[list[str]] = typer.Option(None, "--set", help="override any field: "
-                                                      "--set distill.temperature=2 (value read as YAML)")) -> None:
+                                                      "--set distill.temperature=2 (value read as YAML)"),
+        verbose: bool = typer.Option(False, "--verbose", help="show Ray's, Serve's, Train's and DeepSpeed's output "
+                                                              "here too, not only in <run>/logs/run.log")) -> None:
     """Run a distillation job: deploy teachers, distill, train the baseline, print the results."""
     from orchestration.run import run as run_job
 
-    run_job(config, run_name=run_name, output_dir=output_dir, console=console, overrides=_parse_sets(overrides))
+    run_job(config, run_name=run_name, output_dir=output_dir, console=console, overrides=_parse_sets(overrides),
+            verbose=verbose)
 
 
 @app.command()
@@ -399,6 +402,7 @@ app.command("sweep")(sweep_command(_run_sweep_cell))
 def main() -> None:
     prepare_ray_env()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    log_own_warnings()
     try:
         app()
     except Exception as exc:

@@ -15,7 +15,7 @@ from typing import Any, Optional
 import numpy as np
 from ray import serve
 
-from cluster import MetricsSink, MlflowSink, check_name, put_file, read_metrics, validate_model
+from cluster import MetricsSink, MlflowSink, check_name, log_own_warnings, put_file, read_metrics, validate_model
 from teachers import (EndpointSpec, GrpcTeacher, IncompatibleTeacherError, TeacherAppArgs, TeacherConfig, TeacherEntry,
                       TeacherSet, app_name, build_teacher_app, peer_teacher_name, resolve_model, running_replicas,
                       SCHEMA_VERSION, snapshot_teacher_name)
@@ -43,6 +43,7 @@ class Orchestrator:
         from orchestration.config import RunConfig
         from students import load_dataset
 
+        log_own_warnings()
         self.run = run
         self.config = RunConfig.model_validate(run_config)
         self.cache_dir = cache_dir

@@ -43,7 +43,8 @@ def _rank0_records(status: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _phase_line(rec: dict[str, Any]) -> str:
-    parts = [f"{rec['phase']}: epoch {rec['epoch']} step {rec['step']}"]
+    total = f"/{rec['progress/steps_total']}" if "progress/steps_total" in rec else ""
+    parts = [f"{rec['phase']}: epoch {rec['epoch']} step {rec['step']}{total}"]
     if "loss/total" in rec:
         parts.append(f"loss {rec['loss/total']:.4f}")
     for key, short in (("test_accuracy", "test_acc"), ("test_cosine", "test_cos"), ("test_perplexity", "test_ppl")):
@@ -53,6 +54,8 @@ def _phase_line(rec: dict[str, Any]) -> str:
     for unit in ("samples", "tokens"):
         if f"throughput/{unit}_per_s" in rec:
             parts.append(f"{rec[f'throughput/{unit}_per_s']:.0f} {unit}/s")
+    if "progress/eta_s" in rec:
+        parts.append(f"{_duration(rec['progress/eta_s'])} left")
     if "online/staleness_steps" in rec:
         parts.append(f"endpoint {rec['online/staleness_steps']} steps behind")
     if "teacher_set/version" in rec:
@@ -61,6 +64,16 @@ def _phase_line(rec: dict[str, Any]) -> str:
     else:
         parts.append("no teachers")
     return " | ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    """`45s`, `3m05s`, `2h07m`."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def _share(record: dict[str, Any], teacher: str) -> str:
@@ -144,7 +157,9 @@ def follow(orchestrator: Any, work: Callable[[], Any], console: Console, interva
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     last, printed_at = "", 0.0
-    with Live(console=console, refresh_per_second=4, transient=True) if console.is_terminal else nullcontext() as live:
+    # stdout and stderr are not redirected into the display: with a quiet console they go to the run's log
+    live_view = Live(console=console, refresh_per_second=4, transient=True, redirect_stdout=False, redirect_stderr=False)
+    with live_view if console.is_terminal else nullcontext() as live:
         while thread.is_alive():
             thread.join(interval_s)
             try:

@@ -9,6 +9,7 @@ its last checkpoint.
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Optional
 
@@ -16,8 +17,11 @@ import numpy as np
 from rich.console import Console
 from rich.text import Text
 
+from cluster import RunFolder
+
 from orchestration.config import RunConfig, load_run_config, run_folder
 from orchestration.export import REFERENCE_FILE
+from orchestration.quiet_output import LOG_FILE, quiet_output
 from orchestration.precompute import offline_stores
 from orchestration.report import write_report
 from orchestration.phases import PLAIN
@@ -53,25 +57,35 @@ class RunState:
 
 
 def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optional[str] = None,
-        console: Optional[Console] = None, overrides: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
+        console: Optional[Console] = None, overrides: Optional[dict[str, Any]] = None,
+        verbose: bool = True) -> list[dict[str, Any]]:
     """Run the whole experiment in `config_path`; return the rows of its results table.
 
-    `overrides` maps dotted field paths to values (`--set` on the command line).
+    `overrides` maps dotted field paths to values (`--set` on the command line). Without
+    `verbose`, Ray's, Serve's, Train's and DeepSpeed's output goes to `<run>/logs/run.log`
+    and the console shows the run's own view (`orchestration.quiet_output`).
     """
     console = console or Console()
     flags = {key: value for key, value in (("run.name", run_name), ("run.output_dir", output_dir)) if value is not None}
     cfg = load_run_config(config_path, {**(overrides or {}), **flags})
     folder = run_folder(cfg)
     pulled = folder.pull()  # a run folder on object storage: its files, for a resumed run on a new driver
-    run_dir = folder.local
-    (run_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
+    (folder.local / "config.json").write_text(cfg.model_dump_json(indent=2))
+    console.print(f"run [bold]{cfg.run.name}[/bold] -> {folder.location}")
+    with (nullcontext() if verbose else quiet_output(folder.local, console)) as log:
+        if log is not None:
+            console.print(f"logs of Ray, Serve, Train and DeepSpeed: {folder.child(str(LOG_FILE))} (--verbose shows "
+                          f"them here)", highlight=False)
+        return _run(cfg, folder, pulled, console)
 
+
+def _run(cfg: RunConfig, folder: RunFolder, pulled: int, console: Console) -> list[dict[str, Any]]:
     from cluster import connect
     from orchestration.progress import follow
     from students import load_dataset
     from teachers import resolve_model
 
-    console.print(f"run [bold]{cfg.run.name}[/bold] -> {folder.location}")
+    run_dir = folder.local
     if folder.remote:
         console.print(f"working copy of its files: {run_dir} ({pulled} files pulled); checkpoints go straight to "
                       f"{folder.child('train')}", highlight=False)

@@ -74,10 +74,13 @@ def export_student(engine: Any, zero_stage: int, folder: Optional[str], tokenize
 
 def _export_module(engine: Any, zero_stage: int, folder: str, rank: int) -> dict[str, Any]:
     """A student that is not a language model: its weights as `model.safetensors` (rank 0)."""
-    from safetensors.torch import save_model
+    from safetensors.torch import save_file
 
     with gathered(engine, zero_stage):
-        if rank == 0:
-            with local_folder_for(folder) as target:
-                save_model(engine.module.model, str(target / "model.safetensors"))  # tied weights stored once
-    return {"exported_to": folder} if rank == 0 else {}
+        # copies: DeepSpeed's parameters are views into its flat buffers, which safetensors refuses
+        state = full_state_dict(engine.module.model) if rank == 0 else None
+    if rank != 0:
+        return {}
+    with local_folder_for(folder) as target:
+        save_file(state, str(target / "model.safetensors"))
+    return {"exported_to": folder}

@@ -65,6 +65,7 @@ class ProgressReporter:
         self.counts: dict[str, int] = {}
         self.count = 0
         self.last_checkpoint: Optional[int] = None
+        self.steps_total: Optional[int] = None  # the phase's planned steps; unknown for a stream
         self.peak_private_mb = 0.0  # the largest private memory a progress record saw
 
     def add(self, terms: dict[str, torch.Tensor], batch_size: int) -> None:
@@ -83,7 +84,11 @@ class ProgressReporter:
         if self.trainer:
             record["trainer"] = self.trainer
         if self.count:
-            record[f"throughput/{self.unit}_per_s"] = self.window_samples / max(now - self.window_start, 1e-9)
+            elapsed = max(now - self.window_start, 1e-9)
+            record[f"throughput/{self.unit}_per_s"] = self.window_samples / elapsed
+            if self.steps_total:
+                record["progress/steps_total"] = self.steps_total
+                record["progress/eta_s"] = max(self.steps_total - state.step, 0) * elapsed / self.count
             record.update({k: v / self.counts[k] for k, v in self.sums.items()})
         if source is not None:
             ts = source.teacher_set

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from cluster import log_own_warnings
 from students.checkpoint import ClientState, RunProgress, read_progress, restore, save_and_report
 from students.data import Dataset, Split, load_dataset, plan_epoch, student_subset
 from students.engine import build_engine, mixed_precision
@@ -76,6 +77,11 @@ class _Batches:
 
     def planned_ids(self) -> list[str]:
         return [b.batch_id for e in range(self.epochs) for b in self.all_of(e)]
+
+    @property
+    def steps_total(self) -> int:
+        """The phase's steps, from its start (every epoch has as many batches)."""
+        return self.epochs * len(self.all_of(0))
 
 
 BatchPlan = Union[_Batches, "StreamedBatches"]  # what a phase iterates: an in-memory plan or a stream
@@ -191,6 +197,7 @@ def _start_phase(job: StudentJob, control: RunControl, dataset: Dataset, run_pro
     each(job.hooks, "start", phase, extra_state)
     progress = ProgressReporter(control, job.phase, job.trainer, _unit(dataset), rank, world_size)
     progress.last_checkpoint = resumed_from or None
+    progress.steps_total = getattr(batches, "steps_total", None)
     return _PhaseRun(job, dataset, phase, state, batches, loss_fn, progress, run_progress, reference, parameters,
                      resumed_from, steps_replayed)
 
@@ -323,6 +330,7 @@ def train_student(config: dict[str, Any]) -> None:
     import ray.train
 
     jobs: list[StudentJob] = config["jobs"]
+    log_own_warnings()
     torch.set_num_threads(1)  # workers get a fraction of a core each on small machines
     ctx = ray.train.get_context()
     rank, world_size = ctx.get_world_rank(), ctx.get_world_size()

@@ -18,7 +18,7 @@ import torch
 from ray import serve
 from ray.serve import Application
 
-from cluster import ray_options, work_device
+from cluster import log_own_warnings, ray_options, work_device
 from teachers.batch import Batch
 from teachers.loaded import LoadedTeacher, TeacherAppArgs
 from teachers.teacher_set import PEER_PREFIX, live_version
@@ -68,6 +68,7 @@ class LiveWeights:
 @serve.deployment
 class TeacherDeployment:
     def __init__(self, args: TeacherAppArgs):
+        log_own_warnings()
         # A replica with a fraction of a core must not spawn one intra-op thread per core.
         torch.set_num_threads(max(1, int(args.resources.num_cpus)))
         self.teacher = LoadedTeacher.load(args, work_device(args.resources.num_gpus, f"teacher {args.name!r}"))

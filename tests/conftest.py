@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import os
 import signal
 import socket
@@ -133,6 +134,31 @@ def distillery(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
                           cwd=REPO, timeout=timeout)
 
 
+def distillery_in_terminal(*args: str, timeout: float = 600) -> tuple[int, str]:
+    """Run the `distillery` CLI in a real terminal (a tmux pane, 200 columns) against the
+    session's cluster; return its exit code and everything it drew on the screen."""
+    import shlex
+
+    session = f"cli-{os.getpid()}-{time.monotonic_ns()}"
+    command = " ".join(shlex.quote(a) for a in (sys.executable, "-m", "orchestration", *args))
+    env = [arg for key in ("RAY_ADDRESS", "DISTILLERY_CACHE_DIR", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                           "AWS_DEFAULT_REGION") if key in os.environ for arg in ("-e", f"{key}={os.environ[key]}")]
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "200", "-y", "50", "-c", str(REPO), *env,
+                    "-e", "RAY_AUTH_MODE=token", f"{command}; echo EXIT=$?; sleep 600"], check=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            screen = subprocess.run(["tmux", "capture-pane", "-p", "-J", "-S", "-", "-t", session],
+                                    capture_output=True, text=True).stdout  # the scrollback too
+            done = re.search(r"^EXIT=(\d+)$", screen, re.M)
+            if done:
+                return int(done.group(1)), screen
+            assert time.monotonic() < deadline, f"timed out; the screen:\n{screen[-4000:]}"
+            time.sleep(1)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
 def own_digits(folder: Path) -> dict[str, str]:
     """Write the digits as a user's Parquet files (`deploy/examples/write_own_digits.py`) into
     `folder`; the `--set` values that point `deploy/configs/own_data.yaml` at them."""
@@ -192,7 +218,10 @@ class RunProcess:
             cwd=REPO, start_new_session=True)
 
     def log(self) -> str:
-        return self.log_path.read_text()
+        """What the run printed, then Ray's, Serve's, Train's and DeepSpeed's output from its
+        `logs/run.log` (a quiet console sends them there)."""
+        ray_log = self.run_dir / "logs" / "run.log"
+        return self.log_path.read_text() + (ray_log.read_text(errors="replace") if ray_log.is_file() else "")
 
     def metrics(self) -> list[dict]:
         path = self.run_dir / "metrics.jsonl"

@@ -1,6 +1,7 @@
 """Your own data: Parquet files a user wrote (the repo's example script), checked by
 `distillery check` without Ray, then distilled with a served teacher and 2 Train workers under
-ZeRO-2. The students' transfer set has no 3s (Hinton et al. 2015): the KD student, taught by a
+ZeRO-2, in a real terminal: the screen shows the run's own view and its results, none of
+Ray's, Serve's, Train's or DeepSpeed's output, which is in the run's `logs/run.log`. The students' transfer set has no 3s (Hinton et al. 2015): the KD student, taught by a
 teacher that saw every digit, beats the no-KD student, which cannot predict a 3 at all. A JSONL
 of prompts and completions trains a causal-LM teacher, and students that stream their rows
 through Ray Data (tokenized in the read tasks) learn from it: the KD student's held-out
@@ -14,9 +15,13 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, distillery, own_digits
+from tests.conftest import REPO, distillery, distillery_in_terminal, own_digits
 
 pytestmark = pytest.mark.integration
+# What Ray's, Serve's, Train's and DeepSpeed's output looks like on a driver's console
+RAY_OUTPUT = ("INFO worker.py", "(RayTrainWorker", "(TrainController", "(ServeController", "(ServeReplica", "(pid=",
+              "TrainingReport", "Checkpoint successfully created", "core_worker", "DeprecationWarning", "[DeepSpeed]",
+              "deepspeed.", "UserWarning")
 
 
 def test_a_run_from_parquet_files_with_a_transfer_set_lacking_a_class(ray_cluster, tmp_path):
@@ -31,9 +36,15 @@ def test_a_run_from_parquet_files_with_a_transfer_set_lacking_a_class(ray_cluste
     assert check.returncode == 0, check.stdout + check.stderr
     assert "train (students)" in check.stdout and "300" in check.stdout and "classes:10" in check.stdout
 
-    run = distillery("run", config, *files, "--set", "run.seeds=[0]", "--set", "student.epochs=20",
-                     "--output-dir", str(tmp_path / "runs"), timeout=600)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    code, screen = distillery_in_terminal("run", config, *files, "--set", "run.seeds=[0]", "--set", "student.epochs=20",
+                                          "--output-dir", str(tmp_path / "runs"), timeout=600)
+    assert code == 0, screen[-4000:]
+    for foreign in RAY_OUTPUT:
+        assert foreign not in screen, f"{foreign!r} reached the screen:\n{screen}"
+    assert "Distillery run own-data" in screen and "KD gain over the no-KD baseline" in screen  # results, verdict
+    assert "logs of Ray, Serve, Train and DeepSpeed:" in screen and "kd-seed0: test accuracy" in screen
+    log = (tmp_path / "runs" / "own-data" / "logs" / "run.log").read_text(errors="replace")
+    assert "Connected to Ray cluster" in log and "RayTrainWorker" in log  # what the screen was spared
     phases = json.loads((tmp_path / "runs" / "own-data" / "state.json").read_text())["phases"]
     kd, baseline = phases["kd-seed0"]["test_accuracy"], phases["baseline-seed0"]["test_accuracy"]
     assert baseline < 0.91  # it never saw a 3: at most the other nine digits' share of the test split

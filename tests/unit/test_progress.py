@@ -17,6 +17,14 @@ def test_progress_line_shows_static_weight_and_share():
     assert "teacher set v3: cnn(w=3, 62%), mlp(w=1, 38%)" in line and "loss 1.5000" in line
 
 
+def test_progress_line_shows_the_step_of_the_phases_steps_and_the_time_left():
+    record = {**RECORD, "eval/test_accuracy": 0.912, "throughput/samples_per_s": 812.0,
+              "progress/steps_total": 120, "progress/eta_s": 185.4}
+    line = progress_line({**STATUS, "progress": {"rank0": record}})
+    assert line.startswith("kd-seed0: epoch 2 step 40/120 | loss 1.5000 | test_acc 0.912 | 812 samples/s | 3m05s left")
+    assert "left" not in progress_line(STATUS) and "step 40 |" in progress_line(STATUS)  # a stream: no total
+
+
 def test_status_table_has_a_share_column():
     console = Console(width=160, record=True)
     console.print(status_table(STATUS))
