@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import logging
 import sys
 from typing import Any, Optional
@@ -287,7 +288,9 @@ def teacher_add(teacher_yaml: Optional[str] = typer.Argument(None, help="a teach
         token = _read(token_file)
         spec = EndpointSpec(endpoint, token=token.decode().strip() if token else None, ca_pem=_read(ca_file),
                             cert_pem=_read(cert_file), key_pem=_read(key_file), application=application)
-        info = _call(run, "add_endpoint", name, spec, weight)
+        files = {key: os.path.abspath(path) if path else None for key, path in
+                 (("token_file", token_file), ("ca_file", ca_file), ("cert_file", cert_file), ("key_file", key_file))}
+        info = _call(run, "add_endpoint", name, spec, weight, files)
     else:
         teacher = load_yaml_model(TeacherConfig, teacher_yaml)
         outside = paths_outside_roots(teacher.model_dump(), fields=("weights",))

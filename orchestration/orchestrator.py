@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -23,6 +25,8 @@ from orchestration.config import run_folder
 from orchestration.regimes.co_training.board import Key, PeerBoard
 from orchestration.admission import TeacherAdmission
 from orchestration.snapshots import SnapshotFolder
+from orchestration.teacher_record import (config_origin, endpoint_origin, load_teachers, read_credentials,
+                                          save_teachers, serve_app_origin)
 from orchestration.teacher_training import TrainedTeacher, teacher_app_args, trained_weights
 from students import Dataset, teacher_feature_layers
 
@@ -54,6 +58,8 @@ class Orchestrator:
         self._admission = TeacherAdmission(run, self.dataset, self.config.data.tokenizer, self._event)
         self._teacher_set = TeacherSet()
         self._apps: dict[str, TeacherAppArgs] = {}
+        self._run_dir = Path(run_dir)
+        self._origins: dict[str, dict[str, Any]] = {}  # how each kept teacher came (orchestration.teacher_record)
         self._lock = threading.Lock()
         mlflow = (MlflowSink(self.config.run.mlflow_tracking_uri, self.config.run.mlflow_experiment, run)
                   if self.config.run.mlflow_tracking_uri else None)
@@ -131,6 +137,45 @@ class Orchestrator:
     def add_teacher(self, teacher: dict[str, Any]) -> dict[str, Any]:
         return self.add_teachers([teacher])[0]
 
+    def restore_teachers(self, config_teachers: list[dict[str, Any]]) -> dict[str, Any]:
+        """The teacher set this run had when its last driver stopped (`teachers.json`): teachers
+        added, removed and reweighted at runtime, endpoints and Serve apps, and its version; for
+        a new run, the config's teachers. Returns the summaries of the teachers deployed from
+        configs (`deployed`), what was restored (`restored`) and what could not be (`skipped`)."""
+        kept = load_teachers(self._run_dir)
+        if kept is None:
+            return {"deployed": self.add_teachers(config_teachers), "restored": [], "skipped": []}
+        configs = [{**t["config"], "weight": t["weight"]} for t in kept["teachers"] if t["kind"] == "config"]
+        deployed = self.add_teachers(configs) if configs else []
+        skipped = []
+        for teacher in kept["teachers"]:
+            try:
+                if teacher["kind"] == "serve_app":
+                    self.add_serve_app(teacher["app"], teacher["weight"])
+                elif teacher["kind"] == "endpoint":
+                    self._restore_endpoint(teacher)
+            except Exception as exc:  # noqa: BLE001 - the others are restored; the user is told which failed
+                skipped.append(f"{teacher['name']} ({exc})")
+                logger.warning("run %s: teacher %r was not restored: %s", self.run, teacher["name"], exc)
+        with self._lock:
+            if self._teacher_set.version < kept["version"]:  # the version the run had, not a count of the restores
+                self._teacher_set = replace(self._teacher_set, version=kept["version"])
+                self._persist()
+            self._event("teachers_restored", teachers=sorted(self._teacher_set.teachers), skipped=skipped)
+        return {"deployed": deployed, "restored": sorted(self._teacher_set.teachers), "skipped": skipped}
+
+    def _restore_endpoint(self, teacher: dict[str, Any]) -> None:
+        if teacher["files"] is None:
+            raise ValueError(f"its credentials were given inline, not from files; add it again with "
+                             f"`distillery teacher add --run {self.run} --endpoint {teacher['url']} ...`")
+        credentials = read_credentials(teacher["files"])
+        token = credentials["token_file"]
+        spec = EndpointSpec(teacher["url"], token=token.decode().strip() if token else None,
+                            ca_pem=credentials["ca_file"], cert_pem=credentials["cert_file"],
+                            key_pem=credentials["key_file"], application=teacher["application"],
+                            server_name=teacher["server_name"])
+        self.add_endpoint(teacher["name"], spec, teacher["weight"], teacher["files"])
+
     def add_serve_app(self, app: str, weight: float = 1.0) -> dict[str, Any]:
         """Use a Serve application that runs on its own (a standing pool from `serve deploy`):
         checked like a deployed teacher, never deleted by this run."""
@@ -154,13 +199,17 @@ class Orchestrator:
                              info["parameters"], feature_shapes=info["feature_shapes"])
         with self._lock:
             self._teacher_set = self._teacher_set.with_teacher(entry)
+            self._origins[name] = serve_app_origin(app)
+            self._persist()
             self._event("teacher_added", teacher=name, model_version=entry.model_version, weight=weight,
                         serve_app=app)
         return {"name": name, "teacher_set_version": self._teacher_set.version, **info}
 
-    def add_endpoint(self, name: Optional[str], spec: EndpointSpec, weight: float = 1.0) -> dict[str, Any]:
+    def add_endpoint(self, name: Optional[str], spec: EndpointSpec, weight: float = 1.0,
+                     files: Optional[dict[str, Optional[str]]] = None) -> dict[str, Any]:
         """Register an external TeacherService endpoint (`distillery teacher serve`, or another
-        cluster's Serve gRPC ingress) after checking it answers and fits the student."""
+        cluster's Serve gRPC ingress) after checking it answers and fits the student. `files`:
+        the paths its credentials were read from (kept, so a restarted driver reads them again)."""
         if weight <= 0:
             raise ValueError(f"teacher weight must be > 0, got {weight}")
         remote = GrpcTeacher(spec, name=name or spec.url, timeout_s=30, retries=2)
@@ -188,6 +237,8 @@ class Orchestrator:
                              info["parameters"], endpoint=spec)
         with self._lock:
             self._teacher_set = self._teacher_set.with_teacher(entry)
+            self._origins[name] = endpoint_origin(spec.url, spec.application, spec.server_name, files)
+            self._persist()
             self._event("teacher_added", teacher=name, model_version=entry.model_version, weight=weight,
                         endpoint=spec.url)
         return {**info, "name": name, "teacher_set_version": self._teacher_set.version, "endpoint": spec.url}
@@ -250,7 +301,7 @@ class Orchestrator:
         path = self._served_snapshot(phase)
         cfg = TeacherConfig(name=name, model=self.config.student.model, weights=path,
                             resources=self.config.student.serve_resources)
-        return self._deploy(cfg, TrainedTeacher(path, float("nan"), 0, 0.0, True))
+        return self._deploy(cfg, TrainedTeacher(path, float("nan"), 0, 0.0, True), kept=False)
 
     def drop_snapshot(self, phase: str) -> None:
         name = snapshot_teacher_name(phase)
@@ -320,6 +371,7 @@ class Orchestrator:
                                  f"above 0 (the others sum to {others:g}); got {weight:g}")
             previous = self._teacher_set.teachers[name].weight
             self._teacher_set = self._teacher_set.with_weight(name, weight)
+            self._persist()
             self._event("teacher_weight", teacher=name, weight=weight, previous=previous)
         return {"name": name, "weight": weight, "previous": previous,
                 "teacher_set_version": self._teacher_set.version}
@@ -342,6 +394,8 @@ class Orchestrator:
                 raise KeyError(f"run {self.run!r} has no teacher {name!r}; "
                                f"teachers: {sorted(self._teacher_set.teachers)}")
             self._teacher_set = self._teacher_set.without_teacher(name)
+            self._origins.pop(name, None)
+            self._persist()
             self._event(event, teacher=name, teachers_left=sorted(self._teacher_set.teachers), **details)
             deployed = self._apps.pop(name, None) is not None
         # Workers drop the teacher at their next step boundary; requests still in flight to the
@@ -390,6 +444,12 @@ class Orchestrator:
             logger.warning("Serve's status gave no replica counts: %s", exc)
             return {}
 
+    def _persist(self) -> None:
+        """Keep the teacher set for a restarted driver (called with the lock held)."""
+        kept = [{"name": name, "weight": entry.weight, **self._origins[name]}
+                for name, entry in self._teacher_set.teachers.items() if name in self._origins]
+        save_teachers(self._run_dir, self._teacher_set.version, kept)
+
     def _event(self, kind: str, **fields: Any) -> None:
         event = {"event": kind, "time": time.time(), "teacher_set/version": self._teacher_set.version, **fields}
         self._events.append(event)
@@ -399,7 +459,9 @@ class Orchestrator:
         return resolve_model(cfg.model, in_features=self.dataset.in_features, num_classes=self.dataset.num_classes,
                              allowed_modules=self.config.run.allowed_factory_modules)
 
-    def _deploy(self, cfg: TeacherConfig, trained: TrainedTeacher) -> dict[str, Any]:
+    def _deploy(self, cfg: TeacherConfig, trained: TrainedTeacher, kept: bool = True) -> dict[str, Any]:
+        """Deploy and admit one teacher; `kept`: part of the set a restarted driver restores
+        (a snapshot teacher is not: its phase deploys it again)."""
         args = teacher_app_args(cfg, trained.weights_path, self.dataset, self.config.distill,
                                 self.config.run.allowed_factory_modules,
                                 features=teacher_feature_layers(self.config.distill, cfg.name),
@@ -418,8 +480,11 @@ class Orchestrator:
         with self._lock:
             self._apps[cfg.name] = args
             self._teacher_set = self._teacher_set.with_teacher(entry)
+            if kept:
+                self._origins[cfg.name] = config_origin(cfg.model_dump())
+                self._persist()
             self._event("teacher_added", teacher=cfg.name, model_version=entry.model_version, weight=cfg.weight)
-        return {"name": cfg.name, "teacher_set_version": self._teacher_set.version, **info,
+        return {"name": cfg.name, "weight": cfg.weight, "teacher_set_version": self._teacher_set.version, **info,
                 "cached": trained.cached, "train_seconds": trained.train_seconds, "pretrained": cfg.pretrained,
                 "test_score": trained.test_score}
 

@@ -8,7 +8,8 @@ from typing import Any, Optional
 import numpy as np
 from rich.console import Console
 
-from orchestration.config import RunConfig
+from orchestration.config import RunConfig, run_folder
+from orchestration.teacher_record import TEACHERS_FILE, load_teachers
 from orchestration.results import METRICS
 
 
@@ -22,15 +23,15 @@ def teacher_test_outputs(name: str, x: np.ndarray) -> Any:
     return serve.get_app_handle(app_name(name)).remote(request).result(timeout_s=300)[0]
 
 
-def teacher_scores(cfg: RunConfig, dataset, names: list[str]) -> tuple[dict[str, float], Optional[np.ndarray]]:
+def teacher_scores(dataset, weights: dict[str, float]) -> tuple[dict[str, float], Optional[np.ndarray]]:
     """Each teacher's headline test metric, and for encoders the reference the students are
-    scored against: the teachers' test embeddings averaged with the teachers' weights."""
+    scored against: the teachers' test embeddings averaged with the teachers' `weights`."""
     from students import accuracy, embedding_agreement
 
+    names = list(weights)
     if dataset.kind == "lm":
         return {name: teacher_perplexity(name, dataset.test.x) for name in names}, None
     records = {name: teacher_test_outputs(name, dataset.teacher_view().test.x) for name in names}
-    weights = {t.name: t.weight for t in cfg.teachers}
     if dataset.kind != "embedding":
         scores = {name: accuracy(r.logprob, dataset.test.y) if r.is_dense
                   else float((r.topk_idx[:, 0] == dataset.test.y).mean()) for name, r in records.items()}
@@ -57,14 +58,24 @@ ENSEMBLE = "ensemble of the teachers"  # not a valid teacher name, so it never c
 
 def deploy_teachers(cfg: RunConfig, orchestrator, dataset,
                      console: Console) -> tuple[dict[str, dict[str, Any]], Optional[np.ndarray]]:
-    """Deploy the config's teachers; return their result rows and, for encoders, the reference embeddings."""
+    """Deploy the config's teachers, or for a resumed run the teacher set its last driver had
+    (`orchestration.teacher_record`); return the result rows of the teachers deployed from
+    configs and, for encoders, the reference embeddings."""
     import ray
 
-    if not cfg.teachers:
+    if not cfg.teachers and not load_teachers(run_folder(cfg).local):
         return {}, None
     console.print(f"teachers: training or loading {', '.join(t.name for t in cfg.teachers)}")
-    infos = ray.get(orchestrator.add_teachers.remote([t.model_dump() for t in cfg.teachers]))
-    scores, reference = teacher_scores(cfg, dataset, [info["name"] for info in infos])
+    teacher_set = ray.get(orchestrator.restore_teachers.remote([t.model_dump() for t in cfg.teachers]))
+    if teacher_set["restored"]:
+        console.print(f"teachers: restored the set the run had ({', '.join(teacher_set['restored'])}) from "
+                      f"{run_folder(cfg).child(TEACHERS_FILE)}", highlight=False)
+    for skipped in teacher_set["skipped"]:
+        console.print(f"teacher {skipped}: not restored", style="yellow", highlight=False)
+    infos = teacher_set["deployed"]
+    if not infos:
+        return {}, None
+    scores, reference = teacher_scores(dataset, {info["name"]: info["weight"] for info in infos})
     title = METRICS["test_cosine" if reference is not None else "test_perplexity" if dataset.kind == "lm"
                     else "test_accuracy"][0]
     teachers = {}
