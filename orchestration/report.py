@@ -1,21 +1,27 @@
 """`report.md` of a run, with PNG plots drawn from its `metrics.jsonl` and results.
 
-Plots (rank 0's records): the loss terms of every phase over steps; the evaluation metric
-over steps for every student phase, with the teachers' scores as horizontal lines; each
-teacher's weight (static and effective) over steps; each teacher's latency (the round trip of its requests, and the
-worker's wait for its soft targets). Events (teachers added, removed or lost, resumes, stops) are listed.
+Plots (rank 0's records) show each student kind (`kd`, `kd:dkd`, `baseline`, ...: a method,
+whatever its seed) in one colour: its mean over the seeds, with the spread between the lowest
+and the highest seed shaded. The loss terms get a panel each; the evaluation metric over
+steps has the teachers' scores as dashed lines, labelled in the legend; each teacher's weight
+(static and effective) has a panel per student kind; each teacher's latency (the round trip
+of its requests, and the worker's wait for its soft targets) is drawn over all phases. Events
+(teachers added, removed or lost, resumes, stops) are listed.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Optional
 
-from cluster import read_metrics
+from cluster import phase_kind, read_metrics
 
 PLOTS = ("loss", "eval", "teacher_weights", "teacher_latency")
+SIZE = (8, 4.5)  # inches at 100 dpi: 800 x 450 pixels
+Seeds = list[list[tuple[int, float]]]  # one line's points, per seed (or per phase)
 
 
 def _records(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -29,43 +35,81 @@ def _records(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
     return steps, events
 
 
-def _series(steps: list[dict[str, Any]], key_of) -> dict[str, dict[str, list[tuple[int, float]]]]:
-    """{phase: {label: [(step, value)]}} for the keys `key_of(key)` maps to a label (None: skip)."""
-    out: dict[str, dict[str, list[tuple[int, float]]]] = defaultdict(lambda: defaultdict(list))
+def _series(steps: list[dict[str, Any]], key_of) -> dict[str, dict[str, dict[str, list[tuple[int, float]]]]]:
+    """{label: {kind: {phase: [(step, value)]}}} for the keys `key_of(key)` maps to a label
+    (None: skip); a phase's kind is its method whatever the seed (`cluster.phase_kind`)."""
+    out: dict[str, dict[str, dict[str, list[tuple[int, float]]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list)))
     for record in steps:
         for key, value in record.items():
             label = key_of(key)
-            if label is not None and isinstance(value, (int, float)):
-                out[record["phase"]][label].append((record["step"], float(value)))
+            if label is not None and isinstance(value, (int, float)) and math.isfinite(value):
+                out[label][phase_kind(record["phase"])][record["phase"]].append((record["step"], float(value)))
     return out
 
 
-def _plot(path: Path, title: str, ylabel: str, lines: dict[str, list[tuple[int, float]]],
-          hlines: Optional[dict[str, float]] = None, logy: bool = False) -> bool:
-    """One PNG; False (nothing written) when there is nothing to draw."""
-    if not lines:
+def _band(seeds: Seeds) -> tuple[list[int], list[float], list[float], list[float]]:
+    """Steps, and at each the mean, lowest and highest value over the seeds that logged it."""
+    at: dict[int, list[float]] = defaultdict(list)
+    for points in seeds:
+        for step, value in points:
+            at[step].append(value)
+    steps = sorted(at)
+    return (steps, [sum(at[s]) / len(at[s]) for s in steps], [min(at[s]) for s in steps],
+            [max(at[s]) for s in steps])
+
+
+def _panels(path: Path, title: str, ylabel: str, panels: dict[str, dict[str, Seeds]],
+            hlines: Optional[dict[str, float]] = None, logy: bool = False) -> bool:
+    """One PNG with a panel per entry of `panels` ({panel title: {line label: points per seed}}),
+    each line in the same colour in every panel; False (nothing written) when there is nothing."""
+    panels = {name: lines for name, lines in panels.items() if lines}
+    if not panels:
         return False
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-    for label, points in sorted(lines.items()):
-        xs, ys = zip(*sorted(points))
-        ax.plot(xs, ys, label=label, linewidth=1.2, marker="." if len(xs) < 30 else None)
-    for label, value in (hlines or {}).items():
-        ax.axhline(value, linestyle="--", linewidth=1, color="grey")
-        ax.annotate(label, (ax.get_xlim()[0], value), fontsize=8, va="bottom", color="dimgrey")
-    if logy and all(y > 0 for points in lines.values() for _, y in points):
-        ax.set_yscale("log")
-    ax.set(title=title, xlabel="step", ylabel=ylabel)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    labels = sorted({label for lines in panels.values() for label in lines})
+    palette = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
+    colour = {label: palette(i % palette.N) for i, label in enumerate(labels)}
+    columns = min(len(panels), 3)
+    rows = math.ceil(len(panels) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=SIZE, dpi=100, squeeze=False)
+    for ax, (name, lines) in zip(axes.flat, sorted(panels.items())):
+        for label in sorted(lines):
+            steps, mean, low, high = _band(lines[label])
+            spread = len(lines[label]) > 1
+            ax.plot(steps, mean, color=colour[label], linewidth=1.4, marker="." if len(steps) < 30 else None,
+                    label=f"{label} (mean of {len(lines[label])})" if spread else label)
+            if spread:
+                ax.fill_between(steps, low, high, color=colour[label], alpha=0.2, linewidth=0)
+        for i, (label, value) in enumerate(sorted((hlines or {}).items(), key=lambda kv: -kv[1])):
+            ax.axhline(value, linestyle=("--", ":", "-.")[i % 3], linewidth=1, color="dimgrey",
+                       label=f"{label}: {value:.3g}")
+        values = [v for series in lines.values() for points in series for _, v in points]
+        if logy and values and min(values) > 0:
+            ax.set_yscale("log")
+        ax.set_title(name if len(panels) > 1 else title, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.tick_params(which="both", labelsize=7)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="best")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    if len(panels) > 1:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return True
+
+
+def _lines(by_kind: dict[str, dict[str, list[tuple[int, float]]]]) -> dict[str, Seeds]:
+    """{kind: points per phase (seed)}."""
+    return {kind: list(phases.values()) for kind, phases in by_kind.items()}
 
 
 def _teacher_scores(run_dir: Path) -> dict[str, float]:
@@ -86,32 +130,40 @@ def write_report(run_dir: Path) -> Path:
     steps, events = _records(run_dir)
     plots_dir = run_dir / "report"
     plots_dir.mkdir(exist_ok=True)
-    flat = lambda series: {f"{phase} {label}".strip(): pts for phase, by in series.items()  # noqa: E731
-                           for label, pts in by.items()}
     losses = _series(steps, lambda k: k.removeprefix("loss/") if k.startswith("loss/") else None)
-    evals = _series(steps, lambda k: "" if k.startswith("eval/test_") and k.count("/") == 1 else None)
     eval_keys = sorted({k for r in steps for k in r if k.startswith("eval/test_") and k.count("/") == 1})
-    weights = _series(steps, lambda k: k.removeprefix("teacher/") if k.startswith("teacher/") and
+    metric = eval_keys[0].removeprefix("eval/") if eval_keys else "metric"
+    evals = _series(steps, lambda k: metric if k == f"eval/{metric}" else None)
+    weights = _series(steps, lambda k: k.removeprefix("teacher/").replace("/effective_weight", " effective")
+                      .replace("/weight", " static") if k.startswith("teacher/") and
                       k.endswith(("/weight", "/effective_weight")) else None)
     latency = _series(steps, lambda k: k.removeprefix("teacher/").replace("/latency_ms", " round trip")
                       .replace("/wait_ms", " wait") if k.startswith("teacher/") and
                       k.endswith(("/latency_ms", "/wait_ms")) else None)
-    metric = eval_keys[0].removeprefix("eval/") if eval_keys else "metric"
+    by_kind: dict[str, dict[str, Seeds]] = defaultdict(dict)  # teacher weights: a panel per student kind
+    for label, kinds in weights.items():
+        for kind, phases in kinds.items():
+            by_kind[f"student {kind}"][label] = list(phases.values())
     drawn = {
-        "loss": _plot(plots_dir / "loss.png", "Loss terms", "loss", flat(losses), logy=True),
-        "eval": _plot(plots_dir / "eval.png", f"Held-out {metric} (teachers dashed)", metric, flat(evals),
-                      _teacher_scores(run_dir) if "accuracy" in metric else None),
-        "teacher_weights": _plot(plots_dir / "teacher_weights.png", "Teacher weights", "weight", flat(weights)),
-        "teacher_latency": _plot(plots_dir / "teacher_latency.png", "Teacher round trip and wait",
-                                 "ms", flat(latency), logy=True),
+        "loss": _panels(plots_dir / "loss.png", "Loss terms", "loss",
+                        {term: _lines(kinds) for term, kinds in losses.items()}, logy=True),
+        "eval": _panels(plots_dir / "eval.png", f"Held-out {metric}", metric, {metric: _lines(evals.get(metric, {}))},
+                        _teacher_scores(run_dir) if "accuracy" in metric else None),
+        "teacher_weights": _panels(plots_dir / "teacher_weights.png", "Teacher weights", "weight", by_kind),
+        "teacher_latency": _panels(plots_dir / "teacher_latency.png", "Teacher round trip and wait", "ms",
+                                   {"latency": {label: [p for phases in kinds.values() for p in phases.values()]
+                                                for label, kinds in latency.items()}}, logy=True),
     }
     lines = [f"# Run {run_dir.name}", ""]
     results = run_dir / "results.md"
     if results.is_file():
         lines += [results.read_text().strip(), ""]
-    captions = {"loss": "Loss terms per phase (rank 0, averaged over each logging window).",
-                "eval": f"Held-out {metric} at the end of each epoch, per phase; dashed: the teachers.",
-                "teacher_weights": "Each teacher's static weight and its effective share of the merged targets.",
+    captions = {"loss": "Loss terms, a panel each (rank 0, averaged over each logging window): each student kind's "
+                        "mean over its seeds, the spread between seeds shaded.",
+                "eval": f"Held-out {metric} at the end of each epoch: each student kind's mean over its seeds, the "
+                        f"spread shaded; dashed: the teachers.",
+                "teacher_weights": "Each teacher's static weight and its effective share of the merged targets, a "
+                                   "panel per student kind.",
                 "teacher_latency": "Each teacher's latency, the round trip of its requests (median of the "
                                    "last 16, from send to answer), and how long the worker waited for its "
                                    "soft targets (short when requests run ahead of training)."}

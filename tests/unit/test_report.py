@@ -12,22 +12,25 @@ def _run_dir(tmp_path):
     run = tmp_path / "demo"
     run.mkdir()
     records = [{"event": "teacher_added", "teacher": "mlp", "teacher_set/version": 1, "time": 0.0}]
-    for phase, kd in (("kd-seed0", True), ("baseline-seed0", False)):
+    for phase, kd in [(f"{kind}-seed{seed}", kind == "kd") for seed in range(3) for kind in ("kd", "baseline")]:
+        noise = 1 + 0.05 * int(phase[-1])
         for step in range(2, 42, 2):
             record = {"phase": phase, "rank": 0, "step": step, "epoch": step // 10, "time": float(step),
-                      "loss/total": 2.0 / step ** 0.5, "loss/ce": 1.5 / step ** 0.5}
+                      "loss/total": 2.0 * noise / step ** 0.5, "loss/ce": 1.5 * noise / step ** 0.5}
             if kd:
                 record.update({"loss/kd": 0.5 / step ** 0.5, "teacher/mlp/weight": 1.0,
                                "teacher/mlp/effective_weight": 1.0 if step < 20 else 0.6,
                                "teacher/mlp/wait_ms": 5.0 + step % 3,
                                "teacher/mlp/latency_ms": 40.0 + step, "teachers": ["mlp"]})
             if step % 10 == 0:
-                record["eval/test_accuracy"] = 0.5 + step / 100 - (0 if kd else 0.05)
+                record["eval/test_accuracy"] = 0.5 + step / 100 - (0 if kd else 0.05) + 0.01 * int(phase[-1])
             records.append(record)
         records.append({**records[-1], "rank": 1})  # other ranks are left out
     records.append({"event": "teacher_lost", "teacher": "cnn", "reason": "hung", "time": 30.0})
     (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n{cut short")
-    (run / "results.json").write_text(json.dumps([{"model": "teacher mlp", "kind": "teacher", "accuracy_mean": 0.97}]))
+    teachers = [("teacher mlp", 0.97), ("teacher cnn", 0.968), ("ensemble of the teachers", 0.972)]  # labels that
+    (run / "results.json").write_text(json.dumps([{"model": model, "kind": "teacher", "accuracy_mean": score}  # collided
+                                                  for model, score in teachers]))
     (run / "results.md").write_text("| model | accuracy |\n|---|---|\n| teacher mlp | 0.97 |")
     return run
 
