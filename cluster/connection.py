@@ -38,5 +38,6 @@ def connect(*, start_local: bool = True) -> str:
 
         raise DistilleryError(f"RAY_AUTH_MODE is {os.environ.get('RAY_AUTH_MODE')!r}: distillery starts Ray only with "
                               f"token authentication on; unset RAY_AUTH_MODE (or set it to 'token')")
-    ray.init(namespace=NAMESPACE, _node_ip_address="127.0.0.1")  # token authentication on
+    # "local": always a new cluster, never one a stale /tmp/ray/ray_current_cluster points at
+    ray.init(address="local", namespace=NAMESPACE, _node_ip_address="127.0.0.1")  # token authentication on
     return f"embedded local cluster ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"

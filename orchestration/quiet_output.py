@@ -19,7 +19,7 @@ import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from rich.console import Console
 from rich.text import Text
@@ -31,9 +31,11 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours the prefixes of the lines it
 
 
 @contextmanager
-def quiet_output(run_dir: Path, console: Console) -> Iterator[Path]:
+def quiet_output(run_dir: Path, console: Console, before_restore: Callable[[], None] = lambda: None) -> Iterator[Path]:
     """Send the process's stdout and stderr to `<run_dir>/logs/run.log` while the block runs;
-    `console` keeps the screen and shows the project's own warnings and errors from the log."""
+    `console` keeps the screen and shows the project's own warnings and errors from the log.
+    `before_restore`: called, when the block ends without an error, before the screen is given
+    back (disconnecting from Ray there keeps its last streamed lines in the log)."""
     log = run_dir / LOG_FILE
     log.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
@@ -52,6 +54,7 @@ def quiet_output(run_dir: Path, console: Console) -> Iterator[Path]:
         console.file = screen
         echo.start()
         yield log
+        before_restore()
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

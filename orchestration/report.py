@@ -60,9 +60,12 @@ def _band(seeds: Seeds) -> tuple[list[int], list[float], list[float], list[float
 
 
 def _panels(path: Path, title: str, ylabel: str, panels: dict[str, dict[str, Seeds]],
-            hlines: Optional[dict[str, float]] = None, logy: bool = False) -> bool:
-    """One PNG with a panel per entry of `panels` ({panel title: {line label: points per seed}}),
-    each line in the same colour in every panel; False (nothing written) when there is nothing."""
+            hlines: Optional[dict[str, float]] = None, logy: bool = False,
+            dashed: tuple[str, ...] = ()) -> bool:
+    """One PNG with a panel per entry of `panels` ({panel title: {line label: points per seed}});
+    a line's colour follows the first word of its label (a student kind, a teacher) in every
+    panel, and labels ending in one of `dashed` are dashed; False (nothing written) when there
+    is nothing to draw."""
     panels = {name: lines for name, lines in panels.items() if lines}
     if not panels:
         return False
@@ -71,9 +74,9 @@ def _panels(path: Path, title: str, ylabel: str, panels: dict[str, dict[str, See
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = sorted({label for lines in panels.values() for label in lines})
-    palette = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
-    colour = {label: palette(i % palette.N) for i, label in enumerate(labels)}
+    keys = sorted({label.split(" ")[0] for lines in panels.values() for label in lines})
+    palette = plt.get_cmap("tab10" if len(keys) <= 10 else "tab20")
+    colour = {key: palette(i % palette.N) for i, key in enumerate(keys)}
     columns = min(len(panels), 3)
     rows = math.ceil(len(panels) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=SIZE, dpi=100, squeeze=False)
@@ -81,10 +84,12 @@ def _panels(path: Path, title: str, ylabel: str, panels: dict[str, dict[str, See
         for label in sorted(lines):
             steps, mean, low, high = _band(lines[label])
             spread = len(lines[label]) > 1
-            ax.plot(steps, mean, color=colour[label], linewidth=1.4, marker="." if len(steps) < 30 else None,
+            key = label.split(" ")[0]
+            ax.plot(steps, mean, color=colour[key], linewidth=1.4, marker="." if len(steps) < 30 else None,
+                    linestyle="--" if label.endswith(dashed) and dashed else "-",
                     label=f"{label} (mean of {len(lines[label])})" if spread else label)
             if spread:
-                ax.fill_between(steps, low, high, color=colour[label], alpha=0.2, linewidth=0)
+                ax.fill_between(steps, low, high, color=colour[key], alpha=0.2, linewidth=0)
         for i, (label, value) in enumerate(sorted((hlines or {}).items(), key=lambda kv: -kv[1])):
             ax.axhline(value, linestyle=("--", ":", "-.")[i % 3], linewidth=1, color="dimgrey",
                        label=f"{label}: {value:.3g}")
@@ -149,10 +154,11 @@ def write_report(run_dir: Path) -> Path:
                         {term: _lines(kinds) for term, kinds in losses.items()}, logy=True),
         "eval": _panels(plots_dir / "eval.png", f"Held-out {metric}", metric, {metric: _lines(evals.get(metric, {}))},
                         _teacher_scores(run_dir) if "accuracy" in metric else None),
-        "teacher_weights": _panels(plots_dir / "teacher_weights.png", "Teacher weights", "weight", by_kind),
+        "teacher_weights": _panels(plots_dir / "teacher_weights.png", "Teacher weights (static dashed)", "weight",
+                                   by_kind, dashed=(" static",)),
         "teacher_latency": _panels(plots_dir / "teacher_latency.png", "Teacher round trip and wait", "ms",
                                    {"latency": {label: [p for phases in kinds.values() for p in phases.values()]
-                                                for label, kinds in latency.items()}}, logy=True),
+                                                for label, kinds in latency.items()}}, logy=True, dashed=(" wait",)),
     }
     lines = [f"# Run {run_dir.name}", ""]
     results = run_dir / "results.md"

@@ -72,11 +72,19 @@ def run(config_path: str, *, run_name: Optional[str] = None, output_dir: Optiona
     pulled = folder.pull()  # a run folder on object storage: its files, for a resumed run on a new driver
     (folder.local / "config.json").write_text(cfg.model_dump_json(indent=2))
     console.print(f"run [bold]{cfg.run.name}[/bold] -> {folder.location}")
-    with (nullcontext() if verbose else quiet_output(folder.local, console)) as log:
+    with (nullcontext() if verbose else quiet_output(folder.local, console, before_restore=_disconnect)) as log:
         if log is not None:
             console.print(f"logs of Ray, Serve, Train and DeepSpeed: {folder.child(str(LOG_FILE))} (--verbose shows "
                           f"them here)", highlight=False)
         return _run(cfg, folder, pulled, console)
+
+
+def _disconnect() -> None:
+    """Leave Ray at the end of a quiet run: its last streamed worker lines go to the run's log."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
 
 
 def _run(cfg: RunConfig, folder: RunFolder, pulled: int, console: Console) -> list[dict[str, Any]]:

@@ -9,14 +9,16 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shutil
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import pytest
 
@@ -70,21 +72,24 @@ def _accepts(port: int) -> bool:
 
 class RayNode:
     """One Ray node on this machine: Ray's `ray start ... --block` in its own process group
-    (`tests/ray_node.py`, on loopback), with the credentials of the tests' S3-compatible server
-    as a cloud cluster's nodes carry their own. `stop()` takes down this node's processes only,
-    as a node that leaves the cluster: SIGTERM to its `ray start`, which drains the node and
-    stops what it started."""
+    (`tests/ray_node.py`, on loopback) and its own temporary folder (its sessions, sockets and
+    `ray_current_cluster`: nothing left in /tmp/ray for another Ray to find), with the
+    credentials of the tests' S3-compatible server as a cloud cluster's nodes carry their own.
+    `stop()` takes down this node's processes only, as a node that leaves the cluster: SIGTERM
+    to its `ray start`, which drains the node and stops what it started; then its folder goes."""
 
     def __init__(self, args: list[str], log_path: Path):
         self.args, self.log_path, self.proc = args, log_path, None
+        self.temp_dir: Optional[str] = None
 
     def start(self, ready: Callable[[], Any], timeout: float = 180) -> Any:
         env = {**os.environ, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "1", **S3_CREDENTIALS}
+        self.temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths live under it
         with open(self.log_path, "a") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "tests.ray_node", "start", *self.args, "--block", "--node-ip-address=127.0.0.1",
-                 "--disable-usage-stats"], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
-                start_new_session=True)
+                 f"--temp-dir={self.temp_dir}", "--disable-usage-stats"], stdout=log, stderr=subprocess.STDOUT,
+                env=env, cwd=REPO, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             value = ready()
@@ -104,6 +109,7 @@ class RayNode:
             with contextlib.suppress(ProcessLookupError):  # anything of this node's group still running
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=30)
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 class WorkerNode(RayNode):
