@@ -37,6 +37,19 @@ def progress_line(status: dict[str, Any]) -> str:
     return "\n".join(_phase_line(rec) for rec in records)
 
 
+def phase_changes(status: dict[str, Any], announced: dict[str, bool]) -> list[str]:
+    """A line for each phase that started or finished since `announced` (updated) was last seen."""
+    lines = []
+    for rec in _rank0_records(status):
+        phase, done = rec["phase"], bool(rec.get("phase_done"))
+        if phase not in announced:
+            lines.append(f"{phase}: started")
+        if done and not announced.get(phase):
+            lines.append(f"{phase}: finished at step {rec['step']}")
+        announced[phase] = announced.get(phase, False) or done
+    return lines
+
+
 def _rank0_records(status: dict[str, Any]) -> list[dict[str, Any]]:
     """Rank 0's latest record of each trainer (`rank0`, or `<peer>/rank0` in online co-training)."""
     return [rec for key, rec in status["progress"].items() if key == "rank0" or key.endswith("/rank0")]
@@ -157,15 +170,19 @@ def follow(orchestrator: Any, work: Callable[[], Any], console: Console, interva
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     last, printed_at = "", 0.0
+    announced: dict[str, bool] = {}  # phase -> whether its end was announced
     # stdout and stderr are not redirected into the display: with a quiet console they go to the run's log
     live_view = Live(console=console, refresh_per_second=4, transient=True, redirect_stdout=False, redirect_stderr=False)
     with live_view if console.is_terminal else nullcontext() as live:
         while thread.is_alive():
             thread.join(interval_s)
             try:
-                line = progress_line(ray.get(orchestrator.status.remote(), timeout=10))
+                status = ray.get(orchestrator.status.remote(), timeout=10)
             except Exception:  # noqa: BLE001 - progress is best effort; training goes on
                 continue
+            for message in phase_changes(status, announced):
+                console.print(Text(message))
+            line = progress_line(status)
             if console.is_terminal:
                 live.update(Text(line))
             elif line != last and time.monotonic() - printed_at >= plain_every_s:

@@ -25,6 +25,18 @@ def test_progress_line_shows_the_step_of_the_phases_steps_and_the_time_left():
     assert "left" not in progress_line(STATUS) and "step 40 |" in progress_line(STATUS)  # a stream: no total
 
 
+def test_each_phase_is_announced_once_as_it_starts_and_once_as_it_ends():
+    from orchestration.progress import phase_changes
+
+    announced = {}
+    assert phase_changes(STATUS, announced) == ["kd-seed0: started"]
+    assert phase_changes(STATUS, announced) == []
+    done = {**STATUS, "progress": {"rank0": {**RECORD, "step": 160, "phase_done": True}}}
+    assert phase_changes(done, announced) == ["kd-seed0: finished at step 160"] and phase_changes(done, announced) == []
+    quick = {**STATUS, "progress": {"rank0": {**RECORD, "phase": "baseline-seed0", "phase_done": True}}}
+    assert phase_changes(quick, announced) == ["baseline-seed0: started", "baseline-seed0: finished at step 40"]
+
+
 def test_status_table_has_a_share_column():
     console = Console(width=160, record=True)
     console.print(status_table(STATUS))
