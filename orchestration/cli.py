@@ -269,9 +269,14 @@ def teacher_add(teacher_yaml: Optional[str] = typer.Argument(None, help="a teach
                 application: Optional[str] = typer.Option(None, "--application",
                                                           help="Serve application, when the endpoint is Serve's gRPC ingress"),
                 serve_app: Optional[str] = typer.Option(None, "--serve-app", help="a standing Serve application of "
-                                                        "this cluster (teacher-<name>, from `serve deploy`)")) -> None:
+                                                        "this cluster (teacher-<name>, from `serve deploy`)"),
+                wait_s: float = typer.Option(60.0, "--wait", help="seconds to wait for the train workers to use "
+                                                                  "the teacher (0: do not wait)")) -> None:
     """Start using a new teacher in a running job: deploy one from a config, register an
-    endpoint, or use a standing Serve application."""
+    endpoint, or use a standing Serve application. Prints each stage with its time, up to the
+    first training record that uses the teacher."""
+    import time
+
     from teachers import TeacherConfig
     from cluster import load_yaml_model
     from cluster import ConfigError
@@ -279,6 +284,9 @@ def teacher_add(teacher_yaml: Optional[str] = typer.Argument(None, help="a teach
 
     if sum(x is not None for x in (teacher_yaml, endpoint, serve_app)) != 1:
         raise typer.BadParameter("give one of: a teacher config file, --endpoint, --serve-app")
+    start = time.perf_counter()
+    _orchestrator(run)
+    console.print(f"connected to run {run}: {time.perf_counter() - start:.1f}s")
     if serve_app is not None:
         info = _call(run, "add_serve_app", serve_app, weight)
     elif endpoint is not None:
@@ -297,8 +305,30 @@ def teacher_add(teacher_yaml: Optional[str] = typer.Argument(None, help="a teach
         if outside:
             raise ConfigError(teacher_yaml, outside)
         info = _call(run, "add_teacher", teacher.model_dump())
+        for stage, seconds in info["stages"].items():
+            what = {"weights": "weights cached" if info["cached"] else "weights trained", "deploy": "deployed",
+                    "check": "output space checked"}[stage]
+            console.print(f"{what}: {seconds:.1f}s")
     console.print(f"teacher {info['name']} added to run {run}: teacher set v{info['teacher_set_version']}, "
-                  f"model version {info['model_version']}, {info['output_space']}")
+                  f"model version {info['model_version']}, {info['output_space']}", highlight=False)
+    if wait_s > 0:
+        used = _wait_until_used(run, info["name"], wait_s)
+        console.print(f"in use by the train workers: {time.perf_counter() - start:.1f}s from the command" if used else
+                      f"not in a training record within {wait_s:g}s (no phase training now?); the workers take it "
+                      f"from their next step boundary")
+
+
+def _wait_until_used(run: str, teacher: str, timeout_s: float) -> bool:
+    """Whether a train worker's record names `teacher` among the teachers it used, within `timeout_s`."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        progress = _call(run, "status")["progress"]
+        if any(teacher in record.get("teachers", []) for record in progress.values()):
+            return True
+        time.sleep(0.1)
+    return False
 
 
 @teacher_app.command("serve")

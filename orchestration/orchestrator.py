@@ -131,8 +131,13 @@ class Orchestrator:
                                  f"or choose another name")
         self._admission.check_model_tokenizers(configs)
         self._admission.check_declared_classes(configs)
+        start = time.perf_counter()
         trained = trained_weights(configs, self._resolved, self.config.data, self.dataset, self.cache_dir)
-        return [self._deploy(cfg, trained[cfg.name]) for cfg in configs]
+        weights_s = time.perf_counter() - start
+        out = [self._deploy(cfg, trained[cfg.name]) for cfg in configs]
+        for info in out:  # what each stage took, for `teacher add` to print
+            info["stages"] = {"weights": weights_s, **info["stages"]}
+        return out
 
     def add_teacher(self, teacher: dict[str, Any]) -> dict[str, Any]:
         return self.add_teachers([teacher])[0]
@@ -469,7 +474,9 @@ class Orchestrator:
         app = app_name(cfg.name)
         # Serve's gRPC ingress only routes to applications that have a route; without the ingress
         # a teacher is reached by handle only.
+        start = time.perf_counter()
         serve.run(build_teacher_app(args), name=app, route_prefix=f"/{app}" if self.ingress_token_sha256 else None)
+        deployed = time.perf_counter()
         info = serve.get_app_handle(app).describe.remote().result(timeout_s=120)
         self._admission.check_tokenizer(cfg.name, info["tokenizer_hash"], info["num_classes"], on_refusal=lambda: serve.delete(app))
         if info["output_space"] != self.output_space:
@@ -484,7 +491,9 @@ class Orchestrator:
                 self._origins[cfg.name] = config_origin(cfg.model_dump())
                 self._persist()
             self._event("teacher_added", teacher=cfg.name, model_version=entry.model_version, weight=cfg.weight)
+        stages = {"deploy": deployed - start, "check": time.perf_counter() - deployed}
         return {"name": cfg.name, "weight": cfg.weight, "teacher_set_version": self._teacher_set.version, **info,
+                "stages": stages,
                 "cached": trained.cached, "train_seconds": trained.train_seconds, "pretrained": cfg.pretrained,
                 "test_score": trained.test_score}
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_model
 
-from cluster import exists, join, put_file, ray_options, read_text, work_device
+from cluster import exists, is_uri, join, put_file, ray_options, read_text, work_device
 from students import DataConfig, Dataset, DistillConfig, Split, accuracy as logits_accuracy
 from teachers import (ResolvedModel, TeacherAppArgs, TeacherConfig, TeacherTrainingConfig, count_parameters,
                       load_teacher, model_input, resolve_model)
@@ -174,15 +174,22 @@ def training_options(cfg: TeacherConfig) -> dict[str, Any]:
 def trained_weights(configs: list[TeacherConfig], resolve: Callable[[TeacherConfig], ResolvedModel], data: DataConfig,
                     dataset: Any, cache_dir: str) -> dict[str, TrainedTeacher]:
     """Each teacher's weights: its file (or none, pretrained), else trained now or loaded from
-    the cache, the teachers to train in parallel (one Ray task each)."""
+    the cache, the teachers to train in parallel (one Ray task each, on the teacher's resources
+    and node group). A cache hit is taken here, without a task, when every node reads the
+    cache (a URI, or a cluster of one node)."""
     import ray
 
     task = ray.remote(train_or_load_teacher)
     pending = {}
     out = {}
+    visible_everywhere = is_uri(str(cache_dir)) or sum(1 for node in ray.nodes() if node["Alive"]) == 1
     for cfg in configs:
+        cached = cached_teacher(cfg.name, resolve(cfg), cfg.training, data, dataset, cache_dir) \
+            if visible_everywhere and not (cfg.weights or cfg.pretrained) else None
         if cfg.weights or cfg.pretrained:
             out[cfg.name] = TrainedTeacher(cfg.weights, float("nan"), 0, 0.0, True)
+        elif cached is not None:  # found here, and every replica reads it: no task (a worker process) needed
+            out[cfg.name] = cached
         else:
             pending[cfg.name] = task.options(**training_options(cfg)).remote(
                 cfg.name, resolve(cfg), cfg.training, data, dataset, cache_dir, cfg.resources.num_gpus)
