@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         port = _free_port()
         env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1",
                "DISTILLERY_CACHE_DIR": os.environ.get("DISTILLERY_CACHE_DIR", str(Path(temp) / "cache"))}
-        head = subprocess.Popen(["ray", "start", "--head", f"--port={port}", "--num-cpus=2", "--block",
+        head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={port}", "--num-cpus=2", "--block",
                                  "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", f"--temp-dir={temp}",
                                  "--disable-usage-stats"], env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
@@ -136,11 +136,11 @@ LABELS = {"connected": "connect to the run (Ray client start, the orchestrator a
 
 
 def render(result: dict[str, Any]) -> str:
-    lines = [f"# `teacher add` of a cached teacher, stage by stage", "",
+    lines = ["# `teacher add` of a cached teacher, stage by stage", "",
              f"Machine: {result['machine']}. {result['repeats']} repeats, each `teacher add` then `teacher remove` "
-             f"of `quick_mlp.yaml` while a KD run (2 train workers) trains; seconds, median (min, max). The "
-             f"stages add up: each line is the time since the command's start for the last two, the stage's own "
-             f"time for the others.", "", "| stage | seconds |", "|---|---|"]
+             f"of `quick_mlp.yaml` while a KD run (2 train workers) trains; seconds, median (min, max). The first "
+             f"four lines are each stage's own time; the last two are totals, from the command's start and from "
+             f"the Python process's start.", "", "| stage | seconds |", "|---|---|"]
     for name, figures in result["stages"].items():
         lines.append(f"| {LABELS.get(name, name)} | {figures['median']:.1f} ({figures['min']:.1f}, "
                      f"{figures['max']:.1f}) |")

@@ -19,7 +19,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Distributed knowledge distillation on Ray: Serve teachers, Train + DeepSpeed students.")
 teacher_app = typer.Typer(no_args_is_help=True, help="Add, remove and list the teachers of a running job.")
 app.add_typer(teacher_app, name="teacher")
-console = Console()
+console = Console(soft_wrap=True)  # a line in a log is never cut in two
 RUN_OPTION = typer.Option(..., "--run", help="name of the running job (run.name in its config)")
 
 
