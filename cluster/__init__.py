@@ -59,7 +59,6 @@ _EXPORTS = {
     "read_parquet": "storage",
     "read_text": "storage",
     "read_yaml_file": "config",
-    "remove_folder": "storage",
     "teacher_cache_dir": "paths",
     "validate_model": "config",
     "work_device": "devices",
@@ -77,8 +76,7 @@ __all__ = ["ConfigError", "DEFAULT_ALLOWED_MODULES", "DTYPES", "DistilleryError"
            "method_kind", "new_attempt", "on_this_node", "online_phase", "open_uri", "orchestrator_name",
            "parse_yaml", "paths_outside_roots", "phase_kind", "prepare_ray_env", "process_group_backend",
            "put_file", "ray_options", "read_metrics", "read_parquet", "read_text", "read_yaml_file",
-           "remove_folder", "teacher_cache_dir", "validate_model", "work_device", "work_dtype",
-           "write_parquet", "write_text"]
+           "teacher_cache_dir", "validate_model", "work_device", "work_dtype", "write_parquet", "write_text"]
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

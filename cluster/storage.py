@@ -127,15 +127,6 @@ def is_folder(location: str) -> bool:
     return filesystem.get_file_info(path).type == pafs.FileType.Directory
 
 
-def remove_folder(location: str) -> None:
-    """Delete the folder `location` and everything in it; nothing when it is not there."""
-    from pyarrow import fs as pafs
-
-    filesystem, path = filesystem_for(location)
-    if filesystem.get_file_info(path).type == pafs.FileType.Directory:
-        filesystem.delete_dir(path)
-
-
 def write_text(location: str, text: str) -> None:
     """Write `text` to the file at `location`: locally through a temporary file renamed into
     place, on object storage as one object; a reader never sees half of it."""

@@ -285,7 +285,7 @@ def teacher_add(teacher_yaml: Optional[str] = typer.Argument(None, help="a teach
     if sum(x is not None for x in (teacher_yaml, endpoint, serve_app)) != 1:
         raise typer.BadParameter("give one of: a teacher config file, --endpoint, --serve-app")
     start = time.perf_counter()
-    _orchestrator(run)
+    orchestrator = _orchestrator(run)
     console.print(f"connected to run {run}: {time.perf_counter() - start:.1f}s")
     if serve_app is not None:
         info = _call(run, "add_serve_app", serve_app, weight)
@@ -312,19 +312,21 @@ def teacher_add(teacher_yaml: Optional[str] = typer.Argument(None, help="a teach
     console.print(f"teacher {info['name']} added to run {run}: teacher set v{info['teacher_set_version']}, "
                   f"model version {info['model_version']}, {info['output_space']}", highlight=False)
     if wait_s > 0:
-        used = _wait_until_used(run, info["name"], wait_s)
+        used = _wait_until_used(orchestrator, info["name"], wait_s)
         console.print(f"in use by the train workers: {time.perf_counter() - start:.1f}s from the command" if used else
                       f"not in a training record within {wait_s:g}s (no phase training now?); the workers take it "
                       f"from their next step boundary")
 
 
-def _wait_until_used(run: str, teacher: str, timeout_s: float) -> bool:
+def _wait_until_used(orchestrator: Any, teacher: str, timeout_s: float) -> bool:
     """Whether a train worker's record names `teacher` among the teachers it used, within `timeout_s`."""
     import time
 
+    import ray
+
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        progress = _call(run, "status")["progress"]
+        progress = ray.get(orchestrator.status.remote())["progress"]
         if any(teacher in record.get("teachers", []) for record in progress.values()):
             return True
         time.sleep(0.1)

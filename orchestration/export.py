@@ -27,10 +27,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from students import CheckpointError, first_complete, integrity_problem, refuse_unsafe_pickles, TAG
+from students import CheckpointError, PROGRESS_FILE, first_complete, integrity_problem, refuse_unsafe_pickles, TAG
 
 REFERENCE_FILE = "reference_embeddings.npy"  # an encoder run's teachers' test embeddings
-PROGRESS_FILE = "progress.json"  # in each checkpoint: the phase it belongs to (students.checkpoint)
 NOT_DISTILLED = ("baseline", "alone")  # phase kinds of the no-KD controls
 STAGES = ("checking the checkpoint's integrity", "gathering the student's weights", "writing the export",
           "scoring the export on the test split")
@@ -51,10 +50,15 @@ class Exportable:
         return f"{self.phase} ({'finished' if self.finished else 'in training'}; {', '.join(where)})"
 
 
-def exportable_phases(run_dir: Path, run_name: str) -> dict[str, Exportable]:
-    """Every phase of the run there is something to export from, in training order."""
-    state = json.loads((run_dir / "state.json").read_text()) if (run_dir / "state.json").is_file() else {}
-    finished = list(state.get("phases", {}))
+def recorded_phases(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """The finished phases and their final metrics, as the run recorded them (`state.json`)."""
+    path = run_dir / "state.json"
+    return json.loads(path.read_text())["phases"] if path.is_file() else {}
+
+
+def exportable_phases(run_dir: Path, run_name: str, finished: dict[str, dict[str, Any]]) -> dict[str, Exportable]:
+    """Every phase of the run there is something to export from, in training order; `finished`:
+    the phases the run recorded as finished."""
     checkpoints: dict[str, list[Path]] = {}
     train_dir = run_dir / "train" / f"{run_name}-students"
     for folder in sorted((p for p in train_dir.glob("checkpoint_*") if p.is_dir()), reverse=True):
@@ -63,7 +67,7 @@ def exportable_phases(run_dir: Path, run_name: str) -> dict[str, Exportable]:
         except (OSError, ValueError, KeyError):  # cut short: the integrity check says why, if it is ever chosen
             continue
         checkpoints.setdefault(phase, []).append(folder)
-    phases = finished + [p for p in checkpoints if p not in finished]
+    phases = list(finished) + [p for p in checkpoints if p not in finished]
     out = {}
     for phase in phases:
         exported = run_dir / "students" / phase
@@ -148,16 +152,16 @@ def export_run(run_dir: Path, to: Optional[Path] = None, phase: Optional[str] = 
     from students import load_dataset
 
     cfg = RunConfig.model_validate_json((run_dir / "config.json").read_text())
-    chosen = chosen_phases(exportable_phases(run_dir, cfg.run.name), phase)
+    recorded = recorded_phases(run_dir)
+    chosen = chosen_phases(exportable_phases(run_dir, cfg.run.name, recorded), phase)
     dataset = load_dataset(cfg.data)
-    state = json.loads((run_dir / "state.json").read_text()) if (run_dir / "state.json").is_file() else {}
     reference = np.load(run_dir / REFERENCE_FILE) if (run_dir / REFERENCE_FILE).is_file() else None
     out = []
     for exportable in chosen:
         target = (Path(to) / exportable.phase) if to else run_dir / "export" / exportable.phase
         stage = lambda name, phase=exportable.phase: on_stage(phase, name)  # noqa: E731
         row = _export_phase(cfg, dataset, exportable, target, reference, stage)
-        row["recorded"] = state.get("phases", {}).get(exportable.phase, {}).get(row["metric"])
+        row["recorded"] = recorded.get(exportable.phase, {}).get(row["metric"])
         out.append(row)
     return out
 

@@ -149,7 +149,8 @@ class Orchestrator:
         configs (`deployed`), what was restored (`restored`) and what could not be (`skipped`)."""
         kept = load_teachers(self._run_dir)
         if kept is None:
-            return {"deployed": self.add_teachers(config_teachers), "restored": [], "skipped": []}
+            return {"deployed": self.add_teachers(config_teachers) if config_teachers else [], "restored": [],
+                    "skipped": []}
         configs = [{**t["config"], "weight": t["weight"]} for t in kept["teachers"] if t["kind"] == "config"]
         deployed = self.add_teachers(configs) if configs else []
         skipped = []
@@ -291,9 +292,11 @@ class Orchestrator:
 
         train = student_subset(self.dataset.train, self.config.data.student_train_samples)
         rows = np.flatnonzero(train.columns[column] == value)[:samples]
-        if self._snapshots.store_memory(phase, rows, train.x[rows], self.config, self.dataset):
-            self._event("memory_stored", phase=phase, samples=len(rows), path=self._snapshots.memory(phase))
-        return self._snapshots.memory(phase)
+        stored = self._snapshots.store_memory(phase, rows, train.x[rows], self.config, self.dataset)
+        folder = self._snapshots.memory(phase)
+        if stored:
+            self._event("memory_stored", phase=phase, samples=len(rows), path=folder)
+        return folder
 
     def memory_store(self, phase: str) -> str:
         return self._snapshots.memory(phase)

@@ -9,7 +9,7 @@ import numpy as np
 from rich.console import Console
 
 from orchestration.config import RunConfig, run_folder
-from orchestration.teacher_record import TEACHERS_FILE, load_teachers
+from orchestration.teacher_record import TEACHERS_FILE
 from orchestration.results import METRICS
 
 
@@ -63,9 +63,8 @@ def deploy_teachers(cfg: RunConfig, orchestrator, dataset,
     configs and, for encoders, the reference embeddings."""
     import ray
 
-    if not cfg.teachers and not load_teachers(run_folder(cfg).local):
-        return {}, None
-    console.print(f"teachers: training or loading {', '.join(t.name for t in cfg.teachers)}")
+    if cfg.teachers:
+        console.print(f"teachers: training or loading {', '.join(t.name for t in cfg.teachers)}")
     teacher_set = ray.get(orchestrator.restore_teachers.remote([t.model_dump() for t in cfg.teachers]))
     if teacher_set["restored"]:
         console.print(f"teachers: restored the set the run had ({', '.join(teacher_set['restored'])}) from "

@@ -184,11 +184,13 @@ def trained_weights(configs: list[TeacherConfig], resolve: Callable[[TeacherConf
     out = {}
     visible_everywhere = is_uri(str(cache_dir)) or sum(1 for node in ray.nodes() if node["Alive"]) == 1
     for cfg in configs:
-        cached = cached_teacher(cfg.name, resolve(cfg), cfg.training, data, dataset, cache_dir) \
-            if visible_everywhere and not (cfg.weights or cfg.pretrained) else None
         if cfg.weights or cfg.pretrained:
             out[cfg.name] = TrainedTeacher(cfg.weights, float("nan"), 0, 0.0, True)
-        elif cached is not None:  # found here, and every replica reads it: no task (a worker process) needed
+            continue
+        # found here, and every replica reads it: no task (a new worker process) needed
+        cached = cached_teacher(cfg.name, resolve(cfg), cfg.training, data, dataset, cache_dir) \
+            if visible_everywhere else None
+        if cached is not None:
             out[cfg.name] = cached
         else:
             pending[cfg.name] = task.options(**training_options(cfg)).remote(

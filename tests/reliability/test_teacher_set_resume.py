@@ -13,7 +13,7 @@ from tests.conftest import CONFIGS as TEACHER_CONFIGS, RunProcess, distillery
 from tests.reliability.faults import CONFIGS, last_step, rank0_steps
 
 pytestmark = pytest.mark.integration
-SETTINGS = ("--set", "student.epochs=40", "--set", "student.max_failures=0")
+SETTINGS = ("--set", "student.epochs=1000", "--set", "student.max_failures=0")  # ended by `distillery stop`
 
 
 def _listed(run: str) -> dict:
