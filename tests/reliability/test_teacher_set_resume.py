@@ -36,19 +36,21 @@ def test_a_restarted_driver_has_the_teacher_set_its_run_had(ray_cluster, tmp_pat
         assert before["teachers"] == {"mlp": 3.0, "quick-mlp": 0.5}
         run.wait_for(lambda: any(r.get("teachers") == ["mlp", "quick-mlp"] and r.get("teacher/mlp/weight") == 3.0
                                  for r in rank0_steps(run)), "the workers using the changed set", timeout=120)
-        killed_at = time.time()
     finally:
         if run.proc.poll() is None:
             run.kill()
 
     rerun = RunProcess(CONFIGS / "worker_kill.yaml", "set-resume", tmp_path, SETTINGS)
     try:
-        after = rerun.wait_for(lambda: [r for r in rank0_steps(rerun) if r["time"] > killed_at],
+        # the killed run's workers may still log a step after the kill: records count from the restore on
+        rerun.wait_for(lambda: "restored the set the run had (mlp, quick-mlp)" in rerun.log(),
+                       "the resumed run's teacher set", timeout=300)
+        restored_at = time.time()
+        after = rerun.wait_for(lambda: [r for r in rank0_steps(rerun) if r["time"] > restored_at],
                                "a training record of the resumed run", timeout=300)
         assert _listed("set-resume") == before
         assert after[0]["teachers"] == ["mlp", "quick-mlp"] and after[0]["teacher/mlp/weight"] == 3.0
         assert after[0]["teacher/quick-mlp/weight"] == 0.5
-        assert "restored the set the run had (mlp, quick-mlp)" in rerun.log()
         stopped = distillery("stop", "--run", "set-resume")
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
         assert rerun.finish(timeout=300) == 0, rerun.log()[-3000:]
