@@ -7,6 +7,8 @@ private to the package.
 from cluster.lazy import lazy_exports
 
 _EXPORTS = {
+    "AUDIT_FOLDER": "audit_log",
+    "AuditLog": "audit_log",
     "ConfigError": "errors",
     "DEFAULT_ALLOWED_MODULES": "factory",
     "DTYPES": "devices",
@@ -46,6 +48,7 @@ _EXPORTS = {
     "new_attempt": "storage",
     "on_this_node": "placement",
     "online_phase": "naming",
+    "open_audit_log": "audit_log",
     "open_uri": "storage",
     "orchestrator_name": "connection",
     "parse_yaml": "config",
@@ -55,6 +58,7 @@ _EXPORTS = {
     "process_group_backend": "devices",
     "put_file": "storage",
     "ray_options": "placement",
+    "read_audit": "audit_log",
     "read_metrics": "metrics",
     "read_parquet": "storage",
     "read_text": "storage",
@@ -67,16 +71,17 @@ _EXPORTS = {
     "write_text": "storage",
 }
 
-__all__ = ["ConfigError", "DEFAULT_ALLOWED_MODULES", "DTYPES", "DistilleryError", "MetricsSink", "MlflowSink",
-           "ModelSpec", "NAMESPACE", "OWN_LINE", "Registry", "ResourcesConfig", "RunFolder",
-           "RunNotFoundError", "Strict", "build_module", "check_custom_resources", "check_name", "connect",
-           "default_cache_dir", "download_folder", "drop_other_attempts", "exists", "fetch_file",
-           "filesystem_for", "is_folder", "is_uri", "join", "join_uri", "kd_phase", "lazy_exports",
-           "list_files", "load_with_overrides", "load_yaml_model", "local_folder_for", "log_own_warnings",
-           "method_kind", "new_attempt", "on_this_node", "online_phase", "open_uri", "orchestrator_name",
-           "parse_yaml", "paths_outside_roots", "phase_kind", "prepare_ray_env", "process_group_backend",
-           "put_file", "ray_options", "read_metrics", "read_parquet", "read_text", "read_yaml_file",
-           "teacher_cache_dir", "validate_model", "work_device", "work_dtype", "write_parquet", "write_text"]
+__all__ = ["AUDIT_FOLDER", "AuditLog", "ConfigError", "DEFAULT_ALLOWED_MODULES", "DTYPES", "DistilleryError",
+           "MetricsSink", "MlflowSink", "ModelSpec", "NAMESPACE", "OWN_LINE", "Registry", "ResourcesConfig",
+           "RunFolder", "RunNotFoundError", "Strict", "build_module", "check_custom_resources",
+           "check_name", "connect", "default_cache_dir", "download_folder", "drop_other_attempts", "exists",
+           "fetch_file", "filesystem_for", "is_folder", "is_uri", "join", "join_uri", "kd_phase",
+           "lazy_exports", "list_files", "load_with_overrides", "load_yaml_model", "local_folder_for",
+           "log_own_warnings", "method_kind", "new_attempt", "on_this_node", "online_phase",
+           "open_audit_log", "open_uri", "orchestrator_name", "parse_yaml", "paths_outside_roots",
+           "phase_kind", "prepare_ray_env", "process_group_backend", "put_file", "ray_options",
+           "read_audit", "read_metrics", "read_parquet", "read_text", "read_yaml_file", "teacher_cache_dir",
+           "validate_model", "work_device", "work_dtype", "write_parquet", "write_text"]
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

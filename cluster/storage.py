@@ -6,8 +6,8 @@
 POSIX volume:
 
 - Ray Train writes and reads the checkpoints there itself (`storage_path` + `storage_filesystem`);
-- continual replay stores (`replay/`) and generated completions (`generated/`) are written
-  there directly and read there by every worker;
+- continual replay stores (`replay/`), generated completions (`generated/`) and the audit
+  files (`audit/`) are written there directly by the processes that make them;
 - the driver keeps a working copy of the run's small files (config, state, metrics, results,
   reports) under the cache (`<DISTILLERY_CACHE_DIR>/runs/<hash of the URI>/<run>`), pulls
   it from the URI when it starts (so a new driver on another machine resumes) and pushes it
@@ -32,8 +32,8 @@ from cluster.paths import default_cache_dir, is_uri
 
 TRAIN_FOLDER = "train"  # Ray Train's checkpoints: read and written by Ray Train itself
 # written straight to the run's location by the work that makes them, read there by the workers:
-# continual replay stores and sequence-level KD's generated completions
-DIRECT_FOLDERS = ("replay", "generated")
+# continual replay stores, sequence-level KD's generated completions, and every process's audit file
+DIRECT_FOLDERS = ("replay", "generated", "audit")
 NOT_MIRRORED = (TRAIN_FOLDER, *DIRECT_FOLDERS)  # folders the working copy never pulls or pushes
 PUSH_EVERY_S = 15.0
 ATTEMPT_PREFIX = "attempt-"

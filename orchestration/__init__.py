@@ -8,12 +8,15 @@ private to the package.
 from cluster import lazy_exports
 
 _EXPORTS = {
+    "PhaseAudit": "audit",
     "RunConfig": "config",
     "app": "cli",
+    "audit_records": "audit",
+    "audit_summary": "audit",
     "load_run_config": "config",
 }
 
-__all__ = ["RunConfig", "app", "load_run_config"]
+__all__ = ["PhaseAudit", "RunConfig", "app", "audit_records", "audit_summary", "load_run_config"]
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -191,6 +191,37 @@ def export(run: str = RUN_OPTION,
 
 
 @app.command()
+def audit(run: str = RUN_OPTION,
+          output_dir: str = typer.Option("runs", "--output-dir", help="the folder that holds the run's folder"),
+          as_json: bool = typer.Option(False, "--json")) -> None:
+    """Check that every planned batch of every phase was applied exactly once, with targets its
+    teacher set held and a replica answered, from the audit files the run's processes wrote
+    (never from the training loop's own ledger). Exits 1 when a batch was lost, applied twice,
+    unplanned, stale or unanswered."""
+    import json
+
+    from cluster import AUDIT_FOLDER, RunFolder, default_cache_dir, read_audit
+    from orchestration.audit import audit_records, audit_summary
+
+    location = RunFolder(output_dir, run, default_cache_dir()).child(AUDIT_FOLDER)
+    records = read_audit(location)
+    if not records:
+        raise typer.BadParameter(f"{location} holds no audit files: pass the run's --output-dir (a run started "
+                                 f"before the audit existed has none)")
+    audits = audit_records(records)
+    summary = audit_summary(audits)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        for phase in audits:
+            console.print(phase.line(), highlight=False)
+        console.print(f"{run}: " + ("every planned batch applied exactly once" if summary["exactly_once"]
+                                    else "NOT exactly once (see above)"), highlight=False)
+    if not summary["exactly_once"]:
+        raise typer.Exit(1)
+
+
+@app.command()
 def stop(run: str = RUN_OPTION) -> None:
     """End a running job early: the phase in training stops at its next check (every
     student.log_every steps), is evaluated and written to the results; phases not started are

@@ -17,7 +17,8 @@ from typing import Any, Optional
 import numpy as np
 from ray import serve
 
-from cluster import MetricsSink, MlflowSink, check_name, log_own_warnings, put_file, read_metrics, validate_model
+from cluster import (AUDIT_FOLDER, MetricsSink, MlflowSink, check_name, log_own_warnings, open_audit_log, put_file,
+                     read_metrics, validate_model)
 from teachers import (EndpointSpec, GrpcTeacher, IncompatibleTeacherError, TeacherAppArgs, TeacherConfig, TeacherEntry,
                       TeacherSet, app_name, build_teacher_app, peer_teacher_name, resolve_model, running_replicas,
                       SCHEMA_VERSION, snapshot_teacher_name)
@@ -56,6 +57,8 @@ class Orchestrator:
         self.dataset = dataset.teacher_view()  # teachers read their own modality
         self.output_space = self.dataset.output_space
         self._admission = TeacherAdmission(run, self.dataset, self.config.data.tokenizer, self._event)
+        self._audit_dir = run_folder(self.config).child(AUDIT_FOLDER)
+        self._set_audit = open_audit_log(self._audit_dir, "teacher-set", flush_s=0.0)  # rare: uploaded at once
         self._teacher_set = TeacherSet()
         self._apps: dict[str, TeacherAppArgs] = {}
         self._run_dir = Path(run_dir)
@@ -71,6 +74,19 @@ class Orchestrator:
         self.peers: Optional[PeerBoard] = None
         self._stop_requested = False
         self._last_step = _last_logged_steps(run_dir)  # (trainer, phase) -> step
+
+    @property
+    def _teacher_set(self) -> TeacherSet:
+        return self._current_set
+
+    @_teacher_set.setter
+    def _teacher_set(self, teacher_set: TeacherSet) -> None:
+        """Every set the run makes goes into the audit: `distillery audit` checks each application
+        against the set its worker had."""
+        self._current_set = teacher_set
+        self._set_audit.write({"kind": "teacher_set", "version": teacher_set.version,
+                               "teachers": {name: entry.model_version for name, entry in teacher_set.teachers.items()},
+                               "live": sorted(name for name, entry in teacher_set.teachers.items() if entry.live)})
 
     # --- queried by train workers (cheap) ----------------------------------------------------
     def teacher_set_version(self) -> int:
@@ -331,7 +347,7 @@ class Orchestrator:
             cfg = TeacherConfig(name=name, model=peer["model"],
                                 resources=self.config.student.serve_resources.model_copy(update={"replicas": replicas}))
             args = teacher_app_args(cfg, None, self.dataset, self.config.distill, self.config.run.allowed_factory_modules,
-                                    live_run=self.run)
+                                    live_run=self.run, audit_dir=self._audit_dir)
             serve.run(build_teacher_app(args), name=app_name(name), route_prefix=None)
             info = serve.get_app_handle(app_name(name)).describe.remote().result(timeout_s=120)
             entry = TeacherEntry(name, 1.0, info["output_space"], info["num_classes"], f"live:{name}",
@@ -473,7 +489,7 @@ class Orchestrator:
         args = teacher_app_args(cfg, trained.weights_path, self.dataset, self.config.distill,
                                 self.config.run.allowed_factory_modules,
                                 features=teacher_feature_layers(self.config.distill, cfg.name),
-                                ingress_token_sha256=self.ingress_token_sha256)
+                                ingress_token_sha256=self.ingress_token_sha256, audit_dir=self._audit_dir)
         app = app_name(cfg.name)
         # Serve's gRPC ingress only routes to applications that have a route; without the ingress
         # a teacher is reached by handle only.

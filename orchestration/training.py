@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from cluster import AUDIT_FOLDER
 from orchestration.config import RunConfig, run_folder
 from students import StudentConfig
 
@@ -41,7 +42,7 @@ def train_students(jobs: list, cfg: RunConfig, reference: Optional[np.ndarray] =
         streamed = {"datasets": {TRAIN_DATASET: students_dataset(cfg.data)}, "dataset_config": stream_data_config()}
     trainer = TorchTrainer(
         train_student,
-        train_loop_config={"jobs": jobs, "reference": reference},
+        train_loop_config={"jobs": jobs, "reference": reference, "audit_dir": run_folder(cfg).child(AUDIT_FOLDER)},
         scaling_config=ScalingConfig(**student_scaling(cfg.student)),
         torch_config=TorchConfig(backend=process_group_backend(cfg.student.gpus_per_worker)),
         run_config=TrainRunConfig(name=trainer_name or f"{cfg.run.name}-students", **run_folder(cfg).train_storage(),

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from cluster import log_own_warnings
+from cluster import AuditLog, log_own_warnings, open_audit_log
 from students.checkpoint import ClientState, RunProgress, read_progress, restore, save_and_report
 from students.data import Dataset, Split, load_dataset, plan_epoch, student_subset
 from students.engine import build_engine, mixed_precision
@@ -155,6 +155,7 @@ class _PhaseRun:
     parameters: int
     resumed_from: int
     steps_replayed: int
+    audit: Optional[AuditLog] = None
     stopped: bool = False
     train_s: float = 0.0
     eval_s: float = 0.0  # evaluation time, left out of the training throughput
@@ -176,7 +177,8 @@ class _PhaseRun:
 
 
 def _start_phase(job: StudentJob, control: RunControl, dataset: Dataset, run_progress: RunProgress, rank: int,
-                 world_size: int, reference: Optional[np.ndarray], stream: Optional[ShardReader]) -> _PhaseRun:
+                 world_size: int, reference: Optional[np.ndarray], stream: Optional[ShardReader],
+                 audit: Optional[AuditLog]) -> _PhaseRun:
     """Build the engine, resume from this phase's checkpoint if there is one, open the source."""
     epochs = job.student.epochs if job.train else 0
     train = _training_rows(job, dataset, world_size, epochs)
@@ -198,8 +200,12 @@ def _start_phase(job: StudentJob, control: RunControl, dataset: Dataset, run_pro
     progress = ProgressReporter(control, job.phase, job.trainer, _unit(dataset), rank, world_size)
     progress.last_checkpoint = resumed_from or None
     progress.steps_total = getattr(batches, "steps_total", None)
+    if audit is not None:  # what `distillery audit` rebuilds this rank's plan from, and where the phase resumed
+        audit.write({"kind": "start", "phase": job.phase, "rank": rank, "world_size": world_size,
+                     "resumed_from": state.step, "epochs": epochs,
+                     "batches_per_epoch": None if _streamed(job) else len(batches.all_of(0))})
     return _PhaseRun(job, dataset, phase, state, batches, loss_fn, progress, run_progress, reference, parameters,
-                     resumed_from, steps_replayed)
+                     resumed_from, steps_replayed, audit)
 
 
 def _unit(dataset: Dataset) -> str:
@@ -214,11 +220,16 @@ def _train_batch(run: _PhaseRun, batch: Batch) -> dict[str, torch.Tensor]:
     for hook in job.hooks:
         batch = hook.next_batch(batch, state.step)
     targets = source.targets_for(batch) if source is not None else None
+    served = {name: record.teacher_version for name, record in targets.records.items()} if targets else {}
     for hook in job.hooks:
         targets = hook.patch_targets(targets, batch)
     run.targets_s += time.perf_counter() - wait_start
     terms = train_step(run.engine, run.loss_fn, batch, targets, job.student.precision, job.hooks)
     state.applied(planned_id, batch.index, len(batch.y) * run.phase.world_size)
+    if run.audit is not None:
+        run.audit.write({"kind": "applied", "phase": job.phase, "rank": run.phase.rank, "step": state.step,
+                         "batch": planned_id, "set": source.teacher_set.version if source is not None else None,
+                         "teachers": served})
     for extra in each(job.hooks, "after_step", run.phase, state.step, targets):
         terms.update(extra)
     return terms
@@ -278,9 +289,9 @@ def _peak_rss_mb() -> float:
 
 def _train_phase(job: StudentJob, control: RunControl, dataset: Dataset, run_progress: RunProgress, rank: int,
                  world_size: int, reference: Optional[np.ndarray] = None,
-                 stream: Optional[ShardReader] = None) -> dict[str, Any]:
+                 stream: Optional[ShardReader] = None, audit: Optional[AuditLog] = None) -> dict[str, Any]:
     """Train one student from scratch or from the checkpoint of this phase; return its final metrics."""
-    run = _start_phase(job, control, dataset, run_progress, rank, world_size, reference, stream)
+    run = _start_phase(job, control, dataset, run_progress, rank, world_size, reference, stream, audit)
     start, samples_before = time.perf_counter(), run.state.samples_seen
     _train_epochs(run)
     run.train_s = time.perf_counter() - start
@@ -288,6 +299,8 @@ def _train_phase(job: StudentJob, control: RunControl, dataset: Dataset, run_pro
         run.phase.source.close()
     run.phase.step = run.state.step
     each(job.hooks, "after_training", run.phase)
+    if audit is not None:
+        audit.write({"kind": "end", "phase": job.phase, "rank": rank, "step": run.state.step, "stopped": run.stopped})
     final = _final_metrics(run, samples_before)
     each(job.hooks, "after_phase", run.phase)
     final.update(export_student(run.engine, job.student.zero_stage, job.export_dir, str(job.data.tokenizer), rank,
@@ -349,10 +362,15 @@ def train_student(config: dict[str, Any]) -> None:
             each(job.hooks, "on_done_before", job.control or LocalRunControl(), rank)
     # a streamed first phase starts reading now, while the worker loads its test split and builds the engine
     stream = _shard_reader(pending[0]) if pending and _streamed(pending[0]) and pending[0].train else None
-    for job in pending:
-        final = _train_phase(job, job.control or LocalRunControl(), dataset_of(job), run_progress, rank, world_size,
-                             config.get("reference"), stream if job is pending[0] else None)
-        if "stopped_at_step" in final:  # `distillery stop`: the phases after this one are left for a rerun
-            break
+    audit = open_audit_log(config.get("audit_dir"), f"applied-rank{rank}") if pending else None
+    try:
+        for job in pending:
+            final = _train_phase(job, job.control or LocalRunControl(), dataset_of(job), run_progress, rank,
+                                 world_size, config.get("reference"), stream if job is pending[0] else None, audit)
+            if "stopped_at_step" in final:  # `distillery stop`: the phases after this one are left for a rerun
+                break
+    finally:
+        if audit is not None:
+            audit.close()
     if not pending:  # restarted after the last phase finished: hand back what the checkpoint holds
         ray.train.report({"phases": dict(run_progress.completed)})

@@ -197,7 +197,7 @@ class TeacherClient(RecordSource):
     def _submit(self, batches: list[Batch], teacher: str) -> _Request:
         payload = {"batches": [b.payload() for b in batches],
                    "temperature": self.temperature, "top_k": self.top_k, "dense_max_classes": self.dense_max_classes,
-                   "target_kind": self.target_kind}
+                   "target_kind": self.target_kind, "teacher_set_version": self.teacher_set.version}
         request = _Request(self._handles[teacher].remote(payload), batches,
                            on_answer=lambda latency_s: self._note_latency(teacher, latency_s))
         for batch in batches:

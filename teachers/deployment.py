@@ -18,7 +18,7 @@ import torch
 from ray import serve
 from ray.serve import Application
 
-from cluster import log_own_warnings, ray_options, work_device
+from cluster import log_own_warnings, open_audit_log, ray_options, work_device
 from teachers.batch import Batch
 from teachers.loaded import LoadedTeacher, TeacherAppArgs
 from teachers.teacher_set import PEER_PREFIX, live_version
@@ -75,7 +75,12 @@ class TeacherDeployment:
         self.live = None
         if args.live_run:
             self.live = LiveWeights(self.teacher, args.live_run, serve.get_replica_context().replica_tag)
+        self.audit = open_audit_log(args.audit_dir, f"answered-{args.name}")
         logger.info("teacher %s version %s ready (%s)", args.name, self.teacher.version, self.teacher.output_space)
+
+    def __del__(self):
+        if getattr(self, "audit", None) is not None:  # Serve's shutdown of the replica: upload what is pending
+            self.audit.close()
 
     def describe(self) -> dict[str, Any]:
         t = self.teacher
@@ -98,8 +103,13 @@ class TeacherDeployment:
             self.live.wait_ready()
         settings = {key: request[key] for key in ("temperature", "top_k", "dense_max_classes", "target_kind")
                     if request.get(key)}
-        return self.teacher.records([Batch.of_inputs(b["batch_id"], b["inputs"]) for b in request["batches"]],
-                                    **settings)
+        records = self.teacher.records([Batch.of_inputs(b["batch_id"], b["inputs"]) for b in request["batches"]],
+                                       **settings)
+        if self.audit is not None and records:
+            self.audit.write({"kind": "answered", "teacher": self.teacher.args.name,
+                              "version": records[0].teacher_version, "set": request.get("teacher_set_version"),
+                              "batches": [r.batch_id for r in records]})
+        return records
 
     def perplexity(self, inputs: np.ndarray) -> dict[str, float]:
         """Held-out perplexity parts of a causal LM teacher (`LoadedTeacher.perplexity`)."""

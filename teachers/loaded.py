@@ -43,6 +43,7 @@ class TeacherAppArgs(BaseModel):
     ingress_token_sha256: Optional[str] = None  # callers through Serve's gRPC ingress must send its token
     features: list[str] = []  # module names whose outputs travel in every record (feature-based KD)
     live_run: Optional[str] = None  # a peer of this run's online co-training: weights come from its trainer
+    audit_dir: Optional[str] = None  # the run's `audit/`: each replica appends the batch ids it answered
 
 
 @dataclass

@@ -213,6 +213,7 @@ class RunProcess:
         from cluster import RunFolder, default_cache_dir
 
         self.run_name, self.run_dir = run_name, output_dir / run_name
+        self.output = output_uri or str(output_dir)
         if output_uri:
             self.run_dir = RunFolder(output_uri, run_name, default_cache_dir()).local
         self.log_path = output_dir / f"{run_name}.log"
@@ -228,6 +229,13 @@ class RunProcess:
         `logs/run.log` (a quiet console sends them there)."""
         ray_log = self.run_dir / "logs" / "run.log"
         return self.log_path.read_text() + (ray_log.read_text(errors="replace") if ray_log.is_file() else "")
+
+    def audit(self) -> dict:
+        """`distillery audit --json` of this run: what its processes' audit files say, read by
+        the command a user runs (exit code 1 when a batch was not applied exactly once)."""
+        audited = distillery("audit", "--run", self.run_name, "--output-dir", self.output, "--json")
+        assert audited.returncode in (0, 1), audited.stdout + audited.stderr
+        return json.loads(audited.stdout)
 
     def metrics(self) -> list[dict]:
         path = self.run_dir / "metrics.jsonl"

@@ -59,6 +59,16 @@ def phase_final(run: RunProcess, phase: str) -> dict:
     return {k.removeprefix("final/"): v for k, v in done[-1].items() if k.startswith("final/")}
 
 
+def exactly_once(audit: dict, phase: str, planned: int) -> dict:
+    """Assert what `distillery audit` found for `phase`: every one of its `planned` batches
+    applied once, none stale or unanswered; return the phase's audit."""
+    found = audit["phases"][phase]
+    problems = {k: found[k] for k in ("lost", "duplicated", "unplanned", "stale", "unanswered") if found[k]}
+    assert not problems and audit["exactly_once"], f"audit of {phase}: {problems}"
+    assert found["finished"] and found["planned"] == found["applied"] == planned, found
+    return found
+
+
 def checkpoint_step(folder: Path) -> int:
     """The step a checkpoint folder was saved at (its client state, read with weights_only)."""
     import torch
@@ -131,6 +141,7 @@ def teacher_faults(output_dir: Path) -> dict[str, Any]:
     final = phase_final(run, "kd-seed0")
     figures.update({k: final[k] for k in ("batches_planned", "batches_lost", "batches_applied_twice", "steps")})
     figures.update({k: v for k, v in final.items() if k.startswith("faults_")})
+    figures["audit"] = run.audit()
     after_drop = [r for r in rank0_steps(run) if r.get("teachers") == ["mlp"] and "teacher/mlp/effective_weight" in r]
     figures["mlp_effective_weight_after_cnn_dropped"] = after_drop[-1]["teacher/mlp/effective_weight"] if after_drop else None
     figures["log"] = str(run.log_path)
@@ -193,7 +204,7 @@ def worker_kill(output_dir: Path, kill_worker_after: int = 25, kill_driver_after
                                        default=float("nan")),
             **{k: final[k] for k in ("batches_planned", "batches_lost", "batches_applied_twice", "steps")},
             **(_against_uninterrupted(output_dir, curve) if reference else {}),
-            "log": str(rerun.log_path)}
+            "audit": rerun.audit(), "log": str(rerun.log_path)}
 
 
 def _against_uninterrupted(output_dir: Path, curve: dict[int, list[float]]) -> dict[str, Any]:
@@ -326,5 +337,6 @@ def teacher_node_loss(output_dir: Path, gcs: str) -> dict[str, Any]:
     figures.update({k: final[k] for k in ("batches_planned", "batches_lost", "batches_applied_twice", "steps")})
     figures.update({k: v for k, v in final.items() if k.startswith("faults_")})
     figures["teacher_lost_events"] = len(events(run, "teacher_lost"))
+    figures["audit"] = run.audit()
     figures["log"] = str(run.log_path)
     return figures

@@ -14,6 +14,7 @@ import pytest
 from students.config import DataConfig
 from students.data import load_dataset
 from tests.conftest import CONFIGS, RunProcess
+from tests.reliability.faults import exactly_once
 
 pytestmark = pytest.mark.integration
 EPOCHS, BATCH, WORKERS, MEMORY = 3, 16, 2, 8
@@ -43,6 +44,9 @@ def test_killed_continual_run_resumes_and_hands_each_task_to_the_next(ray_cluste
     resumed = phases[KILLED]
     assert resumed["resumed_from_step"] >= 4 and resumed["resumed_from_step"] % 4 == 0
     assert resumed["steps"] == resumed["applied_batches"] == steps_of_task(1)
+    audit = second.audit()  # both drivers' workers and replicas, read from their own audit files
+    exactly_once(audit, KILLED, planned=WORKERS * steps_of_task(1))
+    assert audit["exactly_once"] and len(audit["phases"]) == 2
 
     rows = {r["kind"]: r for r in json.loads((second.run_dir / "results.json").read_text())}
     assert set(rows) == {"kd:lwf"}
