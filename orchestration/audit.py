@@ -39,6 +39,7 @@ class PhaseAudit:
     planned: Optional[int]  # None: a streamed source (the plan is what its stream delivered)
     applied: int
     rolled_back: int  # applications undone by a resume (the run restarted from an earlier checkpoint)
+    answers_checked: int = 0  # (application, served teacher) pairs matched to a replica's recorded answer
     lost: list[str] = field(default_factory=list)
     duplicated: list[str] = field(default_factory=list)
     unplanned: list[str] = field(default_factory=list)
@@ -52,7 +53,8 @@ class PhaseAudit:
 
     def line(self) -> str:
         head = (f"{self.phase}: {self.applied} applied of {'?' if self.planned is None else self.planned} planned"
-                f"{'' if self.finished else ' (unfinished)'}, {self.rolled_back} rolled back by a resume")
+                f"{'' if self.finished else ' (unfinished)'}, {self.rolled_back} rolled back by a resume, "
+                f"{self.answers_checked} teacher answers matched")
         found = [f"{len(ids)} {name} ({', '.join(ids[:SHOWN])}{', ...' if len(ids) > SHOWN else ''})"
                  for name, ids in self.problems.items()]
         return head + (": " + "; ".join(found) if found else ": exactly once")
@@ -148,6 +150,7 @@ def audit_phase(phase: str, events: list[dict[str, Any]], sets: SetHistory,
                         unplanned=[] if streamed else sorted(set(counts) - plan),
                         lost=[] if streamed else [b for b in planned if b not in counts])
     for applied in standing:
+        result.answers_checked += sum(teacher in answering for teacher in applied.get("teachers", {}))
         problem = _teacher_problem(applied, sets, answers, answering)
         if problem is not None:
             getattr(result, problem).append(f"{applied['batch']}@rank{applied['rank']}")
