@@ -174,6 +174,14 @@ def audit_records(records: Iterable[dict[str, Any]]) -> list[PhaseAudit]:
     return [audit_phase(phase, events, sets, answers, answering) for phase, events in phases.items()]
 
 
+def audit_run(location: str) -> tuple[list[PhaseAudit], dict[str, Any]]:
+    """The audit of the run whose audit folder is `location` (a path or a URI), with its summary."""
+    from cluster import read_audit
+
+    audits = audit_records(read_audit(location))
+    return audits, audit_summary(audits)
+
+
 def audit_summary(audits: list[PhaseAudit]) -> dict[str, Any]:
     """What `distillery audit --json` prints: per phase its counts and the ids of each problem."""
     return {"phases": {a.phase: {**{k: v for k, v in asdict(a).items() if k != "phase"}} for a in audits},

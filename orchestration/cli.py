@@ -200,16 +200,14 @@ def audit(run: str = RUN_OPTION,
     unplanned, stale or unanswered."""
     import json
 
-    from cluster import AUDIT_FOLDER, RunFolder, default_cache_dir, read_audit
-    from orchestration.audit import audit_records, audit_summary
+    from cluster import AUDIT_FOLDER, RunFolder, default_cache_dir
+    from orchestration.audit import audit_run
 
     location = RunFolder(output_dir, run, default_cache_dir()).child(AUDIT_FOLDER)
-    records = read_audit(location)
-    if not records:
-        raise typer.BadParameter(f"{location} holds no audit files: pass the run's --output-dir (a run started "
+    audits, summary = audit_run(location)
+    if not audits:
+        raise typer.BadParameter(f"{location} holds no applied batches: pass the run's --output-dir (a run started "
                                  f"before the audit existed has none)")
-    audits = audit_records(records)
-    summary = audit_summary(audits)
     if as_json:
         print(json.dumps(summary, indent=2))
     else:

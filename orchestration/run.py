@@ -17,7 +17,7 @@ import numpy as np
 from rich.console import Console
 from rich.text import Text
 
-from cluster import RunFolder
+from cluster import AUDIT_FOLDER, RunFolder
 
 from orchestration.config import RunConfig, load_run_config, run_folder
 from orchestration.export import REFERENCE_FILE
@@ -163,10 +163,26 @@ def _run(cfg: RunConfig, folder: RunFolder, pulled: int, console: Console) -> li
         report = write_report(run_dir)
         console.print(f"results: {folder.child('results.md')}; metrics: {folder.child('metrics.jsonl')}; "
                       f"report with plots: {folder.child(str(report.relative_to(run_dir)))}", highlight=False)
-        return rows
     finally:
         shutdown_orchestrator(orchestrator)
         folder.push()
+    _print_audit(console, folder, cfg.run.name, cfg.run.output_dir)
+    return rows
+
+
+def _print_audit(console: Console, folder: RunFolder, run: str, output_dir: str) -> None:
+    """The audit's verdict on the finished run, from its processes' audit files. On object
+    storage the replicas upload their last answers as they stop, which may be after this."""
+    from orchestration.audit import audit_run
+
+    command = f"distillery audit --run {run} --output-dir '{output_dir}'"
+    if folder.remote:
+        console.print(f"audit: `{command}` checks every batch was applied exactly once", highlight=False)
+        return
+    audits, summary = audit_run(folder.child(AUDIT_FOLDER))
+    verdict = ("every planned batch applied exactly once" if summary["exactly_once"] else
+               "NOT exactly once: " + "; ".join(a.line() for a in audits if a.problems))
+    console.print(f"audit: {verdict} (`{command}` for each phase)", highlight=False)
 
 
 def generate_only(config_path: str, console: Console, overrides: Optional[dict[str, Any]] = None) -> str:

@@ -257,6 +257,12 @@ def test_stopped_run_finishes_with_results_metrics_and_no_apps_left(live):
     import ray.serve
 
     assert not [a for a in ray.serve.status().applications if a.startswith("teacher-")]
+    # five teacher-set changes, served and external teachers: each application checked against the set and the answers
+    audit = live.audit()
+    phase = audit["phases"]["kd-seed0"]
+    assert audit["exactly_once"] and phase["planned"] == phase["applied"] == 2 * final["steps"], phase
+    assert phase["answers_checked"] >= phase["applied"]
+    assert "audit: every planned batch applied exactly once" in " ".join(live.log().split())
 
 
 def test_unknown_run_is_reported(live):
