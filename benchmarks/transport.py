@@ -9,7 +9,7 @@
 2. Encode and decode throughput of the Arrow codec (decode includes every validation check).
 3. 16 MiB of soft targets through a gRPC SoftTargets stream against a raw loopback TCP socket
    moving the same bytes.
-4. One batch's round trip through a Serve handle, Serve's gRPC ingress and the standalone
+4. One batch's round trip through a Serve handle, the run's gRPC ingress and the standalone
    endpoint (the same teacher behind all three).
 5. The decoder fuzzed with malformed payloads in a child process (a crash would be counted).
 
@@ -217,21 +217,21 @@ def grpc_vs_socket(repeats: int) -> dict:
     return result
 
 
-# --- 4. one batch through Serve handle / Serve gRPC ingress / standalone endpoint ---------------
+# --- 4. one batch through Serve handle / the run's gRPC ingress / standalone endpoint ---------------
 
 def round_trips(repeats: int, folder: Path) -> dict:
     import ray
     import torch
     from ray import serve
-    from ray.serve.config import ProxyLocation, gRPCOptions
+    from ray.serve.config import ProxyLocation
     from safetensors.torch import save_file
 
-    from orchestration.services import GRPC_SERVICER
     from teachers.backend import ResolvedModel
     from teachers.loaded import LoadedTeacher, TeacherAppArgs
     from teachers.deployment import build_teacher_app
     from teachers.grpc_client import EndpointSpec, GrpcTeacher
     from teachers.grpc_service import ServerSecurity, start_teacher_server, token_digest
+    from teachers.ingress import RunIngress
 
     model = ResolvedModel("teachers.zoo:mlp", {"in_features": 64, "num_classes": 10, "hidden": [512, 256]})
     torch.manual_seed(0)
@@ -240,22 +240,22 @@ def round_trips(repeats: int, folder: Path) -> dict:
     token = "benchmark-token"
     args = TeacherAppArgs(name="bench", factory=model.factory, kwargs=model.kwargs,
                           allowed_modules=list(model.allowed_modules), weights_path=str(weights), in_features=64,
-                          temperature=4.0, ingress_token_sha256=token_digest(token))
-    grpc_port = _free_port()
+                          temperature=4.0)
     ray.init(namespace="distillery-bench", _node_ip_address="127.0.0.1")
     try:
-        serve.start(proxy_location=ProxyLocation.HeadOnly, http_options={"host": "127.0.0.1", "port": _free_port()},
-                    grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=[GRPC_SERVICER]))
-        handle = serve.run(build_teacher_app(args), name="teacher-bench", route_prefix="/teacher-bench")
+        serve.start(proxy_location=ProxyLocation.Disabled)
+        handle = serve.run(build_teacher_app(args), name="teacher-bench", route_prefix=None)
+        run_ingress = RunIngress("bench", lambda: {"bench": args}, host="127.0.0.1", port=0,
+                                 token_sha256=token_digest(token))
         server, port = start_teacher_server(LoadedTeacher.load(args), host="127.0.0.1", port=0,
                                             security=ServerSecurity(token=token, insecure=True))
-        ingress = GrpcTeacher(EndpointSpec(f"grpc://127.0.0.1:{grpc_port}", token=token, application="teacher-bench"),
+        ingress = GrpcTeacher(EndpointSpec(run_ingress.address, token=token, application="teacher-bench"),
                               name="ingress")
         standalone = GrpcTeacher(EndpointSpec(f"grpc://127.0.0.1:{port}", token=token), name="standalone")
         x = np.random.default_rng(0).random((64, 64), dtype=np.float32)
         payload = {"batches": [{"batch_id": "b", "inputs": x}]}
         paths = {"Serve handle": lambda: handle.remote(payload).result(timeout_s=30),
-                 "Serve gRPC ingress": lambda: ingress.soft_targets([("b", x)]),
+                 "run's gRPC ingress (Serve handle behind it)": lambda: ingress.soft_targets([("b", x)]),
                  "standalone gRPC endpoint": lambda: standalone.soft_targets([("b", x)])}
         out = {}
         for name, call in paths.items():
@@ -263,18 +263,13 @@ def round_trips(repeats: int, folder: Path) -> dict:
                 call()  # warm up connections and replicas
             out[name] = median_time(call, repeats * 10) * 1000
         ingress.close()
+        run_ingress.stop()
         standalone.close()
         server.stop(None)
         return {"batch_rows": 64, "median_ms": out}
     finally:
         serve.shutdown()
         ray.shutdown()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def fuzz(cases: int, timeout_s: float = 1800) -> dict:

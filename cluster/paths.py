@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 # Dotted paths of the run-config fields that name files or folders; `[]` walks a list.
-PATH_FIELDS = ("run.output_dir", "data.generated", "distill.store_dir", "serve.grpc_token_file", "generate.output",
+PATH_FIELDS = ("run.output_dir", "data.generated", "distill.store_dir", "serve.grpc_token_file",
+               "serve.grpc_tls_cert_file", "serve.grpc_tls_key_file", "serve.grpc_tls_client_ca_file", "generate.output",
                "teachers[].weights", "data.source.train", "data.source.test", "data.source.transfer")
 
 

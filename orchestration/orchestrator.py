@@ -19,9 +19,9 @@ from ray import serve
 
 from cluster import (AUDIT_FOLDER, MetricsSink, MlflowSink, check_name, log_own_warnings, open_audit_log, put_file,
                      read_metrics, validate_model)
-from teachers import (EndpointSpec, GrpcTeacher, IncompatibleTeacherError, TeacherAppArgs, TeacherConfig, TeacherEntry,
-                      TeacherSet, app_name, build_teacher_app, peer_teacher_name, resolve_model, running_replicas,
-                      SCHEMA_VERSION, snapshot_teacher_name)
+from teachers import (EndpointSpec, GrpcTeacher, IncompatibleTeacherError, RunIngress, TeacherAppArgs, TeacherConfig,
+                      TeacherEntry, TeacherSet, app_name, build_teacher_app, peer_teacher_name, resolve_model,
+                      running_replicas, SCHEMA_VERSION, snapshot_teacher_name)
 from orchestration.config import run_folder
 from orchestration.regimes.co_training.board import Key, PeerBoard
 from orchestration.admission import TeacherAdmission
@@ -40,7 +40,8 @@ class Orchestrator:
         run_config: the validated run config, as a dict (`RunConfig.model_dump()`).
         run_dir: the run's output folder (metrics are written there).
         cache_dir: where trained teachers are cached.
-        ingress_token_sha256: digest of the Serve gRPC ingress token, when the ingress is on.
+        ingress_token_sha256: digest of the gRPC ingress token, when the ingress is on
+            (`serve.grpc_port`: the orchestrator runs it, `teachers.ingress`).
     """
 
     def __init__(self, run: str, run_config: dict[str, Any], run_dir: str, cache_dir: str,
@@ -74,6 +75,25 @@ class Orchestrator:
         self.peers: Optional[PeerBoard] = None
         self._stop_requested = False
         self._last_step = _last_logged_steps(run_dir)  # (trainer, phase) -> step
+        ingress_on = self.config.serve.grpc_port is not None and ingress_token_sha256 is not None
+        self._ingress = self._start_ingress() if ingress_on else None  # never without its token
+
+    def _start_ingress(self) -> RunIngress:
+        """The run's gRPC ingress in this process: on the driver's node, where its files are."""
+        serve_cfg = self.config.serve
+        files = {"cert": serve_cfg.grpc_tls_cert_file, "key": serve_cfg.grpc_tls_key_file,
+                 "client_ca": serve_cfg.grpc_tls_client_ca_file}
+        tls = {what: Path(path).read_bytes() if path else None for what, path in files.items()}
+        return RunIngress(self.run, self._served_apps, host=serve_cfg.grpc_host, port=serve_cfg.grpc_port,
+                          token_sha256=self.ingress_token_sha256, tls=tls,
+                          timeout_s=self.config.distill.request_timeout_s)
+
+    def _served_apps(self) -> dict[str, TeacherAppArgs]:
+        """The run's Serve teachers now in the set, by name (what the ingress reaches)."""
+        return {name: self._apps[name] for name in self._teacher_set.teachers if name in self._apps}
+
+    def ingress_address(self) -> Optional[str]:
+        return self._ingress.address if self._ingress is not None else None
 
     @property
     def _teacher_set(self) -> TeacherSet:
@@ -455,6 +475,8 @@ class Orchestrator:
         }
 
     def close(self) -> None:
+        if self._ingress is not None:
+            self._ingress.stop()
         self.remove_all_teachers()
         self._sink.close()
 
@@ -489,12 +511,10 @@ class Orchestrator:
         args = teacher_app_args(cfg, trained.weights_path, self.dataset, self.config.distill,
                                 self.config.run.allowed_factory_modules,
                                 features=teacher_feature_layers(self.config.distill, cfg.name),
-                                ingress_token_sha256=self.ingress_token_sha256, audit_dir=self._audit_dir)
+                                audit_dir=self._audit_dir)
         app = app_name(cfg.name)
-        # Serve's gRPC ingress only routes to applications that have a route; without the ingress
-        # a teacher is reached by handle only.
         start = time.perf_counter()
-        serve.run(build_teacher_app(args), name=app, route_prefix=f"/{app}" if self.ingress_token_sha256 else None)
+        serve.run(build_teacher_app(args), name=app, route_prefix=None)  # no HTTP route: reached by handle only
         deployed = time.perf_counter()
         info = serve.get_app_handle(app).describe.remote().result(timeout_s=120)
         self._admission.check_tokenizer(cfg.name, info["tokenizer_hash"], info["num_classes"], on_refusal=lambda: serve.delete(app))

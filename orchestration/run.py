@@ -115,6 +115,11 @@ def _run(cfg: RunConfig, folder: RunFolder, pulled: int, console: Console) -> li
     if not offline:
         start_serve(cfg)
     orchestrator = start_orchestrator(cfg, run_dir, ingress_digest, dataset)
+    if cfg.serve.grpc_port is not None:
+        import ray
+
+        console.print(f"gRPC ingress (TeacherService, token {cfg.serve.grpc_token_file}): "
+                      f"{ray.get(orchestrator.ingress_address.remote())}", highlight=False)
     try:
         reference = None
         if offline:

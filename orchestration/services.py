@@ -1,5 +1,5 @@
-"""What a run starts on the cluster besides its trainers: Serve (with the optional gRPC
-ingress and its token) and the run's orchestrator actor; and how it shuts them down."""
+"""What a run starts on the cluster besides its trainers: Serve, the run's orchestrator actor
+(which runs the optional gRPC ingress) and the ingress token's digest; and how it shuts them down."""
 
 from __future__ import annotations
 
@@ -44,37 +44,14 @@ def start_serve(cfg: RunConfig) -> None:
     from ray import serve
     from ray.serve.config import ProxyLocation
 
-    options: dict[str, Any] = {}
     location = ProxyLocation.Disabled if cfg.serve.proxy == "disabled" else ProxyLocation.HeadOnly
-    if cfg.serve.grpc_port is not None:
-        from ray.serve.config import gRPCOptions
-
-        location = ProxyLocation.HeadOnly
-        options["grpc_options"] = gRPCOptions(port=cfg.serve.grpc_port, grpc_servicer_functions=[GRPC_SERVICER])
-    serve.start(proxy_location=location, http_options={"host": "127.0.0.1"}, **options)
-    if cfg.serve.grpc_port is not None:
-        _check_grpc_ingress(cfg.serve.grpc_port)
-
-
-def _check_grpc_ingress(port: int) -> None:
-    """Serve keeps the options it first started with: say so when they lack this run's ingress."""
-    from ray.serve.context import _get_global_client
-
-    running = _get_global_client().get_serve_details().get("grpc_options") or {}
-    if running.get("port") != port or GRPC_SERVICER not in (running.get("grpc_servicer_functions") or []):
-        from cluster import ConfigError
-
-        raise ConfigError("<running Serve instance>", [
-            f"serve.grpc_port: Serve is already running on this cluster with gRPC options {running}, so the "
-            f"TeacherService ingress on port {port} cannot start; set serve.grpc_port to the running port if it "
-            f"already serves {GRPC_SERVICER}, or stop Serve (`serve shutdown`, which deletes every Serve app) first"])
-
-
-GRPC_SERVICER = "teachers.proto.teacher_service_pb2_grpc.add_TeacherServiceServicer_to_server"
+    # Serve keeps the options it was first started with; whatever they are, a teacher app never
+    # gets an HTTP route (`route_prefix=None`), so no proxy reaches it.
+    serve.start(proxy_location=location, http_options={"host": "127.0.0.1"})
 
 
 def ingress_token_digest(cfg: RunConfig) -> Optional[str]:
-    """sha256 of the Serve gRPC ingress token (replicas compare digests, never see the token)."""
+    """sha256 of the gRPC ingress token (the ingress compares digests; the token stays with the driver)."""
     from cluster import ConfigError
     from teachers import token_digest
 

@@ -150,11 +150,10 @@ def train_or_load_teacher(name: str, model: ResolvedModel, training: TeacherTrai
 
 def teacher_app_args(cfg: TeacherConfig, weights_path: Optional[str], dataset: Dataset, distill: DistillConfig,
                      allowed_modules: list[str], *, features: list[str] | None = None,
-                     ingress_token_sha256: str | None = None, live_run: str | None = None,
-                     audit_dir: str | None = None) -> TeacherAppArgs:
+                     live_run: str | None = None, audit_dir: str | None = None) -> TeacherAppArgs:
     """Everything a process needs to load teacher `cfg` and answer with the run's soft targets:
-    `features` are the submodules whose outputs its records carry; `ingress_token_sha256` lets
-    Serve's gRPC ingress reach it; `live_run`: the run whose peer trainer publishes its weights;
+    `features` are the submodules whose outputs its records carry; `live_run`: the run whose
+    peer trainer publishes its weights;
     `audit_dir`: the run's audit folder, where each replica records the batches it answered."""
     model = resolve_model(cfg.model, in_features=dataset.in_features, num_classes=dataset.num_classes,
                           allowed_modules=allowed_modules)
@@ -163,8 +162,7 @@ def teacher_app_args(cfg: TeacherConfig, weights_path: Optional[str], dataset: D
                           in_features=dataset.in_features, temperature=distill.temperature,
                           dense_max_classes=distill.dense_max_classes, top_k=distill.top_k, dtype=cfg.dtype,
                           resources=cfg.resources,
-                          features=features or [], ingress_token_sha256=ingress_token_sha256, live_run=live_run,
-                          audit_dir=audit_dir)
+                          features=features or [], live_run=live_run, audit_dir=audit_dir)
 
 
 def training_options(cfg: TeacherConfig) -> dict[str, Any]:

@@ -18,6 +18,7 @@ _EXPORTS = {
     "LocalTeachers": "local",
     "Manifest": "store",
     "ResolvedModel": "backend",
+    "RunIngress": "ingress",
     "SCHEMA_VERSION": "soft_targets",
     "ServeConfig": "config",
     "ServerSecurity": "grpc_service",
@@ -30,6 +31,7 @@ _EXPORTS = {
     "TeacherClient": "client",
     "TeacherConfig": "config",
     "TeacherEntry": "teacher_set",
+    "TeacherServicer": "grpc_service",
     "TeacherSet": "teacher_set",
     "TeacherSetSource": "source",
     "TeacherTargets": "targets",
@@ -57,6 +59,7 @@ _EXPORTS = {
     "running_replicas": "deployment",
     "snapshot_teacher_name": "teacher_set",
     "specials_of": "token_targets",
+    "start_grpc_server": "grpc_service",
     "start_teacher_server": "grpc_service",
     "target_labels": "token_targets",
     "to_table": "arrow_codec",
@@ -66,16 +69,17 @@ _EXPORTS = {
 }
 
 __all__ = ["Batch", "EndpointSpec", "FaultPolicy", "FeatureHooks", "GrpcTeacher", "IncompatibleTeacherError",
-           "LoadedTeacher", "LocalTeachers", "Manifest", "ResolvedModel", "SCHEMA_VERSION", "ServeConfig",
-           "ServerSecurity", "SoftTargetSource", "SoftTargetStoreError", "StoreKey", "StoredTargets",
-           "StoredTeachers", "TeacherAppArgs", "TeacherClient", "TeacherConfig", "TeacherEntry",
-           "TeacherSet", "TeacherSetSource", "TeacherTargets", "TeacherTrainingConfig", "TokenSpecials",
-           "app_name", "build_teacher_app", "check_teachers", "check_tokenizer", "count_parameters",
-           "dataset_fingerprint", "dummy_inputs", "file_version", "find_store", "fixed_size_list",
-           "is_complete", "live_step", "load_teacher", "load_tokenizer", "model_input",
-           "parse_endpoint_url", "peer_teacher_name", "record_logprob", "resolve_model", "running_replicas",
-           "snapshot_teacher_name", "specials_of", "start_teacher_server", "target_labels", "to_table",
-           "token_digest", "tokenizer_hash", "write_manifest"]
+           "LoadedTeacher", "LocalTeachers", "Manifest", "ResolvedModel", "RunIngress", "SCHEMA_VERSION",
+           "ServeConfig", "ServerSecurity", "SoftTargetSource", "SoftTargetStoreError", "StoreKey",
+           "StoredTargets", "StoredTeachers", "TeacherAppArgs", "TeacherClient", "TeacherConfig",
+           "TeacherEntry", "TeacherServicer", "TeacherSet", "TeacherSetSource", "TeacherTargets",
+           "TeacherTrainingConfig", "TokenSpecials", "app_name", "build_teacher_app", "check_teachers",
+           "check_tokenizer", "count_parameters", "dataset_fingerprint", "dummy_inputs", "file_version",
+           "find_store", "fixed_size_list", "is_complete", "live_step", "load_teacher", "load_tokenizer",
+           "model_input", "parse_endpoint_url", "peer_teacher_name", "record_logprob", "resolve_model",
+           "running_replicas", "snapshot_teacher_name", "specials_of", "start_grpc_server",
+           "start_teacher_server", "target_labels", "to_table", "token_digest", "tokenizer_hash",
+           "write_manifest"]
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -44,19 +44,38 @@ class TeacherConfig(Strict):
 
 
 class ServeConfig(Strict):
-    """Serve's proxies. `grpc_port` turns on the gRPC ingress (TeacherService) on the head node,
-    which listens plaintext on every interface of that node: callers must send the bearer token
-    in `grpc_token_file`; put TLS termination in front of it for traffic that leaves the cluster."""
+    """Serve's HTTP proxy and the run's gRPC ingress (`teachers.ingress`). `grpc_port` turns the
+    ingress (TeacherService, on the driver's node) on; it listens on `grpc_host` only, 127.0.0.1
+    unless you name another interface, where it needs TLS; every call carries the bearer token
+    in `grpc_token_file`. Teachers never get an HTTP route, whatever started Serve."""
 
     proxy: Literal["disabled", "head"] = "disabled"
-    grpc_port: Optional[int] = Field(None, ge=1, le=65535, description="Serve gRPC ingress port; off if omitted")
+    grpc_port: Optional[int] = Field(None, ge=1, le=65535, description="the run's gRPC ingress port; off if omitted")
+    grpc_host: str = Field("127.0.0.1", description="the one interface the ingress listens on")
     grpc_token_file: Optional[str] = Field(None, description="file holding the ingress bearer token")
+    grpc_tls_cert_file: Optional[str] = Field(None, description="PEM certificate chain of the ingress (TLS)")
+    grpc_tls_key_file: Optional[str] = Field(None, description="PEM private key of that certificate")
+    grpc_tls_client_ca_file: Optional[str] = Field(None, description="PEM CA that client certificates must chain to "
+                                                                      "(asks for them when set)")
 
     @model_validator(mode="after")
-    def _ingress_needs_token(self) -> "ServeConfig":
-        if self.grpc_port is not None and not self.grpc_token_file:
-            raise ValueError("grpc_token_file is required when grpc_port is set: Serve's gRPC ingress "
-                             "accepts only calls that carry its bearer token")
+    def _ingress_is_protected(self) -> "ServeConfig":
+        from teachers.grpc_service import is_loopback
+
+        if self.grpc_port is None:
+            return self
+        if not self.grpc_token_file:
+            raise ValueError("grpc_token_file is required when grpc_port is set: the gRPC ingress accepts only "
+                             "calls that carry its bearer token")
+        if bool(self.grpc_tls_cert_file) != bool(self.grpc_tls_key_file):
+            raise ValueError("grpc_tls_cert_file and grpc_tls_key_file go together: give both for TLS")
+        if self.grpc_tls_client_ca_file and not self.grpc_tls_cert_file:
+            raise ValueError("grpc_tls_client_ca_file asks for client certificates over TLS: give grpc_tls_cert_file "
+                             "and grpc_tls_key_file too")
+        if not self.grpc_tls_cert_file and not is_loopback(self.grpc_host):
+            raise ValueError(f"grpc_host {self.grpc_host!r} is not loopback: plaintext gRPC is only allowed on "
+                             f"loopback; give grpc_tls_cert_file and grpc_tls_key_file, or put a TLS-terminating "
+                             f"proxy on that interface in front of an ingress on 127.0.0.1")
         return self
 
 

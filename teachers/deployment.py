@@ -7,12 +7,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from typing import Any, Optional
 
-import grpc
 import numpy as np
 import torch
 from ray import serve
@@ -83,11 +81,7 @@ class TeacherDeployment:
             self.audit.close()
 
     def describe(self) -> dict[str, Any]:
-        t = self.teacher
-        return {"name": t.args.name, "model_version": t.version, "output_space": t.output_space,
-                "num_classes": t.num_classes, "temperature": t.args.temperature,
-                "parameters": sum(p.numel() for p in t.module.parameters()), "feature_shapes": t.feature_shapes(),
-                "tokenizer_hash": t.tokenizer_hash}
+        return self.teacher.describe()
 
     def __call__(self, request: dict[str, Any]) -> list[SoftTargets]:
         """Soft targets for several batches in one call (one forward over all of them).
@@ -96,9 +90,9 @@ class TeacherDeployment:
         record per batch, in order. Several batches per request spread the fixed cost of a
         Serve call (routing, serialization) over more samples.
         """
-        if not isinstance(request, dict):  # e.g. an HTTP request through a proxy route
-            raise TypeError(f"teacher {self.teacher.args.name!r} answers Serve handle calls and gRPC "
-                            f"(TeacherService), not {type(request).__name__}")
+        if not isinstance(request, dict):  # e.g. an HTTP request, had another tool given the app a route
+            raise TypeError(f"teacher {self.teacher.args.name!r} answers Serve handle calls only (gRPC callers go "
+                            f"through the run's ingress), not {type(request).__name__}")
         if self.live is not None:
             self.live.wait_ready()
         settings = {key: request[key] for key in ("temperature", "top_k", "dense_max_classes", "target_kind")
@@ -124,39 +118,6 @@ class TeacherDeployment:
         """Speculative KD's scoring call (`LoadedTeacher.score_proposals`)."""
         return self.teacher.score_proposals(sequences, start, top_k, temperature, seed)
 
-
-    # --- TeacherService through Serve's gRPC ingress (teachers/proto/teacher_service.proto) ------
-    def _refused(self, grpc_context) -> bool:
-        from teachers.grpc_service import token_problem
-
-        digest = self.teacher.args.ingress_token_sha256
-        problem = (token_problem(grpc_context.invocation_metadata(), digest) if digest
-                   else "this teacher's run did not turn on the gRPC ingress (serve.grpc_port)")
-        if problem:
-            grpc_context.set_code(grpc.StatusCode.UNAUTHENTICATED)
-            grpc_context.set_details(f"teacher {self.teacher.args.name!r}: {problem}")
-        return problem is not None
-
-    def Describe(self, request, grpc_context):
-        from teachers.grpc_service import SoftTargetResponder
-        from teachers.proto import teacher_service_pb2 as pb
-
-        return pb.DescribeResponse() if self._refused(grpc_context) else SoftTargetResponder(self.teacher).describe()
-
-    async def SoftTargets(self, request_stream, grpc_context):
-        from teachers.errors import SoftTargetDecodeError
-        from teachers.grpc_service import SoftTargetResponder
-
-        if self._refused(grpc_context):
-            return
-        responder = SoftTargetResponder(self.teacher)
-        try:
-            async for request in request_stream:
-                for response in await asyncio.to_thread(responder.feed, request):
-                    yield response
-        except SoftTargetDecodeError as exc:
-            grpc_context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
-            grpc_context.set_details(str(exc))
 
 
 def deployment_options(args: TeacherAppArgs) -> dict[str, Any]:

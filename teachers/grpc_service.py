@@ -1,8 +1,10 @@
 """The TeacherService (teachers/proto/teacher_service.proto) on the teacher's side.
 
-`SoftTargetResponder` turns request messages into response messages for one loaded teacher;
-the standalone server below (`distillery teacher serve`) and the Serve deployment (reached
-through Serve's gRPC ingress) both use it, so both speak exactly the same protocol.
+`SoftTargetResponder` turns request messages into response messages for one teacher: a
+teacher loaded in this process (`distillery teacher serve`), or a run's Serve app reached by
+its handle (the run's gRPC ingress, `teachers.ingress`). Both servers are started by
+`start_grpc_server` with the same rules (plaintext only on loopback, a token off loopback), so
+both speak exactly the same protocol.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import math
 import socket
 from concurrent import futures
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Protocol, Sequence
 
 import grpc
 
@@ -52,6 +54,19 @@ def token_problem(metadata: Iterable[tuple[str, str]], digest: Optional[str]) ->
     return None
 
 
+class AnsweringTeacher(Protocol):
+    """What a responder answers for: a `LoadedTeacher`, or a Serve app behind its handle."""
+
+    args: Any  # TeacherAppArgs: name, in_features and the default settings
+
+    @property
+    def vocab_size(self) -> Optional[int]: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def records(self, batches: list[Batch], **settings: Any) -> list: ...
+
+
 class SoftTargetResponder:
     """Answers SoftTargets request streams for one teacher.
 
@@ -60,19 +75,19 @@ class SoftTargetResponder:
     record, also chunked.
     """
 
-    def __init__(self, teacher: LoadedTeacher, chunk_bytes: int = DEFAULT_CHUNK_BYTES):
+    def __init__(self, teacher: AnsweringTeacher, chunk_bytes: int = DEFAULT_CHUNK_BYTES):
         self.teacher = teacher
         self.chunk_bytes = chunk_bytes
         self._parts: list[bytes] = []
         self._size = 0
 
     def describe(self) -> pb.DescribeResponse:
-        t = self.teacher
-        return pb.DescribeResponse(name=t.args.name, model_version=t.version, output_space=t.output_space,
-                                   num_classes=t.num_classes, tokenizer_hash=t.tokenizer_hash, schema_version=SCHEMA_VERSION,
-                                   in_features=t.args.in_features,
-                                   parameters=sum(p.numel() for p in t.module.parameters()),
-                                   default_temperature=t.args.temperature)
+        info = self.teacher.describe()
+        return pb.DescribeResponse(name=info["name"], model_version=info["model_version"],
+                                   output_space=info["output_space"], num_classes=info["num_classes"],
+                                   tokenizer_hash=info["tokenizer_hash"], schema_version=SCHEMA_VERSION,
+                                   in_features=self.teacher.args.in_features, parameters=info["parameters"],
+                                   default_temperature=self.teacher.args.temperature)
 
     def feed(self, request: pb.SoftTargetsRequest) -> list[pb.SoftTargetsResponse]:
         """Take one request message; return the responses of the batch it completes (or none)."""
@@ -105,24 +120,38 @@ class SoftTargetResponder:
                                        last_chunk=i == len(parts) - 1) for i, part in enumerate(parts)]
 
 
-class _Servicer(pb_grpc.TeacherServiceServicer):
-    def __init__(self, teacher: LoadedTeacher, token_sha256: Optional[str], chunk_bytes: int):
-        self.teacher = teacher
+class TeacherNotFound(LookupError):
+    """The call named no teacher this server answers for (the message says which it has)."""
+
+
+TeacherRouter = Callable[[Sequence[tuple[str, Any]]], AnsweringTeacher]  # call metadata -> its teacher
+
+
+class TeacherServicer(pb_grpc.TeacherServiceServicer):
+    """TeacherService over the teachers `route` finds from each call's metadata; every call
+    must carry the bearer token whose digest is `token_sha256` (None: no token asked)."""
+
+    def __init__(self, route: TeacherRouter, token_sha256: Optional[str], chunk_bytes: int, what: str):
+        self.route = route
         self.token_sha256 = token_sha256
         self.chunk_bytes = chunk_bytes
+        self.what = what
 
-    def _authorize(self, context: grpc.ServicerContext) -> None:
-        problem = token_problem(context.invocation_metadata(), self.token_sha256)
+    def _teacher(self, context: grpc.ServicerContext) -> AnsweringTeacher:
+        metadata = context.invocation_metadata()
+        problem = token_problem(metadata, self.token_sha256)
         if problem:
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, f"teacher {self.teacher.args.name!r}: {problem}")
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, f"{self.what}: {problem}")
+        try:
+            return self.route(metadata)
+        except TeacherNotFound as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"{self.what}: {exc}")
 
     def Describe(self, request, context):
-        self._authorize(context)
-        return SoftTargetResponder(self.teacher).describe()
+        return SoftTargetResponder(self._teacher(context)).describe()
 
     def SoftTargets(self, request_iterator, context) -> Iterator[pb.SoftTargetsResponse]:
-        self._authorize(context)
-        responder = SoftTargetResponder(self.teacher, self.chunk_bytes)
+        responder = SoftTargetResponder(self._teacher(context), self.chunk_bytes)
         try:
             for request in request_iterator:
                 yield from responder.feed(request)
@@ -152,6 +181,17 @@ def is_loopback(host: str) -> bool:
 def start_teacher_server(teacher: LoadedTeacher, *, host: str, port: int, security: ServerSecurity,
                          chunk_bytes: int = DEFAULT_CHUNK_BYTES, max_workers: int = 8) -> tuple[grpc.Server, int]:
     """Start a standalone TeacherService; return the server and the port it listens on."""
+    digest = token_digest(security.token) if security.token else None
+    servicer = TeacherServicer(lambda metadata: teacher, digest, chunk_bytes, f"teacher {teacher.args.name!r}")
+    return start_grpc_server(servicer, host=host, port=port, security=security, max_workers=max_workers,
+                             what=f"teacher {teacher.args.name}")
+
+
+def start_grpc_server(servicer: pb_grpc.TeacherServiceServicer, *, host: str, port: int, security: ServerSecurity,
+                      max_workers: int = 8, what: str = "TeacherService") -> tuple[grpc.Server, int]:
+    """Serve `servicer` on `host:port` only (port 0: any free one) under `security`'s rules:
+    plaintext only on loopback, a bearer token wherever the address is not loopback. Return
+    the server and the port it listens on."""
     if security.insecure:
         if security.cert_pem:
             raise ValueError("choose either TLS (a certificate and key) or --insecure, not both")
@@ -161,13 +201,13 @@ def start_teacher_server(teacher: LoadedTeacher, *, host: str, port: int, securi
     elif not (security.cert_pem and security.key_pem):
         raise ValueError("a teacher endpoint needs TLS (certificate and key files); for a loopback-only "
                          "endpoint without TLS pass --insecure explicitly")
-    if not security.token and not is_loopback(host):
+    if getattr(servicer, "token_sha256", None) is None and not is_loopback(host):
         raise ValueError(f"an endpoint on {host!r} must require a bearer token (give a token file)")
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
                          options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                                  ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
-    digest = token_digest(security.token) if security.token else None
-    pb_grpc.add_TeacherServiceServicer_to_server(_Servicer(teacher, digest, chunk_bytes), server)
+                                  ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                                  ("grpc.so_reuseport", 0)])  # a second server on a port in use fails, never shares it
+    pb_grpc.add_TeacherServiceServicer_to_server(servicer, server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     if security.insecure:
         bound = server.add_insecure_port(address)
@@ -179,7 +219,7 @@ def start_teacher_server(teacher: LoadedTeacher, *, host: str, port: int, securi
     if not bound:
         raise OSError(f"could not listen on {address}: is the port in use?")
     server.start()
-    logger.info("teacher %s serving on %s (%s)", teacher.args.name, address, "plaintext" if security.insecure else "TLS")
+    logger.info("%s serving on %s (%s)", what, address, "plaintext" if security.insecure else "TLS")
     return server, bound
 
 

@@ -40,7 +40,6 @@ class TeacherAppArgs(BaseModel):
     top_k: int = 64
     dtype: str = "float32"  # cluster.DTYPES
     resources: ResourcesConfig = ResourcesConfig()
-    ingress_token_sha256: Optional[str] = None  # callers through Serve's gRPC ingress must send its token
     features: list[str] = []  # module names whose outputs travel in every record (feature-based KD)
     live_run: Optional[str] = None  # a peer of this run's online co-training: weights come from its trainer
     audit_dir: Optional[str] = None  # the run's `audit/`: each replica appends the batch ids it answered
@@ -88,6 +87,14 @@ class LoadedTeacher:
     def tokenizer_hash(self) -> str:
         """The vocabulary hash of a token-input teacher ("" for feature inputs)."""
         return str(getattr(self.module, "tokenizer_hash", ""))
+
+    def describe(self) -> dict[str, Any]:
+        """What the teacher tells a run that admits it, and a gRPC caller's Describe."""
+        return {"name": self.args.name, "model_version": self.version, "output_space": self.output_space,
+                "num_classes": self.num_classes, "temperature": self.args.temperature,
+                "parameters": sum(p.numel() for p in self.module.parameters()),
+                "feature_shapes": self.feature_shapes(), "tokenizer_hash": self.tokenizer_hash,
+                "vocab_size": self.vocab_size}
 
     def feature_shapes(self) -> dict[str, list[int]]:
         """Per-sample shape of each hooked feature (from a dummy forward)."""

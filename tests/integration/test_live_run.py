@@ -3,21 +3,24 @@ the optimizer offloaded to host memory.
 
 The run is cross-modal (teachers read images, the student ink profiles) and merges its teachers
 per sample by label agreement. While it trains, the CLI lists its teachers and changes their
-set and weights, a plain gRPC client calls its teachers
-through Serve's gRPC ingress, and a standalone gRPC teacher joins and leaves it; at the end it
-is stopped with `distillery stop`, and must have written its results and metrics and deleted its
-Serve apps. The tests run in file
-order on one run.
+set and weights, a plain gRPC client calls its teachers through the run's gRPC ingress, and a
+standalone gRPC teacher joins and leaves it; at the end it is stopped with `distillery stop`,
+and must have written its results and metrics and deleted its Serve apps. Serve was started
+before the run, by someone else, with an HTTP proxy: no teacher is reachable through it, and
+the ingress listens on loopback only. The tests run in file order on one run.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 
 import grpc
 import numpy as np
@@ -36,13 +39,15 @@ INGRESS_TOKEN = "ingress-token-for-tests"
 def live(ray_cluster, tmp_path_factory):
     from ray import serve
 
-    serve.shutdown()  # Serve keeps the options it started with; this run turns on the gRPC ingress
+    serve.shutdown()
+    http_port = free_port()  # "whatever started Serve first": here, a caller with an HTTP proxy on
+    serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": http_port})
     folder = tmp_path_factory.mktemp("runs")
     (folder / "ingress.token").write_text(INGRESS_TOKEN)
     port = free_port()
     run = RunProcess(CONFIGS / "live.yaml", "live", folder,
                      ("--set", f"serve.grpc_port={port}", "--set", f"serve.grpc_token_file={folder / 'ingress.token'}"))
-    run.grpc_port = port
+    run.grpc_port, run.http_port = port, http_port
     yield run
     if run.proc.poll() is None:
         run.kill()
@@ -122,6 +127,32 @@ def test_serve_grpc_ingress_answers_a_plain_grpc_client(live):
     with pytest.raises(grpc.RpcError) as refused:
         ingress_call(live.grpc_port, "not-the-token", x)
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_nothing_reaches_a_teacher_outside_the_ingress(live):
+    """The ingress listens on 127.0.0.1 alone; it answers only the run's teachers; the HTTP proxy
+    that was running before the run reaches none of them, on any path."""
+    import psutil
+    import ray.serve
+
+    listening = {c.laddr.ip for c in psutil.net_connections("inet")
+                 if c.status == psutil.CONN_LISTEN and c.laddr.port == live.grpc_port}
+    bound = {ipaddress.ip_address(ip) for ip in listening}
+    bound = {getattr(ip, "ipv4_mapped", None) or ip for ip in bound}  # gRPC may bind ::ffff:127.0.0.1
+    assert bound == {ipaddress.ip_address("127.0.0.1")}, listening  # not 0.0.0.0 or [::], as Serve's gRPC proxy binds
+    x = np.random.default_rng(0).random((5, 64), dtype=np.float32)
+    for application, found in (("teacher-nope", "no teacher app 'teacher-nope'"), (None, "no application metadata")):
+        metadata = [("authorization", f"Bearer {INGRESS_TOKEN}")] + ([("application", application)] if application else [])
+        with grpc.insecure_channel(f"127.0.0.1:{live.grpc_port}") as channel, pytest.raises(grpc.RpcError) as refused:
+            pb_grpc.TeacherServiceStub(channel).Describe(pb.DescribeRequest(), metadata=metadata, timeout=30)
+        assert refused.value.code() == grpc.StatusCode.NOT_FOUND and found in refused.value.details()
+    apps = [app for app in ray.serve.status().applications if app.startswith("teacher-")]
+    assert {"teacher-mlp", "teacher-cnn"} <= set(apps)
+    for path in ["/", *(f"/{app}" for app in apps)]:
+        for body in (None, b"{}"):
+            with pytest.raises(urllib.error.HTTPError) as answer:
+                urllib.request.urlopen(f"http://127.0.0.1:{live.http_port}{path}", data=body, timeout=30)
+            assert answer.value.code == 404, (path, answer.value.code)
 
 
 def test_incompatible_teacher_is_refused_and_run_goes_on(live):

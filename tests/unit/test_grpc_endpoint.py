@@ -123,3 +123,18 @@ def test_hung_endpoint_hits_the_deadline():
 def test_bad_urls_refused(url):
     with pytest.raises(ValueError, match="expected grpc://"):
         parse_endpoint_url(url)
+
+
+def test_the_run_ingress_is_refused_plaintext_off_loopback_and_without_a_token():
+    from teachers.config import ServeConfig
+
+    assert ServeConfig(grpc_port=9000, grpc_token_file="token.txt").grpc_host == "127.0.0.1"
+    with pytest.raises(ValueError, match="is not loopback: plaintext gRPC is only allowed on loopback"):
+        ServeConfig(grpc_port=9000, grpc_token_file="token.txt", grpc_host="0.0.0.0")
+    tls = ServeConfig(grpc_port=9000, grpc_token_file="token.txt", grpc_host="0.0.0.0",
+                      grpc_tls_cert_file="cert.pem", grpc_tls_key_file="key.pem")
+    assert tls.grpc_host == "0.0.0.0"
+    with pytest.raises(ValueError, match="go together"):
+        ServeConfig(grpc_port=9000, grpc_token_file="token.txt", grpc_tls_cert_file="cert.pem")
+    with pytest.raises(ValueError, match="grpc_token_file is required"):
+        ServeConfig(grpc_port=9000)
