@@ -140,6 +140,12 @@ def distillery(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
                           cwd=REPO, timeout=timeout)
 
 
+# What Ray's, Serve's, Train's and DeepSpeed's output looks like on a driver's console
+RAY_OUTPUT = ("INFO worker.py", "(RayTrainWorker", "(TrainController", "(ServeController", "(ServeReplica", "(pid=",
+              "TrainingReport", "Checkpoint successfully created", "core_worker", "DeprecationWarning", "[DeepSpeed]",
+              "deepspeed.", "UserWarning")
+
+
 def distillery_in_terminal(*args: str, timeout: float = 600) -> tuple[int, str]:
     """Run the `distillery` CLI in a real terminal (a tmux pane, 200 columns) against the
     session's cluster; return its exit code and everything it drew on the screen."""

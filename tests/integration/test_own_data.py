@@ -15,13 +15,9 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, distillery, distillery_in_terminal, own_digits
+from tests.conftest import RAY_OUTPUT, REPO, distillery, distillery_in_terminal, own_digits
 
 pytestmark = pytest.mark.integration
-# What Ray's, Serve's, Train's and DeepSpeed's output looks like on a driver's console
-RAY_OUTPUT = ("INFO worker.py", "(RayTrainWorker", "(TrainController", "(ServeController", "(ServeReplica", "(pid=",
-              "TrainingReport", "Checkpoint successfully created", "core_worker", "DeprecationWarning", "[DeepSpeed]",
-              "deepspeed.", "UserWarning")
 
 
 def test_a_run_from_parquet_files_with_a_transfer_set_lacking_a_class(ray_cluster, tmp_path):
