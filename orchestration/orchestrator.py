@@ -20,7 +20,7 @@ from ray import serve
 from cluster import (AUDIT_FOLDER, MetricsSink, MlflowSink, check_name, log_own_warnings, open_audit_log, put_file,
                      read_metrics, validate_model)
 from teachers import (EndpointSpec, GrpcTeacher, IncompatibleTeacherError, RunIngress, TeacherAppArgs, TeacherConfig,
-                      TeacherEntry, TeacherSet, app_name, deploy_teacher_app, peer_teacher_name, resolve_model,
+                      TeacherEntry, TeacherSet, app_name, build_teacher_app, peer_teacher_name, resolve_model,
                       running_replicas, SCHEMA_VERSION, snapshot_teacher_name)
 from orchestration.config import run_folder
 from orchestration.regimes.co_training.board import Key, PeerBoard
@@ -368,7 +368,8 @@ class Orchestrator:
                                 resources=self.config.student.serve_resources.model_copy(update={"replicas": replicas}))
             args = teacher_app_args(cfg, None, self.dataset, self.config.distill, self.config.run.allowed_factory_modules,
                                     live_run=self.run, audit_dir=self._audit_dir)
-            info = deploy_teacher_app(args, app_name(name))
+            serve.run(build_teacher_app(args), name=app_name(name), route_prefix=None)
+            info = serve.get_app_handle(app_name(name)).describe.remote().result(timeout_s=120)
             entry = TeacherEntry(name, 1.0, info["output_space"], info["num_classes"], f"live:{name}",
                                  info["parameters"], live=True)
             with self._lock:
@@ -513,8 +514,9 @@ class Orchestrator:
                                 audit_dir=self._audit_dir)
         app = app_name(cfg.name)
         start = time.perf_counter()
-        info = deploy_teacher_app(args, app)
+        serve.run(build_teacher_app(args), name=app, route_prefix=None)  # no HTTP route: reached by handle only
         deployed = time.perf_counter()
+        info = serve.get_app_handle(app).describe.remote().result(timeout_s=120)
         self._admission.check_tokenizer(cfg.name, info["tokenizer_hash"], info["num_classes"], on_refusal=lambda: serve.delete(app))
         if info["output_space"] != self.output_space:
             serve.delete(app)

@@ -43,7 +43,6 @@ _EXPORTS = {
     "check_tokenizer": "hf",
     "count_parameters": "zoo",
     "dataset_fingerprint": "store",
-    "deploy_teacher_app": "deployment",
     "dummy_inputs": "backend",
     "file_version": "backend",
     "find_store": "store",
@@ -75,12 +74,12 @@ __all__ = ["Batch", "EndpointSpec", "FaultPolicy", "FeatureHooks", "GrpcTeacher"
            "StoredTargets", "StoredTeachers", "TeacherAppArgs", "TeacherClient", "TeacherConfig",
            "TeacherEntry", "TeacherServicer", "TeacherSet", "TeacherSetSource", "TeacherTargets",
            "TeacherTrainingConfig", "TokenSpecials", "app_name", "build_teacher_app", "check_teachers",
-           "check_tokenizer", "count_parameters", "dataset_fingerprint", "deploy_teacher_app",
-           "dummy_inputs", "file_version", "find_store", "fixed_size_list", "is_complete", "live_step",
-           "load_teacher", "load_tokenizer", "model_input", "parse_endpoint_url", "peer_teacher_name",
-           "record_logprob", "resolve_model", "running_replicas", "snapshot_teacher_name", "specials_of",
-           "start_grpc_server", "start_teacher_server", "target_labels", "to_table", "token_digest",
-           "tokenizer_hash", "write_manifest"]
+           "check_tokenizer", "count_parameters", "dataset_fingerprint", "dummy_inputs", "file_version",
+           "find_store", "fixed_size_list", "is_complete", "live_step", "load_teacher", "load_tokenizer",
+           "model_input", "parse_endpoint_url", "peer_teacher_name", "record_logprob", "resolve_model",
+           "running_replicas", "snapshot_teacher_name", "specials_of", "start_grpc_server",
+           "start_teacher_server", "target_labels", "to_table", "token_digest", "tokenizer_hash",
+           "write_manifest"]
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -140,36 +140,6 @@ def build_teacher_app(args: TeacherAppArgs | dict) -> Application:
     return TeacherDeployment.options(**deployment_options(args)).bind(args)
 
 
-DEPLOY_TIMEOUT_S = 300.0
-FAILED_CHECK_EVERY_S = 0.5
-
-
-def deploy_teacher_app(args: TeacherAppArgs, app: str, timeout_s: float = DEPLOY_TIMEOUT_S) -> dict[str, Any]:
-    """Deploy teacher `args` as Serve app `app` (no HTTP route: reached by handle only) and return
-    what its first replica describes, as soon as it answers: Serve's own blocking `run` looks
-    at the app's status once a second. A deployment Serve marks failed raises at once."""
-    import time
-
-    serve.run_many([serve.RunTarget(build_teacher_app(args), name=app, route_prefix=None)],
-                   wait_for_applications_running=False)
-    answer = serve.get_app_handle(app).describe.remote()
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return answer.result(timeout_s=FAILED_CHECK_EVERY_S)
-        except TimeoutError:
-            pass
-        status = serve.status().applications.get(app)
-        if status is not None and str(status.status).endswith("DEPLOY_FAILED"):
-            answer.cancel()
-            raise RuntimeError(f"teacher {args.name!r}: Serve could not deploy app {app!r}: {status.message}")
-        if time.monotonic() > deadline:
-            answer.cancel()
-            raise TimeoutError(f"teacher {args.name!r}: app {app!r} had no replica answering after {timeout_s:g}s "
-                               f"(Serve status: {status.status if status else 'unknown'}); are its resources "
-                               f"(resources: num_cpus, num_gpus, custom) available on the cluster?")
-
-
 def running_replicas(app_names: dict[str, str]) -> dict[str, int]:
     """Running replicas of each teacher's Serve app ({teacher: app name}), from Serve's status."""
     applications = serve.status().applications
