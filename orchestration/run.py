@@ -184,7 +184,11 @@ def _print_audit(console: Console, folder: RunFolder, run: str, output_dir: str)
     if folder.remote:
         console.print(f"audit: `{command}` checks every batch was applied exactly once", highlight=False)
         return
-    audits, summary = audit_run(folder.child(AUDIT_FOLDER))
+    try:
+        audits, summary = audit_run(folder.child(AUDIT_FOLDER))
+    except (OSError, KeyError, TypeError, ValueError) as exc:  # the run's results stand; say what the audit lacks
+        console.print(f"audit: could not be read ({type(exc).__name__}: {exc}); run `{command}`", highlight=False)
+        return
     verdict = ("every planned batch applied exactly once" if summary["exactly_once"] else
                "NOT exactly once: " + "; ".join(a.line() for a in audits if a.problems))
     console.print(f"audit: {verdict} (`{command}` for each phase)", highlight=False)
