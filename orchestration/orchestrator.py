@@ -70,6 +70,7 @@ class Orchestrator:
         self._sink = MetricsSink(run_dir, mlflow)
         self._snapshots = SnapshotFolder(run_dir, run_folder(self.config).child("replay"))
         self._latest: dict[int, dict[str, Any]] = {}
+        self._finished: dict[str, int] = {}  # phase -> the step it finished at, in the order they finished
         self._events: list[dict[str, Any]] = []
         self._phase: Optional[str] = None
         self.peers: Optional[PeerBoard] = None
@@ -139,6 +140,8 @@ class Orchestrator:
         self._latest[key] = {**earlier, **record} if earlier.get("phase") == record.get("phase") else record
         if record.get("rank", 0) == 0:
             self._phase = record.get("phase", self._phase)
+            if record.get("phase_done"):
+                self._finished[record["phase"]] = record["step"]
             if "step" in record:
                 key = (trainer, record.get("phase"))
                 self._last_step[key] = max(self._last_step.get(key, 0), record["step"])
@@ -470,6 +473,7 @@ class Orchestrator:
                              "endpoint": e.endpoint.url if e.endpoint else f"serve:{e.app_name}"}
                          for n, e in ts.teachers.items()},
             "progress": dict(sorted(self._latest.items())),
+            "finished": dict(self._finished),
             "peers": self.peers.status() if self.peers else {},
             "events": self._events[-20:],
         }

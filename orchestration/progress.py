@@ -38,15 +38,19 @@ def progress_line(status: dict[str, Any]) -> str:
 
 
 def phase_changes(status: dict[str, Any], announced: dict[str, bool]) -> list[str]:
-    """A line for each phase that started or finished since `announced` (updated) was last seen."""
+    """A line for each phase that started or finished since `announced` (updated) was last seen.
+    The finished phases come from the orchestrator's list (`finished`: phase -> its last step,
+    in the order they finished), so a phase whose last record was replaced by the next phase's
+    before this look is announced too."""
+    running = _rank0_records(status)
+    finished = {**{rec["phase"]: rec["step"] for rec in running if rec.get("phase_done")}, **status.get("finished", {})}
     lines = []
-    for rec in _rank0_records(status):
-        phase, done = rec["phase"], bool(rec.get("phase_done"))
+    for phase in [*finished, *(rec["phase"] for rec in running if rec["phase"] not in finished)]:
         if phase not in announced:
             lines.append(f"{phase}: started")
-        if done and not announced.get(phase):
-            lines.append(f"{phase}: finished at step {rec['step']}")
-        announced[phase] = announced.get(phase, False) or done
+        if phase in finished and not announced.get(phase):
+            lines.append(f"{phase}: finished at step {finished[phase]}")
+        announced[phase] = announced.get(phase, False) or phase in finished
     return lines
 
 
@@ -189,6 +193,11 @@ def follow(orchestrator: Any, work: Callable[[], Any], console: Console, interva
                 console.print(Text(line))
                 printed_at = time.monotonic()
             last = line
+    try:  # what finished after the last look
+        for message in phase_changes(ray.get(orchestrator.status.remote(), timeout=10), announced):
+            console.print(Text(message))
+    except Exception:  # noqa: BLE001 - progress is best effort
+        pass
     if last:
         console.print(Text(last))
     if "error" in outcome:

@@ -35,6 +35,11 @@ def test_each_phase_is_announced_once_as_it_starts_and_once_as_it_ends():
     assert phase_changes(done, announced) == ["kd-seed0: finished at step 160"] and phase_changes(done, announced) == []
     quick = {**STATUS, "progress": {"rank0": {**RECORD, "phase": "baseline-seed0", "phase_done": True}}}
     assert phase_changes(quick, announced) == ["baseline-seed0: started", "baseline-seed0: finished at step 40"]
+    # kd-seed1 finished and kd-seed2 took over between two looks: its end comes from the orchestrator's list
+    replaced = {**STATUS, "progress": {"rank0": {**RECORD, "phase": "kd-seed2", "step": 3}},
+                "finished": {"kd-seed0": 160, "baseline-seed0": 40, "kd-seed1": 160}}
+    assert phase_changes(replaced, announced) == ["kd-seed1: started", "kd-seed1: finished at step 160",
+                                                  "kd-seed2: started"]
 
 
 def test_status_table_has_a_share_column():
