@@ -184,5 +184,5 @@ def audit_run(location: str) -> tuple[list[PhaseAudit], dict[str, Any]]:
 
 def audit_summary(audits: list[PhaseAudit]) -> dict[str, Any]:
     """What `distillery audit --json` prints: per phase its counts and the ids of each problem."""
-    return {"phases": {a.phase: {**{k: v for k, v in asdict(a).items() if k != "phase"}} for a in audits},
+    return {"phases": {a.phase: {k: v for k, v in asdict(a).items() if k != "phase"} for a in audits},
             "exactly_once": not any(a.problems for a in audits)}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
@@ -78,10 +79,15 @@ class _Batches:
     def planned_ids(self) -> list[str]:
         return [b.batch_id for e in range(self.epochs) for b in self.all_of(e)]
 
+    @cached_property
+    def batches_per_epoch(self) -> int:
+        """Every epoch has as many batches (planned once: a plan copies an epoch of rows)."""
+        return len(self.all_of(0))
+
     @property
     def steps_total(self) -> int:
-        """The phase's steps, from its start (every epoch has as many batches)."""
-        return self.epochs * len(self.all_of(0))
+        """The phase's steps, from its start."""
+        return self.epochs * self.batches_per_epoch
 
 
 BatchPlan = Union[_Batches, "StreamedBatches"]  # what a phase iterates: an in-memory plan or a stream
@@ -203,7 +209,7 @@ def _start_phase(job: StudentJob, control: RunControl, dataset: Dataset, run_pro
     if audit is not None:  # what `distillery audit` rebuilds this rank's plan from, and where the phase resumed
         audit.write({"kind": "start", "phase": job.phase, "rank": rank, "world_size": world_size,
                      "resumed_from": state.step, "epochs": epochs,
-                     "batches_per_epoch": None if _streamed(job) else len(batches.all_of(0))})
+                     "batches_per_epoch": getattr(batches, "batches_per_epoch", None)})  # None: a stream
     return _PhaseRun(job, dataset, phase, state, batches, loss_fn, progress, run_progress, reference, parameters,
                      resumed_from, steps_replayed, audit)
 

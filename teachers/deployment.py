@@ -119,7 +119,6 @@ class TeacherDeployment:
         return self.teacher.score_proposals(sequences, start, top_k, temperature, seed)
 
 
-
 def deployment_options(args: TeacherAppArgs) -> dict[str, Any]:
     """Serve options of a teacher's deployment from `args.resources`: a fixed replica count, or
     Serve autoscaling on the requests in flight."""

@@ -187,7 +187,7 @@ def start_teacher_server(teacher: LoadedTeacher, *, host: str, port: int, securi
                              what=f"teacher {teacher.args.name}")
 
 
-def start_grpc_server(servicer: pb_grpc.TeacherServiceServicer, *, host: str, port: int, security: ServerSecurity,
+def start_grpc_server(servicer: TeacherServicer, *, host: str, port: int, security: ServerSecurity,
                       max_workers: int = 8, what: str = "TeacherService") -> tuple[grpc.Server, int]:
     """Serve `servicer` on `host:port` only (port 0: any free one) under `security`'s rules:
     plaintext only on loopback, a bearer token wherever the address is not loopback. Return
@@ -201,7 +201,7 @@ def start_grpc_server(servicer: pb_grpc.TeacherServiceServicer, *, host: str, po
     elif not (security.cert_pem and security.key_pem):
         raise ValueError("a teacher endpoint needs TLS (certificate and key files); for a loopback-only "
                          "endpoint without TLS pass --insecure explicitly")
-    if getattr(servicer, "token_sha256", None) is None and not is_loopback(host):
+    if servicer.token_sha256 is None and not is_loopback(host):
         raise ValueError(f"an endpoint on {host!r} must require a bearer token (give a token file)")
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
                          options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
