@@ -3,9 +3,9 @@ uses the new teacher, stage by stage, with the teacher's weights already cached.
 
     python -m benchmarks.teacher_add [--repeats 5]
 
-Starts a Ray head on loopback (its own temporary folder; stopped at the end, nothing else),
-a KD run long enough to outlast the repeats, and adds `tests/integration/configs/teachers/
-quick_mlp.yaml` once to train and cache it (not counted). Each repeat then runs the CLI as a
+Starts a Ray head on loopback (its own temporary folder and cluster token; stopped at the end,
+nothing else), a KD run long enough to outlast the repeats, and adds `tests/integration/configs/
+teachers/quick_mlp.yaml` once to train and cache it (not counted). Each repeat then runs the CLI as a
 user would, `teacher add` (its stages: connecting, weights, Serve deployment, output-space
 check, until a train worker's record names the teacher) and `teacher remove`. Reported: the
 median, min and max over the repeats of each stage and of the whole command's wall time.
@@ -19,7 +19,6 @@ import json
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,12 +34,6 @@ TEACHER = REPO / "tests" / "integration" / "configs" / "teachers" / "quick_mlp.y
 RUN = "teacher-add-bench"
 STAGE = re.compile(r"^(connected to run \S+|weights cached|weights trained|deployed|output space checked|"
                    r"in use by the train workers): ([\d.]+)s", re.M)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cli(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -79,9 +72,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     from benchmarks.machine import describe_machine
+    from tests.conftest import free_port  # the tests' conftest also gives its clusters their own token
 
     with tempfile.TemporaryDirectory(prefix="rt", dir="/tmp") as temp:
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1",
                "DISTILLERY_CACHE_DIR": os.environ.get("DISTILLERY_CACHE_DIR", str(Path(temp) / "cache"))}
         head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={port}", "--num-cpus=2", "--block",

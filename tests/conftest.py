@@ -26,6 +26,25 @@ from cluster.ray_env import prepare_ray_env
 
 prepare_ray_env()  # before anything imports ray
 
+
+def _own_cluster_token() -> None:
+    """Give the tests' clusters a token of their own (`RAY_AUTH_TOKEN_PATH`, inherited by every
+    node, CLI and job they start): `ray start --head` with token authentication on refuses to
+    start on a machine without `~/.ray/auth_token`, and the user's own token is left alone."""
+    import atexit
+    import secrets
+
+    folder = tempfile.mkdtemp(prefix="distillery-token-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = Path(folder) / "auth_token"
+    path.touch(mode=0o600)
+    path.write_text(secrets.token_hex(32))
+    os.environ.pop("RAY_AUTH_TOKEN", None)  # it would win over the file
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(path)
+
+
+_own_cluster_token()
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = Path(__file__).parent / "integration" / "configs"
 
@@ -154,7 +173,7 @@ def distillery_in_terminal(*args: str, timeout: float = 600) -> tuple[int, str]:
     session = f"cli-{os.getpid()}-{time.monotonic_ns()}"
     command = " ".join(shlex.quote(a) for a in (sys.executable, "-m", "orchestration", *args))
     env = [arg for key in ("RAY_ADDRESS", "DISTILLERY_CACHE_DIR", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                           "AWS_DEFAULT_REGION") if key in os.environ for arg in ("-e", f"{key}={os.environ[key]}")]
+                           "AWS_DEFAULT_REGION", "RAY_AUTH_TOKEN_PATH") if key in os.environ for arg in ("-e", f"{key}={os.environ[key]}")]
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "200", "-y", "50", "-c", str(REPO), *env,
                     "-e", "RAY_AUTH_MODE=token", f"{command}; echo EXIT=$?; sleep 600"], check=True)
     try:
