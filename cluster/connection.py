@@ -31,7 +31,9 @@ def connect(*, start_local: bool = True) -> str:
                        "so that token authentication and loopback addresses apply")
     address = os.environ.get("RAY_ADDRESS")
     if address or not start_local:
-        ray.init(address=address or "auto", namespace=NAMESPACE, log_to_driver=True)
+        # A client command's console is its own answer, without Ray's connecting lines
+        ray.init(address=address or "auto", namespace=NAMESPACE, log_to_driver=True,
+                 logging_level=logging.INFO if start_local else logging.WARNING)
         return f"cluster at {address or 'auto'}"
     if os.environ.get("RAY_AUTH_MODE") != "token":
         from cluster.errors import DistilleryError
