@@ -150,6 +150,42 @@ def read_parquet(location: str, columns: Optional[list[str]] = None) -> Any:
     return pq.read_table(path, columns=columns, filesystem=filesystem)
 
 
+def read_parquet_mapped(location: str, cache_dir: Optional[str] = None) -> Any:
+    """The Parquet file at `location` (a local path or a URI) as an Arrow table memory-mapped
+    from this node's copy of it in Arrow's IPC format (`<cache>/mapped/`, one record batch).
+
+    The first process of a node that asks for a version (size, modification time) of the file
+    writes the copy, decoding one file at a time; the node's other processes wait for it and
+    then map it too. The columns are then the page cache's, shared by the node's processes and
+    paged in as rows are read, not a copy in each process's memory.
+    """
+    import fcntl
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pyarrow import fs as pafs
+
+    filesystem, path = filesystem_for(location)
+    info = filesystem.get_file_info(path)
+    if info.type != pafs.FileType.File:
+        raise FileNotFoundError(f"{location}: no such file")
+    version = f"{location.partition('?')[0]}|{info.size}|{info.mtime_ns}"
+    name = f"{hashlib.sha256(version.encode()).hexdigest()[:24]}.arrow"
+    local = Path(cache_dir or default_cache_dir()) / "mapped" / name
+    if not local.is_file():
+        local.parent.mkdir(parents=True, exist_ok=True)
+        with open(local.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not local.is_file():  # not written by the process this one waited for
+                table = pq.read_table(path, filesystem=filesystem).combine_chunks()
+                tmp = local.with_name(f"{local.name}.{os.getpid()}.tmp")
+                with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+                    writer.write_table(table)
+                del table
+                tmp.replace(local)
+    return pa.ipc.open_file(pa.memory_map(str(local))).read_all()  # the buffers keep the mapping open
+
+
 def write_parquet(table: Any, location: str) -> None:
     import pyarrow.parquet as pq
 

@@ -177,8 +177,15 @@ def _expect_field(schema: pa.Schema, name: str, expected: pa.DataType, source: s
         raise SoftTargetDecodeError(f"{source}: column {name!r} has type {actual}, expected {expected}")
 
 
+def _one_array(table: pa.Table, name: str) -> pa.Array:
+    """Column `name` as one array: its only chunk as it is (no copy: a mapped store's column
+    stays in the mapping), or its chunks joined."""
+    column = table.column(name)
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
 def _matrix(table: pa.Table, name: str, dtype: np.dtype) -> np.ndarray:
-    column = table.column(name).combine_chunks()
+    column = _one_array(table, name)
     if column.null_count:
         raise SoftTargetDecodeError(f"column {name!r} has {column.null_count} null rows")
     width = column.type.list_size
@@ -187,7 +194,7 @@ def _matrix(table: pa.Table, name: str, dtype: np.dtype) -> np.ndarray:
 
 
 def _vector(table: pa.Table, name: str, dtype: np.dtype) -> np.ndarray:
-    column = table.column(name).combine_chunks()
+    column = _one_array(table, name)
     if column.null_count:
         raise SoftTargetDecodeError(f"column {name!r} has {column.null_count} null rows")
     return np.asarray(column.to_numpy(zero_copy_only=False), dtype=dtype)

@@ -135,6 +135,38 @@ def select_rows(record: SoftTargets, rows: np.ndarray, batch_id: str) -> SoftTar
     return replace(record, batch_id=batch_id, features={n: v[rows] for n, v in record.features.items()}, **arrays)
 
 
+def shard_layout(record: SoftTargets) -> tuple:
+    """What records must share for their rows to be read as one: kind, row widths, features."""
+    widths = tuple((name, getattr(record, name).shape[1:], str(getattr(record, name).dtype)) for name in ROW_ARRAYS
+                   if getattr(record, name) is not None)
+    return (record.kind, record.output_space, widths,
+            tuple(sorted((name, value.shape[1:]) for name, value in record.features.items())))
+
+
+def gather_rows(records: list[SoftTargets], rows: np.ndarray, batch_id: str) -> SoftTargets:
+    """The rows `rows` of `records` read as one (their rows numbered one record after the
+    other; all of one `shard_layout`) as the record of batch `batch_id`."""
+    if len(records) == 1:
+        return select_rows(records[0], rows, batch_id)
+    sizes = np.array([r.batch_size for r in records])
+    ends = np.cumsum(sizes)
+    part = np.searchsorted(ends, rows, side="right")
+    local = rows - (ends - sizes)[part]
+    groups = [(p, part == p) for p in np.unique(part)]
+
+    def gathered(arrays: list[np.ndarray]) -> np.ndarray:
+        out = np.empty((len(rows), *arrays[0].shape[1:]), dtype=arrays[0].dtype)
+        for p, where in groups:
+            out[where] = arrays[p][local[where]]
+        return out
+
+    first = records[0]
+    arrays = {name: gathered([getattr(r, name) for r in records])
+              for name in ROW_ARRAYS if getattr(first, name) is not None}
+    features = {name: gathered([r.features[name] for r in records]) for name in first.features}
+    return replace(first, batch_id=batch_id, features=features, **arrays)
+
+
 def concat_rows(records: list[SoftTargets]) -> SoftTargets:
     """One record holding the rows of `records` in order (chunks of one batch's answer; all
     share their metadata and kind, and k)."""

@@ -25,10 +25,10 @@ from typing import Optional
 import numpy as np
 import pyarrow as pa
 
-from cluster import exists, is_folder, join, list_files, read_parquet, read_text, write_text
+from cluster import exists, is_folder, join, list_files, read_parquet, read_parquet_mapped, read_text, write_text
 from teachers.arrow_codec import ROW_ID_COLUMN, SAMPLE_COLUMN, table_to_record
 from teachers.errors import SoftTargetStoreError
-from teachers.soft_targets import SCHEMA_VERSION, SoftTargets, select_rows
+from teachers.soft_targets import SCHEMA_VERSION, SoftTargets, gather_rows, shard_layout
 from teachers.source import RecordSource
 from teachers.targets import TeacherTargets
 from teachers.teacher_set import TeacherSet
@@ -136,25 +136,31 @@ def write_manifest(folder: str | Path, key: StoreKey, teacher_test_score: Option
 
 
 class StoredTargets:
-    """One teacher's stored records, read into memory, sliced by sample.
+    """One teacher's stored records, memory-mapped shard by shard, sliced by sample.
 
-    A classifier's store has one row per sample; a language model's has one row per target
-    token, a sample's rows in position order (what a served teacher answers for that sample).
-    A store keyed by row id numbers its samples by their ids' sorted order (`samples_of`
-    finds them); a run's own replay store keys them by training row (`sample`).
+    Each shard is read through this node's mapped copy (`cluster.read_parquet_mapped`): the
+    targets stay in the page cache, shared by the node's workers, and a batch copies out only
+    its own rows; what each process holds is the index (a row id per sample, two integers per
+    row). A classifier's store has one row per sample; a language model's has one row per
+    target token, a sample's rows in position order (what a served teacher answers for that
+    sample). A store keyed by row id numbers its samples by their ids' sorted order
+    (`samples_of` finds them); a run's own replay store keys them by training row (`sample`).
     """
 
     def __init__(self, folder: str | Path, manifest: Manifest):
-        tables = [read_parquet(join(str(folder), name)) for name in manifest.files]
-        table = pa.concat_tables(tables)
         self.name, self.folder = manifest.key.teacher, folder
-        self.record = table_to_record(table, source=f"store {folder}", batch_id="")
+        tables = [read_parquet_mapped(join(str(folder), name)) for name in manifest.files]
+        self.shards = [table_to_record(table, source=f"store {folder}, shard {name}", batch_id="")
+                       for table, name in zip(tables, manifest.files)]
+        layouts = {shard_layout(shard) for shard in self.shards}
+        if len(layouts) > 1:
+            raise SoftTargetStoreError(f"shards in {folder} disagree on the record layout (kind, k, features): "
+                                       f"{sorted(map(str, layouts))}; rerun `distillery precompute`")
         self.ids: Optional[np.ndarray] = None
-        if ROW_ID_COLUMN in table.column_names:
-            self.ids, sample = np.unique(table.column(ROW_ID_COLUMN).to_numpy(zero_copy_only=False).astype(str),
-                                         return_inverse=True)
+        if tables and ROW_ID_COLUMN in tables[0].column_names:
+            self.ids, sample = _samples_by_id([table.column(ROW_ID_COLUMN) for table in tables])
         else:
-            sample = table.column(SAMPLE_COLUMN).to_numpy()
+            sample = np.concatenate([table.column(SAMPLE_COLUMN).to_numpy() for table in tables] or [np.zeros(0, int)])
         self._order = np.argsort(sample, kind="stable")  # rows by sample, each sample's rows in stored order
         # a token sequence without target positions has no rows: its id finds an empty sample at the end
         self._empty_allowed = manifest.output_space.startswith("tokens:")
@@ -192,7 +198,17 @@ class StoredTargets:
         return self._order[np.repeat(starts - before, counts) + np.arange(int(counts.sum()))]
 
     def for_batch(self, batch_id: str, samples: np.ndarray) -> SoftTargets:
-        return select_rows(self.record, self.rows_of(samples), batch_id)
+        """The rows of `samples`, sample after sample, copied out of the shards."""
+        return gather_rows(self.shards, self.rows_of(samples), batch_id)
+
+
+def _samples_by_id(columns: list[pa.ChunkedArray]) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted distinct row ids of the shards' id columns, and each row's place among them;
+    shard by shard, so that no array of every row's id string is ever made."""
+    parts = [np.unique(column.to_numpy(zero_copy_only=False).astype(str), return_inverse=True) for column in columns]
+    ids = np.unique(np.concatenate([distinct for distinct, _ in parts]))
+    sample = np.concatenate([np.searchsorted(ids, distinct)[inverse] for distinct, inverse in parts])
+    return ids, sample
 
 
 class StoredTeachers(RecordSource):

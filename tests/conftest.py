@@ -67,9 +67,9 @@ def local_cluster(cache: Path) -> Iterator[dict[str, str]]:
     gcs_port, dashboard_port = free_port(), free_port()
     head = RayNode(["--head", f"--port={gcs_port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
                     "--num-cpus=2", f"--resources={json.dumps(HEAD_RESOURCES)}"], cache.parent / "ray-head.log")
+    os.environ["DISTILLERY_CACHE_DIR"] = str(cache)  # the nodes' too: their mapped stores and fetched files
     head.start(lambda: _accepts(gcs_port))
     os.environ["RAY_ADDRESS"] = f"127.0.0.1:{gcs_port}"
-    os.environ["DISTILLERY_CACHE_DIR"] = str(cache)
     import ray
 
     try:

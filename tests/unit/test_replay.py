@@ -12,6 +12,7 @@ from teachers.soft_targets import pack_soft_targets
 from teachers.store import StoreKey, write_manifest
 from teachers.targets import TeacherTargets, record_logprob
 
+pytestmark = pytest.mark.usefixtures("own_cache")
 T, C = 2.0, 10
 
 

@@ -17,6 +17,7 @@ from students.splits import row_hashes, rows_fingerprint
 from teachers.store import StoredTeachers, StoreKey, find_store, write_manifest
 from teachers.teacher_set import TeacherEntry, TeacherSet
 
+pytestmark = pytest.mark.usefixtures("own_cache")
 N, C, K = 40, 10, 4
 IDS = np.array([f"row-{i}" for i in range(N)])
 
@@ -104,6 +105,27 @@ def test_students_read_rows_by_id_in_any_order_of_the_split(store):
                        row_ids=np.append(IDS, "new-row"))
     with pytest.raises(SoftTargetStoreError, match="batch 'b': .*lacks"):
         stored.targets_for(replace(batch, batch_id="b", ids=np.array(["row-1", "other"])))
+
+
+def test_the_targets_are_mapped_from_one_copy_per_node_and_each_batch_copies_its_rows(store, own_cache):
+    """Every shard is mapped read-only from the node's copy (no copy of the targets in the
+    worker's memory); a second reader maps the same copies; a batch gets its own rows."""
+    root, key, manifest, x, logits = store
+    teacher_set = TeacherSet(1, {"mlp": TeacherEntry("mlp", 1.0, "classes:10", C, "v1")})
+    stored = StoredTeachers({"mlp": str(key.folder(root))}, teacher_set, output_space="classes:10", temperature=4.0)
+    shards = stored._stores["mlp"].shards
+    assert len(shards) == 3
+    for shard in shards:
+        for array in (shard.topk_idx, shard.topk_logprob, shard.tail_logprob):
+            assert not array.flags.writeable and not array.flags.owndata
+    copies = sorted((own_cache / "mapped").glob("*.arrow"))
+    assert len(copies) == 3
+    StoredTeachers({"mlp": str(key.folder(root))}, teacher_set, output_space="classes:10", temperature=4.0)
+    assert sorted((own_cache / "mapped").glob("*.arrow")) == copies
+    split = Split(x, np.zeros(N, dtype=np.int64), ids=IDS)
+    batch = plan_epoch(split, epoch=0, seed=1, shard=0, num_shards=1, batch_size=16)[0]
+    record = stored.targets_for(batch).records["mlp"]
+    assert record.topk_idx.flags.writeable and record.topk_idx.flags.owndata
 
 
 def test_a_store_of_sampled_targets_has_its_own_key_and_serves_a_sampled_run_only(store):

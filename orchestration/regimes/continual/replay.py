@@ -32,9 +32,9 @@ class MemoryTargets:
                 raise ValueError(f"memory store {folder} holds targets at T={manifest.key.temperature:g}, the run "
                                  f"distils at T={temperature:g}")
             store = StoredTargets(folder, manifest)
-            logprob = record_logprob(store.record, temperature).numpy()
             rows = store.held_samples()
-            self.logprob.update(zip(rows.tolist(), logprob[store.rows_of(rows)]))
+            logprob = record_logprob(store.for_batch("memory", rows), temperature).numpy()
+            self.logprob.update(zip(rows.tolist(), logprob))
 
     def patch(self, targets: TeacherTargets | None, rows: np.ndarray) -> tuple[TeacherTargets | None, int]:
         """`targets` with every replayed sample's distribution replaced by its stored one; and
