@@ -263,10 +263,14 @@ class RunProcess:
         return json.loads(audited.stdout)
 
     def metrics(self) -> list[dict]:
+        """The run's metric records so far; a last line the driver is still writing is left for
+        the next look (every other line must parse)."""
         path = self.run_dir / "metrics.jsonl"
         if not path.is_file():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        text = path.read_text()
+        complete = text if text.endswith("\n") else text.rpartition("\n")[0]
+        return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
     def wait_for(self, predicate, what: str, timeout: float = 240, interval: float = 0.5):
         deadline = time.monotonic() + timeout

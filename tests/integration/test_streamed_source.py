@@ -14,7 +14,7 @@ import signal
 import pytest
 
 from tests.conftest import REPO, RunProcess, distillery, own_digits
-from tests.reliability.faults import alive_actors, events, last_step, losses, phase_final
+from tests.reliability.faults import events, last_step, losses, phase_final, train_workers
 
 pytestmark = pytest.mark.integration
 STEPS_PER_EPOCH = 9  # 300 transfer rows over 2 workers in micro-batches of 16
@@ -29,7 +29,7 @@ def test_a_streamed_run_killed_mid_epoch_resumes_exactly_once(ray_cluster, tmp_p
     run = RunProcess(REPO / "deploy/configs/own_data.yaml", "own-data", tmp_path / "runs", args)
     try:
         run.wait_for(lambda: last_step(run) >= 24, "step 24", timeout=400)
-        os.kill(alive_actors("RayTrainWorker")[-1].pid, signal.SIGKILL)
+        os.kill(train_workers(run)[-1].pid, signal.SIGKILL)
     except BaseException:
         run.kill()
         raise

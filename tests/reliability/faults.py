@@ -25,6 +25,16 @@ def alive_actors(class_prefix: str) -> list[Any]:
     return sorted((a for a in actors if a.class_name.startswith(class_prefix)), key=lambda a: a.pid)
 
 
+def train_workers(run: RunProcess) -> list[Any]:
+    """The live train workers of `run` alone: those of the job its orchestrator (the actor named
+    after the run) belongs to. The state API may still list an earlier test's workers as alive
+    for a moment after they went."""
+    actors = alive_actors("")
+    job = next((a.job_id for a in actors if a.name == run.run_name and a.class_name.endswith("Orchestrator")), None)
+    assert job is not None, f"run {run.run_name!r} has no live orchestrator"
+    return [a for a in actors if a.class_name.startswith("RayTrainWorker") and a.job_id == job]
+
+
 def replica_pids(app: str) -> list[int]:
     return [a.pid for a in alive_actors(f"ServeReplica:{app}:")]
 
@@ -171,7 +181,7 @@ def worker_kill(output_dir: Path, kill_worker_after: int = 25, kill_driver_after
     try:
         run.wait_for(lambda: last_step(run) >= kill_worker_after, f"step {kill_worker_after}", timeout=300)
         killed_at, killed_step = time.time(), last_step(run)
-        os.kill(alive_actors("RayTrainWorker")[-1].pid, signal.SIGKILL)
+        os.kill(train_workers(run)[-1].pid, signal.SIGKILL)
         run.wait_for(lambda: events(run, "resumed"), "the worker group restarted from its checkpoint", timeout=300)
         run.wait_for(lambda: last_step(run) >= kill_driver_after, f"step {kill_driver_after}", timeout=300)
     finally:
@@ -311,8 +321,8 @@ def teacher_node_loss(output_dir: Path, gcs: str) -> dict[str, Any]:
         run = RunProcess(CONFIGS / "two_nodes.yaml", "two-nodes", output_dir)
         run.wait_for(lambda: last_step(run) >= 10, "step 10", timeout=300)
         figures["teacher_nodes_before"] = sorted({a.node_id == first for a in alive_actors("ServeReplica:teacher-mlp:")})
-        figures["student_nodes"] = sorted({a.node_id == head for a in alive_actors("RayTrainWorker")})
-        figures["student_workers"] = len(alive_actors("RayTrainWorker"))
+        figures["student_nodes"] = sorted({a.node_id == head for a in train_workers(run)})
+        figures["student_workers"] = len(train_workers(run))
         stopped_at = time.time()
         node.stop()
         figures["node_alive_after_stop"] = any(n["NodeID"] == first and n["Alive"] for n in ray.nodes())
