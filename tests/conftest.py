@@ -165,6 +165,15 @@ RAY_OUTPUT = ("INFO worker.py", "(RayTrainWorker", "(TrainController", "(ServeCo
               "deepspeed.", "UserWarning")
 
 
+def terminal_env() -> list[str]:
+    """tmux `-e` options that give a new pane the session cluster's address, token and caches
+    (a tmux server started earlier would not have them in its environment)."""
+    keys = ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH", "DISTILLERY_CACHE_DIR", "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    return [arg for key in keys if key in os.environ for arg in ("-e", f"{key}={os.environ[key]}")] + \
+        ["-e", "RAY_AUTH_MODE=token"]
+
+
 def distillery_in_terminal(*args: str, timeout: float = 600) -> tuple[int, str]:
     """Run the `distillery` CLI in a real terminal (a tmux pane, 200 columns) against the
     session's cluster; return its exit code and everything it drew on the screen."""
@@ -172,10 +181,8 @@ def distillery_in_terminal(*args: str, timeout: float = 600) -> tuple[int, str]:
 
     session = f"cli-{os.getpid()}-{time.monotonic_ns()}"
     command = " ".join(shlex.quote(a) for a in (sys.executable, "-m", "orchestration", *args))
-    env = [arg for key in ("RAY_ADDRESS", "DISTILLERY_CACHE_DIR", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                           "AWS_DEFAULT_REGION", "RAY_AUTH_TOKEN_PATH") if key in os.environ for arg in ("-e", f"{key}={os.environ[key]}")]
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "200", "-y", "50", "-c", str(REPO), *env,
-                    "-e", "RAY_AUTH_MODE=token", f"{command}; echo EXIT=$?; sleep 600"], check=True)
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "200", "-y", "50", "-c", str(REPO),
+                    *terminal_env(), f"{command}; echo EXIT=$?; sleep 600"], check=True)
     try:
         deadline = time.monotonic() + timeout
         while True:

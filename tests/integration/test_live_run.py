@@ -29,7 +29,7 @@ import pytest
 from teachers.arrow_codec import decode, encode_inputs
 from teachers.proto import teacher_service_pb2 as pb, teacher_service_pb2_grpc as pb_grpc
 from teachers.soft_targets import SCHEMA_VERSION
-from tests.conftest import CONFIGS, REPO, Background, RunProcess, distillery, free_port
+from tests.conftest import CONFIGS, REPO, Background, RunProcess, distillery, free_port, terminal_env
 
 pytestmark = pytest.mark.integration
 INGRESS_TOKEN = "ingress-token-for-tests"
@@ -81,10 +81,8 @@ def test_status_watch_draws_a_live_view_in_a_real_terminal(live, tmp_path):
     with their wait and requests in flight, and refreshes as the steps advance."""
     session = f"watch-{os.getpid()}"
     command = f"{sys.executable} -m orchestration status --run live --watch --interval 0.5"
-    env = ["-e", f"RAY_ADDRESS={os.environ['RAY_ADDRESS']}", "-e", "RAY_AUTH_MODE=token",
-           "-e", f"RAY_AUTH_TOKEN_PATH={os.environ['RAY_AUTH_TOKEN_PATH']}"]
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "180", "-y", "50", "-c", str(REPO), *env,
-                    f"{command}; sleep 60"], check=True)  # the pane stays readable if the command exits
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "180", "-y", "50", "-c", str(REPO),
+                    *terminal_env(), f"{command}; sleep 60"], check=True)  # the pane stays readable if it exits
 
     def screen() -> str:
         return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
