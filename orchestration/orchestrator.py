@@ -331,7 +331,8 @@ class Orchestrator:
 
         train = student_subset(self.dataset.train, self.config.data.student_train_samples)
         rows = np.flatnonzero(train.columns[column] == value)[:samples]
-        stored = self._snapshots.store_memory(phase, rows, train.x[rows], self.config, self.dataset)
+        stored = self._snapshots.store_memory(phase, rows, train.x[rows], self.config, self.dataset,
+                                              self._served_snapshot(phase))
         folder = self._snapshots.memory(phase)
         if stored:
             self._event("memory_stored", phase=phase, samples=len(rows), path=folder)

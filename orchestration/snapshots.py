@@ -12,8 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from cluster import drop_other_attempts, join, new_attempt, write_parquet
+from cluster import drop_other_attempts, join, new_attempt, ray_options, write_parquet
 from teachers import TeacherConfig, is_complete
+
+MEMORY_CHUNK = 256  # samples per forward when a snapshot labels its task's memory
 
 
 class SnapshotFolder:
@@ -56,25 +58,46 @@ class SnapshotFolder:
                                     f"finish first in this run folder (continual.replay_targets: stored)")
         return folder
 
-    def store_memory(self, phase: str, rows: np.ndarray, x: np.ndarray, config: Any, dataset: Any) -> bool:
-        """Label the memory samples `x` (training rows `rows`) with the snapshot of `phase` into
-        its replay store, with the whole distribution of every sample; False when it was already
-        there."""
+    def store_memory(self, phase: str, rows: np.ndarray, x: np.ndarray, config: Any, dataset: Any,
+                     weights: str) -> bool:
+        """Label the memory samples `x` (training rows `rows`) with the snapshot of `phase` (its
+        weights at `weights`, where every node reads them) into its replay store, with the whole
+        distribution of every sample; False when it was already there. The labelling runs as a
+        Ray task on the snapshot teachers' resources (`student.serve_resources`: their GPU and
+        node group), not in the orchestrator's process."""
+        import ray
+
         from orchestration.precompute import store_key
         from orchestration.teacher_training import teacher_app_args
-        from teachers import Batch, LoadedTeacher, file_version, to_table, write_manifest
+        from teachers import file_version, write_manifest
 
         folder = join(self.replay, phase)
         if is_complete(folder):
             return False
-        snapshot = self.path(phase)
-        cfg = TeacherConfig(name=f"memory-{phase}"[:48], model=config.student.model, weights=str(snapshot))
-        args = teacher_app_args(cfg, str(snapshot), dataset, config.distill, config.run.allowed_factory_modules)
-        record = LoadedTeacher.load(args).records([Batch.of_inputs("", x)], top_k=dataset.num_classes, dense_max_classes=1)[0]
+        res = config.student.serve_resources
+        cfg = TeacherConfig(name=f"memory-{phase}"[:48], model=config.student.model, weights=weights, resources=res)
+        args = teacher_app_args(cfg, weights, dataset, config.distill, config.run.allowed_factory_modules)
         attempt = new_attempt()
-        write_parquet(to_table(record, sample=rows), join(folder, attempt, "part-00000.parquet"))
-        key = replace(store_key(config, dataset, cfg.name, file_version(snapshot)), top_k=dataset.num_classes,
+        task = ray.remote(label_memory).options(**ray_options(res.num_cpus, res.num_gpus, res.custom, res.labels))
+        ray.get(task.remote(args, x, rows, dataset.num_classes, join(folder, attempt, "part-00000.parquet")))
+        key = replace(store_key(config, dataset, cfg.name, file_version(self.path(phase))), top_k=dataset.num_classes,
                       kind="topk")
         write_manifest(folder, key, None, shards=attempt)
         drop_other_attempts(folder, kept=attempt)
         return True
+
+
+def label_memory(args: Any, x: np.ndarray, rows: np.ndarray, num_classes: int, location: str,
+                 chunk: int = MEMORY_CHUNK) -> None:
+    """The replay store's shard at `location`: the teacher of `args` (on the device its
+    resources give it) labels `x` `chunk` samples per forward, every class kept."""
+    import pyarrow as pa
+
+    from cluster import work_device
+    from teachers import Batch, LoadedTeacher, to_table
+
+    teacher = LoadedTeacher.load(args, work_device(args.resources.num_gpus, f"replay labelling by {args.name!r}"))
+    tables = [to_table(teacher.records([Batch.of_inputs("", x[i:i + chunk])], top_k=num_classes,
+                                       dense_max_classes=1)[0], sample=rows[i:i + chunk])
+              for i in range(0, len(x), chunk)]
+    write_parquet(pa.concat_tables(tables), location)

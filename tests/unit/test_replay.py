@@ -48,3 +48,35 @@ def test_a_store_at_another_temperature_is_refused(tmp_path):
     folder = memory_store(tmp_path / "task0", [1], np.zeros((1, C), np.float32))
     with pytest.raises(ValueError, match="T=2"):
         MemoryTargets([folder], temperature=4.0)
+
+
+def test_a_snapshot_labels_its_memory_in_chunks_into_a_store_replay_reads(tmp_path):
+    from safetensors.torch import save_file
+
+    from orchestration.snapshots import label_memory
+    from teachers.loaded import LoadedTeacher, TeacherAppArgs
+    from teachers.zoo import mlp
+
+    torch.manual_seed(0)
+    save_file(mlp(in_features=6, num_classes=C, hidden=[8]).state_dict(), str(tmp_path / "task0.safetensors"))
+    args = TeacherAppArgs(name="memory-task0", factory="teachers.zoo:mlp",
+                          kwargs={"in_features": 6, "num_classes": C, "hidden": [8]},
+                          allowed_modules=["teachers.zoo"], weights_path=str(tmp_path / "task0.safetensors"),
+                          in_features=6, temperature=T)
+    x = np.random.default_rng(1).normal(size=(7, 6)).astype(np.float32)
+    rows = np.array([3, 8, 11, 12, 30, 31, 40])
+    folder = tmp_path / "replay" / "task0"
+    label_memory(args, x, rows, C, str(folder / "part-00000.parquet"), chunk=3)  # chunks of 3, 3 and 1
+    snapshot = LoadedTeacher.load(args)
+    write_manifest(folder, StoreKey("d", "memory-task0", snapshot.version, C, T), None)
+
+    memory = MemoryTargets([str(folder)], T)
+    served = pack_soft_targets(np.zeros((3, C), np.float32), batch_id="b", teacher="snap", teacher_version="v2",
+                               temperature=T, output_space=f"classes:{C}", dense_max_classes=1024, top_k=C)
+    patched, replayed = memory.patch(TeacherTargets({"snap": served}, {"snap": 1.0}), np.array([40, 8, 9]))
+    assert replayed == 2
+    with torch.no_grad():
+        logits = snapshot.module(torch.tensor(x[[6, 1]]))
+    want = torch.log_softmax(logits / T, dim=-1)
+    got = record_logprob(patched.records["snap"], T)
+    assert torch.allclose(got[0], want[0], atol=3e-3) and torch.allclose(got[1], want[1], atol=3e-3)
