@@ -9,7 +9,8 @@ folder. Each arm runs in a process of its own, back to back in each repeat (the 
 alternating): it opens the store as a worker does and reads 200 batches of 8 random samples.
 The "decoded" arm is the same code with each shard read by `cluster.read_parquet` instead of
 mapped. Reported per arm: the process's private memory (Linux's RssAnon: what it alone holds)
-after opening and after the batches, its file-backed resident memory (RssFile: page cache it
+after opening and after the batches, the part of it that is the row index (ids and runs), its
+file-backed resident memory (RssFile: page cache it
 shares with the node), the seconds to open (the mapped arm's first open on a node converts the
 shards; the copies are reused after that) and the milliseconds per batch; and the median of
 the per-repeat ratios of private memory (decoded / mapped) with their min and max.
@@ -91,7 +92,8 @@ def run_arm(arm: str, store: str) -> dict[str, float]:
     start = time.perf_counter()
     for _ in range(200):
         stored.for_batch("b", rng.choice(samples, 8, replace=False))
-    return {"open_s": open_s, "batch_ms": (time.perf_counter() - start) / 200 * 1e3,
+    index_mb = (stored._runs.nbytes + (stored.ids.nbytes if stored.ids is not None else 0)) / 2**20
+    return {"open_s": open_s, "batch_ms": (time.perf_counter() - start) / 200 * 1e3, "index_mb": index_mb,
             "private_mb_opened": opened - before, "private_mb_after_batches": _status_mb("RssAnon") - before,
             "file_backed_mb": _status_mb("RssFile")}
 
@@ -147,10 +149,10 @@ def render(result: dict[str, Any]) -> str:
              f"process; medians. Private memory is the process's own (RssAnon), file-backed memory the page "
              f"cache it shares with the node's other processes (RssFile).", "",
              "| arm | open (s) | ms per batch of 8 samples | private MB after opening | after 200 batches | "
-             "file-backed MB |", "|---|---|---|---|---|---|"]
+             "of which the row index | file-backed MB |", "|---|---|---|---|---|---|---|"]
     for arm, f in result["arms"].items():
         lines.append(f"| {arm} | {f['open_s']:.1f} | {f['batch_ms']:.2f} | {f['private_mb_opened']:.0f} | "
-                     f"{f['private_mb_after_batches']:.0f} | {f['file_backed_mb']:.0f} |")
+                     f"{f['private_mb_after_batches']:.0f} | {f['index_mb']:.1f} | {f['file_backed_mb']:.0f} |")
     lines += ["", f"Private memory, decoded / mapped: {ratio['median']:.1f}x (min {ratio['min']:.1f}, "
                   f"max {ratio['max']:.1f}), median of the per-repeat ratios."]
     return "\n".join(lines) + "\n"

@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import pyarrow as pa
 
 from cluster import exists, is_folder, join, list_files, read_parquet, read_parquet_mapped, read_text, write_text
 from teachers.arrow_codec import ROW_ID_COLUMN, SAMPLE_COLUMN, table_to_record
 from teachers.errors import SoftTargetStoreError
 from teachers.soft_targets import SCHEMA_VERSION, SoftTargets, gather_rows, shard_layout
 from teachers.source import RecordSource
+from teachers.store_index import RowRuns, samples_by_id
 from teachers.targets import TeacherTargets
 from teachers.teacher_set import TeacherSet
 
@@ -140,8 +140,8 @@ class StoredTargets:
 
     Each shard is read through this node's mapped copy (`cluster.read_parquet_mapped`): the
     targets stay in the page cache, shared by the node's workers, and a batch copies out only
-    its own rows; what each process holds is the index (a row id per sample, two integers per
-    row). A classifier's store has one row per sample; a language model's has one row per
+    its own rows; what each process holds is the index: a row id per sample and the runs of
+    each sample's consecutive rows (`store_index.RowRuns`: a few integers per sample). A classifier's store has one row per sample; a language model's has one row per
     target token, a sample's rows in position order (what a served teacher answers for that
     sample). A store keyed by row id numbers its samples by their ids' sorted order
     (`samples_of` finds them); a run's own replay store keys them by training row (`sample`).
@@ -158,14 +158,11 @@ class StoredTargets:
                                        f"{sorted(map(str, layouts))}; rerun `distillery precompute`")
         self.ids: Optional[np.ndarray] = None
         if tables and ROW_ID_COLUMN in tables[0].column_names:
-            self.ids, sample = _samples_by_id([table.column(ROW_ID_COLUMN) for table in tables])
+            self.ids, self._runs = samples_by_id([table.column(ROW_ID_COLUMN) for table in tables])
         else:
-            sample = np.concatenate([table.column(SAMPLE_COLUMN).to_numpy() for table in tables] or [np.zeros(0, int)])
-        self._order = np.argsort(sample, kind="stable")  # rows by sample, each sample's rows in stored order
+            self._runs = RowRuns.build(table.column(SAMPLE_COLUMN).to_numpy() for table in tables)
         # a token sequence without target positions has no rows: its id finds an empty sample at the end
         self._empty_allowed = manifest.output_space.startswith("tokens:")
-        self._count = np.append(np.bincount(sample), 0)  # rows per sample
-        self._start = np.cumsum(self._count) - self._count  # where a sample's rows begin in `_order`
 
     def samples_of(self, ids: np.ndarray) -> np.ndarray:
         """The samples of row ids; a `SoftTargetStoreError` naming the ids the store lacks."""
@@ -186,29 +183,15 @@ class StoredTargets:
 
     def held_samples(self) -> np.ndarray:
         """The sample ids with rows in the store, ascending."""
-        return np.flatnonzero(self._count)
+        return self._runs.held_samples()
 
     def rows_of(self, samples: np.ndarray) -> np.ndarray:
         """Record rows of `samples`, sample after sample; IndexError for a sample past the store."""
-        samples = np.asarray(samples, dtype=np.int64)
-        if len(samples) and (samples.min() < 0 or samples.max() >= len(self._count)):
-            raise IndexError(f"sample ids {samples.min()}..{samples.max()} outside 0..{len(self._count) - 1}")
-        counts, starts = self._count[samples], self._start[samples]
-        before = np.cumsum(counts) - counts
-        return self._order[np.repeat(starts - before, counts) + np.arange(int(counts.sum()))]
+        return self._runs.rows_of(samples)
 
     def for_batch(self, batch_id: str, samples: np.ndarray) -> SoftTargets:
         """The rows of `samples`, sample after sample, copied out of the shards."""
         return gather_rows(self.shards, self.rows_of(samples), batch_id)
-
-
-def _samples_by_id(columns: list[pa.ChunkedArray]) -> tuple[np.ndarray, np.ndarray]:
-    """The sorted distinct row ids of the shards' id columns, and each row's place among them;
-    shard by shard, so that no array of every row's id string is ever made."""
-    parts = [np.unique(column.to_numpy(zero_copy_only=False).astype(str), return_inverse=True) for column in columns]
-    ids = np.unique(np.concatenate([distinct for distinct, _ in parts]))
-    sample = np.concatenate([np.searchsorted(ids, distinct)[inverse] for distinct, inverse in parts])
-    return ids, sample
 
 
 class StoredTeachers(RecordSource):
