@@ -8,7 +8,8 @@ tokens per sample, shards of 262,144 rows as Ray Data blocks would make) into a 
 folder. Each arm runs in a process of its own, back to back in each repeat (the order
 alternating): it opens the store as a worker does and reads 200 batches of 8 random samples.
 The "decoded" arm is the same code with each shard read by `cluster.read_parquet` instead of
-mapped. Reported per arm: the process's private memory (Linux's RssAnon: what it alone holds)
+mapped (and its values checked in every process, where a mapped copy was checked once, when
+the node's copy was made). Reported per arm: the process's private memory (Linux's RssAnon: what it alone holds)
 after opening and after the batches, the part of it that is the row index (ids and runs), its
 file-backed resident memory (RssFile: page cache it
 shares with the node), the seconds to open (the mapped arm's first open on a node converts the
@@ -80,8 +81,14 @@ def run_arm(arm: str, store: str) -> dict[str, float]:
     import teachers.store as store_module
     from cluster import read_parquet
 
+    def decoded(location: str, check: Any = None) -> Any:
+        table = read_parquet(location)
+        if check is not None:  # every process checks what it decodes
+            check(table)
+        return table
+
     if arm == "decoded":
-        store_module.read_parquet_mapped = read_parquet
+        store_module.read_parquet_mapped = decoded
     before = _status_mb("RssAnon")
     start = time.perf_counter()
     stored = store_module.StoredTargets(store, store_module.Manifest.read(store))

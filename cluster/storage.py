@@ -150,14 +150,17 @@ def read_parquet(location: str, columns: Optional[list[str]] = None) -> Any:
     return pq.read_table(path, columns=columns, filesystem=filesystem)
 
 
-def read_parquet_mapped(location: str, cache_dir: Optional[str] = None) -> Any:
+def read_parquet_mapped(location: str, cache_dir: Optional[str] = None,
+                        check: Optional[Callable[[Any], None]] = None) -> Any:
     """The Parquet file at `location` (a local path or a URI) as an Arrow table memory-mapped
     from this node's copy of it in Arrow's IPC format (`<cache>/mapped/`, one record batch).
 
     The first process of a node that asks for a version (size, modification time) of the file
     writes the copy, decoding one file at a time; the node's other processes wait for it and
     then map it too. The columns are then the page cache's, shared by the node's processes and
-    paged in as rows are read, not a copy in each process's memory.
+    paged in as rows are read, not a copy in each process's memory. `check` (raising on a bad
+    table) sees the decoded table before its copy is written: once per node and version, so a
+    file that fails it leaves no copy and is checked again by the next reader.
     """
     import fcntl
 
@@ -178,6 +181,8 @@ def read_parquet_mapped(location: str, cache_dir: Optional[str] = None) -> Any:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not local.is_file():  # not written by the process this one waited for
                 table = pq.read_table(path, filesystem=filesystem).combine_chunks()
+                if check is not None:
+                    check(table)
                 tmp = local.with_name(f"{local.name}.{os.getpid()}.tmp")
                 with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
                     writer.write_table(table)

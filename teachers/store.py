@@ -19,6 +19,7 @@ import fnmatch
 import json
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -138,20 +139,25 @@ def write_manifest(folder: str | Path, key: StoreKey, teacher_test_score: Option
 class StoredTargets:
     """One teacher's stored records, memory-mapped shard by shard, sliced by sample.
 
-    Each shard is read through this node's mapped copy (`cluster.read_parquet_mapped`): the
-    targets stay in the page cache, shared by the node's workers, and a batch copies out only
-    its own rows; what each process holds is the index: a row id per sample and the runs of
-    each sample's consecutive rows (`store_index.RowRuns`: a few integers per sample). A classifier's store has one row per sample; a language model's has one row per
-    target token, a sample's rows in position order (what a served teacher answers for that
-    sample). A store keyed by row id numbers its samples by their ids' sorted order
-    (`samples_of` finds them); a run's own replay store keys them by training row (`sample`).
+    Each shard is read through this node's mapped copy (`cluster.read_parquet_mapped`; every
+    value is checked once per node, when that copy is made): the targets stay in the page
+    cache, shared by the node's workers, and a batch copies out only its own rows. What each
+    process holds is the index: a row id per sample and the runs of each sample's consecutive
+    rows (`store_index.RowRuns`: a few integers per sample). A classifier's store has one row
+    per sample; a language model's has one row per target token, a sample's rows in position
+    order (what a served teacher answers for that sample). A store keyed by row id numbers its
+    samples by their ids' sorted order (`samples_of` finds them); a run's own replay store keys
+    them by training row (`sample`).
     """
 
     def __init__(self, folder: str | Path, manifest: Manifest):
         self.name, self.folder = manifest.key.teacher, folder
-        tables = [read_parquet_mapped(join(str(folder), name)) for name in manifest.files]
-        self.shards = [table_to_record(table, source=f"store {folder}, shard {name}", batch_id="")
-                       for table, name in zip(tables, manifest.files)]
+        tables, self.shards = [], []
+        for name in manifest.files:
+            source = f"store {folder}, shard {name}"
+            tables.append(read_parquet_mapped(join(str(folder), name),
+                                              check=partial(table_to_record, source=source, batch_id="")))
+            self.shards.append(table_to_record(tables[-1], source=source, batch_id="", check_values=False))
         layouts = {shard_layout(shard) for shard in self.shards}
         if len(layouts) > 1:
             raise SoftTargetStoreError(f"shards in {folder} disagree on the record layout (kind, k, features): "

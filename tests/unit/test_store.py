@@ -272,3 +272,20 @@ def test_a_store_on_object_storage_is_found_read_and_refused_like_a_local_one(s3
     expected = pack_soft_targets(logits[batch.samples], batch_id=batch.batch_id, teacher="mlp", teacher_version="v1",
                                  temperature=4.0, output_space="classes:10", dense_max_classes=1, top_k=K)
     assert np.array_equal(stored.targets_for(batch).records["mlp"].topk_idx, expected.topk_idx)
+
+
+def test_a_shard_with_bad_values_is_refused_when_the_nodes_copy_would_be_made_and_leaves_none(store, own_cache):
+    """Values are checked once per node, before the mapped copy is written: a shard that fails
+    leaves no copy behind, so every later reader checks (and refuses) it again."""
+    root, key, *_ = store
+    shard = Path(key.folder(root)) / "part-1.parquet"
+    table = pq.read_table(shard)
+    column = table.column("tail_logprob").to_numpy().copy()
+    column[2] = np.nan
+    pq.write_table(table.set_column(table.schema.get_field_index("tail_logprob"), "tail_logprob",
+                                    pa.array(column)), shard)
+    teacher_set = TeacherSet(1, {"mlp": TeacherEntry("mlp", 1.0, "classes:10", C, "v1")})
+    for _ in range(2):
+        with pytest.raises(SoftTargetError, match="shard part-1.parquet: .*NaN"):
+            StoredTeachers({"mlp": str(key.folder(root))}, teacher_set, output_space="classes:10", temperature=4.0)
+        assert len(list((own_cache / "mapped").glob("*.arrow"))) == 1  # part-0's; none of part-1
