@@ -66,14 +66,22 @@ def function_examples() -> dict[str, list[tuple[str, str]]]:
 
 def encode_examples(tokenizer, examples: list[tuple[str, str]], length: int) -> np.ndarray:
     """int64 [N, length]: `<bos> prompt <sep> completion <eos>`, cut to `length`, right-padded."""
+    return encode_with_lengths(tokenizer, examples, length)[0]
+
+
+def encode_with_lengths(tokenizer, examples: list[tuple[str, str]], length: int) -> tuple[np.ndarray, np.ndarray]:
+    """`encode_examples`' sequences and each one's length before the cut, from one batched
+    tokenization of the prompts and one of the completions."""
     specials_of(tokenizer)
     prompts = tokenizer([p for p, _ in examples], add_special_tokens=False)["input_ids"]
     completions = tokenizer([c for _, c in examples], add_special_tokens=False)["input_ids"]
     out = np.full((len(examples), length), tokenizer.pad_token_id, dtype=np.int64)
+    full = np.zeros(len(examples), np.int64)
     for row, (prompt, completion) in enumerate(zip(prompts, completions)):
         ids = [tokenizer.bos_token_id, *prompt, tokenizer.sep_token_id, *completion, tokenizer.eos_token_id]
         out[row, :min(length, len(ids))] = ids[:length]
-    return out
+        full[row] = len(ids)
+    return out, full
 
 
 def prompt_ids(tokenizer, prompts: list[str], length: int) -> np.ndarray:

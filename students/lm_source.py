@@ -19,7 +19,7 @@ import pyarrow as pa
 from students.config import DataConfig, SourceConfig
 from students.file_data import (DataError, SourceRows, check_unique_keys, checked_ids, held_out_by_id, held_out_rows,
                                 held_out_train_rows, read_split, split_chunks, stream_block)
-from students.lm_data import encode_examples, generated_sequences
+from students.lm_data import encode_with_lengths, generated_sequences
 from students.splits import Dataset, Split, StreamedSplit, row_hashes, rows_fingerprint
 
 
@@ -69,13 +69,12 @@ def _pairs(rows: SourceRows, source: SourceConfig, tokenizer) -> list[tuple[str,
 
 def _sequences(pairs: list[tuple[str, str]], tokenizer, length: int, where: str, notes: list[str]) -> np.ndarray:
     """The token sequences of `pairs`; rows longer than `length` are cut and counted in `notes`."""
-    lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) + len(tokenizer(c, add_special_tokens=False)
-                                                                             ["input_ids"]) + 3 for p, c in pairs]
-    cut = sum(n > length for n in lengths)
+    x, lengths = encode_with_lengths(tokenizer, pairs, length)
+    cut = int((lengths > length).sum())
     if cut:
         notes.append(f"{where}: {cut} of {len(pairs)} rows are longer than data.sequence_length {length} tokens "
-                     f"(longest {max(lengths)}) and were cut")
-    return encode_examples(tokenizer, pairs, length)
+                     f"(longest {int(lengths.max())}) and were cut")
+    return x
 
 
 def load_lm_source(cfg: DataConfig, *, streamed_students: bool = False) -> Dataset:
