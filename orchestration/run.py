@@ -31,7 +31,7 @@ from orchestration.results import METRICS, gain_lines, rich_table, write_results
 from orchestration.run_control import RayRunControl
 from orchestration.run_teachers import deploy_teachers, use_stores
 from orchestration.services import ingress_token_digest, shutdown_orchestrator, start_orchestrator, start_serve
-from orchestration.training import train_peers, train_students
+from orchestration.training import train_peers, train_students, workers_test_split
 
 
 REGIMES: tuple[RunRegime, ...] = (co_training.REGIME, continual.REGIME, PLAIN)  # the first active one shapes a run
@@ -146,9 +146,10 @@ def _run(cfg: RunConfig, folder: RunFolder, pulled: int, console: Console) -> li
             console.print(f"students: {', '.join(job.phase for job in jobs)} on {trainers}{cfg.student.num_workers} "
                           f"Ray Train workers, DeepSpeed ZeRO-{cfg.student.zero_stage}"
                           f"{' (optimizer offloaded to host memory)' if cfg.student.offload_optimizer else ''}")
+            test = workers_test_split(cfg, dataset.test)
             with folder.pushing():
-                phases = follow(orchestrator, (lambda: train_peers(by_peer, cfg)) if several else
-                                (lambda: train_students(jobs, cfg, reference)), console)
+                phases = follow(orchestrator, (lambda: train_peers(by_peer, cfg, test)) if several else
+                                (lambda: train_students(jobs, cfg, reference, streamed_test=test)), console)
             for phase, metrics in phases.items():
                 resumed = f", resumed from step {metrics['resumed_from_step']}" if metrics["resumed_from_step"] else ""
                 if "stopped_at_step" in metrics:

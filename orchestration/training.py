@@ -22,8 +22,10 @@ def student_scaling(student: StudentConfig) -> dict[str, Any]:
 
 
 def train_students(jobs: list, cfg: RunConfig, reference: Optional[np.ndarray] = None,
-                   trainer_name: Optional[str] = None) -> dict[str, dict[str, Any]]:
+                   trainer_name: Optional[str] = None, streamed_test: Optional[dict[str, Any]] = None
+                   ) -> dict[str, dict[str, Any]]:
     """One Ray Train run of `train_student` over `jobs`; resumes from its last checkpoint.
+    `streamed_test`: a streamed source's test split for the workers (`workers_test_split`).
 
     Returns the final metrics of every phase, keyed by phase name.
     """
@@ -42,7 +44,8 @@ def train_students(jobs: list, cfg: RunConfig, reference: Optional[np.ndarray] =
         streamed = {"datasets": {TRAIN_DATASET: students_dataset(cfg.data)}, "dataset_config": stream_data_config()}
     trainer = TorchTrainer(
         train_student,
-        train_loop_config={"jobs": jobs, "reference": reference, "audit_dir": run_folder(cfg).child(AUDIT_FOLDER)},
+        train_loop_config={"jobs": jobs, "reference": reference, "audit_dir": run_folder(cfg).child(AUDIT_FOLDER),
+                           "streamed_test": streamed_test},
         scaling_config=ScalingConfig(**student_scaling(cfg.student)),
         torch_config=TorchConfig(backend=process_group_backend(cfg.student.gpus_per_worker)),
         run_config=TrainRunConfig(name=trainer_name or f"{cfg.run.name}-students", **run_folder(cfg).train_storage(),
@@ -53,7 +56,19 @@ def train_students(jobs: list, cfg: RunConfig, reference: Optional[np.ndarray] =
     return trainer.fit().metrics["phases"]
 
 
-def train_peers(jobs: dict[str, list], cfg: RunConfig) -> dict[str, dict[str, Any]]:
+def workers_test_split(cfg: RunConfig, test: Any) -> Optional[dict[str, Any]]:
+    """The driver's test split of a streamed source (`test`), put in the object store once for
+    every train worker, which would otherwise take a pass over the source's train files for
+    the rows held out of them; None for data the workers read whole anyway."""
+    import ray
+
+    if cfg.data.source is None or not cfg.data.source.stream:
+        return None
+    return {"data": cfg.data.model_dump_json(), "split": ray.put(test)}
+
+
+def train_peers(jobs: dict[str, list], cfg: RunConfig,
+                streamed_test: Optional[dict[str, Any]] = None) -> dict[str, dict[str, Any]]:
     """Online co-training: one Ray Train run per peer, all at once (each launched from its own
     Ray task); the first that fails stops the others."""
     import ray
@@ -69,7 +84,7 @@ def train_peers(jobs: dict[str, list], cfg: RunConfig) -> dict[str, dict[str, An
             f"student.cpus_per_worker {cfg.student.cpus_per_worker:g} = {needed:g} CPUs must run at once; the "
             f"cluster has {available:g}. Lower student.cpus_per_worker or num_workers, or add nodes"])
     fit = ray.remote(train_students).options(num_cpus=0, **on_this_node())  # beside the driver, as Train's controller
-    pending = {fit.remote(peer_jobs, cfg, None, f"{cfg.run.name}-peer-{peer}"): peer
+    pending = {fit.remote(peer_jobs, cfg, None, f"{cfg.run.name}-peer-{peer}", streamed_test): peer
                for peer, peer_jobs in trainers.items()}
     phases: dict[str, dict[str, Any]] = {}
     try:

@@ -7,6 +7,7 @@ the same (epoch, shard, index) always names the same samples.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Optional
 
 import numpy as np
 
@@ -15,17 +16,19 @@ from students.splits import Dataset, Split
 from teachers import Batch
 
 
-def load_dataset(cfg: DataConfig, *, in_worker: bool = False) -> Dataset:
+def load_dataset(cfg: DataConfig, *, in_worker: bool = False, test: Optional[Split] = None) -> Dataset:
     """Load the configured dataset: the user's files (`data.source`), or a bundled set split
     deterministically (stratified by class). `in_worker`: for a train worker, which reads a
-    streamed source's training rows from its dataset shard instead. Every split has row ids."""
-    dataset = _load(cfg, in_worker)
+    streamed source's training rows from its dataset shard instead, and its test split from
+    `test` when the driver sends it (else from the files: rows held out of train take a pass
+    over every train file). Every split has row ids."""
+    dataset = _load(cfg, in_worker, test)
     keyed = lambda split: None if split is None else split.keyed()  # noqa: E731
     return replace(dataset, train=keyed(dataset.train), test=keyed(dataset.test),
                    teacher_train=keyed(dataset.teacher_train))
 
 
-def _load(cfg: DataConfig, in_worker: bool) -> Dataset:
+def _load(cfg: DataConfig, in_worker: bool, test: Optional[Split]) -> Dataset:
     if cfg.source is not None and cfg.source.stream and not in_worker:
         from students.streamed_source import streamed_source_dataset
 
@@ -33,11 +36,11 @@ def _load(cfg: DataConfig, in_worker: bool) -> Dataset:
     if cfg.source is not None and cfg.source.columns.language_model:
         from students.lm_source import load_lm_source
 
-        return load_lm_source(cfg, streamed_students=in_worker and cfg.source.stream)
+        return load_lm_source(cfg, streamed_students=in_worker and cfg.source.stream, test=test)
     if cfg.source is not None:
         from students.file_data import load_source
 
-        return load_source(cfg.source, streamed_students=in_worker and cfg.source.stream)
+        return load_source(cfg.source, streamed_students=in_worker and cfg.source.stream, test=test)
     if cfg.dataset == "stdlib_docstrings":
         return _load_text(cfg)
     from students.builtin_sources import builtin_dataset

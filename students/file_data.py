@@ -290,12 +290,13 @@ def check_labels(split: Split, num_classes: int, where: str, ids: np.ndarray) ->
                         f"is outside the output space 0..{num_classes - 1} (data.source.num_classes)")
 
 
-def load_source(source: SourceConfig, *, streamed_students: bool = False) -> Dataset:
+def load_source(source: SourceConfig, *, streamed_students: bool = False, test: Optional[Split] = None) -> Dataset:
     """The splits of `source`: train, test (given, or held out of train by id), and the
     students' transfer split when given. `streamed_students`: what a train worker of a streamed
-    source holds, the test split only (the students' rows come from the stream)."""
+    source holds, the test split only (the students' rows come from the stream): `test` when
+    the driver sends the one it read."""
     if streamed_students:
-        return _streamed_students(source)
+        return _streamed_students(source, test)
     train_rows = read_split(source.train, source)
     test_rows = read_split(source.test, source) if source.test is not None else None
     return rows_dataset(f"source:{source.train}", source, train_rows, test_rows)
@@ -451,12 +452,12 @@ def held_out_train_rows(source: SourceConfig) -> SourceRows:
     return rows
 
 
-def _streamed_students(source: SourceConfig) -> Dataset:
-    """The test split and an empty training split of the input's width."""
+def _streamed_students(source: SourceConfig, test: Optional[Split]) -> Dataset:
+    """The test split (`test`, else read) and an empty training split of the input's width."""
     if source.num_classes is None:
         raise DataError("data.source.num_classes: a streamed source's train workers need the output space; the "
                         "driver sets it from the data before training, or give it in the config")
-    test = streamed_test_split(source)
+    test = test if test is not None else streamed_test_split(source)
     return Dataset(f"source:{source.train}", test.rows(slice(0, 0)), test, num_classes=source.num_classes)
 
 

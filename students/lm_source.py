@@ -77,13 +77,14 @@ def _sequences(pairs: list[tuple[str, str]], tokenizer, length: int, where: str,
     return x
 
 
-def load_lm_source(cfg: DataConfig, *, streamed_students: bool = False) -> Dataset:
+def load_lm_source(cfg: DataConfig, *, streamed_students: bool = False, test: Optional[Split] = None) -> Dataset:
     """The token sequences of a prompt/completion, chat or text source: train (the teachers'),
     test (given, or held out of train by id), and the students' transfer split when given.
-    `streamed_students`: what a train worker of a streamed source holds, the test split only."""
+    `streamed_students`: what a train worker of a streamed source holds, the test split only
+    (`test` when the driver sends the one it read)."""
     source = cfg.source
     if streamed_students:
-        return lm_test_view(cfg)
+        return lm_test_view(cfg, test=test)
     train_rows = read_split(source.train, source)
     test_rows = read_split(source.test, source) if source.test is not None else None
     return lm_rows_dataset(f"source:{source.train}", cfg, source, train_rows, test_rows)
@@ -95,17 +96,19 @@ def _tokenizer(cfg: DataConfig):
     return cached_tokenizer(cfg.tokenizer)  # one per process: a Ray Data task tokenizes many blocks
 
 
-def lm_test_view(cfg: DataConfig, notes: Optional[list[str]] = None) -> Dataset:
-    """The test split (its file, or the rows held out of each train file, a chunk at a time)
-    and an empty training split of the sequences' width (texts cut counted in `notes`)."""
+def lm_test_view(cfg: DataConfig, notes: Optional[list[str]] = None, test: Optional[Split] = None) -> Dataset:
+    """The test split (`test`, else read: its file, or the rows held out of each train file, a
+    chunk at a time) and an empty training split of the sequences' width (texts cut counted in
+    `notes`)."""
     from teachers import specials_of, tokenizer_hash
 
     source, tokenizer = cfg.source, _tokenizer(cfg)
-    rows = read_split(source.test, source) if source.test is not None else held_out_train_rows(source)
-    x = _sequences(_pairs(rows, source, tokenizer), tokenizer, cfg.sequence_length, source.test or source.train,
-                   [] if notes is None else notes)
-    test = Split(x, np.zeros(len(x), np.int64), token_specials=specials_of(tokenizer),
-                 ids=checked_ids(rows, source.test or source.train))
+    if test is None:
+        rows = read_split(source.test, source) if source.test is not None else held_out_train_rows(source)
+        x = _sequences(_pairs(rows, source, tokenizer), tokenizer, cfg.sequence_length, source.test or source.train,
+                       [] if notes is None else notes)
+        test = Split(x, np.zeros(len(x), np.int64), token_specials=specials_of(tokenizer),
+                     ids=checked_ids(rows, source.test or source.train))
     return Dataset(f"source:{source.train}", test.rows(slice(0, 0)), test, num_classes=len(tokenizer), kind="lm",
                    tokenizer_hash=tokenizer_hash(tokenizer))
 

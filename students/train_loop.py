@@ -345,7 +345,10 @@ def _ledger(state: ClientState, planned: list[str], stopped: bool) -> dict[str, 
 
 def train_student(config: dict[str, Any]) -> None:
     """Ray Train entry point: `TorchTrainer(train_student, train_loop_config={"jobs": [...]})`;
-    `"reference"` holds the teachers' test embeddings when the students are sentence encoders."""
+    `"reference"` holds the teachers' test embeddings when the students are sentence encoders,
+    `"streamed_test"` a streamed source's test split (`{"data": its data config as JSON,
+    "split": an object ref}`), so that no worker reads the source's files for it."""
+    import ray
     import ray.train
 
     jobs: list[StudentJob] = config["jobs"]
@@ -358,7 +361,9 @@ def train_student(config: dict[str, Any]) -> None:
     def dataset_of(job: StudentJob) -> Dataset:
         key = job.data.model_dump_json()
         if key not in datasets:
-            datasets[key] = load_dataset(job.data, in_worker=True)
+            sent = config.get("streamed_test") or {}  # a streamed source's test split, as the driver read it
+            test = ray.get(sent["split"]) if sent.get("data") == key else None
+            datasets[key] = load_dataset(job.data, in_worker=True, test=test)
         return datasets[key]
 
     run_progress = read_progress() or RunProgress()

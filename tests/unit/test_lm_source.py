@@ -152,6 +152,10 @@ def test_a_streamed_language_model_source_is_scanned_on_the_driver_and_tokenized
     held = load_dataset(_config(train=train, test_fraction=0.25, stream=True), in_worker=True)
     block = to_lm_stream_rows(pjson.read_json(train), _config(train=train, test_fraction=0.25, stream=True), train)
     assert len(held.test.x) + len(block["x"]) == 40 and not set(held.test.ids) & set(block["id"].tolist())
+    sent = load_dataset(_config(train=str(tmp_path / "gone.jsonl"), test_fraction=0.25, stream=True), in_worker=True,
+                        test=held.test)  # the driver's test split: no file read
+    assert sent.test is held.test and sent.kind == "lm" and sent.tokenizer_hash == held.tokenizer_hash
+    assert sent.train.x.shape == held.train.x.shape
 
 
 def test_streamed_text_files_give_the_rows_and_ids_of_the_in_memory_path(tmp_path):

@@ -119,6 +119,22 @@ def test_a_worker_of_a_streamed_source_holds_the_test_split_only(tmp_path):
         load_dataset(DataConfig(source=without_classes), in_worker=True)
 
 
+def test_a_worker_sent_the_drivers_test_split_reads_no_file(tmp_path):
+    """The rows held out of train would cost each worker a pass over every train file: a
+    worker that the driver sends its test split builds the same dataset with the files gone."""
+    source = _source(tmp_path, test_fraction=0.3, stream=True, num_classes=3)
+    driver = load_dataset(DataConfig(source=source))
+    read = load_dataset(DataConfig(source=source), in_worker=True)
+    for part in tmp_path.glob("part-*.parquet"):
+        part.unlink()
+    sent = load_dataset(DataConfig(source=source), in_worker=True, test=driver.test)
+    assert sent.test.ids.tolist() == read.test.ids.tolist() and sent.fingerprint == read.fingerprint
+    np.testing.assert_array_equal(sent.test.x, read.test.x)
+    assert sent.train.x.shape == read.train.x.shape and sent.num_classes == read.num_classes
+    with pytest.raises(DataError):
+        load_dataset(DataConfig(source=source), in_worker=True)
+
+
 def test_a_streamed_source_needs_row_ids_and_refuses_what_reads_the_split_in_memory(tmp_path):
     with pytest.raises(ValueError, match="columns.id: a streamed source needs a stable row id"):
         SourceConfig(format="parquet", train="x.parquet", test_fraction=0.2, stream=True,
