@@ -369,17 +369,18 @@ def _chunks(filesystem, path: str, fmt: str, rows: int = 65_536):
 
 
 def scan_split(path: str, source: SourceConfig, num_classes: Optional[int], template: Optional[Split] = None,
-               notes: Optional[list[str]] = None, *, drop_held_out: bool = False) -> StreamedSplit:
+               notes: Optional[list[str]] = None, *, held_out: Optional[HeldOut] = None) -> StreamedSplit:
     """Check every row of a split in chunks, as `load_source` checks a split it holds (columns,
     types, vector lengths, labels, unique ids, the width of `template` and one schema), keeping
     only the ids' hashes and the rows per class. `num_classes` None: the labels decide it.
-    `drop_held_out`: the split is `train` less the test rows `test_fraction` holds out."""
+    `held_out`: the split is `train` less the test rows `test_fraction` holds out, which it
+    collects (the same pass)."""
     from students.streamed import row_numbers
 
     counts, keys, hashes = np.zeros(num_classes or 0, np.int64), [], []
     for rows in split_chunks(path, source):
-        if drop_held_out:
-            rows = SourceRows(rows.table.filter(pa.array(~held_out_rows(rows.table, source))), rows.files)
+        if held_out is not None:
+            rows = held_out.split_off(rows, source)
         if rows.table.num_rows == 0:
             continue
         split = _split(rows, source, notes)
@@ -439,17 +440,38 @@ def held_out_rows(table: pa.Table, source: SourceConfig) -> np.ndarray:
     return held_out_by_id(ids, source.test_fraction) if source.test is None else np.zeros(len(ids), bool)
 
 
+class HeldOut:
+    """The test rows held out of a streamed source's train split by id, collected a chunk at a
+    time while the split is scanned for its other rows (one pass over the files); `keep=False`
+    only drops them (an image folder reads its held-out images itself)."""
+
+    def __init__(self, keep: bool = True):
+        self.keep = keep
+        self.tables: list[pa.Table] = []
+        self.files: list[str] = []
+
+    def split_off(self, rows: SourceRows, source: SourceConfig) -> SourceRows:
+        """`rows` less its held-out rows, which are kept."""
+        held = held_out_rows(rows.table, source)
+        if self.keep:
+            self.tables.append(rows.table.filter(pa.array(held)))
+            self.files += [name for name in rows.files if name not in self.files[-1:]]
+        return SourceRows(rows.table.filter(pa.array(~held)), rows.files)
+
+    def rows(self, source: SourceConfig) -> SourceRows:
+        rows = SourceRows(pa.concat_tables(self.tables), self.files) if self.tables else None
+        if rows is None or rows.table.num_rows == 0:
+            raise DataError(f"{source.train}: test_fraction {source.test_fraction} holds out no row")
+        return rows
+
+
 def held_out_train_rows(source: SourceConfig) -> SourceRows:
     """The test rows held out of a streamed source's train files by id, read a chunk at a time
     (a worker never holds the whole train split)."""
-    held, files = [], []
+    held = HeldOut()
     for chunk in split_chunks(source.train, source):
-        held.append(chunk.table.filter(pa.array(held_out_rows(chunk.table, source))))
-        files += [name for name in chunk.files if name not in files[-1:]]
-    rows = SourceRows(pa.concat_tables(held), files)
-    if rows.table.num_rows == 0:
-        raise DataError(f"{source.train}: test_fraction {source.test_fraction} holds out no row")
-    return rows
+        held.split_off(chunk, source)
+    return held.rows(source)
 
 
 def _streamed_students(source: SourceConfig, test: Optional[Split]) -> Dataset:
@@ -461,11 +483,15 @@ def _streamed_students(source: SourceConfig, test: Optional[Split]) -> Dataset:
     return Dataset(f"source:{source.train}", test.rows(slice(0, 0)), test, num_classes=source.num_classes)
 
 
-def streamed_test_split(source: SourceConfig, notes: Optional[list[str]] = None) -> Split:
-    """A streamed source's test split: its files, or the rows held out of train, read a chunk
-    at a time (only the held-out images of an image folder are read)."""
+def streamed_test_split(source: SourceConfig, notes: Optional[list[str]] = None,
+                        held: Optional[HeldOut] = None) -> Split:
+    """A streamed source's test split: its files, or the rows held out of train (`held`, as a
+    scan of train collected them, else read a chunk at a time; only the held-out images of an
+    image folder are read)."""
     if source.test is not None:
         return _split(read_split(source.test, source), source, notes)
+    if held is not None:
+        return _split(held.rows(source), source, notes)
     if source.format == "images":
         from students.image_data import read_image_folder
 

@@ -17,8 +17,8 @@ import numpy as np
 import pyarrow as pa
 
 from students.config import DataConfig, SourceConfig
-from students.file_data import (DataError, SourceRows, check_unique_keys, checked_ids, held_out_by_id, held_out_rows,
-                                held_out_train_rows, read_split, split_chunks, stream_block)
+from students.file_data import (DataError, HeldOut, SourceRows, check_unique_keys, checked_ids, held_out_by_id,
+                                held_out_rows, held_out_train_rows, read_split, split_chunks, stream_block)
 from students.lm_data import encode_with_lengths, generated_sequences
 from students.splits import Dataset, Split, StreamedSplit, row_hashes, rows_fingerprint
 
@@ -96,15 +96,19 @@ def _tokenizer(cfg: DataConfig):
     return cached_tokenizer(cfg.tokenizer)  # one per process: a Ray Data task tokenizes many blocks
 
 
-def lm_test_view(cfg: DataConfig, notes: Optional[list[str]] = None, test: Optional[Split] = None) -> Dataset:
-    """The test split (`test`, else read: its file, or the rows held out of each train file, a
-    chunk at a time) and an empty training split of the sequences' width (texts cut counted in
-    `notes`)."""
+def lm_test_view(cfg: DataConfig, notes: Optional[list[str]] = None, test: Optional[Split] = None,
+                 held: Optional[HeldOut] = None) -> Dataset:
+    """The test split (`test`, else read: its file, or the rows held out of train, as a scan of
+    train collected them in `held` or read a chunk at a time) and an empty training split of
+    the sequences' width (texts cut counted in `notes`)."""
     from teachers import specials_of, tokenizer_hash
 
     source, tokenizer = cfg.source, _tokenizer(cfg)
     if test is None:
-        rows = read_split(source.test, source) if source.test is not None else held_out_train_rows(source)
+        if source.test is not None:
+            rows = read_split(source.test, source)
+        else:
+            rows = held.rows(source) if held is not None else held_out_train_rows(source)
         x = _sequences(_pairs(rows, source, tokenizer), tokenizer, cfg.sequence_length, source.test or source.train,
                        [] if notes is None else notes)
         test = Split(x, np.zeros(len(x), np.int64), token_specials=specials_of(tokenizer),
@@ -125,10 +129,12 @@ def to_lm_stream_rows(table: pa.Table, cfg: DataConfig, file: str) -> dict[str, 
     return {"id": rows.table.column("__id").to_numpy(zero_copy_only=False), "x": x, "y": np.zeros(len(x), np.int64)}
 
 
-def scan_lm_split(path: str, cfg: DataConfig, notes: list[str], *, drop_held_out: bool = False) -> StreamedSplit:
+def scan_lm_split(path: str, cfg: DataConfig, notes: list[str], *, held_out: Optional[HeldOut] = None
+                  ) -> StreamedSplit:
     """Tokenize and check every row of a streamed split chunk by chunk without keeping it:
     texts, unique ids, cut rows (in `notes`), target tokens and the rows' fingerprint.
-    `drop_held_out`: the split is `train` less the test rows `test_fraction` holds out."""
+    `held_out`: the split is `train` less the test rows `test_fraction` holds out, which it
+    collects (the same pass)."""
     from students.streamed import row_numbers
     from teachers import specials_of, tokenizer_hash
 
@@ -136,8 +142,8 @@ def scan_lm_split(path: str, cfg: DataConfig, notes: list[str], *, drop_held_out
     specials = specials_of(tokenizer)
     rows_seen, tokens, keys, hashes, cut = 0, 0, [], [], []
     for rows in split_chunks(path, cfg.source):
-        if drop_held_out:
-            rows = SourceRows(rows.table.filter(pa.array(~held_out_rows(rows.table, cfg.source))), rows.files)
+        if held_out is not None:
+            rows = held_out.split_off(rows, cfg.source)
         if rows.table.num_rows == 0:
             continue
         ids = checked_ids(rows, path)

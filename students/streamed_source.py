@@ -12,7 +12,7 @@ from functools import partial
 import numpy as np
 
 from students.config import DataConfig
-from students.file_data import (check_labels, check_test_classes, load_source, same_width, scan_split,
+from students.file_data import (HeldOut, check_labels, check_test_classes, load_source, same_width, scan_split,
                                 streamed_test_split)
 from students.splits import Dataset, LazySplit, Split
 
@@ -44,9 +44,11 @@ def _classification(cfg: DataConfig) -> Dataset:
 
         class_names = tuple(image_classes(source))
     given = source.num_classes or len(class_names) or None
-    teachers = scan_split(source.train, source, given, notes=notes, drop_held_out=source.test is None)
+    # an image folder reads only its held-out images for the test split: nothing to collect
+    held = HeldOut(keep=source.format != "images") if source.test is None else None
+    teachers = scan_split(source.train, source, given, notes=notes, held_out=held)
     num_classes = given or len(teachers.class_counts)
-    test = streamed_test_split(source, notes).keyed()
+    test = streamed_test_split(source, notes, held if held is not None and held.keep else None).keyed()
     same_width(source.test or source.train, test, teachers.template)
     check_labels(test, num_classes, source.test or source.train, test.ids)
     check_test_classes(test, set(np.flatnonzero(teachers.class_counts).tolist()), source.test or source.train)
@@ -62,9 +64,10 @@ def _language_model(cfg: DataConfig) -> Dataset:
     from students.lm_source import lm_test_view, scan_lm_split
 
     source, notes = cfg.source, []
-    teachers = scan_lm_split(source.train, cfg, notes, drop_held_out=source.test is None)
+    rows = HeldOut() if source.test is None else None
+    teachers = scan_lm_split(source.train, cfg, notes, held_out=rows)
     students = scan_lm_split(source.transfer, cfg, notes) if source.transfer is not None else teachers
-    held = lm_test_view(cfg, notes)
+    held = lm_test_view(cfg, notes, held=rows)
     return Dataset(held.name, students.template, held.test.keyed(), held.num_classes, kind="lm",
                    tokenizer_hash=held.tokenizer_hash,
                    teacher_rows=LazySplit(partial(teachers_train_split, cfg), teachers),

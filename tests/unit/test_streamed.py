@@ -244,3 +244,22 @@ def test_micro_batches_cover_every_row_once_in_a_seeded_order():
     assert all(np.array_equal(b["x"][:, 0], b["id"].astype(int)) for b in first)  # columns stay aligned
     in_order = np.concatenate([b["id"] for b in micro_batches(chunks(), 5, np.random.default_rng(0), shuffle=False)])
     assert in_order.astype(int).tolist() == list(range(30))
+
+
+def test_the_driver_reads_a_train_split_once_for_its_scan_and_its_held_out_test_rows(tmp_path, monkeypatch):
+    """The scan of `train` collects the rows held out for the test split as it goes: each
+    train file is read once, and the test split is the in-memory path's."""
+    import students.file_data as file_data
+
+    source = _source(tmp_path, test_fraction=0.3, stream=True)
+    in_memory = load_dataset(DataConfig(source=source.model_copy(update={"stream": False})))
+    reads = []
+    chunks = file_data._chunks
+    monkeypatch.setattr(file_data, "_chunks", lambda fs, name, fmt: (reads.append(name), chunks(fs, name, fmt))[1])
+    driver = load_dataset(DataConfig(source=source))
+    assert sorted(reads) == sorted(str(p) for p in tmp_path.glob("part-*.parquet"))
+    assert sorted(driver.test.ids.tolist()) == sorted(in_memory.test.ids.tolist())
+    by_id = lambda split: split.x[np.argsort(split.ids)]  # noqa: E731
+    np.testing.assert_array_equal(by_id(driver.test), by_id(in_memory.test))
+    with pytest.raises(DataError, match="test_fraction 1e-09 holds out no row"):
+        load_dataset(DataConfig(source=_source(tmp_path, test_fraction=1e-9, stream=True)))
