@@ -8,7 +8,7 @@ before any teacher is trained, so a run refuses the same problems.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 from rich.console import Console
@@ -32,10 +32,15 @@ def _by_class(rows: int, counts: np.ndarray) -> dict[str, Any]:
             "per class (min-max)": f"{counts[counts > 0].min()}-{counts.max()}" if len(counts) else ""}
 
 
+def data_progress(console: Console) -> Callable[[str], None]:
+    """Where the driver's scan of a streamed source reports how it goes: `data: ...` lines."""
+    return lambda line: console.print(f"data: {line}", highlight=False)
+
+
 def check(config_path: str, console: Console, overrides: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Validate `config_path` and load its data; print and return a summary."""
     cfg = load_run_config(config_path, overrides)
-    dataset = load_dataset(cfg.data)
+    dataset = load_dataset(cfg.data, progress=data_progress(console))
     splits = {"train (students)": dataset.train, "test": dataset.test}
     if dataset.streamed is not None:
         splits = {"train (students, streamed)": dataset.streamed, "test": dataset.test}

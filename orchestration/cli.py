@@ -251,11 +251,12 @@ def precompute(config: str = typer.Argument(..., help="experiment config whose t
     """Run the teachers over the training set with Ray Data and write top-k soft targets to the offline store."""
     from orchestration.config import load_run_config
     from cluster import connect
+    from orchestration.check import data_progress
     from orchestration.precompute import precompute as run_precompute
     from students import load_dataset
 
     cfg = load_run_config(config, _parse_sets(overrides))
-    dataset = load_dataset(cfg.data).teacher_view()
+    dataset = load_dataset(cfg.data, progress=data_progress(console)).teacher_view()
     console.print(f"connected to {connect()}")
     manifests = run_precompute(cfg, dataset, console)
     console.print(f"store ready for {', '.join(manifests)}; train from it with distill.mode: offline")

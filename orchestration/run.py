@@ -19,6 +19,7 @@ from rich.text import Text
 
 from cluster import AUDIT_FOLDER, RunFolder
 
+from orchestration.check import data_progress
 from orchestration.config import RunConfig, load_run_config, run_folder
 from orchestration.export import REFERENCE_FILE
 from orchestration.quiet_output import LOG_FILE, quiet_output
@@ -97,7 +98,7 @@ def _run(cfg: RunConfig, folder: RunFolder, pulled: int, console: Console) -> li
     if folder.remote:
         console.print(f"working copy of its files: {run_dir} ({pulled} files pulled); checkpoints go straight to "
                       f"{folder.child('train')}", highlight=False)
-    dataset = load_dataset(cfg.data)
+    dataset = load_dataset(cfg.data, progress=data_progress(console))
     for note in dataset.notes:
         console.print(f"data: {note}", highlight=False)
     if cfg.data.classification and cfg.data.source is not None and cfg.data.source.num_classes is None:

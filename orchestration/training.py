@@ -57,14 +57,12 @@ def train_students(jobs: list, cfg: RunConfig, reference: Optional[np.ndarray] =
 
 
 def workers_test_split(cfg: RunConfig, test: Any) -> Optional[dict[str, Any]]:
-    """The driver's test split of a streamed source (`test`), put in the object store once for
+    """The driver's test split of a streamed source (`test`), sent with the trainer's config to
     every train worker, which would otherwise take a pass over the source's train files for
     the rows held out of them; None for data the workers read whole anyway."""
-    import ray
-
     if cfg.data.source is None or not cfg.data.source.stream:
         return None
-    return {"data": cfg.data.model_dump_json(), "split": ray.put(test)}
+    return {"data": cfg.data.model_dump_json(), "split": test}
 
 
 def train_peers(jobs: dict[str, list], cfg: RunConfig,

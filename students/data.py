@@ -7,7 +7,7 @@ the same (epoch, shard, index) always names the same samples.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -16,23 +16,26 @@ from students.splits import Dataset, Split
 from teachers import Batch
 
 
-def load_dataset(cfg: DataConfig, *, in_worker: bool = False, test: Optional[Split] = None) -> Dataset:
+def load_dataset(cfg: DataConfig, *, in_worker: bool = False, test: Optional[Split] = None,
+                 progress: Optional[Callable[[str], None]] = None) -> Dataset:
     """Load the configured dataset: the user's files (`data.source`), or a bundled set split
     deterministically (stratified by class). `in_worker`: for a train worker, which reads a
     streamed source's training rows from its dataset shard instead, and its test split from
     `test` when the driver sends it (else from the files: rows held out of train take a pass
-    over every train file). Every split has row ids."""
-    dataset = _load(cfg, in_worker, test)
+    over every train file). `progress` hears how the driver's scan of a streamed source goes.
+    Every split has row ids."""
+    dataset = _load(cfg, in_worker, test, progress)
     keyed = lambda split: None if split is None else split.keyed()  # noqa: E731
     return replace(dataset, train=keyed(dataset.train), test=keyed(dataset.test),
                    teacher_train=keyed(dataset.teacher_train))
 
 
-def _load(cfg: DataConfig, in_worker: bool, test: Optional[Split]) -> Dataset:
+def _load(cfg: DataConfig, in_worker: bool, test: Optional[Split], progress: Optional[Callable[[str], None]]
+          ) -> Dataset:
     if cfg.source is not None and cfg.source.stream and not in_worker:
         from students.streamed_source import streamed_source_dataset
 
-        return streamed_source_dataset(cfg)
+        return streamed_source_dataset(cfg, progress)
     if cfg.source is not None and cfg.source.columns.language_model:
         from students.lm_source import load_lm_source
 

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from students.config import SourceConfig
 from students.source_paths import DataError, source_files
-from students.splits import Dataset, Split, StreamedSplit, row_hashes, rows_fingerprint
+from students.splits import Dataset, Split
 
 
 @dataclass
@@ -248,7 +248,8 @@ def _integers(rows: SourceRows, column: str, role: str) -> np.ndarray:
     return values.to_numpy().astype(np.int64)
 
 
-def _split(rows: SourceRows, source: SourceConfig, notes: Optional[list[str]] = None) -> Split:
+def rows_split(rows: SourceRows, source: SourceConfig, notes: Optional[list[str]] = None) -> Split:
+    """A chunk of rows (`SourceRows`) as a split: its column roles read and checked."""
     cols = source.columns
     x = _vectors(rows, cols.input, "input", source, notes)
     y = _integers(rows, cols.label, "label")
@@ -308,14 +309,14 @@ def rows_dataset(name: str, source: SourceConfig, train_rows: SourceRows, test_r
     source has them. The bundled sets come here too, as tables (`students.builtin_sources`)."""
     ids, notes = checked_ids(train_rows, source.train), []
     if test_rows is not None:
-        test, train = _split(test_rows, source, notes), _split(train_rows, source, notes)
+        test, train = rows_split(test_rows, source, notes), rows_split(train_rows, source, notes)
         test_ids, train_ids = checked_ids(test_rows, source.test), ids
     else:
         held = held_out_by_id(ids, source.test_fraction)
         if held.all() or not held.any():
             raise DataError(f"{source.train}: test_fraction {source.test_fraction} of {len(ids)} rows leaves an "
                             f"empty {'train' if held.all() else 'test'} split; give more rows or a test file")
-        everything = _split(train_rows, source, notes)
+        everything = rows_split(train_rows, source, notes)
         test, train = everything.rows(np.flatnonzero(held)), everything.rows(np.flatnonzero(~held))
         test_ids, train_ids = ids[held], ids[~held]
     class_names = ()
@@ -331,7 +332,7 @@ def rows_dataset(name: str, source: SourceConfig, train_rows: SourceRows, test_r
     transfer = None
     if source.transfer is not None:
         transfer_rows = read_split(source.transfer, source)
-        transfer = _split(transfer_rows, source, notes)
+        transfer = rows_split(transfer_rows, source, notes)
         check_labels(transfer, num_classes, source.transfer, checked_ids(transfer_rows, source.transfer))
         same_width(source.transfer, transfer, train)
     return Dataset(name, transfer or train, test, num_classes=num_classes,
@@ -368,36 +369,6 @@ def _chunks(filesystem, path: str, fmt: str, rows: int = 65_536):
         raise DataError(f"{path}: not readable as {fmt}: {exc}") from None
 
 
-def scan_split(path: str, source: SourceConfig, num_classes: Optional[int], template: Optional[Split] = None,
-               notes: Optional[list[str]] = None, *, held_out: Optional[HeldOut] = None) -> StreamedSplit:
-    """Check every row of a split in chunks, as `load_source` checks a split it holds (columns,
-    types, vector lengths, labels, unique ids, the width of `template` and one schema), keeping
-    only the ids' hashes and the rows per class. `num_classes` None: the labels decide it.
-    `held_out`: the split is `train` less the test rows `test_fraction` holds out, which it
-    collects (the same pass)."""
-    from students.streamed import row_numbers
-
-    counts, keys, hashes = np.zeros(num_classes or 0, np.int64), [], []
-    for rows in split_chunks(path, source):
-        if held_out is not None:
-            rows = held_out.split_off(rows, source)
-        if rows.table.num_rows == 0:
-            continue
-        split = _split(rows, source, notes)
-        template = template or split.rows(slice(0, 0))
-        same_width(rows.files[0], split, template)
-        check_labels(split, num_classes or np.iinfo(np.int64).max, rows.files[0], split.ids)
-        found = np.bincount(split.y, minlength=len(counts))
-        counts = np.pad(counts, (0, len(found) - len(counts))) + found
-        keys.append(row_numbers(split.ids))
-        hashes.append(row_hashes(split.ids, split.teacher_inputs, split.y))
-    if not keys:
-        raise DataError(f"{path}: the split has no rows")
-    check_unique_keys(keys, path)
-    space = f"classes:{num_classes or len(counts)}"
-    return StreamedSplit(int(counts.sum()), counts, rows_fingerprint(space, np.concatenate(hashes)), template=template)
-
-
 def check_unique_keys(keys: list[np.ndarray], path: str) -> None:
     """A split scanned in chunks holds each row id once (`keys`: the chunks' `row_numbers`)."""
     _, seen = np.unique(np.concatenate(keys), return_counts=True)
@@ -422,15 +393,27 @@ def split_chunks(path: str, source: SourceConfig):
             yield SourceRows(table, [name])
         return
     filesystem, files = source_files(path)
-    if source.format == "text":
-        for name in files:
-            yield _text_lines(filesystem, [name], name, whole=False)
-        return
     first = None
     for name in files:
-        for table in _chunks(filesystem, name, source.format):
-            first = _same_schema(table, first, name, files)
-            yield SourceRows(_with_ids(table, name, source.columns.id), [name])
+        for rows in file_chunks(filesystem, name, source):
+            if source.format != "text":
+                first = _same_schema(rows.table.drop_columns(["__id"]), first, name, files)
+            yield rows
+
+
+def file_chunks(filesystem, name: str, source: SourceConfig):
+    """One file of a Parquet, JSONL, CSV or text split a chunk at a time (`SourceRows`, with
+    the rows' ids): record batches of a file, or a text file's lines."""
+    if source.format == "text":
+        yield _text_lines(filesystem, [name], name, whole=False)
+        return
+    for table in _chunks(filesystem, name, source.format):
+        yield SourceRows(_with_ids(table, name, source.columns.id), [name])
+
+
+def same_schema(schema: pa.Schema, first: Optional[pa.Schema], name: str, files: list[str]) -> pa.Schema:
+    """`_same_schema` of a file's columns as a schema."""
+    return _same_schema(schema.empty_table(), first, name, files)
 
 
 def held_out_rows(table: pa.Table, source: SourceConfig) -> np.ndarray:
@@ -457,6 +440,12 @@ class HeldOut:
             self.tables.append(rows.table.filter(pa.array(held)))
             self.files += [name for name in rows.files if name not in self.files[-1:]]
         return SourceRows(rows.table.filter(pa.array(~held)), rows.files)
+
+    def add(self, table: Optional[pa.Table], name: str) -> None:
+        """The held-out rows `table` of file `name` (None: it has none)."""
+        if table is not None:
+            self.tables.append(table)
+        self.files += [name] if name not in self.files[-1:] else []
 
     def rows(self, source: SourceConfig) -> SourceRows:
         rows = SourceRows(pa.concat_tables(self.tables), self.files) if self.tables else None
@@ -489,15 +478,15 @@ def streamed_test_split(source: SourceConfig, notes: Optional[list[str]] = None,
     scan of train collected them, else read a chunk at a time; only the held-out images of an
     image folder are read)."""
     if source.test is not None:
-        return _split(read_split(source.test, source), source, notes)
+        return rows_split(read_split(source.test, source), source, notes)
     if held is not None:
-        return _split(held.rows(source), source, notes)
+        return rows_split(held.rows(source), source, notes)
     if source.format == "images":
         from students.image_data import read_image_folder
 
         held = lambda ids: held_out_by_id(np.array(ids), source.test_fraction)  # noqa: E731
-        return _split(_image_rows(*read_image_folder(source.train, source, keep=held)), source, notes)
-    return _split(held_out_train_rows(source), source, notes)
+        return rows_split(_image_rows(*read_image_folder(source.train, source, keep=held)), source, notes)
+    return rows_split(held_out_train_rows(source), source, notes)
 
 
 def to_stream_rows(table: pa.Table, source: SourceConfig, file: str) -> dict[str, np.ndarray]:
@@ -507,7 +496,7 @@ def to_stream_rows(table: pa.Table, source: SourceConfig, file: str) -> dict[str
     rows = stream_block(table, source, file)
     table = rows.table
     keep = np.ones(table.num_rows, bool) if source.transfer is not None else ~held_out_rows(table, source)
-    split = _split(rows, source)
+    split = rows_split(rows, source)
     if not keep.all():
         split = split.rows(np.flatnonzero(keep))
     out = {"id": table.column("__id").to_numpy(zero_copy_only=False)[keep], "x": split.x, "y": split.y}

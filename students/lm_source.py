@@ -17,10 +17,11 @@ import numpy as np
 import pyarrow as pa
 
 from students.config import DataConfig, SourceConfig
-from students.file_data import (DataError, HeldOut, SourceRows, check_unique_keys, checked_ids, held_out_by_id,
-                                held_out_rows, held_out_train_rows, read_split, split_chunks, stream_block)
+from students.file_data import (DataError, HeldOut, SourceRows, checked_ids, held_out_by_id, held_out_rows,
+                                held_out_train_rows, read_split, stream_block)
 from students.lm_data import encode_with_lengths, generated_sequences
-from students.splits import Dataset, Split, StreamedSplit, row_hashes, rows_fingerprint
+from students.split_scan import FileScan, Progress, ScanSpec, fingerprint, merged, scan_split_files
+from students.splits import Dataset, Split, StreamedSplit, row_hashes
 
 
 def _texts(rows: SourceRows, column: str, role: str) -> list[str]:
@@ -129,37 +130,39 @@ def to_lm_stream_rows(table: pa.Table, cfg: DataConfig, file: str) -> dict[str, 
     return {"id": rows.table.column("__id").to_numpy(zero_copy_only=False), "x": x, "y": np.zeros(len(x), np.int64)}
 
 
-def scan_lm_split(path: str, cfg: DataConfig, notes: list[str], *, held_out: Optional[HeldOut] = None
-                  ) -> StreamedSplit:
-    """Tokenize and check every row of a streamed split chunk by chunk without keeping it:
-    texts, unique ids, cut rows (in `notes`), target tokens and the rows' fingerprint.
-    `held_out`: the split is `train` less the test rows `test_fraction` holds out, which it
-    collects (the same pass)."""
-    from students.streamed import row_numbers
+def scan_lm_split(path: str, cfg: DataConfig, notes: list[str], *, held_out: Optional[HeldOut] = None,
+                  progress: Progress = None) -> StreamedSplit:
+    """Tokenize and check every row of a streamed split without keeping it (file by file:
+    `students.split_scan`): texts, unique ids, cut rows (in `notes`), target tokens and the
+    rows' fingerprint. `held_out`: the split is `train` less the test rows `test_fraction`
+    holds out, which it collects (the same pass)."""
     from teachers import specials_of, tokenizer_hash
 
     tokenizer = _tokenizer(cfg)
-    specials = specials_of(tokenizer)
-    rows_seen, tokens, keys, hashes, cut = 0, 0, [], [], []
-    for rows in split_chunks(path, cfg.source):
-        if held_out is not None:
-            rows = held_out.split_off(rows, cfg.source)
-        if rows.table.num_rows == 0:
-            continue
-        ids = checked_ids(rows, path)
-        x = _sequences(_pairs(rows, cfg.source, tokenizer), tokenizer, cfg.sequence_length, rows.files[0], cut)
-        split = Split(x, np.zeros(len(x), np.int64), token_specials=specials, ids=ids)
-        rows_seen, tokens = rows_seen + len(x), tokens + len(split.labels(slice(None)))
-        keys.append(row_numbers(ids))
-        hashes.append(row_hashes(ids, x, split.y))
-    if not keys:
-        raise DataError(f"{path}: the split has no rows")
-    check_unique_keys(keys, path)
-    notes += cut
+    spec = ScanSpec(cfg.source, hold_out=held_out is not None, keep_held=held_out is not None and held_out.keep,
+                    data=cfg, chunk=scan_chunk)
+    scans = merged(scan_split_files(path, spec, progress), held_out, notes)
     space = f"tokens:{len(tokenizer)}:{tokenizer_hash(tokenizer)}"  # the dataset's output space
-    template = Split(np.zeros((0, cfg.sequence_length), np.int64), np.zeros(0, np.int64), token_specials=specials)
-    return StreamedSplit(rows_seen, np.array([], np.int64), rows_fingerprint(space, np.concatenate(hashes)),
-                         target_tokens=tokens, template=template)
+    template = Split(np.zeros((0, cfg.sequence_length), np.int64), np.zeros(0, np.int64),
+                     token_specials=specials_of(tokenizer))
+    return StreamedSplit(sum(scan.rows for _, scan in scans), np.array([], np.int64), fingerprint(path, space, scans),
+                         target_tokens=sum(scan.target_tokens for _, scan in scans), template=template)
+
+
+def scan_chunk(rows: SourceRows, spec: ScanSpec, out: FileScan, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """A language model's chunk (`ScanSpec.chunk`): its texts tokenized, ids checked, rows cut
+    counted in the scan's notes, target tokens counted; its rows' keys and hashes."""
+    from students.streamed import row_numbers
+    from teachers import specials_of
+
+    tokenizer = _tokenizer(spec.data)
+    ids = checked_ids(rows, where)
+    x = _sequences(_pairs(rows, spec.source, tokenizer), tokenizer, spec.data.sequence_length, rows.files[0],
+                   out.notes)
+    split = Split(x, np.zeros(len(x), np.int64), token_specials=specials_of(tokenizer), ids=ids)
+    out.rows += len(x)
+    out.target_tokens += len(split.labels(slice(None)))
+    return row_numbers(ids), row_hashes(ids, x, split.y)
 
 
 def lm_rows_dataset(name: str, cfg: DataConfig, source: SourceConfig, train_rows: SourceRows,

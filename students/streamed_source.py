@@ -12,17 +12,19 @@ from functools import partial
 import numpy as np
 
 from students.config import DataConfig
-from students.file_data import (HeldOut, check_labels, check_test_classes, load_source, same_width, scan_split,
+from students.file_data import (HeldOut, check_labels, check_test_classes, load_source, same_width,
                                 streamed_test_split)
+from students.split_scan import Progress, scan_split
 from students.splits import Dataset, LazySplit, Split
 
 
-def streamed_source_dataset(cfg: DataConfig) -> Dataset:
+def streamed_source_dataset(cfg: DataConfig, progress: Progress = None) -> Dataset:
     """The test split, an empty training split of the students' shapes, the students' split
-    scanned (`Dataset.streamed`) and the teachers' one scanned and read on demand."""
+    scanned (`Dataset.streamed`) and the teachers' one scanned and read on demand; `progress`
+    hears how the scans go (`students.split_scan`)."""
     if cfg.source.columns.language_model:
-        return _language_model(cfg)
-    return _classification(cfg)
+        return _language_model(cfg, progress)
+    return _classification(cfg, progress)
 
 
 def teachers_train_split(cfg: DataConfig) -> Split:
@@ -36,7 +38,7 @@ def teachers_train_split(cfg: DataConfig) -> Split:
     return load_source(source).train
 
 
-def _classification(cfg: DataConfig) -> Dataset:
+def _classification(cfg: DataConfig, progress: Progress) -> Dataset:
     source, notes = cfg.source, []
     class_names: tuple[str, ...] = ()
     if source.format == "images":
@@ -46,7 +48,7 @@ def _classification(cfg: DataConfig) -> Dataset:
     given = source.num_classes or len(class_names) or None
     # an image folder reads only its held-out images for the test split: nothing to collect
     held = HeldOut(keep=source.format != "images") if source.test is None else None
-    teachers = scan_split(source.train, source, given, notes=notes, held_out=held)
+    teachers = scan_split(source.train, source, given, notes=notes, held_out=held, progress=progress)
     num_classes = given or len(teachers.class_counts)
     test = streamed_test_split(source, notes, held if held is not None and held.keep else None).keyed()
     same_width(source.test or source.train, test, teachers.template)
@@ -54,19 +56,19 @@ def _classification(cfg: DataConfig) -> Dataset:
     check_test_classes(test, set(np.flatnonzero(teachers.class_counts).tolist()), source.test or source.train)
     students = teachers
     if source.transfer is not None:
-        students = scan_split(source.transfer, source, num_classes, teachers.template, notes)
+        students = scan_split(source.transfer, source, num_classes, teachers.template, notes, progress=progress)
     return Dataset(f"source:{source.train}", students.template, test, num_classes,
                    teacher_rows=LazySplit(partial(teachers_train_split, cfg), teachers), streamed=students,
                    class_names=class_names, notes=tuple(notes))
 
 
-def _language_model(cfg: DataConfig) -> Dataset:
+def _language_model(cfg: DataConfig, progress: Progress) -> Dataset:
     from students.lm_source import lm_test_view, scan_lm_split
 
     source, notes = cfg.source, []
     rows = HeldOut() if source.test is None else None
-    teachers = scan_lm_split(source.train, cfg, notes, held_out=rows)
-    students = scan_lm_split(source.transfer, cfg, notes) if source.transfer is not None else teachers
+    teachers = scan_lm_split(source.train, cfg, notes, held_out=rows, progress=progress)
+    students = teachers if source.transfer is None else scan_lm_split(source.transfer, cfg, notes, progress=progress)
     held = lm_test_view(cfg, notes, held=rows)
     return Dataset(held.name, students.template, held.test.keyed(), held.num_classes, kind="lm",
                    tokenizer_hash=held.tokenizer_hash,

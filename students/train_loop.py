@@ -347,8 +347,7 @@ def train_student(config: dict[str, Any]) -> None:
     """Ray Train entry point: `TorchTrainer(train_student, train_loop_config={"jobs": [...]})`;
     `"reference"` holds the teachers' test embeddings when the students are sentence encoders,
     `"streamed_test"` a streamed source's test split (`{"data": its data config as JSON,
-    "split": an object ref}`), so that no worker reads the source's files for it."""
-    import ray
+    "split": the split}`), so that no worker reads the source's files for it."""
     import ray.train
 
     jobs: list[StudentJob] = config["jobs"]
@@ -362,7 +361,7 @@ def train_student(config: dict[str, Any]) -> None:
         key = job.data.model_dump_json()
         if key not in datasets:
             sent = config.get("streamed_test") or {}  # a streamed source's test split, as the driver read it
-            test = ray.get(sent["split"]) if sent.get("data") == key else None
+            test = sent["split"] if sent.get("data") == key else None
             datasets[key] = load_dataset(job.data, in_worker=True, test=test)
         return datasets[key]
 

@@ -15,6 +15,8 @@ from students.config import DataConfig
 from students.data import load_dataset
 from students.file_data import DataError
 
+pytestmark = pytest.mark.usefixtures("own_cache")  # the driver's scans are cached there
+
 ROWS, FEATURES, CLASSES = 60, 5, 3
 
 

@@ -16,6 +16,8 @@ from students.file_data import DataError
 from students.lm_data import encode_examples
 from teachers import load_tokenizer
 
+pytestmark = pytest.mark.usefixtures("own_cache")  # the driver's scans are cached there
+
 TOKENIZER = str(Path(__file__).resolve().parents[2] / "students" / "tokenizers" / "stdlib-bpe-1024")
 PAIRS = [(f"def f{i}(x):", f"Return the {i}th thing of x, or nothing at all when x is empty.") for i in range(40)]
 

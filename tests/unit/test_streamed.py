@@ -16,6 +16,8 @@ from students.data import load_dataset
 from students.file_data import DataError, to_stream_rows
 from students.streamed import StreamedBatches, stream_batch
 
+pytestmark = pytest.mark.usefixtures("own_cache")  # the driver's scans are cached there
+
 FEATURES = 4
 
 
