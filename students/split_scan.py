@@ -253,7 +253,7 @@ def _read(cache: Path, key: str) -> Optional[FileScan]:
         with np.load(cache / f"{key}.npz", allow_pickle=False) as saved:
             meta = json.loads(str(saved["meta"]))
             template = None
-            if meta["template"] is not None:
+            if meta["template"]:
                 arrays = {name[len("template/"):]: saved[name] for name in saved.files if name.startswith("template/")}
                 columns = {name[len("column/"):]: value for name, value in arrays.items() if name.startswith("column/")}
                 template = Split(arrays["x"], arrays["y"], columns, arrays.get("teacher_x"), ids=arrays["ids"])

@@ -82,3 +82,23 @@ def test_a_file_that_fails_is_refused_at_every_start(tmp_path, reads):
         with pytest.raises(DataError, match="part-9.parquet: label -1"):
             load_dataset(DataConfig(source=source))
     assert reads.count(str(tmp_path / "part-9.parquet")) == 2 and reads.count(str(tmp_path / "part-0.parquet")) == 1
+
+
+def test_a_language_models_split_is_remembered_too(tmp_path, reads):
+    import json
+    from pathlib import Path
+
+    tokenizer = str(Path(__file__).resolve().parents[2] / "students" / "tokenizers" / "stdlib-bpe-1024")
+    for part in range(2):
+        with open(tmp_path / f"part-{part}.jsonl", "w") as out:
+            for i in range(20):
+                out.write(json.dumps({"id": f"{part}-{i}", "prompt": f"def f{i}(x):",
+                                      "completion": "Return x. " * (i + 1)}) + "\n")
+    cfg = DataConfig(tokenizer=tokenizer, sequence_length=24, source={
+        "format": "jsonl", "train": str(tmp_path / "part-*.jsonl"), "test_fraction": 0.2, "stream": True,
+        "columns": {"prompt": "prompt", "completion": "completion", "id": "id"}})
+    first = load_dataset(cfg)
+    again = load_dataset(cfg)
+    assert len(reads) == 2 and any("were cut" in note for note in first.notes)
+    _same(again, first)
+    assert again.streamed.target_tokens == first.streamed.target_tokens
