@@ -1,3 +1,4 @@
 from orchestration.cli import main
 
-main()
+if __name__ == "__main__":  # not in a process that imports it as another main (multiprocessing spawn)
+    main()
