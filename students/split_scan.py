@@ -65,11 +65,13 @@ class ScanSpec:
     data: Optional[DataConfig] = None
     chunk: Callable[..., tuple[np.ndarray, np.ndarray]] = class_chunk
 
-    def cache_key(self, info: Any, tokenizer: str) -> Optional[str]:
-        """The key of a file's scan under these settings; None when the file's version is unknown."""
+    def cache_key(self, split: str, info: Any, tokenizer: str) -> Optional[str]:
+        """The key of the scan of a file of `split` (its path or URI, with the store's address)
+        under these settings; None when the file's version is unknown."""
         if info.mtime_ns is None or info.size is None:
             return None
-        settings = {"version": SCAN_VERSION, "file": info.path, "size": info.size, "mtime_ns": info.mtime_ns,
+        settings = {"version": SCAN_VERSION, "split": split, "file": info.path, "size": info.size,
+                    "mtime_ns": info.mtime_ns,
                     "source": self.source.model_dump(mode="json", exclude={"train", "test", "transfer",
                                                                             "scan_workers", "stream"}),
                     "num_classes": self.num_classes, "hold_out": self.hold_out, "keep_held": self.keep_held,
@@ -184,7 +186,7 @@ def scan_split_files(path: str, spec: ScanSpec, progress: Progress = None) -> li
     scans: dict[str, FileScan] = {}
     todo = []
     for info in infos:
-        key = spec.cache_key(info, tokenizer)
+        key = spec.cache_key(path, info, tokenizer)
         cached = _read(cache, key) if key else None
         if cached is not None:
             scans[info.path] = cached
