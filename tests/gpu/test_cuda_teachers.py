@@ -39,3 +39,27 @@ def test_a_half_precision_teacher_answers_on_the_gpu_like_its_float32_self(tmp_p
     ours, theirs = half.records([batch], temperature=1.0)[0], full.records([batch], temperature=1.0)[0]
     assert ours.logprob.dtype == np.float32
     assert np.abs(np.exp(ours.logprob) - np.exp(theirs.logprob)).max() < 0.02
+
+
+def test_a_snapshot_given_a_gpu_labels_its_replay_memory_there_as_on_the_cpu(tmp_path):
+    """Continual replay with stored targets: the labelling task runs on the GPU its resources
+    give it, chunk by chunk, and stores what the CPU stores."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from cluster import ResourcesConfig
+    from orchestration.snapshots import label_memory
+    from teachers.arrow_codec import table_to_record
+    from teachers.targets import record_logprob
+    from tests.unit.teacher_fixtures import CLASSES, IN_FEATURES, teacher_args
+
+    args = teacher_args(tmp_path, temperature=2.0)
+    x = np.random.default_rng(0).random((300, IN_FEATURES), dtype=np.float32)  # two chunks of at most 256
+    rows = np.arange(300) * 2
+    on_gpu = args.model_copy(update={"resources": ResourcesConfig(num_gpus=1)})
+    label_memory(on_gpu, x, rows, CLASSES, str(tmp_path / "gpu.parquet"))
+    label_memory(args, x, rows, CLASSES, str(tmp_path / "cpu.parquet"))
+    gpu, cpu = (table_to_record(pq.read_table(tmp_path / f"{side}.parquet"), source=side, batch_id="")
+                for side in ("gpu", "cpu"))
+    assert pq.read_table(tmp_path / "gpu.parquet").column("sample").to_pylist() == rows.tolist()
+    assert (record_logprob(gpu, 2.0) - record_logprob(cpu, 2.0)).abs().max() < 1e-2
