@@ -61,6 +61,7 @@ _EXPORTS = {
     "read_audit": "audit_log",
     "read_metrics": "metrics",
     "read_parquet": "storage",
+    "read_parquet_footer": "storage",
     "read_parquet_mapped": "storage",
     "read_text": "storage",
     "read_yaml_file": "config",
@@ -80,9 +81,9 @@ __all__ = ["AUDIT_FOLDER", "AuditLog", "ConfigError", "DEFAULT_ALLOWED_MODULES",
            "load_with_overrides", "load_yaml_model", "local_folder_for", "log_own_warnings", "method_kind",
            "new_attempt", "on_this_node", "online_phase", "open_audit_log", "open_uri", "orchestrator_name",
            "parse_yaml", "paths_outside_roots", "phase_kind", "prepare_ray_env", "process_group_backend", "put_file",
-           "ray_options", "read_audit", "read_metrics", "read_parquet", "read_parquet_mapped", "read_text",
-           "read_yaml_file", "teacher_cache_dir", "validate_model", "work_device", "work_dtype", "write_parquet",
-           "write_text"]
+           "ray_options", "read_audit", "read_metrics", "read_parquet", "read_parquet_footer", "read_parquet_mapped",
+           "read_text", "read_yaml_file", "teacher_cache_dir", "validate_model", "work_device", "work_dtype",
+           "write_parquet", "write_text"]
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

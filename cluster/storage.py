@@ -150,6 +150,17 @@ def read_parquet(location: str, columns: Optional[list[str]] = None) -> Any:
     return pq.read_table(path, columns=columns, filesystem=filesystem)
 
 
+def read_parquet_footer(location: str) -> tuple[Any, int]:
+    """The schema (with its metadata) and row count of the Parquet file at `location`, from its
+    footer alone: none of its data is read."""
+    import pyarrow.parquet as pq
+
+    filesystem, path = filesystem_for(location)
+    with filesystem.open_input_file(path) as source:
+        footer = pq.ParquetFile(source).metadata
+        return footer.schema.to_arrow_schema(), footer.num_rows
+
+
 def read_parquet_mapped(location: str, cache_dir: Optional[str] = None,
                         check: Optional[Callable[[Any], None]] = None) -> Any:
     """The Parquet file at `location` (a local path or a URI) as an Arrow table memory-mapped

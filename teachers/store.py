@@ -25,7 +25,7 @@ from typing import Optional
 
 import numpy as np
 
-from cluster import exists, is_folder, join, list_files, read_parquet, read_parquet_mapped, read_text, write_text
+from cluster import exists, is_folder, join, list_files, read_parquet_footer, read_parquet_mapped, read_text, write_text
 from teachers.arrow_codec import ROW_ID_COLUMN, SAMPLE_COLUMN, table_to_record
 from teachers.errors import SoftTargetStoreError
 from teachers.soft_targets import SCHEMA_VERSION, SoftTargets, gather_rows, shard_layout
@@ -112,7 +112,9 @@ def is_complete(folder: str | Path) -> bool:
 def write_manifest(folder: str | Path, key: StoreKey, teacher_test_score: Optional[float],
                    shards: str = "") -> Manifest:
     """Check every shard of a finished precompute (in `folder`, or its subfolder `shards`: one
-    attempt's) and write the manifest that makes them the store."""
+    attempt's) and write the manifest that makes them the store. Each shard's footer is read
+    (its schema, record metadata and row count), not its data: a reader checks every value
+    once per node, when it maps the shard (`StoredTargets`)."""
     folder = str(folder)
     files = [f"{shards}/{name}" if shards else name
              for name in list_files(join(folder, shards) if shards else folder, ".parquet")]
@@ -120,12 +122,13 @@ def write_manifest(folder: str | Path, key: StoreKey, teacher_test_score: Option
         raise SoftTargetStoreError(f"precompute wrote no Parquet shards into {join(folder, shards)}")
     rows, spaces = 0, set()
     for name in files:
-        table = read_parquet(join(folder, name))
-        record = table_to_record(table, source=f"store shard {join(folder, name)}", batch_id="")
+        schema, num_rows = read_parquet_footer(join(folder, name))
+        record = table_to_record(schema.empty_table(), source=f"store shard {join(folder, name)}", batch_id="",
+                                 check_values=False)
         if (record.teacher, record.teacher_version, record.kind) != (key.teacher, key.teacher_version, key.kind):
             raise SoftTargetStoreError(f"shard {name} holds {record.kind} records of teacher {record.teacher} "
                                        f"{record.teacher_version}, not {key}")
-        rows += table.num_rows
+        rows += num_rows
         spaces.add((record.output_space, record.num_classes))
     if len(spaces) != 1:
         raise SoftTargetStoreError(f"shards in {folder} disagree on the output space: {sorted(spaces)}")
