@@ -86,21 +86,24 @@ def store_root(cfg: RunConfig) -> str:
     return cfg.distill.store_dir if is_uri(cfg.distill.store_dir) else str(Path(cfg.distill.store_dir).resolve())
 
 
-def _weights(cfg: RunConfig, teacher: TeacherConfig, dataset: Dataset, train: bool, cache_dir: str) -> Optional[str]:
-    """The teacher's weights file: given in the config, cached in `cache_dir` (the driver's: a
-    Ray worker may not share its environment), or (with `train`) trained now."""
+def _weights(cfg: RunConfig, teacher: TeacherConfig, dataset: Dataset, train: bool,
+             cache_dir: str) -> tuple[Optional[str], Optional[float]]:
+    """The teacher's weights file and, when it was trained here, its test score: given in the
+    config (no score), cached in `cache_dir` (the driver's: a Ray worker may not share its
+    environment), or (with `train`) trained now."""
     from orchestration.teacher_training import cached_teacher, train_or_load_teacher
     from teachers import resolve_model
 
     if teacher.weights:
-        return teacher.weights
+        return teacher.weights, None
     model = resolve_model(teacher.model, in_features=dataset.in_features, num_classes=dataset.num_classes,
                           allowed_modules=cfg.run.allowed_factory_modules)
     if train:
-        return train_or_load_teacher(teacher.name, model, teacher.training, cfg.data, dataset, cache_dir,
-                                     teacher.resources.num_gpus).weights_path
-    cached = cached_teacher(teacher.name, model, teacher.training, cfg.data, dataset, cache_dir)
-    return cached.weights_path if cached else None
+        trained = train_or_load_teacher(teacher.name, model, teacher.training, cfg.data, dataset, cache_dir,
+                                        teacher.resources.num_gpus)
+    else:
+        trained = cached_teacher(teacher.name, model, teacher.training, cfg.data, dataset, cache_dir)
+    return (trained.weights_path, trained.test_score) if trained else (None, None)
 
 
 def _test_score(args: Any, dataset: Dataset) -> float:
@@ -131,7 +134,7 @@ def precompute(cfg: RunConfig, dataset: Dataset, console: Console) -> dict[str, 
     cache_dir = teacher_cache_dir()
     out = {}
     for teacher in cfg.teachers:
-        weights = ray.get(ray.remote(_weights).options(**training_options(teacher)).remote(
+        weights, score = ray.get(ray.remote(_weights).options(**training_options(teacher)).remote(
             cfg, teacher, dataset, True, cache_dir))
         key = store_key(cfg, dataset, teacher.name, file_version(fetch_file(weights)), teacher.dtype)
         folder = key.folder(root)
@@ -148,7 +151,8 @@ def precompute(cfg: RunConfig, dataset: Dataset, console: Console) -> dict[str, 
          .map_batches(StoreScorer, fn_constructor_kwargs={"args": args, "top_k": key.top_k, "target_kind": key.kind},
                       batch_size=512, batch_format="pyarrow", concurrency=1, **scorer_options(teacher.resources))
          .write_parquet(shards, filesystem=filesystem))
-        score = ray.get(ray.remote(_test_score).options(**training_options(teacher)).remote(args, dataset))
+        if score is None:  # weights the config gives: scored where the teacher runs (loaded once more)
+            score = ray.get(ray.remote(_test_score).options(**training_options(teacher)).remote(args, dataset))
         out[teacher.name] = write_manifest(folder, key, score, shards=attempt)
         drop_other_attempts(folder, kept=attempt)  # what interrupted earlier attempts left
         console.print(f"teacher {teacher.name}: {out[teacher.name].rows} rows of top-{key.top_k} soft targets "
@@ -187,7 +191,7 @@ def offline_stores(cfg: RunConfig, dataset: Dataset) -> dict[str, tuple[str, Man
     cache_dir = teacher_cache_dir()
     out = {}
     for teacher in cfg.teachers:
-        weights = _weights(cfg, teacher, dataset, train=False, cache_dir=cache_dir)
+        weights, _ = _weights(cfg, teacher, dataset, train=False, cache_dir=cache_dir)
         if weights is None or not exists(weights):
             raise SoftTargetStoreError(f"teacher {teacher.name!r} has no weights yet, so it has no store: run "
                                        f"`distillery precompute` with this config first")
