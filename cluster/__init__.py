@@ -60,6 +60,8 @@ _EXPORTS = {
     "ray_options": "placement",
     "read_audit": "audit_log",
     "read_metrics": "metrics",
+    "mark_used": "node_cache",
+    "cache_report": "node_cache",
     "read_parquet": "storage",
     "read_parquet_footer": "storage",
     "read_parquet_mapped": "storage",
@@ -75,15 +77,15 @@ _EXPORTS = {
 
 __all__ = ["AUDIT_FOLDER", "AuditLog", "ConfigError", "DEFAULT_ALLOWED_MODULES", "DTYPES", "DistilleryError",
            "MetricsSink", "MlflowSink", "ModelSpec", "NAMESPACE", "OWN_LINE", "Registry", "ResourcesConfig",
-           "RunFolder", "RunNotFoundError", "Strict", "build_module", "check_custom_resources", "check_name",
-           "connect", "default_cache_dir", "download_folder", "drop_other_attempts", "exists", "fetch_file",
-           "filesystem_for", "is_folder", "is_uri", "join", "join_uri", "kd_phase", "lazy_exports", "list_files",
-           "load_with_overrides", "load_yaml_model", "local_folder_for", "log_own_warnings", "method_kind",
-           "new_attempt", "on_this_node", "online_phase", "open_audit_log", "open_uri", "orchestrator_name",
-           "parse_yaml", "paths_outside_roots", "phase_kind", "prepare_ray_env", "process_group_backend", "put_file",
-           "ray_options", "read_audit", "read_metrics", "read_parquet", "read_parquet_footer", "read_parquet_mapped",
-           "read_text", "read_yaml_file", "teacher_cache_dir", "validate_model", "work_device", "work_dtype",
-           "write_parquet", "write_text"]
+           "RunFolder", "RunNotFoundError", "Strict", "build_module", "cache_report", "check_custom_resources",
+           "check_name", "connect", "default_cache_dir", "download_folder", "drop_other_attempts", "exists",
+           "fetch_file", "filesystem_for", "is_folder", "is_uri", "join", "join_uri", "kd_phase", "lazy_exports",
+           "list_files", "load_with_overrides", "load_yaml_model", "local_folder_for", "log_own_warnings",
+           "mark_used", "method_kind", "new_attempt", "on_this_node", "online_phase", "open_audit_log", "open_uri",
+           "orchestrator_name", "parse_yaml", "paths_outside_roots", "phase_kind", "prepare_ray_env",
+           "process_group_backend", "put_file", "ray_options", "read_audit", "read_metrics",
+           "read_parquet", "read_parquet_footer", "read_parquet_mapped", "read_text", "read_yaml_file",
+           "teacher_cache_dir", "validate_model", "work_device", "work_dtype", "write_parquet", "write_text"]
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
+from cluster.node_cache import mark_used
 from cluster.paths import default_cache_dir, is_uri
 
 TRAIN_FOLDER = "train"  # Ray Train's checkpoints: read and written by Ray Train itself
@@ -199,6 +200,7 @@ def read_parquet_mapped(location: str, cache_dir: Optional[str] = None,
                     writer.write_table(table)
                 del table
                 tmp.replace(local)
+    mark_used(local)  # `distillery cache --prune` removes copies no run has read lately
     return pa.ipc.open_file(pa.memory_map(str(local))).read_all()  # the buffers keep the mapping open
 
 
@@ -277,6 +279,7 @@ def fetch_file(location: str, cache_dir: Optional[str] = None) -> str:
         tmp = local.with_name(local.name + f".{os.getpid()}.tmp")
         pafs.copy_files(path, str(tmp), source_filesystem=filesystem, destination_filesystem=pafs.LocalFileSystem())
         tmp.replace(local)
+    mark_used(local)
     return str(local)
 
 

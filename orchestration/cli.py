@@ -113,6 +113,39 @@ def serve_config_command(config: str = typer.Argument(..., help="a run config wh
                   f"`distillery teacher add --run <run> --serve-app <app>`")
 
 
+@app.command()
+def cache(prune_older_than: Optional[float] = typer.Option(
+              None, "--prune-older-than", help="remove entries no run has read for this many days"),
+          dry_run: bool = typer.Option(False, "--dry-run", help="with --prune-older-than: list, remove nothing"),
+          cluster: bool = typer.Option(False, "--cluster", help="every alive node of the Ray cluster (RAY_ADDRESS), "
+                                                                "not only this machine")) -> None:
+    """Show the node caches that grow with what runs read (offline stores' mapped copies, files
+    fetched from object storage, the driver's scans of streamed files) and prune what no run
+    has read lately. The teacher cache and runs' files are never touched."""
+    from rich.table import Table
+
+    from cluster import cache_report, connect
+
+    if cluster:
+        from orchestration.node_caches import cluster_cache_reports
+
+        connect(start_local=False)
+        reports = cluster_cache_reports(prune_older_than, dry_run)
+    else:
+        reports = [cache_report(prune_older_than, dry_run)]
+    pruning = prune_older_than is not None
+    table = Table("node", "cache", "entries", "MB", *(["pruned", "pruned MB"] if pruning else []))
+    for report in reports:
+        for kind, kept in report["kept"].items():
+            pruned = report["removed"][kind]
+            table.add_row(report["node"], f"{report['root']}/{kind}", str(kept["entries"]),
+                          f"{kept['bytes'] / 2**20:.1f}",
+                          *([str(pruned["entries"]), f"{pruned['bytes'] / 2**20:.1f}"] if pruning else []))
+    console.print(table)
+    if dry_run and pruning:
+        console.print("dry run: nothing was removed (the pruned columns say what would be)")
+
+
 def _run_folder(output_dir: str, run: str, with_checkpoints: bool = False):
     """A finished or running run's folder; on object storage, its working copy pulled first
     (with its checkpoints, for an export)."""

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Optional
 import numpy as np
 import pyarrow as pa
 
+from cluster import default_cache_dir, mark_used
 from students.config import DataConfig, SourceConfig
 from students.file_data import (HeldOut, SourceRows, check_labels, check_unique_keys, file_chunks, rows_split,
                                 same_schema, same_width, split_chunks)
@@ -244,8 +245,6 @@ def _tokenizer_hash(spec: ScanSpec) -> str:
 
 
 def _cache_dir() -> Path:
-    from cluster import default_cache_dir
-
     return Path(default_cache_dir()) / "scans"
 
 
@@ -264,6 +263,7 @@ def _read(cache: Path, key: str) -> Optional[FileScan]:
         if meta["held"]:
             with pa.memory_map(str(cache / f"{key}.held.arrow")) as source:
                 scan.held = pa.ipc.open_file(source).read_all()
+        mark_used(cache / f"{key}.npz")  # `distillery cache --prune-older-than` keeps what runs read
         return scan
     except (OSError, ValueError, KeyError, pa.ArrowInvalid):
         return None
