@@ -138,10 +138,11 @@ def cache(prune_older_than: Optional[float] = typer.Option(
     for report in reports:
         for kind, kept in report["kept"].items():
             pruned = report["removed"][kind]
-            table.add_row(report["node"], f"{report['root']}/{kind}", str(kept["entries"]),
-                          f"{kept['bytes'] / 2**20:.1f}",
+            table.add_row(report["node"], kind, str(kept["entries"]), f"{kept['bytes'] / 2**20:.1f}",
                           *([str(pruned["entries"]), f"{pruned['bytes'] / 2**20:.1f}"] if pruning else []))
     console.print(table)
+    for report in reports:
+        console.print(f"{report['node']}: {report['root']}", highlight=False, soft_wrap=True)
     if dry_run and pruning:
         console.print("dry run: nothing was removed (the pruned columns say what would be)")
 

@@ -17,6 +17,8 @@ from students.file_data import DataError
 from teachers import load_tokenizer
 from teachers.zoo import text_classifier
 
+pytestmark = pytest.mark.usefixtures("own_cache")  # the driver's scans are cached there
+
 TOKENIZER = str(Path(__file__).resolve().parents[2] / "students" / "tokenizers" / "stdlib-bpe-1024")
 TOPICS = ["open the file and read its lines", "sort the list of numbers in place", "send the request to the server"]
 
