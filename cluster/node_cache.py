@@ -65,11 +65,16 @@ def cache_entries(root: str | Path, kinds: Iterable[str] = tuple(KINDS)) -> list
 
 
 def prune_cache(root: str | Path, older_than_s: float, kinds: Iterable[str] = tuple(KINDS), dry_run: bool = False,
-          now: Optional[float] = None) -> list[CacheEntry]:
+                now: Optional[float] = None) -> list[CacheEntry]:
     """Remove the entries of `kinds` unused for `older_than_s` seconds; return them (with
     `dry_run`, only return them)."""
+    return _prune(cache_entries(root, kinds), older_than_s, dry_run, now)
+
+
+def _prune(entries: list[CacheEntry], older_than_s: float, dry_run: bool, now: Optional[float] = None
+           ) -> list[CacheEntry]:
     now = time.time() if now is None else now
-    removed = [e for e in cache_entries(root, kinds) if now - e.last_used >= older_than_s]
+    removed = [e for e in entries if now - e.last_used >= older_than_s]
     if not dry_run:
         for entry in removed:
             for path in entry.paths:
@@ -98,7 +103,8 @@ def cache_report(older_than_days: Optional[float] = None, dry_run: bool = False,
     from cluster.paths import default_cache_dir
 
     root = Path(default_cache_dir())
-    removed = [] if older_than_days is None else prune_cache(root, older_than_days * 86_400.0, kinds, dry_run)
+    entries = cache_entries(root, kinds)
+    removed = [] if older_than_days is None else _prune(entries, older_than_days * 86_400.0, dry_run)
+    gone = set(removed)
     return {"node": socket.gethostname(), "root": str(root), "removed": cache_summary(removed),
-            "kept": cache_summary(cache_entries(root, kinds) if not dry_run else
-                                  [e for e in cache_entries(root, kinds) if e not in removed])}
+            "kept": cache_summary([e for e in entries if e not in gone])}

@@ -46,10 +46,15 @@ def class_chunk(rows: SourceRows, spec: "ScanSpec", out: "FileScan", where: str)
     out.template = out.template or split.rows(slice(0, 0))
     same_width(rows.files[0], split, out.template)
     check_labels(split, spec.num_classes or np.iinfo(np.int64).max, rows.files[0], split.ids)
-    found = np.bincount(split.y, minlength=len(out.counts))
-    out.counts = np.pad(out.counts, (0, len(found) - len(out.counts))) + found
+    out.counts = added_counts(out.counts, np.bincount(split.y))
     out.rows += len(split.y)
     return row_numbers(split.ids), row_hashes(split.ids, split.teacher_inputs, split.y)
+
+
+def added_counts(counts: np.ndarray, more: np.ndarray) -> np.ndarray:
+    """Rows per class summed, the shorter array padded with zeros."""
+    width = max(len(counts), len(more))
+    return np.pad(counts, (0, width - len(counts))) + np.pad(more, (0, width - len(more)))
 
 
 @dataclass(frozen=True)
@@ -139,8 +144,7 @@ def scan_split(path: str, source: SourceConfig, num_classes: Optional[int], temp
         if scan.template is not None:
             template = template or scan.template
             same_width(name, scan.template, template)
-        counts = np.pad(counts, (0, max(0, len(scan.counts) - len(counts))))
-        counts[:len(scan.counts)] += scan.counts
+        counts = added_counts(counts, scan.counts)
     space = f"classes:{num_classes or len(counts)}"
     return StreamedSplit(int(counts.sum()), counts, fingerprint(path, space, scans), template=template)
 
