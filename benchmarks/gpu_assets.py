@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.hf_fixtures import tiny_bert
+from harness.hf_models import tiny_bert
 
 WHEELS = ["grpcio==1.85.3", "protobuf==7.36.2"]
 PLATFORMS = ["manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux_2_28_x86_64"]

@@ -3,7 +3,7 @@
     python -m benchmarks.reliability [--only teacher_faults,worker_kill,load,fuzz] [--fuzz-cases 10000]
 
 Starts its own local Ray cluster on loopback (token authentication on), runs each fault
-scenario of `tests/reliability/faults.py` on real processes, the load of 1, 2, 4 and 8
+scenario of `harness/faults.py` on real processes, the load of 1, 2, 4 and 8
 students on one teacher with Serve's queue limits, and the wire-payload fuzzing in a child
 process; prints the figures and writes `benchmarks/results/reliability.{json,md}`. Stop
 other Ray work on the machine first: the cluster is stopped with `ray stop --force`.
@@ -27,8 +27,10 @@ SCENARIOS = ("teacher_faults", "worker_kill", "load", "fuzz")
 
 def run(only: tuple[str, ...], fuzz_cases: int) -> dict:
     from benchmarks.transport import fuzz
-    from tests.conftest import local_cluster
-    from tests.reliability import faults
+    from harness import faults
+    from harness.ray_nodes import local_cluster, own_cluster_token
+
+    own_cluster_token()
 
     result: dict = {"machine": describe_machine(), "date": time.strftime("%Y-%m-%d")}
     if "fuzz" in only:

@@ -72,7 +72,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     from benchmarks.machine import describe_machine
-    from tests.conftest import free_port  # the tests' conftest also gives its clusters their own token
+    from harness.ray_nodes import free_port, own_cluster_token
+
+    own_cluster_token()  # a token of the benchmark's own cluster, never the user's
 
     with tempfile.TemporaryDirectory(prefix="rt", dir="/tmp") as temp:
         port = free_port()

@@ -9,7 +9,7 @@ import json
 import pytest
 import yaml
 
-from tests.hf_fixtures import HEADS, HIDDEN, tiny_bert
+from harness.hf_models import HEADS, HIDDEN, tiny_bert
 from tests.conftest import distillery
 
 pytestmark = pytest.mark.integration

@@ -21,7 +21,7 @@ from orchestration.config import load_run_config
 from orchestration.teacher_training import perplexity
 from students.data import load_dataset
 from teachers.hf_lm import causal_lm
-from tests.hf_fixtures import MINILM
+from harness.hf_models import MINILM
 from tests.conftest import CONFIGS, distillery
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from tests.conftest import RunProcess, distillery
-from tests.reliability.faults import CONFIGS, events, last_step, phase_final
+from harness.faults import CONFIGS, events, last_step, phase_final
 
 pytestmark = pytest.mark.integration
 SETTINGS = ("--set", "student.epochs=30", "--set", "student.max_failures=0")  # ~150 steps

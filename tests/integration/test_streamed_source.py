@@ -14,7 +14,7 @@ import signal
 import pytest
 
 from tests.conftest import REPO, RunProcess, distillery, own_digits
-from tests.reliability.faults import events, last_step, losses, phase_final, train_workers
+from harness.faults import events, last_step, losses, phase_final, train_workers
 
 pytestmark = pytest.mark.integration
 STEPS_PER_EPOCH = 9  # 300 transfer rows over 2 workers in micro-batches of 16

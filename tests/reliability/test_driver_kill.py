@@ -14,7 +14,7 @@ import pytest
 from students.config import DataConfig
 from students.data import load_dataset
 from tests.conftest import CONFIGS, RunProcess
-from tests.reliability.faults import exactly_once
+from harness.faults import exactly_once
 
 pytestmark = pytest.mark.integration
 EPOCHS, BATCH, WORKERS, MEMORY = 3, 16, 2, 8

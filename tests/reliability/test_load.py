@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.reliability.faults import load
+from harness.faults import load
 
 pytestmark = pytest.mark.integration
 

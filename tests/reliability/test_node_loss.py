@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.reliability.faults import exactly_once, teacher_node_loss
+from harness.faults import exactly_once, teacher_node_loss
 
 pytestmark = pytest.mark.integration
 

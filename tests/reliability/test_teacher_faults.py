@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.reliability.faults import exactly_once, teacher_faults
+from harness.faults import exactly_once, teacher_faults
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests.conftest import CONFIGS as TEACHER_CONFIGS, RunProcess, distillery
-from tests.reliability.faults import CONFIGS, last_step, rank0_steps
+from harness.faults import CONFIGS, last_step, rank0_steps
 
 pytestmark = pytest.mark.integration
 SETTINGS = ("--set", "student.epochs=1000", "--set", "student.max_failures=0")  # ended by `distillery stop`

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.reliability.faults import exactly_once, worker_kill
+from harness.faults import exactly_once, worker_kill
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from teachers.arrow_codec import decode_inputs, encode_inputs
 from teachers.loaded import LoadedTeacher, TeacherAppArgs
 from teachers.errors import IncompatibleTeacherError, SoftTargetDecodeError
 from teachers.hf import check_tokenizer, load_tokenizer, resolve_model_dir, sentence_encoder, tokenizer_hash
-from tests.hf_fixtures import HIDDEN, MINILM, other_vocabulary, tiny_bert
+from harness.hf_models import HIDDEN, MINILM, other_vocabulary, tiny_bert
 
 LENGTH = 16
 

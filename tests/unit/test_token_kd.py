@@ -21,7 +21,7 @@ from teachers.hf_lm import causal_lm
 from teachers.soft_targets import concat_rows, pack_soft_targets, validate_soft_targets
 from teachers.targets import TeacherTargets
 from teachers.token_targets import TokenSpecials, target_labels, target_mask
-from tests.hf_fixtures import MINILM
+from harness.hf_models import MINILM
 
 PAD, BOS, SEP, EOS = 0, 1, 2, 3
 SPECIALS = TokenSpecials(pad=PAD, sep=SEP)

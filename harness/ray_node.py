@@ -1,4 +1,4 @@
-"""`python -m tests.ray_node start [--head | --address=127.0.0.1:PORT] ... --block`: Ray's own
+"""`python -m harness.ray_node start [--head | --address=127.0.0.1:PORT] ... --block`: Ray's own
 `ray start`, for the tests' head node and for a node that joins it on this machine.
 
 The tests' clusters stay on loopback through Ray's loopback switch (`cluster.ray_env`), and

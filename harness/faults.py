@@ -1,6 +1,6 @@
 """Fault scenarios on a real local Ray cluster: each runs a real `distillery run`, breaks a real
-process (SIGKILL, SIGSTOP, a deleted app) and returns the figures it measured. The tests in
-this folder assert on them; `python -m benchmarks.reliability` records them."""
+process (SIGKILL, SIGSTOP, a deleted app) and returns the figures it measured. The tests of
+`tests/reliability/` assert on them; `python -m benchmarks.reliability` records them."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from tests.conftest import REPO, RunProcess
+from harness.ray_nodes import REPO
+from harness.runs import RunProcess
 
-CONFIGS = Path(__file__).parent / "configs"
+CONFIGS = REPO / "tests" / "reliability" / "configs"
 
 
 def alive_actors(class_prefix: str) -> list[Any]:
@@ -309,7 +310,7 @@ def teacher_node_loss(output_dir: Path, gcs: str) -> dict[str, Any]:
     `distillery stop`."""
     import ray
 
-    from tests.conftest import WorkerNode
+    from harness.ray_nodes import WorkerNode
 
     node = WorkerNode(gcs, {"teacher_node": 1}, output_dir / "teacher-node.log")
     head = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and "node:__internal_head__" in n["Resources"])
