@@ -18,10 +18,10 @@ import torch
 
 from benchmarks.machine import describe_machine
 from cluster.config import ModelSpec
-from orchestration.config import load_run_config
 from cluster.paths import teacher_cache_dir
+from ingest.loading import load_dataset, student_subset
+from orchestration.config import load_run_config
 from orchestration.teacher_training import accuracy, train_or_load_teacher
-from students.data import load_dataset, student_subset
 from students.losses import LOSSES
 from teachers.backend import load_teacher, resolve_model
 from teachers.soft_targets import pack_soft_targets

@@ -42,13 +42,13 @@ def main(argv: list[str] | None = None, *, config: str = "benchmarks/configs/pip
     from rich.console import Console
 
     from benchmarks.machine import describe_machine
-    from orchestration.config import load_run_config
     from cluster.connection import connect
+    from ingest.loading import load_dataset
+    from orchestration.config import load_run_config
     from orchestration.precompute import precompute
+    from orchestration.run_control import RayRunControl
     from orchestration.services import start_orchestrator, start_serve
     from orchestration.training import train_students
-    from students.data import load_dataset
-    from orchestration.run_control import RayRunControl
     from students.job import StudentJob
     from students.losses import distill_terms
     from teachers.backend import resolve_model

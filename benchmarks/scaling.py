@@ -93,8 +93,8 @@ class Student:
             step_ms: float) -> dict[str, float]:
         import numpy as np
 
+        from ingest.batches import Batch
         from students.run_control import LocalRunControl
-        from teachers.batch import Batch
         from teachers.client import TeacherClient
         from teachers.teacher_set import TeacherEntry, TeacherSet
 

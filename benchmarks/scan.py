@@ -1,4 +1,4 @@
-"""The driver's check of a streamed split before training (`students.split_scan`): one process,
+"""The driver's check of a streamed split before training (`ingest.split_scan`): one process,
 a pool of processes, and a start after one that checked the same files.
 
     python -m benchmarks.scan [--kind lm|classes] [--files 8] [--rows 10000] [--repeats 3]
@@ -34,7 +34,7 @@ ARMS = ("one process", "pool", "cached")
 
 
 def write_corpus(folder: Path, files: int, rows: int) -> str:
-    from students.lm_data import function_examples
+    from ingest.lm_data import function_examples
 
     functions = function_examples()["train"]
     for part in range(files):
@@ -60,7 +60,7 @@ def write_table(folder: Path, files: int, rows: int) -> str:
 
 
 def data_config(kind: str, train: str, workers: int) -> dict[str, Any]:
-    from students.lm_data import DEFAULT_TOKENIZER
+    from ingest.lm_data import DEFAULT_TOKENIZER
 
     if kind == "classes":
         return {"source": {"format": "parquet", "train": train, "test_fraction": 0.05, "stream": True,
@@ -72,8 +72,8 @@ def data_config(kind: str, train: str, workers: int) -> dict[str, Any]:
 
 def run_arm(config: dict[str, Any]) -> dict[str, Any]:
     """A driver's start: the dataset of `config`, in this process."""
-    from students.config import DataConfig
-    from students.data import load_dataset
+    from ingest.config import DataConfig
+    from ingest.loading import load_dataset
 
     start = time.perf_counter()
     dataset = load_dataset(DataConfig.model_validate(config))

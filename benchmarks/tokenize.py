@@ -6,7 +6,7 @@ driver's check of its splits, spend per block of rows.
 The rows are the standard library's functions (`prompt`: signature, `completion`: docstring,
 as `data.dataset: stdlib_functions`), repeated to `--rows`, tokenized with the default
 tokenizer. Two arms, back to back in each repeat (the order alternating):
-- "one pass" (`students.lm_data.encode_with_lengths`, what `students.lm_source` runs): the
+- "one pass" (`ingest.lm_data.encode_with_lengths`, what `ingest.lm_source` runs): the
   sequences and each row's length before the cut from one batched tokenization of the
   prompts and one of the completions;
 - "lengths per row" (the code before it): the same sequences, with the lengths that count the
@@ -30,7 +30,7 @@ RESULTS = Path(__file__).parent / "results"
 
 def lengths_per_row(tokenizer, pairs: list[tuple[str, str]], length: int) -> np.ndarray:
     """The baseline: lengths from a call per text, then the batched encoding."""
-    from students.lm_data import encode_examples
+    from ingest.lm_data import encode_examples
 
     lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"])
                + len(tokenizer(c, add_special_tokens=False)["input_ids"]) + 3 for p, c in pairs]
@@ -39,7 +39,7 @@ def lengths_per_row(tokenizer, pairs: list[tuple[str, str]], length: int) -> np.
 
 
 def one_pass(tokenizer, pairs: list[tuple[str, str]], length: int) -> np.ndarray:
-    from students.lm_data import encode_with_lengths
+    from ingest.lm_data import encode_with_lengths
 
     x, lengths = encode_with_lengths(tokenizer, pairs, length)
     int((lengths > length).sum())
@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     from benchmarks.machine import describe_machine
-    from students.lm_data import DEFAULT_TOKENIZER, function_examples
-    from students.text_inputs import cached_tokenizer
+    from ingest.lm_data import DEFAULT_TOKENIZER, function_examples
+    from ingest.text_inputs import cached_tokenizer
 
     tokenizer = cached_tokenizer(DEFAULT_TOKENIZER)
     functions = function_examples()["train"]

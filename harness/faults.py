@@ -237,9 +237,9 @@ def _load_student(orchestrator: Any, student: int, batches: int, batch_size: int
     from one student are rejected and retried)."""
     import numpy as np
 
-    from students.config import DistillConfig
+    from ingest.batches import Batch
     from orchestration.run_control import RayRunControl
-    from teachers.batch import Batch
+    from students.config import DistillConfig
     from teachers.client import FaultPolicy, TeacherClient
 
     distill = DistillConfig(request_timeout_s=30)
@@ -271,9 +271,9 @@ def load(output_dir: Path, students: tuple[int, ...] = (1, 2, 4, 8), batches: in
     import numpy as np
     import ray
 
+    from ingest.loading import load_dataset
     from orchestration.config import load_run_config
     from orchestration.services import start_orchestrator, start_serve
-    from students.data import load_dataset
 
     cfg = load_run_config(CONFIGS / "load.yaml")
     dataset = load_dataset(cfg.data)

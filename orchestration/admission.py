@@ -55,7 +55,7 @@ class TeacherAdmission:
         deploying them (the deployed teacher is checked again through its description)."""
         if self.dataset.kind != "lm":
             return
-        from teachers import load_tokenizer, tokenizer_hash
+        from ingest import load_tokenizer, tokenizer_hash
 
         for cfg in configs:
             path = cfg.model.kwargs.get("tokenizer")

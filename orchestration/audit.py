@@ -27,7 +27,7 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Optional
 
-from students import batch_id
+from ingest import batch_id
 
 SHOWN = 5  # ids named per problem in the report
 

@@ -14,8 +14,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from ingest import Split, StreamedSplit, load_dataset
 from orchestration.config import load_run_config
-from students import Split, StreamedSplit, load_dataset
 
 
 def _describe(split: Split | StreamedSplit, kind: str) -> dict[str, Any]:

@@ -26,8 +26,7 @@ RUN_OPTION = typer.Option(..., "--run", help="name of the running job (run.name 
 def _orchestrator(run: str):
     import ray
 
-    from cluster import NAMESPACE, connect, orchestrator_name
-    from cluster import RunNotFoundError
+    from cluster import NAMESPACE, RunNotFoundError, connect, orchestrator_name
 
     try:
         connect(start_local=False)
@@ -283,11 +282,11 @@ def generate(config: str = typer.Argument(..., help="experiment config whose tea
 def precompute(config: str = typer.Argument(..., help="experiment config whose teachers to run"),
                overrides: Optional[list[str]] = typer.Option(None, "--set", help="override any field (YAML value)")) -> None:
     """Run the teachers over the training set with Ray Data and write top-k soft targets to the offline store."""
-    from orchestration.config import load_run_config
     from cluster import connect
+    from ingest import load_dataset
     from orchestration.check import data_progress
+    from orchestration.config import load_run_config
     from orchestration.precompute import precompute as run_precompute
-    from students import load_dataset
 
     cfg = load_run_config(config, _parse_sets(overrides))
     dataset = load_dataset(cfg.data, progress=data_progress(console)).teacher_view()
@@ -341,10 +340,8 @@ def teacher_add(teacher_yaml: Optional[str] = typer.Argument(None, help="a teach
     first training record that uses the teacher."""
     import time
 
+    from cluster import ConfigError, load_yaml_model, paths_outside_roots
     from teachers import TeacherConfig
-    from cluster import load_yaml_model
-    from cluster import ConfigError
-    from cluster import paths_outside_roots
 
     if sum(x is not None for x in (teacher_yaml, endpoint, serve_app)) != 1:
         raise typer.BadParameter("give one of: a teacher config file, --endpoint, --serve-app")

@@ -20,7 +20,8 @@ from typing import Any, Callable, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from cluster import RunFolder, Strict, check_name, default_cache_dir, DEFAULT_ALLOWED_MODULES, load_with_overrides
+from cluster import DEFAULT_ALLOWED_MODULES, RunFolder, Strict, check_name, default_cache_dir, load_with_overrides
+from ingest import DataConfig
 from orchestration.regimes.adversarial import check_generator
 from orchestration.regimes.born_again import check_born_again
 from orchestration.regimes.co_training import OnlineConfig, check_online
@@ -28,8 +29,7 @@ from orchestration.regimes.continual import ContinualConfig, check_continual
 from orchestration.regimes.quantized import check_quantized
 from orchestration.regimes.sequence_level import GenerateConfig, check_sequence_level
 from orchestration.regimes.speculative import check_speculative
-from students import (DataConfig, DistillConfig, StudentConfig, check_distill, check_language_model, check_stream,
-                      check_weighting)
+from students import DistillConfig, StudentConfig, check_distill, check_language_model, check_stream, check_weighting
 from teachers import ServeConfig, TeacherConfig, check_teachers
 
 

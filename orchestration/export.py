@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from students import CheckpointError, PROGRESS_FILE, first_complete, integrity_problem, refuse_unsafe_pickles, TAG
+from students import CheckpointError, PROGRESS_FILE, TAG, first_complete, integrity_problem, refuse_unsafe_pickles
 
 REFERENCE_FILE = "reference_embeddings.npy"  # an encoder run's teachers' test embeddings
 NOT_DISTILLED = ("baseline", "alone")  # phase kinds of the no-KD controls
@@ -148,8 +148,8 @@ def export_run(run_dir: Path, to: Optional[Path] = None, phase: Optional[str] = 
     """Export `phase` of the run (default: every finished distilled student); return, per phase,
     what was written and the recorded against the reproduced metric. `on_stage(phase, stage)`
     is called as each of `STAGES` starts."""
+    from ingest import load_dataset
     from orchestration.config import RunConfig
-    from students import load_dataset
 
     cfg = RunConfig.model_validate_json((run_dir / "config.json").read_text())
     recorded = recorded_phases(run_dir)
@@ -193,7 +193,7 @@ def _export_phase(cfg: Any, dataset: Any, exportable: Exportable, target: Path, 
                            "parameters": sum(p.numel() for p in model.parameters())}
     model.eval()
     if hasattr(model, "lm"):  # a Hugging Face causal LM: its own folder, with the run's tokenizer
-        from teachers import load_tokenizer
+        from ingest import load_tokenizer
 
         model.lm.save_pretrained(str(target / "hf"), safe_serialization=True)
         load_tokenizer(str(cfg.data.tokenizer)).save_pretrained(str(target / "hf"))

@@ -22,14 +22,15 @@ from cluster import (AUDIT_FOLDER, MetricsSink, MlflowSink, check_name, log_own_
 from teachers import (EndpointSpec, GrpcTeacher, IncompatibleTeacherError, RunIngress, TeacherAppArgs, TeacherConfig,
                       TeacherEntry, TeacherSet, app_name, build_teacher_app, peer_teacher_name, resolve_model,
                       running_replicas, SCHEMA_VERSION, snapshot_teacher_name)
+from orchestration.admission import TeacherAdmission
 from orchestration.config import run_folder
 from orchestration.regimes.co_training.board import Key, PeerBoard
-from orchestration.admission import TeacherAdmission
 from orchestration.snapshots import SnapshotFolder
 from orchestration.teacher_record import (config_origin, endpoint_origin, load_teachers, read_credentials,
                                           save_teachers, serve_app_origin)
+from ingest import Dataset
 from orchestration.teacher_training import TrainedTeacher, teacher_app_args, trained_weights
-from students import Dataset, teacher_feature_layers
+from students import teacher_feature_layers
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +47,8 @@ class Orchestrator:
 
     def __init__(self, run: str, run_config: dict[str, Any], run_dir: str, cache_dir: str,
                  ingress_token_sha256: Optional[str] = None, dataset: Optional[Dataset] = None):
+        from ingest import load_dataset
         from orchestration.config import RunConfig
-        from students import load_dataset
 
         log_own_warnings()
         self.run = run
@@ -327,7 +328,7 @@ class Orchestrator:
         """Continual replay with stored targets: the snapshot of `phase` labels the memory of its
         task (the first `samples` training samples whose `column` is `value`, as the students
         pick them) into `<run folder>/replay/<phase>`, an offline store; kept when already there."""
-        from students import student_subset
+        from ingest import student_subset
 
         train = student_subset(self.dataset.train, self.config.data.student_train_samples)
         rows = np.flatnonzero(train.columns[column] == value)[:samples]

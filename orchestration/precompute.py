@@ -20,10 +20,10 @@ from rich.console import Console
 
 from cluster import (ResourcesConfig, drop_other_attempts, exists, fetch_file, filesystem_for, is_uri, join,
                      new_attempt, ray_options, work_device)
-from teachers import Batch, Manifest, StoreKey, TeacherConfig, find_store, is_complete, write_manifest
+from ingest import Batch, Dataset
 from orchestration.config import RunConfig
 from orchestration.progress import progress_blocks
-from students import Dataset
+from teachers import Manifest, StoreKey, TeacherConfig, find_store, is_complete, write_manifest
 
 INPUTS = "inputs"
 ROW_ID = "row_id"
@@ -65,7 +65,7 @@ class StoreScorer:
 def stream_rows(batch: dict[str, np.ndarray]) -> pa.Table:
     """A block of the students' stream (`orchestration.stream_data`, as numpy) as the rows a
     scorer reads: the teachers' inputs, the row id, and a 64-bit number of the id as its sample."""
-    from students import row_numbers
+    from ingest import row_numbers
     from teachers import fixed_size_list
 
     ids = np.asarray(batch["id"]).astype(str)
@@ -184,8 +184,7 @@ def offline_stores(cfg: RunConfig, dataset: Dataset) -> dict[str, tuple[str, Man
     Raises `SoftTargetStoreError` when a teacher was never trained/precomputed or its store is stale.
     """
     from cluster import teacher_cache_dir
-    from teachers import file_version
-    from teachers import SoftTargetStoreError
+    from teachers import SoftTargetStoreError, file_version
 
     root = store_root(cfg)
     cache_dir = teacher_cache_dir()

@@ -29,7 +29,7 @@ class RunContext:
 
     Args:
         cfg: the validated run config.
-        dataset: the run's dataset (`students.data.Dataset`).
+        dataset: the run's dataset (`ingest.loading.Dataset`).
         methods: the checked terms of every KD method ("" for `distill.terms`).
         student_model: the student as the factory builds it.
         orchestrator: the run's orchestrator actor (driver-side calls only).

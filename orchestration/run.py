@@ -22,12 +22,12 @@ from cluster import AUDIT_FOLDER, RunFolder
 from orchestration.check import data_progress
 from orchestration.config import RunConfig, load_run_config, run_folder
 from orchestration.export import REFERENCE_FILE
-from orchestration.quiet_output import LOG_FILE, quiet_output
-from orchestration.precompute import offline_stores
-from orchestration.report import write_report
 from orchestration.phases import PLAIN
+from orchestration.precompute import offline_stores
+from orchestration.quiet_output import LOG_FILE, quiet_output
 from orchestration.regime import RunContext, RunRegime
 from orchestration.regimes import co_training, continual
+from orchestration.report import write_report
 from orchestration.results import METRICS, gain_lines, rich_table, write_results
 from orchestration.run_control import RayRunControl
 from orchestration.run_teachers import deploy_teachers, use_stores
@@ -90,8 +90,8 @@ def _disconnect() -> None:
 
 def _run(cfg: RunConfig, folder: RunFolder, pulled: int, console: Console) -> list[dict[str, Any]]:
     from cluster import connect
+    from ingest import load_dataset
     from orchestration.progress import follow
-    from students import load_dataset
     from teachers import resolve_model
 
     run_dir = folder.local
@@ -198,10 +198,9 @@ def _print_audit(console: Console, folder: RunFolder, run: str, output_dir: str)
 
 def generate_only(config_path: str, console: Console, overrides: Optional[dict[str, Any]] = None) -> str:
     """`distillery generate`: deploy the config's teachers, write the generated dataset, shut down."""
-    from cluster import connect
-    from cluster import ConfigError
+    from cluster import ConfigError, connect
+    from ingest import load_dataset
     from orchestration.regimes.sequence_level import generate
-    from students import load_dataset
 
     cfg = load_run_config(config_path, overrides)
     if not cfg.data.language_model or not cfg.teachers:

@@ -15,18 +15,17 @@ from typing import Any
 
 import yaml
 
-from orchestration.config import RunConfig
 from cluster import is_uri, teacher_cache_dir
+from orchestration.config import RunConfig
 
 IMPORT_PATH = "teachers.deployment:build_teacher_app"
 
 
 def serve_config(cfg: RunConfig) -> dict[str, Any]:
     """The Serve config (ServeDeploySchema) of `cfg`'s teachers; trains uncached teachers here."""
+    from ingest import load_dataset
     from orchestration.teacher_training import teacher_app_args, train_or_load_teacher
-    from students import load_dataset
-    from teachers import resolve_model
-    from teachers import app_name
+    from teachers import app_name, resolve_model
 
     dataset = load_dataset(cfg.data).teacher_view()
     applications = []

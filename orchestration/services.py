@@ -11,7 +11,7 @@ from cluster import teacher_cache_dir
 from orchestration.config import RunConfig
 
 if TYPE_CHECKING:
-    from students import Dataset
+    from ingest import Dataset
 
 logger = logging.getLogger(__name__)
 

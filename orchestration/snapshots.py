@@ -94,7 +94,8 @@ def label_memory(args: Any, x: np.ndarray, rows: np.ndarray, num_classes: int, l
     import pyarrow as pa
 
     from cluster import work_device
-    from teachers import Batch, LoadedTeacher, to_table
+    from ingest import Batch
+    from teachers import LoadedTeacher, to_table
 
     teacher = LoadedTeacher.load(args, work_device(args.resources.num_gpus, f"replay labelling by {args.name!r}"))
     tables = [to_table(teacher.records([Batch.of_inputs("", x[i:i + chunk])], top_k=num_classes,

@@ -8,21 +8,20 @@ from typing import Any, Optional
 
 from rich.console import Console
 
-from students import DataConfig, DistillConfig
-from teachers import TeacherConfig
-from orchestration.config import load_run_config
 from cluster import DEFAULT_ALLOWED_MODULES, load_yaml_model, work_device
+from ingest import DataConfig
+from orchestration.config import load_run_config
+from students import DistillConfig
+from teachers import TeacherConfig
 
 
 def serve_teacher(teacher_yaml: str, *, port: int, host: str, run_config: Optional[str], console: Console,
                   security_files: dict[str, Any]) -> None:
     """Load (or train and cache) the teacher, serve it until SIGINT/SIGTERM."""
     from cluster import teacher_cache_dir
+    from ingest import load_dataset
     from orchestration.teacher_training import teacher_app_args, train_or_load_teacher
-    from students import load_dataset
-    from teachers import resolve_model
-    from teachers import LoadedTeacher
-    from teachers import ServerSecurity, start_teacher_server
+    from teachers import LoadedTeacher, ServerSecurity, resolve_model, start_teacher_server
 
     teacher = load_yaml_model(TeacherConfig, teacher_yaml)
     if run_config:

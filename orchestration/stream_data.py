@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from students import DataConfig
+from ingest import DataConfig
 
 STREAM_BLOCK_BYTES = 16 * 1024 * 1024
 
@@ -20,7 +20,7 @@ def students_dataset(data: DataConfig) -> Any:
     source's rows are tokenized in the read tasks (`x`: the token sequences)."""
     import ray.data
 
-    from students import hf_datasource, image_classes, source_files, to_lm_stream_rows, to_stream_rows
+    from ingest import hf_datasource, image_classes, source_files, to_lm_stream_rows, to_stream_rows
 
     source = data.source
     if source.format == "images":  # the class folders listed once here, not in every block's task
@@ -54,7 +54,7 @@ def students_dataset(data: DataConfig) -> Any:
 
 
 def _whole_files(fmt: str, path: str) -> tuple[Any, list[str]]:
-    from students import image_files, source_files
+    from ingest import image_files, source_files
 
     if fmt == "images":
         filesystem, _, files = image_files(path)
@@ -69,7 +69,7 @@ def stream_data_config() -> Any:
     from ray.data import ExecutionOptions
     from ray.train import DataConfig
 
-    from students import TRAIN_DATASET
+    from ingest import TRAIN_DATASET
 
     return DataConfig(datasets_to_split=[TRAIN_DATASET], execution_options=ExecutionOptions(preserve_order=True),
                       enable_shard_locality=False)

@@ -38,8 +38,8 @@ def train_students(jobs: list, cfg: RunConfig, reference: Optional[np.ndarray] =
     source = cfg.data.source
     streamed = {}
     if source is not None and source.stream:
+        from ingest import TRAIN_DATASET
         from orchestration.stream_data import stream_data_config, students_dataset
-        from students import TRAIN_DATASET
 
         streamed = {"datasets": {TRAIN_DATASET: students_dataset(cfg.data)}, "dataset_config": stream_data_config()}
     trainer = TorchTrainer(

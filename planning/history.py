@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from cluster import DEFAULT_ALLOWED_MODULES, phase_kind
-from students import DataConfig, DistillConfig, StudentConfig
-from teachers import TeacherConfig
+from ingest import DataConfig
 from planning.fit import Point
+from students import DistillConfig, StudentConfig
+from teachers import TeacherConfig
 
 
 @dataclass
@@ -110,7 +111,7 @@ def _counter(cfg: RunSections, count: str):
 @functools.lru_cache(maxsize=2)
 def _dataset(data_json: str):
     """The runs' dataset, loaded (and tokenized) once for every count taken from it."""
-    from students import load_dataset
+    from ingest import load_dataset
 
     return load_dataset(DataConfig.model_validate_json(data_json))
 
@@ -118,7 +119,7 @@ def _dataset(data_json: str):
 @functools.lru_cache(maxsize=8)
 def _token_counts(data_json: str) -> tuple[int, int]:
     """Target tokens of the training split and of the students' subset of it."""
-    from students import student_subset
+    from ingest import student_subset
 
     data = DataConfig.model_validate_json(data_json)
     train = _dataset(data_json).train

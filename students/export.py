@@ -58,7 +58,7 @@ def export_student(engine: Any, zero_stage: int, folder: Optional[str], tokenize
         packed = quantized_state(model.lm, quantize_bits) if quantize_bits and rank == 0 else None
     if rank != 0:
         return {}
-    from teachers import load_tokenizer
+    from ingest import load_tokenizer
 
     out: dict[str, Any] = {"exported_to": folder}
     with local_folder_for(folder) as target:  # a URI: written here, then uploaded (no shared volume needed)

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ingest import Batch
 from students.adversarial import average_gradients
-from teachers import Batch
 
 
 class Generator(nn.Module):

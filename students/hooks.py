@@ -20,9 +20,9 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from students.data import Split
+from ingest import Batch, Split
 from students.run_control import RunControl
-from teachers import Batch, SoftTargetSource, TeacherTargets
+from teachers import SoftTargetSource, TeacherTargets
 
 
 @dataclass

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Type, TypeVar
 
-from students.config import DataConfig, DistillConfig, StudentConfig
+from ingest import DataConfig
+from students.config import DistillConfig, StudentConfig
 from students.hooks import PhaseHook
 from students.losses import Term
 from students.run_control import RunControl

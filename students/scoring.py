@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from students.data import Dataset, Split
+from ingest import Dataset, Split
 from students.engine import mixed_precision
 from students.evaluation import accuracy, embedding_agreement
 from students.hooks import PhaseHook

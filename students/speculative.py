@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import torch
 
-from teachers import Batch
+from ingest import Batch
 
 # (sequences [B, L], start [B]) -> (first rejected position [B] (-1: none), replacement token [B])
 Verify = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -97,7 +97,7 @@ class SpeculativeBatches:
         self.totals = {"proposed": 0, "accepted": 0, "replaced": 0, "rounds": 0, "batches": 0}
 
     def __call__(self, batch: Any, step: int) -> Any:
-        from teachers import target_labels
+        from ingest import target_labels
 
         model = self.student
         ids = torch.from_numpy(batch.x)

@@ -20,8 +20,8 @@ import torch
 import torch.distributed as dist
 
 from cluster import AuditLog, log_own_warnings, open_audit_log
+from ingest import Batch, Dataset, Split, load_dataset, plan_epoch, student_subset
 from students.checkpoint import ClientState, RunProgress, read_progress, restore, save_and_report
-from students.data import Dataset, Split, load_dataset, plan_epoch, student_subset
 from students.engine import build_engine, mixed_precision
 from students.export import export_student
 from students.hooks import Phase, each, merged
@@ -31,11 +31,10 @@ from students.reporting import OnWindowBoundary, ProgressReporter, StopCheck
 from students.run_control import LocalRunControl, RunControl
 from students.scoring import evaluate
 from students.sources import soft_target_source
-from teachers import Batch, SoftTargetSource
+from teachers import SoftTargetSource
 
 if TYPE_CHECKING:
-    from students.streamed import ShardReader
-    from students.streamed import StreamedBatches
+    from ingest import ShardReader, StreamedBatches
 
 
 def train_step(engine, loss_fn: CompositeLoss, batch: Batch, targets, precision: str,
@@ -103,7 +102,7 @@ def _batch_plan(job: StudentJob, train: Split, rank: int, world_size: int, epoch
     (`stream`: its reader, if the worker started it already)."""
     if not _streamed(job):
         return _Batches(train, job, rank, world_size, epochs, state)
-    from students.streamed import StreamedBatches
+    from ingest import StreamedBatches
 
     return StreamedBatches(stream or _shard_reader(job), epochs, state, train.token_specials)
 
@@ -111,7 +110,7 @@ def _batch_plan(job: StudentJob, train: Split, rank: int, world_size: int, epoch
 def _shard_reader(job: StudentJob) -> "ShardReader":
     import ray.train
 
-    from students.streamed import TRAIN_DATASET, ShardReader
+    from ingest import ShardReader, TRAIN_DATASET
 
     return ShardReader(ray.train.get_dataset_shard(TRAIN_DATASET), job.student.micro_batch_size, job.seed,
                        job.data.source.shuffle_buffer_rows)

@@ -8,7 +8,6 @@ private to the package.
 from cluster import lazy_exports
 
 _EXPORTS = {
-    "Batch": "batch",
     "EndpointSpec": "grpc_client",
     "FaultPolicy": "client",
     "FeatureHooks": "backend",
@@ -36,7 +35,6 @@ _EXPORTS = {
     "TeacherSetSource": "source",
     "TeacherTargets": "targets",
     "TeacherTrainingConfig": "config",
-    "TokenSpecials": "token_targets",
     "app_name": "teacher_set",
     "build_teacher_app": "deployment",
     "check_teachers": "config",
@@ -50,7 +48,6 @@ _EXPORTS = {
     "is_complete": "store",
     "live_step": "teacher_set",
     "load_teacher": "backend",
-    "load_tokenizer": "hf",
     "model_input": "backend",
     "parse_endpoint_url": "grpc_client",
     "peer_teacher_name": "teacher_set",
@@ -58,28 +55,23 @@ _EXPORTS = {
     "resolve_model": "backend",
     "running_replicas": "deployment",
     "snapshot_teacher_name": "teacher_set",
-    "specials_of": "token_targets",
     "start_grpc_server": "grpc_service",
     "start_teacher_server": "grpc_service",
-    "target_labels": "token_targets",
     "to_table": "arrow_codec",
     "token_digest": "grpc_service",
-    "tokenizer_hash": "hf",
     "write_manifest": "store",
 }
 
-__all__ = ["Batch", "EndpointSpec", "FaultPolicy", "FeatureHooks", "GrpcTeacher", "IncompatibleTeacherError",
+__all__ = ["EndpointSpec", "FaultPolicy", "FeatureHooks", "GrpcTeacher", "IncompatibleTeacherError",
            "LoadedTeacher", "LocalTeachers", "Manifest", "ResolvedModel", "RunIngress", "SCHEMA_VERSION",
-           "ServeConfig", "ServerSecurity", "SoftTargetSource", "SoftTargetStoreError", "StoreKey",
-           "StoredTargets", "StoredTeachers", "TeacherAppArgs", "TeacherClient", "TeacherConfig",
-           "TeacherEntry", "TeacherServicer", "TeacherSet", "TeacherSetSource", "TeacherTargets",
-           "TeacherTrainingConfig", "TokenSpecials", "app_name", "build_teacher_app", "check_teachers",
-           "check_tokenizer", "count_parameters", "dataset_fingerprint", "dummy_inputs", "file_version",
-           "find_store", "fixed_size_list", "is_complete", "live_step", "load_teacher", "load_tokenizer",
-           "model_input", "parse_endpoint_url", "peer_teacher_name", "record_logprob", "resolve_model",
-           "running_replicas", "snapshot_teacher_name", "specials_of", "start_grpc_server",
-           "start_teacher_server", "target_labels", "to_table", "token_digest", "tokenizer_hash",
-           "write_manifest"]
+           "ServeConfig", "ServerSecurity", "SoftTargetSource", "SoftTargetStoreError", "StoreKey", "StoredTargets",
+           "StoredTeachers", "TeacherAppArgs", "TeacherClient", "TeacherConfig", "TeacherEntry", "TeacherServicer",
+           "TeacherSet", "TeacherSetSource", "TeacherTargets", "TeacherTrainingConfig", "app_name",
+           "build_teacher_app", "check_teachers", "check_tokenizer", "count_parameters", "dataset_fingerprint",
+           "dummy_inputs", "file_version", "find_store", "fixed_size_list", "is_complete", "live_step",
+           "load_teacher", "model_input", "parse_endpoint_url", "peer_teacher_name", "record_logprob",
+           "resolve_model", "running_replicas", "snapshot_teacher_name", "start_grpc_server",
+           "start_teacher_server", "to_table", "token_digest", "write_manifest"]
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

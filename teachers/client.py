@@ -21,11 +21,11 @@ import numpy as np
 
 from ray import serve
 
-from teachers.batch import Batch
-from teachers.source import RecordSource, TeacherSetSource
-from teachers.targets import TeacherTargets
+from ingest import Batch
 from teachers.errors import NoTeacherError, SoftTargetError, TeacherAuthError, TeacherUnavailableError
 from teachers.grpc_client import GrpcTeacher
+from teachers.source import RecordSource, TeacherSetSource
+from teachers.targets import TeacherTargets
 from teachers.teacher_set import TeacherEntry, TeacherSet
 
 logger = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from ray import serve
 from ray.serve import Application
 
 from cluster import log_own_warnings, open_audit_log, ray_options, work_device
-from teachers.batch import Batch
+from ingest import Batch
 from teachers.loaded import LoadedTeacher, TeacherAppArgs
 from teachers.teacher_set import PEER_PREFIX, live_version
 

@@ -21,10 +21,10 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Protocol, Sequen
 
 import grpc
 
-from teachers.batch import Batch
-from teachers.arrow_codec import chunks, decode_inputs, encode, MAX_PAYLOAD_BYTES
-from teachers.loaded import LoadedTeacher
+from ingest import Batch
+from teachers.arrow_codec import MAX_PAYLOAD_BYTES, chunks, decode_inputs, encode
 from teachers.errors import SoftTargetDecodeError
+from teachers.loaded import LoadedTeacher
 from teachers.proto import teacher_service_pb2 as pb, teacher_service_pb2_grpc as pb_grpc
 from teachers.soft_targets import SCHEMA_VERSION, TARGET_KINDS
 

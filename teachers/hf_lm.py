@@ -6,7 +6,7 @@ cluster with internet access (safetensors only, no remote code), or is built fro
 the CPU configs use, and what a teacher trained by Distillery starts from.
 
 The module maps token sequences [B, L] to the logits of their *target positions* [N, V]
-(`teachers.token_targets`): the transformer runs over the whole sequence, the LM head only over
+(`ingest.token_targets`): the transformer runs over the whole sequence, the LM head only over
 the N positions that are taught, so padding and prompt rows are never computed. Teachers run
 the head in chunks of `head_chunk` rows, so a long sequence never holds [L, V] logits at once.
 """
@@ -18,8 +18,8 @@ from typing import Any, Iterator, Optional
 import torch
 from torch import nn
 
-from teachers.hf import load_tokenizer, resolve_model_dir, tokenizer_hash
-from teachers.token_targets import TokenSpecials, specials_of, target_mask, targets_per_sequence
+from ingest import (TokenSpecials, load_tokenizer, resolve_model_dir, specials_of, target_mask, targets_per_sequence,
+                    tokenizer_hash)
 
 
 class CausalLM(nn.Module):

@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from ray import serve
 
-from teachers.batch import Batch
+from ingest import Batch
 from teachers.grpc_service import (DEFAULT_CHUNK_BYTES, ServerSecurity, TeacherNotFound, TeacherServicer,
                                    start_grpc_server)
 from teachers.loaded import TeacherAppArgs

@@ -17,8 +17,8 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from cluster import ResourcesConfig, fetch_file, work_dtype
+from ingest import Batch
 from teachers.arrow_codec import model_inputs
-from teachers.batch import Batch
 from teachers.backend import (FeatureHooks, ResolvedModel, dummy_inputs, load_teacher, model_input, model_version,
                               output_space_of)
 from teachers.soft_targets import SoftTargets, concat_rows, pack_soft_targets
@@ -159,7 +159,7 @@ class LoadedTeacher:
     def perplexity(self, inputs: np.ndarray) -> dict[str, float]:
         """A causal LM's summed negative log-likelihood (at temperature 1) of the target tokens of
         `inputs`, and their number: held-out perplexity is exp(nll / tokens)."""
-        from teachers.token_targets import target_labels
+        from ingest import target_labels
 
         ids = torch.tensor(model_inputs(inputs), device=self.device)
         labels = target_labels(ids, self.module.specials)

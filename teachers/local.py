@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from teachers.batch import Batch
+from ingest import Batch
 from teachers.loaded import LoadedTeacher, TeacherAppArgs
 from teachers.soft_targets import SoftTargets
 from teachers.source import RecordSource

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Optional, Protocol
 
-from teachers.batch import Batch
+from ingest import Batch
 from teachers.soft_targets import SoftTargets, validate_soft_targets
 from teachers.targets import TeacherTargets
 from teachers.teacher_set import TeacherSet

@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from students.lm_data import function_examples
+from ingest.lm_data import function_examples
 
 
 def main() -> None:

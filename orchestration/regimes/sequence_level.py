@@ -30,8 +30,8 @@ from rich.console import Console
 
 from cluster import (Strict, drop_other_attempts, exists, filesystem_for, is_uri, join, kd_phase, list_files,
                      new_attempt, read_text, write_text)
+from ingest import Dataset, GENERATED_MANIFEST as MANIFEST, student_subset
 from orchestration.progress import progress_blocks
-from students import Dataset, GENERATED_MANIFEST as MANIFEST, student_subset
 
 
 class GenerateConfig(Strict):
@@ -105,7 +105,7 @@ def generation_key(cfg: Any, teacher: str, version: str, prompts: np.ndarray) ->
 
 @lru_cache(maxsize=4)
 def _tokenizer(path: str):
-    from teachers import load_tokenizer
+    from ingest import load_tokenizer
 
     return load_tokenizer(path)
 
@@ -146,9 +146,8 @@ def generate(cfg: Any, dataset: Dataset, teacher_versions: dict[str, str], conso
     """Write (or reuse) the generated dataset of `cfg`; the teachers must be deployed (Serve)."""
     import ray
 
-    from teachers import load_tokenizer
+    from ingest import load_tokenizer, specials_of
     from teachers import app_name
-    from teachers import specials_of
 
     gen = cfg.generate
     teacher = gen.teacher or cfg.teachers[0].name

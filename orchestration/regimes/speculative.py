@@ -15,9 +15,10 @@ from typing import Any
 
 import torch
 
+from ingest import Batch
 from orchestration.regime import MethodPhase
 from students import Phase, PhaseHook, SpeculativeBatches, refuse_zero3
-from teachers import Batch, TeacherClient
+from teachers import TeacherClient
 
 
 class SpeculativeTraining(PhaseHook):

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from students.lm_data import DEFAULT_TOKENIZER
+from ingest.batches import Batch
+from ingest.lm_data import DEFAULT_TOKENIZER
 from students.speculative import SpeculativeBatches
-from teachers.batch import Batch
 from teachers.hf_lm import causal_lm
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from cluster import ModelSpec
+from ingest.config import DataConfig
+from ingest.loading import load_dataset
 from orchestration.teacher_training import train_or_load_teacher
-from students.config import DataConfig
-from students.data import load_dataset
 from teachers.backend import resolve_model
 from teachers.config import TeacherTrainingConfig
 
@@ -27,7 +27,7 @@ def test_a_teacher_given_a_gpu_trains_there_and_is_cached_on_the_cpu(tmp_path):
 def test_a_half_precision_teacher_answers_on_the_gpu_like_its_float32_self(tmp_path, dtype):
     import numpy as np
 
-    from teachers.batch import Batch
+    from ingest.batches import Batch
     from teachers.loaded import LoadedTeacher
     from tests.unit.teacher_fixtures import IN_FEATURES, teacher_args
 

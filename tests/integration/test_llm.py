@@ -17,11 +17,11 @@ import ray
 import yaml
 from safetensors.torch import load_file
 
+from harness.hf_models import MINILM
+from ingest.loading import load_dataset
 from orchestration.config import load_run_config
 from orchestration.teacher_training import perplexity
-from students.data import load_dataset
 from teachers.hf_lm import causal_lm
-from harness.hf_models import MINILM
 from tests.conftest import CONFIGS, distillery
 
 pytestmark = pytest.mark.integration

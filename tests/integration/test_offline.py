@@ -11,8 +11,8 @@ import json
 
 import pytest
 
-from students.config import DataConfig
-from students.data import load_dataset
+from ingest.config import DataConfig
+from ingest.loading import load_dataset
 from tests.conftest import CONFIGS, distillery
 
 pytestmark = pytest.mark.integration

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from students.config import DataConfig
-from students.data import load_dataset
+from ingest.config import DataConfig
+from ingest.loading import load_dataset
 
 pytestmark = pytest.mark.integration
-TOKENIZER = str(Path(__file__).resolve().parents[2] / "students" / "tokenizers" / "stdlib-bpe-1024")
+TOKENIZER = str(Path(__file__).resolve().parents[2] / "ingest" / "tokenizers" / "stdlib-bpe-1024")
 
 
 def _streamed_rows(cfg: DataConfig) -> dict[str, np.ndarray]:

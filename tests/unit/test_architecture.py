@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("cluster", "teachers", "students", "orchestration", "planning")
-LAYER = {"cluster": 0, "teachers": 1, "students": 2, "planning": 3, "orchestration": 4}
+PACKAGES = ("cluster", "ingest", "teachers", "students", "orchestration", "planning")
+LAYER = {"cluster": 0, "ingest": 1, "teachers": 2, "students": 3, "planning": 4, "orchestration": 5}
 GENERATED = ("teachers/proto/",)
 
 
@@ -81,8 +81,9 @@ def test_no_import_cycle_between_files():
 
 
 def test_packages_depend_one_way():
-    """cluster <- teachers <- students <- planning <- orchestration: planning imports no
-    orchestration module (it is handed what it runs)."""
+    """cluster <- ingest <- teachers <- students <- planning <- orchestration: the data layer
+    imports `cluster` only, and planning imports no orchestration module (it is handed what it
+    runs)."""
     wrong = sorted(f"{m} imports {t}" for m, targets in _graph().items() for t in targets
                    if LAYER[t.split(".")[0]] > LAYER[m.split(".")[0]])
     assert wrong == []
@@ -108,3 +109,14 @@ def test_students_reach_the_run_only_through_the_run_control():
                    for n, line in enumerate(path.read_text().splitlines(), 1)
                    if ".remote(" in line or "get_actor(" in line or "ray.get(" in line)
     assert calls == []
+
+
+def test_benchmarks_import_nothing_from_the_tests():
+    """A benchmark runs after the README's first command, without pytest: what it shares with
+    the tests lives in `harness/`."""
+    wrong = sorted(f"{path.relative_to(ROOT)} imports {module}" for path in (ROOT / "benchmarks").rglob("*.py")
+                   for node in ast.walk(ast.parse(path.read_text()))
+                   for module in ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                                  [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                   if module.split(".")[0] in ("tests", "pytest"))
+    assert wrong == []

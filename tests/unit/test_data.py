@@ -3,9 +3,11 @@
 import numpy as np
 import pytest
 
-from students.config import DataConfig, StudentConfig
 from cluster.config import ModelSpec
-from students.data import load_dataset, plan_epoch, student_subset
+from ingest.batches import plan_epoch
+from ingest.config import DataConfig
+from ingest.loading import load_dataset, student_subset
+from students.config import StudentConfig
 from students.deepspeed_config import deepspeed_config
 
 
@@ -46,8 +48,8 @@ def test_deepspeed_config_follows_student_config():
 
 
 def test_digit_views_are_pairs_joined_by_id():
-    from students.builtin_sources import digit_images
-    from students.paired_data import digit_view
+    from ingest.bundled import digit_images
+    from ingest.paired_data import digit_view
 
     ds = load_dataset(DataConfig(dataset="digits_views", teacher_column="image", student_column="profile"))
     assert ds.cross_modal and ds.in_features == 16 and ds.teacher_view().in_features == 64
@@ -67,7 +69,7 @@ def test_digit_views_are_pairs_joined_by_id():
 def test_join_keeps_common_ids_and_refuses_repeated_ones():
     import pytest
 
-    from students.paired_data import join_pairs
+    from ingest.paired_data import join_pairs
 
     left, right = join_pairs(np.array([5, 1, 9, 3]), np.array([3, 7, 5]))
     np.testing.assert_array_equal(np.array([5, 1, 9, 3])[left], np.array([3, 7, 5])[right])

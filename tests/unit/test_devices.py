@@ -88,7 +88,7 @@ def test_a_bfloat16_teacher_answers_like_its_float32_self_in_half_the_memory(tmp
     import numpy as np
     import torch
 
-    from teachers.batch import Batch
+    from ingest.batches import Batch
     from teachers.loaded import LoadedTeacher
     from tests.unit.teacher_fixtures import IN_FEATURES, teacher_args
 

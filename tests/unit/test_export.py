@@ -8,10 +8,11 @@ import pytest
 import torch
 from safetensors.torch import save_model
 
+from ingest import load_dataset
 from orchestration.config import load_run_config
 from orchestration.export import export_run
 from orchestration.teacher_training import accuracy
-from students import CheckpointError, load_dataset
+from students import CheckpointError
 from teachers import resolve_model
 from tests.conftest import CONFIGS
 

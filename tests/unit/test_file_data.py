@@ -11,9 +11,9 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
 
-from students.config import DataConfig
-from students.data import load_dataset
-from students.file_data import DataError
+from ingest.config import DataConfig
+from ingest.file_data import DataError
+from ingest.loading import load_dataset
 
 pytestmark = pytest.mark.usefixtures("own_cache")  # the driver's scans are cached there
 
@@ -192,8 +192,8 @@ def test_a_hugging_face_dataset_saved_to_disk_with_an_image_feature(tmp_path):
 
 def test_a_saved_dataset_streams_in_read_tasks_with_the_ids_of_the_in_memory_path(tmp_path):
     datasets = pytest.importorskip("datasets")
-    from students.file_data import to_stream_rows
-    from students.hf_data import hf_datasource
+    from ingest.file_data import to_stream_rows
+    from ingest.hf_data import hf_datasource
 
     rows = _rows()
     shuffled = datasets.Dataset.from_dict(rows).shuffle(seed=0)  # indices, which save_to_disk applies

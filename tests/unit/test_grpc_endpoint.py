@@ -8,7 +8,7 @@ import grpc
 import numpy as np
 import pytest
 
-from teachers.batch import Batch
+from ingest.batches import Batch
 from teachers.arrow_codec import encode_inputs
 from teachers.errors import SoftTargetError, TeacherAuthError, TeacherUnavailableError
 from teachers.grpc_client import EndpointSpec, GrpcTeacher, parse_endpoint_url

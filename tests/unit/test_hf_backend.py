@@ -5,14 +5,15 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from students.evaluation import embedding_agreement
-from students.text_data import token_windows
-from teachers.batch import Batch
-from teachers.arrow_codec import decode_inputs, encode_inputs
-from teachers.loaded import LoadedTeacher, TeacherAppArgs
-from teachers.errors import IncompatibleTeacherError, SoftTargetDecodeError
-from teachers.hf import check_tokenizer, load_tokenizer, resolve_model_dir, sentence_encoder, tokenizer_hash
 from harness.hf_models import HIDDEN, MINILM, other_vocabulary, tiny_bert
+from ingest.batches import Batch
+from ingest.text_data import token_windows
+from ingest.tokenizer import load_tokenizer, resolve_model_dir, tokenizer_hash
+from students.evaluation import embedding_agreement
+from teachers.arrow_codec import decode_inputs, encode_inputs
+from teachers.errors import IncompatibleTeacherError, SoftTargetDecodeError
+from teachers.hf import check_tokenizer, sentence_encoder
+from teachers.loaded import LoadedTeacher, TeacherAppArgs
 
 LENGTH = 16
 

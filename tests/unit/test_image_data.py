@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from students.config import DataConfig
-from students.data import load_dataset
-from students.file_data import DataError, to_stream_rows
+from ingest.config import DataConfig
+from ingest.file_data import DataError, to_stream_rows
+from ingest.loading import load_dataset
 from teachers.zoo import convnet
 
 COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}

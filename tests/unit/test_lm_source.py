@@ -1,4 +1,4 @@
-"""Your own language-model data (`students.lm_source`): prompt/completion and chat rows from
+"""Your own language-model data (`ingest.lm_source`): prompt/completion and chat rows from
 files, tokenized into the bundled layout, with every bad input refused by file, column and row."""
 
 from __future__ import annotations
@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from students.config import DataConfig
-from students.data import load_dataset
-from students.file_data import DataError
-from students.lm_data import encode_examples
-from teachers import load_tokenizer
+from ingest import load_tokenizer
+from ingest.config import DataConfig
+from ingest.file_data import DataError
+from ingest.lm_data import encode_examples
+from ingest.loading import load_dataset
 
 pytestmark = pytest.mark.usefixtures("own_cache")  # the driver's scans are cached there
 
-TOKENIZER = str(Path(__file__).resolve().parents[2] / "students" / "tokenizers" / "stdlib-bpe-1024")
+TOKENIZER = str(Path(__file__).resolve().parents[2] / "ingest" / "tokenizers" / "stdlib-bpe-1024")
 PAIRS = [(f"def f{i}(x):", f"Return the {i}th thing of x, or nothing at all when x is empty.") for i in range(40)]
 
 
@@ -127,9 +127,9 @@ def test_plain_text_files_are_one_row_per_line_the_whole_line_the_completion(tmp
 def test_a_streamed_language_model_source_is_scanned_on_the_driver_and_tokenized_in_blocks(tmp_path):
     import pyarrow.json as pjson
 
-    from students.lm_source import to_lm_stream_rows
-    from students.streamed import stream_batch
-    from teachers import target_labels
+    from ingest import target_labels
+    from ingest.lm_source import to_lm_stream_rows
+    from ingest.streamed import stream_batch
 
     train = _pairs_file(tmp_path / "train.jsonl")
     transfer = _pairs_file(tmp_path / "transfer.jsonl", PAIRS[:24], start=200)
@@ -163,7 +163,7 @@ def test_a_streamed_language_model_source_is_scanned_on_the_driver_and_tokenized
 def test_streamed_text_files_give_the_rows_and_ids_of_the_in_memory_path(tmp_path):
     import pyarrow as pa
 
-    from students.lm_source import to_lm_stream_rows
+    from ingest.lm_source import to_lm_stream_rows
 
     (tmp_path / "a.txt").write_text("".join(f"line {i} of the first file.\n\n" for i in range(30)))
     (tmp_path / "b.txt").write_text("\n".join(f"and line {i} of the second." for i in range(10)))

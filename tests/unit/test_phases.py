@@ -72,8 +72,8 @@ def test_born_again_chain_and_teacherless_methods(tmp_path):
 
 
 def test_continual_tasks_chain_snapshots_and_old_classes(tmp_path):
+    from ingest.loading import load_dataset
     from orchestration.regimes.continual import continual_jobs
-    from students.data import load_dataset
 
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({
@@ -121,8 +121,8 @@ def test_phases_carry_method_teachers_and_weighting(tmp_path):
 def test_replay_keeps_the_same_memory_of_each_earlier_task():
     import numpy as np
 
-    from students.config import DataConfig
-    from students.data import load_dataset
+    from ingest.config import DataConfig
+    from ingest.loading import load_dataset
     from orchestration.regimes.continual import task_rows
 
     train = load_dataset(DataConfig()).train

@@ -4,7 +4,7 @@ the exported integers (int8, packed int4) and post-training quantization."""
 import pytest
 import torch
 
-from students.lm_data import DEFAULT_TOKENIZER
+from ingest.lm_data import DEFAULT_TOKENIZER
 from students.quantize import (dequantize, dequantized_state, fake_quantize_model, pack_int4, plain_state,
                                post_training_quantized, quantize, quantized_layers, quantized_state, unpack_int4)
 from teachers.hf_lm import causal_lm

@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 import torch
 
+from ingest.batches import plan_epoch
+from ingest.loading import Split
 from orchestration.regimes.born_again import SnapshotExport, SnapshotTeacher
 from orchestration.regimes.co_training import CoTraining, OnlineRole
 from orchestration.regimes.continual import InitFrom, MemoryReplay
-from students.data import Split, plan_epoch
+from students.checkpoint import ClientState
 from students.hooks import Phase
 from students.reporting import ProgressReporter, StopCheck
 from students.run_control import LocalRunControl
-from students.checkpoint import ClientState
 from teachers.errors import SoftTargetError
 from teachers.local import LocalTeachers
 from teachers.source import SoftTargetSource

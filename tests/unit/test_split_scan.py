@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import students.file_data as file_data
-from students.config import DataConfig, SourceConfig
-from students.data import load_dataset
-from students.file_data import DataError
+import ingest.file_data as file_data
+from ingest.config import DataConfig, SourceConfig
+from ingest.file_data import DataError
+from ingest.loading import load_dataset
 
 pytestmark = pytest.mark.usefixtures("own_cache")
 FEATURES, PARTS, ROWS = 4, 3, 30
@@ -88,7 +88,7 @@ def test_a_language_models_split_is_remembered_too(tmp_path, reads):
     import json
     from pathlib import Path
 
-    tokenizer = str(Path(__file__).resolve().parents[2] / "students" / "tokenizers" / "stdlib-bpe-1024")
+    tokenizer = str(Path(__file__).resolve().parents[2] / "ingest" / "tokenizers" / "stdlib-bpe-1024")
     for part in range(2):
         with open(tmp_path / f"part-{part}.jsonl", "w") as out:
             for i in range(20):

@@ -81,9 +81,9 @@ def test_teachers_cached_on_s3_are_trained_once_and_loaded_by_uri(s3_server, tmp
     run finds them there; a replica given the URI downloads the file once and serves the same
     version as from a local copy."""
     from cluster import ModelSpec, fetch_file, teacher_cache_dir
+    from ingest.config import DataConfig
+    from ingest.loading import load_dataset
     from orchestration.teacher_training import cached_teacher, train_or_load_teacher
-    from students.config import DataConfig
-    from students.data import load_dataset
     from teachers import TeacherTrainingConfig, file_version, resolve_model
     from teachers.loaded import LoadedTeacher, TeacherAppArgs
 

@@ -9,12 +9,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from cluster import drop_other_attempts, join, write_parquet
-from students.data import Split, plan_epoch
+from ingest.batches import plan_epoch
+from ingest.loading import Split
+from ingest.splits import row_hashes, rows_fingerprint
 from teachers.arrow_codec import to_table
 from teachers.errors import SoftTargetError, SoftTargetStoreError
 from teachers.soft_targets import pack_soft_targets
-from students.splits import row_hashes, rows_fingerprint
-from teachers.store import StoredTeachers, StoreKey, find_store, write_manifest
+from teachers.store import StoreKey, StoredTeachers, find_store, write_manifest
 from teachers.teacher_set import TeacherEntry, TeacherSet
 
 pytestmark = pytest.mark.usefixtures("own_cache")
@@ -153,7 +154,7 @@ def test_a_language_models_store_gives_each_samples_token_rows_in_order(tmp_path
     whatever order the shards hold them in; a sequence with no target position has none."""
     import torch
 
-    from teachers.token_targets import TokenSpecials, target_labels, targets_per_sequence
+    from ingest.token_targets import TokenSpecials, target_labels, targets_per_sequence
 
     specials, vocab = TokenSpecials(pad=0, sep=1), 16
     rng = np.random.default_rng(0)
@@ -194,7 +195,7 @@ def test_a_language_models_store_gives_each_samples_token_rows_in_order(tmp_path
 
 def test_a_streamed_batch_finds_its_rows_by_id(store):
     """A stream's batch has no row positions (samples are -1): its ids alone key the store."""
-    from students.streamed import stream_batch
+    from ingest.streamed import stream_batch
 
     root, key, manifest, x, logits = store
     teacher_set = TeacherSet(1, {"mlp": TeacherEntry("mlp", 1.0, "classes:10", C, "v1")})

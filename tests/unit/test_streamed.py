@@ -1,4 +1,4 @@
-"""The students' batches from a stream (`students.streamed`) and the pieces of a streamed
+"""The students' batches from a stream (`ingest.streamed`) and the pieces of a streamed
 source that run without Ray: row-id batch ids, resume by skipping what the epoch applied, the
 look-ahead copy a soft-target source reads, the worker's test split, the config rules."""
 
@@ -9,12 +9,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from ingest.config import DataConfig, SourceConfig
+from ingest.file_data import DataError, to_stream_rows
+from ingest.loading import load_dataset
+from ingest.streamed import StreamedBatches, stream_batch
 from orchestration.config import RunConfig
 from students.checkpoint import ClientState
-from students.config import DataConfig, SourceConfig
-from students.data import load_dataset
-from students.file_data import DataError, to_stream_rows
-from students.streamed import StreamedBatches, stream_batch
 
 pytestmark = pytest.mark.usefixtures("own_cache")  # the driver's scans are cached there
 
@@ -186,7 +186,7 @@ def test_the_driver_of_a_stream_reads_the_teachers_split_only_where_a_teacher_tr
     cache's key is the one the in-memory path gives."""
     from cluster import ModelSpec
     from orchestration.teacher_training import cache_key
-    from students import file_data
+    from ingest import file_data
     from teachers import TeacherTrainingConfig, resolve_model
 
     source = _source(tmp_path, test_fraction=0.3)
@@ -230,7 +230,7 @@ def test_regimes_read_a_sources_columns_not_a_bundled_set_name(tmp_path):
 
 
 def test_micro_batches_cover_every_row_once_in_a_seeded_order():
-    from students.streamed import micro_batches
+    from ingest.streamed import micro_batches
 
     def chunks():
         for start, size in ((0, 10), (10, 7), (17, 13)):  # 30 rows in uneven chunks
@@ -251,7 +251,7 @@ def test_micro_batches_cover_every_row_once_in_a_seeded_order():
 def test_the_driver_reads_a_train_split_once_for_its_scan_and_its_held_out_test_rows(tmp_path, monkeypatch):
     """The scan of `train` collects the rows held out for the test split as it goes: each
     train file is read once, and the test split is the in-memory path's."""
-    import students.file_data as file_data
+    import ingest.file_data as file_data
 
     source = _source(tmp_path, test_fraction=0.3, stream=True)
     in_memory = load_dataset(DataConfig(source=source.model_copy(update={"stream": False})))

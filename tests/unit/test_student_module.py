@@ -5,10 +5,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from ingest.batches import Batch
 from students.kd_terms import exit_key
 from students.losses import CompositeLoss, Term, self_distillation_exits
 from students.student_module import DistillationStudent, make_projector
-from teachers.batch import Batch
 from teachers.backend import ResolvedModel
 from teachers.loaded import LoadedTeacher, TeacherAppArgs
 from teachers.targets import TeacherTargets

@@ -8,9 +8,9 @@ import pytest
 from rich.console import Console
 
 from orchestration.config import RunConfig
+from planning.fit import fit_law
 from planning.history import collect
 from planning.sweep import capacity_gap_lines, load_sweep, run_config, write_report
-from planning.fit import fit_law
 
 SWEEP = "deploy/configs/sweep.yaml"
 
@@ -72,7 +72,7 @@ def test_recorded_runs_become_points_and_a_report(tmp_path):
 def test_non_embedding_counts_leave_out_the_token_and_position_embeddings(tmp_path):
     import torch
 
-    from students.data import load_dataset
+    from ingest.loading import load_dataset
     from teachers.backend import resolve_model
 
     sweep = load_sweep(SWEEP)

@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
+from ingest.batches import Batch
 from students.run_control import LocalRunControl
-from teachers.batch import Batch
 from teachers.client import FaultPolicy, TeacherClient
 from teachers.errors import TeacherUnavailableError
 from teachers.grpc_client import EndpointSpec

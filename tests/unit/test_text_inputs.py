@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from students.config import DataConfig
-from students.data import load_dataset
-from students.file_data import DataError
-from teachers import load_tokenizer
+from ingest import load_tokenizer
+from ingest.config import DataConfig
+from ingest.file_data import DataError
+from ingest.loading import load_dataset
 from teachers.zoo import text_classifier
 
 pytestmark = pytest.mark.usefixtures("own_cache")  # the driver's scans are cached there
 
-TOKENIZER = str(Path(__file__).resolve().parents[2] / "students" / "tokenizers" / "stdlib-bpe-1024")
+TOKENIZER = str(Path(__file__).resolve().parents[2] / "ingest" / "tokenizers" / "stdlib-bpe-1024")
 TOPICS = ["open the file and read its lines", "sort the list of numbers in place", "send the request to the server"]
 
 
@@ -64,8 +64,8 @@ def test_a_text_column_without_a_tokenizer_is_refused(tmp_path):
 def test_a_streamed_block_of_text_rows_is_tokenized_as_in_memory(tmp_path):
     import pyarrow.json as pjson
 
-    from students.file_data import to_stream_rows
-    from students.streamed import stream_batch
+    from ingest.file_data import to_stream_rows
+    from ingest.streamed import stream_batch
 
     cfg = _config(tmp_path, tokenizer=TOKENIZER, sequence_length=16)
     cfg.source.stream = True

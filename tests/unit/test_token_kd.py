@@ -9,19 +9,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from students.config import DataConfig
-from students.data import load_dataset, plan_epoch
-from students.lm_data import DEFAULT_TOKENIZER, encode_examples, prompt_ids
+from harness.hf_models import MINILM
+from ingest.batches import Batch, plan_epoch
+from ingest.config import DataConfig
+from ingest.lm_data import DEFAULT_TOKENIZER, encode_examples, prompt_ids
+from ingest.loading import load_dataset
+from ingest.token_targets import TokenSpecials, target_labels, target_mask
+from ingest.tokenizer import load_tokenizer, tokenizer_hash
 from students.losses import CompositeLoss, Term
-from teachers.batch import Batch
-from teachers.loaded import LoadedTeacher, TeacherAppArgs
 from teachers.errors import IncompatibleTeacherError
-from teachers.hf import check_tokenizer, load_tokenizer, tokenizer_hash
+from teachers.hf import check_tokenizer
 from teachers.hf_lm import causal_lm
+from teachers.loaded import LoadedTeacher, TeacherAppArgs
 from teachers.soft_targets import concat_rows, pack_soft_targets, validate_soft_targets
 from teachers.targets import TeacherTargets
-from teachers.token_targets import TokenSpecials, target_labels, target_mask
-from harness.hf_models import MINILM
 
 PAD, BOS, SEP, EOS = 0, 1, 2, 3
 SPECIALS = TokenSpecials(pad=PAD, sep=SEP)
@@ -206,8 +207,8 @@ def test_generated_rows_become_prompt_completion_sequences(tmp_path, tokenizer, 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from ingest.lm_data import GENERATED_MANIFEST, generated_sequences
     from orchestration.regimes.sequence_level import prompt_part
-    from students.lm_data import GENERATED_MANIFEST, generated_sequences
 
     rows, prompts = prompt_part(sequences, SEP, PAD)
     assert rows.tolist() == [0, 1]  # the third prompt does not fit the window: it has no separator
@@ -233,7 +234,7 @@ def test_generated_completions_on_object_storage_are_read_from_the_shards_their_
     import pyarrow as pa
 
     from cluster import join, write_parquet, write_text
-    from students.lm_data import GENERATED_MANIFEST, generated_sequences
+    from ingest.lm_data import GENERATED_MANIFEST, generated_sequences
 
     s3, options = s3_server
     folder = f"s3://runs-data/run/generated?{options}"

@@ -8,9 +8,10 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from ingest import Batch, Split
 from orchestration.regimes.continual.replay import MemoryTargets
-from students import Phase, PhaseHook, RunControl, Split, accuracy
-from teachers import Batch, TeacherTargets
+from students import Phase, PhaseHook, RunControl, accuracy
+from teachers import TeacherTargets
 
 
 def task_rows(train: Split, train_on: tuple[str, tuple[int, ...]],

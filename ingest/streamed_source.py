@@ -11,17 +11,16 @@ from functools import partial
 
 import numpy as np
 
-from students.config import DataConfig
-from students.file_data import (HeldOut, check_labels, check_test_classes, load_source, same_width,
-                                streamed_test_split)
-from students.split_scan import Progress, scan_split
-from students.splits import Dataset, LazySplit, Split
+from ingest.config import DataConfig
+from ingest.file_data import HeldOut, check_labels, check_test_classes, load_source, same_width, streamed_test_split
+from ingest.split_scan import Progress, scan_split
+from ingest.splits import Dataset, LazySplit, Split
 
 
 def streamed_source_dataset(cfg: DataConfig, progress: Progress = None) -> Dataset:
     """The test split, an empty training split of the students' shapes, the students' split
     scanned (`Dataset.streamed`) and the teachers' one scanned and read on demand; `progress`
-    hears how the scans go (`students.split_scan`)."""
+    hears how the scans go (`ingest.split_scan`)."""
     if cfg.source.columns.language_model:
         return _language_model(cfg, progress)
     return _classification(cfg, progress)
@@ -32,7 +31,7 @@ def teachers_train_split(cfg: DataConfig) -> Split:
     it (train less its held-out test rows)."""
     source = cfg.source.model_copy(update={"stream": False, "transfer": None})
     if source.columns.language_model:
-        from students.lm_source import load_lm_source
+        from ingest.lm_source import load_lm_source
 
         return load_lm_source(cfg.model_copy(update={"source": source})).train
     return load_source(source).train
@@ -42,7 +41,7 @@ def _classification(cfg: DataConfig, progress: Progress) -> Dataset:
     source, notes = cfg.source, []
     class_names: tuple[str, ...] = ()
     if source.format == "images":
-        from students.image_data import image_classes
+        from ingest.image_data import image_classes
 
         class_names = tuple(image_classes(source))
     given = source.num_classes or len(class_names) or None
@@ -63,7 +62,7 @@ def _classification(cfg: DataConfig, progress: Progress) -> Dataset:
 
 
 def _language_model(cfg: DataConfig, progress: Progress) -> Dataset:
-    from students.lm_source import lm_test_view, scan_lm_split
+    from ingest.lm_source import lm_test_view, scan_lm_split
 
     source, notes = cfg.source, []
     rows = HeldOut() if source.test is None else None

@@ -1,17 +1,17 @@
 """The bundled datasets as built-in sources: each is a table of rows with a column per role,
-read by the same code as a user's files (`students.file_data.rows_dataset`,
-`students.lm_source.lm_rows_dataset`), so the column roles, the checks and the row ids are one
+read by the same code as a user's files (`ingest.file_data.rows_dataset`,
+`ingest.lm_source.lm_rows_dataset`), so the column roles, the checks and the row ids are one
 path. Only the tables come from here:
 
 - `digits`: scikit-learn's 8x8 digits, `id` (`digit-<row>`), `pixels`, `digit`, `task`
   (digit // 2), split stratified by class with `data.split_seed`;
-- `digits_views`: the same digits as two sensor views joined by pair id (`students.paired_data`),
+- `digits_views`: the same digits as two sensor views joined by pair id (`ingest.paired_data`),
   the student's view as `input` and the teachers' as `teacher_input`;
 - `stdlib_functions`: the standard library's functions as `prompt` (signature) and
   `completion` (docstring) rows, the training rows shuffled with `data.split_seed`.
 
 `stdlib_docstrings` (windows of tokens for sentence embeddings) has no rows of a source's kind
-and keeps its own loader (`students.data`).
+and keeps its own loader (`ingest.loading`).
 """
 
 from __future__ import annotations
@@ -21,22 +21,22 @@ from typing import Optional
 import numpy as np
 import pyarrow as pa
 
-from students.config import DataConfig, SourceColumns, SourceConfig
-from students.file_data import SourceRows
-from students.splits import Dataset
+from ingest.config import DataConfig, SourceColumns, SourceConfig
+from ingest.file_data import SourceRows
+from ingest.splits import Dataset
 
 
 def builtin_dataset(cfg: DataConfig) -> Optional[Dataset]:
     """The bundled dataset `cfg.dataset` read as a source (None for one that is not a source)."""
     if cfg.dataset == "stdlib_functions":
-        from students.lm_source import lm_rows_dataset
+        from ingest.lm_source import lm_rows_dataset
 
         train, test = function_tables(cfg)
         source = _source(cfg.dataset, SourceColumns(prompt="prompt", completion="completion", id="id"))
         return lm_rows_dataset(cfg.dataset, cfg, source, _rows(train, source), _rows(test, source))
     if cfg.dataset not in ("digits", "digits_views"):
         return None
-    from students.file_data import rows_dataset
+    from ingest.file_data import rows_dataset
 
     cross_modal = cfg.dataset == "digits_views" and cfg.teacher_column != cfg.student_column
     columns = SourceColumns(input="pixels", label="digit", id="id", task="task",
@@ -73,7 +73,7 @@ def digit_tables(cfg: DataConfig) -> tuple[pa.Table, pa.Table]:
 
 def digit_view_tables(cfg: DataConfig) -> tuple[pa.Table, pa.Table]:
     """The digits' two views, each logged in its own order by its sensor, joined by pair id."""
-    from students.paired_data import digit_view, join_pairs, sensor_table
+    from ingest.paired_data import digit_view, join_pairs, sensor_table
 
     pixels, labels = digit_images()
     pair_ids = np.arange(len(labels), dtype=np.int64)
@@ -118,7 +118,7 @@ def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np
 def function_tables(cfg: DataConfig) -> tuple[pa.Table, pa.Table]:
     """The first `train_windows` and `test_windows` functions of each split, training rows
     shuffled with `split_seed`."""
-    from students.lm_data import function_examples
+    from ingest.lm_data import function_examples
 
     examples = function_examples()
     for split, wanted in (("train", cfg.train_windows), ("test", cfg.test_windows)):

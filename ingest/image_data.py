@@ -5,7 +5,7 @@ fixed-length float vector every classification model of the zoo reads.
 A folder's rows are a table of `image` (the file's bytes), `label` (the class folder's index)
 and `id` (the path under the split's folder: `class/name.png`, stable however the files are
 listed); the same table comes from a local folder, an object store, or a streamed block of
-`ray.data.read_binary_files`, and `students.file_data` turns it into a split.
+`ray.data.read_binary_files`, and `ingest.file_data` turns it into a split.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Callable, Optional
 import numpy as np
 import pyarrow as pa
 
-from students.config import ImageConfig, SourceConfig
-from students.source_paths import DataError, filesystem_of
+from ingest.config import ImageConfig, SourceConfig
+from ingest.source_paths import DataError, filesystem_of
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 

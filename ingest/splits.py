@@ -1,6 +1,6 @@
 """A dataset's splits as the students and teachers read them (plain numpy).
 
-`students.data` loads the bundled sets and plans batches; `students.file_data` reads a user's
+`ingest.loading` loads the bundled sets and plans batches; `ingest.file_data` reads a user's
 files; both return a `Dataset`."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 import numpy as np
 
 if TYPE_CHECKING:
-    from teachers import TokenSpecials
+    from ingest.token_targets import TokenSpecials
 
 
 @dataclass(frozen=True)
@@ -26,10 +26,10 @@ class Split:
 
     def labels(self, index) -> np.ndarray:
         """The labels of the samples at `index`: `y`, or for token sequences the next token at
-        every target position (one per record row, `teachers.token_targets`)."""
+        every target position (one per record row, `ingest.token_targets`)."""
         if self.token_specials is None:
             return self.y[index]
-        from teachers import target_labels  # with torch: not needed to read a user's rows (Ray Data's tasks)
+        from ingest.token_targets import target_labels
 
         return target_labels(self.x[index], self.token_specials)
 

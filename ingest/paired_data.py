@@ -7,7 +7,7 @@ table (pair id, values) in its own order, as two sensors would log them:
   lowres   the 4x4 image of 2x2 averages (a low-resolution camera: 16 values).
 `data.teacher_column` names the view the teachers read, `data.student_column` the student's;
 `join_pairs` joins the two tables by pair id (an inner join: ids missing on either side drop);
-`students.builtin_sources.digit_view_tables` builds the dataset's tables from them.
+`ingest.bundled.digit_view_tables` builds the dataset's tables from them.
 """
 
 from __future__ import annotations

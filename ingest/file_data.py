@@ -1,6 +1,6 @@
 """The user's own data: classification rows read from Parquet, JSONL or CSV files (local paths,
 globs, or any URI pyarrow opens, such as s3://), a Hugging Face dataset saved to disk, an
-image folder (`students.image_data`) or text lines, with a column for each role.
+image folder (`ingest.image_data`) or text lines, with a column for each role.
 
 Every problem is a `DataError` that names the file, the column and, where it applies, the row,
 raised before anything is trained or written. The splits are read into memory.
@@ -16,9 +16,9 @@ from typing import Optional
 import numpy as np
 import pyarrow as pa
 
-from students.config import SourceConfig
-from students.source_paths import DataError, source_files
-from students.splits import Dataset, Split
+from ingest.config import SourceConfig
+from ingest.source_paths import DataError, source_files
+from ingest.splits import Dataset, Split
 
 
 @dataclass
@@ -70,13 +70,13 @@ def _with_ids(table: pa.Table, name: str, id_column: Optional[str]) -> pa.Table:
 
 def read_split(path: str, source: SourceConfig) -> SourceRows:
     """Every file of a split, one table; files of one split must share a schema. An image
-    source's split is its folder's images (`students.image_data`)."""
+    source's split is its folder's images (`ingest.image_data`)."""
     if source.format == "images":
-        from students.image_data import read_image_folder
+        from ingest.image_data import read_image_folder
 
         return _image_rows(*read_image_folder(path, source))
     if source.format == "hf_dataset":
-        from students.hf_data import hf_chunks
+        from ingest.hf_data import hf_chunks
 
         tables = [table for table, _ in hf_chunks(path, source.columns.id)]
         if sum(t.num_rows for t in tables) == 0:
@@ -97,7 +97,7 @@ def read_split(path: str, source: SourceConfig) -> SourceRows:
 
 
 def _image_rows(table: pa.Table, files: list[str]) -> SourceRows:
-    """An image folder's rows (`students.image_data`), their ids the images' paths."""
+    """An image folder's rows (`ingest.image_data`), their ids the images' paths."""
     return SourceRows(table.append_column("__id", table.column("id")), files)
 
 
@@ -138,7 +138,7 @@ def stream_block(table: pa.Table, source: SourceConfig, file: str) -> SourceRows
     folder's and a text source's blocks are `read_binary_files`' paths and bytes (decoded, or
     cut into lines, as in memory); a saved dataset's read tasks add the ids themselves."""
     if source.format == "images":
-        from students.image_data import stream_table
+        from ingest.image_data import stream_table
 
         return _image_rows(stream_table(table, source, file), [file])
     if source.format == "text":
@@ -169,7 +169,7 @@ def _vectors(rows: SourceRows, columns: str | list[str], role: str, source: Sour
         return _text_vectors(rows, columns, role, source, notes)
     image_struct = pa.types.is_struct(kind) and kind.get_field_index("bytes") >= 0  # Hugging Face's Image feature
     if isinstance(columns, str) and (pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or image_struct):
-        from students.image_data import decode_images
+        from ingest.image_data import decode_images
 
         def where(row: int) -> str:
             one_per_file = len(rows.files) == rows.table.num_rows  # an image folder: the row is the file
@@ -193,7 +193,7 @@ def _vectors(rows: SourceRows, columns: str | list[str], role: str, source: Sour
 
 def _text_vectors(rows: SourceRows, column: str, role: str, source: SourceConfig,
                   notes: Optional[list[str]]) -> np.ndarray:
-    from students.text_inputs import cached_tokenizer, token_ids
+    from ingest.text_inputs import cached_tokenizer, token_ids
 
     tokenizer_path, length = source.text_tokenizer
     if tokenizer_path is None:
@@ -306,7 +306,7 @@ def load_source(source: SourceConfig, *, streamed_students: bool = False, test: 
 def rows_dataset(name: str, source: SourceConfig, train_rows: SourceRows, test_rows: Optional[SourceRows]) -> Dataset:
     """The dataset of rows read for `source`: its column roles turned into splits and checked
     (ids, labels, classes, widths), the transfer split read and the stream scanned where the
-    source has them. The bundled sets come here too, as tables (`students.builtin_sources`)."""
+    source has them. The bundled sets come here too, as tables (`ingest.bundled`)."""
     ids, notes = checked_ids(train_rows, source.train), []
     if test_rows is not None:
         test, train = rows_split(test_rows, source, notes), rows_split(train_rows, source, notes)
@@ -321,7 +321,7 @@ def rows_dataset(name: str, source: SourceConfig, train_rows: SourceRows, test_r
         test_ids, train_ids = ids[held], ids[~held]
     class_names = ()
     if source.format == "images":
-        from students.image_data import image_classes
+        from ingest.image_data import image_classes
 
         class_names = tuple(image_classes(source))
     num_classes = source.num_classes or len(class_names) or int(train.y.max()) + 1
@@ -381,13 +381,13 @@ def split_chunks(path: str, source: SourceConfig):
     """A split's rows a chunk at a time (`SourceRows`), checked for one schema across files: a
     record batch of a file, an image folder's chunk, or a text file's lines."""
     if source.format == "images":
-        from students.image_data import image_chunks
+        from ingest.image_data import image_chunks
 
         for table, files in image_chunks(path, source):
             yield _image_rows(table, files)
         return
     if source.format == "hf_dataset":
-        from students.hf_data import hf_chunks
+        from ingest.hf_data import hf_chunks
 
         for table, name in hf_chunks(path, source.columns.id):
             yield SourceRows(table, [name])
@@ -482,7 +482,7 @@ def streamed_test_split(source: SourceConfig, notes: Optional[list[str]] = None,
     if held is not None:
         return rows_split(held.rows(source), source, notes)
     if source.format == "images":
-        from students.image_data import read_image_folder
+        from ingest.image_data import read_image_folder
 
         held = lambda ids: held_out_by_id(np.array(ids), source.test_fraction)  # noqa: E731
         return rows_split(_image_rows(*read_image_folder(source.train, source, keep=held)), source, notes)

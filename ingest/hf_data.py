@@ -15,7 +15,7 @@ from typing import Iterator, Optional
 
 import pyarrow as pa
 
-from students.source_paths import DataError, filesystem_of
+from ingest.source_paths import DataError, filesystem_of
 
 DATASET_STATE = "state.json"
 DATASET_DICT = "dataset_dict.json"

@@ -13,17 +13,27 @@ from __future__ import annotations
 import hashlib
 import itertools
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Protocol
 
 import numpy as np
 
-from students.checkpoint import ClientState
-from teachers import Batch
+from ingest.batches import Batch
 
 if TYPE_CHECKING:
-    from teachers import TokenSpecials
+    from ingest.token_targets import TokenSpecials
 
-TRAIN_DATASET = "train"  # the name of the students' dataset in the TorchTrainer's datasets
+TRAIN_DATASET = "train"
+
+
+class StreamPosition(Protocol):
+    """Where a phase stands in its stream (the students' checkpointed client state): the epoch and
+    batch to go on from, and the ledger of the batches the stream delivered."""
+
+    epoch: int
+    next_batch: int
+    delivered_ids: dict[str, None]
+
+    def delivered(self, batch_id: str) -> None: ...  # the name of the students' dataset in the TorchTrainer's datasets
 
 
 def rows_key(ids: Iterable[str]) -> str:
@@ -53,7 +63,7 @@ def stream_batch(epoch: int, index: int, rows: dict[str, np.ndarray],
     if token_specials is None:
         y = writable(rows["y"], np.int64)
     else:
-        from teachers import target_labels  # with torch: a train worker has it
+        from ingest.token_targets import target_labels  # with torch: a train worker has it
 
         y = target_labels(x, token_specials)
     no_split_rows = np.full(len(ids), -1, dtype=np.int64)  # a stream has no row positions (its ids key a store)
@@ -70,7 +80,7 @@ class StreamedBatches:
     """
 
     def __init__(self, read_epoch: Callable[[int], Iterable[dict[str, np.ndarray]]], epochs: int,
-                 state: ClientState, token_specials: Optional[TokenSpecials] = None):
+                 state: StreamPosition, token_specials: Optional[TokenSpecials] = None):
         self.read_epoch, self.epochs, self.state = read_epoch, epochs, state
         self.token_specials = token_specials
         self.first_epoch, self.first_batch = state.epoch, state.next_batch

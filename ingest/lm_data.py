@@ -2,13 +2,13 @@
 
 Each example is a function of Python's standard library: the prompt is its signature
 (`def name(args):`), the completion its docstring (whitespace collapsed). Files are read in
-sorted order and every fifth file is held out (`students.text_data`), so test examples come
+sorted order and every fifth file is held out (`ingest.text_data`), so test examples come
 from modules the models never saw. Examples become token sequences
 `<bos> prompt <sep> completion <eos>`, cut to `data.sequence_length` and right-padded; the
-loss and the soft targets cover the completion only (`teachers.token_targets`).
+loss and the soft targets cover the completion only (`ingest.token_targets`).
 
-`python -m students.lm_data` rebuilds the byte-level BPE tokenizer that ships in
-`students/tokenizers/stdlib-bpe-1024` (trained on the training files only).
+`python -m ingest.lm_data` rebuilds the byte-level BPE tokenizer that ships in
+`ingest/tokenizers/stdlib-bpe-1024` (trained on the training files only).
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from cluster import exists, join, list_files, read_parquet, read_text
-from students.text_data import HELD_OUT_EVERY, stdlib_files
-from teachers import specials_of
+from ingest.text_data import HELD_OUT_EVERY, stdlib_files
+from ingest.token_targets import specials_of
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<bos>", "sep_token": "<sep>", "eos_token": "<eos>"}
-DEFAULT_TOKENIZER = "pkg:students/tokenizers/stdlib-bpe-1024"
+DEFAULT_TOKENIZER = "pkg:ingest/tokenizers/stdlib-bpe-1024"
 GENERATED_MANIFEST = "manifest.json"  # written last by `distillery generate`
 
 

@@ -13,7 +13,7 @@ _TOKENIZERS: dict[str, Any] = {}
 
 
 def cached_tokenizer(path: str) -> Any:
-    from teachers import load_tokenizer
+    from ingest.tokenizer import load_tokenizer
 
     if path not in _TOKENIZERS:
         _TOKENIZERS[path] = load_tokenizer(path)

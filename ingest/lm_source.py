@@ -2,7 +2,7 @@
 `messages`, or of plain `text` (the lines of text files, or a column), from JSONL, Parquet,
 CSV or text files, tokenized with the run's tokenizer into the
 sequences the bundled `stdlib_functions` uses (`<bos> prompt <sep> completion <eos>`, cut to
-`data.sequence_length`, right-padded; the loss covers the completion, `students.lm_data`).
+`data.sequence_length`, right-padded; the loss covers the completion, `ingest.lm_data`).
 
 Chat rows are rendered with the tokenizer's chat template: every turn but the last is the
 prompt (with the template's generation prompt), the last turn, the assistant's, the
@@ -16,12 +16,12 @@ from typing import Optional
 import numpy as np
 import pyarrow as pa
 
-from students.config import DataConfig, SourceConfig
-from students.file_data import (DataError, HeldOut, SourceRows, checked_ids, held_out_by_id, held_out_rows,
-                                held_out_train_rows, read_split, stream_block)
-from students.lm_data import encode_with_lengths, generated_sequences
-from students.split_scan import FileScan, Progress, ScanSpec, fingerprint, merged, scan_split_files
-from students.splits import Dataset, Split, StreamedSplit, row_hashes
+from ingest.config import DataConfig, SourceConfig
+from ingest.file_data import (DataError, HeldOut, SourceRows, checked_ids, held_out_by_id, held_out_rows,
+                              held_out_train_rows, read_split, stream_block)
+from ingest.lm_data import encode_with_lengths, generated_sequences
+from ingest.split_scan import FileScan, Progress, ScanSpec, fingerprint, merged, scan_split_files
+from ingest.splits import Dataset, Split, StreamedSplit, row_hashes
 
 
 def _texts(rows: SourceRows, column: str, role: str) -> list[str]:
@@ -92,7 +92,7 @@ def load_lm_source(cfg: DataConfig, *, streamed_students: bool = False, test: Op
 
 
 def _tokenizer(cfg: DataConfig):
-    from students.text_inputs import cached_tokenizer
+    from ingest.text_inputs import cached_tokenizer
 
     return cached_tokenizer(cfg.tokenizer)  # one per process: a Ray Data task tokenizes many blocks
 
@@ -102,7 +102,8 @@ def lm_test_view(cfg: DataConfig, notes: Optional[list[str]] = None, test: Optio
     """The test split (`test`, else read: its file, or the rows held out of train, as a scan of
     train collected them in `held` or read a chunk at a time) and an empty training split of
     the sequences' width (texts cut counted in `notes`)."""
-    from teachers import specials_of, tokenizer_hash
+    from ingest.token_targets import specials_of
+    from ingest.tokenizer import tokenizer_hash
 
     source, tokenizer = cfg.source, _tokenizer(cfg)
     if test is None:
@@ -133,10 +134,11 @@ def to_lm_stream_rows(table: pa.Table, cfg: DataConfig, file: str) -> dict[str, 
 def scan_lm_split(path: str, cfg: DataConfig, notes: list[str], *, held_out: Optional[HeldOut] = None,
                   progress: Progress = None) -> StreamedSplit:
     """Tokenize and check every row of a streamed split without keeping it (file by file:
-    `students.split_scan`): texts, unique ids, cut rows (in `notes`), target tokens and the
+    `ingest.split_scan`): texts, unique ids, cut rows (in `notes`), target tokens and the
     rows' fingerprint. `held_out`: the split is `train` less the test rows `test_fraction`
     holds out, which it collects (the same pass)."""
-    from teachers import specials_of, tokenizer_hash
+    from ingest.token_targets import specials_of
+    from ingest.tokenizer import tokenizer_hash
 
     tokenizer = _tokenizer(cfg)
     spec = ScanSpec(cfg.source, hold_out=held_out is not None, keep_held=held_out is not None and held_out.keep,
@@ -152,8 +154,8 @@ def scan_lm_split(path: str, cfg: DataConfig, notes: list[str], *, held_out: Opt
 def scan_chunk(rows: SourceRows, spec: ScanSpec, out: FileScan, where: str) -> tuple[np.ndarray, np.ndarray]:
     """A language model's chunk (`ScanSpec.chunk`): its texts tokenized, ids checked, rows cut
     counted in the scan's notes, target tokens counted; its rows' keys and hashes."""
-    from students.streamed import row_numbers
-    from teachers import specials_of
+    from ingest.streamed import row_numbers
+    from ingest.token_targets import specials_of
 
     tokenizer = _tokenizer(spec.data)
     ids = checked_ids(rows, where)
@@ -168,8 +170,9 @@ def scan_chunk(rows: SourceRows, spec: ScanSpec, out: FileScan, where: str) -> t
 def lm_rows_dataset(name: str, cfg: DataConfig, source: SourceConfig, train_rows: SourceRows,
                     test_rows: Optional[SourceRows]) -> Dataset:
     """The language-model dataset of rows read for `source` (the bundled `stdlib_functions`
-    comes here too, as tables: `students.builtin_sources`)."""
-    from teachers import load_tokenizer, specials_of, tokenizer_hash
+    comes here too, as tables: `ingest.bundled`)."""
+    from ingest.token_targets import specials_of
+    from ingest.tokenizer import load_tokenizer, tokenizer_hash
 
     length, notes = cfg.sequence_length, []
     tokenizer = load_tokenizer(cfg.tokenizer)

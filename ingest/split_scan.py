@@ -27,12 +27,12 @@ import numpy as np
 import pyarrow as pa
 
 from cluster import default_cache_dir, mark_used
-from students.config import DataConfig, SourceConfig
-from students.file_data import (HeldOut, SourceRows, check_labels, check_unique_keys, file_chunks, rows_split,
-                                same_schema, same_width, split_chunks)
-from students.source_paths import DataError, source_file_infos
-from students.splits import Split, StreamedSplit, row_hashes, rows_fingerprint
-from students.streamed import row_numbers
+from ingest.config import DataConfig, SourceConfig
+from ingest.file_data import (HeldOut, SourceRows, check_labels, check_unique_keys, file_chunks, rows_split,
+                              same_schema, same_width, split_chunks)
+from ingest.source_paths import DataError, source_file_infos
+from ingest.splits import Split, StreamedSplit, row_hashes, rows_fingerprint
+from ingest.streamed import row_numbers
 
 SCAN_VERSION = 1  # bump when what a file's scan holds or checks changes: older results are not read
 PARALLEL_BYTES = 256 << 20
@@ -241,8 +241,8 @@ def _spawn():
 
 def _tokenizer_hash(spec: ScanSpec) -> str:
     """The vocabulary a scan tokenizes with (a language model's, or a classifier's text inputs)."""
-    from students.text_inputs import cached_tokenizer
-    from teachers import tokenizer_hash
+    from ingest.text_inputs import cached_tokenizer
+    from ingest.tokenizer import tokenizer_hash
 
     name = spec.data.tokenizer if spec.data is not None else spec.source.text_tokenizer[0]
     return tokenizer_hash(cached_tokenizer(name)) if name else ""

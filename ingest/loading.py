@@ -1,8 +1,5 @@
-"""Datasets, splits, shards and the stable batch ids every soft target is keyed by.
-
-Pure numpy: the train loop, the teacher trainer and the benchmarks all plan batches here, so
-the same (epoch, shard, index) always names the same samples.
-"""
+"""The configured dataset, loaded: the user's files (`data.source`) or a bundled set, every
+split with row ids; and the transfer subset the students see."""
 
 from __future__ import annotations
 
@@ -11,9 +8,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from students.config import DataConfig
-from students.splits import Dataset, Split
-from teachers import Batch
+from ingest.config import DataConfig
+from ingest.splits import Dataset, Split
 
 
 def load_dataset(cfg: DataConfig, *, in_worker: bool = False, test: Optional[Split] = None,
@@ -33,20 +29,20 @@ def load_dataset(cfg: DataConfig, *, in_worker: bool = False, test: Optional[Spl
 def _load(cfg: DataConfig, in_worker: bool, test: Optional[Split], progress: Optional[Callable[[str], None]]
           ) -> Dataset:
     if cfg.source is not None and cfg.source.stream and not in_worker:
-        from students.streamed_source import streamed_source_dataset
+        from ingest.streamed_source import streamed_source_dataset
 
         return streamed_source_dataset(cfg, progress)
     if cfg.source is not None and cfg.source.columns.language_model:
-        from students.lm_source import load_lm_source
+        from ingest.lm_source import load_lm_source
 
         return load_lm_source(cfg, streamed_students=in_worker and cfg.source.stream, test=test)
     if cfg.source is not None:
-        from students.file_data import load_source
+        from ingest.file_data import load_source
 
         return load_source(cfg.source, streamed_students=in_worker and cfg.source.stream, test=test)
     if cfg.dataset == "stdlib_docstrings":
         return _load_text(cfg)
-    from students.builtin_sources import builtin_dataset
+    from ingest.bundled import builtin_dataset
 
     dataset = builtin_dataset(cfg)
     if dataset is None:
@@ -56,8 +52,8 @@ def _load(cfg: DataConfig, in_worker: bool, test: Optional[Split], progress: Opt
 
 
 def _load_text(cfg: DataConfig) -> Dataset:
-    from students.text_data import token_windows
-    from teachers import load_tokenizer, tokenizer_hash
+    from ingest.text_data import token_windows
+    from ingest.tokenizer import load_tokenizer, tokenizer_hash
 
     tokenizer = load_tokenizer(cfg.tokenizer)
     train, test = token_windows(tokenizer, cfg.sequence_length, cfg.train_windows, cfg.test_windows)
@@ -72,24 +68,3 @@ def student_subset(train: Split, samples: int | None) -> Split:
     if samples is None or samples >= len(train.y):
         return train
     return train.rows(slice(0, samples))
-
-
-def batch_id(epoch: int, shard: int, index: int) -> str:
-    return f"e{epoch}-s{shard}-b{index}"
-
-
-def plan_epoch(split: Split, *, epoch: int, seed: int, shard: int, num_shards: int,
-               batch_size: int) -> list[Batch]:
-    """The batches of one shard for one epoch, in order; the same inputs give the same plan.
-
-    Every shard gets the same number of batches (trailing samples that would make the shards
-    uneven are dropped for that epoch), so data-parallel workers step in lockstep.
-    """
-    order = np.random.default_rng([seed, epoch]).permutation(len(split.y))
-    per_shard = len(order) // num_shards
-    mine = order[shard * per_shard:(shard + 1) * per_shard]
-    n_batches = per_shard // batch_size
-    rows = [mine[i * batch_size:(i + 1) * batch_size] for i in range(n_batches)]
-    return [Batch(batch_id(epoch, shard, i), epoch, i, split.x[r], split.labels(r), r, split.teacher_inputs[r],
-                  {k: v[r] for k, v in split.columns.items()}, None if split.ids is None else split.ids[r])
-            for i, r in enumerate(rows)]

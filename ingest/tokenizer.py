@@ -1,0 +1,42 @@
+"""Tokenizers: the loader every side uses (a model folder, `pkg:<package>/<folder>`, or a hub
+id where the cluster has internet) and the hash that tells two tokenizers apart by content."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from pathlib import Path
+
+PACKAGE_PREFIX = "pkg:"
+
+
+def resolve_model_dir(path: str) -> str:
+    """`pkg:<package>/<sub/folder>` -> that folder of the installed package; a local folder
+    -> its absolute path; anything else is returned as is (a hub id)."""
+    if path.startswith(PACKAGE_PREFIX):
+        package, _, sub = path[len(PACKAGE_PREFIX):].partition("/")
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError(f"model path {path!r}: Python package {package!r} is not installed "
+                                    f"(pip install it in every node's environment)")
+        folder = Path(list(spec.submodule_search_locations)[0]) / sub
+        if not folder.is_dir():
+            raise FileNotFoundError(f"model path {path!r}: {folder} does not exist")
+        return str(folder)
+    local = Path(path).expanduser()
+    return str(local.resolve()) if local.is_dir() else path
+
+
+def load_tokenizer(path: str):
+    """The fast tokenizer of a model folder or hub id."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_model_dir(path), use_fast=True)
+
+
+def tokenizer_hash(tokenizer) -> str:
+    """What makes two tokenizers interchangeable: their vocabulary and lower-casing (12 hex digits)."""
+    vocab = json.dumps(sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1]))
+    lowercase = bool(getattr(tokenizer, "do_lower_case", False))
+    return hashlib.sha256(f"{vocab}|lower={lowercase}".encode()).hexdigest()[:12]
