@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None, *, config: str = "benchmarks/configs/pip
     from ingest.loading import load_dataset
     from orchestration.config import load_run_config
     from orchestration.precompute import precompute
-    from orchestration.run_control import RayRunControl
+    from orchestration.ray_run_control import RayRunControl
     from orchestration.services import start_orchestrator, start_serve
     from orchestration.training import train_students
     from students.job import StudentJob

@@ -238,7 +238,7 @@ def _load_student(orchestrator: Any, student: int, batches: int, batch_size: int
     import numpy as np
 
     from ingest.batches import Batch
-    from orchestration.run_control import RayRunControl
+    from orchestration.ray_run_control import RayRunControl
     from students.config import DistillConfig
     from teachers.client import FaultPolicy, TeacherClient
 

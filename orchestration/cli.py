@@ -126,7 +126,7 @@ def cache(prune_older_than: Optional[float] = typer.Option(
     from cluster import cache_report, connect
 
     if cluster:
-        from orchestration.node_caches import cluster_cache_reports
+        from orchestration.cluster_caches import cluster_cache_reports
 
         connect(start_local=False)
         reports = cluster_cache_reports(prune_older_than, dry_run)

@@ -25,11 +25,11 @@ from orchestration.export import REFERENCE_FILE
 from orchestration.phases import PLAIN
 from orchestration.precompute import offline_stores
 from orchestration.quiet_output import LOG_FILE, quiet_output
+from orchestration.ray_run_control import RayRunControl
 from orchestration.regime import RunContext, RunRegime
 from orchestration.regimes import co_training, continual
 from orchestration.report import write_report
 from orchestration.results import METRICS, gain_lines, rich_table, write_results
-from orchestration.run_control import RayRunControl
 from orchestration.run_teachers import deploy_teachers, use_stores
 from orchestration.services import ingress_token_digest, shutdown_orchestrator, start_orchestrator, start_serve
 from orchestration.training import train_peers, train_students, workers_test_split

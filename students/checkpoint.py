@@ -17,8 +17,8 @@ from typing import Any, Optional
 import ray.train
 from ray.train import Checkpoint
 
-from students.checkpoint_files import (CheckpointError, first_complete, integrity_problem, refuse_unsafe_pickles,
-                                       write_manifest)
+from students.checkpoint_integrity import (CheckpointError, first_complete, integrity_problem, refuse_unsafe_pickles,
+                                           write_manifest)
 
 logger = logging.getLogger(__name__)
 TAG = "student"

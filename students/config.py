@@ -99,7 +99,7 @@ class GeneratorConfig(Strict):
 
 
 class SpeculativeConfig(Strict):
-    """Speculative KD (students/speculative.py): the student completes each training prompt,
+    """Speculative KD (students/speculative_batches.py): the student completes each training prompt,
     the teacher keeps the proposed tokens inside its top-k and replaces the first one outside
     it with its own sample, and the student learns the interleaved text with the method's
     token-level terms."""

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ingest import Batch
-from students.adversarial import average_gradients
+from students.discriminator import average_gradients
 
 
 class Generator(nn.Module):

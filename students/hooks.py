@@ -124,7 +124,7 @@ class PhaseHook:
         """After the final metrics, before the export (hand the student over)."""
 
     def export_options(self) -> dict[str, Any]:
-        """Keyword arguments of `students.export.export_student`."""
+        """Keyword arguments of `students.phase_export.export_student`."""
         return {}
 
     def on_done_before(self, control: RunControl, rank: int) -> None:

@@ -38,7 +38,7 @@ class TermInputs:
     student_features: dict[str, torch.Tensor] = field(default_factory=dict)
     teacher_features: dict[str, torch.Tensor] = field(default_factory=dict)  # "<teacher>/<layer>"
     projectors: Optional[torch.nn.ModuleDict] = None  # FitNets projectors and self-distillation exit heads
-    discriminator: Optional[torch.nn.Module] = None   # adversarial distillation (students.adversarial)
+    discriminator: Optional[torch.nn.Module] = None   # adversarial distillation (students.discriminator)
     fused: dict[str, torch.Tensor] = field(default_factory=dict)  # terms computed together in row chunks
 
     def student_logprob(self, temperature: Optional[float] = None) -> torch.Tensor:
@@ -198,13 +198,13 @@ def non_target_enhanced_kd(inputs: TermInputs, shrink: tuple[float, ...] = (1.0,
 @TERMS.register("adversarial")
 def adversarial(inputs: TermInputs, hidden: int = 64, lr: float = 1e-3) -> torch.Tensor:
     """Xu et al. (2018), adversarial KD: the non-saturating generator loss
-    -log sigmoid(D(p_s(T))), batch mean, with D the discriminator of students.adversarial,
+    -log sigmoid(D(p_s(T))), batch mean, with D the discriminator of students.discriminator,
     which learns alternately to tell the teachers' p_t(T) from the student's (`hidden` and `lr`
     are D's width and learning rate). Use it next to `kd`: it only pushes the student's
     distributions to look like a teacher's."""
     inputs.need_teacher("adversarial")  # D learns from the teachers: no teacher, no term
     if inputs.discriminator is None:
-        raise ValueError("distillation term 'adversarial' needs the discriminator (students.adversarial.Adversary)")
+        raise ValueError("distillation term 'adversarial' needs the discriminator (students.discriminator.Adversary)")
     return F.softplus(-inputs.discriminator(inputs.student_logprob().exp())).mean()
 
 

@@ -14,10 +14,10 @@ from typing import Any, Callable, Optional
 import torch
 
 from cluster import Registry
+from students.config import PRESET_TERMS
+from students.discriminator import Adversary
 from students.kd_terms import TERMS, TermInputs, fuse_row_terms
 from students.sparse_kd import SPARSE_TERMS, sparse_merge
-from students.adversarial import Adversary
-from students.config import PRESET_TERMS
 from students.weighting import Weighting, merge_teachers
 from teachers import TeacherTargets
 

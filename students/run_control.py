@@ -3,7 +3,7 @@
 A worker learns its teacher set, reports metrics, asks whether to stop, announces a resume,
 and, where its regime needs it, hands over or fetches student weights (born-again and
 continual snapshots, co-training publications). It does so only through this interface:
-`orchestration.run_control.RayRunControl` is the one adapter to the run's orchestrator actor;
+`orchestration.ray_run_control.RayRunControl` is the one adapter to the run's orchestrator actor;
 `LocalRunControl` below is an in-process implementation for unit tests and single-process use.
 Calls named `..._nowait` never block: they return what the last answered question said.
 """

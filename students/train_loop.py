@@ -23,14 +23,14 @@ from cluster import AuditLog, log_own_warnings, open_audit_log
 from ingest import Batch, Dataset, Split, load_dataset, plan_epoch, student_subset
 from students.checkpoint import ClientState, RunProgress, read_progress, restore, save_and_report
 from students.engine import build_engine, mixed_precision
-from students.export import export_student
 from students.hooks import Phase, each, merged
 from students.job import StudentJob
 from students.losses import CompositeLoss
+from students.phase_export import export_student
 from students.reporting import OnWindowBoundary, ProgressReporter, StopCheck
 from students.run_control import LocalRunControl, RunControl
 from students.scoring import evaluate
-from students.sources import soft_target_source
+from students.target_sources import soft_target_source
 from teachers import SoftTargetSource
 
 if TYPE_CHECKING:

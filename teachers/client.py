@@ -6,7 +6,7 @@ Serve call is spread over several batches. It learns the teacher set from the ru
 `TeacherSetSource` passed in by the caller: the worker's run control) with a non-blocking
 version poll at step boundaries: a new or removed teacher takes effect at the first boundary
 after the orchestrator's bump arrives. It is the served implementation of
-`teachers.source.SoftTargetSource`.
+`teachers.target_source.SoftTargetSource`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ray import serve
 from ingest import Batch
 from teachers.errors import NoTeacherError, SoftTargetError, TeacherAuthError, TeacherUnavailableError
 from teachers.grpc_client import GrpcTeacher
-from teachers.source import RecordSource, TeacherSetSource
+from teachers.target_source import RecordSource, TeacherSetSource
 from teachers.targets import TeacherTargets
 from teachers.teacher_set import TeacherEntry, TeacherSet
 

@@ -186,7 +186,7 @@ class LoadedTeacher:
                         seed: int) -> dict[str, Any]:
         """Speculative KD's scoring call: for each sequence, the first position at or after
         `start` whose (student-proposed) token is outside this teacher's top-`top_k`, -1 if none,
-        and a replacement token sampled from this teacher (`students.speculative`)."""
+        and a replacement token sampled from this teacher (`students.speculative_batches`)."""
         from teachers.speculative_scoring import teacher_verdict
 
         if not self.output_space.startswith("tokens:"):

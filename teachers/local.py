@@ -3,7 +3,7 @@
 Two baselines for the served path (`benchmarks/pipeline.py`): `LocalTeachers` runs each
 teacher's forward in the worker process; with `precompute` it computes every planned batch's
 records before training starts, the upper bound where teachers cost nothing at all. Both
-speak `teachers.source.SoftTargetSource`, so the train loop does not know which one it has.
+speak `teachers.target_source.SoftTargetSource`, so the train loop does not know which one it has.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Iterable
 from ingest import Batch
 from teachers.loaded import LoadedTeacher, TeacherAppArgs
 from teachers.soft_targets import SoftTargets
-from teachers.source import RecordSource
+from teachers.target_source import RecordSource
 from teachers.targets import TeacherTargets
 from teachers.teacher_set import TeacherSet
 

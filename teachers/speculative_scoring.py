@@ -1,4 +1,4 @@
-"""The teacher's side of speculative KD (`students.speculative`), plain torch: which proposed
+"""The teacher's side of speculative KD (`students.speculative_batches`), plain torch: which proposed
 tokens a teacher rejects, and what it puts in their place."""
 
 from __future__ import annotations

@@ -25,12 +25,13 @@ from typing import Optional
 
 import numpy as np
 
-from cluster import exists, is_folder, join, list_files, read_parquet_footer, read_parquet_mapped, read_text, write_text
+from cluster import (exists, is_folder, join, list_files, read_parquet_footer, read_parquet_mapped, read_text,
+                     write_text)
 from teachers.arrow_codec import ROW_ID_COLUMN, SAMPLE_COLUMN, table_to_record
 from teachers.errors import SoftTargetStoreError
 from teachers.soft_targets import SCHEMA_VERSION, SoftTargets, gather_rows, shard_layout
-from teachers.source import RecordSource
 from teachers.store_index import RowRuns, samples_by_id
+from teachers.target_source import RecordSource
 from teachers.targets import TeacherTargets
 from teachers.teacher_set import TeacherSet
 

@@ -3,7 +3,7 @@ the teacher keeps what it would have sampled and replaces the first token it rej
 student learns on the interleaved sequences.
 
 Config: `distill.methods.<name>.speculative` (`students.config.SpeculativeConfig`, checked by
-`check_speculative`; `students.speculative` has the algorithm).
+`check_speculative`; `students.speculative_batches` has the algorithm).
 Phases: the method's phase gets `SpeculativeBatches`, which needs served teachers: a
 speculative batch is made (and asked for) one at a time. Its metrics `speculative/*` are in
 every record and in the final metrics (`speculative_acceptance`, ...).

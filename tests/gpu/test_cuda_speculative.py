@@ -7,7 +7,7 @@ import torch
 
 from ingest.batches import Batch
 from ingest.lm_data import DEFAULT_TOKENIZER
-from students.speculative import SpeculativeBatches
+from students.speculative_batches import SpeculativeBatches
 from teachers.hf_lm import causal_lm
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]

@@ -4,7 +4,7 @@ its distributions toward the teacher's."""
 import pytest
 import torch
 
-from students.adversarial import Adversary
+from students.discriminator import Adversary
 from students.kd_terms import TERMS, TermInputs
 from students.losses import CompositeLoss, Term
 from tests.unit.test_losses import record

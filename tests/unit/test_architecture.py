@@ -120,3 +120,24 @@ def test_benchmarks_import_nothing_from_the_tests():
                                   [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
                    if module.split(".")[0] in ("tests", "pytest"))
     assert wrong == []
+
+
+ROLE_NAMES = {"__init__", "config", "errors", "phases", "results", "hooks"}  # each package's or regime's own
+
+
+def test_no_two_modules_share_a_name_for_different_jobs():
+    """A module's name says its job: names repeat only for the role every package or regime
+    has (its config section, its errors, a regime's phases, results and hooks)."""
+    seen: dict[str, list[str]] = {}
+    for module, path in MODULES.items():
+        if path.stem not in ROLE_NAMES:
+            seen.setdefault(path.stem, []).append(module)
+    assert {name: found for name, found in seen.items() if len(found) > 1} == {}
+
+
+def test_a_source_is_a_data_source_unless_it_says_soft_targets():
+    """Data sources (`data.source`, the user's files) live in the data layer; a source of soft
+    targets is called a target source."""
+    wrong = sorted(m for m, path in MODULES.items()
+                   if "source" in path.stem and not m.startswith("ingest") and "target_source" not in path.stem)
+    assert wrong == []

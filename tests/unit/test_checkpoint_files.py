@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from students.checkpoint import ClientState
-from students.checkpoint_files import CheckpointError, integrity_problem, refuse_unsafe_pickles, write_manifest
+from students.checkpoint_integrity import CheckpointError, integrity_problem, refuse_unsafe_pickles, write_manifest
 
 
 def _two_rank_checkpoint(folder):

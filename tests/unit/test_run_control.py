@@ -21,8 +21,8 @@ from students.reporting import ProgressReporter, StopCheck
 from students.run_control import LocalRunControl
 from teachers.errors import SoftTargetError
 from teachers.local import LocalTeachers
-from teachers.source import SoftTargetSource
 from teachers.store import StoredTeachers
+from teachers.target_source import SoftTargetSource
 from teachers.teacher_set import TeacherEntry, TeacherSet, snapshot_teacher_name
 from tests.unit.teacher_fixtures import CLASSES, IN_FEATURES, loaded_teacher, teacher_args
 

@@ -3,7 +3,7 @@ verdict on proposed tokens (plain torch, no Ray)."""
 
 import torch
 
-from students.speculative import interleave, prompt_lengths
+from students.speculative_batches import interleave, prompt_lengths
 from teachers.speculative_scoring import teacher_verdict
 
 PAD, BOS, SEP, EOS = 0, 1, 2, 3

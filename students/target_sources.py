@@ -1,4 +1,4 @@
-"""The soft-target source of a phase (`teachers.source.SoftTargetSource`), chosen by its job."""
+"""The soft-target source of a phase (`teachers.target_source.SoftTargetSource`), chosen by its job."""
 
 from __future__ import annotations
 
