@@ -40,7 +40,7 @@ def train_student(dataset, teachers, samples, hidden, loss, alpha, temperature, 
     with torch.no_grad():
         logits = {name: t(x).numpy() for name, t in teachers.items()}
     torch.manual_seed(seed)
-    student = resolve_model(ModelSpec(factory="teachers.zoo:mlp", kwargs={"hidden": hidden}),
+    student = resolve_model(ModelSpec(factory="models.zoo:mlp", kwargs={"hidden": hidden}),
                             in_features=dataset.in_features, num_classes=dataset.num_classes).build()
     opt = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed)

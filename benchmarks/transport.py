@@ -227,13 +227,13 @@ def round_trips(repeats: int, folder: Path) -> dict:
     from safetensors.torch import save_file
 
     from teachers.backend import ResolvedModel
-    from teachers.loaded import LoadedTeacher, TeacherAppArgs
     from teachers.deployment import build_teacher_app
     from teachers.grpc_client import EndpointSpec, GrpcTeacher
     from teachers.grpc_service import ServerSecurity, start_teacher_server, token_digest
     from teachers.ingress import RunIngress
+    from teachers.loaded import LoadedTeacher, TeacherAppArgs
 
-    model = ResolvedModel("teachers.zoo:mlp", {"in_features": 64, "num_classes": 10, "hidden": [512, 256]})
+    model = ResolvedModel("models.zoo:mlp", {"in_features": 64, "num_classes": 10, "hidden": [512, 256]})
     torch.manual_seed(0)
     weights = folder / "teacher.safetensors"
     save_file(model.build().state_dict(), str(weights))

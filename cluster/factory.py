@@ -1,6 +1,6 @@
 """Build torch modules from `module:function` factory paths, behind an allow-list.
 
-A config names a model as `{factory: "teachers.zoo:mlp", kwargs: {...}}`. The module must
+A config names a model as `{factory: "models.zoo:mlp", kwargs: {...}}`. The module must
 sit under one of the allowed prefixes, so a request that arrives over the network (such as
 `distillery teacher add`) can never make a process import arbitrary code.
 """
@@ -12,7 +12,9 @@ from typing import Any, Callable, Iterable
 
 from cluster.errors import FactoryError
 
-DEFAULT_ALLOWED_MODULES = ("teachers.zoo", "teachers.hf", "teachers.hf_lm")
+DEFAULT_ALLOWED_MODULES = ("models.zoo", "models.hf", "models.hf_lm")
+# the builders' modules before the `models` package held them: a config naming one is told where it went
+MOVED_MODULES = {"teachers.zoo": "models.zoo", "teachers.hf": "models.hf", "teachers.hf_lm": "models.hf_lm"}
 
 
 def _is_allowed(module: str, allowed: Iterable[str]) -> bool:
@@ -29,6 +31,9 @@ def resolve_factory(path: str, allowed: Iterable[str] = DEFAULT_ALLOWED_MODULES)
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
         raise FactoryError(f"factory {path!r} must look like 'package.module:function'")
+    if module_name in MOVED_MODULES:
+        raise FactoryError(f"factory {path!r}: the model builders moved to the models package; write "
+                           f"'{MOVED_MODULES[module_name]}:{attr}'")
     if not _is_allowed(module_name, allowed):
         raise FactoryError(
             f"factory {path!r} is outside the allowed modules {list(allowed)}; "

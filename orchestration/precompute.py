@@ -127,8 +127,8 @@ def precompute(cfg: RunConfig, dataset: Dataset, console: Console) -> dict[str, 
     import ray
 
     from cluster import teacher_cache_dir
+    from models import file_version
     from orchestration.teacher_training import teacher_app_args, training_options
-    from teachers import file_version
 
     root = store_root(cfg)
     cache_dir = teacher_cache_dir()
@@ -184,7 +184,8 @@ def offline_stores(cfg: RunConfig, dataset: Dataset) -> dict[str, tuple[str, Man
     Raises `SoftTargetStoreError` when a teacher was never trained/precomputed or its store is stale.
     """
     from cluster import teacher_cache_dir
-    from teachers import SoftTargetStoreError, file_version
+    from models import file_version
+    from teachers import SoftTargetStoreError
 
     root = store_root(cfg)
     cache_dir = teacher_cache_dir()

@@ -67,9 +67,10 @@ class SnapshotFolder:
         node group), not in the orchestrator's process."""
         import ray
 
+        from models import file_version
         from orchestration.precompute import store_key
         from orchestration.teacher_training import teacher_app_args
-        from teachers import file_version, write_manifest
+        from teachers import write_manifest
 
         folder = join(self.replay, phase)
         if is_complete(folder):

@@ -18,8 +18,9 @@ from safetensors.torch import save_model
 from cluster import exists, is_uri, join, put_file, ray_options, read_text, work_device
 from ingest import DataConfig, Dataset, Split
 from students import DistillConfig, accuracy as logits_accuracy
-from teachers import (ResolvedModel, TeacherAppArgs, TeacherConfig, TeacherTrainingConfig, count_parameters,
-                      load_teacher, model_input, resolve_model)
+from teachers import (ResolvedModel, TeacherAppArgs, TeacherConfig, TeacherTrainingConfig, load_teacher, model_input,
+                      resolve_model)
+from models import count_parameters
 
 
 @dataclass

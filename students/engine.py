@@ -8,13 +8,13 @@ from typing import Any
 
 import torch
 
+from models import count_parameters
 from students.deepspeed_config import deepspeed_config
 from students.hooks import each
 from students.job import StudentJob
 from students.losses import feature_refs, self_distillation_exits
 from students.run_control import RunControl
 from students.student_module import DistillationStudent
-from teachers import count_parameters
 
 
 def import_deepspeed():

@@ -3,7 +3,7 @@
 Every rank calls `export_student`; under ZeRO-3 the ranks gather the sharded parameters
 together (a collective), and rank 0 writes the phase's folder (`<run>/students/<phase>`):
 - a language model in Hugging Face layout (`model.safetensors`, `config.json`, the
-  tokenizer), so it loads again with `teachers.hf_lm:causal_lm(path=<folder>)` (as a teacher of
+  tokenizer), so it loads again with `models.hf_lm:causal_lm(path=<folder>)` (as a teacher of
   a later run) or with `transformers.AutoModelForCausalLM.from_pretrained(<folder>)`;
 - any other student as `model.safetensors`, loadable into the config's `student.model`.
 `distillery export` reads these folders, so every finished phase stays exportable however

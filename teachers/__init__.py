@@ -38,11 +38,9 @@ _EXPORTS = {
     "app_name": "teacher_set",
     "build_teacher_app": "deployment",
     "check_teachers": "config",
-    "check_tokenizer": "hf",
-    "count_parameters": "zoo",
+    "check_tokenizer": "tokenizer_check",
     "dataset_fingerprint": "store",
     "dummy_inputs": "backend",
-    "file_version": "backend",
     "find_store": "store",
     "fixed_size_list": "arrow_codec",
     "is_complete": "store",
@@ -67,11 +65,11 @@ __all__ = ["EndpointSpec", "FaultPolicy", "FeatureHooks", "GrpcTeacher", "Incomp
            "ServeConfig", "ServerSecurity", "SoftTargetSource", "SoftTargetStoreError", "StoreKey", "StoredTargets",
            "StoredTeachers", "TeacherAppArgs", "TeacherClient", "TeacherConfig", "TeacherEntry", "TeacherServicer",
            "TeacherSet", "TeacherSetSource", "TeacherTargets", "TeacherTrainingConfig", "app_name",
-           "build_teacher_app", "check_teachers", "check_tokenizer", "count_parameters", "dataset_fingerprint",
-           "dummy_inputs", "file_version", "find_store", "fixed_size_list", "is_complete", "live_step",
-           "load_teacher", "model_input", "parse_endpoint_url", "peer_teacher_name", "record_logprob",
-           "resolve_model", "running_replicas", "snapshot_teacher_name", "start_grpc_server",
-           "start_teacher_server", "to_table", "token_digest", "write_manifest"]
+           "build_teacher_app", "check_teachers", "check_tokenizer", "dataset_fingerprint", "dummy_inputs",
+           "find_store", "fixed_size_list", "is_complete", "live_step", "load_teacher", "model_input",
+           "parse_endpoint_url", "peer_teacher_name", "record_logprob", "resolve_model", "running_replicas",
+           "snapshot_teacher_name", "start_grpc_server", "start_teacher_server", "to_table", "token_digest",
+           "write_manifest"]
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +10,8 @@ from typing import Any, Iterable
 import torch
 from safetensors.torch import load_model
 
-from cluster import ModelSpec, build_module, DEFAULT_ALLOWED_MODULES
+from cluster import DEFAULT_ALLOWED_MODULES, ModelSpec, build_module
+from models import file_version
 
 
 @dataclass(frozen=True)
@@ -32,20 +32,9 @@ def resolve_model(spec: ModelSpec, *, in_features: int, num_classes: int,
     return ResolvedModel(spec.factory, kwargs, tuple(allowed_modules))
 
 
-def file_version(*paths: str | Path) -> str:
-    """A teacher's model version: the first 12 hex digits of the sha256 of its weights file
-    (of the files in order, for weights split over several)."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()[:12]
-
-
 def load_teacher(model: ResolvedModel, weights_path: str | Path | None) -> torch.nn.Module:
     """Build the module and load its weights (safetensors only: loading runs no code). Without
-    a weights file the factory loads its own pretrained weights (`teachers.hf`)."""
+    a weights file the factory loads its own pretrained weights (`models.hf`)."""
     module = model.build()
     if not weights_path:
         return module.eval()
@@ -57,7 +46,7 @@ def load_teacher(model: ResolvedModel, weights_path: str | Path | None) -> torch
 
 
 def model_version(module: torch.nn.Module, weights_path: str | Path | None) -> str:
-    """The weights file's version, or the pretrained module's own (`teachers.hf`)."""
+    """The weights file's version, or the pretrained module's own (`models.hf`)."""
     return file_version(weights_path) if weights_path else str(getattr(module, "model_version", "pretrained"))
 
 

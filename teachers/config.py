@@ -25,7 +25,7 @@ class TeacherConfig(Strict):
     name: str
     model: ModelSpec
     weights: Optional[str] = Field(None, description="safetensors file; omitted: train and cache")
-    pretrained: bool = Field(False, description="the factory loads pretrained weights itself (teachers.hf): "
+    pretrained: bool = Field(False, description="the factory loads pretrained weights itself (models.hf): "
                                                 "no training and no weights file")
     training: TeacherTrainingConfig = Field(default_factory=TeacherTrainingConfig)
     weight: float = Field(1.0, gt=0)

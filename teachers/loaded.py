@@ -33,7 +33,7 @@ class TeacherAppArgs(BaseModel):
     factory: str
     kwargs: dict[str, Any]
     allowed_modules: list[str]
-    weights_path: Optional[str]  # None: the factory loads pretrained weights itself (teachers.hf)
+    weights_path: Optional[str]  # None: the factory loads pretrained weights itself (models.hf)
     in_features: int
     temperature: float
     dense_max_classes: int = 1024

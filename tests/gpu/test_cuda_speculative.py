@@ -7,8 +7,8 @@ import torch
 
 from ingest.batches import Batch
 from ingest.lm_data import DEFAULT_TOKENIZER
+from models.hf_lm import causal_lm
 from students.speculative_batches import SpeculativeBatches
-from teachers.hf_lm import causal_lm
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 LENGTH = 24

@@ -16,9 +16,9 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 def test_a_teacher_given_a_gpu_trains_there_and_is_cached_on_the_cpu(tmp_path):
     data = DataConfig()
     dataset = load_dataset(data)
-    model = resolve_model(ModelSpec(factory="teachers.zoo:mlp", kwargs={"hidden": [64]}),
+    model = resolve_model(ModelSpec(factory="models.zoo:mlp", kwargs={"hidden": [64]}),
                           in_features=dataset.in_features, num_classes=dataset.num_classes,
-                          allowed_modules=["teachers.zoo"])
+                          allowed_modules=["models.zoo"])
     trained = train_or_load_teacher("mlp", model, TeacherTrainingConfig(epochs=2), data, dataset, tmp_path, 1)
     assert not trained.cached and trained.test_score > 0.5
 

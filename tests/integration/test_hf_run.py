@@ -25,7 +25,7 @@ def qkv(prefix: str, i: int) -> list[str]:
 
 def test_hf_teacher_distils_into_an_hf_student(ray_cluster, tmp_path):
     bert = str(tiny_bert(tmp_path / "bert", seed=7))  # the student starts from other random weights
-    model = {"factory": "teachers.hf:sentence_encoder", "kwargs": {"path": bert}}
+    model = {"factory": "models.hf:sentence_encoder", "kwargs": {"path": bert}}
     config = {
         "run": {"name": "hf", "seeds": [0]},
         "data": {"dataset": "stdlib_docstrings", "tokenizer": bert, "sequence_length": 16, "train_windows": 64,

@@ -19,9 +19,9 @@ from safetensors.torch import load_file
 
 from harness.hf_models import MINILM
 from ingest.loading import load_dataset
+from models.hf_lm import causal_lm
 from orchestration.config import load_run_config
 from orchestration.teacher_training import perplexity
-from teachers.hf_lm import causal_lm
 from tests.conftest import CONFIGS, distillery
 
 pytestmark = pytest.mark.integration

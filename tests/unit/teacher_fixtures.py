@@ -14,7 +14,7 @@ IN_FEATURES, CLASSES = 64, 10
 
 
 def teacher_args(folder: Path, name: str = "mlp", temperature: float = 4.0, classes: int = CLASSES) -> TeacherAppArgs:
-    model = ResolvedModel("teachers.zoo:mlp", {"in_features": IN_FEATURES, "num_classes": classes, "hidden": [32]})
+    model = ResolvedModel("models.zoo:mlp", {"in_features": IN_FEATURES, "num_classes": classes, "hidden": [32]})
     torch.manual_seed(0)
     path = folder / f"{name}.safetensors"
     save_file(model.build().state_dict(), str(path))

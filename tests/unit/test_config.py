@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestration.config import RunConfig, load_run_config
-from teachers.config import TeacherConfig
 from cluster.config import load_yaml_model
 from cluster.errors import ConfigError, FactoryError
 from cluster.factory import build_module, resolve_factory
+from orchestration.config import RunConfig, load_run_config
+from teachers.config import TeacherConfig
 
 QUICKSTART = Path(__file__).parents[2] / "deploy" / "configs" / "quickstart.yaml"
 
@@ -115,15 +115,17 @@ def test_overrides_reach_list_entries_and_a_path_that_leads_nowhere_is_refused()
 
 
 def test_factory_allow_list():
-    assert resolve_factory("teachers.zoo:mlp")
+    assert resolve_factory("models.zoo:mlp")
     with pytest.raises(FactoryError, match="outside the allowed"):
         resolve_factory("os:system")
     with pytest.raises(FactoryError, match="must look like"):
-        resolve_factory("teachers.zoo")
+        resolve_factory("models.zoo")
     with pytest.raises(FactoryError, match="no callable"):
-        resolve_factory("teachers.zoo:nothing_here")
+        resolve_factory("models.zoo:nothing_here")
     with pytest.raises(FactoryError, match="rejected kwargs"):
-        build_module("teachers.zoo:mlp", {"in_features": 4, "num_classes": 2, "bogus": 1})
+        build_module("models.zoo:mlp", {"in_features": 4, "num_classes": 2, "bogus": 1})
+    with pytest.raises(FactoryError, match="moved to the models package; write 'models.hf_lm:causal_lm'"):
+        resolve_factory("teachers.hf_lm:causal_lm")
 
 
 def test_set_overrides_are_read_as_yaml(tmp_path):

@@ -34,7 +34,7 @@ def test_shards_are_disjoint_and_batch_ids_stable():
 
 
 def test_deepspeed_config_follows_student_config():
-    cfg = StudentConfig(model=ModelSpec(factory="teachers.zoo:mlp"), micro_batch_size=8,
+    cfg = StudentConfig(model=ModelSpec(factory="models.zoo:mlp"), micro_batch_size=8,
                         gradient_accumulation_steps=3, zero_stage=3, precision="bf16")
     ds = deepspeed_config(cfg, world_size=2)
     assert ds["train_batch_size"] == 48 and ds["zero_optimization"]["stage"] == 3
@@ -44,7 +44,7 @@ def test_deepspeed_config_follows_student_config():
     assert offload["zero_optimization"]["offload_optimizer"] == {"device": "cpu", "pin_memory": True}
     assert not offload["optimizer"]["params"]["torch_adam"]  # DeepSpeed's CPU Adam runs the offloaded step
     with pytest.raises(ValueError, match="use zero_stage 1, 2 or 3 with it"):
-        StudentConfig(model=ModelSpec(factory="teachers.zoo:mlp"), zero_stage=0, offload_optimizer=True)
+        StudentConfig(model=ModelSpec(factory="models.zoo:mlp"), zero_stage=0, offload_optimizer=True)
 
 
 def test_digit_views_are_pairs_joined_by_id():

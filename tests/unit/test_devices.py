@@ -58,16 +58,16 @@ def test_teachers_and_students_are_placed_on_their_node_groups(tmp_path):
     served = deployment_options(teacher_args(tmp_path).model_copy(update={"resources": placed}))
     assert served["ray_actor_options"] == {"num_cpus": 1, "num_gpus": 1, "resources": {"teacher_node": 0.5},
                                            "label_selector": {"pool": "teachers"}}
-    teacher = TeacherConfig(name="t", model={"factory": "teachers.zoo:mlp"}, resources=placed)
+    teacher = TeacherConfig(name="t", model={"factory": "models.zoo:mlp"}, resources=placed)
     assert training_options(teacher) == {"num_cpus": 0.25, "num_gpus": 1, "resources": {"teacher_node": 0.5},
                                          "label_selector": {"pool": "teachers"}}
     assert scorer_options(ResourcesConfig())["num_gpus"] is None  # Ray Data's CPU actor
     assert scorer_options(placed)["resources"] == {"teacher_node": 0.5}
-    student = StudentConfig(model={"factory": "teachers.zoo:mlp"}, num_workers=4, cpus_per_worker=2, gpus_per_worker=1,
+    student = StudentConfig(model={"factory": "models.zoo:mlp"}, num_workers=4, cpus_per_worker=2, gpus_per_worker=1,
                             custom={"student_node": 1}, labels={"pool": "students"})
     assert student_scaling(student) == {"num_workers": 4, "use_gpu": True, "label_selector": {"pool": "students"},
                                         "resources_per_worker": {"CPU": 2, "GPU": 1, "student_node": 1}}
-    cpu_only = student_scaling(StudentConfig(model={"factory": "teachers.zoo:mlp"}))
+    cpu_only = student_scaling(StudentConfig(model={"factory": "models.zoo:mlp"}))
     assert cpu_only["use_gpu"] is False and "GPU" not in cpu_only["resources_per_worker"]
     assert cpu_only["label_selector"] is None
 
@@ -121,4 +121,4 @@ def test_a_teacher_dtype_is_decided_per_device():
     from teachers import TeacherConfig
 
     with pytest.raises(ValueError, match="dtype"):
-        TeacherConfig(name="t", model={"factory": "teachers.zoo:mlp"}, dtype="int8")
+        TeacherConfig(name="t", model={"factory": "models.zoo:mlp"}, dtype="int8")

@@ -223,7 +223,7 @@ def test_a_cached_teacher_is_keyed_by_what_the_teachers_read_not_how_students_re
     rows = _rows()
     train, test = _parquet(tmp_path / "train.parquet", rows), _parquet(tmp_path / "test.parquet", _rows(30, seed=1))
     transfer = _parquet(tmp_path / "transfer.parquet", _rows(20, seed=2))
-    model = resolve_model(ModelSpec(factory="teachers.zoo:mlp"), in_features=FEATURES, num_classes=CLASSES)
+    model = resolve_model(ModelSpec(factory="models.zoo:mlp"), in_features=FEATURES, num_classes=CLASSES)
 
     def key(cfg: DataConfig) -> str:
         return cache_key(model, TeacherTrainingConfig(), cfg, load_dataset(cfg))

@@ -52,12 +52,12 @@ def test_generator_configs_that_cannot_work_are_refused(tmp_path):
     import pytest
     import yaml
 
-    from orchestration.config import load_run_config
     from cluster.errors import ConfigError
+    from orchestration.config import load_run_config
 
     def load(**changes):
-        data = {"run": {"name": "g"}, "student": {"model": {"factory": "teachers.zoo:mlp"}},
-                "teachers": [{"name": "t", "model": {"factory": "teachers.zoo:mlp"}}],
+        data = {"run": {"name": "g"}, "student": {"model": {"factory": "models.zoo:mlp"}},
+                "teachers": [{"name": "t", "model": {"factory": "models.zoo:mlp"}}],
                 "distill": {"generator": {"samples": 8}}}
         for section, value in changes.items():
             data[section] = value if value is None or not isinstance(data.get(section), dict) else {**data[section], **value}

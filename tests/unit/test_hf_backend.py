@@ -9,11 +9,12 @@ from harness.hf_models import HIDDEN, MINILM, other_vocabulary, tiny_bert
 from ingest.batches import Batch
 from ingest.text_data import token_windows
 from ingest.tokenizer import load_tokenizer, resolve_model_dir, tokenizer_hash
+from models.hf import sentence_encoder
 from students.evaluation import embedding_agreement
 from teachers.arrow_codec import decode_inputs, encode_inputs
 from teachers.errors import IncompatibleTeacherError, SoftTargetDecodeError
-from teachers.hf import check_tokenizer, sentence_encoder
 from teachers.loaded import LoadedTeacher, TeacherAppArgs
+from teachers.tokenizer_check import check_tokenizer
 
 LENGTH = 16
 
@@ -57,9 +58,9 @@ def test_sentence_encoder_pools_over_real_tokens(bert, windows):
 
 
 def test_hf_teacher_records_embeddings_and_features(bert, windows):
-    args = TeacherAppArgs(name="bert", factory="teachers.hf:sentence_encoder",
+    args = TeacherAppArgs(name="bert", factory="models.hf:sentence_encoder",
                           kwargs={"in_features": LENGTH, "num_classes": HIDDEN, "path": str(bert)},
-                          allowed_modules=["teachers.hf"], weights_path=None, in_features=LENGTH, temperature=1.0,
+                          allowed_modules=["models.hf"], weights_path=None, in_features=LENGTH, temperature=1.0,
                           dense_max_classes=8, features=["encoder.encoder.layer.1.attention.self.query"])
     teacher = LoadedTeacher.load(args)
     assert teacher.vocab_size == 30522
@@ -76,9 +77,9 @@ def test_an_hf_teacher_answers_over_grpc(bert, windows):
     from teachers.grpc_client import EndpointSpec, GrpcTeacher
     from teachers.grpc_service import ServerSecurity, start_teacher_server
 
-    args = TeacherAppArgs(name="bert", factory="teachers.hf:sentence_encoder",
+    args = TeacherAppArgs(name="bert", factory="models.hf:sentence_encoder",
                           kwargs={"in_features": LENGTH, "num_classes": HIDDEN, "path": str(bert)},
-                          allowed_modules=["teachers.hf"], weights_path=None, in_features=LENGTH, temperature=1.0)
+                          allowed_modules=["models.hf"], weights_path=None, in_features=LENGTH, temperature=1.0)
     teacher = LoadedTeacher.load(args)
     server, port = start_teacher_server(teacher, host="127.0.0.1", port=0, security=ServerSecurity(insecure=True))
     remote = GrpcTeacher(EndpointSpec(f"grpc://127.0.0.1:{port}"), name="bert", timeout_s=30)

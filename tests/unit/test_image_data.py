@@ -15,7 +15,7 @@ from PIL import Image
 from ingest.config import DataConfig
 from ingest.file_data import DataError, to_stream_rows
 from ingest.loading import load_dataset
-from teachers.zoo import convnet
+from models.zoo import convnet
 
 COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
 

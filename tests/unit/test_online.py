@@ -7,18 +7,18 @@ import time
 import pytest
 import yaml
 
-from orchestration.config import load_run_config
 from cluster.errors import ConfigError
+from orchestration.config import load_run_config
 from orchestration.regimes.co_training import (CoTraining, PeerBoard, PeerTimeoutError, TargetLag, online_gain_lines,
                                                online_jobs, online_rows)
-from orchestration.regimes.born_again import INIT_SEED_STRIDE
 from orchestration.progress import progress_line
+from orchestration.regimes.born_again import INIT_SEED_STRIDE
 from teachers.backend import ResolvedModel
 from teachers.soft_targets import pack_soft_targets
 from teachers.targets import TeacherTargets
 from teachers.teacher_set import live_step, live_version
 
-MODEL = ResolvedModel("teachers.zoo:mlp", {"in_features": 64, "num_classes": 10})
+MODEL = ResolvedModel("models.zoo:mlp", {"in_features": 64, "num_classes": 10})
 
 
 def later(seconds, fn, *args):
@@ -69,7 +69,7 @@ def test_a_round_starts_when_every_peer_finished_the_last_and_teachers_serve_it(
 
 
 def online_config(tmp_path, online=None, **sections):
-    data = {"run": {"name": "o", "seeds": [0, 1]}, "student": {"model": {"factory": "teachers.zoo:mlp"}},
+    data = {"run": {"name": "o", "seeds": [0, 1]}, "student": {"model": {"factory": "models.zoo:mlp"}},
             "online": online or {"peers": [{"name": "a"}, {"name": "b"}]}, **sections}
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -83,7 +83,7 @@ def online_config(tmp_path, online=None, **sections):
     ({"peers": [{"name": "a", "learns_from": ["a"]}, {"name": "b"}]}, {}, "not another peer"),
     ({"peers": [{"name": "a", "learns_from": []}, {"name": "b", "learns_from": []}]}, {}, "no peer learns"),
     ({"peers": [{"name": "a"}, {"name": "b"}], "refresh_every": 30, "max_staleness": 20}, {}, "refresh_every"),
-    (None, {"teachers": [{"name": "t", "model": {"factory": "teachers.zoo:mlp"}}]}, "drop teachers"),
+    (None, {"teachers": [{"name": "t", "model": {"factory": "models.zoo:mlp"}}]}, "drop teachers"),
     (None, {"distill": {"mode": "offline"}}, "distill.mode online"),
     (None, {"distill": {"terms": [{"name": "fitnet", "params": {"student": "net.0", "teacher": "t/net.0"}}]}},
      "serve no features"),

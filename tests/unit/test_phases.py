@@ -9,7 +9,7 @@ from orchestration.regimes.continual import InitFrom, MemoryReplay, StoreMemory,
 from orchestration.run import checked_terms
 from teachers.backend import ResolvedModel
 
-MODEL = ResolvedModel("teachers.zoo:mlp", {"in_features": 64, "num_classes": 10})
+MODEL = ResolvedModel("models.zoo:mlp", {"in_features": 64, "num_classes": 10})
 
 
 def _field(job, hook_type, read, default=None):
@@ -49,8 +49,8 @@ def test_born_again_chain_and_teacherless_methods(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({
         "run": {"name": "p", "seeds": [0, 1]},
-        "teachers": [{"name": "mlp", "model": {"factory": "teachers.zoo:mlp"}}],
-        "student": {"model": {"factory": "teachers.zoo:mlp"}},
+        "teachers": [{"name": "mlp", "model": {"factory": "models.zoo:mlp"}}],
+        "student": {"model": {"factory": "models.zoo:mlp"}},
         "distill": {"methods": {
             "byot": [{"name": "ce"}, {"name": "byot", "params": {"exits": ["0"]}}],
             "gen0": [{"name": "ce"}],
@@ -78,7 +78,7 @@ def test_continual_tasks_chain_snapshots_and_old_classes(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({
         "run": {"name": "c", "seeds": [0]}, "continual": {"tasks": [2, 0, 1]},
-        "student": {"model": {"factory": "teachers.zoo:mlp"}},
+        "student": {"model": {"factory": "models.zoo:mlp"}},
         "distill": {"methods": {"lwf": [{"name": "ce"}, {"name": "lwf"}]}}}))
     cfg = load_run_config(path)
     jobs = {j.phase: j for j in continual_jobs(cfg, checked_terms(cfg), MODEL, load_dataset(cfg.data), None)}
@@ -107,8 +107,8 @@ def test_phases_carry_method_teachers_and_weighting(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({
         "run": {"name": "w", "seeds": [0]},
-        "teachers": [{"name": n, "model": {"factory": "teachers.zoo:mlp"}} for n in ("a", "b", "c")],
-        "student": {"model": {"factory": "teachers.zoo:mlp"}},
+        "teachers": [{"name": n, "model": {"factory": "models.zoo:mlp"}} for n in ("a", "b", "c")],
+        "student": {"model": {"factory": "models.zoo:mlp"}},
         "distill": {"weighting": {"strategy": "entropy"}, "methods": {
             "gate": {"terms": [{"name": "kd"}], "teachers": ["a", "c"], "weighting": {"strategy": "gating"}},
             "all": [{"name": "kd"}]}}}))

@@ -7,7 +7,7 @@ import torch
 from ingest.lm_data import DEFAULT_TOKENIZER
 from students.quantize import (dequantize, dequantized_state, fake_quantize_model, pack_int4, plain_state,
                                post_training_quantized, quantize, quantized_layers, quantized_state, unpack_int4)
-from teachers.hf_lm import causal_lm
+from models.hf_lm import causal_lm
 
 TINY = {"model_type": "gpt2", "n_layer": 1, "n_embd": 16, "n_head": 2, "n_positions": 24}
 

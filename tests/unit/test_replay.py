@@ -53,15 +53,15 @@ def test_a_store_at_another_temperature_is_refused(tmp_path):
 def test_a_snapshot_labels_its_memory_in_chunks_into_a_store_replay_reads(tmp_path):
     from safetensors.torch import save_file
 
+    from models.zoo import mlp
     from orchestration.snapshots import label_memory
     from teachers.loaded import LoadedTeacher, TeacherAppArgs
-    from teachers.zoo import mlp
 
     torch.manual_seed(0)
     save_file(mlp(in_features=6, num_classes=C, hidden=[8]).state_dict(), str(tmp_path / "task0.safetensors"))
-    args = TeacherAppArgs(name="memory-task0", factory="teachers.zoo:mlp",
+    args = TeacherAppArgs(name="memory-task0", factory="models.zoo:mlp",
                           kwargs={"in_features": 6, "num_classes": C, "hidden": [8]},
-                          allowed_modules=["teachers.zoo"], weights_path=str(tmp_path / "task0.safetensors"),
+                          allowed_modules=["models.zoo"], weights_path=str(tmp_path / "task0.safetensors"),
                           in_features=6, temperature=T)
     x = np.random.default_rng(1).normal(size=(7, 6)).astype(np.float32)
     rows = np.array([3, 8, 11, 12, 30, 31, 40])

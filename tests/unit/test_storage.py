@@ -83,8 +83,9 @@ def test_teachers_cached_on_s3_are_trained_once_and_loaded_by_uri(s3_server, tmp
     from cluster import ModelSpec, fetch_file, teacher_cache_dir
     from ingest.config import DataConfig
     from ingest.loading import load_dataset
+    from models import file_version
     from orchestration.teacher_training import cached_teacher, train_or_load_teacher
-    from teachers import TeacherTrainingConfig, file_version, resolve_model
+    from teachers import TeacherTrainingConfig, resolve_model
     from teachers.loaded import LoadedTeacher, TeacherAppArgs
 
     s3, options = s3_server
@@ -92,9 +93,9 @@ def test_teachers_cached_on_s3_are_trained_once_and_loaded_by_uri(s3_server, tmp
     monkeypatch.setenv("DISTILLERY_TEACHER_CACHE", f"s3://runs-data/teachers?{options}")
     data = DataConfig()
     dataset = load_dataset(data)
-    model = resolve_model(ModelSpec(factory="teachers.zoo:mlp", kwargs={"hidden": [16]}),
+    model = resolve_model(ModelSpec(factory="models.zoo:mlp", kwargs={"hidden": [16]}),
                           in_features=dataset.in_features, num_classes=dataset.num_classes,
-                          allowed_modules=["teachers.zoo"])
+                          allowed_modules=["models.zoo"])
     training = TeacherTrainingConfig(epochs=1)
     trained = train_or_load_teacher("mlp", model, training, data, dataset, teacher_cache_dir())
     assert trained.weights_path.startswith("s3://runs-data/teachers/mlp-") and not trained.cached
@@ -105,7 +106,7 @@ def test_teachers_cached_on_s3_are_trained_once_and_loaded_by_uri(s3_server, tmp
 
     local = fetch_file(trained.weights_path)
     first_fetch = Path(local).stat().st_ino  # a download writes a new file (a use only marks its time)
-    args = TeacherAppArgs(name="mlp", factory=model.factory, kwargs=model.kwargs, allowed_modules=["teachers.zoo"],
+    args = TeacherAppArgs(name="mlp", factory=model.factory, kwargs=model.kwargs, allowed_modules=["models.zoo"],
                           weights_path=trained.weights_path, in_features=dataset.in_features, temperature=1.0)
     served = LoadedTeacher.load(args)
     assert served.version == file_version(local) and Path(local).stat().st_ino == first_fetch  # fetched once

@@ -141,7 +141,7 @@ def test_a_streamed_source_needs_row_ids_and_refuses_what_reads_the_split_in_mem
     with pytest.raises(ValueError, match="columns.id: a streamed source needs a stable row id"):
         SourceConfig(format="parquet", train="x.parquet", test_fraction=0.2, stream=True,
                      columns={"input": "pixels", "label": "digit"})
-    base = {"run": {"name": "s"}, "student": {"model": {"factory": "teachers.zoo:mlp"}},
+    base = {"run": {"name": "s"}, "student": {"model": {"factory": "models.zoo:mlp"}},
             "data": {"source": _source(tmp_path, test_fraction=0.3, stream=True).model_dump()}}
     RunConfig.model_validate(base)
     with pytest.raises(ValueError, match="data.student_train_samples read"):
@@ -185,8 +185,8 @@ def test_the_driver_of_a_stream_reads_the_teachers_split_only_where_a_teacher_tr
     scanned on the driver, not held; a teacher's training reads it in full, and the teacher
     cache's key is the one the in-memory path gives."""
     from cluster import ModelSpec
-    from orchestration.teacher_training import cache_key
     from ingest import file_data
+    from orchestration.teacher_training import cache_key
     from teachers import TeacherTrainingConfig, resolve_model
 
     source = _source(tmp_path, test_fraction=0.3)
@@ -198,7 +198,7 @@ def test_the_driver_of_a_stream_reads_the_teachers_split_only_where_a_teacher_tr
     assert streamed.train.x.shape == (0, FEATURES) and streamed.streamed.rows == len(in_memory.train.y)
     assert streamed.test.ids.tolist() == in_memory.test.ids.tolist()
 
-    model = resolve_model(ModelSpec(factory="teachers.zoo:mlp"), in_features=FEATURES, num_classes=3)
+    model = resolve_model(ModelSpec(factory="models.zoo:mlp"), in_features=FEATURES, num_classes=3)
     key = lambda data: cache_key(model, TeacherTrainingConfig(), DataConfig(source=source), data)  # noqa: E731
     assert key(streamed) == key(in_memory)
     teachers = streamed.teachers_train  # what a teacher's training reads
@@ -211,19 +211,19 @@ def test_regimes_read_a_sources_columns_not_a_bundled_set_name(tmp_path):
     are refused where a student would have to teach."""
     source = _source(tmp_path, test_fraction=0.3).model_dump()
     no_task = {**source, "columns": {**source["columns"], "task": None}}
-    continual = {"run": {"name": "c"}, "student": {"model": {"factory": "teachers.zoo:mlp"}, "zero_stage": 2},
+    continual = {"run": {"name": "c"}, "student": {"model": {"factory": "models.zoo:mlp"}, "zero_stage": 2},
                  "continual": {"tasks": [0, 1]}}
     RunConfig.model_validate({**continual, "data": {"source": source}})
     with pytest.raises(ValueError, match="task sequences run online on classification data with a 'task' column"):
         RunConfig.model_validate({**continual, "data": {"source": no_task}})
-    routed = {"run": {"name": "r"}, "student": {"model": {"factory": "teachers.zoo:mlp"}},
-              "teachers": [{"name": "a", "model": {"factory": "teachers.zoo:mlp"}}],
+    routed = {"run": {"name": "r"}, "student": {"model": {"factory": "models.zoo:mlp"}},
+              "teachers": [{"name": "a", "model": {"factory": "models.zoo:mlp"}}],
               "distill": {"weighting": {"strategy": "route", "column": "task", "routes": {"0": "a", "1": "a"}}}}
     RunConfig.model_validate({**routed, "data": {"source": source}})
     with pytest.raises(ValueError, match="data.source \\(parquet files\\) has no column 'task'"):
         RunConfig.model_validate({**routed, "data": {"source": no_task}})
     paired = {**source, "columns": {**source["columns"], "teacher_input": "pixels"}}
-    online = {"run": {"name": "o"}, "student": {"model": {"factory": "teachers.zoo:mlp"}},
+    online = {"run": {"name": "o"}, "student": {"model": {"factory": "models.zoo:mlp"}},
               "online": {"peers": [{"name": "p"}, {"name": "q"}]}}
     with pytest.raises(ValueError, match="cross-modal"):
         RunConfig.model_validate({**online, "data": {"source": paired}})

@@ -15,7 +15,7 @@ from teachers.targets import TeacherTargets
 
 
 def cnn_teacher(tmp_path, features):
-    model = ResolvedModel("teachers.zoo:convnet", {"in_features": 64, "num_classes": 10, "channels": [6, 12]})
+    model = ResolvedModel("models.zoo:convnet", {"in_features": 64, "num_classes": 10, "channels": [6, 12]})
     torch.manual_seed(0)
     path = tmp_path / "cnn.safetensors"
     save_file(model.build().state_dict(), str(path))
@@ -32,7 +32,7 @@ def test_teacher_features_train_a_projected_student(tmp_path):
     assert record.features["features.5"].shape == (8, 12, 8, 8) and record.features["features.5"].dtype == np.float16
     targets = TeacherTargets({"cnn": record}, {"cnn": 1.0})
 
-    student_model = ResolvedModel("teachers.zoo:convnet", {"in_features": 64, "num_classes": 10, "channels": [2, 4]})
+    student_model = ResolvedModel("models.zoo:convnet", {"in_features": 64, "num_classes": 10, "channels": [2, 4]})
     student = DistillationStudent(student_model.build(), ["features.5"], [("features.5", "cnn/features.5", [12, 8, 8])], 64)
     assert isinstance(student.projectors["features_5->cnn/features_5"], torch.nn.Conv2d)
     loss = CompositeLoss([Term("ce", 0.5), Term("dkd", 0.5), Term("fitnet", 1.0, {"student": "features.5", "teacher": "cnn/features.5"}),
@@ -73,7 +73,7 @@ def test_concurrent_forwards_keep_their_own_features(tmp_path):
 
 def test_minilm_and_hidden_state_hints_between_transformers_of_different_sizes(tmp_path):
     """A 4-head, 2-layer teacher teaches a 2-head, 1-layer, narrower student."""
-    model = ResolvedModel("teachers.zoo:row_transformer", {"in_features": 64, "num_classes": 10, "dim": 32,
+    model = ResolvedModel("models.zoo:row_transformer", {"in_features": 64, "num_classes": 10, "dim": 32,
                                                             "heads": 4, "layers": 2})
     torch.manual_seed(0)
     path = tmp_path / "t.safetensors"
@@ -85,7 +85,7 @@ def test_minilm_and_hidden_state_hints_between_transformers_of_different_sizes(t
     assert teacher.feature_shapes()["blocks.1"] == [8, 32]
     x = np.random.default_rng(0).random((6, 64), dtype=np.float32)
     targets = TeacherTargets({"tf": teacher.records([Batch.of_inputs("b", x)])[0]}, {"tf": 1.0})
-    small = ResolvedModel("teachers.zoo:row_transformer", {"in_features": 64, "num_classes": 10, "dim": 16,
+    small = ResolvedModel("models.zoo:row_transformer", {"in_features": 64, "num_classes": 10, "dim": 16,
                                                             "heads": 2, "layers": 1})
     s_qkv = [f"blocks.0.attention.{n}" for n in ("query", "key", "value")]
     student = DistillationStudent(small.build(), s_qkv, [("blocks.0", "tf/blocks.1", [8, 32])], 64)
@@ -105,7 +105,7 @@ def test_minilm_and_hidden_state_hints_between_transformers_of_different_sizes(t
 
 
 def test_byot_exits_train_with_no_teacher():
-    model = ResolvedModel("teachers.zoo:convnet", {"in_features": 64, "num_classes": 10, "channels": [2, 4]}).build()
+    model = ResolvedModel("models.zoo:convnet", {"in_features": 64, "num_classes": 10, "channels": [2, 4]}).build()
     byot = Term("byot", 1.0, {"exits": ["features.2"], "deepest": "features.5", "feature_weight": 0.5})
     exits, hints = self_distillation_exits([byot])
     student = DistillationStudent(model, [], [], 64, exits, hints)
@@ -138,7 +138,7 @@ def test_byot_params_are_checked():
 
 
 def test_a_hint_without_projector_needs_equal_shapes():
-    model = ResolvedModel("teachers.zoo:convnet", {"in_features": 64, "num_classes": 10, "channels": [2, 4]}).build()
+    model = ResolvedModel("models.zoo:convnet", {"in_features": 64, "num_classes": 10, "channels": [2, 4]}).build()
     student = DistillationStudent(model, [], [], 64, matched=[("features.5", "cnn/features.5", [4, 8, 8])])
     assert len(student.projectors) == 0
     with pytest.raises(ValueError, match=r"per-sample shape \[4, 8, 8\], teacher feature 'cnn/features.5' has \[12, 8, 8\]"):

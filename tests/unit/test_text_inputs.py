@@ -15,7 +15,7 @@ from ingest import load_tokenizer
 from ingest.config import DataConfig
 from ingest.file_data import DataError
 from ingest.loading import load_dataset
-from teachers.zoo import text_classifier
+from models.zoo import text_classifier
 
 pytestmark = pytest.mark.usefixtures("own_cache")  # the driver's scans are cached there
 

@@ -16,13 +16,13 @@ from ingest.lm_data import DEFAULT_TOKENIZER, encode_examples, prompt_ids
 from ingest.loading import load_dataset
 from ingest.token_targets import TokenSpecials, target_labels, target_mask
 from ingest.tokenizer import load_tokenizer, tokenizer_hash
+from models.hf_lm import causal_lm
 from students.losses import CompositeLoss, Term
 from teachers.errors import IncompatibleTeacherError
-from teachers.hf import check_tokenizer
-from teachers.hf_lm import causal_lm
 from teachers.loaded import LoadedTeacher, TeacherAppArgs
 from teachers.soft_targets import concat_rows, pack_soft_targets, validate_soft_targets
 from teachers.targets import TeacherTargets
+from teachers.tokenizer_check import check_tokenizer
 
 PAD, BOS, SEP, EOS = 0, 1, 2, 3
 SPECIALS = TokenSpecials(pad=PAD, sep=SEP)
@@ -45,10 +45,10 @@ def sequences(tokenizer):
 
 def _teacher(tmp_path=None, head_chunk=4096, top_k=8, dense_max_classes=16, dtype="float32") -> LoadedTeacher:
     torch.manual_seed(0)
-    args = TeacherAppArgs(name="gpt", factory="teachers.hf_lm:causal_lm",
+    args = TeacherAppArgs(name="gpt", factory="models.hf_lm:causal_lm",
                           kwargs={"in_features": LENGTH, "num_classes": 1024, "tokenizer": DEFAULT_TOKENIZER,
                                   "config": TINY, "head_chunk": head_chunk},
-                          allowed_modules=["teachers.hf_lm"], weights_path=None, in_features=LENGTH, temperature=2.0,
+                          allowed_modules=["models.hf_lm"], weights_path=None, in_features=LENGTH, temperature=2.0,
                           top_k=top_k, dense_max_classes=dense_max_classes, dtype=dtype)
     return LoadedTeacher.load(args)
 

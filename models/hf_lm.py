@@ -1,4 +1,4 @@
-"""Hugging Face causal language models as teachers and students (`teachers.hf_lm:causal_lm`).
+"""Hugging Face causal language models as teachers and students (`models.hf_lm:causal_lm`).
 
 A model comes from a folder in Hugging Face layout, `pkg:<package>/<folder>`, a hub id on a
 cluster with internet access (safetensors only, no remote code), or is built from a
@@ -148,7 +148,7 @@ def causal_lm(in_features: int, num_classes: int, tokenizer: str, path: Optional
         model_config = AutoConfig.from_pretrained(folder)
         model = (AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True) if pretrained
                  else AutoModelForCausalLM.from_config(model_config))
-        from teachers.hf import _weights_version
+        from models.hf import _weights_version
 
         version = _weights_version(folder) if pretrained else "random-init"
     width = model.get_output_embeddings().out_features

@@ -1,4 +1,4 @@
-"""Hugging Face transformers encoders as teachers and students (`teachers.hf:sentence_encoder`).
+"""Hugging Face transformers encoders as teachers and students (`models.hf:sentence_encoder`).
 
 A model comes from a local folder in the standard Hugging Face layout (`config.json`,
 `model.safetensors`, tokenizer files), from a folder inside an installed Python package
@@ -18,23 +18,8 @@ from torch import nn
 from ingest import load_tokenizer, resolve_model_dir, tokenizer_hash
 
 
-def check_tokenizer(teacher: str, teacher_hash: str, expected_hash: str, data_tokenizer: str,
-                    teacher_vocab: int | None = None, expected_vocab: int | None = None) -> None:
-    """Refuse a token-input teacher that would read the run's token ids as other words."""
-    if expected_hash and teacher_hash != expected_hash:
-        from teachers.errors import IncompatibleTeacherError
-
-        sizes = lambda n: f"{n} tokens, " if n else ""  # noqa: E731
-        raise IncompatibleTeacherError(
-            f"teacher {teacher!r} was refused: its tokenizer ({sizes(teacher_vocab)}vocabulary hash "
-            f"{teacher_hash or 'none'}) differs from the run's data.tokenizer {data_tokenizer!r} "
-            f"({sizes(expected_vocab)}hash {expected_hash}); the token ids the students send would mean other "
-            f"words to it. Give the teacher the run's tokenizer (model.kwargs.tokenizer). The run goes on "
-            f"without it.")
-
-
 def _weights_version(folder: str) -> str:
-    from teachers.backend import file_version
+    from models.version import file_version
 
     files = sorted(Path(folder).glob("*.safetensors")) if Path(folder).is_dir() else []
     return file_version(*files) if files else f"hub:{folder}"

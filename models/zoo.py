@@ -1,4 +1,4 @@
-"""Model factories that configs name by path (`teachers.zoo:mlp`).
+"""Model factories that configs name by path (`models.zoo:mlp`).
 
 Every factory takes `in_features` and `num_classes` (filled in from the dataset when a config
 leaves them out) and returns a plain `torch.nn.Module` mapping float inputs [B, in_features]
