@@ -12,9 +12,12 @@ and `columns`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ingest.splits import Split
 
 
 @dataclass(frozen=True)

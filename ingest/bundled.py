@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from ingest.config import DataConfig, SourceColumns, SourceConfig
-from ingest.file_data import SourceRows
+from ingest.file_read import SourceRows
 from ingest.splits import Dataset
 
 

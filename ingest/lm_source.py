@@ -17,8 +17,8 @@ import numpy as np
 import pyarrow as pa
 
 from ingest.config import DataConfig, SourceConfig
-from ingest.file_data import (DataError, HeldOut, SourceRows, checked_ids, held_out_by_id, held_out_rows,
-                              held_out_train_rows, read_split, stream_block)
+from ingest.file_data import DataError, HeldOut, checked_ids, held_out_by_id, held_out_rows, held_out_train_rows
+from ingest.file_read import SourceRows, read_split, stream_block
 from ingest.lm_data import encode_with_lengths, generated_sequences
 from ingest.split_scan import FileScan, Progress, ScanSpec, fingerprint, merged, scan_split_files
 from ingest.splits import Dataset, Split, StreamedSplit, row_hashes

@@ -28,8 +28,8 @@ import pyarrow as pa
 
 from cluster import default_cache_dir, mark_used
 from ingest.config import DataConfig, SourceConfig
-from ingest.file_data import (HeldOut, SourceRows, check_labels, check_unique_keys, file_chunks, rows_split,
-                              same_schema, same_width, split_chunks)
+from ingest.file_data import HeldOut, check_labels, check_unique_keys, rows_split, same_width
+from ingest.file_read import SourceRows, file_chunks, same_schema, split_chunks
 from ingest.source_paths import DataError, source_file_infos
 from ingest.splits import Split, StreamedSplit, row_hashes, rows_fingerprint
 from ingest.streamed import row_numbers

@@ -3,47 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
 import logging
 import sys
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.text import Text
 
 from cluster import DistilleryError, log_own_warnings, prepare_ray_env
+from orchestration.cli_common import RUN_OPTION, call_orchestrator, console, parse_sets
+from orchestration.teacher_commands import teacher_app
 from planning import fit_law_command, plan_command, sweep_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Distributed knowledge distillation on Ray: Serve teachers, Train + DeepSpeed students.")
-teacher_app = typer.Typer(no_args_is_help=True, help="Add, remove and list the teachers of a running job.")
 app.add_typer(teacher_app, name="teacher")
-console = Console(soft_wrap=True)  # a line in a log is never cut in two
-RUN_OPTION = typer.Option(..., "--run", help="name of the running job (run.name in its config)")
-
-
-def _orchestrator(run: str):
-    import ray
-
-    from cluster import NAMESPACE, RunNotFoundError, connect, orchestrator_name
-
-    try:
-        connect(start_local=False)
-    except ConnectionError as exc:
-        raise RunNotFoundError(f"no Ray cluster to attach to ({exc}); set RAY_ADDRESS to the cluster of "
-                               f"run {run!r}") from None
-    try:
-        return ray.get_actor(orchestrator_name(run), namespace=NAMESPACE)
-    except ValueError:
-        raise RunNotFoundError(f"no running job named {run!r} on this Ray cluster; check the name "
-                               f"(run.name of its config) and that the job is still going") from None
-
-
-def _call(run: str, method: str, *args: Any) -> Any:
-    import ray
-
-    return ray.get(getattr(_orchestrator(run), method).remote(*args))
 
 
 @app.command()
@@ -57,7 +32,7 @@ def run(config: str = typer.Argument(..., help="experiment config, e.g. deploy/c
     """Run a distillation job: deploy teachers, distill, train the baseline, print the results."""
     from orchestration.run import run as run_job
 
-    run_job(config, run_name=run_name, output_dir=output_dir, console=console, overrides=_parse_sets(overrides),
+    run_job(config, run_name=run_name, output_dir=output_dir, console=console, overrides=parse_sets(overrides),
             verbose=verbose)
 
 
@@ -69,7 +44,7 @@ def check(config: str = typer.Argument(..., help="experiment config, e.g. deploy
     roles, print rows, classes and inputs."""
     from orchestration.check import check as check_config
 
-    check_config(config, console, _parse_sets(overrides))
+    check_config(config, console, parse_sets(overrides))
 
 
 @app.command()
@@ -106,7 +81,7 @@ def serve_config_command(config: str = typer.Argument(..., help="a run config wh
     from orchestration.serve_pool import write_serve_config
 
     with console.status("training or loading the teachers..."):
-        written = write_serve_config(load_run_config(config, _parse_sets(overrides)), Path(output))
+        written = write_serve_config(load_run_config(config, parse_sets(overrides)), Path(output))
     apps = ", ".join(a["name"] for a in written["applications"])
     console.print(f"{output}: {apps}. Start them with `serve deploy {output}`; a job uses one with "
                   f"`distillery teacher add --run <run> --serve-app <app>`")
@@ -257,7 +232,7 @@ def stop(run: str = RUN_OPTION) -> None:
     """End a running job early: the phase in training stops at its next check (every
     student.log_every steps), is evaluated and written to the results; phases not started are
     skipped, and rerunning the same command later trains them."""
-    info = _call(run, "stop_requested") or _call(run, "request_stop")
+    info = call_orchestrator(run, "stop_requested") or call_orchestrator(run, "request_stop")
     if info is True:
         console.print(f"run {run}: a stop was already requested")
         return
@@ -273,7 +248,7 @@ def generate(config: str = typer.Argument(..., help="experiment config whose tea
     students on it with `data.generated: <folder>` or a `train_data: generated` method."""
     from orchestration.run import generate_only
 
-    folder = generate_only(config, console, _parse_sets(overrides))
+    folder = generate_only(config, console, parse_sets(overrides))
     console.print(f"generated dataset: {folder} (Parquet: row, sample, prompt, prompt_ids, completion, "
                   f"completion_ids, teacher_version)")
 
@@ -288,162 +263,11 @@ def precompute(config: str = typer.Argument(..., help="experiment config whose t
     from orchestration.config import load_run_config
     from orchestration.precompute import precompute as run_precompute
 
-    cfg = load_run_config(config, _parse_sets(overrides))
+    cfg = load_run_config(config, parse_sets(overrides))
     dataset = load_dataset(cfg.data, progress=data_progress(console)).teacher_view()
     console.print(f"connected to {connect()}")
     manifests = run_precompute(cfg, dataset, console)
     console.print(f"store ready for {', '.join(manifests)}; train from it with distill.mode: offline")
-
-
-def _parse_sets(items: Optional[list[str]]) -> dict[str, Any]:
-    from cluster import parse_yaml
-
-    out = {}
-    for item in items or []:
-        path, sep, value = item.partition("=")
-        if not sep or not path:
-            raise typer.BadParameter(f"--set {item!r}: expected path=value, e.g. distill.temperature=2")
-        out[path.strip()] = parse_yaml(value, f"--set {path}")
-    return out
-
-
-def _read(path: Optional[str]) -> Optional[bytes]:
-    from cluster import ConfigError
-
-    if path is None:
-        return None
-    try:
-        return open(path, "rb").read()
-    except OSError as exc:
-        raise ConfigError(path, [f"<file>: cannot read it: {exc.strerror}"]) from None
-
-
-@teacher_app.command("add")
-def teacher_add(teacher_yaml: Optional[str] = typer.Argument(None, help="a teacher config (one entry of `teachers:`)"),
-                run: str = RUN_OPTION,
-                endpoint: Optional[str] = typer.Option(None, "--endpoint", help="an external TeacherService: "
-                                                       "grpc://host:port (plaintext, loopback) or grpcs://host:port"),
-                name: Optional[str] = typer.Option(None, "--name", help="name in the run (default: the endpoint's)"),
-                weight: float = typer.Option(1.0, "--weight", help="the weight of the endpoint or Serve app teacher"),
-                token_file: Optional[str] = typer.Option(None, "--token-file", help="bearer token the endpoint requires"),
-                ca_file: Optional[str] = typer.Option(None, "--ca-file", help="CA certificate of the endpoint (TLS)"),
-                cert_file: Optional[str] = typer.Option(None, "--cert-file", help="client certificate (mutual TLS)"),
-                key_file: Optional[str] = typer.Option(None, "--key-file", help="client key (mutual TLS)"),
-                application: Optional[str] = typer.Option(None, "--application",
-                                                          help="Serve application, when the endpoint is Serve's gRPC ingress"),
-                serve_app: Optional[str] = typer.Option(None, "--serve-app", help="a standing Serve application of "
-                                                        "this cluster (teacher-<name>, from `serve deploy`)"),
-                wait_s: float = typer.Option(60.0, "--wait", help="seconds to wait for the train workers to use "
-                                                                  "the teacher (0: do not wait)")) -> None:
-    """Start using a new teacher in a running job: deploy one from a config, register an
-    endpoint, or use a standing Serve application. Prints each stage with its time, up to the
-    first training record that uses the teacher."""
-    import time
-
-    from cluster import ConfigError, load_yaml_model, paths_outside_roots
-    from teachers import TeacherConfig
-
-    if sum(x is not None for x in (teacher_yaml, endpoint, serve_app)) != 1:
-        raise typer.BadParameter("give one of: a teacher config file, --endpoint, --serve-app")
-    start = time.perf_counter()
-    orchestrator = _orchestrator(run)
-    console.print(f"connected to run {run}: {time.perf_counter() - start:.1f}s")
-    if serve_app is not None:
-        info = _call(run, "add_serve_app", serve_app, weight)
-    elif endpoint is not None:
-        from teachers import EndpointSpec, parse_endpoint_url
-
-        parse_endpoint_url(endpoint)
-        token = _read(token_file)
-        spec = EndpointSpec(endpoint, token=token.decode().strip() if token else None, ca_pem=_read(ca_file),
-                            cert_pem=_read(cert_file), key_pem=_read(key_file), application=application)
-        files = {key: os.path.abspath(path) if path else None for key, path in
-                 (("token_file", token_file), ("ca_file", ca_file), ("cert_file", cert_file), ("key_file", key_file))}
-        info = _call(run, "add_endpoint", name, spec, weight, files)
-    else:
-        teacher = load_yaml_model(TeacherConfig, teacher_yaml)
-        outside = paths_outside_roots(teacher.model_dump(), fields=("weights",))
-        if outside:
-            raise ConfigError(teacher_yaml, outside)
-        info = _call(run, "add_teacher", teacher.model_dump())
-        for stage, seconds in info["stages"].items():
-            what = {"weights": "weights cached" if info["cached"] else "weights trained", "deploy": "deployed",
-                    "check": "output space checked"}[stage]
-            console.print(f"{what}: {seconds:.1f}s")
-    console.print(f"teacher {info['name']} added to run {run}: teacher set v{info['teacher_set_version']}, "
-                  f"model version {info['model_version']}, {info['output_space']}", highlight=False)
-    if wait_s > 0:
-        used = _wait_until_used(orchestrator, info["name"], wait_s)
-        console.print(f"in use by the train workers: {time.perf_counter() - start:.1f}s from the command" if used else
-                      f"not in a training record within {wait_s:g}s (no phase training now?); the workers take it "
-                      f"from their next step boundary")
-
-
-def _wait_until_used(orchestrator: Any, teacher: str, timeout_s: float) -> bool:
-    """Whether a train worker's record names `teacher` among the teachers it used, within `timeout_s`."""
-    import time
-
-    import ray
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        progress = ray.get(orchestrator.status.remote())["progress"]
-        if any(teacher in record.get("teachers", []) for record in progress.values()):
-            return True
-        time.sleep(0.1)
-    return False
-
-
-@teacher_app.command("serve")
-def teacher_serve(teacher_yaml: str = typer.Argument(..., help="a teacher config (one entry of `teachers:`)"),
-                  port: int = typer.Option(..., "--port", help="port to listen on (0: any free port)"),
-                  host: str = typer.Option("127.0.0.1", "--host", help="address to bind"),
-                  config: Optional[str] = typer.Option(None, "--config", help="a run config whose data and "
-                                                       "distill sections apply (default: their defaults)"),
-                  tls_cert: Optional[str] = typer.Option(None, "--tls-cert", help="server certificate (PEM)"),
-                  tls_key: Optional[str] = typer.Option(None, "--tls-key", help="server private key (PEM)"),
-                  client_ca: Optional[str] = typer.Option(None, "--client-ca",
-                                                          help="require client certificates signed by this CA"),
-                  token_file: Optional[str] = typer.Option(None, "--token-file",
-                                                           help="require this bearer token (file holds the token)"),
-                  insecure: bool = typer.Option(False, "--insecure", help="plaintext; only allowed on loopback")) -> None:
-    """Run a teacher as a standalone gRPC TeacherService, with no Ray cluster."""
-    from orchestration.standalone import serve_teacher
-
-    token = _read(token_file)
-    serve_teacher(teacher_yaml, port=port, host=host, run_config=config, console=console,
-                  security_files={"cert_pem": _read(tls_cert), "key_pem": _read(tls_key),
-                                  "client_ca_pem": _read(client_ca),
-                                  "token": token.decode().strip() if token else None, "insecure": insecure})
-
-
-@teacher_app.command("remove")
-def teacher_remove(name: str = typer.Argument(..., help="teacher name"), run: str = RUN_OPTION) -> None:
-    """Stop using a teacher and delete its Serve application."""
-    info = _call(run, "remove_teacher", name)
-    console.print(f"teacher {name} removed from run {run}: teacher set v{info['teacher_set_version']}")
-
-
-@teacher_app.command("weight")
-def teacher_weight(name: str = typer.Argument(..., help="teacher name"),
-                   weight: float = typer.Argument(..., help="its new static weight (>= 0; 0 mutes it)"),
-                   run: str = RUN_OPTION) -> None:
-    """Change a teacher's weight in a running job (workers use it from their next step)."""
-    info = _call(run, "set_weight", name, weight)
-    console.print(f"teacher {name} of run {run}: weight {info['previous']:g} -> {info['weight']:g}, "
-                  f"teacher set v{info['teacher_set_version']}")
-
-
-@teacher_app.command("list")
-def teacher_list(run: str = RUN_OPTION, as_json: bool = typer.Option(False, "--json")) -> None:
-    """List the teachers of a running job with their weights and versions."""
-    from orchestration.progress import status_table
-
-    status = _call(run, "status")
-    if as_json:
-        print(json.dumps({"teacher_set_version": status["teacher_set_version"], "teachers": status["teachers"]}))
-    else:
-        console.print(status_table(status))
 
 
 @app.command()
@@ -454,34 +278,14 @@ def status(run: str = RUN_OPTION, as_json: bool = typer.Option(False, "--json"),
     from orchestration.progress import dashboard, progress_line, status_table
 
     if watch:
-        _watch(run, interval, dashboard)
+        watch(run, interval, dashboard)
         return
-    info = _call(run, "status")
+    info = call_orchestrator(run, "status")
     if as_json:
         print(json.dumps(info, default=str))
         return
     console.print(status_table(info))
     console.print(progress_line(info) if info["phase"] else "no phase running yet", highlight=False)
-
-
-def _watch(run: str, interval: float, render) -> None:
-    import time
-
-    from rich.live import Live
-
-    info = _call(run, "status")
-    with Live(render(info), console=console, refresh_per_second=4, screen=False) as live:
-        try:
-            while True:
-                time.sleep(interval)
-                try:
-                    info = _call(run, "status")
-                except Exception:  # noqa: BLE001 - the orchestrator is gone: the run ended
-                    break
-                live.update(render(info))
-        except KeyboardInterrupt:
-            return
-    console.print(f"run {run} ended")
 
 
 def _run_sweep_cell(config: str, console: Console) -> None:

@@ -14,28 +14,28 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 from ray import serve
 
-from cluster import (AUDIT_FOLDER, MetricsSink, MlflowSink, check_name, log_own_warnings, open_audit_log, put_file,
-                     read_metrics, validate_model)
-from teachers import (EndpointSpec, GrpcTeacher, IncompatibleTeacherError, RunIngress, TeacherAppArgs, TeacherConfig,
-                      TeacherEntry, TeacherSet, app_name, build_teacher_app, peer_teacher_name, resolve_model,
-                      running_replicas, SCHEMA_VERSION, snapshot_teacher_name)
+from cluster import (AUDIT_FOLDER, MetricsSink, MlflowSink, log_own_warnings, open_audit_log, read_metrics,
+                     validate_model)
+from ingest import Dataset
 from orchestration.admission import TeacherAdmission
 from orchestration.config import run_folder
-from orchestration.regimes.co_training.board import Key, PeerBoard
+from orchestration.outside_teachers import OutsideTeachers
+from orchestration.peer_teachers import PeerTeachers
+from orchestration.regimes.co_training.board import PeerBoard
+from orchestration.snapshot_teachers import SnapshotTeachers
 from orchestration.snapshots import SnapshotFolder
-from orchestration.teacher_record import (config_origin, endpoint_origin, load_teachers, read_credentials,
-                                          save_teachers, serve_app_origin)
-from ingest import Dataset
+from orchestration.teacher_record import config_origin, load_teachers, save_teachers
 from orchestration.teacher_training import TrainedTeacher, teacher_app_args, trained_weights
 from students import teacher_feature_layers
+from teachers import (IncompatibleTeacherError, RunIngress, TeacherAppArgs, TeacherConfig, TeacherEntry, TeacherSet,
+                      app_name, build_teacher_app, resolve_model, running_replicas)
 
 logger = logging.getLogger(__name__)
 
 
-class Orchestrator:
+class Orchestrator(SnapshotTeachers, PeerTeachers, OutsideTeachers):
     """Args:
         run: the run name.
         run_config: the validated run config, as a dict (`RunConfig.model_dump()`).
@@ -210,85 +210,6 @@ class Orchestrator:
             self._event("teachers_restored", teachers=sorted(self._teacher_set.teachers), skipped=skipped)
         return {"deployed": deployed, "restored": sorted(self._teacher_set.teachers), "skipped": skipped}
 
-    def _restore_endpoint(self, teacher: dict[str, Any]) -> None:
-        if teacher["files"] is None:
-            raise ValueError(f"its credentials were given inline, not from files; add it again with "
-                             f"`distillery teacher add --run {self.run} --endpoint {teacher['url']} ...`")
-        credentials = read_credentials(teacher["files"])
-        token = credentials["token_file"]
-        spec = EndpointSpec(teacher["url"], token=token.decode().strip() if token else None,
-                            ca_pem=credentials["ca_file"], cert_pem=credentials["cert_file"],
-                            key_pem=credentials["key_file"], application=teacher["application"],
-                            server_name=teacher["server_name"])
-        self.add_endpoint(teacher["name"], spec, teacher["weight"], teacher["files"])
-
-    def add_serve_app(self, app: str, weight: float = 1.0) -> dict[str, Any]:
-        """Use a Serve application that runs on its own (a standing pool from `serve deploy`):
-        checked like a deployed teacher, never deleted by this run."""
-        if weight <= 0:
-            raise ValueError(f"teacher weight must be > 0, got {weight}")
-        if not app.startswith("teacher-"):
-            raise ValueError(f"Serve application {app!r}: teacher applications are named teacher-<name> "
-                             f"(`distillery serve-config` writes them so)")
-        name = app.removeprefix("teacher-")
-        check_name(name)
-        if name in self._teacher_set.teachers:
-            raise ValueError(f"teacher {name!r} is already in run {self.run!r}")
-        if app not in serve.status().applications:
-            raise ValueError(f"no Serve application {app!r} runs on this cluster; deploy the pool first "
-                             f"(serve deploy <config>), running: {sorted(serve.status().applications)}")
-        info = serve.get_app_handle(app).describe.remote().result(timeout_s=120)
-        self._admission.check_tokenizer(name, info["tokenizer_hash"], info["num_classes"], on_refusal=lambda: None)
-        if info["output_space"] != self.output_space:
-            self._admission.refuse_output_space(name, info["output_space"])
-        entry = TeacherEntry(name, weight, info["output_space"], info["num_classes"], info["model_version"],
-                             info["parameters"], feature_shapes=info["feature_shapes"])
-        with self._lock:
-            self._teacher_set = self._teacher_set.with_teacher(entry)
-            self._origins[name] = serve_app_origin(app)
-            self._persist()
-            self._event("teacher_added", teacher=name, model_version=entry.model_version, weight=weight,
-                        serve_app=app)
-        return {"name": name, "teacher_set_version": self._teacher_set.version, **info}
-
-    def add_endpoint(self, name: Optional[str], spec: EndpointSpec, weight: float = 1.0,
-                     files: Optional[dict[str, Optional[str]]] = None) -> dict[str, Any]:
-        """Register an external TeacherService endpoint (`distillery teacher serve`, or another
-        cluster's Serve gRPC ingress) after checking it answers and fits the student. `files`:
-        the paths its credentials were read from (kept, so a restarted driver reads them again)."""
-        if weight <= 0:
-            raise ValueError(f"teacher weight must be > 0, got {weight}")
-        remote = GrpcTeacher(spec, name=name or spec.url, timeout_s=30, retries=2)
-        try:
-            info = remote.describe()
-        finally:
-            remote.close()
-        name = name or info["name"]
-        check_name(name)
-        if name in self._teacher_set.teachers:
-            raise ValueError(f"teacher {name!r} is already in run {self.run!r}; pass --name to register "
-                             f"this endpoint under another name")
-        if info["schema_version"] != SCHEMA_VERSION:
-            raise IncompatibleTeacherError(
-                f"endpoint {spec.url} speaks soft-target schema v{info['schema_version']}, this run reads "
-                f"v{SCHEMA_VERSION}; run the same Distillery version on both sides")
-        self._admission.check_tokenizer(name, info["tokenizer_hash"], info["num_classes"], on_refusal=lambda: None)
-        if info["output_space"] != self.output_space or info["in_features"] != self.dataset.in_features:
-            self._event("teacher_refused", teacher=name, output_space=info["output_space"])
-            raise IncompatibleTeacherError(
-                f"endpoint {spec.url} (teacher {name!r}) was refused: it maps {info['in_features']} input "
-                f"features to {info['output_space']}, the student of run {self.run!r} maps "
-                f"{self.dataset.in_features} to {self.output_space}. The run goes on without it.")
-        entry = TeacherEntry(name, weight, info["output_space"], info["num_classes"], info["model_version"],
-                             info["parameters"], endpoint=spec)
-        with self._lock:
-            self._teacher_set = self._teacher_set.with_teacher(entry)
-            self._origins[name] = endpoint_origin(spec.url, spec.application, spec.server_name, files)
-            self._persist()
-            self._event("teacher_added", teacher=name, model_version=entry.model_version, weight=weight,
-                        endpoint=spec.url)
-        return {**info, "name": name, "teacher_set_version": self._teacher_set.version, "endpoint": spec.url}
-
     def use_stored_teachers(self, entries: list[TeacherEntry]) -> int:
         """Offline mode: the teacher set is the teachers whose stores the students read."""
         with self._lock:
@@ -302,110 +223,6 @@ class Orchestrator:
                 self._event("teacher_added", teacher=entry.name, model_version=entry.model_version,
                             weight=entry.weight, store=True)
         return self._teacher_set.version
-
-    # --- born-again and continual snapshots (orchestration.snapshots) ----------------------------
-    def save_snapshot(self, phase: str, weights: dict[str, Any]) -> str:
-        """Keep the trained student of `phase` as `<run_dir>/snapshots/<phase>.safetensors`; with
-        the run folder on object storage, uploaded there at once (its replicas read it from there)."""
-        path = self._snapshots.save(phase, weights)
-        self._event("snapshot_saved", phase=phase, path=str(path))
-        served = self._served_snapshot(phase)
-        if served != str(path):
-            put_file(path, served)
-        return str(path)
-
-    def _served_snapshot(self, phase: str) -> str:
-        """Where the replicas of a snapshot teacher read its weights: the URI of the run folder's
-        copy on object storage, else the file on this (the driver's) node."""
-        folder = run_folder(self.config)
-        return folder.child("snapshots", f"{phase}.safetensors") if folder.remote else str(self._snapshots.path(phase))
-
-    def snapshot_weights(self, phase: str) -> dict[str, Any]:
-        """The exported student of `phase` (the initial weights of the next task of a continual run)."""
-        return self._snapshots.weights(phase)
-
-    def store_memory_targets(self, phase: str, column: str, value: int, samples: int) -> str:
-        """Continual replay with stored targets: the snapshot of `phase` labels the memory of its
-        task (the first `samples` training samples whose `column` is `value`, as the students
-        pick them) into `<run folder>/replay/<phase>`, an offline store; kept when already there."""
-        from ingest import student_subset
-
-        train = student_subset(self.dataset.train, self.config.data.student_train_samples)
-        rows = np.flatnonzero(train.columns[column] == value)[:samples]
-        stored = self._snapshots.store_memory(phase, rows, train.x[rows], self.config, self.dataset,
-                                              self._served_snapshot(phase))
-        folder = self._snapshots.memory(phase)
-        if stored:
-            self._event("memory_stored", phase=phase, samples=len(rows), path=folder)
-        return folder
-
-    def memory_store(self, phase: str) -> str:
-        return self._snapshots.memory(phase)
-
-    def serve_snapshot(self, phase: str) -> dict[str, Any]:
-        """Deploy the frozen student of `phase` as a teacher (already served after a resume: kept)."""
-        name = snapshot_teacher_name(phase)
-        if name in self._teacher_set.teachers:
-            return {"name": name, "teacher_set_version": self._teacher_set.version}
-        path = self._served_snapshot(phase)
-        cfg = TeacherConfig(name=name, model=self.config.student.model, weights=path,
-                            resources=self.config.student.serve_resources)
-        return self._deploy(cfg, TrainedTeacher(path, float("nan"), 0, 0.0, True), kept=False)
-
-    def drop_snapshot(self, phase: str) -> None:
-        name = snapshot_teacher_name(phase)
-        if name in self._teacher_set.teachers:
-            self.remove_teacher(name)
-
-    # --- online co-training: peers that teach each other ----------------------------------------
-    def start_peers(self, names: list[str], served: list[dict[str, Any]], replicas: int = 1) -> list[dict[str, Any]]:
-        """Meet the peer trainers `names` on a peer board, and serve each peer of `served`
-        (`{"name", "model"}`: those another learns from) as live teacher `peer-<name>`; its
-        replicas load the weights its trainer publishes (they answer nothing before the first)."""
-        if self.peers is None:
-            self.peers = PeerBoard(names, replicas)
-        out = []
-        for peer in served:
-            name = peer_teacher_name(peer["name"])
-            if name in self._teacher_set.teachers:
-                continue
-            cfg = TeacherConfig(name=name, model=peer["model"],
-                                resources=self.config.student.serve_resources.model_copy(update={"replicas": replicas}))
-            args = teacher_app_args(cfg, None, self.dataset, self.config.distill, self.config.run.allowed_factory_modules,
-                                    live_run=self.run, audit_dir=self._audit_dir)
-            serve.run(build_teacher_app(args), name=app_name(name), route_prefix=None)
-            info = serve.get_app_handle(app_name(name)).describe.remote().result(timeout_s=120)
-            entry = TeacherEntry(name, 1.0, info["output_space"], info["num_classes"], f"live:{name}",
-                                 info["parameters"], live=True)
-            with self._lock:
-                self._apps[name] = args
-                self._teacher_set = self._teacher_set.with_teacher(entry)
-                self._event("teacher_added", teacher=name, model_version=entry.model_version, weight=1.0, live=True)
-            out.append({"name": name, **info})
-        return out
-
-    def publish_weights(self, peer: str, key: Key, weights: list[Any]) -> None:
-        """A trainer's rank 0 publishes `[ray.put(state_dict)]`; only the reference passes here."""
-        self.peers.publish(peer, key, weights)
-
-    def wait_published(self, peer: str, newer_than: Optional[Key], timeout_s: float = 2.0):
-        return self.peers.wait_published(peer, newer_than, timeout_s)
-
-    def peer_loaded(self, peer: str, replica: str, key: Key) -> None:
-        self.peers.loaded(peer, replica, key)
-
-    def served_key(self, peer: str) -> Optional[Key]:
-        return self.peers.served(peer)
-
-    def wait_served(self, peer: str, key: Key, timeout_s: float) -> Key:
-        return self.peers.wait_served(peer, key, timeout_s)
-
-    def wait_round(self, peer: str, round_: int, teachers: list[str], timeout_s: float) -> None:
-        self.peers.wait_round(peer, round_, teachers, timeout_s)
-
-    def finish_round(self, peer: str, round_: int) -> None:
-        self.peers.finish_round(peer, round_)
-        self._event("peer_round_done", peer=peer, round=round_)
 
     def set_weight(self, name: str, weight: float) -> dict[str, Any]:
         """Change a teacher's static weight; workers merge with it from their next step boundary.

@@ -90,26 +90,17 @@ def _disconnect() -> None:
 
 def _run(cfg: RunConfig, folder: RunFolder, pulled: int, console: Console) -> list[dict[str, Any]]:
     from cluster import connect
-    from ingest import load_dataset
-    from orchestration.progress import follow
     from teachers import resolve_model
 
     run_dir = folder.local
     if folder.remote:
         console.print(f"working copy of its files: {run_dir} ({pulled} files pulled); checkpoints go straight to "
                       f"{folder.child('train')}", highlight=False)
-    dataset = load_dataset(cfg.data, progress=data_progress(console))
-    for note in dataset.notes:
-        console.print(f"data: {note}", highlight=False)
-    if cfg.data.classification and cfg.data.source is not None and cfg.data.source.num_classes is None:
-        cfg.data.source.num_classes = dataset.num_classes  # read from the data once; the workers reuse it
-    if cfg.data.source is not None and cfg.data.source.format == "images" and cfg.data.source.classes is None:
-        cfg.data.source.classes = list(dataset.class_names)  # the train folder's, for every later reader
+    dataset = _load_data(cfg, console)
     methods = checked_terms(cfg)
     offline = cfg.distill.mode == "offline"
     stores = offline_stores(cfg, dataset.teacher_view()) if offline and cfg.teachers else {}  # a stale store fails here
     metric = {"embedding": "test_cosine", "lm": "test_perplexity"}.get(dataset.kind, "test_accuracy")
-    metric_title = METRICS[metric][0]
     console.print(f"connected to {connect()}")
     state = RunState(run_dir)
     ingress_digest = ingress_token_digest(cfg)
@@ -136,44 +127,76 @@ def _run(cfg: RunConfig, folder: RunFolder, pulled: int, console: Console) -> li
         planned_by_peer = regime.plan(RunContext(
             cfg, dataset, methods, student_model, orchestrator, RayRunControl(orchestrator), state.phases, teachers,
             {name: folder for name, (folder, _) in stores.items()}, console))
-        by_peer = {peer: [job for job in planned if job.phase not in state.phases]
-                   for peer, planned in planned_by_peer.items()}
-        jobs = [job for planned in by_peer.values() for job in planned]
-        for phase, metrics in state.phases.items():
-            console.print(Text(f"{phase}: done earlier, {metric_title} {metrics[metric]:.4f}"))
-        if jobs:
-            several = list(by_peer) != [""]  # co-training: a trainer per peer
-            trainers = f"{len(by_peer)} trainers of " if several else ""
-            console.print(f"students: {', '.join(job.phase for job in jobs)} on {trainers}{cfg.student.num_workers} "
-                          f"Ray Train workers, DeepSpeed ZeRO-{cfg.student.zero_stage}"
-                          f"{' (optimizer offloaded to host memory)' if cfg.student.offload_optimizer else ''}")
-            test = workers_test_split(cfg, dataset.test)
-            with folder.pushing():
-                phases = follow(orchestrator, (lambda: train_peers(by_peer, cfg, test)) if several else
-                                (lambda: train_students(jobs, cfg, reference, streamed_test=test)), console)
-            for phase, metrics in phases.items():
-                resumed = f", resumed from step {metrics['resumed_from_step']}" if metrics["resumed_from_step"] else ""
-                if "stopped_at_step" in metrics:
-                    resumed += f", stopped early (distillery stop) at step {metrics['stopped_at_step']}"
-                console.print(Text(f"{phase}: {metric_title} {metrics[metric]:.4f} after {metrics['steps']} "
-                                   f"steps in {metrics['train_s']:.1f}s{resumed}"))
-                state.finish(phase, metrics)
-            folder.push()
-        rows, extra = regime.results(cfg, state.phases, teachers)
-        title = f"Distillery run {cfg.run.name}: {dataset.name}"
-        write_results(run_dir, rows, title, extra)
-        console.print(rich_table(rows, title))
-        if extra:
-            console.print(extra, highlight=False)
-        for line in gain_lines(rows):
-            console.print(line)
-        report = write_report(run_dir)
-        console.print(f"results: {folder.child('results.md')}; metrics: {folder.child('metrics.jsonl')}; "
-                      f"report with plots: {folder.child(str(report.relative_to(run_dir)))}", highlight=False)
+        _train(cfg, planned_by_peer, state, folder, orchestrator, reference, dataset.test, console, metric)
+        rows = _print_results(cfg, regime.results(cfg, state.phases, teachers), dataset.name, folder, console)
     finally:
         shutdown_orchestrator(orchestrator)
         folder.push()
     _print_audit(console, folder, cfg.run.name, cfg.run.output_dir)
+    return rows
+
+
+def _load_data(cfg: RunConfig, console: Console) -> Any:
+    """The run's dataset, its notes printed; what the driver reads of the data once (the classes)
+    goes into the config the workers get."""
+    from ingest import load_dataset
+
+    dataset = load_dataset(cfg.data, progress=data_progress(console))
+    for note in dataset.notes:
+        console.print(f"data: {note}", highlight=False)
+    if cfg.data.classification and cfg.data.source is not None and cfg.data.source.num_classes is None:
+        cfg.data.source.num_classes = dataset.num_classes  # read from the data once; the workers reuse it
+    if cfg.data.source is not None and cfg.data.source.format == "images" and cfg.data.source.classes is None:
+        cfg.data.source.classes = list(dataset.class_names)  # the train folder's, for every later reader
+    return dataset
+
+
+def _train(cfg: RunConfig, planned_by_peer: dict[str, list[Any]], state: RunState, folder: RunFolder,
+           orchestrator: Any, reference: Any, test_split: Any, console: Console, metric: str) -> None:
+    """Train the planned phases not done earlier (a trainer per peer in co-training), each
+    phase's figures printed and recorded as it finishes."""
+    from orchestration.progress import follow
+
+    metric_title = METRICS[metric][0]
+    by_peer = {peer: [job for job in planned if job.phase not in state.phases]
+               for peer, planned in planned_by_peer.items()}
+    jobs = [job for planned in by_peer.values() for job in planned]
+    for phase, metrics in state.phases.items():
+        console.print(Text(f"{phase}: done earlier, {metric_title} {metrics[metric]:.4f}"))
+    if jobs:
+        several = list(by_peer) != [""]  # co-training: a trainer per peer
+        trainers = f"{len(by_peer)} trainers of " if several else ""
+        console.print(f"students: {', '.join(job.phase for job in jobs)} on {trainers}{cfg.student.num_workers} "
+                      f"Ray Train workers, DeepSpeed ZeRO-{cfg.student.zero_stage}"
+                      f"{' (optimizer offloaded to host memory)' if cfg.student.offload_optimizer else ''}")
+        test = workers_test_split(cfg, test_split)
+        with folder.pushing():
+            phases = follow(orchestrator, (lambda: train_peers(by_peer, cfg, test)) if several else
+                            (lambda: train_students(jobs, cfg, reference, streamed_test=test)), console)
+        for phase, metrics in phases.items():
+            resumed = f", resumed from step {metrics['resumed_from_step']}" if metrics["resumed_from_step"] else ""
+            if "stopped_at_step" in metrics:
+                resumed += f", stopped early (distillery stop) at step {metrics['stopped_at_step']}"
+            console.print(Text(f"{phase}: {metric_title} {metrics[metric]:.4f} after {metrics['steps']} "
+                               f"steps in {metrics['train_s']:.1f}s{resumed}"))
+            state.finish(phase, metrics)
+        folder.push()
+
+
+def _print_results(cfg: RunConfig, results: tuple[list[dict[str, Any]], Any], dataset_name: str, folder: RunFolder,
+                   console: Console) -> list[dict[str, Any]]:
+    """The results table and report written and shown; returns the table's rows."""
+    rows, extra = results
+    title = f"Distillery run {cfg.run.name}: {dataset_name}"
+    write_results(folder.local, rows, title, extra)
+    console.print(rich_table(rows, title))
+    if extra:
+        console.print(extra, highlight=False)
+    for line in gain_lines(rows):
+        console.print(line)
+    report = write_report(folder.local)
+    console.print(f"results: {folder.child('results.md')}; metrics: {folder.child('metrics.jsonl')}; "
+                  f"report with plots: {folder.child(str(report.relative_to(folder.local)))}", highlight=False)
     return rows
 
 

@@ -46,7 +46,7 @@ def plan_command(
                                 f"default: {DEFAULT_LAW} when it exists, else paper")) -> None:
     """Predict a distilled student's loss; the compute-optimal split; distil or train supervised; the capacity gap."""
     from planning.laws import ForwardCost, resolve_law
-    from planning.plan import SCENARIOS, Costing, Teacher, plan
+    from planning.plan import Costing, Teacher, plan
 
     law = resolve_law(law_path, DEFAULT_LAW)
     scenario = scenario or ("forwards" if teacher_params is not None else "free")
@@ -59,6 +59,16 @@ def plan_command(
                      if law.primed == "published" else "")
                   + f"\nparameters: counted {law.parameter_count.replace('_', '-')}, as the law was fitted; give "
                     f"--student-params and --teacher-params the same way", highlight=False)
+    table = _plan_table(result, law, scenario, cost, target, student_params)
+    console.print(table)
+
+
+def _plan_table(result: Any, law: Any, scenario: str, cost: Any, target: Optional[float], student_params: float) -> Table:
+    """The plan as a table: the student, compute, losses, the budget's best teacher, the capacity
+    gap and, with a target loss, the compute of each route to it."""
+    from planning.plan import SCENARIOS
+
+    n_ctx, n_vocab, aspect_ratio = cost.n_ctx, cost.n_vocab, cost.rho
     table = Table(title="distillation plan", show_header=False)
     table.add_row("student", f"{result.student_params:.3g} parameters, {result.student_tokens:.3g} tokens")
     table.add_row("compute", f"{result.compute:.3g} FLOPs, scenario {scenario}: {SCENARIOS[scenario]} (training "
@@ -94,7 +104,7 @@ def plan_command(
     for warning in law.outside_fitted_range(params=student_params, tokens=result.student_tokens,
                                             teacher_loss=result.teacher_loss):
         table.add_row("[yellow]extrapolating[/yellow]", warning)
-    console.print(table)
+    return table
 
 
 def fit_law_command(

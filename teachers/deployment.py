@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import torch
@@ -20,6 +20,9 @@ from cluster import log_own_warnings, open_audit_log, ray_options, work_device
 from ingest import Batch
 from teachers.loaded import LoadedTeacher, TeacherAppArgs
 from teachers.teacher_set import PEER_PREFIX, live_version
+
+if TYPE_CHECKING:
+    from teachers.soft_targets import SoftTargets
 
 logger = logging.getLogger(__name__)
 

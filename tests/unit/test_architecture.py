@@ -141,3 +141,20 @@ def test_a_source_is_a_data_source_unless_it_says_soft_targets():
     wrong = sorted(m for m, path in MODULES.items()
                    if "source" in path.stem and not m.startswith("ingest") and "target_source" not in path.stem)
     assert wrong == []
+
+
+MAX_FILE_LINES, MAX_FUNCTION_LINES = 430, 62  # about 400 and 60: a file one reads whole, a function one screen
+
+
+def test_files_and_functions_stay_readable():
+    """A module that grows past about 400 lines holds two jobs; a function past about 60 lines,
+    several steps that want names."""
+    long_files = sorted(f"{m}: {n} lines" for m, path in MODULES.items()
+                        if not any(g in str(path) for g in GENERATED)
+                        and (n := len(path.read_text().splitlines())) > MAX_FILE_LINES)
+    long_functions = sorted(f"{m}.{node.name}: {node.end_lineno - node.lineno + 1} lines"
+                            for m, path in MODULES.items() if not any(g in str(path) for g in GENERATED)
+                            for node in ast.walk(ast.parse(path.read_text()))
+                            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                            and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES)
+    assert long_files == [] and long_functions == []

@@ -131,15 +131,15 @@ def test_factory_allow_list():
 def test_set_overrides_are_read_as_yaml(tmp_path):
     import typer
 
-    from orchestration.cli import _parse_sets
+    from orchestration.cli import parse_sets
 
-    sets = _parse_sets(["distill.temperature=2", "distill.mode=offline", "run.seeds=[4, 5]"])
+    sets = parse_sets(["distill.temperature=2", "distill.mode=offline", "run.seeds=[4, 5]"])
     assert sets == {"distill.temperature": 2, "distill.mode": "offline", "run.seeds": [4, 5]}
     cfg = load_run_config(QUICKSTART, sets)
     assert cfg.distill.temperature == 2.0 and cfg.distill.mode == "offline" and cfg.run.seeds == [4, 5]
     with pytest.raises(typer.BadParameter, match="expected path=value"):
-        _parse_sets(["distill.temperature"])
-    cleared = load_run_config(QUICKSTART, {**_parse_sets(["data.student_train_samples=null"])})
+        parse_sets(["distill.temperature"])
+    cleared = load_run_config(QUICKSTART, {**parse_sets(["data.student_train_samples=null"])})
     assert load_run_config(QUICKSTART).data.student_train_samples is not None
     assert cleared.data.student_train_samples is None  # `null` clears a key, it is not skipped
 

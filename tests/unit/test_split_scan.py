@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import ingest.file_data as file_data
+import ingest.file_read as file_read
 from ingest.config import DataConfig, SourceConfig
 from ingest.file_data import DataError
 from ingest.loading import load_dataset
@@ -34,8 +34,8 @@ def _source(tmp_path, **extra) -> SourceConfig:
 def reads(monkeypatch):
     """The files the scans open, in order."""
     opened = []
-    chunks = file_data._chunks
-    monkeypatch.setattr(file_data, "_chunks", lambda fs, name, fmt: (opened.append(name), chunks(fs, name, fmt))[1])
+    chunks = file_read._chunks
+    monkeypatch.setattr(file_read, "_chunks", lambda fs, name, fmt: (opened.append(name), chunks(fs, name, fmt))[1])
     return opened
 
 

@@ -251,13 +251,13 @@ def test_micro_batches_cover_every_row_once_in_a_seeded_order():
 def test_the_driver_reads_a_train_split_once_for_its_scan_and_its_held_out_test_rows(tmp_path, monkeypatch):
     """The scan of `train` collects the rows held out for the test split as it goes: each
     train file is read once, and the test split is the in-memory path's."""
-    import ingest.file_data as file_data
+    import ingest.file_read as file_read
 
     source = _source(tmp_path, test_fraction=0.3, stream=True)
     in_memory = load_dataset(DataConfig(source=source.model_copy(update={"stream": False})))
     reads = []
-    chunks = file_data._chunks
-    monkeypatch.setattr(file_data, "_chunks", lambda fs, name, fmt: (reads.append(name), chunks(fs, name, fmt))[1])
+    chunks = file_read._chunks
+    monkeypatch.setattr(file_read, "_chunks", lambda fs, name, fmt: (reads.append(name), chunks(fs, name, fmt))[1])
     driver = load_dataset(DataConfig(source=source))
     assert sorted(reads) == sorted(str(p) for p in tmp_path.glob("part-*.parquet"))
     assert sorted(driver.test.ids.tolist()) == sorted(in_memory.test.ids.tolist())
