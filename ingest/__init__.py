@@ -30,7 +30,7 @@ _EXPORTS = {
     "load_tokenizer": "tokenizer",
     "plan_epoch": "batches",
     "resolve_model_dir": "tokenizer",
-    "row_numbers": "streamed",
+    "row_keys": "row_hash",
     "source_files": "source_paths",
     "specials_of": "token_targets",
     "student_subset": "loading",
@@ -45,7 +45,7 @@ _EXPORTS = {
 __all__ = ["Batch", "DataConfig", "Dataset", "GENERATED_MANIFEST", "ShardReader", "SourceConfig", "Split",
            "StreamedBatches", "StreamedSplit", "TEXT_DATASETS", "TRAIN_DATASET", "TokenSpecials", "batch_id",
            "hf_datasource", "image_classes", "image_files", "load_dataset", "load_tokenizer", "plan_epoch",
-           "resolve_model_dir", "row_numbers", "source_files", "specials_of", "student_subset", "target_labels",
+           "resolve_model_dir", "row_keys", "source_files", "specials_of", "student_subset", "target_labels",
            "target_mask", "targets_per_sequence", "to_lm_stream_rows", "to_stream_rows", "tokenizer_hash"]
 
 

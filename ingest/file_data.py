@@ -9,7 +9,6 @@ raised before anything is trained or written. The splits are read into memory.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Optional
 
 import numpy as np
@@ -17,6 +16,7 @@ import pyarrow as pa
 
 from ingest.config import SourceConfig
 from ingest.file_read import SourceRows, image_rows, read_split, split_chunks, stream_block
+from ingest.row_hash import held_out_by_id
 from ingest.source_paths import DataError
 from ingest.splits import Dataset, Split
 
@@ -131,13 +131,6 @@ def rows_split(rows: SourceRows, source: SourceConfig, notes: Optional[list[str]
     return Split(x, y, extra, teacher_x, ids=ids)
 
 
-def held_out_by_id(ids: np.ndarray, fraction: float) -> np.ndarray:
-    """Whether each row is in the test split: the first 8 bytes of sha256(id) as a fraction of
-    2^64 below `fraction`, so a row's side never depends on order or on the other rows."""
-    return np.array([int.from_bytes(hashlib.sha256(i.encode()).digest()[:8], "big") / 2 ** 64 < fraction
-                     for i in ids], dtype=bool)
-
-
 def checked_ids(rows: SourceRows, where: str) -> np.ndarray:
     """The split's row ids, each once."""
     ids = np.array([str(i) for i in rows.table.column("__id").to_pylist()])
@@ -217,11 +210,16 @@ def same_width(where: Optional[str], split: Split, train: Split) -> None:
 
 
 def check_unique_keys(keys: list[np.ndarray], path: str) -> None:
-    """A split scanned in chunks holds each row id once (`keys`: the chunks' `row_numbers`)."""
+    """A split scanned in chunks holds each row id once (`keys`: the chunks' `row_keys`)."""
     _, seen = np.unique(np.concatenate(keys), return_counts=True)
-    if (seen > 1).any():
-        raise DataError(f"{path}: row ids repeat ({int((seen > 1).sum())} ids more than once); each row needs its "
-                        f"own id (columns.id)")
+    refuse_repeated_ids(path, int((seen > 1).sum()))
+
+
+def refuse_repeated_ids(path: str, repeated: int) -> None:
+    """A `DataError` when `repeated` ids of the split at `path` occur more than once."""
+    if repeated:
+        raise DataError(f"{path}: row ids repeat ({repeated} ids more than once); each row needs its own id "
+                        f"(columns.id)")
 
 
 def held_out_rows(table: pa.Table, source: SourceConfig) -> np.ndarray:

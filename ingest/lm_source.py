@@ -19,9 +19,11 @@ import pyarrow as pa
 from ingest.config import DataConfig, SourceConfig
 from ingest.file_data import DataError, HeldOut, checked_ids, held_out_by_id, held_out_rows, held_out_train_rows
 from ingest.file_read import SourceRows, read_split, stream_block
+from ingest.file_scan import FileScan, Progress, ScanSpec
 from ingest.lm_data import encode_with_lengths, generated_sequences
-from ingest.split_scan import FileScan, Progress, ScanSpec, fingerprint, merged, scan_split_files
-from ingest.splits import Dataset, Split, StreamedSplit, row_hashes
+from ingest.row_hash import row_hashes
+from ingest.split_scan import fingerprint, merged, scan_split_files
+from ingest.splits import Dataset, Split, StreamedSplit
 
 
 def _texts(rows: SourceRows, column: str, role: str) -> list[str]:
@@ -154,7 +156,7 @@ def scan_lm_split(path: str, cfg: DataConfig, notes: list[str], *, held_out: Opt
 def scan_chunk(rows: SourceRows, spec: ScanSpec, out: FileScan, where: str) -> tuple[np.ndarray, np.ndarray]:
     """A language model's chunk (`ScanSpec.chunk`): its texts tokenized, ids checked, rows cut
     counted in the scan's notes, target tokens counted; its rows' keys and hashes."""
-    from ingest.streamed import row_numbers
+    from ingest.row_hash import row_keys
     from ingest.token_targets import specials_of
 
     tokenizer = _tokenizer(spec.data)
@@ -164,7 +166,7 @@ def scan_chunk(rows: SourceRows, spec: ScanSpec, out: FileScan, where: str) -> t
     split = Split(x, np.zeros(len(x), np.int64), token_specials=specials_of(tokenizer), ids=ids)
     out.rows += len(x)
     out.target_tokens += len(split.labels(slice(None)))
-    return row_numbers(ids), row_hashes(ids, x, split.y)
+    return row_keys(ids), row_hashes(ids, x, split.y)
 
 
 def lm_rows_dataset(name: str, cfg: DataConfig, source: SourceConfig, train_rows: SourceRows,

@@ -5,11 +5,12 @@ files; both return a `Dataset`."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
+
+from ingest.row_hash import row_hashes, rows_fingerprint
 
 if TYPE_CHECKING:
     from ingest.token_targets import TokenSpecials
@@ -150,23 +151,3 @@ class Dataset:
         if self.streamed is not None:
             return self.streamed.fingerprint
         return self.train.fingerprint(self.output_space)
-
-
-def row_hashes(ids: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """uint64 [N]: a hash of each row's id, inputs and label."""
-    x, y = np.ascontiguousarray(x), np.asarray(y, np.int64)
-    out = np.empty(len(y), np.uint64)
-    for i in range(len(y)):
-        digest = hashlib.blake2b(str(ids[i]).encode(), digest_size=8)
-        digest.update(x[i].tobytes())
-        digest.update(y[i].tobytes())
-        out[i] = int.from_bytes(digest.digest(), "little")
-    return out
-
-
-def rows_fingerprint(output_space: str, hashes: np.ndarray) -> str:
-    """The fingerprint of a set of rows from their `row_hashes`, in any order and any chunks: the
-    same rows give the same fingerprint however a file orders or a stream delivers them."""
-    digest = hashlib.sha256(output_space.encode())
-    digest.update(np.sort(np.asarray(hashes, np.uint64)).tobytes())
-    return digest.hexdigest()[:16]

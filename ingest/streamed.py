@@ -41,14 +41,6 @@ def rows_key(ids: Iterable[str]) -> str:
     return hashlib.sha256("\x1f".join(ids).encode()).hexdigest()[:20]
 
 
-def row_numbers(ids: np.ndarray) -> np.ndarray:
-    """int64 keys of row ids (pandas' fixed-key 64-bit hash of each id), which the driver's
-    check compares to find repeated ids."""
-    from pandas.util import hash_array
-
-    return hash_array(np.asarray(ids, dtype=object)).view(np.int64)
-
-
 def stream_batch(epoch: int, index: int, rows: dict[str, np.ndarray],
                  token_specials: Optional[TokenSpecials] = None) -> Batch:
     """A micro-batch of the stream: the columns `id`, `x`, `y`, and optionally `teacher_x` and

@@ -13,7 +13,8 @@ import numpy as np
 
 from ingest.config import DataConfig
 from ingest.file_data import HeldOut, check_labels, check_test_classes, load_source, same_width, streamed_test_split
-from ingest.split_scan import Progress, scan_split
+from ingest.file_scan import Progress
+from ingest.split_scan import scan_split
 from ingest.splits import Dataset, LazySplit, Split
 
 

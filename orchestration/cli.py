@@ -258,14 +258,14 @@ def precompute(config: str = typer.Argument(..., help="experiment config whose t
                overrides: Optional[list[str]] = typer.Option(None, "--set", help="override any field (YAML value)")) -> None:
     """Run the teachers over the training set with Ray Data and write top-k soft targets to the offline store."""
     from cluster import connect
-    from ingest import load_dataset
-    from orchestration.check import data_progress
     from orchestration.config import load_run_config
     from orchestration.precompute import precompute as run_precompute
+    from orchestration.run import load_run_data, streams_data
 
     cfg = load_run_config(config, parse_sets(overrides))
-    dataset = load_dataset(cfg.data, progress=data_progress(console)).teacher_view()
-    console.print(f"connected to {connect()}")
+    dataset = load_run_data(cfg, console).teacher_view()
+    if not streams_data(cfg):
+        console.print(f"connected to {connect()}")
     manifests = run_precompute(cfg, dataset, console)
     console.print(f"store ready for {', '.join(manifests)}; train from it with distill.mode: offline")
 

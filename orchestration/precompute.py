@@ -65,13 +65,13 @@ class StoreScorer:
 def stream_rows(batch: dict[str, np.ndarray]) -> pa.Table:
     """A block of the students' stream (`orchestration.stream_data`, as numpy) as the rows a
     scorer reads: the teachers' inputs, the row id, and a 64-bit number of the id as its sample."""
-    from ingest import row_numbers
+    from ingest import row_keys
     from teachers import fixed_size_list
 
     ids = np.asarray(batch["id"]).astype(str)
     inputs = np.asarray(batch["teacher_x"] if "teacher_x" in batch else batch["x"])
     inputs = inputs.reshape(len(ids), -1)
-    return pa.table({"sample": pa.array(row_numbers(ids)), ROW_ID: pa.array(ids, pa.string()),
+    return pa.table({"sample": pa.array(row_keys(ids)), ROW_ID: pa.array(ids, pa.string()),
                      INPUTS: fixed_size_list(inputs, pa.int32() if inputs.dtype.kind in "iu" else pa.float32())})
 
 

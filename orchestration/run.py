@@ -96,12 +96,13 @@ def _run(cfg: RunConfig, folder: RunFolder, pulled: int, console: Console) -> li
     if folder.remote:
         console.print(f"working copy of its files: {run_dir} ({pulled} files pulled); checkpoints go straight to "
                       f"{folder.child('train')}", highlight=False)
-    dataset = _load_data(cfg, console)
+    dataset = load_run_data(cfg, console)
     methods = checked_terms(cfg)
     offline = cfg.distill.mode == "offline"
     stores = offline_stores(cfg, dataset.teacher_view()) if offline and cfg.teachers else {}  # a stale store fails here
     metric = {"embedding": "test_cosine", "lm": "test_perplexity"}.get(dataset.kind, "test_accuracy")
-    console.print(f"connected to {connect()}")
+    if not streams_data(cfg):
+        console.print(f"connected to {connect()}")
     state = RunState(run_dir)
     ingress_digest = ingress_token_digest(cfg)
     if not offline:
@@ -136,11 +137,21 @@ def _run(cfg: RunConfig, folder: RunFolder, pulled: int, console: Console) -> li
     return rows
 
 
-def _load_data(cfg: RunConfig, console: Console) -> Any:
+def streams_data(cfg: RunConfig) -> bool:
+    """Whether the run reads a streamed source (whose check runs on the cluster)."""
+    return cfg.data.source is not None and cfg.data.source.stream
+
+
+def load_run_data(cfg: RunConfig, console: Console) -> Any:
     """The run's dataset, its notes printed; what the driver reads of the data once (the classes)
-    goes into the config the workers get."""
+    goes into the config the workers get. A streamed source is checked by Ray tasks on the
+    cluster (`ingest.cluster_scan`), so the driver connects first; other data is loaded before
+    any Ray call, so a data error shows before a cluster starts."""
+    from cluster import connect
     from ingest import load_dataset
 
+    if streams_data(cfg):
+        console.print(f"connected to {connect()}")
     dataset = load_dataset(cfg.data, progress=data_progress(console))
     for note in dataset.notes:
         console.print(f"data: {note}", highlight=False)

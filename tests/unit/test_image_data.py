@@ -70,7 +70,7 @@ def test_a_held_out_fraction_of_images_is_decided_by_their_path(tmp_path):
 
 def test_image_bytes_in_a_parquet_column_are_decoded(tmp_path):
     names = list(COLOURS)
-    table = pa.table({"key": [f"k{i}" for i in range(9)], "png": [_png(COLOURS[names[i % 3]]) for i in range(9)],
+    table = pa.table({"key": [f"row{i}" for i in range(9)], "png": [_png(COLOURS[names[i % 3]]) for i in range(9)],
                       "label": [i % 3 for i in range(9)]})
     pq.write_table(table, tmp_path / "rows.parquet")
     data = load_dataset(DataConfig(source={

@@ -11,7 +11,7 @@ import pytest
 from cluster import drop_other_attempts, join, write_parquet
 from ingest.batches import plan_epoch
 from ingest.loading import Split
-from ingest.splits import row_hashes, rows_fingerprint
+from ingest.row_hash import row_hashes, rows_fingerprint
 from teachers.arrow_codec import to_table
 from teachers.errors import SoftTargetError, SoftTargetStoreError
 from teachers.soft_targets import pack_soft_targets
