@@ -230,8 +230,8 @@ def render(result: dict[str, Any]) -> str:
                       "files of 1M rows, a separate test file of 20,000 rows):", "",
                   "| training rows | before: MiB (seconds) | Ray tasks: MiB (seconds) |", "|---:|---:|---:|"]
         for m in result["memory"]:
-            lines.append(f"| {m['rows']:,} | {m['before']['peak_mib']:.0f} ({m['before']['seconds']:.1f}) | "
-                         f"{m['cluster']['peak_mib']:.0f} ({m['cluster']['seconds']:.1f}) |")
+            lines.append(f"| {m['rows']:,} | {m['before']['peak_mib']:.1f} ({m['before']['seconds']:.1f}) | "
+                         f"{m['cluster']['peak_mib']:.1f} ({m['cluster']['seconds']:.1f}) |")
     return "\n".join(lines) + "\n"
 
 

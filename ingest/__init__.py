@@ -22,7 +22,7 @@ _EXPORTS = {
     "TEXT_DATASETS": "config",
     "TRAIN_DATASET": "streamed",
     "TokenSpecials": "token_targets",
-    "batch_id": "batches",
+    "BatchId": "batches",
     "hf_datasource": "hf_data",
     "image_classes": "image_data",
     "image_files": "image_data",
@@ -42,8 +42,8 @@ _EXPORTS = {
     "tokenizer_hash": "tokenizer",
 }
 
-__all__ = ["Batch", "DataConfig", "Dataset", "GENERATED_MANIFEST", "ShardReader", "SourceConfig", "Split",
-           "StreamedBatches", "StreamedSplit", "TEXT_DATASETS", "TRAIN_DATASET", "TokenSpecials", "batch_id",
+__all__ = ["Batch", "BatchId", "DataConfig", "Dataset", "GENERATED_MANIFEST", "ShardReader", "SourceConfig",
+           "Split", "StreamedBatches", "StreamedSplit", "TEXT_DATASETS", "TRAIN_DATASET", "TokenSpecials",
            "hf_datasource", "image_classes", "image_files", "load_dataset", "load_tokenizer", "plan_epoch",
            "resolve_model_dir", "row_keys", "source_files", "specials_of", "student_subset", "target_labels",
            "target_mask", "targets_per_sequence", "to_lm_stream_rows", "to_stream_rows", "tokenizer_hash"]

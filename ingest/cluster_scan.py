@@ -1,7 +1,7 @@
 """The check of a streamed split as Ray tasks over its files, when the driver is connected to a
 cluster: what a driver alone would do, spread over the nodes, with nothing per row on the driver.
 
-One task a file (`data.source.read_cpus` CPUs each) checks it (`file_scan.scan_file`: the
+One task a file (`data.source.scan_cpus` CPUs each) checks it (`file_scan.scan_file`: the
 rows' columns, labels or token sequences, the counts, the rows' digest, the rows held out for
 the test split), or finds it checked in its node's cache (`$DISTILLERY_CACHE_DIR/scans/`, under
 the same key as the driver's cache), and returns what the file adds to the split: a few numbers
@@ -69,14 +69,14 @@ def scan_split_on_cluster(path: str, spec: ScanSpec, filesystem: Any, infos: lis
     import ray
 
     buckets = bucket_count(infos)
-    task = ray.remote(scan_task).options(num_cpus=spec.source.read_cpus, num_returns=2 + buckets,
+    task = ray.remote(scan_task).options(num_cpus=spec.source.scan_cpus, num_returns=2 + buckets,
                                          name="distillery-scan-file")
     pending = {}
     for info in infos:
         refs = task.remote(filesystem, info.path, spec, spec.cache_key(path, info, tokenizer), buckets)
         pending[refs[0]] = (info.path, refs[1], refs[2:])
     if progress is not None:
-        progress(f"{path}: {len(infos)} files, checked by Ray tasks ({spec.source.read_cpus:g} CPU each), "
+        progress(f"{path}: {len(infos)} files, checked by Ray tasks ({spec.source.scan_cpus:g} CPU each), "
                  f"ids by {buckets} bucket task{'s' * (buckets > 1)}")
     scans, parts, cached, started = {}, {}, 0, time.monotonic()
     waiting = list(pending)
@@ -91,7 +91,7 @@ def scan_split_on_cluster(path: str, spec: ScanSpec, filesystem: Any, infos: lis
                      f"{time.monotonic() - started:.0f} s)")
     ordered = [(info.path, scans[info.path]) for info in infos]
     if all(scan.error is None for _, scan in ordered):  # else the first file's error is what the user sees
-        check = ray.remote(repeated_ids).options(num_cpus=spec.source.read_cpus, name="distillery-scan-ids")
+        check = ray.remote(repeated_ids).options(num_cpus=spec.source.scan_cpus, name="distillery-scan-ids")
         refuse_repeated_ids(path, sum(ray.get([check.remote(*[parts[info.path][b] for info in infos])
                                                for b in range(buckets)])))
     return ordered

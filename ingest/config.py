@@ -98,9 +98,12 @@ class SourceConfig(Strict):
                                             "(`ray.train.get_dataset_shard`) instead of holding it in memory")
     shuffle_buffer_rows: int = Field(4096, ge=1, description="stream: rows each worker reads and shuffles at a time")
     read_cpus: float = Field(0.25, gt=0, description="stream: CPUs each Ray Data read task reserves")
+    scan_cpus: float = Field(1.0, gt=0, description="stream: CPUs each Ray task of the split's check reserves (a "
+                                                    "task a file; a driver connected to a cluster)")
     scan_workers: Optional[int] = Field(
-        None, ge=1, description="stream: processes the driver checks the split's files with; default: one per CPU "
-                                "core (at most one per file) when the files left to check hold over 256 MiB, else 1")
+        None, ge=1, description="stream, a check without Ray (distillery check): processes it runs in; default: one "
+                                "per CPU core (at most one per file) when the files left to check hold over 256 MiB, "
+                                "else 1")
     _text: tuple[Optional[str], int] = PrivateAttr((None, 32))  # data.tokenizer, data.sequence_length (text inputs)
 
     @property

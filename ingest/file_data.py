@@ -133,7 +133,7 @@ def rows_split(rows: SourceRows, source: SourceConfig, notes: Optional[list[str]
 
 def checked_ids(rows: SourceRows, where: str) -> np.ndarray:
     """The split's row ids, each once."""
-    ids = np.array([str(i) for i in rows.table.column("__id").to_pylist()])
+    ids = rows.table.column("__id").cast(pa.string()).to_numpy(zero_copy_only=False).astype(str)
     values, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
         raise DataError(f"{where}: row ids repeat ({values[counts > 1][:5].tolist()}); each row needs its own "
@@ -225,8 +225,9 @@ def refuse_repeated_ids(path: str, repeated: int) -> None:
 def held_out_rows(table: pa.Table, source: SourceConfig) -> np.ndarray:
     """Whether each row of a table with an `__id` column belongs to the test split held out of
     train (all False when the test split has files of its own)."""
-    ids = np.array([str(i) for i in table.column("__id").to_pylist()])
-    return held_out_by_id(ids, source.test_fraction) if source.test is None else np.zeros(len(ids), bool)
+    if source.test is not None:
+        return np.zeros(table.num_rows, bool)
+    return held_out_by_id(table.column("__id").cast(pa.string()).to_numpy(zero_copy_only=False), source.test_fraction)
 
 
 class HeldOut:

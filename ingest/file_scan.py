@@ -39,7 +39,8 @@ def class_chunk(rows: SourceRows, spec: "ScanSpec", out: "FileScan", where: str)
     check_labels(split, spec.num_classes or np.iinfo(np.int64).max, rows.files[0], split.ids)
     out.counts = added_counts(out.counts, np.bincount(split.y))
     out.rows += len(split.y)
-    return row_keys(split.ids), row_hashes(split.ids, split.teacher_inputs, split.y)
+    keys = row_keys(split.ids)
+    return keys, row_hashes(split.ids, split.teacher_inputs, split.y, keys)
 
 
 def added_counts(counts: np.ndarray, more: np.ndarray) -> np.ndarray:
@@ -70,7 +71,8 @@ class ScanSpec:
         settings = {"version": SCAN_VERSION, "split": split, "file": info.path, "size": info.size,
                     "mtime_ns": info.mtime_ns,
                     "source": self.source.model_dump(mode="json", exclude={"train", "test", "transfer",
-                                                                            "scan_workers", "stream"}),
+                                                                            "scan_workers", "scan_cpus", "read_cpus",
+                                                                            "shuffle_buffer_rows", "stream"}),
                     "num_classes": self.num_classes, "hold_out": self.hold_out, "keep_held": self.keep_held,
                     "tokenizer": tokenizer, "text_inputs": self.source.text_tokenizer,
                     "sequence_length": self.data.sequence_length if self.data is not None else None,

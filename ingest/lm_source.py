@@ -166,7 +166,8 @@ def scan_chunk(rows: SourceRows, spec: ScanSpec, out: FileScan, where: str) -> t
     split = Split(x, np.zeros(len(x), np.int64), token_specials=specials_of(tokenizer), ids=ids)
     out.rows += len(x)
     out.target_tokens += len(split.labels(slice(None)))
-    return row_keys(ids), row_hashes(ids, x, split.y)
+    keys = row_keys(ids)
+    return keys, row_hashes(ids, x, split.y, keys)
 
 
 def lm_rows_dataset(name: str, cfg: DataConfig, source: SourceConfig, train_rows: SourceRows,

@@ -40,7 +40,7 @@ def row_keys(ids: np.ndarray) -> np.ndarray:
     """int64 [N]: a key per row id (the id's text, SipHash-2-4 with pandas' fixed key)."""
     from pandas.util import hash_array
 
-    return hash_array(np.asarray(ids, dtype=object)).view(np.int64)
+    return hash_array(np.asarray(ids, dtype=object), categorize=False).view(np.int64)  # ids are unique: no factorizing
 
 
 def held_out_by_id(ids: np.ndarray, fraction: float) -> np.ndarray:
@@ -60,10 +60,12 @@ def _words(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(raw).view(np.uint64)
 
 
-def row_hashes(ids: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """uint64 [N]: a hash of each row's id, inputs (their dtype's bytes) and label."""
+def row_hashes(ids: np.ndarray, x: np.ndarray, y: np.ndarray, keys: np.ndarray | None = None) -> np.ndarray:
+    """uint64 [N]: a hash of each row's id, inputs (their dtype's bytes) and label; `keys`: the
+    ids' `row_keys` when the caller has them."""
+    keys = row_keys(ids) if keys is None else keys
     with np.errstate(over="ignore"):
-        h = _mix(row_keys(ids).view(np.uint64) ^ np.uint64(len(x[0].tobytes()) if len(x) else 0))
+        h = _mix(keys.view(np.uint64) ^ np.uint64(len(x[0].tobytes()) if len(x) else 0))
         for column in _words(x).T:
             h = _mix((h ^ column) + _GOLDEN)
         return _mix(h ^ np.asarray(y, np.int64).view(np.uint64))

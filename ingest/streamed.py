@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, P
 
 import numpy as np
 
-from ingest.batches import Batch
+from ingest.batches import Batch, BatchId
 
 if TYPE_CHECKING:
     from ingest.token_targets import TokenSpecials
@@ -55,11 +55,11 @@ def stream_batch(epoch: int, index: int, rows: dict[str, np.ndarray],
     if token_specials is None:
         y = writable(rows["y"], np.int64)
     else:
-        from ingest.token_targets import target_labels  # with torch: a train worker has it
+        from ingest.token_targets import target_labels
 
         y = target_labels(x, token_specials)
     no_split_rows = np.full(len(ids), -1, dtype=np.int64)  # a stream has no row positions (its ids key a store)
-    return Batch(f"e{epoch}-r{rows_key(ids)}", epoch, index, x, y, no_split_rows, teacher_x, columns, np.asarray(ids))
+    return Batch(BatchId.streamed(epoch, rows_key(ids)), epoch, index, x, y, no_split_rows, teacher_x, columns, np.asarray(ids))
 
 
 class StreamedBatches:

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -34,21 +38,27 @@ def specials_of(tokenizer, where: str = "data.tokenizer") -> TokenSpecials:
     return TokenSpecials(pad=int(ids["pad"]), sep=int(ids["sep"]))
 
 
-def target_mask(ids: torch.Tensor, specials: TokenSpecials) -> torch.Tensor:
-    """bool [B, L - 1]: whether position t (predicting token t + 1) is a target position."""
-    ids = ids.long()
-    is_sep = ids == specials.sep
-    seen_sep = is_sep.cumsum(1) > 0                 # a separator at or before position t
-    prompted = is_sep.any(1, keepdim=True)
+def target_mask(ids: torch.Tensor | np.ndarray, specials: TokenSpecials) -> torch.Tensor | np.ndarray:
+    """bool [B, L - 1]: whether position t (predicting token t + 1) is a target position (a
+    tensor for a tensor, an array for an array: the data layer never needs torch)."""
+    if isinstance(ids, np.ndarray):
+        ids = ids.astype(np.int64, copy=False)
+        is_sep = ids == specials.sep
+        seen_sep, prompted = np.cumsum(is_sep, axis=1) > 0, is_sep.any(axis=1, keepdims=True)
+    else:
+        ids = ids.long()
+        is_sep = ids == specials.sep
+        seen_sep, prompted = is_sep.cumsum(1) > 0, is_sep.any(1, keepdim=True)  # a separator at or before t
     return (ids[:, 1:] != specials.pad) & (seen_sep[:, :-1] | ~prompted)
 
 
 def target_labels(ids: torch.Tensor | np.ndarray, specials: TokenSpecials) -> torch.Tensor | np.ndarray:
     """int64 [N]: the next token at every target position, row-major (numpy in, numpy out)."""
-    as_numpy = isinstance(ids, np.ndarray)
-    tensor = torch.tensor(ids) if as_numpy else ids  # a copy: arrays from the object store are read-only
-    labels = tensor.long()[:, 1:][target_mask(tensor, specials)]
-    return labels.numpy() if as_numpy else labels
+    if isinstance(ids, np.ndarray):
+        ids = ids.astype(np.int64, copy=False)
+    else:
+        ids = ids.long()
+    return ids[:, 1:][target_mask(ids, specials)]
 
 
 def targets_per_sequence(ids: torch.Tensor, specials: TokenSpecials) -> torch.Tensor:

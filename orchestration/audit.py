@@ -10,7 +10,7 @@ Per phase it rebuilds what counts:
   what came after (a resumed run restarts from its checkpoint, and the weights of the steps
   after it are gone). The last record of each step wins.
 - **the plan.** Each start record gives the plan's shape (ranks, epochs, batches per epoch);
-  the planned ids are recomputed from it. A phase ended by `distillery stop`, or not ended
+  the planned ids (`ingest.BatchId`) are made from it and compared with the ids the records name. A phase ended by `distillery stop`, or not ended
   yet, planned what its ranks reached; a streamed source's plan is what its stream delivered,
   which the audit cannot know, so its lost batches are not counted.
 
@@ -27,7 +27,7 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Optional
 
-from ingest import batch_id
+from ingest import BatchId
 
 SHOWN = 5  # ids named per problem in the report
 
@@ -81,9 +81,9 @@ def _standing(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int, 
     return [standing[step] for step in sorted(standing)], rolled_back, start, end
 
 
-def _planned(start: dict[str, Any], rank: int, reached: int) -> list[str]:
-    """The first `reached` batch ids of `rank`'s plan, rebuilt from the plan's shape."""
-    ids = (batch_id(epoch, rank, index) for epoch in range(start["epochs"])
+def _planned(start: dict[str, Any], rank: int, reached: int) -> list[BatchId]:
+    """The first `reached` batch ids of `rank`'s plan, from the plan's shape."""
+    ids = (BatchId.planned(epoch, rank, index) for epoch in range(start["epochs"])
            for index in range(start["batches_per_epoch"]))
     return [next(ids) for _ in range(min(reached, start["epochs"] * start["batches_per_epoch"]))]
 
@@ -106,7 +106,7 @@ class SetHistory:
         return before[-1] if before else made[0]
 
 
-def _teacher_problem(applied: dict[str, Any], sets: SetHistory, answers: dict[tuple[str, str], set[str]],
+def _teacher_problem(applied: dict[str, Any], sets: SetHistory, answers: dict[tuple[str, BatchId], set[str]],
                      answering: set[str]) -> Optional[str]:
     """'stale' or 'unanswered' for one application, or None when its targets check out."""
     members = sets.at(applied.get("set"), applied["t"])
@@ -116,13 +116,13 @@ def _teacher_problem(applied: dict[str, Any], sets: SetHistory, answers: dict[tu
             live = teacher in members.get("live", ())
             if expected is None or not (version.startswith(f"{expected}@") if live else version == expected):
                 return "stale"
-        if teacher in answering and version not in answers.get((teacher, applied["batch"]), ()):
+        if teacher in answering and version not in answers.get((teacher, BatchId.parse(applied["batch"])), ()):
             return "unanswered"
     return None
 
 
 def audit_phase(phase: str, events: list[dict[str, Any]], sets: SetHistory,
-                answers: dict[tuple[str, str], set[str]], answering: set[str]) -> PhaseAudit:
+                answers: dict[tuple[str, BatchId], set[str]], answering: set[str]) -> PhaseAudit:
     by_rank: dict[int, list[dict]] = defaultdict(list)
     for event in events:
         by_rank[event["rank"]].append(event)
@@ -143,12 +143,12 @@ def audit_phase(phase: str, events: list[dict[str, Any]], sets: SetHistory,
         whole = end is not None and not end.get("stopped")
         reached = start["epochs"] * start["batches_per_epoch"] if whole else max([a["step"] for a in applied] or [0])
         planned += _planned(start, rank, reached)
-    counts = Counter(a["batch"] for a in standing)
+    counts = Counter(BatchId.parse(a["batch"]) for a in standing)
     plan = set(planned)
     result = PhaseAudit(phase, finished, None if streamed else len(planned), len(standing), rolled_back,
-                        duplicated=sorted(b for b, n in counts.items() if n > 1),
-                        unplanned=[] if streamed else sorted(set(counts) - plan),
-                        lost=[] if streamed else [b for b in planned if b not in counts])
+                        duplicated=[str(b) for b in sorted(b for b, n in counts.items() if n > 1)],
+                        unplanned=[] if streamed else [str(b) for b in sorted(set(counts) - plan)],
+                        lost=[] if streamed else [str(b) for b in planned if b not in counts])
     for applied in standing:
         result.answers_checked += sum(teacher in answering for teacher in applied.get("teachers", {}))
         problem = _teacher_problem(applied, sets, answers, answering)
@@ -161,11 +161,11 @@ def audit_records(records: Iterable[dict[str, Any]]) -> list[PhaseAudit]:
     """Every phase's audit from the records of a run's audit files (`cluster.read_audit`)."""
     records = sorted(records, key=lambda r: (r["t"], r.get("file", ""), r.get("seq", 0)))
     sets = SetHistory([r for r in records if r["kind"] == "teacher_set"])
-    answers: dict[tuple[str, str], set[str]] = defaultdict(set)
+    answers: dict[tuple[str, BatchId], set[str]] = defaultdict(set)
     for record in records:
         if record["kind"] == "answered":
             for batch in record["batches"]:
-                answers[(record["teacher"], batch)].add(record["version"])
+                answers[(record["teacher"], BatchId.parse(batch))].add(record["version"])
     answering = {teacher for teacher, _ in answers}
     phases: dict[str, list[dict]] = defaultdict(list)
     for record in records:

@@ -20,7 +20,7 @@ from rich.console import Console
 
 from cluster import (ResourcesConfig, drop_other_attempts, exists, fetch_file, filesystem_for, is_uri, join,
                      new_attempt, ray_options, work_device)
-from ingest import Batch, Dataset
+from ingest import Batch, BatchId, Dataset
 from orchestration.config import RunConfig
 from orchestration.progress import progress_blocks
 from teachers import Manifest, StoreKey, TeacherConfig, find_store, is_complete, write_manifest
@@ -51,7 +51,7 @@ class StoreScorer:
         row_ids = batch.column(ROW_ID).to_numpy(zero_copy_only=False)
         # dense_max_classes=1: the store always holds top-k (or sampled), whatever the output space;
         # the first row's id seeds the batch's draws
-        batch_id = str(row_ids[0]) if len(row_ids) else ""
+        batch_id = BatchId.parse(str(row_ids[0]) if len(row_ids) else "")  # seeds a block's draws
         record = self.teacher.records([Batch.of_inputs(batch_id, x)], top_k=self.top_k, dense_max_classes=1,
                                       target_kind=self.target_kind)[0]
         if self.teacher.output_space.startswith("tokens:"):  # one row per target token, by sample and position

@@ -17,6 +17,8 @@ from typing import Any, Optional
 import ray.train
 from ray.train import Checkpoint
 
+from ingest import BatchId
+
 from students.checkpoint_integrity import (CheckpointError, first_complete, integrity_problem, refuse_unsafe_pickles,
                                            write_manifest)
 
@@ -38,10 +40,10 @@ class ClientState:
     applied_batches: int = 0
     teacher_set_version: int = 0
     samples_seen: int = 0
-    applied_ids: dict[str, int] = field(default_factory=dict)  # batch id -> times applied (the ledger)
-    delivered_ids: dict[str, None] = field(default_factory=dict)  # a stream's batches in order (its plan)
+    applied_ids: dict[BatchId, int] = field(default_factory=dict)  # batch id -> times applied (the ledger)
+    delivered_ids: dict[BatchId, None] = field(default_factory=dict)  # a stream's batches in order (its plan)
 
-    def applied(self, batch_id: str, batch_index: int, global_samples: int) -> None:
+    def applied(self, batch_id: BatchId, batch_index: int, global_samples: int) -> None:
         """Record that the batch `batch_id`, at `batch_index` of the current epoch, was trained on."""
         self.step += 1
         self.next_batch = batch_index + 1
@@ -49,11 +51,11 @@ class ClientState:
         self.samples_seen += global_samples
         self.applied_ids[batch_id] = self.applied_ids.get(batch_id, 0) + 1
 
-    def delivered(self, batch_id: str) -> None:
+    def delivered(self, batch_id: BatchId) -> None:
         """Record that a stream handed this worker the batch `batch_id` (once, whatever the resumes)."""
         self.delivered_ids.setdefault(batch_id, None)
 
-    def ledger(self, planned: list[str]) -> dict[str, int]:
+    def ledger(self, planned: list[BatchId]) -> dict[str, int]:
         """Exactly-once accounting against the planned batch ids: the ledger is saved with the
         weights, so a batch trained before a failure and again after the resume counts once."""
         return {"batches_planned": len(planned),
@@ -81,7 +83,8 @@ def save_and_report(engine: Any, state: ClientState, progress: RunProgress, metr
         # DeepSpeed keeps rank 0's client state only; each rank's ledger goes in its own file
         engine.save_checkpoint(tmp, tag=TAG, client_state={"distillery": loop_state, "extra": extra_state or {}})
         (Path(tmp) / LEDGER_FILE.format(rank=rank)).write_text(
-            json.dumps({"applied": state.applied_ids, "delivered": list(state.delivered_ids)}))
+            json.dumps({"applied": {str(b): n for b, n in state.applied_ids.items()},
+                        "delivered": [str(b) for b in state.delivered_ids]}))
         if rank == 0:
             (Path(tmp) / PROGRESS_FILE).write_text(json.dumps(asdict(progress)))
         write_manifest(Path(tmp), rank, context.get_world_size())
@@ -153,8 +156,9 @@ def restore(engine: Any) -> tuple[ClientState, dict[str, Any]]:
             raise CheckpointError(f"checkpoint {checkpoint.path} holds no DeepSpeed checkpoint tagged {TAG!r}; "
                                   "delete the run's output folder to start over")
         ledger_state = json.loads(ledger.read_text())
-        state = ClientState(**client_state["distillery"], applied_ids=ledger_state["applied"],
-                            delivered_ids=dict.fromkeys(ledger_state["delivered"]))
+        state = ClientState(**client_state["distillery"],
+                            applied_ids={BatchId.parse(b): n for b, n in ledger_state["applied"].items()},
+                            delivered_ids=dict.fromkeys(map(BatchId.parse, ledger_state["delivered"])))
     logger.info("phase %s resumed from step %d (epoch %d, batch %d) of %s", state.phase, state.step, state.epoch,
                 state.next_batch, checkpoint.path)
     return state, client_state.get("extra", {})

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ingest import Batch
+from ingest import Batch, BatchId
 from students.discriminator import average_gradients
 
 
@@ -125,7 +125,7 @@ class SyntheticStream:
 
     def request(self, step: int) -> None:
         z, x = self.inputs.sample()
-        batch = Batch.of_inputs(f"{self.name}-syn{step}", x)
+        batch = Batch.of_inputs(BatchId.made_by(f"{self.name}-syn{step}"), x)
         self.client.request(batch)
         self._pending = (z, batch)
 

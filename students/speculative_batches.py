@@ -118,7 +118,7 @@ class SpeculativeBatches:
             self.totals[key] += getattr(out, key)
         self.totals["batches"] += 1
         x = out.sequences.numpy()
-        return Batch(f"{batch.batch_id}-skd", batch.epoch, batch.index, x, target_labels(x, model.specials),
+        return Batch(batch.batch_id.derive("skd"), batch.epoch, batch.index, x, target_labels(x, model.specials),
                      batch.samples, x, batch.columns)
 
     def metrics(self) -> dict[str, float]:

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 
 from cluster import AuditLog, log_own_warnings, open_audit_log
-from ingest import Batch, Dataset, Split, load_dataset, plan_epoch, student_subset
+from ingest import Batch, BatchId, Dataset, Split, load_dataset, plan_epoch, student_subset
 from students.checkpoint import ClientState, RunProgress, read_progress, restore, save_and_report
 from students.engine import build_engine, mixed_precision
 from students.hooks import Phase, each, merged
@@ -75,7 +75,7 @@ class _Batches:
     def remaining(self):
         return (batch for epoch in range(self.first_epoch, self.epochs) for batch in self.epoch(epoch))
 
-    def planned_ids(self) -> list[str]:
+    def planned_ids(self) -> list[BatchId]:
         return [b.batch_id for e in range(self.epochs) for b in self.all_of(e)]
 
     @cached_property
@@ -233,7 +233,7 @@ def _train_batch(run: _PhaseRun, batch: Batch) -> dict[str, torch.Tensor]:
     state.applied(planned_id, batch.index, len(batch.y) * run.phase.world_size)
     if run.audit is not None:
         run.audit.write({"kind": "applied", "phase": job.phase, "rank": run.phase.rank, "step": state.step,
-                         "batch": planned_id, "set": source.teacher_set.version if source is not None else None,
+                         "batch": str(planned_id), "set": source.teacher_set.version if source is not None else None,
                          "teachers": served})
     for extra in each(job.hooks, "after_step", run.phase, state.step, targets):
         terms.update(extra)
@@ -327,7 +327,7 @@ def _faults_over_ranks(faults: dict[str, float]) -> dict[str, float]:
     return {name: (max if name in largest else sum)(rank.get(name, 0) for rank in gathered) for name in faults}
 
 
-def _ledger(state: ClientState, planned: list[str], stopped: bool) -> dict[str, int]:
+def _ledger(state: ClientState, planned: list[BatchId], stopped: bool) -> dict[str, int]:
     """The exactly-once counts over every rank's plan and applications, so that a batch two
     ranks both trained counts as applied twice. A stopped phase planned only what it reached."""
     if stopped:
@@ -336,7 +336,7 @@ def _ledger(state: ClientState, planned: list[str], stopped: bool) -> dict[str, 
     if dist.is_initialized():
         gathered = [None] * dist.get_world_size()
         dist.all_gather_object(gathered, (planned, state.applied_ids))
-    applied: Counter[str] = Counter()
+    applied: Counter[BatchId] = Counter()
     for _, ids in gathered:
         applied.update(ids)
     return ClientState(applied_ids=dict(applied)).ledger([b for plan, _ in gathered for b in plan])

@@ -21,6 +21,7 @@ from typing import Optional
 import numpy as np
 import pyarrow as pa
 
+from ingest import BatchId
 from teachers.errors import SoftTargetDecodeError, SoftTargetError
 from teachers.soft_targets import SCHEMA_VERSION, SoftTargets, check_record_values
 
@@ -59,7 +60,7 @@ def record_schema(record: SoftTargets, *, with_sample: bool = False, batch_id: O
     meta = {
         "schema_version": str(record.schema_version),
         "kind": record.kind,
-        "batch_id": record.batch_id if batch_id is None else batch_id,
+        "batch_id": str(record.batch_id) if batch_id is None else batch_id,
         "teacher": record.teacher,
         "teacher_version": record.teacher_version,
         "temperature": repr(float(record.temperature)),
@@ -200,7 +201,7 @@ def _vector(table: pa.Table, name: str, dtype: np.dtype) -> np.ndarray:
     return np.asarray(column.to_numpy(zero_copy_only=False), dtype=dtype)
 
 
-def table_to_record(table: pa.Table, *, source: str, batch_id: Optional[str] = None,
+def table_to_record(table: pa.Table, *, source: str, batch_id: Optional[BatchId] = None,
                     check_values: bool = True) -> SoftTargets:
     """Check `table` against the schema its metadata announces and turn it into a record.
 
@@ -227,7 +228,7 @@ def table_to_record(table: pa.Table, *, source: str, batch_id: Optional[str] = N
     unexpected = set(table.schema.names) - expected - {SAMPLE_COLUMN, ROW_ID_COLUMN}
     if unexpected:
         raise SoftTargetDecodeError(f"{source}: unexpected columns {sorted(unexpected)}")
-    record = SoftTargets(batch_id=meta["batch_id"] if batch_id is None else batch_id, teacher=meta["teacher"],
+    record = SoftTargets(batch_id=BatchId.parse(meta["batch_id"]) if batch_id is None else batch_id, teacher=meta["teacher"],
                          teacher_version=meta["teacher_version"], temperature=temperature,
                          output_space=meta["output_space"], num_classes=num_classes)
     try:

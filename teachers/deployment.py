@@ -17,7 +17,7 @@ from ray import serve
 from ray.serve import Application
 
 from cluster import log_own_warnings, open_audit_log, ray_options, work_device
-from ingest import Batch
+from ingest import Batch, BatchId
 from teachers.loaded import LoadedTeacher, TeacherAppArgs
 from teachers.teacher_set import PEER_PREFIX, live_version
 
@@ -100,12 +100,12 @@ class TeacherDeployment:
             self.live.wait_ready()
         settings = {key: request[key] for key in ("temperature", "top_k", "dense_max_classes", "target_kind")
                     if request.get(key)}
-        records = self.teacher.records([Batch.of_inputs(b["batch_id"], b["inputs"]) for b in request["batches"]],
+        records = self.teacher.records([Batch.of_inputs(BatchId.parse(b["batch_id"]), b["inputs"]) for b in request["batches"]],
                                        **settings)
         if self.audit is not None and records:
             self.audit.write({"kind": "answered", "teacher": self.teacher.args.name,
                               "version": records[0].teacher_version, "set": request.get("teacher_set_version"),
-                              "batches": [r.batch_id for r in records]})
+                              "batches": [str(r.batch_id) for r in records]})
         return records
 
     def perplexity(self, inputs: np.ndarray) -> dict[str, float]:

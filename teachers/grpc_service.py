@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Protocol, Sequen
 
 import grpc
 
-from ingest import Batch
+from ingest import Batch, BatchId
 from teachers.arrow_codec import MAX_PAYLOAD_BYTES, chunks, decode_inputs, encode
 from teachers.errors import SoftTargetDecodeError
 from teachers.loaded import LoadedTeacher
@@ -113,7 +113,7 @@ class SoftTargetResponder:
         if kind not in TARGET_KINDS:
             raise SoftTargetDecodeError(f"{source}: target_kind {kind[:20]!r} is not one of {', '.join(TARGET_KINDS)}")
         x = decode_inputs(payload, in_features=args.in_features, source=source, vocab_size=self.teacher.vocab_size)
-        record = self.teacher.records([Batch.of_inputs(request.batch_id, x)], temperature=temperature, top_k=top_k,
+        record = self.teacher.records([Batch.of_inputs(BatchId.parse(request.batch_id), x)], temperature=temperature, top_k=top_k,
                                       dense_max_classes=dense_max, target_kind=kind)[0]
         parts = chunks(encode(record), self.chunk_bytes)
         return [pb.SoftTargetsResponse(batch_id=request.batch_id, payload_chunk=bytes(part),

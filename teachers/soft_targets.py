@@ -26,6 +26,7 @@ from typing import Optional
 
 import numpy as np
 
+from ingest import BatchId
 from teachers.errors import SoftTargetError
 
 SCHEMA_VERSION = 2  # 2: dense records carry log-probabilities at T (1: raw logits); sampled records
@@ -36,7 +37,7 @@ _DENSE_MASS_TOLERANCE = 1e-3  # float32 log-probabilities of every class
 
 @dataclass
 class SoftTargets:
-    batch_id: str
+    batch_id: BatchId
     teacher: str
     teacher_version: str
     temperature: float
@@ -50,6 +51,10 @@ class SoftTargets:
     sample_weight: Optional[np.ndarray] = None  # float16/32 [B, k], importance weight of each draw (sampled)
     features: dict[str, np.ndarray] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.batch_id, BatchId):  # its text form, as the wire formats carry it
+            self.batch_id = BatchId.parse(self.batch_id)
 
     @property
     def is_dense(self) -> bool:
@@ -80,7 +85,7 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:
 TARGET_KINDS = ("topk", "sampled")  # how a record over more than dense_max_classes outputs is cut
 
 
-def pack_soft_targets(logits: np.ndarray, *, batch_id: str, teacher: str, teacher_version: str,
+def pack_soft_targets(logits: np.ndarray, *, batch_id: BatchId, teacher: str, teacher_version: str,
                       temperature: float, output_space: str, dense_max_classes: int, top_k: int,
                       target_kind: str = "topk", seed: int = 0) -> SoftTargets:
     """Turn a teacher's logits [B, C] into a record at `temperature`: dense log-probabilities
@@ -99,7 +104,7 @@ def pack_soft_targets(logits: np.ndarray, *, batch_id: str, teacher: str, teache
     k = min(top_k, num_classes)
     logprob = _log_softmax(logits / temperature)
     if target_kind == "sampled":
-        return _sampled(logprob, k, np.random.default_rng([seed, zlib.crc32(batch_id.encode())]), meta)
+        return _sampled(logprob, k, np.random.default_rng([seed, zlib.crc32(str(batch_id).encode())]), meta)
     idx = np.argpartition(-logprob, k - 1, axis=-1)[:, :k]
     top = np.take_along_axis(logprob, idx, axis=-1)
     order = np.argsort(-top, axis=-1)
@@ -129,7 +134,7 @@ def _sampled(logprob: np.ndarray, k: int, rng: np.random.Generator, meta: dict) 
 ROW_ARRAYS = ("logprob", "logits", "topk_idx", "topk_logprob", "tail_logprob", "sample_weight")
 
 
-def select_rows(record: SoftTargets, rows: np.ndarray, batch_id: str) -> SoftTargets:
+def select_rows(record: SoftTargets, rows: np.ndarray, batch_id: BatchId) -> SoftTargets:
     """The rows `rows` of `record` (and of its features) as the record of batch `batch_id`."""
     arrays = {name: getattr(record, name)[rows] for name in ROW_ARRAYS if getattr(record, name) is not None}
     return replace(record, batch_id=batch_id, features={n: v[rows] for n, v in record.features.items()}, **arrays)
@@ -143,7 +148,7 @@ def shard_layout(record: SoftTargets) -> tuple:
             tuple(sorted((name, value.shape[1:]) for name, value in record.features.items())))
 
 
-def gather_rows(records: list[SoftTargets], rows: np.ndarray, batch_id: str) -> SoftTargets:
+def gather_rows(records: list[SoftTargets], rows: np.ndarray, batch_id: BatchId) -> SoftTargets:
     """The rows `rows` of `records` read as one (their rows numbered one record after the
     other; all of one `shard_layout`) as the record of batch `batch_id`."""
     if len(records) == 1:
@@ -185,7 +190,7 @@ def _fail(record: SoftTargets, what: str) -> None:
     )
 
 
-def validate_soft_targets(record: SoftTargets, *, batch_id: str, batch_size: int, output_space: str,
+def validate_soft_targets(record: SoftTargets, *, batch_id: BatchId, batch_size: int, output_space: str,
                           temperature: float, teacher_version: Optional[str] = None,
                           target_kind: Optional[str] = None) -> SoftTargets:
     """Check a record before a student uses it; raise `SoftTargetError` naming teacher and batch."""
@@ -193,7 +198,7 @@ def validate_soft_targets(record: SoftTargets, *, batch_id: str, batch_size: int
         raise SoftTargetError(f"batch {batch_id!r}: expected a SoftTargets record, got {type(record).__name__}")
     if record.schema_version != SCHEMA_VERSION:
         _fail(record, f"schema version {record.schema_version}, this student reads {SCHEMA_VERSION}")
-    if record.batch_id != batch_id:
+    if record.batch_id != (batch_id if isinstance(batch_id, BatchId) else BatchId.parse(batch_id)):
         _fail(record, f"it answers batch {record.batch_id!r} but {batch_id!r} was asked")
     if record.output_space != output_space:
         _fail(record, f"output space {record.output_space!r} does not match the student's {output_space!r}")

@@ -28,6 +28,7 @@ import numpy as np
 from cluster import (exists, is_folder, join, list_files, read_parquet_footer, read_parquet_mapped, read_text,
                      write_text)
 from teachers.arrow_codec import ROW_ID_COLUMN, SAMPLE_COLUMN, table_to_record
+from ingest import BatchId
 from teachers.errors import SoftTargetStoreError
 from teachers.soft_targets import SCHEMA_VERSION, SoftTargets, gather_rows, shard_layout
 from teachers.store_index import RowRuns, samples_by_id
@@ -124,7 +125,7 @@ def write_manifest(folder: str | Path, key: StoreKey, teacher_test_score: Option
     rows, spaces = 0, set()
     for name in files:
         schema, num_rows = read_parquet_footer(join(folder, name))
-        record = table_to_record(schema.empty_table(), source=f"store shard {join(folder, name)}", batch_id="",
+        record = table_to_record(schema.empty_table(), source=f"store shard {join(folder, name)}", batch_id=BatchId(),
                                  check_values=False)
         if (record.teacher, record.teacher_version, record.kind) != (key.teacher, key.teacher_version, key.kind):
             raise SoftTargetStoreError(f"shard {name} holds {record.kind} records of teacher {record.teacher} "
@@ -160,8 +161,8 @@ class StoredTargets:
         for name in manifest.files:
             source = f"store {folder}, shard {name}"
             tables.append(read_parquet_mapped(join(str(folder), name),
-                                              check=partial(table_to_record, source=source, batch_id="")))
-            self.shards.append(table_to_record(tables[-1], source=source, batch_id="", check_values=False))
+                                              check=partial(table_to_record, source=source, batch_id=BatchId())))
+            self.shards.append(table_to_record(tables[-1], source=source, batch_id=BatchId(), check_values=False))
         layouts = {shard_layout(shard) for shard in self.shards}
         if len(layouts) > 1:
             raise SoftTargetStoreError(f"shards in {folder} disagree on the record layout (kind, k, features): "
@@ -199,7 +200,7 @@ class StoredTargets:
         """Record rows of `samples`, sample after sample; IndexError for a sample past the store."""
         return self._runs.rows_of(samples)
 
-    def for_batch(self, batch_id: str, samples: np.ndarray) -> SoftTargets:
+    def for_batch(self, batch_id: BatchId, samples: np.ndarray) -> SoftTargets:
         """The rows of `samples`, sample after sample, copied out of the shards."""
         return gather_rows(self.shards, self.rows_of(samples), batch_id)
 

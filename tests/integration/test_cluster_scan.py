@@ -31,7 +31,7 @@ def _classes(folder, labels=None, ids=None) -> SourceConfig:
         pq.write_table(pa.table({"key": key, "pixels": rng.normal(size=(ROWS, FEATURES)).tolist(), "digit": digit}),
                        folder / f"part-{part}.parquet")
     return SourceConfig(format="parquet", train=str(folder / "part-*.parquet"), test_fraction=0.2, stream=True,
-                        read_cpus=0.25, columns={"input": "pixels", "label": "digit", "id": "key"})
+                        scan_cpus=0.5, columns={"input": "pixels", "label": "digit", "id": "key"})
 
 
 def _language_model(folder) -> DataConfig:
@@ -42,7 +42,7 @@ def _language_model(folder) -> DataConfig:
                 out.write(json.dumps({"id": f"p{part}-{i}", "prompt": f"def f{part}_{i}(x):",
                                       "completion": f"return x * {i} + {part}"}) + "\n")
     return DataConfig(tokenizer=TOKENIZER, sequence_length=24, source=SourceConfig(
-        format="jsonl", train=str(folder / "part-*.jsonl"), test_fraction=0.2, stream=True, read_cpus=0.25,
+        format="jsonl", train=str(folder / "part-*.jsonl"), test_fraction=0.2, stream=True, scan_cpus=0.5,
         columns={"prompt": "prompt", "completion": "completion", "id": "id"}))
 
 

@@ -26,7 +26,7 @@ def test_shards_are_disjoint_and_batch_ids_stable():
     plans = [plan_epoch(train, epoch=3, seed=1, shard=s, num_shards=2, batch_size=16) for s in range(2)]
     assert len(plans[0]) == len(plans[1]) == 4
     ids = [b.batch_id for p in plans for b in p]
-    assert len(set(ids)) == len(ids) and ids[0] == "e3-s0-b0"
+    assert len(set(ids)) == len(ids) and str(ids[0]) == "e3-s0-b0"
     again = plan_epoch(train, epoch=3, seed=1, shard=0, num_shards=2, batch_size=16)
     np.testing.assert_array_equal(again[2].x, plans[0][2].x)
     other_epoch = plan_epoch(train, epoch=4, seed=1, shard=0, num_shards=2, batch_size=16)

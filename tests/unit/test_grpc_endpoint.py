@@ -53,7 +53,7 @@ def test_tls_and_token_accepted(tls_server, tls, teacher):
     x = np.random.default_rng(0).random((300, IN_FEATURES), dtype=np.float32)  # inputs span many chunks
     records = remote.remote({"batches": [{"batch_id": "b0", "inputs": x[:100]},
                                          {"batch_id": "b1", "inputs": x[100:]}]}).result(timeout_s=10)
-    assert [r.batch_id for r in records] == ["b0", "b1"]
+    assert [str(r.batch_id) for r in records] == ["b0", "b1"]
     assert records[1].topk_idx.shape == (200, 3) and records[1].temperature == 2.0
     local = teacher.records([Batch.of_inputs("b1", x[100:])], temperature=2.0, top_k=3, dense_max_classes=5)[0]
     assert np.array_equal(local.topk_idx, records[1].topk_idx)

@@ -52,7 +52,7 @@ def test_a_teacher_that_comes_back_is_waited_for_and_kept(teacher):
     batches = _batches(3)
     client.plan(batches)
     try:
-        assert client.targets_for(batches[0]).records["remote"].batch_id == "b0"
+        assert str(client.targets_for(batches[0]).records["remote"].batch_id) == "b0"
         server.stop(grace=None).wait()
         restarted = []
         threading.Timer(4.0, lambda: restarted.append(_serve(teacher, port))).start()
