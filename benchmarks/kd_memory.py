@@ -80,7 +80,8 @@ def run_arm(arm: str, rows: int, vocab: int, top_k: int, teachers: int) -> dict[
 
     from students.kd_terms import TERMS, TermInputs
     from students.losses import CompositeLoss, Term
-    from students.weighting import Weighting, merge_teachers
+    from students.teacher_merge import merge_teachers, stacked_logprob, static_weights
+    from students.weighting import Weighting
 
     torch.set_num_threads(2)
     targets = _records(rows, vocab, top_k, teachers, seed=0, sampled=arm == "sampled")
@@ -93,8 +94,8 @@ def run_arm(arm: str, rows: int, vocab: int, top_k: int, teachers: int) -> dict[
     elif arm == "sparse, ce + kd":
         loss = CompositeLoss([Term("ce", 0.5), Term("kd", 0.5)], TEMPERATURE)(logits, labels, targets)["total"]
     else:  # today's path for top-k records: dense [N, B, V], merged, dense KL
-        merged = merge_teachers(Weighting(), targets.names, targets.stacked_logprob(TEMPERATURE),
-                                targets.static_weights(), labels)
+        merged = merge_teachers(Weighting(), targets.names, stacked_logprob(targets, TEMPERATURE),
+                                static_weights(targets), labels)
         loss = TERMS.get("kd")(TermInputs(logits, labels, TEMPERATURE, teacher_logprob=merged.logprob))
     loss.backward()
     seconds = time.perf_counter() - start

@@ -42,6 +42,7 @@ _EXPORTS = {
     "post_training_quantized": "quantize",
     "preset_terms": "losses",
     "quantization_target": "phase_export",
+    "record_logprob": "teacher_merge",
     "refuse_unsafe_pickles": "checkpoint_integrity",
     "refuse_zero3": "config",
     "self_distillation_exits": "losses",
@@ -55,7 +56,7 @@ __all__ = ["CheckpointError", "DistillConfig", "Key", "PROGRESS_FILE", "Phase", 
            "Weighting", "accuracy", "check_distill", "check_language_model", "check_stream", "check_terms",
            "check_weighting", "embedding_agreement", "fake_quantize_model", "feature_refs", "first_complete",
            "frozen_forward", "import_deepspeed", "integrity_problem", "method_snapshots", "method_terms",
-           "needs_teacher", "post_training_quantized", "preset_terms", "quantization_target",
+           "needs_teacher", "post_training_quantized", "preset_terms", "quantization_target", "record_logprob",
            "refuse_unsafe_pickles", "refuse_zero3", "self_distillation_exits", "snapshot_methods",
            "teacher_feature_layers", "train_student"]
 

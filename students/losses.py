@@ -17,8 +17,9 @@ from cluster import Registry
 from students.config import PRESET_TERMS
 from students.discriminator import Adversary
 from students.kd_terms import TERMS, TermInputs, fuse_row_terms
-from students.sparse_kd import SPARSE_TERMS, sparse_merge
-from students.weighting import Weighting, merge_teachers
+from students.sparse_kd import SPARSE_TERMS
+from students.teacher_merge import merge_targets
+from students.weighting import Weighting
 from teachers import TeacherTargets
 
 LossFn = Callable[..., dict[str, torch.Tensor]]
@@ -128,7 +129,7 @@ def _names(value: Any) -> list[str]:
 class CompositeLoss:
     """sum_i w_i * term_i. For a batch without teachers, the terms that need none are used; when
     that drops terms, their weights are renormalized to sum to one (Hinton KD becomes plain
-    cross-entropy). Several teachers merge by `weighting` (students.weighting); the output
+    cross-entropy). Several teachers merge by `weighting` (students.weighting, merged in students.teacher_merge); the output
     holds each teacher's mean weight over the batch as `teacher_weight/<name>` (not summed)
     and, for a learned gate, its loss as `gate` (summed with `gate_loss_weight`)."""
 
@@ -159,26 +160,17 @@ class CompositeLoss:
                             discriminator=self.adversary.discriminator if self.adversary else None)
         out: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=device)
-        if targets is not None and self.sparse and targets.all_sparse:
-            inputs.teacher_sparse, weights, gate_loss = sparse_merge(self.weighting, targets, labels, device,
-                                                                     gate_logits, columns)
-            inputs.teacher_features = {k: v.to(device) for k, v in targets.features().items()}
-            out.update({f"teacher_weight/{n}": weights[:, i].mean() for i, n in enumerate(targets.names)})
-            if gate_loss is not None:
-                out["gate"] = gate_loss
-                total = total + self.weighting.gate_loss_weight * gate_loss
-        elif targets is not None:
-            merged = merge_teachers(self.weighting, targets.names, targets.stacked_logprob(self.temperature).to(device),
-                                    targets.static_weights().to(device), labels, gate_logits, columns)
-            inputs.teacher_logprob = merged.logprob
-            inputs.teacher_logits = targets.logits(merged.weights).to(device) if self.needs_logits else None
-            inputs.centred_logits = targets.centred_logits
-            inputs.teacher_features = {k: v.to(device) for k, v in targets.features().items()}
-            out.update({f"teacher_weight/{n}": w for n, w in merged.mean_weights(targets.names).items()})
+        if targets is not None:
+            merged = merge_targets(self.weighting, targets, labels, device, temperature=self.temperature, sparse=self.sparse,
+                                   needs_logits=self.needs_logits, gate_logits=gate_logits, columns=columns)
+            inputs.teacher_sparse, inputs.teacher_logprob = merged.sparse, merged.logprob
+            inputs.teacher_logits, inputs.centred_logits = merged.logits, merged.centred_logits
+            inputs.teacher_features = merged.features
+            out.update({f"teacher_weight/{n}": w for n, w in merged.mean_weights.items()})
             if merged.gate_loss is not None:
                 out["gate"] = merged.gate_loss
                 total = total + self.weighting.gate_loss_weight * merged.gate_loss
-            if self.adversary is not None:  # not in total: `step_discriminator` minimizes it after the student's step
+            if self.adversary is not None and merged.logprob is not None:  # not in total: `step_discriminator`
                 out["discriminator"] = self.adversary.loss(inputs.student_logprob(), merged.logprob)
         terms = [t for t in self.terms if targets is not None or t.name in NEEDS_NO_TEACHER]
         scale = 1.0

@@ -35,11 +35,8 @@ import math
 from dataclasses import dataclass, fields, replace
 from typing import Callable, Optional, Union
 
-import numpy as np
 import torch
 
-from students.weighting import Weighting, teacher_weights
-from teachers import TeacherTargets
 
 CHUNK_ELEMENTS = 1 << 23  # a chunk of rows holds about this many logits (32 MiB of float32)
 
@@ -115,50 +112,6 @@ def merge_sparse(teachers: list[SparseTeacher], weights: torch.Tensor, vocab: in
     mixed = torch.logsumexp(log_w + values, dim=0).masked_fill(~valid, -math.inf)
     rest = torch.logsumexp(log_w[:, :, 0] + torch.stack([t.fill for t in teachers]), dim=0)
     return SparseTargets(ids, valid, mixed, rest, vocab)
-
-
-def sparse_merge(weighting: Weighting, targets: TeacherTargets, labels: torch.Tensor, device: torch.device,
-                 gate_logits: Optional[torch.Tensor] = None,
-                 columns: Optional[dict[str, np.ndarray]] = None,
-                 ) -> tuple[Union[SparseTargets, SampledTargets], torch.Tensor, Optional[torch.Tensor]]:
-    """The top-k (or sampled) records of `targets` on `device`, weighted as `weighting` says and
-    merged: (the mixture, or the pooled draws; the weights [B, N]; the gate's loss for `gating`)."""
-    kinds = {rec.kind for rec in targets.records.values()}
-    if kinds not in ({"topk"}, {"sampled"}):
-        raise ValueError(f"batch {next(iter(targets.records.values())).batch_id!r}: teachers "
-                         f"{sorted(targets.names)} sent records of kinds {sorted(kinds)}; a batch's sparse "
-                         f"records are all top-k or all sampled")
-    records = list(targets.records.values())
-    if kinds == {"sampled"}:
-        teachers = []
-        scores = _no_scores
-    else:
-        teachers = [SparseTeacher.of(_on(r.topk_idx, device), _on(r.topk_logprob, device), _on(r.tail_logprob, device),
-                                     r.num_classes) for r in records]
-        scores = lambda strategy: torch.stack([t.score(strategy, labels) for t in teachers], dim=1)  # noqa: E731
-    weights, gate_loss = teacher_weights(weighting, targets.names, targets.static_weights().to(device), labels, scores,
-                                         gate_logits, columns)
-    if not teachers:
-        return _pool_draws(records, weights, device), weights, gate_loss
-    return merge_sparse(teachers, weights, records[0].num_classes), weights, gate_loss
-
-
-def _on(array: np.ndarray, device: torch.device, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(array)).to(device=device, dtype=dtype)
-
-
-def _no_scores(strategy: str) -> torch.Tensor:
-    raise ValueError(f"weighting strategy {strategy!r} scores each teacher's whole distribution; sampled "
-                     f"targets carry draws of it (use static or route weighting, or topk targets)")
-
-
-def _pool_draws(records: list, weights: torch.Tensor, device: torch.device) -> SampledTargets:
-    """Every teacher's draws side by side, each weighted by its teacher's weight [B, N]."""
-    return SampledTargets(
-        ids=torch.cat([_on(r.topk_idx, device, torch.long) for r in records], dim=1),
-        weight=torch.cat([weights[:, i, None] * _on(r.sample_weight, device, torch.float32)
-                          for i, r in enumerate(records)], dim=1),
-        logprob=torch.cat([_on(r.topk_logprob, device, torch.float32) for r in records], dim=1))
 
 
 def _xlogy(x: torch.Tensor, log_y: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Multi-teacher weighting: how several teachers' soft targets merge into one target, per sample.
+"""Multi-teacher weighting: the weights by which several teachers' soft targets merge, per sample
+(the merge itself: `students.teacher_merge`).
 
 Every strategy gives weights w[b, i] over the teachers that answered for the batch (each row
 sums to one); the merged target is the mixture log sum_i w[b, i] p_i(T). With s_i the teachers'
@@ -53,28 +54,6 @@ class Weighting:
                    cfg.gate_hidden, cfg.gate_loss_weight, cfg.column, dict(cfg.routes))
 
 
-@dataclass
-class MergedTargets:
-    logprob: torch.Tensor                   # [B, C], log sum_i w[b, i] p_i(T), no gradient
-    weights: torch.Tensor                   # [B, N], no gradient
-    gate_loss: Optional[torch.Tensor] = None  # gating: the gate's label loss (carries the gradient)
-
-    def mean_weights(self, names: list[str]) -> dict[str, torch.Tensor]:
-        """Each teacher's mean weight over the batch (what the metrics report per teacher)."""
-        return {name: self.weights[:, i].mean() for i, name in enumerate(names)}
-
-
-def _scores(strategy: str, logprob: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """[B, N] per-sample teacher scores of the score-based strategies; logprob is [N, B, C]."""
-    if strategy == "confidence":
-        return logprob.max(-1).values.T
-    if strategy == "entropy":
-        p = logprob.exp()
-        return torch.where(p > 0, p * logprob, torch.zeros_like(p)).sum(-1).T  # -H
-    index = labels[None, :, None].expand(logprob.shape[0], -1, 1)
-    return logprob.gather(2, index).squeeze(2).T  # label_agreement: log p_i(y)
-
-
 def _route_weights(weighting: Weighting, names: list[str], column: np.ndarray, static: torch.Tensor) -> torch.Tensor:
     position = {name: i for i, name in enumerate(names)}
     weights = static.expand(len(column), -1).clone()
@@ -84,18 +63,6 @@ def _route_weights(weighting: Weighting, names: list[str], column: np.ndarray, s
             weights[b] = 0.0
             weights[b, position[teacher]] = 1.0
     return weights
-
-
-def merge_teachers(weighting: Weighting, names: list[str], logprob: torch.Tensor, static: torch.Tensor,
-                   labels: torch.Tensor, gate_logits: Optional[torch.Tensor] = None,
-                   columns: Optional[dict[str, np.ndarray]] = None) -> MergedTargets:
-    """Merge the teachers `names` (their log-distributions `logprob` [N, B, C] at the run's
-    temperature, static weights `static` [N] summing to one) for one batch."""
-    logprob = logprob.detach()
-    weights, gate_loss = teacher_weights(weighting, names, static, labels,
-                                         lambda strategy: _scores(strategy, logprob, labels), gate_logits, columns)
-    mixed = torch.logsumexp(torch.log(weights.T)[:, :, None] + logprob, dim=0)
-    return MergedTargets(mixed, weights, gate_loss)
 
 
 def teacher_weights(weighting: Weighting, names: list[str], static: torch.Tensor, labels: torch.Tensor,

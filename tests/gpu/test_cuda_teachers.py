@@ -50,7 +50,7 @@ def test_a_snapshot_given_a_gpu_labels_its_replay_memory_there_as_on_the_cpu(tmp
     from cluster import ResourcesConfig
     from orchestration.snapshots import label_memory
     from teachers.arrow_codec import table_to_record
-    from teachers.targets import record_logprob
+    from students.teacher_merge import record_logprob
     from tests.unit.teacher_fixtures import CLASSES, IN_FEATURES, teacher_args
 
     args = teacher_args(tmp_path, temperature=2.0)

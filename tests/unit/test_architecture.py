@@ -158,3 +158,15 @@ def test_files_and_functions_stay_readable():
                             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
                             and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES)
     assert long_files == [] and long_functions == []
+
+
+KD_MATH = ("students.losses", "students.teacher_merge", "students.kd_terms", "students.sparse_kd", "students.weighting")
+
+
+def test_the_loss_takes_records_from_teachers_and_makes_its_tensors_itself():
+    """One soft-target route: the KD math reads validated records (their types) from
+    `teachers/` and merges them in `students.teacher_merge`; it calls nothing back there."""
+    called_back = sorted(f"{m} uses {target}.{name}" for m in KD_MATH for target, names in _imports(MODULES[m])
+                         if target.split(".")[0] == "teachers"
+                         for name in names if name not in ("TeacherTargets", "SoftTargets"))
+    assert called_back == []

@@ -6,8 +6,9 @@ import torch
 
 from students.losses import LOSSES, hinton_kd, logit_mse
 from teachers.soft_targets import pack_soft_targets
-from students.weighting import Weighting, merge_teachers
-from teachers.targets import TeacherTargets, record_logprob
+from students.teacher_merge import merge_teachers, merged_logits, record_logprob, stacked_logprob, static_weights
+from students.weighting import Weighting
+from teachers.targets import TeacherTargets
 
 
 def np_softmax(z, t=1.0):
@@ -65,11 +66,11 @@ def test_multi_teacher_merge_is_weighted_mixture_of_probabilities(batch):
     t2 = t[:, ::-1].copy()
     merged = TeacherTargets({"a": record(t, "a"), "b": record(t2, "b")}, {"a": 3.0, "b": 1.0})
     expected = 0.75 * np_softmax(t, 4.0) + 0.25 * np_softmax(t2, 4.0)
-    static = merge_teachers(Weighting(), merged.names, merged.stacked_logprob(4.0), merged.static_weights(),
+    static = merge_teachers(Weighting(), merged.names, stacked_logprob(merged, 4.0), static_weights(merged),
                             torch.zeros(len(t), dtype=torch.long))
     np.testing.assert_allclose(static.logprob.exp().numpy(), expected, rtol=1e-5)
     centred = lambda z: z - z.mean(-1, keepdims=True)  # noqa: E731 - records hold logits up to a shift per row
-    np.testing.assert_allclose(merged.logits().numpy(), 0.75 * centred(t) + 0.25 * centred(t2), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(merged_logits(merged).numpy(), 0.75 * centred(t) + 0.25 * centred(t2), rtol=1e-4, atol=1e-5)
 
 
 def test_topk_record_spreads_tail_mass_evenly():
@@ -91,7 +92,7 @@ def test_topk_record_spreads_tail_mass_evenly():
 def test_logit_matching_refuses_topk_targets():
     rec = record(np.zeros((2, 20), np.float32), dense_max=10, k=4)
     with pytest.raises(ValueError, match="dense logits"):
-        TeacherTargets({"t": rec}, {"t": 1.0}).logits()
+        merged_logits(TeacherTargets({"t": rec}, {"t": 1.0}))
 
 
 def test_weights_must_not_all_be_zero(batch):

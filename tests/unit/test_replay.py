@@ -10,7 +10,8 @@ from orchestration.regimes.continual import MemoryTargets
 from teachers.arrow_codec import to_table
 from teachers.soft_targets import pack_soft_targets
 from teachers.store import StoreKey, write_manifest
-from teachers.targets import TeacherTargets, record_logprob
+from students.teacher_merge import record_logprob
+from teachers.targets import TeacherTargets
 
 pytestmark = pytest.mark.usefixtures("own_cache")
 T, C = 2.0, 10

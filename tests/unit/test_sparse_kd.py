@@ -11,6 +11,7 @@ import torch
 
 from students.losses import CompositeLoss, Term
 from students.sparse_kd import SparseTeacher, chunked_cross_entropy, merge_sparse, sparse_term
+from students.teacher_merge import stacked_logprob
 from students.weighting import Weighting
 from teachers import TeacherTargets
 from teachers.soft_targets import pack_soft_targets
@@ -107,7 +108,7 @@ def test_sparse_gradients_equal_the_dense_path_and_chunks_change_nothing():
     teachers = [SparseTeacher.of(torch.from_numpy(r.topk_idx), torch.from_numpy(r.topk_logprob.astype(np.float32)),
                                  torch.from_numpy(r.tail_logprob), V) for r in targets.records.values()]
     merged = merge_sparse(teachers, weights, V)
-    dense_teacher = torch.logsumexp(torch.log(weights.T)[:, :, None] + targets.stacked_logprob(T), dim=0)
+    dense_teacher = torch.logsumexp(torch.log(weights.T)[:, :, None] + stacked_logprob(targets, T), dim=0)
     for term in ("kd", "reverse_kl", "jsd"):
         whole, chunked, dense = (z.clone().requires_grad_() for _ in range(3))
         sparse_term(term, whole, T, merged).backward()
@@ -178,7 +179,7 @@ def test_terms_in_row_chunks_computed_together_equal_each_computed_alone(monkeyp
     (0.4 * pair[0] + 0.6 * pair[1]).backward()
     s = torch.log_softmax(autograd / T, -1)
     p_t = torch.logsumexp(torch.log(torch.tensor([list(STATIC.values())] * B)).T[:, :, None]
-                          + targets.stacked_logprob(T), dim=0)
+                          + stacked_logprob(targets, T), dim=0)
     reference = 0.4 * torch.nn.functional.cross_entropy(autograd, labels) + 0.6 * (
         (p_t.exp() * (p_t - s)).sum(-1).mean() * T ** 2)
     reference.backward()

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from students.losses import CompositeLoss, Term
-from students.weighting import Weighting, merge_teachers
+from students.teacher_merge import merge_teachers
+from students.weighting import Weighting
 from teachers.targets import TeacherTargets
 from tests.unit.test_losses import np_softmax, record
 

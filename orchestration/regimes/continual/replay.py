@@ -13,7 +13,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from teachers import Manifest, StoredTargets, TeacherTargets, record_logprob
+from students import record_logprob
+from teachers import Manifest, StoredTargets, TeacherTargets
 
 
 class MemoryTargets:
