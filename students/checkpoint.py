@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -78,7 +78,7 @@ def save_and_report(engine: Any, state: ClientState, progress: RunProgress, metr
     what else the phase must resume with (the adversarial discriminator and its optimizer)."""
     context = ray.train.get_context()
     rank = context.get_world_rank()
-    loop_state = {k: v for k, v in asdict(state).items() if k not in PER_RANK}  # the same on every rank
+    loop_state = {f.name: getattr(state, f.name) for f in fields(state) if f.name not in PER_RANK}  # every rank's
     with tempfile.TemporaryDirectory(prefix="distillery-ckpt-") as tmp:
         # DeepSpeed keeps rank 0's client state only; each rank's ledger goes in its own file
         engine.save_checkpoint(tmp, tag=TAG, client_state={"distillery": loop_state, "extra": extra_state or {}})
