@@ -26,7 +26,7 @@ from torch import nn
 
 from ingest import Batch, BatchId
 from students.discriminator import average_gradients
-from students.teacher_merge import stacked_logprob
+from students.teacher_merge import stacked_logprob, static_weights
 
 
 class Generator(nn.Module):
@@ -139,7 +139,7 @@ class SyntheticStream:
         targets = self.client.targets_for(batch)
         if targets is None:  # no teacher answered (all removed): nothing to learn on these inputs
             return {}
-        weights = targets.static_weights().log()[:, None, None]
+        weights = static_weights(targets).log()[:, None, None]
         teacher_logprob = torch.logsumexp(stacked_logprob(targets, self.temperature) + weights, dim=0).to(device)
         self._answered = (z, teacher_logprob)
         logits = student(torch.from_numpy(batch.x).to(device))
