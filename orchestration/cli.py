@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.text import Text
 
 from cluster import DistilleryError, log_own_warnings, prepare_ray_env
-from orchestration.cli_common import RUN_OPTION, call_orchestrator, console, parse_sets
+from orchestration.cli_common import RUN_OPTION, call_orchestrator, console, parse_sets, watch_live
 from orchestration.teacher_commands import teacher_app
 from planning import fit_law_command, plan_command, sweep_command
 
@@ -278,7 +278,7 @@ def status(run: str = RUN_OPTION, as_json: bool = typer.Option(False, "--json"),
     from orchestration.progress import dashboard, progress_line, status_table
 
     if watch:
-        watch(run, interval, dashboard)
+        watch_live(run, interval, dashboard)
         return
     info = call_orchestrator(run, "status")
     if as_json:

@@ -58,7 +58,7 @@ def read_optional(path: Optional[str]) -> Optional[bytes]:
         raise ConfigError(path, [f"<file>: cannot read it: {exc.strerror}"]) from None
 
 
-def watch(run: str, interval: float, render) -> None:
+def watch_live(run: str, interval: float, render) -> None:
     import time
 
     from rich.live import Live
