@@ -198,7 +198,7 @@ def validate_soft_targets(record: SoftTargets, *, batch_id: BatchId, batch_size:
         raise SoftTargetError(f"batch {batch_id!r}: expected a SoftTargets record, got {type(record).__name__}")
     if record.schema_version != SCHEMA_VERSION:
         _fail(record, f"schema version {record.schema_version}, this student reads {SCHEMA_VERSION}")
-    if record.batch_id != (batch_id if isinstance(batch_id, BatchId) else BatchId.parse(batch_id)):
+    if record.batch_id != batch_id:
         _fail(record, f"it answers batch {record.batch_id!r} but {batch_id!r} was asked")
     if record.output_space != output_space:
         _fail(record, f"output space {record.output_space!r} does not match the student's {output_space!r}")

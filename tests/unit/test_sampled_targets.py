@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from ingest import BatchId
 from students.losses import CompositeLoss, Term
 from students.weighting import Weighting
 from teachers import TeacherTargets
@@ -90,7 +91,8 @@ def test_sampled_records_pass_the_arrow_codec_unchanged():
 
 
 def _validate(record, kind="sampled"):
-    return validate_soft_targets(record, batch_id="b0", batch_size=B, output_space=f"classes:{V}", temperature=T,
+    return validate_soft_targets(record, batch_id=BatchId.parse("b0"), batch_size=B, output_space=f"classes:{V}",
+                                 temperature=T,
                                  target_kind=kind)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from ingest import BatchId
 from teachers.errors import SoftTargetError
 from teachers.soft_targets import pack_soft_targets, validate_soft_targets
 
@@ -58,7 +59,8 @@ def test_a_bad_record_is_refused_before_any_weight_changes(dense, change, expect
     student = torch.nn.Linear(3, 10)
     before = [p.detach().clone() for p in student.parameters()]
     with pytest.raises(SoftTargetError) as err:
-        record = validate_soft_targets(_record(dense, **change), batch_id="b7", batch_size=4, output_space="classes:10",
+        record = validate_soft_targets(_record(dense, **change), batch_id=BatchId.parse("b7"), batch_size=4,
+                                       output_space="classes:10",
                                        temperature=2.0, teacher_version="v1")
         torch.nn.functional.mse_loss(student(torch.ones(4, 3)), torch.from_numpy(record.logprob)).backward()
     assert expected in str(err.value) and "mlp" in str(err.value)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from ingest import BatchId
 from teachers.errors import SoftTargetError
 from teachers.soft_targets import pack_soft_targets, validate_soft_targets
 
@@ -17,7 +18,8 @@ def good(dense=True, **overrides):
 
 
 def check(rec, **kw):
-    args = dict(batch_id="e0-s1-b2", batch_size=4, output_space=f"classes:{rec.num_classes}", temperature=4.0,
+    args = dict(batch_id=BatchId.parse("e0-s1-b2"), batch_size=4, output_space=f"classes:{rec.num_classes}",
+                temperature=4.0,
                 teacher_version="abc")
     args.update(kw)
     return validate_soft_targets(rec, **args)
