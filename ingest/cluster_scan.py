@@ -25,14 +25,6 @@ BUCKET_BYTES = 256 << 20  # about this much of the split's files per bucket of t
 MAX_BUCKETS = 64
 
 
-def on_cluster() -> bool:
-    """Whether this process is connected to a Ray cluster (without importing Ray if it is not)."""
-    import sys
-
-    ray = sys.modules.get("ray")
-    return ray is not None and ray.is_initialized()
-
-
 def bucket_count(infos: list[Any]) -> int:
     """Buckets of the id check: one per `BUCKET_BYTES` of files, at most `MAX_BUCKETS`."""
     return int(np.clip(sum(info.size or 0 for info in infos) // BUCKET_BYTES + 1, 1, MAX_BUCKETS))

@@ -134,7 +134,7 @@ def to_lm_stream_rows(table: pa.Table, cfg: DataConfig, file: str) -> dict[str, 
 
 
 def scan_lm_split(path: str, cfg: DataConfig, notes: list[str], *, held_out: Optional[HeldOut] = None,
-                  progress: Progress = None) -> StreamedSplit:
+                  progress: Progress = None, on_cluster: bool = False) -> StreamedSplit:
     """Tokenize and check every row of a streamed split without keeping it (file by file:
     `ingest.split_scan`): texts, unique ids, cut rows (in `notes`), target tokens and the
     rows' fingerprint. `held_out`: the split is `train` less the test rows `test_fraction`
@@ -145,7 +145,7 @@ def scan_lm_split(path: str, cfg: DataConfig, notes: list[str], *, held_out: Opt
     tokenizer = _tokenizer(cfg)
     spec = ScanSpec(cfg.source, hold_out=held_out is not None, keep_held=held_out is not None and held_out.keep,
                     data=cfg, chunk=scan_chunk)
-    scans = merged(scan_split_files(path, spec, progress), held_out, notes)
+    scans = merged(scan_split_files(path, spec, progress, on_cluster), held_out, notes)
     space = f"tokens:{len(tokenizer)}:{tokenizer_hash(tokenizer)}"  # the dataset's output space
     template = Split(np.zeros((0, cfg.sequence_length), np.int64), np.zeros(0, np.int64),
                      token_specials=specials_of(tokenizer))

@@ -13,25 +13,26 @@ from ingest.splits import Dataset, Split
 
 
 def load_dataset(cfg: DataConfig, *, in_worker: bool = False, test: Optional[Split] = None,
-                 progress: Optional[Callable[[str], None]] = None) -> Dataset:
+                 progress: Optional[Callable[[str], None]] = None, on_cluster: bool = False) -> Dataset:
     """Load the configured dataset: the user's files (`data.source`), or a bundled set split
     deterministically (stratified by class). `in_worker`: for a train worker, which reads a
     streamed source's training rows from its dataset shard instead, and its test split from
     `test` when the driver sends it (else from the files: rows held out of train take a pass
-    over every train file). `progress` hears how the driver's scan of a streamed source goes.
-    Every split has row ids."""
-    dataset = _load(cfg, in_worker, test, progress)
+    over every train file). `progress` hears how the driver's scan of a streamed source goes;
+    `on_cluster`: the scan runs as Ray tasks on the cluster this process is connected to
+    (`ingest.cluster_scan`), else in this process. Every split has row ids."""
+    dataset = _load(cfg, in_worker, test, progress, on_cluster)
     keyed = lambda split: None if split is None else split.keyed()  # noqa: E731
     return replace(dataset, train=keyed(dataset.train), test=keyed(dataset.test),
                    teacher_train=keyed(dataset.teacher_train))
 
 
-def _load(cfg: DataConfig, in_worker: bool, test: Optional[Split], progress: Optional[Callable[[str], None]]
-          ) -> Dataset:
+def _load(cfg: DataConfig, in_worker: bool, test: Optional[Split], progress: Optional[Callable[[str], None]],
+          on_cluster: bool) -> Dataset:
     if cfg.source is not None and cfg.source.stream and not in_worker:
         from ingest.streamed_source import streamed_source_dataset
 
-        return streamed_source_dataset(cfg, progress)
+        return streamed_source_dataset(cfg, progress, on_cluster)
     if cfg.source is not None and cfg.source.columns.language_model:
         from ingest.lm_source import load_lm_source
 

@@ -3,14 +3,16 @@
 A Parquet, JSONL, CSV or text split is checked file by file (`ingest.file_scan.scan_file`: the
 rows' ids, columns, labels or token sequences, what each file adds to the counts and the
 fingerprint, and the rows it holds out for the test split). A driver connected to a cluster
-(`distillery run`) checks the files in Ray tasks (`ingest.cluster_scan`), the ids across files
+(`distillery run`, `precompute`) checks the files in Ray tasks (`ingest.cluster_scan`), the ids across files
 by hash bucket, and keeps a few numbers a file; a process without Ray (`distillery check`)
 checks them itself, in a pool of processes when the files left to check hold over 256 MiB
 (`data.source.scan_workers`), and compares the ids' keys (8 bytes a row) at the end. An image
 folder or a saved dataset is checked in one pass. Each file's result is kept in the cache of
 the node that checked it, so a restarted or resumed run, or a run after its `precompute`,
 checks only the files that changed. The results are merged in the split's file order: counts,
-fingerprint, notes and held-out rows are what one pass in order gives.
+fingerprint, notes and held-out rows are what one pass in order gives. Which of the two runs is
+the caller's choice (`load_dataset(on_cluster=...)`), never guessed from whether Ray is up: a
+process inside Ray (a train worker, the orchestrator) checks in place unless told.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ingest.cluster_scan import on_cluster, scan_split_on_cluster
+from ingest.cluster_scan import scan_split_on_cluster
 from ingest.config import SourceConfig
 from ingest.file_data import HeldOut, check_unique_keys, same_width
 from ingest.file_read import same_schema, split_chunks
@@ -37,15 +39,15 @@ PARALLEL_BYTES = 256 << 20
 
 def scan_split(path: str, source: SourceConfig, num_classes: Optional[int], template: Optional[Split] = None,
                notes: Optional[list[str]] = None, *, held_out: Optional[HeldOut] = None,
-               progress: Progress = None) -> StreamedSplit:
+               progress: Progress = None, on_cluster: bool = False) -> StreamedSplit:
     """Check every row of a classifier's split without keeping it, as `load_source` checks a
     split it holds (columns, types, vector lengths, labels, unique ids, the width of `template`
     and one schema): its size, rows per class and fingerprint. `num_classes` None: the labels
     decide it. `held_out`: the split is `train` less the test rows `test_fraction` holds out,
-    which it collects."""
+    which it collects. `on_cluster`: the files are checked by Ray tasks (`ingest.cluster_scan`)."""
     spec = ScanSpec(source, num_classes, hold_out=held_out is not None,
                     keep_held=held_out is not None and held_out.keep)
-    scans = scan_split_files(path, spec, progress)
+    scans = scan_split_files(path, spec, progress, on_cluster)
     counts = np.zeros(num_classes or 0, np.int64)
     for name, scan in merged(scans, held_out, notes):
         if scan.template is not None:
@@ -82,15 +84,17 @@ def fingerprint(path: str, space: str, scans: list[tuple[str, FileScan]]) -> str
     return sum((scan.digest for _, scan in scans), RowsDigest()).fingerprint(space)
 
 
-def scan_split_files(path: str, spec: ScanSpec, progress: Progress = None) -> list[tuple[str, FileScan]]:
+def scan_split_files(path: str, spec: ScanSpec, progress: Progress = None, on_cluster: bool = False
+                     ) -> list[tuple[str, FileScan]]:
     """The scans of the split at `path`, in its file order: each file's from the cache or
-    checked now (in a pool of processes when the files left to check are large); an image
+    checked now (by Ray tasks `on_cluster`, else here: in a pool of processes when the files left
+    to check are large); an image
     folder or a saved dataset in one pass, as one."""
     if spec.source.format in ("images", "hf_dataset"):
         return [(path, scan_rows(split_chunks(path, spec.source), spec, path))]
     filesystem, infos = source_file_infos(path)
     tokenizer = _tokenizer_hash(spec)
-    if on_cluster():
+    if on_cluster:
         return scan_split_on_cluster(path, spec, filesystem, infos, tokenizer, progress)
     cache = cache_dir()
     scans: dict[str, FileScan] = {}

@@ -152,7 +152,7 @@ def load_run_data(cfg: RunConfig, console: Console) -> Any:
 
     if streams_data(cfg):
         console.print(f"connected to {connect()}")
-    dataset = load_dataset(cfg.data, progress=data_progress(console))
+    dataset = load_dataset(cfg.data, progress=data_progress(console), on_cluster=streams_data(cfg))
     for note in dataset.notes:
         console.print(f"data: {note}", highlight=False)
     if cfg.data.classification and cfg.data.source is not None and cfg.data.source.num_classes is None:

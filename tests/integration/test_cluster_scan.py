@@ -12,7 +12,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import ingest.split_scan as split_scan
 from ingest.config import DataConfig, SourceConfig
 from ingest.file_data import DataError
 from ingest.loading import load_dataset
@@ -46,11 +45,9 @@ def _language_model(folder) -> DataConfig:
         columns={"prompt": "prompt", "completion": "completion", "id": "id"}))
 
 
-def _without_ray(monkeypatch, data: DataConfig):
+def _without_ray(data: DataConfig):
     """The check a driver without Ray makes, in this process."""
-    with monkeypatch.context() as patch:
-        patch.setattr(split_scan, "on_cluster", lambda: False)
-        return load_dataset(data)
+    return load_dataset(data)
 
 
 def _same(a, b) -> None:
@@ -62,35 +59,35 @@ def _same(a, b) -> None:
 
 
 @pytest.mark.parametrize("kind", ["classes", "language model"])
-def test_the_cluster_checks_a_split_as_one_process_does(ray_cluster, tmp_path, monkeypatch, kind):
+def test_the_cluster_checks_a_split_as_one_process_does(ray_cluster, tmp_path, kind):
     data = (DataConfig(source=_classes(tmp_path / "data")) if kind == "classes"
             else _language_model(tmp_path / "data"))
     heard = []
-    on_cluster = load_dataset(data, progress=heard.append)
+    on_cluster = load_dataset(data, progress=heard.append, on_cluster=True)
     assert any("checked by Ray tasks" in line for line in heard), heard
-    _same(on_cluster, _without_ray(monkeypatch, data))
+    _same(on_cluster, _without_ray(data))
     assert on_cluster.streamed.rows + len(on_cluster.test.ids) == PARTS * ROWS
 
     heard.clear()
-    again = load_dataset(data, progress=heard.append)
+    again = load_dataset(data, progress=heard.append, on_cluster=True)
     assert any(f"({PARTS} from the nodes' caches" in line for line in heard), heard
     _same(again, on_cluster)
 
 
-def test_the_cluster_refuses_what_one_process_refuses(ray_cluster, tmp_path, monkeypatch):
+def test_the_cluster_refuses_what_one_process_refuses(ray_cluster, tmp_path):
     repeated = DataConfig(source=_classes(tmp_path / "repeated", ids=lambda part: [
         f"p{min(part, 1)}-{i}" for i in range(ROWS)]))  # files 1 and 2 hold the same ids
     heard = []
     with pytest.raises(DataError, match=r"row ids repeat \(\d+ ids more than once\)") as cluster:
-        load_dataset(repeated, progress=heard.append)
+        load_dataset(repeated, progress=heard.append, on_cluster=True)
     assert any("checked by Ray tasks" in line for line in heard), heard
     with pytest.raises(DataError) as alone:
-        _without_ray(monkeypatch, repeated)
+        _without_ray(repeated)
     assert str(cluster.value) == str(alone.value)
 
     bad = DataConfig(source=_classes(tmp_path / "bad", labels=lambda part: [-1 if part == 1 else 0] * ROWS))
     with pytest.raises(DataError, match="part-1.parquet") as cluster:
-        load_dataset(bad)
+        load_dataset(bad, on_cluster=True)
     with pytest.raises(DataError) as alone:
-        _without_ray(monkeypatch, bad)
+        _without_ray(bad)
     assert str(cluster.value) == str(alone.value)
