@@ -33,7 +33,7 @@ def builtin_dataset(cfg: DataConfig) -> Optional[Dataset]:
 
         train, test = function_tables(cfg)
         source = _source(cfg.dataset, SourceColumns(prompt="prompt", completion="completion", id="id"))
-        return lm_rows_dataset(cfg.dataset, cfg, source, _rows(train, source), _rows(test, source))
+        return lm_rows_dataset(cfg.dataset, cfg, source, _rows(train, source), _rows(test, source), bundled=True)
     if cfg.dataset not in ("digits", "digits_views"):
         return None
     from ingest.file_data import rows_dataset

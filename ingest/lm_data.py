@@ -3,9 +3,9 @@
 Each example is a function of Python's standard library: the prompt is its signature
 (`def name(args):`), the completion its docstring (whitespace collapsed). Files are read in
 sorted order and every fifth file is held out (`ingest.text_data`), so test examples come
-from modules the models never saw. Examples become token sequences
-`<bos> prompt <sep> completion <eos>`, cut to `data.sequence_length` and right-padded; the
-loss and the soft targets cover the completion only (`ingest.token_targets`).
+from modules the models never saw. Examples become token sequences `prompt completion <eos>`
+(`ingest.lm_sequences`), cut to `data.sequence_length` and right-padded; the loss and the soft
+targets cover the completion and its end only (`ingest.token_layout`).
 
 `python -m ingest.lm_data` rebuilds the byte-level BPE tokenizer that ships in
 `ingest/tokenizers/stdlib-bpe-1024` (trained on the training files only).
@@ -24,7 +24,8 @@ import numpy as np
 
 from cluster import exists, join, list_files, read_parquet, read_text
 from ingest.text_data import HELD_OUT_EVERY, stdlib_files
-from ingest.token_targets import specials_of
+from ingest.lm_sequences import prompt_completion_rows
+from ingest.token_layout import CONTEXT, TARGET, pack, padded
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<bos>", "sep_token": "<sep>", "eos_token": "<eos>"}
 DEFAULT_TOKENIZER = "pkg:ingest/tokenizers/stdlib-bpe-1024"
@@ -65,38 +66,15 @@ def function_examples() -> dict[str, list[tuple[str, str]]]:
 
 
 def encode_examples(tokenizer, examples: list[tuple[str, str]], length: int) -> np.ndarray:
-    """int64 [N, length]: `<bos> prompt <sep> completion <eos>`, cut to `length`, right-padded."""
-    return encode_with_lengths(tokenizer, examples, length)[0]
+    """int64 [N, length]: `prompt completion <eos>` in the token layout (`ingest.token_layout`),
+    cut to `length`, right-padded."""
+    return padded(prompt_completion_rows(tokenizer, [p for p, _ in examples], [c for _, c in examples]), length)
 
 
-def encode_with_lengths(tokenizer, examples: list[tuple[str, str]], length: int) -> tuple[np.ndarray, np.ndarray]:
-    """`encode_examples`' sequences and each one's length before the cut, from one batched
-    tokenization of the prompts and one of the completions."""
-    specials_of(tokenizer)
-    prompts = tokenizer([p for p, _ in examples], add_special_tokens=False)["input_ids"]
-    completions = tokenizer([c for _, c in examples], add_special_tokens=False)["input_ids"]
-    out = np.full((len(examples), length), tokenizer.pad_token_id, dtype=np.int64)
-    full = np.zeros(len(examples), np.int64)
-    for row, (prompt, completion) in enumerate(zip(prompts, completions)):
-        ids = [tokenizer.bos_token_id, *prompt, tokenizer.sep_token_id, *completion, tokenizer.eos_token_id]
-        out[row, :min(length, len(ids))] = ids[:length]
-        full[row] = len(ids)
-    return out, full
-
-
-def prompt_ids(tokenizer, prompts: list[str], length: int) -> np.ndarray:
-    """int64 [N, length]: `<bos> prompt <sep>` right-padded (what generation starts from)."""
-    encoded = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    out = np.full((len(prompts), length), tokenizer.pad_token_id, dtype=np.int64)
-    for row, ids in enumerate(encoded):
-        ids = [tokenizer.bos_token_id, *ids[:length - 2], tokenizer.sep_token_id]
-        out[row, :len(ids)] = ids
-    return out
-
-
-def generated_sequences(folder: str | Path, length: int, pad: int, eos: int) -> np.ndarray:
-    """int64 [N, length]: each generated row as `<bos> prompt <sep> completion <eos>`, cut to
-    `length` and right-padded, ordered by (prompt row, sample)."""
+def generated_sequences(folder: str | Path, length: int) -> np.ndarray:
+    """int64 [N, length]: each generated row as its prompt (context) then its completion, its
+    end token included (targets), cut to `length` and right-padded, ordered by (prompt
+    row, sample)."""
     import pyarrow as pa
 
     folder = str(folder)
@@ -109,17 +87,7 @@ def generated_sequences(folder: str | Path, length: int, pad: int, eos: int) -> 
                               for name in files])
     order = np.lexsort((table.column("sample").to_numpy(), table.column("row").to_numpy()))
     prompts, completions = table.column("prompt_ids").to_pylist(), table.column("completion_ids").to_pylist()
-    out = np.full((len(order), length), pad, dtype=np.int64)
-    for i, j in enumerate(order):
-        prompt = [t for t in prompts[j] if t != pad]
-        completion = completions[j]
-        if eos in completion:
-            completion = completion[:completion.index(eos) + 1]
-        else:
-            completion = [t for t in completion if t != pad]
-        ids = (prompt + completion)[:length]
-        out[i, :len(ids)] = ids
-    return out
+    return padded([np.concatenate([pack(prompts[j], CONTEXT), pack(completions[j], TARGET)]) for j in order], length)
 
 
 def build_tokenizer(folder: Path, vocab_size: int = 1024) -> None:

@@ -1,12 +1,10 @@
 """The user's own language-model data: rows of `prompt` and `completion` text, of chat
 `messages`, or of plain `text` (the lines of text files, or a column), from JSONL, Parquet,
-CSV or text files, tokenized with the run's tokenizer into the
-sequences the bundled `stdlib_functions` uses (`<bos> prompt <sep> completion <eos>`, cut to
-`data.sequence_length`, right-padded; the loss covers the completion, `ingest.lm_data`).
-
-Chat rows are rendered with the tokenizer's chat template: every turn but the last is the
-prompt (with the template's generation prompt), the last turn, the assistant's, the
-completion. Every problem is a `DataError` naming the file, the column and the row.
+CSV or text files, tokenized with the run's tokenizer into sequences in the model's own format
+(`ingest.lm_sequences`: its bos/eos conventions or its chat template, every assistant turn
+taught; cut to `data.sequence_length`, right-padded; `ingest.token_layout`). The bundled
+`stdlib_functions` comes here too. Every problem is a `DataError` naming the file, the column
+and the row.
 """
 
 from __future__ import annotations
@@ -20,7 +18,8 @@ from ingest.config import DataConfig, SourceConfig
 from ingest.file_data import DataError, HeldOut, checked_ids, held_out_by_id, held_out_rows, held_out_train_rows
 from ingest.file_read import SourceRows, read_split, stream_block
 from ingest.file_scan import FileScan, Progress, ScanSpec
-from ingest.lm_data import encode_with_lengths, generated_sequences
+from ingest.lm_data import generated_sequences
+from ingest.lm_sequences import chat_rows, learnable, prompt_completion_rows, sequences, text_rows
 from ingest.row_hash import row_hashes
 from ingest.split_scan import fingerprint, merged, scan_split_files
 from ingest.splits import Dataset, Split, StreamedSplit
@@ -40,44 +39,27 @@ def _texts(rows: SourceRows, column: str, role: str) -> list[str]:
     return values.to_pylist()
 
 
-def _chat_pairs(rows: SourceRows, column: str, tokenizer) -> list[tuple[str, str]]:
-    if column not in rows.table.column_names:
-        raise DataError(f"{rows.files[0]}: no column {column!r} (columns.messages); it has "
-                        f"{[c for c in rows.table.column_names if c != '__id']}")
-    if not getattr(tokenizer, "chat_template", None):
-        raise DataError(f"{rows.files[0]}: column {column!r} holds chat messages, but the tokenizer has no chat "
-                        f"template; give one in its tokenizer_config.json, or use prompt and completion columns")
-    pairs = []
-    for row, turns in enumerate(rows.table.column(column).to_pylist()):
-        ok = (isinstance(turns, list) and len(turns) >= 2 and all(isinstance(t, dict) and isinstance(
-            t.get("content"), str) and isinstance(t.get("role"), str) for t in turns))
-        if not ok or turns[-1]["role"] != "assistant":
-            raise DataError(f"{rows.files[0]}: row {row} (id {rows.table.column('__id')[row]}) of column {column!r} "
-                            f"(columns.messages) is not a list of at least two {{role, content}} turns ending with "
-                            f"the assistant's")
-        prompt = tokenizer.apply_chat_template([{"role": t["role"], "content": t["content"]} for t in turns[:-1]],
-                                               tokenize=False, add_generation_prompt=True)
-        pairs.append((prompt, turns[-1]["content"]))
-    return pairs
-
-
-def _pairs(rows: SourceRows, source: SourceConfig, tokenizer) -> list[tuple[str, str]]:
+def _packed_rows(rows: SourceRows, source: SourceConfig, tokenizer, where: str) -> list[np.ndarray]:
+    """Each row as its packed token sequence, uncut (`ingest.lm_sequences`)."""
     cols = source.columns
     if cols.messages:
-        return _chat_pairs(rows, cols.messages, tokenizer)
+        if cols.messages not in rows.table.column_names:
+            raise DataError(f"{rows.files[0]}: no column {cols.messages!r} (columns.messages); it has "
+                            f"{[c for c in rows.table.column_names if c != '__id']}")
+        return chat_rows(tokenizer, rows.table.column(cols.messages).to_pylist(), where,
+                         rows.table.column("__id").cast(pa.string()).to_numpy(zero_copy_only=False), cols.messages)
     if cols.text:
-        return [("", text) for text in _texts(rows, cols.text, "text")]
-    return list(zip(_texts(rows, cols.prompt, "prompt"), _texts(rows, cols.completion, "completion")))
+        return text_rows(tokenizer, _texts(rows, cols.text, "text"))
+    return prompt_completion_rows(tokenizer, _texts(rows, cols.prompt, "prompt"),
+                                  _texts(rows, cols.completion, "completion"))
 
 
-def _sequences(pairs: list[tuple[str, str]], tokenizer, length: int, where: str, notes: list[str]) -> np.ndarray:
-    """The token sequences of `pairs`; rows longer than `length` are cut and counted in `notes`."""
-    x, lengths = encode_with_lengths(tokenizer, pairs, length)
-    cut = int((lengths > length).sum())
-    if cut:
-        notes.append(f"{where}: {cut} of {len(pairs)} rows are longer than data.sequence_length {length} tokens "
-                     f"(longest {int(lengths.max())}) and were cut")
-    return x
+def _sequences(rows: SourceRows, source: SourceConfig, tokenizer, length: int, where: str,
+               notes: Optional[list[str]]) -> np.ndarray:
+    """int64 [N, length]: the rows' token sequences; rows longer than `length` are cut and
+    counted in `notes`, a row with nothing to learn within it refused."""
+    ids = rows.table.column("__id").cast(pa.string()).to_numpy(zero_copy_only=False)
+    return sequences(_packed_rows(rows, source, tokenizer, where), length, where, ids, notes)
 
 
 def load_lm_source(cfg: DataConfig, *, streamed_students: bool = False, test: Optional[Split] = None) -> Dataset:
@@ -104,7 +86,6 @@ def lm_test_view(cfg: DataConfig, notes: Optional[list[str]] = None, test: Optio
     """The test split (`test`, else read: its file, or the rows held out of train, as a scan of
     train collected them in `held` or read a chunk at a time) and an empty training split of
     the sequences' width (texts cut counted in `notes`)."""
-    from ingest.token_targets import specials_of
     from ingest.tokenizer import tokenizer_hash
 
     source, tokenizer = cfg.source, _tokenizer(cfg)
@@ -113,9 +94,9 @@ def lm_test_view(cfg: DataConfig, notes: Optional[list[str]] = None, test: Optio
             rows = read_split(source.test, source)
         else:
             rows = held.rows(source) if held is not None else held_out_train_rows(source)
-        x = _sequences(_pairs(rows, source, tokenizer), tokenizer, cfg.sequence_length, source.test or source.train,
-                       [] if notes is None else notes)
-        test = Split(x, np.zeros(len(x), np.int64), token_specials=specials_of(tokenizer),
+        where = source.test or source.train
+        x = _sequences(rows, source, tokenizer, cfg.sequence_length, where, [] if notes is None else notes)
+        test = Split(x, np.zeros(len(x), np.int64), token_sequences=True,
                      ids=checked_ids(rows, source.test or source.train))
     return Dataset(f"source:{source.train}", test.rows(slice(0, 0)), test, num_classes=len(tokenizer), kind="lm",
                    tokenizer_hash=tokenizer_hash(tokenizer))
@@ -129,7 +110,7 @@ def to_lm_stream_rows(table: pa.Table, cfg: DataConfig, file: str) -> dict[str, 
     rows = stream_block(table, source, file)
     if source.transfer is None:
         rows = SourceRows(rows.table.filter(pa.array(~held_out_rows(rows.table, source))), [file])
-    x = _sequences(_pairs(rows, source, tokenizer), tokenizer, cfg.sequence_length, file, [])
+    x = _sequences(rows, source, tokenizer, cfg.sequence_length, file, None)
     return {"id": rows.table.column("__id").to_numpy(zero_copy_only=False), "x": x, "y": np.zeros(len(x), np.int64)}
 
 
@@ -139,7 +120,6 @@ def scan_lm_split(path: str, cfg: DataConfig, notes: list[str], *, held_out: Opt
     `ingest.split_scan`): texts, unique ids, cut rows (in `notes`), target tokens and the
     rows' fingerprint. `held_out`: the split is `train` less the test rows `test_fraction`
     holds out, which it collects (the same pass)."""
-    from ingest.token_targets import specials_of
     from ingest.tokenizer import tokenizer_hash
 
     tokenizer = _tokenizer(cfg)
@@ -148,7 +128,7 @@ def scan_lm_split(path: str, cfg: DataConfig, notes: list[str], *, held_out: Opt
     scans = merged(scan_split_files(path, spec, progress, on_cluster), held_out, notes)
     space = f"tokens:{len(tokenizer)}:{tokenizer_hash(tokenizer)}"  # the dataset's output space
     template = Split(np.zeros((0, cfg.sequence_length), np.int64), np.zeros(0, np.int64),
-                     token_specials=specials_of(tokenizer))
+                     token_sequences=True)
     return StreamedSplit(sum(scan.rows for _, scan in scans), np.array([], np.int64), fingerprint(path, space, scans),
                          target_tokens=sum(scan.target_tokens for _, scan in scans), template=template)
 
@@ -157,13 +137,10 @@ def scan_chunk(rows: SourceRows, spec: ScanSpec, out: FileScan, where: str) -> t
     """A language model's chunk (`ScanSpec.chunk`): its texts tokenized, ids checked, rows cut
     counted in the scan's notes, target tokens counted; its rows' keys and hashes."""
     from ingest.row_hash import row_keys
-    from ingest.token_targets import specials_of
-
     tokenizer = _tokenizer(spec.data)
     ids = checked_ids(rows, where)
-    x = _sequences(_pairs(rows, spec.source, tokenizer), tokenizer, spec.data.sequence_length, rows.files[0],
-                   out.notes)
-    split = Split(x, np.zeros(len(x), np.int64), token_specials=specials_of(tokenizer), ids=ids)
+    x = _sequences(rows, spec.source, tokenizer, spec.data.sequence_length, rows.files[0], out.notes)
+    split = Split(x, np.zeros(len(x), np.int64), token_sequences=True, ids=ids)
     out.rows += len(x)
     out.target_tokens += len(split.labels(slice(None)))
     keys = row_keys(ids)
@@ -171,22 +148,27 @@ def scan_chunk(rows: SourceRows, spec: ScanSpec, out: FileScan, where: str) -> t
 
 
 def lm_rows_dataset(name: str, cfg: DataConfig, source: SourceConfig, train_rows: SourceRows,
-                    test_rows: Optional[SourceRows]) -> Dataset:
+                    test_rows: Optional[SourceRows], *, bundled: bool = False) -> Dataset:
     """The language-model dataset of rows read for `source` (the bundled `stdlib_functions`
-    comes here too, as tables: `ingest.bundled`)."""
-    from ingest.token_targets import specials_of
+    comes here too, as tables: `ingest.bundled`; `bundled`: rows whose prompt fills the window
+    are left out, with a note, where a user's are refused)."""
     from ingest.tokenizer import load_tokenizer, tokenizer_hash
 
     length, notes = cfg.sequence_length, []
     tokenizer = load_tokenizer(cfg.tokenizer)
-    specials = specials_of(tokenizer)
 
-    def split_of(path: str, pairs: list[tuple[str, str]], ids: np.ndarray) -> Split:
-        x = _sequences(pairs, tokenizer, length, path, notes)
-        return Split(x, np.zeros(len(x), np.int64), token_specials=specials, ids=ids)
+    def split_of(path: str, packed: list[np.ndarray], ids: np.ndarray) -> Split:
+        if bundled:
+            keep = learnable(packed, length)
+            if not keep.all():
+                notes.append(f"{path}: {int((~keep).sum())} of {len(keep)} rows left out: their prompt fills "
+                             f"data.sequence_length {length}")
+            packed, ids = [row for row, kept in zip(packed, keep) if kept], ids[keep]
+        x = sequences(packed, length, path, ids, notes)
+        return Split(x, np.zeros(len(x), np.int64), token_sequences=True, ids=ids)
 
     def split_of_rows(path: str, rows: SourceRows) -> Split:
-        return split_of(path, _pairs(rows, source, tokenizer), checked_ids(rows, path))
+        return split_of(path, _packed_rows(rows, source, tokenizer, path), checked_ids(rows, path))
 
     if test_rows is not None:
         train, test = split_of_rows(source.train, train_rows), split_of_rows(source.test, test_rows)
@@ -196,14 +178,14 @@ def lm_rows_dataset(name: str, cfg: DataConfig, source: SourceConfig, train_rows
         if held.all() or not held.any():
             raise DataError(f"{source.train}: test_fraction {source.test_fraction} of {len(held)} rows leaves an "
                             f"empty {'train' if held.all() else 'test'} split; give more rows or a test file")
-        pairs = _pairs(train_rows, source, tokenizer)
-        train = split_of(source.train, [pairs[i] for i in np.flatnonzero(~held)], ids[~held])
-        test = split_of(source.train, [pairs[i] for i in np.flatnonzero(held)], ids[held])
+        packed = _packed_rows(train_rows, source, tokenizer, source.train)
+        train = split_of(source.train, [packed[i] for i in np.flatnonzero(~held)], ids[~held])
+        test = split_of(source.train, [packed[i] for i in np.flatnonzero(held)], ids[held])
     students = train
     if source.transfer is not None:
         students = split_of_rows(source.transfer, read_split(source.transfer, source))
     if cfg.generated:  # sequence-level KD: the teachers' completions of the prompts replace the students' split
-        generated = generated_sequences(cfg.generated, length, specials.pad, int(tokenizer.eos_token_id))
-        students = Split(generated, np.zeros(len(generated), np.int64), token_specials=specials)
+        generated = generated_sequences(cfg.generated, length)
+        students = Split(generated, np.zeros(len(generated), np.int64), token_sequences=True)
     return Dataset(name, students, test, num_classes=len(tokenizer), kind="lm", tokenizer_hash=tokenizer_hash(tokenizer),
                    teacher_train=train if students is not train else None, notes=tuple(notes))

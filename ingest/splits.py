@@ -6,14 +6,11 @@ files; both return a `Dataset`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Callable, Optional
 
 import numpy as np
 
 from ingest.row_hash import row_hashes, rows_fingerprint
-
-if TYPE_CHECKING:
-    from ingest.token_targets import TokenSpecials
 
 
 @dataclass(frozen=True)
@@ -22,17 +19,17 @@ class Split:
     y: np.ndarray  # int64 [N] labels (zeros for text, which has none)
     columns: dict[str, np.ndarray] = field(default_factory=dict)  # per-sample data columns (e.g. "task")
     teacher_x: Optional[np.ndarray] = None  # cross-modal pairs: the teachers' modality of the same samples
-    token_specials: Optional[TokenSpecials] = None  # token sequences: their labels are the next tokens
+    token_sequences: bool = False  # packed token sequences (`ingest.token_layout`): labels are the next tokens
     ids: Optional[np.ndarray] = None  # str [N] stable row ids: the offline store's key (`keyed` fills them in)
 
     def labels(self, index) -> np.ndarray:
         """The labels of the samples at `index`: `y`, or for token sequences the next token at
-        every target position (one per record row, `ingest.token_targets`)."""
-        if self.token_specials is None:
+        every target position (one per record row, `ingest.token_layout`)."""
+        if not self.token_sequences:
             return self.y[index]
-        from ingest.token_targets import target_labels
+        from ingest.token_layout import target_labels
 
-        return target_labels(self.x[index], self.token_specials)
+        return target_labels(self.x[index])
 
     @property
     def teacher_inputs(self) -> np.ndarray:
@@ -41,7 +38,7 @@ class Split:
     def rows(self, index) -> "Split":
         """The samples at `index` (a slice or an index array), every column alike."""
         return Split(self.x[index], self.y[index], {k: v[index] for k, v in self.columns.items()},
-                     None if self.teacher_x is None else self.teacher_x[index], self.token_specials,
+                     None if self.teacher_x is None else self.teacher_x[index], self.token_sequences,
                      None if self.ids is None else self.ids[index])
 
     def fingerprint(self, output_space: str) -> str:

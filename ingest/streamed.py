@@ -13,14 +13,11 @@ from __future__ import annotations
 import hashlib
 import itertools
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Protocol
+from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
 
 import numpy as np
 
 from ingest.batches import Batch, BatchId
-
-if TYPE_CHECKING:
-    from ingest.token_targets import TokenSpecials
 
 TRAIN_DATASET = "train"
 
@@ -42,22 +39,23 @@ def rows_key(ids: Iterable[str]) -> str:
 
 
 def stream_batch(epoch: int, index: int, rows: dict[str, np.ndarray],
-                 token_specials: Optional[TokenSpecials] = None) -> Batch:
+                 token_sequences: bool = False) -> Batch:
     """A micro-batch of the stream: the columns `id`, `x`, `y`, and optionally `teacher_x` and
-    `task` (what `orchestration.stream_data` writes). Token sequences (`token_specials`) keep
-    their integer ids, and their labels are the next token at every target position."""
+    `task` (what `orchestration.stream_data` writes). Token sequences (`token_sequences`) keep
+    their packed integers (`ingest.token_layout`), and their labels are the next token at every
+    target position."""
     ids = [str(i) for i in rows["id"]]
     writable = lambda a, dtype: np.require(a, dtype, ["C", "W"])  # noqa: E731 - Ray Data's arrays are read-only
-    tokens = token_specials is not None or np.asarray(rows["x"]).dtype.kind in "iu"  # token ids stay integers
+    tokens = token_sequences or np.asarray(rows["x"]).dtype.kind in "iu"  # token ids stay integers
     x = writable(rows["x"], np.int64 if tokens else np.float32)
     teacher_x = writable(rows["teacher_x"], np.float32) if "teacher_x" in rows else x
     columns = {"task": np.asarray(rows["task"], dtype=np.int64)} if "task" in rows else {}
-    if token_specials is None:
+    if not token_sequences:
         y = writable(rows["y"], np.int64)
     else:
-        from ingest.token_targets import target_labels
+        from ingest.token_layout import target_labels
 
-        y = target_labels(x, token_specials)
+        y = target_labels(x)
     no_split_rows = np.full(len(ids), -1, dtype=np.int64)  # a stream has no row positions (its ids key a store)
     return Batch(BatchId.streamed(epoch, rows_key(ids)), epoch, index, x, y, no_split_rows, teacher_x, columns, np.asarray(ids))
 
@@ -72,9 +70,9 @@ class StreamedBatches:
     """
 
     def __init__(self, read_epoch: Callable[[int], Iterable[dict[str, np.ndarray]]], epochs: int,
-                 state: StreamPosition, token_specials: Optional[TokenSpecials] = None):
+                 state: StreamPosition, token_sequences: bool = False):
         self.read_epoch, self.epochs, self.state = read_epoch, epochs, state
-        self.token_specials = token_specials
+        self.token_sequences = token_sequences
         self.first_epoch, self.first_batch = state.epoch, state.next_batch
         self._loop: Optional[Iterator[Batch]] = None
         self._pending: Optional[Batch] = None
@@ -83,7 +81,7 @@ class StreamedBatches:
         for epoch in range(self.first_epoch, self.epochs):
             skip = self.first_batch if epoch == self.first_epoch else 0
             for index, rows in enumerate(self.read_epoch(epoch)):
-                batch = stream_batch(epoch, index, rows, self.token_specials)
+                batch = stream_batch(epoch, index, rows, self.token_sequences)
                 self.state.delivered(batch.batch_id)
                 if index >= skip:
                     yield batch

@@ -72,7 +72,7 @@ def stream_rows(batch: dict[str, np.ndarray]) -> pa.Table:
     inputs = np.asarray(batch["teacher_x"] if "teacher_x" in batch else batch["x"])
     inputs = inputs.reshape(len(ids), -1)
     return pa.table({"sample": pa.array(row_keys(ids)), ROW_ID: pa.array(ids, pa.string()),
-                     INPUTS: fixed_size_list(inputs, pa.int32() if inputs.dtype.kind in "iu" else pa.float32())})
+                     INPUTS: fixed_size_list(inputs, pa.int64() if inputs.dtype.kind in "iu" else pa.float32())})
 
 
 def store_key(cfg: RunConfig, dataset: Dataset, teacher: str, version: str, dtype: str = "float32") -> StoreKey:
@@ -170,7 +170,7 @@ def _scored_rows(cfg: RunConfig, dataset: Dataset) -> Any:
     if dataset.streamed is None:
         x = dataset.train.x.reshape(len(dataset.train.x), -1)
         rows = pa.table({"sample": np.arange(len(x), dtype=np.int64), ROW_ID: pa.array(dataset.train.ids, pa.string()),
-                         INPUTS: fixed_size_list(x, pa.int32() if x.dtype.kind in "iu" else pa.float32())})  # tokens
+                         INPUTS: fixed_size_list(x, pa.int64() if x.dtype.kind in "iu" else pa.float32())})  # packed tokens
         return ray.data.from_arrow(progress_blocks(rows, 512))
     from orchestration.stream_data import students_dataset
 

@@ -358,6 +358,18 @@ def check_weighting(cfg: Any) -> None:
                              f"sentence-embedding teachers merge with static weights")
 
 
+def same_tokenizer(student: str, data: str) -> None:
+    """The student's tokenizer is the run's by content (its own folder's copy is fine)."""
+    from ingest import load_tokenizer, tokenizer_hash
+
+    theirs, ours = load_tokenizer(student), load_tokenizer(data)
+    if tokenizer_hash(theirs) != tokenizer_hash(ours):
+        raise ValueError(f"student.model.kwargs.tokenizer: {student!r} ({len(theirs)} tokens, hash "
+                         f"{tokenizer_hash(theirs)}) is not the run's data.tokenizer {data!r} ({len(ours)} tokens, hash "
+                         f"{tokenizer_hash(ours)}); the student reads and predicts the run's token ids, so give it "
+                         f"the same tokenizer (distilling across tokenizers is not supported)")
+
+
 def check_language_model(cfg: Any) -> None:
     """Token-level KD teaches per target position; what needs whole samples is refused."""
     if not cfg.data.language_model:
@@ -365,8 +377,7 @@ def check_language_model(cfg: Any) -> None:
     where = cfg.data.described
     student_tokenizer = cfg.student.model.kwargs.get("tokenizer")
     if student_tokenizer is not None and student_tokenizer != cfg.data.tokenizer:
-        raise ValueError(f"student.model.kwargs.tokenizer: {student_tokenizer!r} is not the run's data.tokenizer "
-                         f"{cfg.data.tokenizer!r}; the student reads and predicts the run's token ids")
+        same_tokenizer(student_tokenizer, cfg.data.tokenizer)
     snapshots = snapshot_methods(cfg)
     if snapshots:
         raise ValueError(f"{where}: teacher_snapshot ({', '.join(snapshots)}) serves classifier students; "

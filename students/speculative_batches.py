@@ -15,70 +15,62 @@ proposal is dropped at its first rejection.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 
-from ingest import Batch
+from ingest import TARGET, Batch, prompt_lengths, target_labels, token_ids, with_role
 
-# (sequences [B, L], start [B]) -> (first rejected position [B] (-1: none), replacement token [B])
+# (packed sequences [B, L], start [B]) -> (first rejected position [B] (-1: none), replacement token [B])
 Verify = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-# (prefixes [B, L] right-padded, new tokens) -> proposals [B, new], padded after the end token
-Propose = Callable[[torch.Tensor, int], torch.Tensor]
+# (packed prefixes [B, L] right-padded, new tokens) -> (proposed token ids [B, new], their lengths [B])
+Propose = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass
 class Interleaved:
-    sequences: torch.Tensor  # [B, L]: prompt, then accepted student tokens and teacher replacements
+    sequences: torch.Tensor  # packed [B, L]: prompt, then accepted student tokens and teacher replacements
     proposed: int            # student tokens proposed
     accepted: int            # of them kept
     replaced: int            # teacher replacements
     rounds: int
 
 
-def prompt_lengths(ids: torch.Tensor, sep: int) -> torch.Tensor:
-    """[B]: tokens up to and including each row's separator (0 for rows without one)."""
-    is_sep = ids == sep
-    return torch.where(is_sep.any(1), is_sep.int().argmax(1) + 1, torch.zeros_like(is_sep[:, 0], dtype=torch.long))
-
-
-def interleave(prompts: torch.Tensor, propose: Propose, verify: Verify, *, pad: int, eos: int, sep: int,
+def interleave(prompts: torch.Tensor, propose: Propose, verify: Verify, *, eos: Optional[int],
                max_rounds: int) -> Interleaved:
-    """Build the interleaved sequences for the prompts of `prompts` (`<bos> prompt <sep> ...`,
-    anything after the separator is ignored), as long as `prompts` is wide."""
+    """Build the interleaved sequences for the prompts of packed `prompts` (everything before
+    each row's first target; `ingest.token_layout`), as long as `prompts` is wide."""
     batch, length = prompts.shape
-    ends = prompt_lengths(prompts, sep)
-    seqs = torch.full_like(prompts, pad)
-    for row, end in enumerate(ends.tolist()):
-        seqs[row, :end] = prompts[row, :end]
+    ends = prompt_lengths(prompts)
+    seqs = torch.where(torch.arange(length)[None, :] < ends[:, None], prompts, torch.zeros_like(prompts))
     done = (ends == 0) | (ends >= length)
     proposed = accepted = replaced = rounds = 0
     while not bool(done.all()) and rounds < max_rounds:
         rounds += 1
         active = torch.nonzero(~done).flatten()
         room = int((length - ends[active]).max())
-        block = propose(seqs[active], room)
+        block, sizes = propose(seqs[active], room)
         candidate = seqs[active].clone()
+        placed = []
         for i, row in enumerate(active.tolist()):
-            n = min(room, length - int(ends[row]))
-            candidate[i, ends[row]:ends[row] + n] = block[i, :n]
+            n = min(room, length - int(ends[row]), int(sizes[i]))
+            candidate[i, ends[row]:ends[row] + n] = with_role(block[i, :n], TARGET)
+            placed.append(n)
         first_rejected, replacement = verify(candidate, ends[active])
         for i, row in enumerate(active.tolist()):
-            start = int(ends[row])
-            proposal = candidate[i, start:]
-            stop = int((proposal == pad).int().argmax()) if bool((proposal == pad).any()) else len(proposal)
-            rejected = int(first_rejected[i])
+            start, stop, rejected = int(ends[row]), placed[i], int(first_rejected[i])
             keep = stop if rejected < 0 else rejected - start
-            seqs[row, start:start + keep] = proposal[:keep]
+            seqs[row, start:start + keep] = candidate[i, start:start + keep]
             proposed += stop if rejected < 0 else keep + 1
             accepted += keep
             end = start + keep
             if rejected >= 0 and end < length:
-                seqs[row, end] = replacement[i]
+                seqs[row, end] = with_role(replacement[i], TARGET)
                 replaced += 1
                 end += 1
             ends[row] = end
-            finished = end >= length or (end > start and int(seqs[row, end - 1]) == eos) or rejected < 0
+            last = int(token_ids(seqs[row, end - 1])) if end > start else None
+            finished = end >= length or (eos is not None and last == eos) or rejected < 0
             if finished or rounds == max_rounds:
                 done[row] = True
     return Interleaved(seqs, proposed, accepted, replaced, rounds)
@@ -97,28 +89,24 @@ class SpeculativeBatches:
         self.totals = {"proposed": 0, "accepted": 0, "replaced": 0, "rounds": 0, "batches": 0}
 
     def __call__(self, batch: Any, step: int) -> Any:
-        from ingest import target_labels
-
         model = self.student
         ids = torch.from_numpy(batch.x)
         was_training = model.training
         model.eval()
         try:
-            def propose(prefixes: torch.Tensor, new: int) -> torch.Tensor:
+            def propose(prefixes: torch.Tensor, new: int) -> tuple[torch.Tensor, torch.Tensor]:
                 seed = (self.seed * 1_000_003 + step) * 64 + self.rank
                 device = next(model.parameters()).device  # the prompts come from the CPU batch
-                return model.generate(prefixes.to(device), max_new_tokens=new, temperature=self.temperature, seed=seed,
-                                      eos=model.eos)
+                return model.generate(prefixes.to(device), max_new_tokens=new, temperature=self.temperature, seed=seed)
 
-            out = interleave(ids, propose, self.verify, pad=model.specials.pad, eos=model.eos, sep=model.specials.sep,
-                             max_rounds=self.max_rounds)
+            out = interleave(ids, propose, self.verify, eos=model.eos, max_rounds=self.max_rounds)
         finally:
             model.train(was_training)
         for key in ("proposed", "accepted", "replaced", "rounds"):
             self.totals[key] += getattr(out, key)
         self.totals["batches"] += 1
         x = out.sequences.numpy()
-        return Batch(batch.batch_id.derive("skd"), batch.epoch, batch.index, x, target_labels(x, model.specials),
+        return Batch(batch.batch_id.derive("skd"), batch.epoch, batch.index, x, target_labels(x),
                      batch.samples, x, batch.columns)
 
     def metrics(self) -> dict[str, float]:

@@ -104,7 +104,7 @@ def _batch_plan(job: StudentJob, train: Split, rank: int, world_size: int, epoch
         return _Batches(train, job, rank, world_size, epochs, state)
     from ingest import StreamedBatches
 
-    return StreamedBatches(stream or _shard_reader(job), epochs, state, train.token_specials)
+    return StreamedBatches(stream or _shard_reader(job), epochs, state, train.token_sequences)
 
 
 def _shard_reader(job: StudentJob) -> "ShardReader":

@@ -307,7 +307,7 @@ def encode_inputs(inputs: np.ndarray) -> bytes:
 def decode_inputs(payload: bytes, *, in_features: int, source: str, vocab_size: int | None = None) -> np.ndarray:
     """Inputs sent by an untrusted client, at most MAX_ROWS rows: float32 [B, in_features],
     finite; or for a token-input teacher (`vocab_size` given), int64 token ids [B, in_features]
-    in [0, vocab_size)."""
+    in [0, vocab_size), packed with their roles for a language model (`ingest.token_layout`)."""
     tokens = vocab_size is not None
     table = read_ipc_table(payload, source=source)
     _expect_field(table.schema, "inputs", pa.list_(pa.int64() if tokens else pa.float32(), in_features), source)
@@ -317,8 +317,13 @@ def decode_inputs(payload: bytes, *, in_features: int, source: str, vocab_size: 
         x = _matrix(table, "inputs", np.int64 if tokens else np.float32)
     except SoftTargetDecodeError as exc:
         raise SoftTargetDecodeError(f"{source}: {exc}") from None
-    if tokens and ((x < 0).any() or (x >= vocab_size).any()):
-        raise SoftTargetDecodeError(f"{source}: token ids must lie in [0, {vocab_size}), got {x.min()}..{x.max()}")
+    if tokens:
+        from ingest import TARGET, token_ids, token_roles
+
+        ids, roles = token_ids(x), token_roles(x)
+        if (x < 0).any() or (roles > TARGET).any() or (ids >= vocab_size).any():
+            raise SoftTargetDecodeError(f"{source}: token ids must lie in [0, {vocab_size}), got {ids.min()}..{ids.max()} "
+                                        f"(roles {roles.min()}..{roles.max()}, of ingest.token_layout)")
     if not tokens and not np.isfinite(x).all():
         raise SoftTargetDecodeError(f"{source}: inputs hold NaN or Inf")
     return x

@@ -65,7 +65,9 @@ def dummy_inputs(module: torch.nn.Module, rows: int, in_features: int, device: A
 def output_space_of(module: torch.nn.Module, in_features: int) -> tuple[str, int]:
     """Run one dummy forward to learn the module's output space id and size: `classes:C` for
     classifiers, `embedding:d` for sentence encoders, `tokens:V:<tokenizer hash>` for causal
-    language models."""
+    language models (which say it themselves: no forward)."""
+    if hasattr(module, "output_space"):
+        return str(module.output_space), int(module.vocab_size)
     with torch.no_grad():
         out = module.eval()(dummy_inputs(module, 2, in_features))
     if out.ndim != 2:

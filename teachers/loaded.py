@@ -162,7 +162,7 @@ class LoadedTeacher:
         from ingest import target_labels
 
         ids = torch.tensor(model_inputs(inputs), device=self.device)
-        labels = target_labels(ids, self.module.specials)
+        labels = target_labels(ids)
         nll, start = 0.0, 0
         with self.lock, torch.inference_mode():
             for logits in self.module.head_chunks(self.module.target_hidden(ids)):
@@ -172,15 +172,16 @@ class LoadedTeacher:
         return {"nll": nll, "tokens": int(len(labels))}
 
     def generate(self, prompts: np.ndarray, sampling: dict[str, Any]) -> dict[str, Any]:
-        """A causal LM's sampled completions of right-padded prompts (`CausalLM.generate`) and the
-        version of the weights that wrote them."""
+        """A causal LM's sampled completions of packed prompts (`CausalLM.generate`): their
+        token ids, their lengths (the end token included) and the version of the weights that
+        wrote them."""
         if not hasattr(self.module, "generate") or not self.output_space.startswith("tokens:"):
             raise TypeError(f"teacher {self.args.name!r} ({self.output_space}) is not a language model; it cannot "
                             f"generate")
         ids = torch.tensor(model_inputs(prompts), device=self.device)
         with self.lock, torch.inference_mode():
-            out = self.module.generate(ids, eos=self.module.eos, **sampling)
-            return {"completions": out.cpu().numpy(), "version": self.version}
+            out, lengths = self.module.generate(ids, **sampling)
+            return {"completions": out.cpu().numpy(), "lengths": lengths.cpu().numpy(), "version": self.version}
 
     def score_proposals(self, sequences: np.ndarray, start: np.ndarray, top_k: int, temperature: float,
                         seed: int) -> dict[str, Any]:
@@ -198,8 +199,7 @@ class LoadedTeacher:
             logits = module.position_logits(ids).float()
             first, replacement = teacher_verdict(
                 logits, ids, torch.as_tensor(start, device=self.device), top_k=top_k, temperature=temperature,
-                pad=module.specials.pad, generator=torch.Generator(device=self.device).manual_seed(seed),
-                never=module.layout_tokens)
+                generator=torch.Generator(device=self.device).manual_seed(seed), never=module.never_generated)
             return {"first_rejected": first.cpu().numpy(), "replacement": replacement.cpu().numpy(),
                     "version": self.version}
 

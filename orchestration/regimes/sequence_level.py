@@ -79,12 +79,14 @@ def generated_for(cfg: Any, dataset: Any, teachers: dict[str, dict[str, Any]], d
 
 
 # --- generation: the teachers' completions, through Ray Data and Serve ------------------------------
-def prompt_part(sequences: np.ndarray, sep: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
-    """(rows that hold a whole prompt, those prompts `<bos> prompt <sep>` right-padded)."""
-    has_sep = (sequences == sep).any(1)
-    ends = np.where(has_sep, (sequences == sep).argmax(1), -1)
-    prompts = np.where(np.arange(sequences.shape[1])[None, :] <= ends[:, None], sequences, pad)
-    rows = np.flatnonzero(has_sep)
+def prompt_part(sequences: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows with a prompt and a target after it, those prompts packed and right-padded:
+    everything before each row's first target, `ingest.token_layout`)."""
+    from ingest import prompt_lengths, target_mask
+
+    ends = prompt_lengths(sequences)
+    prompts = np.where(np.arange(sequences.shape[1])[None, :] < ends[:, None], sequences, 0)
+    rows = np.flatnonzero((ends > 0) & target_mask(sequences).any(1))
     return rows, prompts[rows]
 
 
@@ -110,35 +112,33 @@ def _tokenizer(path: str):
     return load_tokenizer(path)
 
 
-def _text(tokenizer_path: str, rows: np.ndarray, drop: set[int]) -> list[str]:
-    tokenizer = _tokenizer(tokenizer_path)
-    return [tokenizer.decode([t for t in row.tolist() if t not in drop]) for row in rows]
+def _text(tokenizer_path: str, rows: list[list[int]]) -> list[str]:
+    return _tokenizer(tokenizer_path).batch_decode(rows, skip_special_tokens=False)
 
 
 class CompleteWithTeacher:
     """Ray Data callable: one `generate` call to the teacher's Serve app per batch of prompts."""
 
-    def __init__(self, app: str, sampling: dict[str, Any], tokenizer: str, specials: tuple[int, int, int, int]):
+    def __init__(self, app: str, sampling: dict[str, Any], tokenizer: str):
         from ray import serve
 
         self.handle = serve.get_app_handle(app)
-        self.sampling, self.tokenizer, self.specials = sampling, tokenizer, specials
+        self.sampling, self.tokenizer = sampling, tokenizer
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        from ingest import CONTEXT, pack, padded
+
         rows = batch.column("prompt_ids").to_pylist()
-        prompts = np.full((len(rows), max(map(len, rows))), self.specials[0], dtype=np.int64)  # right-padded
-        for i, ids in enumerate(rows):
-            prompts[i, :len(ids)] = ids
+        prompts = padded([pack(ids, CONTEXT) for ids in rows], max(map(len, rows)))
         first_row, first_sample = batch.column("row")[0].as_py(), batch.column("sample")[0].as_py()
         # a batch's seed follows from its first row: the same key writes the same completions
         seed = int(self.sampling["seed"]) * 1_000_003 + first_row * 131 + first_sample
         answer = self.handle.generate.remote(prompts, {**self.sampling, "seed": seed}).result(timeout_s=600)
-        completions = np.asarray(answer["completions"], dtype=np.int64)
-        drop = set(self.specials)
+        completions = [c[:n].tolist() for c, n in zip(np.asarray(answer["completions"]), answer["lengths"])]
         return (batch
-                .append_column("prompt", pa.array(_text(self.tokenizer, prompts, drop)))
-                .append_column("completion_ids", pa.array([c.tolist() for c in completions], pa.list_(pa.int64())))
-                .append_column("completion", pa.array(_text(self.tokenizer, completions, drop)))
+                .append_column("prompt", pa.array(_text(self.tokenizer, rows)))
+                .append_column("completion_ids", pa.array(completions, pa.list_(pa.int64())))
+                .append_column("completion", pa.array(_text(self.tokenizer, completions)))
                 .append_column("teacher_version", pa.array([answer["version"]] * len(prompts))))
 
 
@@ -146,15 +146,13 @@ def generate(cfg: Any, dataset: Dataset, teacher_versions: dict[str, str], conso
     """Write (or reuse) the generated dataset of `cfg`; the teachers must be deployed (Serve)."""
     import ray
 
-    from ingest import load_tokenizer, specials_of
+    from ingest import token_ids
     from teachers import app_name
 
     gen = cfg.generate
     teacher = gen.teacher or cfg.teachers[0].name
-    tokenizer = load_tokenizer(cfg.data.tokenizer)
-    specials = specials_of(tokenizer)
     train = dataset.train if gen.prompts == "train" else student_subset(dataset.train, cfg.data.student_train_samples)
-    rows, prompts = prompt_part(train.x, specials.sep, specials.pad)
+    rows, prompts = prompt_part(train.x)
     key = generation_key(cfg, teacher, teacher_versions[teacher], prompts)
     folder = generated_folder(cfg)
     manifest = join(folder, MANIFEST)
@@ -166,17 +164,16 @@ def generate(cfg: Any, dataset: Dataset, teacher_versions: dict[str, str], conso
     repeat = gen.samples_per_prompt
     items = pa.table({"row": np.repeat(rows, repeat).astype(np.int64),
                       "sample": np.tile(np.arange(repeat), len(rows)).astype(np.int64),
-                      "prompt_ids": pa.array([p[p != specials.pad].tolist() for p in prompts for _ in range(repeat)],
+                      "prompt_ids": pa.array([token_ids(p[p != 0]).tolist() for p in prompts for _ in range(repeat)],
                                              pa.list_(pa.int64()))})
     console.print(f"teacher {teacher}: completing {len(rows)} prompts ({gen.samples_per_prompt} per prompt, "
                   f"up to {gen.max_new_tokens} tokens, temperature {gen.temperature:g}) with Ray Data -> {folder}")
     sampling = {"max_new_tokens": gen.max_new_tokens, "temperature": gen.temperature, "top_p": gen.top_p,
                 "top_k": gen.top_k, "seed": gen.seed}
-    ids = (specials.pad, int(tokenizer.bos_token_id), specials.sep, int(tokenizer.eos_token_id))
     (ray.data.from_arrow(progress_blocks(items, gen.batch_size))
      .map_batches(CompleteWithTeacher, batch_size=gen.batch_size, batch_format="pyarrow", concurrency=2,
                   num_cpus=0.05, fn_constructor_kwargs={"app": app_name(teacher), "sampling": sampling,
-                                                        "tokenizer": cfg.data.tokenizer, "specials": ids})
+                                                        "tokenizer": cfg.data.tokenizer})
      .write_parquet(shards, filesystem=filesystem))
     files = [f"{attempt}/{name}" for name in list_files(join(folder, attempt), ".parquet")]
     write_text(manifest, json.dumps({"key": key, "rows": len(items), "files": files}, indent=2))

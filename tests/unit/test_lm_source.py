@@ -1,5 +1,5 @@
 """Your own language-model data (`ingest.lm_source`): prompt/completion and chat rows from
-files, tokenized into the bundled layout, with every bad input refused by file, column and row."""
+files, tokenized into the model's own layout, with every bad input refused by file, column and row."""
 
 from __future__ import annotations
 
@@ -55,28 +55,61 @@ def test_rows_longer_than_the_sequence_are_cut_and_counted(tmp_path):
     assert len(data.train.x) + len(data.test.x) == 10 and data.train.x.shape[1] == 24
 
 
-def test_chat_messages_are_rendered_with_the_tokenizers_template(tmp_path):
+def _templated(tmp_path: Path, template: str) -> str:
+    folder = tmp_path / "tokenizer"
+    shutil.copytree(TOKENIZER, folder, dirs_exist_ok=True)
+    settings = json.loads((folder / "tokenizer_config.json").read_text())
+    settings["chat_template"] = template
+    (folder / "tokenizer_config.json").write_text(json.dumps(settings))
+    return str(folder)
+
+
+TAGGED = ("{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+          "{% if add_generation_prompt %}[assistant]{% endif %}")
+
+
+def test_chat_messages_are_rendered_with_the_tokenizers_template_every_assistant_turn_taught(tmp_path):
+    from ingest import CONTEXT, TARGET, token_ids, token_roles
+
     chat = [{"id": f"c{i}", "messages": [{"role": "user", "content": p}, {"role": "assistant", "content": c}]}
             for i, (p, c) in enumerate(PAIRS)]
+    chat[0]["messages"] += [{"role": "user", "content": "again"}, {"role": "assistant", "content": "Twice."}]
     train = _jsonl(tmp_path / "chat.jsonl", chat)
     columns = {"messages": "messages", "id": "id"}
-    with pytest.raises(DataError, match="chat.jsonl: column 'messages' holds chat messages, but the tokenizer has no"):
+    with pytest.raises(DataError, match="chat.jsonl: column 'messages' .*holds chat messages, but the tokenizer has no"):
         load_dataset(_config(train=train, test_fraction=0.25, columns=columns))
-    templated = tmp_path / "tokenizer"
-    shutil.copytree(TOKENIZER, templated)
-    settings = json.loads((templated / "tokenizer_config.json").read_text())
-    settings["chat_template"] = ("{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
-                                 "{% if add_generation_prompt %}[assistant]{% endif %}")
-    (templated / "tokenizer_config.json").write_text(json.dumps(settings))
-    data = load_dataset(_config(tokenizer=str(templated), train=train, test_fraction=0.25, columns=columns, length=48))
-    tokenizer = load_tokenizer(str(templated))
-    rendered = {tuple(row) for row in encode_examples(tokenizer, [(f"[user] {p}\n[assistant]", c) for p, c in PAIRS], 48)}
-    assert {tuple(row) for row in np.concatenate([data.train.x, data.test.x])} == rendered
+    templated = _templated(tmp_path, TAGGED)
+    data = load_dataset(_config(tokenizer=templated, train=train, test=train, columns=columns, length=64))
+    tokenizer = load_tokenizer(templated)
+
+    def text(row: np.ndarray, role: int) -> str:
+        return tokenizer.decode(token_ids(row)[token_roles(row) == role])
+
+    row = data.train.x[list(data.train.ids).index("c1")]
+    assert text(row, CONTEXT) == f"[user] {PAIRS[1][0]}\n[assistant]" and text(row, TARGET) == f" {PAIRS[1][1]}\n"
+    multi = data.train.x[list(data.train.ids).index("c0")]
+    assert text(multi, TARGET) == f" {PAIRS[0][1]}\n Twice.\n"  # both assistant turns, not the user's between
+    assert "[user] again" in text(multi, CONTEXT)
 
     bad = chat[:5] + [{"id": "c-bad", "messages": [{"role": "user", "content": "hi"}]}]
-    with pytest.raises(DataError, match="row 5 \\(id c-bad\\) of column 'messages'.*ending with the assistant's"):
-        load_dataset(_config(tokenizer=str(templated), train=_jsonl(tmp_path / "bad.jsonl", bad), test_fraction=0.25,
+    with pytest.raises(DataError, match="row 5 \\(id c-bad\\) of column 'messages'.*at least one assistant turn"):
+        load_dataset(_config(tokenizer=templated, train=_jsonl(tmp_path / "bad.jsonl", bad), test_fraction=0.25,
                              columns=columns))
+    strict = _templated(tmp_path, "{% if messages[0]['role'] == 'system' %}{{ raise_exception('no system turns') }}"
+                        "{% endif %}" + TAGGED)
+    system = chat[:5] + [{"id": "c-sys", "messages": [{"role": "system", "content": "x"}, *chat[6]["messages"]]}]
+    with pytest.raises(DataError, match="row 5 \\(id c-sys\\): the tokenizer's chat template failed on it: .*no "
+                                        "system turns"):
+        load_dataset(_config(tokenizer=strict, train=_jsonl(tmp_path / "sys.jsonl", system), test_fraction=0.25,
+                             columns=columns))
+
+
+def test_a_row_whose_prompt_fills_the_sequence_is_refused_by_file_row_and_id(tmp_path):
+    rows = PAIRS[:6] + [("def " + "very_long_argument, " * 20, "Short.")]
+    train = _pairs_file(tmp_path / "train.jsonl", rows)
+    with pytest.raises(DataError, match=r"train.jsonl: row \d+ \(id r6\) has no token to learn within "
+                                        r"data.sequence_length 24 .*shorten the prompts"):
+        load_dataset(_config(train=train, test=train, length=24))
 
 
 def test_bad_language_model_rows_and_configs_are_refused(tmp_path):
@@ -141,15 +174,15 @@ def test_a_streamed_language_model_source_is_scanned_on_the_driver_and_tokenized
     assert driver.streamed.target_tokens == len(in_memory.train.labels(slice(None)))
     assert driver.fingerprint == in_memory.fingerprint  # an offline store serves both
     worker = load_dataset(cfg, in_worker=True)
-    assert len(worker.train.x) == 0 and worker.train.token_specials is not None
+    assert len(worker.train.x) == 0 and worker.train.token_sequences
     np.testing.assert_array_equal(worker.test.x, in_memory.test.x)
 
     block = to_lm_stream_rows(pjson.read_json(transfer), cfg, transfer)
     np.testing.assert_array_equal(block["x"], in_memory.train.x)
     assert block["id"].tolist() == in_memory.train.ids.tolist()
-    batch = stream_batch(0, 0, {k: v[:4] for k, v in block.items()}, in_memory.train.token_specials)
+    batch = stream_batch(0, 0, {k: v[:4] for k, v in block.items()}, in_memory.train.token_sequences)
     assert batch.x.dtype == np.int64
-    np.testing.assert_array_equal(batch.y, target_labels(in_memory.train.x[:4], in_memory.train.token_specials))
+    np.testing.assert_array_equal(batch.y, target_labels(in_memory.train.x[:4]))
 
     held = load_dataset(_config(train=train, test_fraction=0.25, stream=True), in_worker=True)
     block = to_lm_stream_rows(pjson.read_json(train), _config(train=train, test_fraction=0.25, stream=True), train)

@@ -1,10 +1,12 @@
 """Quantized distillation: per-channel fake quantization with a straight-through gradient,
 the exported integers (int8, packed int4) and post-training quantization."""
 
+import numpy as np
 import pytest
 import torch
 
 from ingest.lm_data import DEFAULT_TOKENIZER
+from ingest.token_layout import CONTEXT, TARGET, pack, padded
 from students.quantize import (dequantize, dequantized_state, fake_quantize_model, pack_int4, plain_state,
                                post_training_quantized, quantize, quantized_layers, quantized_state, unpack_int4)
 from models.hf_lm import causal_lm
@@ -40,7 +42,7 @@ def test_fake_quantized_student_trains_and_exports_exactly_what_it_computes_with
     model = _lm()
     layers = fake_quantize_model(model.lm, 4)
     assert layers == len(quantized_layers(model.lm)) == 4  # attention and MLP of the block; not embeddings/head
-    ids = torch.tensor([[1, 40, 2, 50, 60, 70, 3, 0]])
+    ids = torch.from_numpy(padded([np.concatenate([pack([1, 40], CONTEXT), pack([50, 60, 70, 3], TARGET)])], 8))
     model(ids).sum().backward()
     original = model.lm.transformer.h[0].mlp.c_fc.parametrizations.weight.original
     assert original.grad is not None and original.grad.abs().sum() > 0  # straight-through gradient

@@ -154,15 +154,17 @@ def test_a_language_models_store_gives_each_samples_token_rows_in_order(tmp_path
     whatever order the shards hold them in; a sequence with no target position has none."""
     import torch
 
-    from ingest.token_targets import TokenSpecials, target_labels, targets_per_sequence
+    from ingest.token_layout import CONTEXT, PAD, ROLE_SHIFT, TARGET, target_labels, targets_per_sequence
 
-    specials, vocab = TokenSpecials(pad=0, sep=1), 16
+    vocab = 16
     rng = np.random.default_rng(0)
-    ids = rng.integers(2, vocab, size=(N, 12))
-    ids[:, 3] = specials.sep
-    ids[np.arange(N), rng.integers(5, 13, size=N) - 1] = specials.pad  # ragged completions
-    ids[7, 4:] = specials.pad  # a prompt without completion: no rows
-    per_sample = targets_per_sequence(torch.as_tensor(ids), specials).numpy()
+    roles = np.full((N, 12), TARGET)
+    roles[:, :4] = CONTEXT  # a 4-token prompt
+    for row, end in enumerate(rng.integers(5, 13, size=N)):  # ragged completions
+        roles[row, end - 1:] = PAD
+    roles[7, 4:] = PAD  # a prompt without completion: no rows
+    ids = np.where(roles == PAD, 0, rng.integers(2, vocab, size=(N, 12)) | (roles << ROLE_SHIFT))
+    per_sample = targets_per_sequence(torch.as_tensor(ids)).numpy()
     assert per_sample[7] == 0
     logits = rng.normal(size=(int(per_sample.sum()), vocab)).astype(np.float32)
     sample_of_row = np.repeat(np.arange(N), per_sample)
@@ -180,10 +182,10 @@ def test_a_language_models_store_gives_each_samples_token_rows_in_order(tmp_path
 
     teacher_set = TeacherSet(1, {"gpt": TeacherEntry("gpt", 1.0, space, vocab, "v1")})
     stored = StoredTeachers({"gpt": str(folder)}, teacher_set, output_space=space, temperature=1.0)
-    split = Split(ids, np.zeros(N, dtype=np.int64), token_specials=specials, ids=IDS)
+    split = Split(ids, np.zeros(N, dtype=np.int64), token_sequences=True, ids=IDS)
     batch = next(b for b in plan_epoch(split, epoch=0, seed=2, shard=0, num_shards=1, batch_size=8)
                  if 7 in b.samples)
-    batch = replace(batch, y=target_labels(ids[batch.samples], specials))
+    batch = replace(batch, y=target_labels(ids[batch.samples]))
     assert len(batch.y) == per_sample[batch.samples].sum()
     record = stored.targets_for(batch).records["gpt"]
     expected = pack_soft_targets(logits[np.concatenate([np.flatnonzero(sample_of_row == s) for s in batch.samples])],

@@ -12,9 +12,10 @@ import torch.nn.functional as F
 from harness.hf_models import MINILM
 from ingest.batches import Batch, plan_epoch
 from ingest.config import DataConfig
-from ingest.lm_data import DEFAULT_TOKENIZER, encode_examples, prompt_ids
+from ingest.lm_data import DEFAULT_TOKENIZER, encode_examples
 from ingest.loading import load_dataset
-from ingest.token_targets import TokenSpecials, target_labels, target_mask
+from ingest.token_layout import (CONTEXT, TARGET, attention_mask, pack, padded, prompt_lengths, target_labels,
+                                 target_mask, token_ids)
 from ingest.tokenizer import load_tokenizer, tokenizer_hash
 from models.hf_lm import causal_lm
 from students.losses import CompositeLoss, Term
@@ -24,8 +25,7 @@ from teachers.soft_targets import concat_rows, pack_soft_targets, validate_soft_
 from teachers.targets import TeacherTargets
 from teachers.tokenizer_check import check_tokenizer
 
-PAD, BOS, SEP, EOS = 0, 1, 2, 3
-SPECIALS = TokenSpecials(pad=PAD, sep=SEP)
+BOS, EOS = 1, 3
 LENGTH = 24
 TINY = {"model_type": "gpt2", "n_layer": 1, "n_embd": 16, "n_head": 2, "n_positions": LENGTH}
 
@@ -43,6 +43,15 @@ def sequences(tokenizer):
     return encode_examples(tokenizer, pairs, LENGTH)
 
 
+def _rows(*rows: tuple[list[int], list[int]], length: int = 8) -> np.ndarray:
+    """Packed sequences of (context, target) token lists."""
+    return padded([np.concatenate([pack(c, CONTEXT), pack(g, TARGET)]) for c, g in rows], length)
+
+
+def _prompts(tokenizer, prompts: list[str]) -> torch.Tensor:
+    return torch.from_numpy(padded([pack(ids, CONTEXT) for ids in tokenizer(prompts)["input_ids"]], LENGTH))
+
+
 def _teacher(tmp_path=None, head_chunk=4096, top_k=8, dense_max_classes=16, dtype="float32") -> LoadedTeacher:
     torch.manual_seed(0)
     args = TeacherAppArgs(name="gpt", factory="models.hf_lm:causal_lm",
@@ -54,26 +63,29 @@ def _teacher(tmp_path=None, head_chunk=4096, top_k=8, dense_max_classes=16, dtyp
 
 
 def test_target_positions_skip_prompt_and_padding():
-    ids = torch.tensor([[BOS, 10, 11, SEP, 20, 21, EOS, PAD],   # prompt 10 11, completion 20 21 <eos>
-                        [BOS, 30, 31, 32, 33, 34, 35, 36],      # no separator: plain text, all targets
-                        [BOS, 10, 11, 12, 13, 14, 15, SEP]])    # the prompt fills the window: no target
-    assert target_mask(ids, SPECIALS).tolist() == [[False, False, False, True, True, True, False],
-                                                   [True] * 7,
-                                                   [False] * 7]
+    ids = torch.from_numpy(_rows(([BOS, 10, 11], [20, 21, EOS]),        # prompt, completion and its end, padding
+                                 ([BOS], [30, 31, 32, 33, 34, 35, 36]),  # plain text: all targets
+                                 ([BOS, 10, 11, 12, 13, 14, 15, 16], [])))  # the prompt fills the window
+    assert target_mask(ids).tolist() == [[False, False, True, True, True, False, False],
+                                         [True] * 7,
+                                         [False] * 7]
     expected = [20, 21, EOS, 30, 31, 32, 33, 34, 35, 36]
-    assert target_labels(ids, SPECIALS).tolist() == expected
-    labels = target_labels(ids.numpy(), SPECIALS)
+    assert target_labels(ids).tolist() == expected
+    labels = target_labels(ids.numpy())
     assert isinstance(labels, np.ndarray) and labels.tolist() == expected
+    assert attention_mask(ids).sum(1).tolist() == [6, 8, 8]
+    assert prompt_lengths(ids).tolist() == [3, 1, 8] == prompt_lengths(ids.numpy()).tolist()
+    assert token_ids(ids)[0].tolist() == [BOS, 10, 11, 20, 21, EOS, 0, 0]
 
 
-def test_sequences_are_prompt_sep_completion_eos_padded(tokenizer, sequences):
-    first = sequences[0].tolist()
-    assert first[0] == tokenizer.bos_token_id and tokenizer.sep_token_id in first
-    assert tokenizer.decode(first[1:first.index(tokenizer.sep_token_id)]) == "def add(a, b):"
-    assert first[-1] == tokenizer.pad_token_id and tokenizer.eos_token_id in first
-    assert sequences[2, -1] != tokenizer.pad_token_id and tokenizer.eos_token_id not in sequences[2]  # cut
-    prompts = prompt_ids(tokenizer, ["def add(a, b):"], LENGTH)
-    assert prompts[0, :first.index(tokenizer.sep_token_id) + 1].tolist() == first[:first.index(tokenizer.sep_token_id) + 1]
+def test_sequences_are_prompt_completion_eos_padded(tokenizer, sequences):
+    first = token_ids(sequences[0]).tolist()
+    prompt = tokenizer("def add(a, b):")["input_ids"]
+    assert first[:len(prompt)] == prompt and tokenizer.sep_token_id not in first
+    assert (target_labels(sequences[:1]) != tokenizer.pad_token_id).all()
+    assert target_labels(sequences[:1])[-1] == tokenizer.eos_token_id  # the end of the completion is taught
+    assert sequences[0, -1] == 0 and (sequences[2] != 0).all() and tokenizer.eos_token_id not in token_ids(sequences[2])
+    assert prompt_lengths(sequences[:1]).tolist() == [len(prompt)]
 
 
 def test_function_dataset_labels_batches_per_target_token():
@@ -83,7 +95,7 @@ def test_function_dataset_labels_batches_per_target_token():
     assert dataset.kind == "lm" and dataset.num_classes == 1024
     assert dataset.output_space == f"tokens:1024:{dataset.tokenizer_hash}"
     batch = plan_epoch(dataset.train, epoch=0, seed=0, shard=0, num_shards=2, batch_size=8)[0]
-    assert batch.x.shape == (8, LENGTH) and len(batch.y) == int(target_mask(torch.from_numpy(batch.x), SPECIALS).sum())
+    assert batch.x.shape == (8, LENGTH) and len(batch.y) == int(target_mask(torch.from_numpy(batch.x)).sum())
     held_out = {tuple(s) for s in dataset.test.x}
     assert not held_out & {tuple(s) for s in dataset.train.x}
 
@@ -94,13 +106,13 @@ def test_causal_lm_computes_logits_at_target_positions_only(sequences):
     ids = torch.from_numpy(sequences)
     with torch.no_grad():
         rows = model(ids)
-        full = model.lm(input_ids=ids, attention_mask=(ids != PAD).long()).logits[:, :-1]
+        full = model.lm(input_ids=token_ids(ids), attention_mask=attention_mask(ids).long()).logits[:, :-1]
         chunked = torch.cat(list(model.head_chunks(model.target_hidden(ids))))
-    mask = target_mask(ids, SPECIALS)
+    mask = target_mask(ids)
     assert rows.shape == (int(mask.sum()), 1024)
     assert torch.allclose(rows, full[mask], atol=1e-5) and torch.allclose(rows, chunked, atol=1e-6)
     with pytest.raises(ValueError, match=r"token ids must lie in \[0, 1024\)"):
-        model(torch.tensor([[BOS, 5000, SEP]]))
+        model(torch.from_numpy(_rows(([BOS], [5000, 7]), length=3)))
     with pytest.raises(ValueError, match="exactly one of path"):
         causal_lm(LENGTH, 1024, DEFAULT_TOKENIZER)
     with pytest.raises(ValueError, match="exceed the model's 24 positions"):
@@ -112,7 +124,7 @@ def test_teacher_records_have_one_row_per_target_token_dense_topk_and_chunked(se
     chunked = _teacher(head_chunk=3)
     assert teacher.output_space.startswith("tokens:1024:")
     batches = [Batch.of_inputs("b0", sequences[:2]), Batch.of_inputs("b1", sequences[2:])]
-    rows = [int(target_mask(torch.from_numpy(b.teacher_x), SPECIALS).sum()) for b in batches]
+    rows = [int(target_mask(torch.from_numpy(b.teacher_x)).sum()) for b in batches]
     topk = teacher.records(batches)
     for record, n, batch_id in zip(topk, rows, [b.batch_id for b in batches]):
         assert not record.is_dense and record.topk_idx.shape == (n, 8)
@@ -129,7 +141,7 @@ def test_teacher_records_have_one_row_per_target_token_dense_topk_and_chunked(se
     parts = teacher.perplexity(sequences)
     with torch.no_grad():
         ids = torch.from_numpy(sequences)
-        nll = F.cross_entropy(teacher.module(ids), target_labels(ids, SPECIALS), reduction="sum")
+        nll = F.cross_entropy(teacher.module(ids), target_labels(ids), reduction="sum")
     assert parts["tokens"] == sum(rows) and parts["nll"] == pytest.approx(float(nll), rel=1e-5)
 
 
@@ -164,7 +176,7 @@ def test_token_kd_terms_average_over_target_tokens(sequences, term):
     record = teacher.records([Batch.of_inputs("b", sequences)])[0]
     torch.manual_seed(1)
     student = torch.randn(len(record.logprob), 1024, requires_grad=True)
-    labels = target_labels(ids, SPECIALS)
+    labels = target_labels(ids)
     out = CompositeLoss([Term(term)], temperature=2.0)(student, labels, TeacherTargets({"gpt": record}, {"gpt": 1.0}))
     p_t = torch.from_numpy(record.logprob)  # at the record's temperature, 2
     p_s = F.log_softmax(student / 2.0, -1)
@@ -194,12 +206,13 @@ def test_a_teacher_with_another_tokenizer_is_refused_naming_both(tokenizer):
 def test_greedy_generation_of_a_padded_batch_matches_each_prompt_alone(tokenizer):
     torch.manual_seed(0)
     model = causal_lm(LENGTH, 1024, DEFAULT_TOKENIZER, config=TINY).eval()
-    prompts = torch.from_numpy(prompt_ids(tokenizer, ["def add(a, b):", "def f():"], LENGTH))
-    batch = model.generate(prompts, max_new_tokens=6, temperature=0, eos=model.eos)
+    prompts = _prompts(tokenizer, ["def add(a, b):", "def f():"])
+    batch, lengths = model.generate(prompts, max_new_tokens=6, temperature=0)
     for row in range(2):
-        alone = model.generate(prompts[row:row + 1], max_new_tokens=6, temperature=0, eos=model.eos)
-        assert torch.equal(batch[row], alone[0])
-    sampled = [model.generate(prompts, max_new_tokens=6, temperature=1.0, seed=s, eos=model.eos) for s in (1, 1, 2)]
+        alone, size = model.generate(prompts[row:row + 1], max_new_tokens=6, temperature=0)
+        assert torch.equal(batch[row], alone[0]) and lengths[row] == size[0]
+        assert (batch[row, int(lengths[row]):] == 0).all()
+    sampled = [model.generate(prompts, max_new_tokens=6, temperature=1.0, seed=s)[0] for s in (1, 1, 2)]
     assert torch.equal(sampled[0], sampled[1]) and not torch.equal(sampled[0], sampled[2])
 
 
@@ -210,22 +223,21 @@ def test_generated_rows_become_prompt_completion_sequences(tmp_path, tokenizer, 
     from ingest.lm_data import GENERATED_MANIFEST, generated_sequences
     from orchestration.regimes.sequence_level import prompt_part
 
-    rows, prompts = prompt_part(sequences, SEP, PAD)
-    assert rows.tolist() == [0, 1]  # the third prompt does not fit the window: it has no separator
-    sep_at = list(sequences[0]).index(SEP)
-    assert prompts[0, :sep_at + 1].tolist() == sequences[0, :sep_at + 1].tolist() and (prompts[0, sep_at + 1:] == PAD).all()
-    no_sep = np.array([[BOS, 10, 11, 12]])
-    assert len(prompt_part(no_sep, SEP, PAD)[0]) == 0  # a prompt cut by the window is skipped
+    fills = _rows(([BOS, 10, 11, 12], []), length=4)  # a prompt that fills the window: nothing to complete
+    rows, prompts = prompt_part(np.concatenate([sequences, padded(list(fills), LENGTH)]))
+    assert rows.tolist() == [0, 1]  # the third prompt fills the window too
+    ends = prompt_lengths(sequences)
+    assert (prompts[0, :ends[0]] == sequences[0, :ends[0]]).all() and (prompts[0, ends[0]:] == 0).all()
     table = pa.table({"row": [1, 0], "sample": [0, 0],
-                      "prompt_ids": [[BOS, 40, SEP], [BOS, 50, 51, SEP]],
-                      "completion_ids": [[60, 61, EOS, PAD], [70, 71, 72, 73]]})
+                      "prompt_ids": [[BOS, 40], [BOS, 50, 51]],
+                      "completion_ids": [[60, 61, EOS], [70, 71, 72, 73, 74]]})
     pq.write_table(table, tmp_path / "part.parquet")
     with pytest.raises(FileNotFoundError, match="run `distillery generate`"):
-        generated_sequences(tmp_path, 8, PAD, EOS)
+        generated_sequences(tmp_path, 8)
     (tmp_path / GENERATED_MANIFEST).write_text("{}")
-    out = generated_sequences(tmp_path, 8, PAD, EOS)
-    assert out.tolist() == [[BOS, 50, 51, SEP, 70, 71, 72, 73],   # row 0 first; no end token within 4: cut
-                            [BOS, 40, SEP, 60, 61, EOS, PAD, PAD]]
+    out = generated_sequences(tmp_path, 7)
+    assert out.tolist() == padded(list(_rows(([BOS, 50, 51], [70, 71, 72, 73, 74]), ([BOS, 40], [60, 61, EOS]),
+                                             length=8)), 7).tolist()  # row 0 first; cut to the window
 
 
 def test_generated_completions_on_object_storage_are_read_from_the_shards_their_manifest_names(s3_server):
@@ -238,14 +250,14 @@ def test_generated_completions_on_object_storage_are_read_from_the_shards_their_
 
     s3, options = s3_server
     folder = f"s3://runs-data/run/generated?{options}"
-    done = pa.table({"row": [0], "sample": [0], "prompt_ids": [[BOS, 40, SEP]], "completion_ids": [[60, EOS]]})
-    interrupted = pa.table({"row": [0], "sample": [1], "prompt_ids": [[BOS, 9, SEP]], "completion_ids": [[9, EOS]]})
+    done = pa.table({"row": [0], "sample": [0], "prompt_ids": [[BOS, 40]], "completion_ids": [[60, EOS]]})
+    interrupted = pa.table({"row": [0], "sample": [1], "prompt_ids": [[BOS, 9]], "completion_ids": [[9, EOS]]})
     write_parquet(done, join(folder, "attempt-b", "part.parquet"))
     write_parquet(interrupted, join(folder, "attempt-a", "part.parquet"))
     with pytest.raises(FileNotFoundError, match="no finished generated dataset"):
-        generated_sequences(folder, 6, PAD, EOS)
+        generated_sequences(folder, 6)
     write_text(join(folder, GENERATED_MANIFEST), json.dumps({"key": {}, "rows": 1, "files": ["attempt-b/part.parquet"]}))
-    assert generated_sequences(folder, 6, PAD, EOS).tolist() == [[BOS, 40, SEP, 60, EOS, PAD]]
+    assert generated_sequences(folder, 6).tolist() == _rows(([BOS, 40], [60, EOS]), length=6).tolist()
 
 
 def test_a_language_model_teacher_answers_token_batches_over_grpc_in_chunks(sequences):
@@ -264,7 +276,7 @@ def test_a_language_model_teacher_answers_token_batches_over_grpc_in_chunks(sequ
         assert info["output_space"] == teacher.output_space and info["num_classes"] == 1024
         record = remote.remote({"batches": [{"batch_id": "b", "inputs": sequences}]}).result(timeout_s=30)[0]
         local = teacher.records([Batch.of_inputs("b", sequences)], temperature=2.0, top_k=8, dense_max_classes=16)[0]
-        assert record.topk_idx.shape == (int(target_mask(torch.from_numpy(sequences), SPECIALS).sum()), 8)
+        assert record.topk_idx.shape == (int(target_mask(torch.from_numpy(sequences)).sum()), 8)
         np.testing.assert_array_equal(record.topk_idx, local.topk_idx)
         remote.close()
     finally:
