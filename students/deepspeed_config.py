@@ -28,7 +28,7 @@ def deepspeed_config(cfg: StudentConfig, world_size: int) -> dict[str, Any]:
         "zero_optimization": zero,
         "bf16": {"enabled": cfg.precision == "bf16"},
         "fp16": {"enabled": cfg.precision == "fp16"},
-        "gradient_clipping": 1.0,
+        "gradient_clipping": cfg.gradient_clipping,
         "steps_per_print": 1 << 30,  # progress goes through Distillery's own metrics
         "wall_clock_breakdown": False,
     }

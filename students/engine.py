@@ -10,6 +10,7 @@ import torch
 
 from models import count_parameters
 from students.deepspeed_config import deepspeed_config
+from students.lr_schedule import scheduler_for
 from students.hooks import each
 from students.job import StudentJob
 from students.losses import feature_refs, self_distillation_exits
@@ -45,16 +46,31 @@ def student_module(job: StudentJob, control: RunControl, in_features: int) -> Di
                                job.weighting.gate_teachers, job.weighting.gate_hidden)
 
 
-def build_engine(job: StudentJob, control: RunControl, world_size: int, in_features: int) -> tuple[Any, int]:
-    """The DeepSpeed engine of the phase's student, and the student's parameter count."""
+def build_engine(job: StudentJob, control: RunControl, world_size: int, in_features: int,
+                 micro_steps: int) -> tuple[Any, int]:
+    """The DeepSpeed engine of the phase's student, with its learning-rate schedule over the
+    phase's `micro_steps` (micro-batches of each rank), and the student's parameter count."""
     deepspeed = import_deepspeed()
     torch.manual_seed(job.init_seed if job.init_seed is not None else job.seed)  # the same weights on every rank
     module = student_module(job, control, in_features)
+    if job.student.activation_checkpointing:
+        checkpointed(module.model)
     each(job.hooks, "prepare_model", module.model, control)
     parameters = count_parameters(module.model)  # before ZeRO-3 partitions them away
+    optimizer_steps = max(1, -(-micro_steps // job.student.gradient_accumulation_steps))
     engine, *_ = deepspeed.initialize(model=module, model_parameters=module.parameters(),
-                                      config=deepspeed_config(job.student, world_size))
+                                      config=deepspeed_config(job.student, world_size),
+                                      lr_scheduler=scheduler_for(job.student, optimizer_steps))
     return engine, parameters
+
+
+def checkpointed(model: torch.nn.Module) -> None:
+    """Turn on a Hugging Face model's activation checkpointing (`student.activation_checkpointing`)."""
+    inner = next((m for m in model.modules() if hasattr(m, "gradient_checkpointing_enable")), None)
+    if inner is None:
+        raise ValueError(f"student.activation_checkpointing: {type(model).__name__} holds no Hugging Face model "
+                         f"(models.hf, models.hf_lm) to recompute activations for; turn it off")
+    inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def mixed_precision(engine: Any, precision: str):

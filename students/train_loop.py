@@ -187,7 +187,8 @@ def _start_phase(job: StudentJob, control: RunControl, dataset: Dataset, run_pro
     """Build the engine, resume from this phase's checkpoint if there is one, open the source."""
     epochs = job.student.epochs if job.train else 0
     train = _training_rows(job, dataset, world_size, epochs)
-    engine, parameters = build_engine(job, control, world_size, dataset.in_features)
+    micro_steps = epochs * -(-len(train.y) // (world_size * job.student.micro_batch_size))  # 0 for a stream
+    engine, parameters = build_engine(job, control, world_size, dataset.in_features, micro_steps)
     state, extra_state = restore(engine) if run_progress.phase == job.phase else (ClientState(phase=job.phase), {})
     run_progress.phase = job.phase
     resumed_from = state.step

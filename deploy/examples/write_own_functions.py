@@ -7,7 +7,8 @@ The pairs are the functions of Python's standard library (on every machine): the
 function's signature, the completion its docstring; test pairs come from modules the train
 pairs do not (every fifth file), as in the bundled `stdlib_functions`. Each line has a stable
 `id`, and `prompt` and `completion`, or with `--chat` a `messages` list of a user turn and an
-assistant turn.
+assistant turn. Functions whose signature could fill the sequence are skipped
+(`--max-prompt-chars`): a row with nothing to learn is refused by `distillery check`.
 """
 
 from __future__ import annotations
@@ -25,8 +26,12 @@ def main() -> None:
     parser.add_argument("--train-rows", type=int, default=2048)
     parser.add_argument("--test-rows", type=int, default=512)
     parser.add_argument("--chat", action="store_true", help="write chat messages instead of prompt/completion")
+    parser.add_argument("--max-prompt-chars", type=int, default=62,
+                        help="skip longer signatures: a prompt must leave the sequence room to learn, and a character "
+                             "is at most a token (62 fits own_llm.yaml's 64-token sequences)")
     args = parser.parse_args()
-    examples = function_examples()
+    examples = {split: [(p, c) for p, c in rows if len(p) <= args.max_prompt_chars]
+                for split, rows in function_examples().items()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for split, rows in (("train", args.train_rows), ("test", args.test_rows)):

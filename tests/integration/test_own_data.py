@@ -50,7 +50,7 @@ def test_a_run_from_parquet_files_with_a_transfer_set_lacking_a_class(ray_cluste
 def test_a_language_model_run_from_jsonl_prompts_and_completions(ray_cluster, tmp_path):
     data = tmp_path / "functions"
     written = subprocess.run([sys.executable, "deploy/examples/write_own_functions.py", "--out", str(data),
-                              "--train-rows", "512", "--test-rows", "128"], cwd=REPO, capture_output=True, text=True,
+                              "--train-rows", "512", "--test-rows", "128", "--max-prompt-chars", "30"], cwd=REPO, capture_output=True, text=True,
                              timeout=300)
     assert written.returncode == 0, written.stderr
     files = ("--set", f"data.source.train={data}/train.jsonl", "--set", f"data.source.test={data}/test.jsonl")
