@@ -10,11 +10,12 @@ private to the package.
 from cluster import lazy_exports
 
 _EXPORTS = {
+    "checkpoint_version": "version",
     "count_parameters": "zoo",
     "file_version": "version",
 }
 
-__all__ = ["count_parameters", "file_version"]
+__all__ = ["checkpoint_version", "count_parameters", "file_version"]
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

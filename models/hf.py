@@ -9,20 +9,13 @@ Weights load from safetensors only and no model code from the hub ever runs
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import torch
 from torch import nn
 
 from ingest import load_tokenizer, resolve_model_dir, tokenizer_hash
-
-
-def _weights_version(folder: str) -> str:
-    from models.version import file_version
-
-    files = sorted(Path(folder).glob("*.safetensors")) if Path(folder).is_dir() else []
-    return file_version(*files) if files else f"hub:{folder}"
+from models.version import checkpoint_version
 
 
 class SentenceEncoder(nn.Module):
@@ -86,7 +79,7 @@ def sentence_encoder(in_features: int, num_classes: int, path: str, layers: Opti
             raise ValueError(f"sentence_encoder {path!r}: layers {layers} must index its {len(blocks)} encoder layers")
         model.encoder.layer = nn.ModuleList([blocks[i] for i in layers])
         model.config.num_hidden_layers = len(layers)
-    version = _weights_version(folder) if pretrained else "random-init"
+    version = checkpoint_version(folder) if pretrained else "random-init"
     if layers is not None:
         version += f"-layers{'-'.join(map(str, layers))}"
     return SentenceEncoder(model, int(config.pad_token_id or 0), tokenizer_hash(load_tokenizer(path)), version)

@@ -18,8 +18,9 @@ from typing import Any, Iterator, Optional
 import torch
 from torch import nn
 
-from ingest import (attention_mask, load_tokenizer, resolve_model_dir, sequence_lengths, target_mask, token_ids,
-                    targets_per_sequence, tokenizer_hash)
+from ingest import (attention_mask, load_tokenizer, resolve_model_dir, sequence_lengths, target_labels, target_mask,
+                    targets_per_sequence, token_ids, tokenizer_hash)
+from models.version import checkpoint_version
 
 
 class CausalLM(nn.Module):
@@ -59,6 +60,18 @@ class CausalLM(nn.Module):
         """The logits of `hidden`'s rows, `head_chunk` rows at a time."""
         for start in range(0, len(hidden), self.head_chunk):
             yield self.head(hidden[start:start + self.head_chunk])
+
+    def summed_nll(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """The summed negative log-likelihood (float64) of the target tokens of packed sequences
+        `x`, and their number. The head and the log-softmax run `head_chunk` rows at a time, in
+        float32 for that chunk only: no [N, V] logits of the whole batch ever exist."""
+        labels = target_labels(x).to(x.device)
+        hidden = self.target_hidden(x)
+        total = torch.zeros((), dtype=torch.float64, device=x.device)
+        for start, logits in zip(range(0, len(hidden), self.head_chunk), self.head_chunks(hidden)):
+            part = labels[start:start + len(logits)]
+            total += torch.nn.functional.cross_entropy(logits.float(), part, reduction="sum").double()
+        return total, int(len(labels))
 
     @property
     def output_space(self) -> str:
@@ -211,24 +224,3 @@ def _keep_layers(model: nn.Module, layers: list[int], path: str) -> None:
     for name in ("num_hidden_layers", "n_layer"):
         if hasattr(config, name):
             setattr(config, name, len(layers))
-
-
-def checkpoint_version(folder: str) -> str:
-    """A pretrained checkpoint's version from its metadata, not its bytes: the config, the
-    shard index (or the single file's safetensors header) and every weight file's size."""
-    import hashlib
-    from pathlib import Path
-
-    root = Path(folder)
-    if not root.is_dir():
-        return f"hub:{folder}"
-    digest = hashlib.sha256()
-    for name in ("config.json", "model.safetensors.index.json"):
-        if (root / name).is_file():
-            digest.update((root / name).read_bytes())
-    for file in sorted(root.glob("*.safetensors")):
-        with open(file, "rb") as handle:
-            header = handle.read(8)
-            digest.update(file.name.encode() + str(file.stat().st_size).encode())
-            digest.update(handle.read(min(int.from_bytes(header, "little"), 1 << 24)))
-    return "ckpt-" + digest.hexdigest()[:16]

@@ -96,6 +96,8 @@ def _weights(cfg: RunConfig, teacher: TeacherConfig, dataset: Dataset, train: bo
 
     if teacher.weights:
         return teacher.weights, None
+    if teacher.pretrained:  # the factory loads its own weights: scored as it is, never fine-tuned
+        return None, None
     model = resolve_model(teacher.model, in_features=dataset.in_features, num_classes=dataset.num_classes,
                           allowed_modules=cfg.run.allowed_factory_modules)
     if train:
@@ -113,6 +115,21 @@ def _test_score(args: Any, dataset: Dataset) -> float:
 
     device = work_device(args.resources.num_gpus, f"test scoring of teacher {args.name!r}")
     return test_score(LoadedTeacher.load(args, device).module, dataset, device)
+
+
+def scorers(res: ResourcesConfig) -> int:
+    """Scoring actors: as many as the teacher has replicas (each with one replica's resources:
+    one per accelerator with `num_gpus: 1`, or per CPU slot)."""
+    return res.autoscaling.max_replicas if res.autoscaling is not None else res.replicas
+
+
+def pretrained_version(cfg: RunConfig, teacher: TeacherConfig, dataset: Dataset) -> str:
+    """A pretrained teacher's version from its checkpoint's metadata, read on the driver (no weights)."""
+    from teachers import declared_version, resolve_model
+
+    model = resolve_model(teacher.model, in_features=dataset.in_features, num_classes=dataset.num_classes,
+                          allowed_modules=cfg.run.allowed_factory_modules)
+    return declared_version(model)
 
 
 def scorer_options(res: ResourcesConfig) -> dict[str, Any]:
@@ -136,7 +153,8 @@ def precompute(cfg: RunConfig, dataset: Dataset, console: Console) -> dict[str, 
     for teacher in cfg.teachers:
         weights, score = ray.get(ray.remote(_weights).options(**training_options(teacher)).remote(
             cfg, teacher, dataset, True, cache_dir))
-        key = store_key(cfg, dataset, teacher.name, file_version(fetch_file(weights)), teacher.dtype)
+        version = file_version(fetch_file(weights)) if weights else pretrained_version(cfg, teacher, dataset)
+        key = store_key(cfg, dataset, teacher.name, version, teacher.dtype)
         folder = key.folder(root)
         if is_complete(folder):
             out[teacher.name] = find_store(root, key)
@@ -149,7 +167,8 @@ def precompute(cfg: RunConfig, dataset: Dataset, console: Console) -> dict[str, 
         console.print(f"teacher {teacher.name}: scoring {samples} samples with Ray Data -> {folder}")
         (_scored_rows(cfg, dataset)
          .map_batches(StoreScorer, fn_constructor_kwargs={"args": args, "top_k": key.top_k, "target_kind": key.kind},
-                      batch_size=512, batch_format="pyarrow", concurrency=1, **scorer_options(teacher.resources))
+                      batch_size=512, batch_format="pyarrow", concurrency=scorers(teacher.resources),
+                      **scorer_options(teacher.resources))
          .write_parquet(shards, filesystem=filesystem))
         if score is None:  # weights the config gives: scored where the teacher runs (loaded once more)
             score = ray.get(ray.remote(_test_score).options(**training_options(teacher)).remote(args, dataset))
@@ -192,9 +211,13 @@ def offline_stores(cfg: RunConfig, dataset: Dataset) -> dict[str, tuple[str, Man
     out = {}
     for teacher in cfg.teachers:
         weights, _ = _weights(cfg, teacher, dataset, train=False, cache_dir=cache_dir)
-        if weights is None or not exists(weights):
+        if teacher.pretrained and weights is None:
+            version = pretrained_version(cfg, teacher, dataset)
+        elif weights is None or not exists(weights):
             raise SoftTargetStoreError(f"teacher {teacher.name!r} has no weights yet, so it has no store: run "
                                        f"`distillery precompute` with this config first")
-        key = store_key(cfg, dataset, teacher.name, file_version(fetch_file(weights)), teacher.dtype)
+        else:
+            version = file_version(fetch_file(weights))
+        key = store_key(cfg, dataset, teacher.name, version, teacher.dtype)
         out[teacher.name] = (key.folder(root), find_store(root, key))
     return out

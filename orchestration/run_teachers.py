@@ -43,14 +43,18 @@ def teacher_scores(dataset, weights: dict[str, float]) -> tuple[dict[str, float]
     return {n: embedding_agreement(r.logits, reference)["test_cosine"] for n, r in records.items()}, reference
 
 
-def teacher_perplexity(name: str, x: np.ndarray) -> float:
-    """A served language-model teacher's held-out perplexity, through its own Serve app."""
+def teacher_perplexity(name: str, x: np.ndarray, sequences: int = 64) -> float:
+    """A served language-model teacher's held-out perplexity, through its own Serve app: calls
+    of `sequences` sequences, all in flight at once (the replicas share them)."""
     from ray import serve
 
     from teachers import app_name
 
-    parts = serve.get_app_handle(app_name(name)).perplexity.remote(x).result(timeout_s=600)
-    return float(np.exp(parts["nll"] / max(parts["tokens"], 1)))
+    handle = serve.get_app_handle(app_name(name))
+    calls = [handle.perplexity.remote(x[start:start + sequences]) for start in range(0, len(x), sequences)]
+    parts = [call.result(timeout_s=600) for call in calls]
+    nll, tokens = sum(p["nll"] for p in parts), sum(p["tokens"] for p in parts)
+    return float(np.exp(nll / max(tokens, 1)))
 
 
 ENSEMBLE = "ensemble of the teachers"  # not a valid teacher name, so it never clashes with one

@@ -57,16 +57,14 @@ def accuracy(module: torch.nn.Module, x: np.ndarray, y: np.ndarray, device: str 
 
 
 def perplexity(module: torch.nn.Module, split: Split, chunk: int = 64, device: str = "cpu") -> float:
-    """Held-out perplexity of a causal LM over the split's target tokens (forwards on `device`)."""
+    """Held-out perplexity of a causal LM over the split's target tokens (forwards on `device`,
+    `chunk` sequences at a time; the head in chunks of rows: `CausalLM.summed_nll`)."""
     module.eval()
     nll, tokens = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(split.y), chunk):
-            rows = slice(start, start + chunk)
-            labels = torch.from_numpy(split.labels(rows)).to(device)
-            logits = module(torch.tensor(split.x[rows], device=device)).float()
-            nll += float(F.cross_entropy(logits, labels, reduction="sum"))
-            tokens += len(labels)
+            part, count = module.summed_nll(torch.tensor(split.x[start:start + chunk], device=device))
+            nll, tokens = nll + float(part), tokens + count
     return float(np.exp(nll / max(tokens, 1)))
 
 

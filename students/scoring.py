@@ -56,14 +56,14 @@ def perplexity(forward, engine: Any, test: Split, idx: np.ndarray, precision: st
     (each rank scores its slice in chunks of sequences; the sums are all-reduced). Every rank
     runs the same number of forwards: under ZeRO-3 each forward gathers parameters from all."""
     forward.eval()
+    lm = getattr(getattr(forward, "module", forward), "model", forward)  # the engine's, or a copy's, CausalLM
     sums = torch.zeros(2, dtype=torch.float64, device=engine.device)  # summed NLL, tokens
     forwards = max(1, -(-len(test.y) // (world_size * chunk)))
     with torch.no_grad(), mixed_precision(engine, precision):
         for rows in np.array_split(idx, forwards):
-            logits = forward(torch.from_numpy(test.x[rows]).to(engine.device)).float()
-            labels = torch.from_numpy(test.labels(rows)).to(engine.device)
-            sums[0] += torch.nn.functional.cross_entropy(logits, labels, reduction="sum").double()
-            sums[1] += len(labels)
+            nll, tokens = lm.summed_nll(torch.from_numpy(test.x[rows]).to(engine.device))
+            sums[0] += nll
+            sums[1] += tokens
     if dist.is_initialized():
         dist.all_reduce(sums)
     nll = float(sums[0] / sums[1].clamp(min=1))

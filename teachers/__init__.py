@@ -50,6 +50,7 @@ _EXPORTS = {
     "model_input": "backend",
     "parse_endpoint_url": "grpc_client",
     "peer_teacher_name": "teacher_set",
+    "declared_version": "backend",
     "resolve_model": "backend",
     "running_replicas": "deployment",
     "snapshot_teacher_name": "teacher_set",
@@ -67,7 +68,7 @@ __all__ = ["EndpointSpec", "FaultPolicy", "FeatureHooks", "GrpcTeacher", "Incomp
            "TeacherServicer", "TeacherSet", "TeacherSetSource", "TeacherTargets", "TeacherTrainingConfig",
            "app_name", "build_teacher_app", "check_teachers", "check_tokenizer", "dataset_fingerprint",
            "dummy_inputs", "find_store", "fixed_size_list", "is_complete", "live_step", "load_teacher",
-           "model_input", "parse_endpoint_url", "peer_teacher_name", "resolve_model", "running_replicas",
+           "model_input", "parse_endpoint_url", "peer_teacher_name", "resolve_model", "running_replicas", "declared_version",
            "snapshot_teacher_name", "start_grpc_server", "start_teacher_server", "to_table", "token_digest",
            "write_manifest"]
 

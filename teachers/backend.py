@@ -45,6 +45,21 @@ def load_teacher(model: ResolvedModel, weights_path: str | Path | None) -> torch
     return module.eval()
 
 
+def declared_version(model: ResolvedModel) -> str:
+    """A pretrained model's version without loading it: its checkpoint's metadata
+    (`models.checkpoint_version`) and the layers it keeps; a model without a `path`
+    (built from a config) is built to ask it."""
+    from ingest import resolve_model_dir
+    from models import checkpoint_version
+
+    path = model.kwargs.get("path")
+    if not path:
+        return str(getattr(model.build(), "model_version", "pretrained"))
+    layers = model.kwargs.get("layers")
+    suffix = f"-layers{'-'.join(map(str, layers))}" if layers else ""
+    return checkpoint_version(resolve_model_dir(str(path))) + suffix
+
+
 def model_version(module: torch.nn.Module, weights_path: str | Path | None) -> str:
     """The weights file's version, or the pretrained module's own (`models.hf`)."""
     return file_version(weights_path) if weights_path else str(getattr(module, "model_version", "pretrained"))

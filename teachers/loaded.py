@@ -24,6 +24,9 @@ from teachers.backend import (FeatureHooks, ResolvedModel, dummy_inputs, load_te
 from teachers.soft_targets import SoftTargets, concat_rows, pack_soft_targets
 
 
+SCORING_SEQUENCES = 16  # sequences per forward when a language model scores a split
+
+
 class TeacherAppArgs(BaseModel):
     """Everything a teacher replica needs; plain data so it travels in a Serve config."""
 
@@ -156,20 +159,17 @@ class LoadedTeacher:
                     teacher_version=version, **pack))
         return records
 
-    def perplexity(self, inputs: np.ndarray) -> dict[str, float]:
+    def perplexity(self, inputs: np.ndarray, sequences: int = SCORING_SEQUENCES) -> dict[str, float]:
         """A causal LM's summed negative log-likelihood (at temperature 1) of the target tokens of
-        `inputs`, and their number: held-out perplexity is exp(nll / tokens)."""
-        from ingest import target_labels
-
-        ids = torch.tensor(model_inputs(inputs), device=self.device)
-        labels = target_labels(ids)
-        nll, start = 0.0, 0
+        `inputs`, and their number: held-out perplexity is exp(nll / tokens). The forwards take
+        `sequences` sequences at a time, the head and log-softmax `head_chunk` rows at a time."""
+        inputs = model_inputs(inputs)
+        nll, tokens = 0.0, 0
         with self.lock, torch.inference_mode():
-            for logits in self.module.head_chunks(self.module.target_hidden(ids)):
-                part = labels[start:start + len(logits)]
-                nll += float(torch.nn.functional.cross_entropy(logits.float(), part, reduction="sum"))
-                start += len(logits)
-        return {"nll": nll, "tokens": int(len(labels))}
+            for start in range(0, len(inputs), sequences):
+                part, count = self.module.summed_nll(torch.tensor(inputs[start:start + sequences], device=self.device))
+                nll, tokens = nll + float(part), tokens + count
+        return {"nll": nll, "tokens": tokens}
 
     def generate(self, prompts: np.ndarray, sampling: dict[str, Any]) -> dict[str, Any]:
         """A causal LM's sampled completions of packed prompts (`CausalLM.generate`): their
