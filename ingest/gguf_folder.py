@@ -48,7 +48,6 @@ def _convert(file: Path, folder: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
     loaded = AutoModelForCausalLM.from_pretrained(str(file.parent), gguf_file=file.name)
     config = AutoConfig.from_pretrained(str(file.parent), gguf_file=file.name)
-    config.torch_dtype = "bfloat16"
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     model = AutoModelForCausalLM.from_config(config)  # a plain model: the GGUF loader's is not serializable
