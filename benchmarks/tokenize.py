@@ -6,9 +6,9 @@ driver's check of its splits, spend per block of rows.
 The rows are the standard library's functions (`prompt`: signature, `completion`: docstring,
 as `data.dataset: stdlib_functions`), repeated to `--rows`, tokenized with the default
 tokenizer. Two arms, back to back in each repeat (the order alternating):
-- "one pass" (`ingest.lm_data.encode_with_lengths`, what `ingest.lm_source` runs): the
-  sequences and each row's length before the cut from one batched tokenization of the
-  prompts and one of the completions;
+- "one pass" (`ingest.lm_sequences.prompt_completion_rows`, what `ingest.lm_source` runs):
+  the packed sequences and each row's length before the cut from one batched tokenization of
+  the prompts and one of the completions;
 - "lengths per row" (the code before it): the same sequences, with the lengths that count the
   cut rows from a second tokenization, one call per prompt and per completion.
 Reported: rows per second of each arm (median), and the median of the per-repeat speed ratios
@@ -32,18 +32,19 @@ def lengths_per_row(tokenizer, pairs: list[tuple[str, str]], length: int) -> np.
     """The baseline: lengths from a call per text, then the batched encoding."""
     from ingest.lm_data import encode_examples
 
-    lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"])
-               + len(tokenizer(c, add_special_tokens=False)["input_ids"]) + 3 for p, c in pairs]
+    lengths = [len(tokenizer(p)["input_ids"])
+               + len(tokenizer(c, add_special_tokens=False)["input_ids"]) + 1 for p, c in pairs]
     int(sum(n > length for n in lengths))
     return encode_examples(tokenizer, pairs, length)
 
 
 def one_pass(tokenizer, pairs: list[tuple[str, str]], length: int) -> np.ndarray:
-    from ingest.lm_data import encode_with_lengths
+    from ingest.lm_sequences import prompt_completion_rows
+    from ingest.token_layout import padded
 
-    x, lengths = encode_with_lengths(tokenizer, pairs, length)
-    int((lengths > length).sum())
-    return x
+    rows = prompt_completion_rows(tokenizer, [p for p, _ in pairs], [c for _, c in pairs])
+    int(sum(len(row) > length for row in rows))
+    return padded(rows, length)
 
 
 def main(argv: list[str] | None = None) -> None:
