@@ -118,3 +118,27 @@ def test_a_causal_lm_reads_packed_rows_of_a_tokenizer_without_bos_or_pad(convent
         alone = [model(torch.from_numpy(padded([r], len(r[:32])))) for r in rows]
     assert torch.allclose(taught, torch.cat(alone), atol=1e-4)  # padding changes nothing
     assert taught.shape == (len(target_labels(x)), len(tok))
+
+
+def test_a_student_made_from_its_teachers_layers_and_the_versions_from_metadata():
+    """`layers` keeps those decoder layers of SmolLM2 (with its embeddings, norm and head); the
+    version a pretrained model reports is the one read from its checkpoint's metadata alone."""
+    from models.hf_lm import causal_lm
+    from teachers.backend import ResolvedModel, declared_version
+
+    kwargs = {"in_features": 96, "num_classes": 49152, "tokenizer": SMOLLM2, "path": SMOLLM2, "dtype": "float32"}
+    teacher = causal_lm(**kwargs)
+    student = causal_lm(**kwargs, layers=[0, 10, 29])
+    assert len(student.lm.model.layers) == 3 and student.lm.config.num_hidden_layers == 3
+    assert torch.equal(student.lm.model.layers[1].mlp.up_proj.weight, teacher.lm.model.layers[10].mlp.up_proj.weight)
+    assert [layer.self_attn.layer_idx for layer in student.lm.model.layers] == [0, 1, 2]
+    assert next(student.parameters()).dtype == torch.float32 and student.output_space == teacher.output_space
+    for model, built in ((kwargs, teacher), ({**kwargs, "layers": [0, 10, 29]}, student)):
+        assert declared_version(ResolvedModel("models.hf_lm:causal_lm", model, ("models.hf_lm",))) == built.model_version
+    x = torch.from_numpy(padded([chat_row(load_tokenizer(SMOLLM2), CHAT)], 96))
+    with torch.no_grad():
+        nll, tokens = student.summed_nll(x)
+        logits = student(x)
+    assert 0 < tokens == len(target_labels(x)) == len(logits)
+    assert float(nll) == pytest.approx(float(torch.nn.functional.cross_entropy(logits, target_labels(x), reduction="sum")),
+                                       rel=1e-4)
