@@ -7,6 +7,7 @@ later load, tokenizer or model, reads that folder.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import shutil
@@ -41,13 +42,13 @@ def _convert(file: Path, folder: Path) -> None:
     if importlib.util.find_spec("gguf") is None:  # transformers' GGUF reader
         raise ImportError(f"model {file}: reading a GGUF file needs the gguf package (pip install 'distillery[llm]')")
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     partial = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")
     shutil.rmtree(partial, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
     loaded = AutoModelForCausalLM.from_pretrained(str(file.parent), gguf_file=file.name)
-    config = AutoConfig.from_pretrained(str(file.parent), gguf_file=file.name)
+    config = copy.deepcopy(loaded.config)  # read with the weights: the file is not parsed a third time
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     model = AutoModelForCausalLM.from_config(config)  # a plain model: the GGUF loader's is not serializable

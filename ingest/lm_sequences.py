@@ -21,7 +21,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ingest.source_paths import DataError
-from ingest.token_layout import CONTEXT, TARGET, pack, padded, token_roles
+from ingest.token_layout import CONTEXT, TARGET, pack, padded, target_mask, token_roles
 
 Turns = list[dict[str, str]]
 
@@ -96,7 +96,7 @@ def chat_rows(tokenizer, conversations: Sequence[Any], where: str, ids: np.ndarr
 
 def learnable(rows: list[np.ndarray], length: int) -> np.ndarray:
     """bool [N]: the rows with a target within `length` (a bundled set keeps only those)."""
-    return np.array([bool((token_roles(row[1:length]) == TARGET).any()) for row in rows], bool)
+    return target_mask(padded(rows, length)).any(1)
 
 
 def sequences(rows: list[np.ndarray], length: int, where: str, ids: np.ndarray,
@@ -104,7 +104,7 @@ def sequences(rows: list[np.ndarray], length: int, where: str, ids: np.ndarray,
     """int64 [N, length]: `rows` cut and right-padded; rows cut are counted in `notes`. A row
     with no target within `length` (its prompt fills it) is a `DataError`."""
     x = padded(rows, length)
-    empty = np.flatnonzero(~(token_roles(x)[:, 1:] == TARGET).any(1)) if len(x) else np.zeros(0, np.int64)
+    empty = np.flatnonzero(~target_mask(x).any(1))
     if len(empty):
         row = int(empty[0])
         raise DataError(f"{where}: row {row} (id {ids[row]}) has no token to learn within data.sequence_length "

@@ -39,15 +39,14 @@ def _texts(rows: SourceRows, column: str, role: str) -> list[str]:
     return values.to_pylist()
 
 
-def _packed_rows(rows: SourceRows, source: SourceConfig, tokenizer, where: str) -> list[np.ndarray]:
-    """Each row as its packed token sequence, uncut (`ingest.lm_sequences`)."""
+def _packed_rows(rows: SourceRows, source: SourceConfig, tokenizer, where: str, ids: np.ndarray) -> list[np.ndarray]:
+    """Each row (with its id, for errors) as its packed token sequence, uncut (`ingest.lm_sequences`)."""
     cols = source.columns
     if cols.messages:
         if cols.messages not in rows.table.column_names:
             raise DataError(f"{rows.files[0]}: no column {cols.messages!r} (columns.messages); it has "
                             f"{[c for c in rows.table.column_names if c != '__id']}")
-        return chat_rows(tokenizer, rows.table.column(cols.messages).to_pylist(), where,
-                         rows.table.column("__id").cast(pa.string()).to_numpy(zero_copy_only=False), cols.messages)
+        return chat_rows(tokenizer, rows.table.column(cols.messages).to_pylist(), where, ids, cols.messages)
     if cols.text:
         return text_rows(tokenizer, _texts(rows, cols.text, "text"))
     return prompt_completion_rows(tokenizer, _texts(rows, cols.prompt, "prompt"),
@@ -59,7 +58,7 @@ def _sequences(rows: SourceRows, source: SourceConfig, tokenizer, length: int, w
     """int64 [N, length]: the rows' token sequences; rows longer than `length` are cut and
     counted in `notes`, a row with nothing to learn within it refused."""
     ids = rows.table.column("__id").cast(pa.string()).to_numpy(zero_copy_only=False)
-    return sequences(_packed_rows(rows, source, tokenizer, where), length, where, ids, notes)
+    return sequences(_packed_rows(rows, source, tokenizer, where, ids), length, where, ids, notes)
 
 
 def load_lm_source(cfg: DataConfig, *, streamed_students: bool = False, test: Optional[Split] = None) -> Dataset:
@@ -168,7 +167,8 @@ def lm_rows_dataset(name: str, cfg: DataConfig, source: SourceConfig, train_rows
         return Split(x, np.zeros(len(x), np.int64), token_sequences=True, ids=ids)
 
     def split_of_rows(path: str, rows: SourceRows) -> Split:
-        return split_of(path, _packed_rows(rows, source, tokenizer, path), checked_ids(rows, path))
+        ids = checked_ids(rows, path)
+        return split_of(path, _packed_rows(rows, source, tokenizer, path, ids), ids)
 
     if test_rows is not None:
         train, test = split_of_rows(source.train, train_rows), split_of_rows(source.test, test_rows)
@@ -178,7 +178,7 @@ def lm_rows_dataset(name: str, cfg: DataConfig, source: SourceConfig, train_rows
         if held.all() or not held.any():
             raise DataError(f"{source.train}: test_fraction {source.test_fraction} of {len(held)} rows leaves an "
                             f"empty {'train' if held.all() else 'test'} split; give more rows or a test file")
-        packed = _packed_rows(train_rows, source, tokenizer, source.train)
+        packed = _packed_rows(train_rows, source, tokenizer, source.train, ids)
         train = split_of(source.train, [packed[i] for i in np.flatnonzero(~held)], ids[~held])
         test = split_of(source.train, [packed[i] for i in np.flatnonzero(held)], ids[held])
     students = train
