@@ -161,7 +161,7 @@ def teacher_app_args(cfg: TeacherConfig, weights_path: Optional[str], dataset: D
                           allowed_modules=list(model.allowed_modules), weights_path=weights_path,
                           in_features=dataset.in_features, temperature=distill.temperature,
                           dense_max_classes=distill.dense_max_classes, top_k=distill.top_k, dtype=cfg.dtype,
-                          resources=cfg.resources,
+                          resources=cfg.resources, batching=cfg.batching,
                           features=features or [], live_run=live_run, audit_dir=audit_dir)
 
 

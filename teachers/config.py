@@ -7,6 +7,7 @@ from typing import Any, Literal, Optional
 from pydantic import Field, field_validator, model_validator
 
 from cluster import DTYPES, ModelSpec, ResourcesConfig, Strict, check_name
+from teachers.request_batching import RequestBatchingConfig
 
 
 class TeacherTrainingConfig(Strict):
@@ -33,6 +34,7 @@ class TeacherConfig(Strict):
                                                          "`teacher serve`): bfloat16 or float16 halve its memory "
                                                          "and speed it up on GPUs; float16 needs a GPU")
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    batching: RequestBatchingConfig = Field(default_factory=RequestBatchingConfig)
 
     _name = field_validator("name")(check_name)
 

@@ -7,8 +7,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+from functools import partial
 from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
@@ -19,6 +21,7 @@ from ray.serve import Application
 from cluster import log_own_warnings, open_audit_log, ray_options, work_device
 from ingest import Batch, BatchId
 from teachers.loaded import LoadedTeacher, TeacherAppArgs
+from teachers.request_batching import RequestBatcher, records_together, request_key, request_tokens
 from teachers.teacher_set import PEER_PREFIX, live_version
 
 if TYPE_CHECKING:
@@ -77,6 +80,10 @@ class TeacherDeployment:
         if args.live_run:
             self.live = LiveWeights(self.teacher, args.live_run, serve.get_replica_context().replica_tag)
         self.audit = open_audit_log(args.audit_dir, f"answered-{args.name}")
+        self.batcher = None
+        if args.batching.enabled:
+            self.batcher = RequestBatcher(partial(records_together, self.teacher.records),
+                                          max_tokens=args.batching.max_tokens, wait_s=args.batching.wait_ms / 1000)
         logger.info("teacher %s version %s ready (%s)", args.name, self.teacher.version, self.teacher.output_space)
 
     def __del__(self):
@@ -86,8 +93,9 @@ class TeacherDeployment:
     def describe(self) -> dict[str, Any]:
         return self.teacher.describe()
 
-    def __call__(self, request: dict[str, Any]) -> list[SoftTargets]:
-        """Soft targets for several batches in one call (one forward over all of them).
+    async def __call__(self, request: dict[str, Any]) -> list[SoftTargets]:
+        """Soft targets for several batches in one call (one forward over all of them, shared
+        with other requests waiting meanwhile: `RequestBatcher`).
 
         `request = {"batches": [{"batch_id": str, "inputs": float32 [B_i, F]}, ...]}`; returns one
         record per batch, in order. Several batches per request spread the fixed cost of a
@@ -96,14 +104,18 @@ class TeacherDeployment:
         if not isinstance(request, dict):  # e.g. an HTTP request, had another tool given the app a route
             raise TypeError(f"teacher {self.teacher.args.name!r} answers Serve handle calls only (gRPC callers go "
                             f"through the run's ingress), not {type(request).__name__}")
-        if self.live is not None:
-            self.live.wait_ready()
+        if self.live is not None and not self.live.ready.is_set():
+            await asyncio.to_thread(self.live.wait_ready)
         settings = {key: request[key] for key in ("temperature", "top_k", "dense_max_classes", "target_kind")
                     if request.get(key)}
-        records = self.teacher.records([Batch.of_inputs(BatchId.parse(b["batch_id"]), b["inputs"]) for b in request["batches"]],
-                                       **settings)
-        if self.audit is not None and records:
-            self.audit.write({"kind": "answered", "teacher": self.teacher.args.name,
+        batches = [Batch.of_inputs(BatchId.parse(b["batch_id"]), b["inputs"]) for b in request["batches"]]
+        if self.batcher is None:
+            records = await asyncio.to_thread(self.teacher.records, batches, **settings)
+        else:
+            records = await self.batcher.submit((batches, settings), key=request_key(batches, settings),
+                                                tokens=request_tokens(batches))
+        if self.audit is not None and records:  # in a thread: an audit on object storage uploads now and then
+            await asyncio.to_thread(self.audit.write, {"kind": "answered", "teacher": self.teacher.args.name,
                               "version": records[0].teacher_version, "set": request.get("teacher_set_version"),
                               "batches": [str(r.batch_id) for r in records]})
         return records

@@ -21,7 +21,9 @@ from ingest import Batch
 from teachers.arrow_codec import model_inputs
 from teachers.backend import (FeatureHooks, ResolvedModel, dummy_inputs, load_teacher, model_input, model_version,
                               output_space_of)
-from teachers.soft_targets import SoftTargets, concat_rows, pack_soft_targets
+from teachers.device_targets import DeviceRecord, batch_generator, pack_chunks, row_chunks, split_features
+from teachers.request_batching import RequestBatchingConfig
+from teachers.soft_targets import SoftTargets
 
 
 SCORING_SEQUENCES = 16  # sequences per forward when a language model scores a split
@@ -43,6 +45,7 @@ class TeacherAppArgs(BaseModel):
     top_k: int = 64
     dtype: str = "float32"  # cluster.DTYPES
     resources: ResourcesConfig = ResourcesConfig()
+    batching: RequestBatchingConfig = RequestBatchingConfig()
     features: list[str] = []  # module names whose outputs travel in every record (feature-based KD)
     live_run: Optional[str] = None  # a peer of this run's online co-training: weights come from its trainer
     audit_dir: Optional[str] = None  # the run's `audit/`: each replica appends the batch ids it answered
@@ -118,46 +121,43 @@ class LoadedTeacher:
         """
         inputs = model_inputs(np.concatenate([np.asarray(b.teacher_x) for b in batches]))
         pack = dict(temperature=temperature or self.args.temperature, output_space=self.output_space,
-                    dense_max_classes=dense_max_classes or self.args.dense_max_classes,
+                    num_classes=self.num_classes, dense_max_classes=dense_max_classes or self.args.dense_max_classes,
                     top_k=top_k or self.args.top_k, target_kind=target_kind)
         if self.output_space.startswith("embedding:"):
             pack["dense_max_classes"] = max(pack["dense_max_classes"], self.num_classes)  # never top-k
-        if self.output_space.startswith("tokens:"):
-            return self._token_records(batches, torch.tensor(inputs, device=self.device), pack)
         with self.lock, torch.inference_mode():
-            logits = self.module(self._inputs(inputs)).float().cpu().numpy()
-            version = self.version
-        bounds = np.cumsum([len(b.teacher_x) for b in batches])[:-1]
-        features = {name: np.split(value.to(torch.float16).cpu().numpy(), bounds)
-                    for name, value in self.hooks.take().items()}
-        records = []
-        for i, (batch, part) in enumerate(zip(batches, np.split(logits, bounds))):
-            record = pack_soft_targets(part, batch_id=batch.batch_id, teacher=self.args.name, teacher_version=version,
-                                       **pack)
-            record.features = {name: parts[i] for name, parts in features.items()}
-            records.append(record)
-        return records
+            if self.output_space.startswith("tokens:"):
+                on_device = self._token_records(batches, torch.tensor(inputs, device=self.device), pack)
+            else:
+                on_device = self._row_records(batches, self._inputs(inputs), pack)
+        return [record.to_host() for record in on_device]  # the lock is free: the next forward runs meanwhile
 
-    def _token_records(self, batches: list[Batch], ids: torch.Tensor,
-                       pack: dict[str, Any]) -> list[SoftTargets]:
-        """A causal LM's records: one row per target position; the head runs (and top-k packs)
-        `head_chunk` rows at a time, so no [L, V] logits of a long sequence exist at once."""
+    def _meta(self, batch: Batch, pack: dict[str, Any]) -> dict[str, Any]:
+        return dict(batch_id=batch.batch_id, teacher=self.args.name, teacher_version=self.version,
+                    temperature=float(pack["temperature"]), output_space=self.output_space,
+                    num_classes=self.num_classes)
+
+    def _row_records(self, batches: list[Batch], inputs: torch.Tensor, pack: dict[str, Any]) -> list[DeviceRecord]:
+        """One output row per input row (classifiers, encoders), with the hooked features."""
+        logits = self.module(inputs)
+        bounds = np.cumsum([len(b.teacher_x) for b in batches])[:-1].tolist()
+        features = split_features(self.hooks.take(), bounds)
+        return [DeviceRecord(self._meta(batch, pack), features=features[i], arrays=pack_chunks(
+                    row_chunks(part), generator=batch_generator(batch.batch_id, self.device), **pack))
+                for i, (batch, part) in enumerate(zip(batches, logits.tensor_split(bounds)))]
+
+    def _token_records(self, batches: list[Batch], ids: torch.Tensor, pack: dict[str, Any]) -> list[DeviceRecord]:
+        """A causal LM's records: one row per target position; the head runs (and the record
+        packs) `head_chunk` rows at a time, so no [L, V] logits of a long sequence exist at once."""
         module = self.module
-        with self.lock, torch.inference_mode():
-            hidden = module.target_hidden(ids)
-            per_sequence = module.targets_per_sequence(ids).cpu().numpy()
-            version = self.version
-            sequence_bounds = np.cumsum([0] + [len(b.teacher_x) for b in batches])
-            row_bounds = np.concatenate([[0], np.cumsum(per_sequence)])[sequence_bounds]
-            records = []
-            for batch, start, end in zip(batches, row_bounds[:-1], row_bounds[1:]):
-                chunks = [pack_soft_targets(logits.float().cpu().numpy(), batch_id=batch.batch_id, teacher=self.args.name,
-                                            teacher_version=version, seed=i, **pack)
-                          for i, logits in enumerate(module.head_chunks(hidden[start:end]))]
-                records.append(concat_rows(chunks) if chunks else pack_soft_targets(
-                    np.zeros((0, self.num_classes), np.float32), batch_id=batch.batch_id, teacher=self.args.name,
-                    teacher_version=version, **pack))
-        return records
+        hidden = module.target_hidden(ids)
+        per_sequence = module.targets_per_sequence(ids).cpu().numpy()
+        sequence_bounds = np.cumsum([0] + [len(b.teacher_x) for b in batches])
+        row_bounds = np.concatenate([[0], np.cumsum(per_sequence)])[sequence_bounds]
+        return [DeviceRecord(self._meta(batch, pack), pack_chunks(
+                    module.head_chunks(hidden[start:end]), generator=batch_generator(batch.batch_id, self.device),
+                    **pack))
+                for batch, start, end in zip(batches, row_bounds[:-1], row_bounds[1:])]
 
     def perplexity(self, inputs: np.ndarray, sequences: int = SCORING_SEQUENCES) -> dict[str, float]:
         """A causal LM's summed negative log-likelihood (at temperature 1) of the target tokens of
