@@ -23,6 +23,14 @@ run() { python3 -m orchestration run "$@" --output-dir "$OUT_DIR/runs"; }
 LLM=benchmarks/configs/gpu_llm.yaml
 KD='[{name: ce, weight: 0.5}, {name: kd, weight: 0.5}]'
 
+# teacher scoring on CUDA: records against the bare forward + topk/multinomial, and two students'
+# requests shared in one forward against one forward each (SmolLM2's architecture, random weights, bf16)
+SHAPE=.gpukit/smollm2-shape
+step teacher-scoring 120 python3 -m benchmarks.teacher_scoring --name gpu_teacher_scoring --lm "$SHAPE" \
+  --random-weights --dtype bfloat16 --sequences 32 --length 512 --repeats 5
+step request-batching 150 python3 -m benchmarks.request_batching --name gpu_request_batching --lm "$SHAPE" \
+  --random-weights --dtype bfloat16 --gpus 0.5 --requests 8 --length 512 --repeats 3
+cp benchmarks/results/gpu_teacher_scoring.* benchmarks/results/gpu_request_batching.* "$OUT_DIR/" 2>/dev/null
 # the GPU tests: every KD term, bf16 teachers, speculative scoring, devices
 step gpu-tests 90 python3 -m pytest -q -p no:cacheprovider tests/gpu tests/unit/test_devices.py tests/unit/test_kd_terms.py
 # every KD family, BYOT and born-again with CUDA Serve teachers and a bf16 student (ZeRO-2, NCCL)

@@ -7,7 +7,7 @@ Two parts, every arm back to back within each repeat (order alternating), report
 median of the per-repeat ratios with their min and max:
 
 1. Scoring, tokens per second. SmolLM2-135M-Instruct (V = 49,152; `distillery warmup` converts
-   it) on `--sequences` packed sequences of `--length` tokens, and a synthetic head (a linear
+   it; `--lm` another, `--random-weights` its architecture only, as a GPU machine carries it) on `--sequences` packed sequences of `--length` tokens, and a synthetic head (a linear
    layer from 64 features to V = 151,936 outputs, one row per token). For each: the bare
    forward followed by `torch.topk` (k = 64) or `torch.multinomial` (16 draws from the softmax),
    against `LoadedTeacher.records` making top-64 or 16-draw sampled records of the same inputs,
@@ -36,18 +36,25 @@ TOP_K, DRAWS, WIDE_VOCAB = 64, 16, 151_936
 META = dict(teacher="bench", teacher_version="-", temperature=1.0, dense_max_classes=1024)
 
 
-def smollm2_teacher(device: str):
-    from ingest import SMOLLM2
-    from teachers.loaded import LoadedTeacher, TeacherAppArgs
+def lm_teacher_args(name: str, lm: str, random_weights: bool, dtype: str, **extra):
+    """A causal LM teacher's arguments: `lm` pretrained, or its architecture with random weights
+    (a folder with only its config and tokenizer is enough: what a GPU machine can carry)."""
+    from teachers.loaded import TeacherAppArgs
 
-    args = TeacherAppArgs(name="smollm2", factory="models.hf_lm:causal_lm",
-                          kwargs={"tokenizer": SMOLLM2, "path": SMOLLM2, "head_chunk": 1024,
-                                  "in_features": 128, "num_classes": 0},
-                          allowed_modules=["models.hf_lm"], weights_path=None, in_features=0, temperature=1.0)
-    return LoadedTeacher.load(args, device)
+    kwargs = {"tokenizer": lm, "path": lm, "head_chunk": 1024, "in_features": 128, "num_classes": 0}
+    if random_weights:
+        kwargs["pretrained"] = False
+    return TeacherAppArgs(name=name, factory="models.hf_lm:causal_lm", kwargs=kwargs, allowed_modules=["models.hf_lm"],
+                          weights_path=None, in_features=128, temperature=1.0, top_k=TOP_K, dtype=dtype, **extra)
 
 
-def wide_head_teacher(device: str, folder: Path):
+def lm_teacher(device: str, lm: str, random_weights: bool, dtype: str):
+    from teachers.loaded import LoadedTeacher
+
+    return LoadedTeacher.load(lm_teacher_args("lm", lm, random_weights, dtype), device)
+
+
+def wide_head_teacher(device: str, folder: Path, dtype: str):
     from safetensors.torch import save_file
 
     from teachers.backend import ResolvedModel
@@ -59,7 +66,7 @@ def wide_head_teacher(device: str, folder: Path):
     save_file(model.build().state_dict(), str(path))
     return LoadedTeacher.load(TeacherAppArgs(name="wide", factory=model.factory, kwargs=model.kwargs,
                                              allowed_modules=list(model.allowed_modules), weights_path=str(path),
-                                             in_features=64, temperature=1.0), device)
+                                             in_features=64, temperature=1.0, dtype=dtype), device)
 
 
 def token_inputs(sequences: int, length: int, vocab: int) -> np.ndarray:
@@ -159,23 +166,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--name", default="teacher_scoring")
+    parser.add_argument("--lm", default=None, help="the language model (default: SmolLM2-135M-Instruct's GGUF)")
+    parser.add_argument("--random-weights", action="store_true", help="its architecture with random weights")
+    parser.add_argument("--dtype", default="float32", help="the teachers' dtype (bfloat16 on a GPU)")
     args = parser.parse_args(argv)
     import tempfile
 
     from benchmarks.machine import describe_machine
+    from ingest.token_layout import targets_per_sequence
 
     device = torch.device(args.device)
     result = {"machine": describe_machine(), "device": str(device), "sequences": args.sequences,
-              "length": args.length, "repeats": args.repeats, "torch_threads": torch.get_num_threads(),
+              "length": args.length, "repeats": args.repeats, "torch_threads": torch.get_num_threads(), "dtype": args.dtype,
               "scoring": {}, "packing": {}}
     with tempfile.TemporaryDirectory() as folder:
-        models = {"SmolLM2-135M (V = 49,152)": lambda: (smollm2_teacher(str(device)), True),
-                  "synthetic head (V = 151,936)": lambda: (wide_head_teacher(str(device), Path(folder)), False)}
+        from ingest import SMOLLM2
+
+        lm = args.lm or SMOLLM2
+        label = "SmolLM2-135M" if lm == SMOLLM2 else Path(lm).name
+        label += " random weights" if args.random_weights else ""
+        models = {f"{label} (V = 49,152)": lambda: (lm_teacher(str(device), lm, args.random_weights, args.dtype), True),
+                  "synthetic head (V = 151,936)": lambda: (wide_head_teacher(str(device), Path(folder), args.dtype),
+                                                           False)}
         for label, make in models.items():
             teacher, tokens = make()
             inputs = token_inputs(args.sequences, args.length, teacher.num_classes) if tokens else \
                 np.random.default_rng(0).standard_normal((args.sequences * args.length, 64)).astype(np.float32)
-            targets = int(teacher.module.targets_per_sequence(torch.tensor(inputs)).sum()) if tokens else len(inputs)
+            targets = int(targets_per_sequence(inputs).sum()) if tokens else len(inputs)
             samples = paired(scoring_arms(teacher, inputs), args.repeats)
             entry = {"target_tokens": targets, "samples": samples,
                      "tokens_per_s": {arm: statistics.median(targets / s[arm] for s in samples) for arm in samples[0]},
@@ -206,7 +223,8 @@ def write(result: dict, name: str) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
     lines = ["# Teacher scoring: records against the bare forward", "",
-             f"Machine: {result['machine']}; device {result['device']}, {result['torch_threads']} torch threads. "
+             f"Machine: {result['machine']}; device {result['device']}, {result['torch_threads']} torch threads, "
+             f"teachers in {result['dtype']}. "
              f"{result['sequences']} sequences of {result['length']} tokens (16 context, the rest targets), "
              f"{result['repeats']} repeats, arms back to back. `python -m benchmarks.teacher_scoring`.", "",
              "| model | arm | target tokens per second (median) |", "|---|---|---|"]

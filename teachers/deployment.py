@@ -81,7 +81,7 @@ class TeacherDeployment:
             self.live = LiveWeights(self.teacher, args.live_run, serve.get_replica_context().replica_tag)
         self.audit = open_audit_log(args.audit_dir, f"answered-{args.name}")
         self.batcher = None
-        if args.batching.enabled:
+        if args.batching.active(str(self.teacher.device)):
             self.batcher = RequestBatcher(partial(records_together, self.teacher.records),
                                           max_tokens=args.batching.max_tokens, wait_s=args.batching.wait_ms / 1000)
         logger.info("teacher %s version %s ready (%s)", args.name, self.teacher.version, self.teacher.output_space)

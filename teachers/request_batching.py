@@ -23,16 +23,21 @@ from cluster import Strict
 
 class RequestBatchingConfig(Strict):
     """How a replica lets concurrent requests (several students, several batches in flight)
-    share one forward (`teachers.request_batching`). Requests with different settings
-    (temperature, k, target kind) or input shapes never share one."""
+    share one forward (`RequestBatcher`). Requests with different settings (temperature, k,
+    target kind) or input shapes never share one."""
 
-    enabled: bool = True
+    enabled: Optional[bool] = Field(None, description="share forwards; omitted: where the replica has a GPU (a CPU "
+                                                      "forward is compute-bound: a larger one is no faster per "
+                                                      "token, benchmarks/results/request_batching.md)")
     max_tokens: int = Field(16384, ge=1, description="the inputs of one shared forward: token positions (sequences x "
                                                      "length) for language models, rows otherwise; a larger "
                                                      "request runs alone")
     wait_ms: float = Field(0.0, ge=0, description="how long a request may wait for others to join its forward; 0: "
                                                   "only those already waiting join (no added latency)")
 
+    def active(self, device: str) -> bool:
+        """Whether a replica on `device` ("cpu", "cuda", ...) shares forwards."""
+        return self.enabled if self.enabled is not None else not str(device).startswith("cpu")
 
 
 @dataclass
