@@ -24,6 +24,7 @@ _EXPORTS = {
     "RunNotFoundError": "errors",
     "Strict": "config",
     "build_module": "factory",
+    "resolve_factory": "factory",
     "check_custom_resources": "placement",
     "check_name": "config",
     "connect": "connection",
@@ -84,7 +85,7 @@ __all__ = ["AUDIT_FOLDER", "AuditLog", "ConfigError", "DEFAULT_ALLOWED_MODULES",
            "mark_used", "method_kind", "new_attempt", "on_this_node", "online_phase", "open_audit_log", "open_uri",
            "orchestrator_name", "parse_yaml", "paths_outside_roots", "phase_kind", "prepare_ray_env",
            "process_group_backend", "put_file", "ray_options", "read_audit", "read_metrics",
-           "read_parquet", "read_parquet_footer", "read_parquet_mapped", "read_text", "read_yaml_file",
+           "read_parquet", "read_parquet_footer", "read_parquet_mapped", "read_text", "read_yaml_file", "resolve_factory",
            "teacher_cache_dir", "validate_model", "work_device", "work_dtype", "write_parquet", "write_text"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any, Iterable
 import torch
 from safetensors.torch import load_model
 
-from cluster import DEFAULT_ALLOWED_MODULES, ModelSpec, build_module
+from cluster import DEFAULT_ALLOWED_MODULES, ModelSpec, build_module, resolve_factory
 from models import file_version
 
 
@@ -30,6 +31,16 @@ def resolve_model(spec: ModelSpec, *, in_features: int, num_classes: int,
                   allowed_modules: Iterable[str] = DEFAULT_ALLOWED_MODULES) -> ResolvedModel:
     kwargs = {"in_features": in_features, "num_classes": num_classes, **spec.kwargs}
     return ResolvedModel(spec.factory, kwargs, tuple(allowed_modules))
+
+
+def loading_kwargs(factory: str, kwargs: dict[str, Any], allowed_modules: Iterable[str], dtype: str) -> dict[str, Any]:
+    """`kwargs` with the teacher's `dtype` for a factory that loads pretrained weights in a dtype
+    of its own choosing (a `dtype` argument, e.g. `models.hf_lm:causal_lm`), unless they name one:
+    the weights then load in the dtype the teacher runs in, with no float32 copy first."""
+    if "dtype" in kwargs:
+        return kwargs
+    takes_dtype = "dtype" in inspect.signature(resolve_factory(factory, allowed_modules)).parameters
+    return {**kwargs, "dtype": dtype} if takes_dtype else kwargs
 
 
 def load_teacher(model: ResolvedModel, weights_path: str | Path | None) -> torch.nn.Module:

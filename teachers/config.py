@@ -30,9 +30,10 @@ class TeacherConfig(Strict):
                                                 "no training and no weights file")
     training: TeacherTrainingConfig = Field(default_factory=TeacherTrainingConfig)
     weight: float = Field(1.0, gt=0)
-    dtype: Literal[DTYPES] = Field("float32", description="what the teacher answers in (its replicas, precompute, "
-                                                         "`teacher serve`): bfloat16 or float16 halve its memory "
-                                                         "and speed it up on GPUs; float16 needs a GPU")
+    dtype: Optional[Literal[DTYPES]] = Field(
+        None, description="what the teacher answers in (its replicas, precompute, `teacher serve`); omitted: bfloat16 "
+                          "where it is given GPUs (resources.num_gpus; set float16 on GPUs without bfloat16), "
+                          "float32 on CPUs; float16 needs a GPU")
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     batching: RequestBatchingConfig = Field(default_factory=RequestBatchingConfig)
 
@@ -42,6 +43,8 @@ class TeacherConfig(Strict):
     def _one_weight_source(self) -> "TeacherConfig":
         if self.pretrained and self.weights:
             raise ValueError("weights: a pretrained teacher loads its own weights; drop weights or pretrained")
+        if self.dtype is None:  # decided from what the teacher is given, as its device is (cluster.devices)
+            self.dtype = "bfloat16" if self.resources.num_gpus > 0 else "float32"
         return self
 
 

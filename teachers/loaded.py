@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict
 from cluster import ResourcesConfig, fetch_file, work_dtype
 from ingest import Batch
 from teachers.arrow_codec import model_inputs
-from teachers.backend import (FeatureHooks, ResolvedModel, dummy_inputs, load_teacher, model_input, model_version,
-                              output_space_of)
+from teachers.backend import (FeatureHooks, ResolvedModel, dummy_inputs, load_teacher, loading_kwargs, model_input,
+                              model_version, output_space_of)
 from teachers.device_targets import DeviceRecord, batch_generator, pack_chunks, row_chunks, split_features
 from teachers.request_batching import RequestBatchingConfig
 from teachers.soft_targets import SoftTargets
@@ -67,11 +67,14 @@ class LoadedTeacher:
     @classmethod
     def load(cls, args: TeacherAppArgs, device: str | torch.device = "cpu") -> "LoadedTeacher":
         weights = fetch_file(args.weights_path) if args.weights_path else None  # a URI: downloaded once per node
-        module = load_teacher(ResolvedModel(args.factory, args.kwargs, tuple(args.allowed_modules)), weights)
-        hooks = FeatureHooks(module, args.features, f"teacher {args.name!r}")
-        output_space, num_classes = output_space_of(module, args.in_features)
         dtype = work_dtype(args.dtype, str(device), f"teacher {args.name!r}")
         device = torch.device(device)
+        model = ResolvedModel(args.factory, loading_kwargs(args.factory, args.kwargs, args.allowed_modules, args.dtype),
+                              tuple(args.allowed_modules))
+        with torch.device(device):  # parameters made (and pretrained weights loaded) on the device, no CPU copy first
+            module = load_teacher(model, weights)
+        hooks = FeatureHooks(module, args.features, f"teacher {args.name!r}")
+        output_space, num_classes = output_space_of(module, args.in_features)
         return cls(args, module.to(device=device, dtype=dtype), device, model_version(module, weights),
                    output_space, num_classes, hooks)
 

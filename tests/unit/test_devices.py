@@ -122,3 +122,22 @@ def test_a_teacher_dtype_is_decided_per_device():
 
     with pytest.raises(ValueError, match="dtype"):
         TeacherConfig(name="t", model={"factory": "models.zoo:mlp"}, dtype="int8")
+
+
+def test_a_teachers_dtype_defaults_to_bfloat16_on_gpus_and_float32_on_cpus():
+    from teachers.config import TeacherConfig
+
+    model = {"factory": "models.zoo:mlp", "kwargs": {}}
+    assert TeacherConfig(name="t", model=model).dtype == "float32"
+    assert TeacherConfig(name="t", model=model, resources={"num_gpus": 1}).dtype == "bfloat16"
+    assert TeacherConfig(name="t", model=model, resources={"num_gpus": 1}, dtype="float32").dtype == "float32"
+
+
+def test_a_teacher_builds_in_its_dtype_when_its_factory_takes_one():
+    from teachers.backend import loading_kwargs
+
+    kwargs = {"tokenizer": "t", "config": {}}
+    assert loading_kwargs("models.hf_lm:causal_lm", kwargs, ["models.hf_lm"], "bfloat16")["dtype"] == "bfloat16"
+    assert loading_kwargs("models.hf_lm:causal_lm", {**kwargs, "dtype": "float32"}, ["models.hf_lm"],
+                          "bfloat16")["dtype"] == "float32"  # the model's own kwargs win
+    assert "dtype" not in loading_kwargs("models.zoo:mlp", {"hidden": [8]}, ["models.zoo"], "bfloat16")
