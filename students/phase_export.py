@@ -13,6 +13,7 @@ many checkpoints later phases rotated away.
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
@@ -58,18 +59,24 @@ def export_student(engine: Any, zero_stage: int, folder: Optional[str], tokenize
         packed = quantized_state(model.lm, quantize_bits) if quantize_bits and rank == 0 else None
     if rank != 0:
         return {}
-    from ingest import load_tokenizer
-
     out: dict[str, Any] = {"exported_to": folder}
     with local_folder_for(folder) as target:  # a URI: written here, then uploaded (no shared volume needed)
-        model.lm.save_pretrained(str(target), state_dict=state, safe_serialization=True)
-        load_tokenizer(tokenizer).save_pretrained(str(target))
+        write_lm_folder(model.lm, state, tokenizer, target)
         if packed is not None:  # the real integers and scales; dequantized they are the weights written above
             quantized = target / f"quantized-int{quantize_bits}.safetensors"
             save_file(packed, str(quantized))
             out.update(exported_bytes=(target / "model.safetensors").stat().st_size,
                        quantized_bytes=quantized.stat().st_size)
     return out
+
+
+def write_lm_folder(lm: torch.nn.Module, state: dict[str, torch.Tensor], tokenizer: str, target: Path) -> None:
+    """A Hugging Face model folder: the weights `state`, the config and the generation config the
+    model was loaded with, and the tokenizer with its chat template."""
+    from ingest import load_tokenizer
+
+    lm.save_pretrained(str(target), state_dict=state, safe_serialization=True)
+    load_tokenizer(tokenizer).save_pretrained(str(target))
 
 
 def _export_module(engine: Any, zero_stage: int, folder: str, rank: int) -> dict[str, Any]:

@@ -142,3 +142,25 @@ def test_a_student_made_from_its_teachers_layers_and_the_versions_from_metadata(
     assert 0 < tokens == len(target_labels(x)) == len(logits)
     assert float(nll) == pytest.approx(float(torch.nn.functional.cross_entropy(logits, target_labels(x), reduction="sum")),
                                        rel=1e-4)
+
+
+def test_an_exported_student_keeps_its_chat_template_and_generation_config(tmp_path):
+    """The folder a phase exports (`students.phase_export.write_lm_folder`) loads back as the
+    same model, with the teacher's chat template and generation settings."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    from models.hf_lm import causal_lm
+    from students.phase_export import full_state_dict, write_lm_folder
+
+    kwargs = {"in_features": 96, "num_classes": 49152, "tokenizer": SMOLLM2, "dtype": "float32"}
+    student = causal_lm(**kwargs, path=SMOLLM2, layers=[0, 29])
+    write_lm_folder(student.lm, full_state_dict(student.lm), SMOLLM2, tmp_path)
+    source = Path(resolve_model_dir(SMOLLM2))
+    original = AutoTokenizer.from_pretrained(source)
+    exported = AutoTokenizer.from_pretrained(tmp_path)
+    assert exported.chat_template == original.chat_template and exported.chat_template
+    assert tokenizer_hash(exported) == tokenizer_hash(original)
+    assert GenerationConfig.from_pretrained(tmp_path).to_dict() == GenerationConfig.from_pretrained(source).to_dict()
+    again = causal_lm(**kwargs, path=str(tmp_path))
+    assert len(again.lm.model.layers) == 2
+    assert torch.equal(again.lm.model.layers[1].mlp.up_proj.weight, student.lm.model.layers[1].mlp.up_proj.weight)
