@@ -283,6 +283,33 @@ def fetch_file(location: str, cache_dir: Optional[str] = None) -> str:
     return str(local)
 
 
+def fetch_folder(location: str, cache_dir: Optional[str] = None) -> str:
+    """A local path to the folder at `location`: itself, or (a URI) a copy downloaded once into
+    `<cache>/fetched/` (a file whose size on the store changed is downloaded again; each file
+    lands whole, so processes of one node fetching at once never read half a file)."""
+    if not is_uri(location):
+        return location
+    from pyarrow import fs as pafs
+
+    filesystem, root = open_uri(location)
+    files = [info for info in filesystem.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+             if info.type == pafs.FileType.File]
+    if not files:
+        raise FileNotFoundError(f"{location}: no such folder on the object store (or it holds no file)")
+    key = hashlib.sha256(location.partition("?")[0].rstrip("/").encode()).hexdigest()[:16]
+    local = Path(cache_dir or default_cache_dir()) / "fetched" / key / root.rstrip("/").rsplit("/", 1)[-1]
+    for info in files:
+        target = local / info.path[len(root):].lstrip("/")
+        if not (target.is_file() and target.stat().st_size == info.size):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(target.name + f".{os.getpid()}.tmp")
+            pafs.copy_files(info.path, str(tmp), source_filesystem=filesystem,
+                            destination_filesystem=pafs.LocalFileSystem())
+            tmp.replace(target)
+    mark_used(local)
+    return str(local)
+
+
 def join(location: str, *parts: str) -> str:
     """`parts` under `location`, a local path or a URI."""
     return join_uri(location, *parts) if is_uri(location) else str(Path(location).joinpath(*parts))

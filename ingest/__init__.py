@@ -16,6 +16,7 @@ _EXPORTS = {
     "Dataset": "splits",
     "GENERATED_MANIFEST": "lm_data",
     "SMOLLM2": "gguf_folder",
+    "is_gguf": "gguf_folder",
     "ShardReader": "streamed",
     "SourceConfig": "config",
     "Split": "splits",
@@ -54,7 +55,7 @@ _EXPORTS = {
 
 __all__ = ["Batch", "BatchId", "CONTEXT", "DataConfig", "Dataset", "GENERATED_MANIFEST", "PAD", "SMOLLM2", "ShardReader",
            "SourceConfig", "Split", "StreamedBatches", "StreamedSplit", "TARGET", "TEXT_DATASETS", "TRAIN_DATASET",
-           "attention_mask", "hf_datasource", "image_classes", "image_files", "load_dataset", "load_tokenizer",
+           "attention_mask", "hf_datasource", "image_classes", "image_files", "is_gguf", "load_dataset", "load_tokenizer",
            "pack", "padded", "plan_epoch", "prompt_lengths", "resolve_model_dir", "row_keys", "sequence_lengths",
            "source_files", "student_subset", "target_labels", "target_mask", "targets_per_sequence",
            "to_lm_stream_rows", "to_stream_rows", "token_ids", "token_roles", "tokenizer_hash",

@@ -8,6 +8,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+from cluster import fetch_file, fetch_folder, is_uri
 from ingest.gguf_folder import gguf_folder, is_gguf
 
 PACKAGE_PREFIX = "pkg:"
@@ -16,7 +17,8 @@ PACKAGE_PREFIX = "pkg:"
 def resolve_model_dir(path: str) -> str:
     """`pkg:<package>/<sub/folder>` -> that folder of the installed package; a local folder
     -> its absolute path; a GGUF file (local or `pkg:`) -> the folder converted from it once per
-    node (`ingest.gguf_folder`); anything else is returned as is (a hub id)."""
+    node (`ingest.gguf_folder`); a URI folder (s3://, gs://, ...) -> its copy fetched once per
+    node; anything else is returned as is (a hub id)."""
     if path.startswith(PACKAGE_PREFIX):
         package, _, sub = path[len(PACKAGE_PREFIX):].partition("/")
         spec = importlib.util.find_spec(package)
@@ -29,6 +31,8 @@ def resolve_model_dir(path: str) -> str:
         if not folder.is_dir():
             raise FileNotFoundError(f"model path {path!r}: {folder} does not exist")
         return str(folder)
+    if is_uri(path):  # object storage: fetched once per node (a GGUF file converted after)
+        return gguf_folder(fetch_file(path)) if is_gguf(path) else fetch_folder(path)
     local = Path(path).expanduser()
     if is_gguf(str(local)):
         return gguf_folder(str(local))

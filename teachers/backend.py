@@ -60,7 +60,7 @@ def declared_version(model: ResolvedModel) -> str:
     """A pretrained model's version without loading it: its checkpoint's metadata
     (`models.checkpoint_version`) and the layers it keeps; a model without a `path`
     (built from a config) is built to ask it."""
-    from ingest import resolve_model_dir
+    from ingest import is_gguf, resolve_model_dir
     from models import checkpoint_version
 
     path = model.kwargs.get("path")
@@ -68,7 +68,10 @@ def declared_version(model: ResolvedModel) -> str:
         return str(getattr(model.build(), "model_version", "pretrained"))
     layers = model.kwargs.get("layers")
     suffix = f"-layers{'-'.join(map(str, layers))}" if layers else ""
-    return checkpoint_version(resolve_model_dir(str(path))) + suffix
+    from cluster import is_uri
+
+    local = is_gguf(str(path)) or not is_uri(str(path))  # a URI folder's metadata is read where it lies
+    return checkpoint_version(resolve_model_dir(str(path)) if local else str(path)) + suffix
 
 
 def model_version(module: torch.nn.Module, weights_path: str | Path | None) -> str:

@@ -3,6 +3,8 @@
 from pathlib import Path
 
 import pytest
+import torch
+from transformers import AutoTokenizer
 
 from cluster import RunFolder, join_uri, local_folder_for
 from cluster.paths import paths_outside_roots
@@ -116,3 +118,41 @@ def _all(path):
     from pyarrow import fs
 
     return fs.FileSelector(path, recursive=True)
+
+
+def test_a_language_model_folder_on_s3_is_fetched_once_per_node_and_versioned_where_it_lies(s3_server, tmp_path,
+                                                                                            monkeypatch):
+    """`path: s3://.../model` (and `tokenizer:` likewise): the version comes from the folder's
+    metadata on the store, with nothing downloaded; loading fetches the folder once, then reuses it."""
+    from pyarrow import fs
+
+    from ingest import resolve_model_dir
+    from ingest.lm_data import DEFAULT_TOKENIZER
+    from models import checkpoint_version
+    from models.hf_lm import causal_lm
+    from teachers.backend import ResolvedModel, declared_version
+
+    s3, options = s3_server
+    monkeypatch.setenv("DISTILLERY_CACHE_DIR", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    config = {"model_type": "gpt2", "n_layer": 1, "n_embd": 16, "n_head": 2, "n_positions": 32}
+    built = causal_lm(32, 0, tokenizer=DEFAULT_TOKENIZER, config=config)
+    folder = tmp_path / "tiny-lm"
+    built.lm.save_pretrained(folder, safe_serialization=True)
+    AutoTokenizer.from_pretrained(resolve_model_dir(DEFAULT_TOKENIZER)).save_pretrained(folder)
+    fs.copy_files(str(folder), "runs-data/models/tiny-lm", source_filesystem=fs.LocalFileSystem(),
+                  destination_filesystem=s3)
+    uri = f"s3://runs-data/models/tiny-lm?{options}"
+    model = ResolvedModel("models.hf_lm:causal_lm", {"in_features": 32, "num_classes": 0, "tokenizer": uri,
+                                                      "path": uri}, ("models.hf_lm",))
+    assert declared_version(model) == checkpoint_version(str(folder))
+    assert not (tmp_path / "cache" / "fetched").exists()  # read where it lies
+    loaded = model.build()
+    assert loaded.model_version == checkpoint_version(str(folder)) and loaded.tokenizer_hash == built.tokenizer_hash
+    for name, value in built.lm.state_dict().items():
+        assert torch.equal(loaded.lm.state_dict()[name], value), name
+    fetched = Path(resolve_model_dir(uri))
+    inode = (fetched / "model.safetensors").stat().st_ino
+    assert Path(resolve_model_dir(uri)) == fetched and (fetched / "model.safetensors").stat().st_ino == inode
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        resolve_model_dir(f"s3://runs-data/models/missing?{options}")
