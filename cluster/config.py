@@ -81,16 +81,25 @@ class ResourcesConfig(Strict):
 M = TypeVar("M", bound=BaseModel)
 
 
+_SHOWN_INPUT = 200  # characters of a wrong value quoted in an error; a whole section is never quoted
+
+
 def _format_validation_error(exc: ValidationError) -> list[str]:
+    """One line per problem: the field's path and what is wrong with it. A check across fields
+    names its own fields (`student.model.kwargs.tokenizer: ...`) and is shown as it says them."""
     problems = []
     for err in exc.errors():
         path = ".".join(str(p) for p in err["loc"]) or "<root>"
         message = err["msg"]
+        if err["type"] == "value_error":
+            message = message.removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown key (check its spelling against the docs of this section)"
-        elif "input" in err and err["type"] not in ("missing",):
-            message = f"{message} (got {err['input']!r})"
-        problems.append(f"{path}: {message}")
+        elif "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], (dict, list)):
+            shown = repr(err["input"])
+            message = f"{message} (got {shown if len(shown) <= _SHOWN_INPUT else shown[:_SHOWN_INPUT] + '...'})"
+        names_its_field = path == "<root>" and re.match(r"[\w.\[\]]+: ", message) is not None
+        problems.append(message if names_its_field else f"{path}: {message}")
     return problems
 
 

