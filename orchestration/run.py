@@ -17,7 +17,7 @@ import numpy as np
 from rich.console import Console
 from rich.text import Text
 
-from cluster import AUDIT_FOLDER, RunFolder
+from cluster import AUDIT_FOLDER, ConfigError, RunFolder
 
 from orchestration.check import data_progress
 from orchestration.config import RunConfig, load_run_config, run_folder
@@ -43,17 +43,28 @@ def regime_of(cfg: RunConfig) -> RunRegime:
 
 
 class RunState:
-    """Phases that finished, persisted atomically in `<run_dir>/state.json`."""
+    """Phases that finished, and the fingerprint of the training rows they trained on,
+    persisted atomically in `<run_dir>/state.json`."""
 
     def __init__(self, run_dir: Path):
         self.path = run_dir / "state.json"
-        self.phases: dict[str, dict[str, Any]] = (
-            json.loads(self.path.read_text())["phases"] if self.path.is_file() else {})
+        saved = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self.phases: dict[str, dict[str, Any]] = saved.get("phases", {})
+        self.data: Optional[str] = saved.get("data")
+
+    def check_data(self, fingerprint: str, where: str) -> None:
+        """Refuse to resume phases that finished on other training rows (the same file names
+        with other contents, say): their figures would stand beside this data's."""
+        if self.phases and self.data is not None and self.data != fingerprint:
+            raise ConfigError(where, [f"data: the run's finished phases ({', '.join(sorted(self.phases))}) trained "
+                                      f"on other rows (fingerprint {self.data}, now {fingerprint}); give the run "
+                                      f"another name (--run-name) or remove its folder to train on this data"])
+        self.data = fingerprint
 
     def finish(self, phase: str, metrics: dict[str, Any]) -> None:
         self.phases[phase] = metrics
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"phases": self.phases}, indent=2))
+        tmp.write_text(json.dumps({"phases": self.phases, "data": self.data}, indent=2))
         tmp.replace(self.path)
 
 
@@ -104,6 +115,7 @@ def _run(cfg: RunConfig, folder: RunFolder, pulled: int, console: Console) -> li
     if not streams_data(cfg):
         console.print(f"connected to {connect()}")
     state = RunState(run_dir)
+    state.check_data(dataset.fingerprint, f"run {cfg.run.name!r} ({folder.location})")
     ingress_digest = ingress_token_digest(cfg)
     if not offline:
         start_serve(cfg)
