@@ -48,7 +48,9 @@ class CausalLM(nn.Module):
         return ids
 
     def target_hidden(self, x: torch.Tensor) -> torch.Tensor:
-        """[N, d]: the last hidden state at every target position, row-major."""
+        """[N, d]: the last hidden state at every target position, row-major. The columns after
+        the batch's longest sequence hold only padding and are never computed."""
+        x = x[:, :max(1, int(sequence_lengths(x).max()))] if x.numel() else x
         hidden = self.lm.base_model(input_ids=self._ids(x), attention_mask=attention_mask(x).long()).last_hidden_state
         return hidden[:, :-1][target_mask(x)]
 

@@ -303,3 +303,24 @@ def test_a_language_model_teacher_sends_sampled_targets_over_grpc(sequences):
         remote.close()
     finally:
         server.stop(grace=None)
+
+
+def test_padding_after_the_longest_sequence_is_never_computed():
+    """A batch padded far beyond its longest sequence gives the same target rows, logits and
+    NLL as the same batch padded to its longest sequence, and the model only sees the latter."""
+    teacher = _teacher().module
+    short = torch.from_numpy(_rows(([BOS, 10, 11], [20, 21, EOS]), ([BOS, 12], [22, EOS]), length=LENGTH))
+    seen = []
+    hook = teacher.lm.base_model.register_forward_pre_hook(lambda _, args, kwargs: seen.append(kwargs["input_ids"].shape),
+                                                           with_kwargs=True)
+    try:
+        with torch.no_grad():
+            logits, (nll, tokens) = teacher(short), teacher.summed_nll(short)
+    finally:
+        hook.remove()
+    assert seen == [(2, 6), (2, 6)]  # the longest sequence has 6 entries; LENGTH is 24
+    full = teacher.lm(input_ids=token_ids(short), attention_mask=attention_mask(short).long()).logits[:, :-1]
+    expected = full[target_mask(short)][:, :teacher.vocab_size]
+    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
+    assert tokens == 5 and float(nll) == pytest.approx(
+        float(torch.nn.functional.cross_entropy(expected, target_labels(short), reduction="sum")), rel=1e-5)
