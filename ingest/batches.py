@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
+from ingest.token_layout import sequence_lengths
+
 if TYPE_CHECKING:
     from ingest.splits import Split
 
@@ -120,17 +122,36 @@ class Batch:
 
 
 def plan_epoch(split: Split, *, epoch: int, seed: int, shard: int, num_shards: int,
-               batch_size: int) -> list[Batch]:
+               batch_size: int, length_buckets: int = 0) -> list[Batch]:
     """The batches of one shard for one epoch, in order; the same inputs give the same plan.
 
     Every shard gets the same number of batches (trailing samples that would make the shards
     uneven are dropped for that epoch), so data-parallel workers step in lockstep.
+    `length_buckets` (packed token sequences): `_bucketed`.
     """
     order = np.random.default_rng([seed, epoch]).permutation(len(split.y))
     per_shard = len(order) // num_shards
     mine = order[shard * per_shard:(shard + 1) * per_shard]
     n_batches = per_shard // batch_size
-    rows = [mine[i * batch_size:(i + 1) * batch_size] for i in range(n_batches)]
+    if length_buckets > 1 and n_batches:
+        rows = _bucketed(mine[:n_batches * batch_size], sequence_lengths(split.x[mine[:n_batches * batch_size]]),
+                         batch_size, length_buckets, np.random.default_rng([seed, epoch, shard, 1]))
+    else:
+        rows = [mine[i * batch_size:(i + 1) * batch_size] for i in range(n_batches)]
     return [Batch(BatchId.planned(epoch, shard, i), epoch, i, split.x[r], split.labels(r), r, split.teacher_inputs[r],
                   {k: v[r] for k, v in split.columns.items()}, None if split.ids is None else split.ids[r])
             for i, r in enumerate(rows)]
+
+
+def _bucketed(rows: np.ndarray, lengths: np.ndarray, batch_size: int, window: int,
+              rng: np.random.Generator) -> list[np.ndarray]:
+    """Batches of rows of similar lengths: the shuffled rows in windows of `window` batches, each
+    window sorted by length and cut into batches, whose order is shuffled within the window (a
+    model never computes the padding after a batch's longest sequence)."""
+    batches = []
+    for start in range(0, len(rows), window * batch_size):
+        part = rows[start:start + window * batch_size]
+        part = part[np.argsort(lengths[start:start + window * batch_size], kind="stable")]
+        cut = [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+        batches += [cut[i] for i in rng.permutation(len(cut))]
+    return batches

@@ -172,6 +172,10 @@ class DataConfig(Strict):
     tokenizer: Optional[str] = Field(
         None, description="text: the tokenizer's model folder, pkg:<package>/<folder> or hub id")
     sequence_length: int = Field(32, ge=8, le=8192, description="text: tokens per window or sequence")
+    length_buckets: int = Field(0, ge=0, description="language models: each batch's rows of similar lengths, "
+                                                     "sorted within windows of this many shuffled batches, so the "
+                                                     "padding after a batch's longest sequence is not computed; "
+                                                     "0 or 1: off")
     train_windows: int = Field(2048, ge=16, description="text: training windows (stdlib_functions: sequences)")
     test_windows: int = Field(256, ge=16, description="text: held-out windows (stdlib_functions: sequences)")
     embedding_dim: int = Field(384, ge=1, description="text: width of the sentence embeddings")
@@ -182,6 +186,13 @@ class DataConfig(Strict):
 
     @model_validator(mode="after")
     def _dataset_fields(self) -> "DataConfig":
+        language_model = self.dataset == "stdlib_functions" if self.source is None else \
+            self.source.columns.language_model
+        if self.length_buckets > 1 and not language_model:
+            raise ValueError("length_buckets: only language-model rows have lengths to bucket by; drop it")
+        if self.length_buckets > 1 and self.source is not None and self.source.stream:
+            raise ValueError("length_buckets: a streamed source's batches come in stream order; set "
+                             "data.source.stream: false to bucket them, or drop length_buckets")
         if self.source is not None:
             self.source._text = (self.tokenizer, self.sequence_length)
             bundled = ("dataset", "teacher_column", "student_column", "train_windows", "test_windows",

@@ -66,7 +66,7 @@ class _Batches:
 
     def all_of(self, epoch: int) -> list[Batch]:
         return plan_epoch(self.train, epoch=epoch, seed=self.job.seed, shard=self.rank, num_shards=self.world_size,
-                          batch_size=self.job.student.micro_batch_size)
+                          batch_size=self.job.student.micro_batch_size, length_buckets=self.job.data.length_buckets)
 
     def epoch(self, epoch: int) -> list[Batch]:
         batches = self.all_of(epoch)

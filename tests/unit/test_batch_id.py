@@ -41,3 +41,32 @@ def test_a_plan_and_a_record_carry_the_same_id_type_across_the_wire():
                                temperature=1.0, output_space="classes:2", dense_max_classes=8, top_k=2)
     assert decode(encode(record), source="test").batch_id == batch.batch_id  # Arrow metadata
     assert Batch.of_inputs("e3-s1-b1", batch.x).batch_id == batch.batch_id  # the text form, as a payload carries it
+
+
+def test_length_buckets_group_rows_of_similar_lengths_with_the_same_rows_and_ids():
+    from ingest.token_layout import TARGET, padded, pack, sequence_lengths
+
+    rng = np.random.default_rng(0)
+    rows = [pack(rng.integers(3, 100, size=n), TARGET) for n in rng.integers(4, 64, size=240)]
+    split = Split(padded(rows, 64), np.zeros(240, np.int64))
+    plain = plan_epoch(split, epoch=1, seed=5, shard=0, num_shards=2, batch_size=8)
+    bucketed = plan_epoch(split, epoch=1, seed=5, shard=0, num_shards=2, batch_size=8, length_buckets=5)
+    assert [b.batch_id for b in bucketed] == [b.batch_id for b in plain]
+    for window in range(0, len(plain), 5):  # each window of 5 batches holds the same rows, regrouped
+        assert sorted(np.concatenate([b.samples for b in plain[window:window + 5]])) == \
+            sorted(np.concatenate([b.samples for b in bucketed[window:window + 5]]))
+
+    def padded_entries(plan):  # what the padding after each batch's longest sequence leaves to compute
+        return sum(int(sequence_lengths(b.x).max()) * len(b.x) - int(sequence_lengths(b.x).sum()) for b in plan)
+    assert padded_entries(bucketed) < padded_entries(plain) / 3
+    again = plan_epoch(split, epoch=1, seed=5, shard=0, num_shards=2, batch_size=8, length_buckets=5)
+    assert all(np.array_equal(a.samples, b.samples) for a, b in zip(again, bucketed))
+
+
+def test_length_buckets_are_refused_where_rows_have_no_lengths_or_come_streamed():
+    from ingest.config import DataConfig
+
+    with pytest.raises(ValueError, match="only language-model rows"):
+        DataConfig(dataset="digits", length_buckets=4)
+    assert DataConfig(dataset="stdlib_functions", tokenizer="pkg:ingest/tokenizers/stdlib-bpe-1024",
+                      length_buckets=4).length_buckets == 4
