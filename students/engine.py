@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
-from models import count_parameters
 from students.deepspeed_config import deepspeed_config
 from students.lr_schedule import scheduler_for
 from students.hooks import each
@@ -25,6 +24,11 @@ def import_deepspeed():
     import deepspeed
 
     return deepspeed
+
+
+def feature_hints(terms) -> bool:
+    """Whether the terms need the student's feature shapes before training (a probe forward)."""
+    return any(t.name == "fitnet" for t in terms) or bool(self_distillation_exits(terms)[0])
 
 
 def student_module(job: StudentJob, control: RunControl, in_features: int) -> DistillationStudent:
@@ -52,16 +56,36 @@ def build_engine(job: StudentJob, control: RunControl, world_size: int, in_featu
     phase's `micro_steps` (micro-batches of each rank), and the student's parameter count."""
     deepspeed = import_deepspeed()
     torch.manual_seed(job.init_seed if job.init_seed is not None else job.seed)  # the same weights on every rank
-    module = student_module(job, control, in_features)
+    config = deepspeed_config(job.student, world_size)
+    with sharded_build(job, config):
+        module = student_module(job, control, in_features)
     if job.student.activation_checkpointing:
         checkpointed(module.model)
     each(job.hooks, "prepare_model", module.model, control)
-    parameters = count_parameters(module.model)  # before ZeRO-3 partitions them away
+    parameters = sum(getattr(p, "ds_numel", p.numel()) for p in module.model.parameters())  # whole, if partitioned
     optimizer_steps = max(1, -(-micro_steps // job.student.gradient_accumulation_steps))
-    engine, *_ = deepspeed.initialize(model=module, model_parameters=module.parameters(),
-                                      config=deepspeed_config(job.student, world_size),
+    engine, *_ = deepspeed.initialize(model=module, model_parameters=module.parameters(), config=config,
                                       lr_scheduler=scheduler_for(job.student, optimizer_steps))
     return engine, parameters
+
+
+@contextlib.contextmanager
+def sharded_build(job: StudentJob, config: dict[str, Any]) -> Iterator[None]:
+    """Under ZeRO-3, the student is built partitioned across the ranks (`deepspeed.zero.Init`;
+    transformers then loads a pretrained student's weights straight into the partitions), so no
+    rank holds a whole copy. A student whose terms need a shape probe (FitNets projectors,
+    self-distillation exits) is built whole first, as under the other stages."""
+    if job.student.zero_stage != 3 or feature_hints(job.terms):
+        yield
+        return
+    import deepspeed
+    import torch._dynamo  # noqa: F401 - its import fails under zero.Init's patched tensor constructors
+    from transformers.integrations import HfDeepSpeedConfig
+
+    hf_config = HfDeepSpeedConfig(config)  # transformers builds and loads partitioned while this lives
+    with deepspeed.zero.Init(config_dict_or_path=config):
+        yield
+    del hf_config
 
 
 def checkpointed(model: torch.nn.Module) -> None:
