@@ -106,8 +106,8 @@ class SetHistory:
         return before[-1] if before else made[0]
 
 
-def _teacher_problem(applied: dict[str, Any], sets: SetHistory, answers: dict[tuple[str, BatchId], set[str]],
-                     answering: set[str]) -> Optional[str]:
+def _teacher_problem(applied: dict[str, Any], sets: SetHistory,
+                     answers: dict[tuple[str, Optional[str], BatchId], set[str]], answering: set[str]) -> Optional[str]:
     """'stale' or 'unanswered' for one application, or None when its targets check out."""
     members = sets.at(applied.get("set"), applied["t"])
     for teacher, version in applied.get("teachers", {}).items():
@@ -116,13 +116,21 @@ def _teacher_problem(applied: dict[str, Any], sets: SetHistory, answers: dict[tu
             live = teacher in members.get("live", ())
             if expected is None or not (version.startswith(f"{expected}@") if live else version == expected):
                 return "stale"
-        if teacher in answering and version not in answers.get((teacher, BatchId.parse(applied["batch"])), ()):
+        if teacher in answering and version not in _answered(answers, teacher, applied):
             return "unanswered"
     return None
 
 
+def _answered(answers: dict[tuple[str, Optional[str], BatchId], set[str]], teacher: str,
+              applied: dict[str, Any]) -> set[str]:
+    """The versions `teacher`'s replicas recorded answering the application's batch with: lines
+    naming its phase, and lines naming none (a caller that sent no phase, such as a gRPC client)."""
+    batch = BatchId.parse(applied["batch"])
+    return answers.get((teacher, applied["phase"], batch), set()) | answers.get((teacher, None, batch), set())
+
+
 def audit_phase(phase: str, events: list[dict[str, Any]], sets: SetHistory,
-                answers: dict[tuple[str, BatchId], set[str]], answering: set[str]) -> PhaseAudit:
+                answers: dict[tuple[str, Optional[str], BatchId], set[str]], answering: set[str]) -> PhaseAudit:
     by_rank: dict[int, list[dict]] = defaultdict(list)
     for event in events:
         by_rank[event["rank"]].append(event)
@@ -161,12 +169,12 @@ def audit_records(records: Iterable[dict[str, Any]]) -> list[PhaseAudit]:
     """Every phase's audit from the records of a run's audit files (`cluster.read_audit`)."""
     records = sorted(records, key=lambda r: (r["t"], r.get("file", ""), r.get("seq", 0)))
     sets = SetHistory([r for r in records if r["kind"] == "teacher_set"])
-    answers: dict[tuple[str, BatchId], set[str]] = defaultdict(set)
-    for record in records:
+    answers: dict[tuple[str, Optional[str], BatchId], set[str]] = defaultdict(set)
+    for record in records:  # keyed by phase too: batch ids repeat across phases (None: a caller naming none)
         if record["kind"] == "answered":
             for batch in record["batches"]:
-                answers[(record["teacher"], BatchId.parse(batch))].add(record["version"])
-    answering = {teacher for teacher, _ in answers}
+                answers[(record["teacher"], record.get("phase"), BatchId.parse(batch))].add(record["version"])
+    answering = {teacher for teacher, _, _ in answers}
     phases: dict[str, list[dict]] = defaultdict(list)
     for record in records:
         if record["kind"] in ("start", "applied", "end"):

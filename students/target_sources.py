@@ -32,7 +32,7 @@ def soft_target_source(job: StudentJob, control: RunControl, output_space: str, 
                              timeout_s=job.distill.request_timeout_s, top_k=job.distill.top_k,
                              dense_max_classes=job.distill.dense_max_classes,
                              target_kind=job.distill.target_kind, only=only,
-                             policy=FaultPolicy.of(job.distill))
+                             policy=FaultPolicy.of(job.distill), phase=job.phase)
     from cluster import work_device
     from teachers import LocalTeachers
 

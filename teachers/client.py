@@ -114,6 +114,8 @@ class TeacherClient(RecordSource):
         only: the teachers of the set this client uses (all when None); a born-again phase
             reads only its snapshot teacher.
         policy: retries, fallback and what to do when a teacher is lost or none is left.
+        phase: the run phase the batches belong to, named in every request (batch ids repeat
+            across phases; a replica's answer line names the phase, and the audit matches by it).
 
     A request that fails (a replica died, Serve's queue was full, the call errored) is sent
     again, to whichever replica Serve picks, `policy.retries` times with backoff; a rejection
@@ -128,9 +130,11 @@ class TeacherClient(RecordSource):
 
     def __init__(self, control: TeacherSetSource, *, output_space: str, temperature: float, prefetch: int = 8,
                  batches_per_request: int = 4, timeout_s: float = 60.0, top_k: int = 0, dense_max_classes: int = 0,
-                 target_kind: str = "topk", only: Optional[set[str]] = None, policy: FaultPolicy = FaultPolicy()):
+                 target_kind: str = "topk", only: Optional[set[str]] = None, policy: FaultPolicy = FaultPolicy(),
+                 phase: Optional[str] = None):
         super().__init__(TeacherSet(), output_space=output_space, temperature=temperature, target_kind=target_kind)
         self._control = control
+        self.phase = phase  # named in every request: a replica's answer line says which phase's batch it was
         self.prefetch = max(prefetch, batches_per_request)
         self.batches_per_request = batches_per_request
         self.timeout_s = timeout_s
@@ -197,7 +201,8 @@ class TeacherClient(RecordSource):
     def _submit(self, batches: list[Batch], teacher: str) -> _Request:
         payload = {"batches": [b.payload() for b in batches],
                    "temperature": self.temperature, "top_k": self.top_k, "dense_max_classes": self.dense_max_classes,
-                   "target_kind": self.target_kind, "teacher_set_version": self.teacher_set.version}
+                   "target_kind": self.target_kind, "teacher_set_version": self.teacher_set.version,
+                   "phase": self.phase}
         request = _Request(self._handles[teacher].remote(payload), batches,
                            on_answer=lambda latency_s: self._note_latency(teacher, latency_s))
         for batch in batches:

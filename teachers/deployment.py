@@ -117,7 +117,7 @@ class TeacherDeployment:
         if self.audit is not None and records:  # in a thread: an audit on object storage uploads now and then
             await asyncio.to_thread(self.audit.write, {"kind": "answered", "teacher": self.teacher.args.name,
                               "version": records[0].teacher_version, "set": request.get("teacher_set_version"),
-                              "batches": [str(r.batch_id) for r in records]})
+                              "phase": request.get("phase"), "batches": [str(r.batch_id) for r in records]})
         return records
 
     def perplexity(self, inputs: np.ndarray) -> dict[str, float]:

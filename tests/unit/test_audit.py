@@ -34,7 +34,7 @@ class _Run:
         teachers = {"mlp": "mlp-v1"} if teachers is None else teachers
         if answered:
             self.replica.write({"kind": "answered", "teacher": "mlp", "version": "mlp-v1", "set": version,
-                                "batches": [batch]})
+                                "phase": "kd", "batches": [batch]})
         self.workers[rank].write({"kind": "applied", "phase": "kd", "rank": rank, "step": step, "batch": batch,
                                   "set": version, "teachers": teachers})
 
@@ -123,6 +123,22 @@ def test_stale_and_unanswered_applications(tmp_path):
     phase = run.audit()
     assert phase.stale == ["e0-s0-b1@rank0", "e0-s0-b3@rank0"] and phase.unanswered == ["e0-s0-b2@rank0"]
     assert not phase.lost and not phase.duplicated
+
+
+def test_another_phases_answer_for_the_same_batch_id_does_not_stand_in(tmp_path):
+    """Batch ids repeat across phases: a replica's answer counts for the phase its request
+    named; a line naming no phase (a caller that sends none) counts for any."""
+    run = _Run(tmp_path, world_size=1, epochs=1, batches=4)
+    run.teacher_set(1, mlp="mlp-v1")
+    run.start_workers()
+    for step in range(1, 5):
+        run.step(0, step, f"e0-s0-b{step - 1}", answered=False)
+    for batch in ("e0-s0-b0", "e0-s0-b1", "e0-s0-b2"):  # the same ids, answered for another phase
+        run.replica.write({"kind": "answered", "teacher": "mlp", "version": "mlp-v1", "set": 1, "phase": "kd-seed1",
+                           "batches": [batch]})
+    run.replica.write({"kind": "answered", "teacher": "mlp", "version": "mlp-v1", "set": 1, "batches": ["e0-s0-b2"]})
+    run.end(4)
+    assert run.audit().unanswered == ["e0-s0-b0@rank0", "e0-s0-b1@rank0", "e0-s0-b3@rank0"]
 
 
 def test_a_stopped_phase_planned_what_it_reached_and_a_silent_rank_loses_its_plan(tmp_path):
