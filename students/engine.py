@@ -82,6 +82,8 @@ def sharded_build(job: StudentJob, config: dict[str, Any]) -> Iterator[None]:
     import torch._dynamo  # noqa: F401 - its import fails under zero.Init's patched tensor constructors
     from transformers.integrations import HfDeepSpeedConfig
 
+    if torch.distributed.is_initialized():  # Ray Train's process group: DeepSpeed partitions over its ranks
+        deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())
     hf_config = HfDeepSpeedConfig(config)  # transformers builds and loads partitioned while this lives
     with deepspeed.zero.Init(config_dict_or_path=config):
         yield
