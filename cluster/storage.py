@@ -274,19 +274,28 @@ def fetch_file(location: str, cache_dir: Optional[str] = None) -> str:
         raise FileNotFoundError(f"{location}: no such file on the object store")
     key = hashlib.sha256(location.partition("?")[0].encode()).hexdigest()[:16]
     local = Path(cache_dir or default_cache_dir()) / "fetched" / key / path.rsplit("/", 1)[-1]
-    if not (local.is_file() and local.stat().st_size == info.size):
-        local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = local.with_name(local.name + f".{os.getpid()}.tmp")
-        pafs.copy_files(path, str(tmp), source_filesystem=filesystem, destination_filesystem=pafs.LocalFileSystem())
-        tmp.replace(local)
+    _fetch_changed(filesystem, info, local)
     mark_used(local)
     return str(local)
 
 
+def _fetch_changed(filesystem: Any, info: Any, local: Path) -> None:
+    """Download the store's file `info` to `local` unless a copy of its size is there; the file
+    lands whole (written aside, then renamed), so processes of one node fetching at once never
+    read half a file."""
+    from pyarrow import fs as pafs
+
+    if local.is_file() and local.stat().st_size == info.size:
+        return
+    local.parent.mkdir(parents=True, exist_ok=True)
+    tmp = local.with_name(local.name + f".{os.getpid()}.tmp")
+    pafs.copy_files(info.path, str(tmp), source_filesystem=filesystem, destination_filesystem=pafs.LocalFileSystem())
+    tmp.replace(local)
+
+
 def fetch_folder(location: str, cache_dir: Optional[str] = None) -> str:
     """A local path to the folder at `location`: itself, or (a URI) a copy downloaded once into
-    `<cache>/fetched/` (a file whose size on the store changed is downloaded again; each file
-    lands whole, so processes of one node fetching at once never read half a file)."""
+    `<cache>/fetched/` (a file whose size on the store changed is downloaded again)."""
     if not is_uri(location):
         return location
     from pyarrow import fs as pafs
@@ -299,13 +308,7 @@ def fetch_folder(location: str, cache_dir: Optional[str] = None) -> str:
     key = hashlib.sha256(location.partition("?")[0].rstrip("/").encode()).hexdigest()[:16]
     local = Path(cache_dir or default_cache_dir()) / "fetched" / key / root.rstrip("/").rsplit("/", 1)[-1]
     for info in files:
-        target = local / info.path[len(root):].lstrip("/")
-        if not (target.is_file() and target.stat().st_size == info.size):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(target.name + f".{os.getpid()}.tmp")
-            pafs.copy_files(info.path, str(tmp), source_filesystem=filesystem,
-                            destination_filesystem=pafs.LocalFileSystem())
-            tmp.replace(target)
+        _fetch_changed(filesystem, info, local / info.path[len(root):].lstrip("/"))
     mark_used(local)
     return str(local)
 

@@ -134,8 +134,9 @@ def plan_epoch(split: Split, *, epoch: int, seed: int, shard: int, num_shards: i
     mine = order[shard * per_shard:(shard + 1) * per_shard]
     n_batches = per_shard // batch_size
     if length_buckets > 1 and n_batches:
-        rows = _bucketed(mine[:n_batches * batch_size], sequence_lengths(split.x[mine[:n_batches * batch_size]]),
-                         batch_size, length_buckets, np.random.default_rng([seed, epoch, shard, 1]))
+        kept = mine[:n_batches * batch_size]
+        rows = _bucketed(kept, sequence_lengths(split.x[kept]), batch_size, length_buckets,
+                         np.random.default_rng([seed, epoch, shard, 1]))
     else:
         rows = [mine[i * batch_size:(i + 1) * batch_size] for i in range(n_batches)]
     return [Batch(BatchId.planned(epoch, shard, i), epoch, i, split.x[r], split.labels(r), r, split.teacher_inputs[r],

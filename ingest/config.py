@@ -186,9 +186,7 @@ class DataConfig(Strict):
 
     @model_validator(mode="after")
     def _dataset_fields(self) -> "DataConfig":
-        language_model = self.dataset == "stdlib_functions" if self.source is None else \
-            self.source.columns.language_model
-        if self.length_buckets > 1 and not language_model:
+        if self.length_buckets > 1 and not self.language_model:
             raise ValueError("length_buckets: only language-model rows have lengths to bucket by; drop it")
         if self.length_buckets > 1 and self.source is not None and self.source.stream:
             raise ValueError("length_buckets: a streamed source's batches come in stream order; set "

@@ -11,7 +11,7 @@ from typing import Any, Iterable
 import torch
 from safetensors.torch import load_model
 
-from cluster import DEFAULT_ALLOWED_MODULES, ModelSpec, build_module, resolve_factory
+from cluster import DEFAULT_ALLOWED_MODULES, ModelSpec, build_module, is_uri, resolve_factory
 from models import file_version
 
 
@@ -68,8 +68,6 @@ def declared_version(model: ResolvedModel) -> str:
         return str(getattr(model.build(), "model_version", "pretrained"))
     layers = model.kwargs.get("layers")
     suffix = f"-layers{'-'.join(map(str, layers))}" if layers else ""
-    from cluster import is_uri
-
     local = is_gguf(str(path)) or not is_uri(str(path))  # a URI folder's metadata is read where it lies
     return checkpoint_version(resolve_model_dir(str(path)) if local else str(path)) + suffix
 
